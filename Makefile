@@ -1,0 +1,43 @@
+# smearscope — the two commands a fresh machine needs:  `make run`  and  `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+EXTRAS  ?= device,train,hub,dev
+HOST    ?= 127.0.0.1
+PORT    ?= 8080
+DATA    ?= var
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test setup system-deps lint bench train-shipped clean
+
+$(BIN)/.installed-$(subst $(comma),_,$(EXTRAS)): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+comma := ,
+
+setup: $(BIN)/.installed-$(subst $(comma),_,$(EXTRAS))
+
+## Start the daemon on its embedded defaults: shipped models, replay camera, SQLite in ./var,
+## web page on http://127.0.0.1:8080
+run: setup
+	$(BIN)/smearscope run --host $(HOST) --port $(PORT) --data-dir $(DATA)
+
+## Lint and run the whole test suite (installs chromium and PostgreSQL from Debian when root).
+test: setup system-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/smearscope bench --json benchmarks/results/bench.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,252 @@
+"""Model bundles: `model.tflite` + `manifest.json` (+ `MODEL.md`), and their verification.
+
+The manifest is the contract between the model factory (convert/) and the device. The device checks
+the file hash and the interpreter's tensor shapes against it before serving, and refuses a bundle
+with a message that says exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import BundleError
+from device.preprocess import RESIZE_MODES
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.tflite"
+
+
+@dataclass(frozen=True)
+class Label:
+    id: str  # the dataset folder name, e.g. "Pre"
+    display: str  # what a person reads, e.g. "Pre-B ALL (malignant)"
+    malignant: bool | None = None  # None where the notion does not apply
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    width: int
+    height: int
+    dtype: str = "uint8"  # raw RGB 0-255; any scaling lives inside the model
+    resize: str = "center_crop"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str  # "probabilities" or "cam"
+    shape: tuple[int, ...]
+    tensor_name: str | None = None
+
+
+@dataclass
+class Manifest:
+    name: str
+    architecture: str
+    labels: list[Label]
+    input: InputSpec
+    outputs: list[OutputSpec]
+    sha256: str
+    schema_version: int = SCHEMA_VERSION
+    model_file: str = MODEL_FILE
+    quantization: str = "int8"
+    temperature: float = 1.0
+    abstain_threshold: float = 0.5
+    metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = (
+        "Screening aid for trained laboratory staff. Not a diagnosis: every result must be reviewed "
+        "by a qualified hematologist."
+    )
+
+    @property
+    def label_ids(self) -> list[str]:
+        return [lb.id for lb in self.labels]
+
+    def output(self, name: str) -> OutputSpec | None:
+        return next((o for o in self.outputs if o.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "architecture": self.architecture,
+            "quantization": self.quantization,
+            "model_file": self.model_file,
+            "sha256": self.sha256,
+            "labels": [{"id": lb.id, "display": lb.display, "malignant": lb.malignant} for lb in self.labels],
+            "input": {
+                "width": self.input.width,
+                "height": self.input.height,
+                "channels": 3,
+                "color": "RGB",
+                "dtype": self.input.dtype,
+                "resize": self.input.resize,
+            },
+            "outputs": [
+                {"name": o.name, "shape": list(o.shape), "tensor_name": o.tensor_name} for o in self.outputs
+            ],
+            "temperature": self.temperature,
+            "abstain_threshold": self.abstain_threshold,
+            "calibration": self.calibration,
+            "metrics": self.metrics,
+            "verification": self.verification,
+            "provenance": self.provenance,
+            "intended_use": self.intended_use,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "manifest") -> Manifest:
+        def need(key: str, obj: dict[str, Any] = d, ctx: str = "") -> Any:
+            if key not in obj:
+                raise BundleError(f"{where}: missing key '{ctx}{key}'")
+            return obj[key]
+
+        version = need("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"{where}: schema_version {version} is not supported (this device reads {SCHEMA_VERSION}); "
+                "update smearscope or re-export the bundle"
+            )
+        raw_labels = need("labels")
+        if not isinstance(raw_labels, list) or len(raw_labels) < 2:
+            raise BundleError(f"{where}: 'labels' must list at least two labels")
+        labels = []
+        for i, lb in enumerate(raw_labels):
+            if isinstance(lb, str):
+                lb = {"id": lb}
+            if not isinstance(lb, dict) or not lb.get("id"):
+                raise BundleError(f"{where}: labels[{i}] has no 'id'")
+            labels.append(Label(str(lb["id"]), str(lb.get("display") or lb["id"]), lb.get("malignant")))
+        if len({lb.id for lb in labels}) != len(labels):
+            raise BundleError(f"{where}: label ids are not unique")
+        inp = need("input")
+        resize = inp.get("resize", "center_crop")
+        if resize not in RESIZE_MODES:
+            raise BundleError(f"{where}: input.resize {resize!r} is not one of {RESIZE_MODES}")
+        input_spec = InputSpec(
+            int(need("width", inp, "input.")),
+            int(need("height", inp, "input.")),
+            str(inp.get("dtype", "uint8")),
+            resize,
+        )
+        outputs = [
+            OutputSpec(str(o["name"]), tuple(int(x) for x in o["shape"]), o.get("tensor_name"))
+            for o in need("outputs")
+        ]
+        if not any(o.name == "probabilities" for o in outputs):
+            raise BundleError(f"{where}: 'outputs' has no 'probabilities' entry")
+        temperature = float(d.get("temperature", 1.0))
+        if not 0.05 <= temperature <= 20:
+            raise BundleError(f"{where}: temperature {temperature} is outside 0.05..20")
+        threshold = float(d.get("abstain_threshold", 0.5))
+        if not 0.0 <= threshold < 1.0:
+            raise BundleError(f"{where}: abstain_threshold {threshold} is outside 0..1")
+        return cls(
+            name=str(need("name")),
+            architecture=str(d.get("architecture", "unknown")),
+            labels=labels,
+            input=input_spec,
+            outputs=outputs,
+            sha256=str(need("sha256")).lower(),
+            schema_version=version,
+            model_file=str(d.get("model_file", MODEL_FILE)),
+            quantization=str(d.get("quantization", "unknown")),
+            temperature=temperature,
+            abstain_threshold=threshold,
+            metrics=dict(d.get("metrics") or {}),
+            calibration=dict(d.get("calibration") or {}),
+            verification=dict(d.get("verification") or {}),
+            provenance=dict(d.get("provenance") or {}),
+            intended_use=str(d.get("intended_use") or cls.intended_use),
+        )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A bundle on disk whose manifest parsed and whose model file matches its hash."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model_file
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def card_path(self) -> Path:
+        return self.path / "MODEL.md"
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    bundle_dir = Path(bundle_dir)
+    mpath = bundle_dir / MANIFEST
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: not a model bundle directory (it does not exist)")
+    if not mpath.is_file():
+        raise BundleError(f"{bundle_dir}: no {MANIFEST} (not a model bundle)")
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{mpath}: unreadable manifest ({exc})") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{mpath}: manifest must be a JSON object")
+    return Manifest.from_dict(data, where=str(mpath))
+
+
+def load_bundle(bundle_dir: str | Path, *, check_hash: bool = True) -> Bundle:
+    """Parse the manifest and check the model file's sha256. Tensor shapes are checked when the
+    interpreter is created (device.model.TFLiteModel)."""
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    model = bundle_dir / manifest.model_file
+    if not model.is_file():
+        raise BundleError(f"{bundle_dir}: model file {manifest.model_file} is missing")
+    if check_hash:
+        actual = sha256_file(model)
+        if actual != manifest.sha256:
+            raise BundleError(
+                f"{bundle_dir}: sha256 of {manifest.model_file} is {actual[:12]}…, the manifest says "
+                f"{manifest.sha256[:12]}… — the file was changed or corrupted; reinstall the bundle"
+            )
+    return Bundle(bundle_dir, manifest)
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    """Write manifest.json atomically (temp file + fsync + rename)."""
+    from device.fsutil import atomic_write_bytes
+
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+    path = Path(bundle_dir) / MANIFEST
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def find_bundles(models_dir: str | Path) -> list[Path]:
+    """Every sub-directory of `models_dir` holding a manifest.json, sorted by name."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(p for p in models_dir.iterdir() if (p / MANIFEST).is_file())

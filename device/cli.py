@@ -1,0 +1,71 @@
+"""The `smearscope` command. Sub-commands are modules in device/commands/ (each has `register`),
+plus those other packages declare under the `smearscope.commands` entry-point group (train, convert),
+so device/ never imports training/ or convert/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+
+import device.commands
+from device import __version__
+from device.errors import SmearscopeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smearscope",
+        description="Offline leukemia screening station. A screening aid for trained staff, not a diagnosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"smearscope {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(device.commands.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        importlib.import_module(f"device.commands.{info.name}").register(sub)
+    for ep in entry_points(group="smearscope.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # e.g. training extras not installed on a device
+            p = sub.add_parser(ep.name, help=f"(unavailable: {exc.name or exc} not installed)")
+            p.set_defaults(func=_unavailable(ep.name, exc))
+            continue
+        register(sub)
+    return parser
+
+
+def _unavailable(name: str, exc: Exception):
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"smearscope {name}: needs the training extras (pip install 'smearscope[train]'): {exc}",
+            file=sys.stderr,
+        )
+        return 2
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except SmearscopeError as exc:
+        print(f"smearscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

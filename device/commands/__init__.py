@@ -1,0 +1,1 @@
+"""One module per `smearscope` sub-command; each defines `register(subparsers)`."""

@@ -1,0 +1,165 @@
+"""Soft-vote ensemble of bundles with the same labels: temperature, abstention, heatmap.
+
+Safety rule: the ensemble abstains ("uncertain, refer") when its calibrated confidence is below the
+threshold, or when its members disagree on the label. A confident wrong call is the worst outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from device.bundle import Label
+from device.errors import BundleError
+from device.model import TFLiteModel
+from device.preprocess import prepare
+
+_EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax(log p / T): the same as dividing the logits by T, computed from probabilities."""
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.clip(probs, _EPS, 1.0)) / temperature
+    logp -= logp.max()
+    e = np.exp(logp)
+    return (e / e.sum()).astype(np.float32)
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    probabilities: dict[str, float]
+    label: str  # the arg-max label, reported even when abstained
+    confidence: float
+    abstained: bool
+    reason: str | None = None  # why it abstained
+    per_model: dict[str, list[float]] = field(default_factory=dict)
+    cam: np.ndarray | None = None  # float32 (h, w) in 0..1 for `label`, model resolution
+    inference_ms: float = 0.0
+
+    @property
+    def display(self) -> str:
+        return "uncertain — refer to a hematologist" if self.abstained else self.label
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "abstained": self.abstained,
+            "reason": self.reason,
+            "per_model": {k: [round(x, 6) for x in v] for k, v in self.per_model.items()},
+            "inference_ms": round(self.inference_ms, 3),
+        }
+
+
+class Ensemble:
+    def __init__(
+        self,
+        models: Sequence[TFLiteModel],
+        *,
+        threshold: float | None = None,
+        abstain_on_disagreement: bool = True,
+    ):
+        if not models:
+            raise BundleError("no model bundles to serve")
+        first = models[0].manifest
+        for m in models[1:]:
+            if m.manifest.label_ids != first.label_ids:
+                raise BundleError(
+                    f"bundle {m.manifest.name} has labels {m.manifest.label_ids}, but "
+                    f"{first.name} has {first.label_ids}: an ensemble needs the same labels in the same order"
+                )
+        self.models = list(models)
+        self.labels: list[Label] = list(first.labels)
+        self.label_ids = first.label_ids
+        self.threshold = (
+            float(threshold) if threshold is not None else max(m.manifest.abstain_threshold for m in models)
+        )
+        self.abstain_on_disagreement = abstain_on_disagreement
+
+    @classmethod
+    def from_dirs(cls, dirs: Sequence[str], num_threads: int | None = None, **kw) -> Ensemble:
+        return cls([TFLiteModel.from_dir(str(d), num_threads) for d in dirs], **kw)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.manifest.name for m in self.models]
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        return {m.manifest.name: m.manifest.sha256 for m in self.models}
+
+    @property
+    def has_cam(self) -> bool:
+        return any(m.has_cam for m in self.models)
+
+    def classify(self, rgb: np.ndarray, *, with_cam: bool = True) -> Prediction:
+        """Classify a full RGB uint8 image (any size): each model gets its own prepared input."""
+        t0 = time.perf_counter()
+        per_model: dict[str, list[float]] = {}
+        stack = []
+        cams = []
+        prepared: dict[tuple, np.ndarray] = {}
+        for m in self.models:
+            spec = m.manifest.input
+            key = (spec.width, spec.height, spec.resize)
+            if key not in prepared:
+                prepared[key] = prepare(rgb, spec.size, spec.resize)
+            out = m.predict(prepared[key], with_cam=with_cam)
+            p = apply_temperature(out.probabilities, m.manifest.temperature)
+            per_model[m.manifest.name] = p.tolist()
+            stack.append(p)
+            if out.cam is not None:
+                cams.append(out.cam)
+        probs = np.mean(stack, axis=0)
+        idx = int(np.argmax(probs))
+        conf = float(probs[idx])
+        reason = None
+        if conf < self.threshold:
+            reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
+        elif self.abstain_on_disagreement and len(stack) > 1:
+            votes = {int(np.argmax(p)) for p in stack}
+            if len(votes) > 1:
+                reason = "models disagree"
+        cam = _combine_cams(cams, idx) if cams else None
+        return Prediction(
+            labels=list(self.label_ids),
+            probabilities={lb: float(v) for lb, v in zip(self.label_ids, probs, strict=True)},
+            label=self.label_ids[idx],
+            confidence=conf,
+            abstained=reason is not None,
+            reason=reason,
+            per_model=per_model,
+            cam=cam,
+            inference_ms=(time.perf_counter() - t0) * 1000,
+        )
+
+
+def _combine_cams(cams: list[np.ndarray], idx: int) -> np.ndarray:
+    """Average each model's activation map for class `idx`, normalised to 0..1."""
+    size = max(c.shape[0] for c in cams)
+    maps = []
+    for c in cams:
+        m = c[..., idx].astype(np.float32)
+        if m.shape[0] != size:
+            m = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+        m -= m.min()
+        peak = m.max()
+        maps.append(m / peak if peak > 0 else m)
+    return np.mean(maps, axis=0).astype(np.float32)
+
+
+def heatmap_overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend a 0..1 activation map over an RGB image (JET colour map), same size as `rgb`."""
+    h, w = rgb.shape[:2]
+    m = cv2.resize(cam, (w, h), interpolation=cv2.INTER_CUBIC)
+    m = np.clip(m * 255, 0, 255).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(m, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 1 - alpha, colour, alpha, 0)

@@ -1,0 +1,117 @@
+"""One TFLite model from a verified bundle: raw RGB uint8 in, probabilities (and CAM maps) out."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from device.bundle import Bundle, load_bundle
+from device.errors import BundleError
+from device.runtime import make_interpreter
+
+
+@dataclass
+class RawOutput:
+    probabilities: np.ndarray  # float32 (K,), the model's own softmax (before temperature)
+    cam: np.ndarray | None  # float32 (h, w, K) class activation logits, if the bundle exports them
+
+
+class TFLiteModel:
+    """Wraps an interpreter; checks its tensors against the manifest when created.
+
+    An interpreter is not thread-safe: `predict` holds a lock, so give each worker its own model
+    when several threads classify at once.
+    """
+
+    def __init__(self, bundle: Bundle, num_threads: int | None = None):
+        self.bundle = bundle
+        self.manifest = m = bundle.manifest
+        self.interpreter, self.runtime = make_interpreter(str(bundle.model_path), num_threads)
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise BundleError(f"{bundle.path}: model has {len(inputs)} inputs, expected 1")
+        self._in = inputs[0]
+        want = (1, m.input.height, m.input.width, 3)
+        got = tuple(int(x) for x in self._in["shape"])
+        if got != want:
+            raise BundleError(f"{bundle.path}: input tensor shape is {got}, the manifest says {want}")
+        in_dtype = np.dtype(self._in["dtype"]).name
+        if in_dtype != m.input.dtype:
+            raise BundleError(f"{bundle.path}: input dtype is {in_dtype}, the manifest says {m.input.dtype}")
+        k = len(m.labels)
+        self._prob_idx: int | None = None
+        self._cam_idx: int | None = None
+        for det in self.interpreter.get_output_details():
+            shape = tuple(int(x) for x in det["shape"])
+            if len(shape) == 2:
+                if shape[1] != k:
+                    raise BundleError(
+                        f"{bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
+                    )
+                self._prob_idx = det["index"]
+                self._prob_q = det["quantization"]
+                self._prob_dtype = det["dtype"]
+            elif len(shape) == 4 and shape[-1] == k:
+                self._cam_idx = det["index"]
+                self._cam_q = det["quantization"]
+                self._cam_dtype = det["dtype"]
+        if self._prob_idx is None:
+            raise BundleError(f"{bundle.path}: model has no (1, {k}) probability output")
+        spec = m.output("probabilities")
+        if spec and spec.shape and tuple(spec.shape) != (1, k):
+            raise BundleError(f"{bundle.path}: manifest probability shape {spec.shape} != (1, {k})")
+
+    @classmethod
+    def from_dir(cls, path: str, num_threads: int | None = None) -> TFLiteModel:
+        return cls(load_bundle(path), num_threads)
+
+    @property
+    def has_cam(self) -> bool:
+        return self._cam_idx is not None
+
+    def _dequant(self, arr: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = q
+            return (arr.astype(np.float32) - zero) * (scale or 1.0)
+        return arr.astype(np.float32)
+
+    def _input(self, rgb: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        if dtype == np.uint8:
+            scale, zero = self._in["quantization"]
+            if scale in (0.0, 1.0) and zero == 0:
+                return rgb[None]
+            q = np.round(rgb.astype(np.float32) / scale + zero)
+            return np.clip(q, 0, 255).astype(np.uint8)[None]
+        if dtype == np.int8:
+            scale, zero = self._in["quantization"]
+            q = np.round(rgb.astype(np.float32) / (scale or 1.0) + zero)
+            return np.clip(q, -128, 127).astype(np.int8)[None]
+        return rgb.astype(np.float32)[None]
+
+    def predict(self, rgb: np.ndarray, *, with_cam: bool = True) -> RawOutput:
+        """`rgb` must already be `device.preprocess.prepare`d to the model's size."""
+        m = self.manifest.input
+        if rgb.shape != (m.height, m.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"expected uint8 ({m.height}, {m.width}, 3), got {rgb.dtype} {rgb.shape}")
+        with self._lock:
+            self.interpreter.set_tensor(self._in["index"], self._input(rgb))
+            self.interpreter.invoke()
+            probs = self.interpreter.get_tensor(self._prob_idx)[0]
+            cam = self.interpreter.get_tensor(self._cam_idx)[0] if (with_cam and self.has_cam) else None
+        p = self._dequant(probs, self._prob_q, self._prob_dtype)
+        p = np.clip(p, 0.0, None)
+        total = float(p.sum())
+        p = p / total if total > 0 else np.full_like(p, 1.0 / len(p))
+        c = self._dequant(cam, self._cam_q, self._cam_dtype) if cam is not None else None
+        return RawOutput(p.astype(np.float32), c)
+
+    def invoke_only(self, batch: np.ndarray) -> None:
+        """Raw interpreter call on an already-built input tensor (benchmarks)."""
+        with self._lock:
+            self.interpreter.set_tensor(self._in["index"], batch)
+            self.interpreter.invoke()

@@ -1,0 +1,97 @@
+"""Versioned schema migrations, applied in order; `PRAGMA user_version` holds the applied count.
+
+Append a new migration to MIGRATIONS (never edit a shipped one): devices in the field upgrade by
+running the ones they have not applied yet, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+M001_CORE = """
+CREATE TABLE samples (
+    id            TEXT PRIMARY KEY,             -- uuid4 made on the device
+    slide_id      TEXT NOT NULL,                -- what the technician typed (lab number, slide label)
+    notes         TEXT NOT NULL DEFAULT '',
+    status        TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'finished')),
+    started_at    TEXT NOT NULL,                -- UTC ISO-8601, device clock
+    finished_at   TEXT,
+    created_by    TEXT,
+    summary_json  TEXT                          -- slide-level summary frozen when finished
+);
+CREATE INDEX samples_started ON samples (started_at DESC);
+
+CREATE TABLE results (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,  -- monotonic sequence on this device
+    id                 TEXT NOT NULL UNIQUE,               -- uuid4 made on the device
+    device_id          TEXT NOT NULL,
+    sample_id          TEXT REFERENCES samples (id),
+    captured_at        TEXT NOT NULL,                      -- UTC ISO-8601, device clock (may be wrong)
+    monotonic_ns       INTEGER,                            -- time.monotonic_ns() at capture
+    boot_id            TEXT,                               -- which boot the monotonic clock belongs to
+    source             TEXT NOT NULL CHECK (source IN ('camera', 'upload', 'review')),
+    kind               TEXT NOT NULL DEFAULT 'classification' CHECK (kind IN ('classification', 'review')),
+    review_of          TEXT REFERENCES results (id),       -- a review points at the record it reviews
+    models_json        TEXT NOT NULL DEFAULT '[]',         -- [{"name": ..., "sha256": ...}]
+    probabilities_json TEXT NOT NULL DEFAULT '{}',         -- {"Benign": 0.01, ...}
+    label              TEXT NOT NULL,                      -- arg-max label (or the reviewer's label)
+    confidence         REAL NOT NULL DEFAULT 0,
+    abstained          INTEGER NOT NULL DEFAULT 0,
+    reason             TEXT,                               -- why abstained
+    quality_json       TEXT NOT NULL DEFAULT '{}',
+    image_sha256       TEXT,                               -- JPEG stored as images/<aa>/<sha256>.jpg
+    heatmap_sha256     TEXT,
+    filename           TEXT,                               -- uploaded file's (sanitised) name
+    reviewer           TEXT,
+    comment            TEXT,
+    sync_state         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (sync_state IN ('pending', 'sending', 'synced', 'rejected')),
+    sync_error         TEXT,
+    synced_at          TEXT
+);
+CREATE INDEX results_captured ON results (captured_at DESC, seq DESC);
+CREATE INDEX results_sample ON results (sample_id, seq DESC);
+CREATE INDEX results_label ON results (label, seq DESC);
+CREATE INDEX results_abstained ON results (abstained, seq DESC);
+CREATE INDEX results_review_of ON results (review_of);
+CREATE INDEX results_sync ON results (sync_state, seq);
+CREATE INDEX results_image ON results (image_sha256);
+
+CREATE TABLE images (
+    sha256      TEXT PRIMARY KEY,
+    bytes       INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    synced      INTEGER NOT NULL DEFAULT 0,   -- the hub confirmed it has these bytes
+    deleted_at  TEXT                          -- removed by retention (only ever after synced)
+);
+CREATE INDEX images_retention ON images (synced, deleted_at, created_at);
+
+CREATE TABLE events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       TEXT NOT NULL,
+    level    TEXT NOT NULL,                   -- info | warning | error
+    source   TEXT NOT NULL,                   -- camera | store | sync | watchdog | ...
+    message  TEXT NOT NULL
+);
+
+CREATE TABLE users (
+    name           TEXT PRIMARY KEY,
+    role           TEXT NOT NULL CHECK (role IN ('technician', 'admin')),
+    password_hash  TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    disabled       INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE api_keys (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_name   TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    key_hash    TEXT NOT NULL UNIQUE,         -- sha256 of the key; the key itself is shown once
+    created_at  TEXT NOT NULL,
+    last_used   TEXT
+);
+
+CREATE TABLE meta (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [M001_CORE]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: chromium (real-browser test) and PostgreSQL (hub tests).
+# Installs them only when missing and when we are root; otherwise those tests skip with a reason.
+set -u
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: not root or no apt-get; tests needing ${need[*]} will be skipped" >&2
+  exit 0
+fi
+echo "system-deps: installing ${need[*]} from Debian" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null 2>&1 || true
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+  || echo "system-deps: could not install ${need[*]}; those tests will be skipped" >&2
+exit 0
