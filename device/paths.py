@@ -23,6 +23,7 @@ def default_bundle_dirs() -> list[Path]:
     root = models_dir()
     listing = root / "DEFAULT"
     if listing.is_file():
-        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = (ln.strip() for ln in listing.read_text().splitlines())
+        names = [ln for ln in lines if ln and not ln.startswith("#")]
         return [root / n for n in names]
     return find_bundles(root)
