@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 from importlib.metadata import entry_points
@@ -14,6 +13,7 @@ from importlib.metadata import entry_points
 import device.commands
 from device import __version__
 from device.errors import SmearscopeError
+from device.logging_setup import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +54,7 @@ def _unavailable(name: str, exc: Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except SmearscopeError as exc:
