@@ -1,0 +1,495 @@
+"""The device's store: result rows in SQLite (WAL) and JPEG files named by their sha256.
+
+Thread-safe: each thread gets its own connection (`device.store.db.connect`). Records are append-only.
+Crash safety: an image file is written (temp + fsync + rename) before the row that names it, so a
+`kill -9` at any point leaves either no row or a row whose image exists; stale temps are removed on open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from device.errors import SmearscopeError
+from device.fsutil import atomic_write_bytes, remove_stale_temps
+from device.sample_summary import summarise
+from device.store.db import connect, migrate
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "smearscope.db"
+IMAGES_DIR = "images"
+MAX_LIMIT = 1000
+_RECORD_FIELDS = (
+    "sample_id",
+    "source",
+    "kind",
+    "review_of",
+    "label",
+    "confidence",
+    "abstained",
+    "reason",
+    "image_sha256",
+    "heatmap_sha256",
+    "filename",
+    "reviewer",
+    "comment",
+)
+
+
+class StoreError(SmearscopeError):
+    """A store operation was refused (unknown record, closed sample, bad label...)."""
+
+
+class DiskFullError(StoreError):
+    """Free disk space is below the reserve: image writes are refused, classification goes on."""
+
+
+def utc_now() -> str:
+    """UTC ISO-8601 with milliseconds and a Z, e.g. 2026-11-22T01:02:03.123Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "process-" + uuid.uuid4().hex  # no boot id: at least one per process
+
+
+BOOT_ID = _boot_id()
+
+
+def record_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A `results` row → the record JSON of DEVELOPERS.md (Contract 3)."""
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "device_id": row["device_id"],
+        "sample_id": row["sample_id"],
+        "captured_at": row["captured_at"],
+        "monotonic_ns": row["monotonic_ns"],
+        "boot_id": row["boot_id"],
+        "source": row["source"],
+        "kind": row["kind"],
+        "review_of": row["review_of"],
+        "models": json.loads(row["models_json"] or "[]"),
+        "probabilities": json.loads(row["probabilities_json"] or "{}"),
+        "label": row["label"],
+        "confidence": row["confidence"],
+        "abstained": bool(row["abstained"]),
+        "reason": row["reason"],
+        "quality": json.loads(row["quality_json"] or "{}"),
+        "image_sha256": row["image_sha256"],
+        "heatmap_sha256": row["heatmap_sha256"],
+        "filename": row["filename"],
+        "reviewer": row["reviewer"],
+        "comment": row["comment"],
+    }
+
+
+def _sample_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "slide_id": row["slide_id"],
+        "notes": row["notes"],
+        "status": row["status"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "created_by": row["created_by"],
+        "summary": json.loads(row["summary_json"]) if row["summary_json"] else None,
+    }
+
+
+class Store:
+    """See DEVELOPERS.md Contract 4. `free_bytes` may be replaced (tests simulate a full disk)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        device_id: str = "",
+        reserve_bytes: int = 200 * 2**20,
+        budget_bytes: int = 0,
+        free_bytes: Callable[[], int] | None = None,
+    ):
+        self.data_dir = Path(data_dir)
+        self.images_dir = self.data_dir / IMAGES_DIR
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / DB_NAME
+        self.reserve_bytes = reserve_bytes
+        self.budget_bytes = budget_bytes
+        self.free_bytes = free_bytes or (lambda: shutil.disk_usage(self.data_dir).free)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self.disk_full = False
+        self._last_full_event = 0.0
+        removed = remove_stale_temps(self.data_dir)
+        migrate(self.conn)
+        self.device_id = device_id or self.get_meta("device_id") or ""
+        if not self.device_id:
+            self.device_id = str(uuid.uuid4())
+        if self.get_meta("device_id") != self.device_id:
+            self.set_meta("device_id", self.device_id)
+        if removed:
+            self.add_event("warning", "store", f"removed {removed} temp file(s) left by an interrupted write")
+
+    @classmethod
+    def from_config(cls, config, **kw) -> Store:
+        return cls(
+            config.device.data_dir,
+            device_id=config.device.id,
+            reserve_bytes=config.store.reserve_mb * 2**20,
+            budget_bytes=config.store.budget_mb * 2**20,
+            **kw,
+        )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (made on first use)."""
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = connect(self.db_path)
+            self._local.conn = c
+            with self._conns_lock:
+                self._conns.append(c)
+        return c
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for c in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `fn` in one IMMEDIATE transaction on this thread's connection."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(c)
+            c.execute("COMMIT")
+            return out
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- images --------------------------------------------------------------------------------
+
+    def image_path(self, sha: str) -> Path:
+        if len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha):
+            raise StoreError(f"not an image hash: {sha!r}")
+        return self.images_dir / sha[:2] / f"{sha}.jpg"
+
+    def has_image(self, sha: str) -> bool:
+        return self.image_path(sha).is_file()
+
+    def put_image(self, jpeg: bytes) -> str:
+        """Store JPEG bytes under their sha256 (idempotent). Raises DiskFullError below the reserve."""
+        sha = hashlib.sha256(jpeg).hexdigest()
+        path = self.image_path(sha)
+        if path.is_file():
+            return sha
+        if self.free_bytes() - len(jpeg) < self.reserve_bytes:
+            self.enforce_disk_budget()
+            if self.free_bytes() - len(jpeg) < self.reserve_bytes:
+                self._disk_full(f"free disk space is below the {self.reserve_bytes // 2**20} MB reserve")
+        try:
+            atomic_write_bytes(path, jpeg)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self._disk_full(f"the disk is full ({exc.strerror})")
+            raise
+        self.disk_full = False
+        self.conn.execute(
+            "INSERT OR IGNORE INTO images (sha256, bytes, created_at) VALUES (?, ?, ?)",
+            (sha, len(jpeg), utc_now()),
+        )
+        if self.budget_bytes:
+            self.enforce_disk_budget()
+        return sha
+
+    def _disk_full(self, why: str) -> None:
+        self.disk_full = True
+        now = time.monotonic()
+        if now - self._last_full_event > 60:  # one alert a minute, not one per frame
+            self._last_full_event = now
+            with contextlib.suppress(sqlite3.Error):
+                self.add_event("error", "store", f"image writes stopped: {why}; classification goes on")
+        raise DiskFullError(f"image not stored: {why}")
+
+    def images_bytes(self) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(bytes), 0) FROM images WHERE deleted_at IS NULL"
+        ).fetchone()
+        return int(row[0])
+
+    def enforce_disk_budget(self) -> int:
+        """Delete the oldest SYNCED images until within budget and above the reserve; never an unsynced
+        one. Returns how many files were deleted."""
+        deleted = 0
+        total = self.images_bytes()
+        while True:
+            over_budget = self.budget_bytes and total > self.budget_bytes
+            low_disk = self.free_bytes() < self.reserve_bytes
+            if not (over_budget or low_disk):
+                break
+            rows = self.conn.execute(
+                "SELECT sha256, bytes FROM images WHERE synced = 1 AND deleted_at IS NULL "
+                "ORDER BY created_at, sha256 LIMIT 100"
+            ).fetchall()
+            if not rows:
+                break
+            for sha, size in rows:
+                with contextlib.suppress(FileNotFoundError):
+                    self.image_path(sha).unlink()
+                self.conn.execute("UPDATE images SET deleted_at = ? WHERE sha256 = ?", (utc_now(), sha))
+                deleted += 1
+                total -= size
+                if not (self.budget_bytes and total > self.budget_bytes) and not (
+                    self.free_bytes() < self.reserve_bytes
+                ):
+                    break
+        if deleted:
+            self.add_event("info", "store", f"retention removed {deleted} synced image(s)")
+        return deleted
+
+    # -- results -------------------------------------------------------------------------------
+
+    def add_result(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert a record (keys of the record JSON); fills id, seq, captured_at, monotonic_ns, boot_id,
+        device_id. Returns the stored record JSON."""
+        if not record.get("label"):
+            raise StoreError("a result needs a label")
+        if record.get("source") not in ("camera", "upload", "review"):
+            raise StoreError(f"unknown result source {record.get('source')!r}")
+        row = {k: record.get(k) for k in _RECORD_FIELDS}
+        row["kind"] = row["kind"] or "classification"
+        row["confidence"] = float(row["confidence"] or 0.0)
+        row["abstained"] = int(bool(row["abstained"]))
+        row["id"] = record.get("id") or str(uuid.uuid4())
+        row["device_id"] = self.device_id
+        row["captured_at"] = record.get("captured_at") or utc_now()
+        row["monotonic_ns"] = record.get("monotonic_ns") or time.monotonic_ns()
+        row["boot_id"] = record.get("boot_id") or BOOT_ID
+        row["models_json"] = json.dumps(record.get("models") or [])
+        row["probabilities_json"] = json.dumps(record.get("probabilities") or {})
+        row["quality_json"] = json.dumps(record.get("quality") or {})
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+
+        def insert(c: sqlite3.Connection) -> dict[str, Any]:
+            if row["sample_id"]:
+                s = c.execute("SELECT status FROM samples WHERE id = ?", (row["sample_id"],)).fetchone()
+                if s is None:
+                    raise StoreError(f"no sample {row['sample_id']}")
+            cur = c.execute(f"INSERT INTO results ({cols}) VALUES ({marks})", tuple(row.values()))
+            out = c.execute("SELECT * FROM results WHERE seq = ?", (cur.lastrowid,)).fetchone()
+            return record_json(out)
+
+        return self._write(insert)
+
+    def get_result(self, result_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+        return record_json(row) if row else None
+
+    def list_results(
+        self,
+        *,
+        sample: str | None = None,
+        label: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        abstained: bool | None = None,
+        reviewed: bool | None = None,
+        kind: str | None = "classification",
+        source: str | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Newest first, keyset-paginated: pass the last seq you got as `before_seq` for the next page.
+        `since`/`until` are UTC ISO strings (captured_at >= since, < until)."""
+        where, args = [], []
+        for col, val in (("sample_id", sample), ("label", label), ("kind", kind), ("source", source)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since:
+            where.append("captured_at >= ?")
+            args.append(since)
+        if until:
+            where.append("captured_at < ?")
+            args.append(until)
+        if abstained is not None:
+            where.append("abstained = ?")
+            args.append(int(abstained))
+        if reviewed is not None:
+            exists = "EXISTS (SELECT 1 FROM results r2 WHERE r2.review_of = results.id)"
+            where.append(exists if reviewed else f"NOT {exists}")
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(int(before_seq))
+        sql = "SELECT * FROM results"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(max(1, min(int(limit), MAX_LIMIT)))
+        return [record_json(r) for r in self.conn.execute(sql, args)]
+
+    def reviews_of(self, result_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM results WHERE review_of = ? ORDER BY seq", (result_id,))
+        return [record_json(r) for r in rows]
+
+    def add_review(
+        self, result_id: str, label: str | None, comment: str = "", user: str | None = None
+    ) -> dict[str, Any]:
+        """A technician's review: a new record pointing at the old one. `label=None` means "agree"."""
+        orig = self.get_result(result_id)
+        if orig is None:
+            raise StoreError(f"no result {result_id}")
+        if orig["kind"] != "classification":
+            raise StoreError("a review reviews a classification, not another review")
+        known = list(orig["probabilities"])
+        if label is not None and known and label not in known:
+            raise StoreError(f"unknown label {label!r}; expected one of {', '.join(known)}")
+        return self.add_result(
+            {
+                "sample_id": orig["sample_id"],
+                "source": "review",
+                "kind": "review",
+                "review_of": result_id,
+                "models": orig["models"],
+                "probabilities": orig["probabilities"],
+                "label": label or orig["label"],
+                "confidence": 1.0,
+                "abstained": False,
+                "quality": orig["quality"],
+                "image_sha256": orig["image_sha256"],
+                "heatmap_sha256": orig["heatmap_sha256"],
+                "reviewer": user,
+                "comment": comment or ("agree" if label is None else None),
+            }
+        )
+
+    # -- samples -------------------------------------------------------------------------------
+
+    def open_sample(self, slide_id: str, notes: str = "", user: str | None = None) -> dict[str, Any]:
+        slide_id = (slide_id or "").strip()
+        if not slide_id:
+            raise StoreError("a sample needs a slide id (lab number or slide label)")
+        sid = str(uuid.uuid4())
+        self.conn.execute(
+            "INSERT INTO samples (id, slide_id, notes, started_at, created_by) VALUES (?, ?, ?, ?, ?)",
+            (sid, slide_id[:200], (notes or "")[:2000], utc_now(), user),
+        )
+        return self.get_sample(sid)  # type: ignore[return-value]
+
+    def get_sample(self, sample_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        return _sample_json(row) if row else None
+
+    def finish_sample(self, sample_id: str) -> dict[str, Any]:
+        """Close a sample and freeze its summary."""
+        s = self.get_sample(sample_id)
+        if s is None:
+            raise StoreError(f"no sample {sample_id}")
+        if s["status"] == "finished":
+            return s
+        summary = self.sample_summary(sample_id)
+        self.conn.execute(
+            "UPDATE samples SET status = 'finished', finished_at = ?, summary_json = ? WHERE id = ?",
+            (utc_now(), json.dumps(summary), sample_id),
+        )
+        return self.get_sample(sample_id)  # type: ignore[return-value]
+
+    def list_samples(
+        self, *, status: str | None = None, before: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Newest first; `before` is the last `started_at` you got (keyset pagination)."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if before:
+            where.append("started_at < ?")
+            args.append(before)
+        sql = "SELECT * FROM samples" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        args.append(max(1, min(int(limit), MAX_LIMIT)))
+        return [_sample_json(r) for r in self.conn.execute(sql, args)]
+
+    def malignant_labels(self) -> dict[str, bool | None]:
+        """Label id → malignant flag of the models in service (kept in meta by the daemon)."""
+        raw = self.get_meta("labels_json")
+        return json.loads(raw) if raw else {}
+
+    def set_labels(self, labels: Mapping[str, bool | None]) -> None:
+        self.set_meta("labels_json", json.dumps(dict(labels)))
+
+    def sample_summary(self, sample_id: str) -> dict[str, Any]:
+        """Fields counted, per-label fractions, the slide call and its rule (device.sample_summary)."""
+        fields = [
+            {"id": r["id"], "label": r["label"], "abstained": bool(r["abstained"])}
+            for r in self.conn.execute(
+                "SELECT id, label, abstained FROM results WHERE sample_id = ? AND kind = 'classification'",
+                (sample_id,),
+            )
+        ]
+        reviews = {
+            r["review_of"]: r["label"]
+            for r in self.conn.execute(
+                "SELECT review_of, label FROM results WHERE sample_id = ? AND kind = 'review' ORDER BY seq",
+                (sample_id,),
+            )
+        }
+        return summarise(fields, self.malignant_labels(), reviews)
+
+    # -- events and counts ---------------------------------------------------------------------
+
+    def add_event(self, level: str, source: str, message: str) -> None:
+        if level not in ("info", "warning", "error"):
+            level = "info"
+        self.conn.execute(
+            "INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)",
+            (utc_now(), level, source, message[:2000]),
+        )
+        getattr(log, "error" if level == "error" else level)("%s: %s", source, message)
+
+    def recent_events(self, n: int = 50) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (max(1, min(n, 1000)),))
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """`records_total` (all rows) and `unsynced` (pending or sending)."""
+        total = self.conn.execute("SELECT coalesce(max(seq), 0) FROM results").fetchone()[0]
+        unsynced = self.conn.execute(
+            "SELECT count(*) FROM results WHERE sync_state IN ('pending', 'sending')"
+        ).fetchone()[0]
+        return {"records_total": int(total), "unsynced": int(unsynced)}
