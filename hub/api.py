@@ -1,0 +1,383 @@
+"""The hub's JSON API (`/api/v1`). Devices push images and result batches; users read.
+
+Answers per record in `POST /api/v1/results`:
+- `accepted`  — stored now;
+- `duplicate` — this UUID is already stored (a resend after a lost answer; harmless);
+- `deferred`  — it names an image the hub does not have yet: not stored, upload the image and resend;
+- `rejected`  — malformed (the `reason` names the field) or its UUID belongs to another device: the
+  device quarantines it.
+The HTTP status is 200 when the envelope is valid and at least one record was accepted, duplicate or
+deferred (or the batch was empty); 422 when the envelope is malformed or every record was rejected —
+the body still carries the per-record answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, g, jsonify, request
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from hub import tokens
+from hub.app import hub_ext, session
+from hub.models import Device, Image, Result
+from hub.records import SHA256, RecordError, parse_time, validate
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+LAST_SEEN_EVERY_S = 5.0  # write a device's last contact at most this often
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+def _bearer() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        abort(401, "missing bearer token (Authorization: Bearer <token>)")
+    return token.strip()
+
+
+def _authenticate(kinds: tuple[str, ...]) -> None:
+    token = _bearer()
+    s = session()
+    if "device" in kinds:
+        dev = tokens.find_device(s, token)
+        if dev is not None:
+            g.device, g.user = dev, None
+            _touch(dev)
+            return
+    if "user" in kinds:
+        user = tokens.find_user(s, token)
+        if user is not None:
+            g.device, g.user = None, user
+            return
+    abort(401, f"bad token: not a registered {' or '.join(kinds)} token")
+
+
+def _touch(dev: Device) -> None:
+    now = datetime.now(UTC)
+    last = dev.last_seen_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    if last is None or (now - last).total_seconds() >= LAST_SEEN_EVERY_S:
+        s = session()
+        s.execute(
+            update(Device)
+            .where(Device.id == dev.id)
+            .values(last_seen_at=now, last_address=request.remote_addr)
+        )
+        s.commit()
+
+
+def requires(*kinds: str) -> Callable:
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _authenticate(kinds)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+
+
+def _body() -> bytes:
+    """The request body, gunzipped when Content-Encoding says gzip; bounded before and after."""
+    limit = int(hub_ext()["settings"].max_body_mb * 1024 * 1024)
+    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH already gives 413 on the raw size
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding != "gzip":
+        abort(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        abort(400, f"body is not valid gzip: {exc}")
+    if len(out) > limit or d.unconsumed_tail:
+        abort(413, f"decompressed body is larger than {limit} bytes")
+    return out
+
+
+def _json_body() -> Any:
+    try:
+        return json.loads(_body())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        abort(422, f"body is not JSON: {exc}")
+
+
+def _insert(model: type) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for the session's dialect (idempotent under concurrency)."""
+    name = session().get_bind().dialect.name
+    if name == "postgresql":
+        return pg_insert(model)
+    if name == "sqlite":
+        return sqlite_insert(model)
+    return insert(model)  # pragma: no cover
+
+
+# --- device endpoints -----------------------------------------------------------------------------
+
+
+@api.get("/ping")
+@requires("device", "user")
+def ping() -> Response:
+    who = f"device:{g.device.name}" if g.device is not None else f"user:{g.user.name}"
+    return jsonify({"ok": True, "time": _iso(datetime.now(UTC)), "principal": who})
+
+
+@api.route("/images/<sha>", methods=["GET", "HEAD"])
+@requires("device", "user")
+def get_image(sha: str) -> Response:
+    _check_sha(sha)
+    if request.method == "HEAD":
+        size = session().scalar(select(Image.size).where(Image.sha256 == sha))
+        if size is None:
+            abort(404, "no such image")
+        return Response(status=200, headers={"Content-Length": str(size), "Content-Type": "image/jpeg"})
+    if g.user is None:
+        abort(403, "devices may not read images")
+    data = session().scalar(select(Image.data).where(Image.sha256 == sha))
+    if data is None:
+        abort(404, "no such image")
+    return Response(bytes(data), mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@api.put("/images/<sha>")
+@requires("device")
+def put_image(sha: str) -> tuple[Response, int]:
+    _check_sha(sha)
+    data = _body()
+    if not data:
+        abort(422, "empty body")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        abort(422, f"body sha256 is {actual}, not {sha} (corrupted in transit?)")
+    s = session()
+    stmt = (
+        _insert(Image)
+        .values(sha256=sha, size=len(data), data=data, device_id=g.device.id, received_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=["sha256"])
+        .returning(Image.sha256)
+    )
+    created = s.execute(stmt).first() is not None
+    s.commit()
+    return jsonify({"sha256": sha, "status": "stored" if created else "exists"}), 201 if created else 200
+
+
+@api.post("/images/have")
+@requires("device")
+def have_images() -> Response:
+    body = _json_body()
+    shas = body.get("sha256") if isinstance(body, dict) else None
+    if not isinstance(shas, list) or not all(isinstance(x, str) and SHA256.match(x) for x in shas):
+        abort(422, 'body must be {"sha256": [64-hex, ...]}')
+    if len(shas) > 10_000:
+        abort(422, "at most 10000 hashes per query")
+    have = _have(set(shas))
+    return jsonify({"have": sorted(have), "missing": sorted(set(shas) - have)})
+
+
+def _have(shas: set[str]) -> set[str]:
+    out: set[str] = set()
+    items = sorted(shas)
+    for i in range(0, len(items), 500):
+        chunk = items[i : i + 500]
+        out.update(session().scalars(select(Image.sha256).where(Image.sha256.in_(chunk))))
+    return out
+
+
+@api.post("/results")
+@requires("device")
+def post_results() -> tuple[Response, int]:
+    settings = hub_ext()["settings"]
+    body = _json_body()
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        abort(422, 'body must be {"records": [record, ...], "sent_at": "<device time>"}')
+    records: list[Any] = body["records"]
+    if len(records) > settings.max_batch:
+        abort(413, f"at most {settings.max_batch} records per batch")
+    now = datetime.now(UTC)
+    skew = None
+    if body.get("sent_at") is not None:
+        try:
+            skew = (parse_time(body["sent_at"], "sent_at") - now).total_seconds()
+        except RecordError as exc:
+            abort(422, str(exc))
+
+    answers: dict[int, dict[str, Any]] = {}
+    valid: dict[str, tuple[int, dict[str, Any], Any]] = {}
+    for i, rec in enumerate(records):
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        try:
+            cols = validate(rec)
+        except RecordError as exc:
+            answers[i] = {"id": rid, "status": "rejected", "reason": str(exc)}
+            continue
+        if cols["id"] in valid:
+            answers[i] = {"id": rid, "status": "duplicate"}
+            continue
+        valid[cols["id"]] = (i, cols, rec)
+
+    needed = {c[k] for _, c, _ in valid.values() for k in ("image_sha256", "heatmap_sha256") if c[k]}
+    missing = needed - _have(needed)
+    rows = []
+    for rid, (i, cols, rec) in valid.items():
+        lacking = [c for c in (cols["image_sha256"], cols["heatmap_sha256"]) if c and c in missing]
+        if lacking:
+            answers[i] = {"id": rid, "status": "deferred", "reason": f"image {lacking[0]} not on the hub yet"}
+            continue
+        # Devices often lack a real-time clock: flag a device clock off by more than the limit (sent_at
+        # vs hub time) or a capture time in the hub's future. received_at is always the hub's clock.
+        ahead = (parse_time(cols["captured_at"], "captured_at") - now).total_seconds()
+        flag = (skew is not None and abs(skew) > settings.skew_limit_s) or ahead > settings.skew_limit_s
+        del cols["heatmap_sha256"]
+        rows.append(
+            {
+                **cols,
+                "device_id": g.device.id,
+                "received_at": now,
+                "clock_skew_s": skew,
+                "skew_flag": bool(flag),
+                "record_json": json.dumps(rec, separators=(",", ":"), sort_keys=True),
+            }
+        )
+    s = session()
+    inserted: set[str] = set()
+    if rows:
+        stmt = _insert(Result).on_conflict_do_nothing(index_elements=["id"]).returning(Result.id)
+        inserted = set(s.scalars(stmt, rows))
+    dup_ids = [r["id"] for r in rows if r["id"] not in inserted]
+    owners = {}
+    if dup_ids:
+        owners = dict(s.execute(select(Result.id, Result.device_id).where(Result.id.in_(dup_ids))).all())
+    if skew is not None:
+        s.execute(update(Device).where(Device.id == g.device.id).values(clock_skew_s=skew))
+    s.commit()
+    for r in rows:
+        i = valid[r["id"]][0]
+        if r["id"] in inserted:
+            answers[i] = {"id": r["id"], "status": "accepted"}
+        elif owners.get(r["id"], g.device.id) != g.device.id:
+            answers[i] = {"id": r["id"], "status": "rejected", "reason": "id: already used by another device"}
+        else:
+            answers[i] = {"id": r["id"], "status": "duplicate"}
+    out = [answers[i] for i in range(len(records))]
+    counts = {
+        k: sum(1 for a in out if a["status"] == k) for k in ("accepted", "duplicate", "deferred", "rejected")
+    }
+    ok = not records or counts["rejected"] < len(records)
+    resp = {"results": out, "counts": counts, "received_at": _iso(now), "clock_skew_s": skew}
+    if not ok:
+        resp["error"] = "every record was rejected"
+        resp["reason"] = out[0].get("reason")
+    return jsonify(resp), 200 if ok else 422
+
+
+# --- read endpoints (a user's token) --------------------------------------------------------------
+
+
+@api.get("/stats")
+@requires("user")
+def stats() -> Response:
+    s = session()
+    return jsonify(
+        {
+            "results": s.scalar(select(func.count()).select_from(Result)),
+            "images": s.scalar(select(func.count()).select_from(Image)),
+            "devices": s.scalar(select(func.count()).select_from(Device)),
+        }
+    )
+
+
+@api.get("/devices")
+@requires("user")
+def devices() -> Response:
+    s = session()
+    counts = dict(s.execute(select(Result.device_id, func.count()).group_by(Result.device_id)).all())
+    out = [
+        {
+            "name": d.name,
+            "created_at": _iso(d.created_at),
+            "last_seen_at": _iso(d.last_seen_at),
+            "clock_skew_s": d.clock_skew_s,
+            "results": counts.get(d.id, 0),
+            "disabled": d.disabled,
+        }
+        for d in s.scalars(select(Device).order_by(Device.name))
+    ]
+    return jsonify({"devices": out})
+
+
+@api.get("/results")
+@requires("user")
+def list_results() -> Response:
+    """Records newest first; filters device, sample, label, abstained=1; `limit` ≤ 1000, `offset`."""
+    s = session()
+    q = select(Result, Device.name).join(Device, Device.id == Result.device_id)
+    if request.args.get("device"):
+        q = q.where(Device.name == request.args["device"])
+    if request.args.get("sample"):
+        q = q.where(Result.sample_id == request.args["sample"])
+    if request.args.get("label"):
+        q = q.where(Result.label == request.args["label"])
+    if request.args.get("abstained") in ("1", "true"):
+        q = q.where(Result.abstained.is_(True))
+    limit = min(max(request.args.get("limit", 100, type=int), 1), 1000)
+    offset = max(request.args.get("offset", 0, type=int), 0)
+    rows = s.execute(q.order_by(Result.received_at.desc(), Result.id).limit(limit).offset(offset)).all()
+    return jsonify({"results": [result_json(r, name) for r, name in rows], "limit": limit, "offset": offset})
+
+
+@api.get("/results/<rid>")
+@requires("user")
+def get_result(rid: str) -> Response:
+    row = (
+        session()
+        .execute(
+            select(Result, Device.name).join(Device, Device.id == Result.device_id).where(Result.id == rid)
+        )
+        .first()
+    )
+    if row is None:
+        abort(404, "no such result")
+    return jsonify(result_json(*row))
+
+
+def result_json(r: Result, device_name: str) -> dict[str, Any]:
+    """The record as the device sent it, plus what the hub knows about its arrival."""
+    rec = json.loads(r.record_json)
+    rec["hub"] = {
+        "device": device_name,
+        "received_at": _iso(r.received_at),
+        "clock_skew_s": r.clock_skew_s,
+        "skew_flag": r.skew_flag,
+    }
+    return rec
+
+
+def _check_sha(sha: str) -> None:
+    if not SHA256.match(sha):
+        abort(404, "not a sha256 (64 lowercase hex digits)")
+
+
+def _iso(t: datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

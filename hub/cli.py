@@ -1,0 +1,150 @@
+"""`smearscope-hub`: serve the hub, upgrade its schema, register devices and users.
+
+    smearscope-hub serve --db URL --host H --port P [--workers N]
+    smearscope-hub migrate --db URL
+    smearscope-hub devices add NAME | devices list
+    smearscope-hub users add NAME
+
+--db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
+Tokens are printed once and stored only as sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from hub import db, tokens
+from hub.app import DISCLAIMER, HubSettings, create_app
+from hub.models import Device
+
+ENV_DB = "SMEARSCOPE_HUB_DB"
+DEFAULT_DB = "sqlite:///hub.db"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smearscope-hub", description=f"smearscope central hub. {DISCLAIMER}")
+    p.add_argument("--db", default=os.environ.get(ENV_DB, DEFAULT_DB), help=f"database URL (${ENV_DB})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the hub (waitress; gunicorn when --workers > 1)")
+    s.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8090)
+    s.add_argument("--workers", type=int, default=1, help="processes (gunicorn; use PostgreSQL for > 1)")
+    s.add_argument("--threads", type=int, default=8, help="threads per process")
+    s.add_argument("--max-body-mb", type=float, default=HubSettings.max_body_mb)
+    s.add_argument("--max-batch", type=int, default=HubSettings.max_batch)
+    s.add_argument("--skew-limit-s", type=float, default=HubSettings.skew_limit_s)
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    m.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    m.set_defaults(func=cmd_migrate)
+
+    for kind in ("devices", "users"):
+        k = sub.add_parser(kind, help=f"manage {kind}")
+        ks = k.add_subparsers(dest="action", required=True)
+        a = ks.add_parser("add", help="register one; prints its token once")
+        a.add_argument("name")
+        a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        a.set_defaults(func=cmd_add, kind=kind)
+        if kind == "devices":
+            ls = ks.add_parser("list", help="registered devices and last contact")
+            ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+            ls.set_defaults(func=cmd_list_devices)
+    return p
+
+
+def _engine(args: argparse.Namespace):  # noqa: ANN202
+    engine = db.make_engine(args.db)
+    db.upgrade(engine)
+    return engine
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    _engine(args).dispose()
+    print(f"schema up to date on {db.make_engine(args.db).url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    with db.session_factory(engine)() as s:
+        try:
+            token = (tokens.add_device if args.kind == "devices" else tokens.add_user)(s, args.name)
+        except ValueError as exc:
+            print(f"smearscope-hub: error: {exc}", file=sys.stderr)
+            return 1
+    what = "device" if args.kind == "devices" else "user"
+    print(token)
+    hint = (
+        "put it in the device's SMEARSCOPE_SYNC_TOKEN (or [sync] token)"
+        if what == "device"
+        else "use it as a Bearer token or to log in to the dashboard"
+    )
+    print(f"{what} {args.name!r} registered; this token is shown only once: {hint}.", file=sys.stderr)
+    return 0
+
+
+def cmd_list_devices(args: argparse.Namespace) -> int:
+    with db.session_factory(_engine(args))() as s:
+        for d in s.scalars(select(Device).order_by(Device.name)):
+            seen = d.last_seen_at.isoformat() if d.last_seen_at else "never"
+            print(f"{d.name}\tlast contact {seen}\tclock skew {d.clock_skew_s}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    engine = _engine(args)  # migrate once, before any worker starts
+    settings = HubSettings(
+        max_body_mb=args.max_body_mb, max_batch=args.max_batch, skew_limit_s=args.skew_limit_s
+    )
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.url.get_backend_name() == "sqlite" and args.workers > 1:
+        print(
+            "smearscope-hub: SQLite serves from one process; use PostgreSQL for --workers > 1",
+            file=sys.stderr,
+        )
+        args.workers = 1
+    engine.dispose()
+    print(
+        f"smearscope-hub on http://{args.host}:{args.port} ({args.workers} x {args.threads} threads)",
+        flush=True,
+    )
+    if args.workers <= 1:
+        from waitress import serve
+
+        serve(
+            create_app(url, settings=settings, migrate=False),
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            ident="smearscope-hub",
+        )
+        return 0
+    from hub.gunicorn_app import run_gunicorn
+
+    run_gunicorn(url, settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except OperationalError as exc:
+        print(f"smearscope-hub: cannot use the database: {exc.orig}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

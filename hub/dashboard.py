@@ -1,0 +1,262 @@
+"""Server-rendered dashboard: devices and last contact, samples with slide-level calls, uncertain
+results awaiting review, CSV export. People log in with their user token (`smearscope-hub users add`)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask import (
+    session as cookie,
+)
+from sqlalchemy import func, select
+
+from hub import tokens
+from hub.app import session
+from hub.models import Device, Image, Result, User
+
+dashboard = Blueprint(
+    "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+)
+
+SAMPLES_SHOWN = 100
+REVIEW_SHOWN = 200
+CALL_RULE = (
+    "Slide call = the label with the most confident (not abstained) fields of the sample, counting a "
+    "technician's review instead of the record it reviews; no confident field means 'uncertain: review'."
+)
+
+
+def login_required(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        uid = cookie.get("user_id")
+        user = session().get(User, uid) if uid is not None else None
+        if user is None or user.disabled:
+            return redirect(url_for("dashboard.login", next=request.path))
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@dashboard.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        user = tokens.find_user(session(), request.form.get("token", "").strip())
+        if user is not None:
+            cookie.clear()
+            cookie["user_id"] = user.id
+            nxt = request.args.get("next", "")
+            return redirect(
+                nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("dashboard.index")
+            )
+        error = "That token is not a registered user's token."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@dashboard.post("/logout")
+def logout() -> Any:
+    cookie.clear()
+    return redirect(url_for("dashboard.login"))
+
+
+@dashboard.get("/")
+@login_required
+def index() -> str:
+    s = session()
+    counts = dict(s.execute(select(Result.device_id, func.count()).group_by(Result.device_id)).all())
+    skewed = dict(
+        s.execute(
+            select(Result.device_id, func.count())
+            .where(Result.skew_flag.is_(True))
+            .group_by(Result.device_id)
+        ).all()
+    )
+    devices = [
+        {"d": d, "results": counts.get(d.id, 0), "skewed": skewed.get(d.id, 0), "ago": _ago(d.last_seen_at)}
+        for d in s.scalars(select(Device).order_by(Device.name))
+    ]
+    stats = {
+        "results": s.scalar(select(func.count()).select_from(Result)),
+        "images": s.scalar(select(func.count()).select_from(Image)),
+        "devices": len(devices),
+    }
+    return render_template("index.html", devices=devices, stats=stats)
+
+
+@dashboard.get("/samples")
+@login_required
+def samples() -> str:
+    s = session()
+    recent = s.execute(
+        select(Result.sample_id, func.max(Result.captured_at).label("last"))
+        .where(Result.sample_id.is_not(None))
+        .group_by(Result.sample_id)
+        .order_by(func.max(Result.captured_at).desc())
+        .limit(SAMPLES_SHOWN)
+    ).all()
+    ids = [r.sample_id for r in recent]
+    rows = s.execute(
+        select(Result, Device.name)
+        .join(Device, Device.id == Result.device_id)
+        .where(Result.sample_id.in_(ids))
+    ).all()
+    by_sample: dict[str, list[tuple[Result, str]]] = defaultdict(list)
+    for r, name in rows:
+        by_sample[r.sample_id].append((r, name))
+    out = [slide_summary(sid, by_sample[sid]) for sid in ids]
+    return render_template("samples.html", samples=out, rule=CALL_RULE)
+
+
+def slide_summary(sample_id: str, rows: list[tuple[Result, str]]) -> dict[str, Any]:
+    reviews = {r.review_of: r for r, _ in rows if r.kind == "review" and r.review_of}
+    labels: Counter[str] = Counter()
+    uncertain = fields = 0
+    for r, _ in rows:
+        if r.kind == "review":
+            continue
+        fields += 1
+        rv = reviews.get(r.id)
+        if rv is not None:
+            labels[rv.label] += 1
+        elif r.abstained:
+            uncertain += 1
+        else:
+            labels[r.label] += 1
+    call = labels.most_common(1)[0][0] if labels else "uncertain: review"
+    return {
+        "id": sample_id,
+        "device": rows[0][1] if rows else "",
+        "fields": fields,
+        "uncertain": uncertain,
+        "reviewed": len(reviews),
+        "labels": dict(labels.most_common()),
+        "call": call,
+        "first": min((r.captured_at for r, _ in rows), default=""),
+        "last": max((r.captured_at for r, _ in rows), default=""),
+    }
+
+
+@dashboard.get("/review")
+@login_required
+def review() -> str:
+    s = session()
+    reviewed = select(Result.review_of).where(Result.review_of.is_not(None))
+    rows = s.execute(
+        select(Result, Device.name)
+        .join(Device, Device.id == Result.device_id)
+        .where(Result.abstained.is_(True), Result.kind == "classification", Result.id.not_in(reviewed))
+        .order_by(Result.captured_at.desc())
+        .limit(REVIEW_SHOWN)
+    ).all()
+    items = [{"r": r, "device": name, "rec": json.loads(r.record_json)} for r, name in rows]
+    return render_template("review.html", items=items)
+
+
+@dashboard.get("/images/<sha>.jpg")
+@login_required
+def image(sha: str) -> Response:
+    data = session().scalar(select(Image.data).where(Image.sha256 == sha))
+    if data is None:
+        abort(404)
+    return Response(bytes(data), mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+CSV_COLUMNS = [
+    "id",
+    "device",
+    "seq",
+    "sample_id",
+    "captured_at",
+    "received_at",
+    "clock_skew_s",
+    "skew_flag",
+    "source",
+    "kind",
+    "review_of",
+    "label",
+    "confidence",
+    "abstained",
+    "reason",
+    "image_sha256",
+    "probabilities",
+]
+
+
+@dashboard.get("/export/results.csv")
+@login_required
+def export_csv() -> Response:
+    sessions = session
+
+    def rows() -> Iterator[str]:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(CSV_COLUMNS)
+        s = sessions()
+        q = (
+            select(Result, Device.name)
+            .join(Device, Device.id == Result.device_id)
+            .order_by(Device.name, Result.seq)
+        )
+        for r, name in s.execute(q.execution_options(yield_per=1000)):
+            rec = json.loads(r.record_json)
+            w.writerow(
+                [
+                    r.id,
+                    name,
+                    r.seq,
+                    r.sample_id or "",
+                    r.captured_at,
+                    r.received_at.isoformat(),
+                    "" if r.clock_skew_s is None else f"{r.clock_skew_s:.1f}",
+                    int(r.skew_flag),
+                    r.source,
+                    r.kind,
+                    r.review_of or "",
+                    r.label,
+                    f"{r.confidence:.4f}",
+                    int(r.abstained),
+                    rec.get("reason") or "",
+                    r.image_sha256 or "",
+                    json.dumps(rec.get("probabilities", {}), sort_keys=True),
+                ]
+            )
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Response(
+        stream_with_context(rows()),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="smearscope-results-{stamp}.csv"'},
+    )
+
+
+def _ago(t: datetime | None) -> str:
+    if t is None:
+        return "never"
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    s = int((datetime.now(UTC) - t).total_seconds())
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            return f"{s // n} {unit} ago"
+    return f"{max(s, 0)} s ago"

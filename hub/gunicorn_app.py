@@ -1,0 +1,35 @@
+"""Run the hub under gunicorn (several worker processes on one PostgreSQL) without a config file."""
+
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+from hub.app import HubSettings, create_app
+
+
+class _HubApplication(BaseApplication):
+    def __init__(self, url: str, settings: HubSettings, options: dict) -> None:
+        self.url, self.settings, self.options = url, settings, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):  # noqa: ANN201 - each worker builds its own app and connection pool after fork
+        return create_app(self.url, settings=self.settings, migrate=False)
+
+
+def run_gunicorn(
+    url: str, settings: HubSettings, *, host: str, port: int, workers: int, threads: int
+) -> None:
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "accesslog": None,
+    }
+    _HubApplication(url, settings, options).run()

@@ -1,0 +1,1 @@
+"""Alembic migrations for the hub schema (shipped inside the package)."""

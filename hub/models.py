@@ -1,0 +1,95 @@
+"""The hub's tables (SQLAlchemy 2 declarative). The schema itself is made by Alembic (hub/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    """A registered device; it authenticates with its own token (stored as sha256 only)."""
+
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_address: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # device - hub, last batch
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class User(Base):
+    """A person who reads the hub (dashboard, read API); token stored as sha256 only."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Image(Base):
+    """JPEG bytes by their sha256. Kept in the database so every hub instance sees the same images."""
+
+    __tablename__ = "images"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Result(Base):
+    """One result record (Contract 3), keyed by the UUID the device made; append-only."""
+
+    __tablename__ = "results"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))  # the authenticated device
+    seq: Mapped[int] = mapped_column(Integer)  # the device's monotonic sequence
+    sample_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    captured_at: Mapped[str] = mapped_column(String(40))  # device clock, as sent
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # hub clock
+    clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    skew_flag: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    review_of: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    label: Mapped[str] = mapped_column(String(100))
+    confidence: Mapped[float] = mapped_column(Float)
+    abstained: Mapped[bool] = mapped_column(Boolean)
+    image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    record_json: Mapped[str] = mapped_column(Text)  # the record exactly as the device sent it
+
+    __table_args__ = (
+        Index("results_device_seq", "device_id", "seq"),
+        Index("results_sample", "sample_id"),
+        Index("results_review_of", "review_of"),
+        Index("results_received", "received_at"),
+    )
+
+
+class Setting(Base):
+    """Hub-wide values every instance shares (e.g. the session signing key)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

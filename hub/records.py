@@ -1,0 +1,109 @@
+"""Checking one result record (DEVELOPERS.md Contract 3) before the hub stores it."""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+SOURCES = ("camera", "upload", "review")
+KINDS = ("classification", "review")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_LABEL = 100
+
+
+class RecordError(ValueError):
+    """The record cannot be stored; the message is the reason sent back to the device."""
+
+
+def parse_time(value: Any, what: str) -> datetime:
+    if not isinstance(value, str):
+        raise RecordError(f"{what}: must be an ISO-8601 string")
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RecordError(f"{what}: not an ISO-8601 time: {value!r}") from exc
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _uuid(value: Any, what: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RecordError(f"{what}: must be a UUID") from exc
+
+
+def _number(value: Any, what: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RecordError(f"{what}: must be a number")
+    if not lo <= value <= hi:
+        raise RecordError(f"{what}: must be between {lo} and {hi}")
+    return float(value)
+
+
+def _sha(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SHA256.match(value):
+        raise RecordError(f"{what}: must be 64 lowercase hex digits or null")
+    return value
+
+
+def validate(rec: Any) -> dict[str, Any]:
+    """The columns the hub indexes, taken from a record; raises RecordError naming the bad field."""
+    if not isinstance(rec, dict):
+        raise RecordError("record: must be a JSON object")
+    rid = _uuid(rec.get("id"), "id")
+    seq = rec.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq >= 2**31:
+        raise RecordError("seq: must be a non-negative integer")
+    parse_time(rec.get("captured_at"), "captured_at")
+    source = rec.get("source")
+    if source not in SOURCES:
+        raise RecordError(f"source: must be one of {', '.join(SOURCES)}")
+    kind = rec.get("kind", "classification")
+    if kind not in KINDS:
+        raise RecordError(f"kind: must be one of {', '.join(KINDS)}")
+    review_of = _uuid(rec.get("review_of"), "review_of", optional=True)
+    if kind == "review" and review_of is None:
+        raise RecordError("review_of: a review must name the record it reviews")
+    label = rec.get("label")
+    if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL:
+        raise RecordError(f"label: must be a non-empty string of at most {MAX_LABEL} characters")
+    confidence = _number(rec.get("confidence", 0.0), "confidence", 0.0, 1.0)
+    abstained = rec.get("abstained", False)
+    if not isinstance(abstained, bool):
+        raise RecordError("abstained: must be true or false")
+    probs = rec.get("probabilities", {})
+    if not isinstance(probs, dict):
+        raise RecordError("probabilities: must be an object of label → probability")
+    for k, v in probs.items():
+        _number(v, f"probabilities.{k}", 0.0, 1.0)
+    if not isinstance(rec.get("models", []), list):
+        raise RecordError("models: must be a list")
+    if not isinstance(rec.get("quality") or {}, dict):
+        raise RecordError("quality: must be an object")
+    for key in ("device_id", "boot_id", "reason", "filename", "reviewer", "comment"):
+        if rec.get(key) is not None and not isinstance(rec.get(key), str):
+            raise RecordError(f"{key}: must be a string or null")
+    return {
+        "id": rid,
+        "seq": seq,
+        "sample_id": _uuid(rec.get("sample_id"), "sample_id", optional=True),
+        "captured_at": rec["captured_at"],
+        "source": source,
+        "kind": kind,
+        "review_of": review_of,
+        "label": label,
+        "confidence": confidence,
+        "abstained": abstained,
+        "image_sha256": _sha(rec.get("image_sha256"), "image_sha256"),
+        "heatmap_sha256": _sha(rec.get("heatmap_sha256"), "heatmap_sha256"),
+    }

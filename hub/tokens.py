@@ -1,0 +1,53 @@
+"""Device and user tokens: random, shown once, stored only as sha256 (they are 256-bit random, so a
+fast hash is enough; a slow password hash would only cost time on every request)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hub.models import Device, User
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_device(session: Session, name: str) -> str:
+    """Register a device; returns its token (the only time it is visible)."""
+    return _add(session, Device, name)
+
+
+def add_user(session: Session, name: str) -> str:
+    """Register a person who reads the hub; returns the token."""
+    return _add(session, User, name)
+
+
+def _add(session: Session, model: type[Device] | type[User], name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ValueError("the name must not be empty")
+    if session.scalar(select(model).where(model.name == name)) is not None:
+        raise ValueError(f"{model.__tablename__[:-1]} {name!r} already exists")
+    token = new_token()
+    session.add(model(name=name, token_hash=token_hash(token), created_at=datetime.now(UTC), disabled=False))
+    session.commit()
+    return token
+
+
+def find_device(session: Session, token: str) -> Device | None:
+    dev = session.scalar(select(Device).where(Device.token_hash == token_hash(token)))
+    return dev if dev is not None and not dev.disabled else None
+
+
+def find_user(session: Session, token: str) -> User | None:
+    user = session.scalar(select(User).where(User.token_hash == token_hash(token)))
+    return user if user is not None and not user.disabled else None
