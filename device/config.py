@@ -68,11 +68,11 @@ class CameraConfig:
 class QualityConfig:
     enabled: bool = True
     analysis_width: int = 320
-    min_focus: float = 25.0
-    max_clipped_high: float = 0.25
+    min_focus: float = 20.0
+    max_clipped_high: float = 0.6
     max_clipped_low: float = 0.25
-    min_stain: float = 0.06
-    min_contrast: float = 8.0
+    min_stain: float = 0.025
+    min_contrast: float = 10.0
 
     def check(self) -> None:
         _need(self.analysis_width >= 32, "quality", "analysis_width", "must be >= 32")

@@ -1,0 +1,85 @@
+"""USB (UVC) microscope and eyepiece cameras through OpenCV's V4L2 backend."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.camera.base import CameraError, FrameSource
+from device.preprocess import to_rgb8
+
+
+def _busy_hint(dev: str) -> str:
+    """Which processes hold the device open (Linux /proc), to name them in the error."""
+    path = Path(dev if dev.startswith("/") else f"/dev/video{dev}")
+    holders = []
+    try:
+        target = path.resolve()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            fd_dir = Path("/proc", pid, "fd")
+            try:
+                for fd in fd_dir.iterdir():
+                    if fd.resolve() == target:
+                        holders.append(f"{(Path('/proc', pid, 'comm')).read_text().strip()} (pid {pid})")
+                        break
+            except OSError:
+                continue
+    except OSError:
+        return ""
+    return f"; it is in use by {', '.join(holders)}" if holders else ""
+
+
+class OpenCVSource(FrameSource):
+    name = "opencv"
+
+    def __init__(self, device: str | int = "0", width: int = 1280, height: int = 960, fps: float = 5.0):
+        self.device = str(device)
+        self.width, self.height, self.fps = width, height, fps
+        self._cap: cv2.VideoCapture | None = None
+        self.backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+
+    def describe(self) -> str:
+        return f"opencv {self.device} {self.width}x{self.height}@{self.fps:g}"
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        target: str | int = int(self.device) if self.device.isdigit() else self.device
+        return cv2.VideoCapture(target, self.backend)
+
+    def open(self) -> None:
+        path = self.device if self.device.startswith("/") else f"/dev/video{self.device}"
+        if sys.platform.startswith("linux") and not Path(path).exists():
+            raise CameraError(
+                f"camera {path} not found: plug the USB camera in (check `ls /dev/video*` and "
+                "`v4l2-ctl --list-devices`), or set [camera] device / source (replay needs no camera)"
+            )
+        cap = self._open_capture()
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(
+                f"cannot open camera {path}: it may be busy{_busy_hint(self.device)}, or the user lacks "
+                "access (add it to the `video` group: `sudo usermod -aG video $USER`)"
+            )
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        cap.set(cv2.CAP_PROP_FPS, self.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones
+        self._cap = cap
+
+    def read(self) -> np.ndarray:
+        if self._cap is None:
+            raise CameraError(f"camera {self.device} is not open")
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            raise CameraError(f"camera {self.device} stopped delivering frames (unplugged or busy?)")
+        return to_rgb8(frame, name=f"camera {self.device}")
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

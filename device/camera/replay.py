@@ -1,0 +1,92 @@
+"""Replay camera: a folder of images or a video file, looping at a set pace (the default source)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from device.camera.base import CameraError, FrameSource
+from device.errors import ImageError
+from device.paths import SAMPLES_DIR
+from device.preprocess import read_image, to_rgb8
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MAX_CACHED = 64  # a folder this small is decoded once and kept in memory
+
+
+class ReplaySource(FrameSource):
+    name = "replay"
+
+    def __init__(self, path: str | Path | None = None, *, fps: float = 5.0, loop: bool = True):
+        self.path = Path(path) if path else SAMPLES_DIR
+        self.fps = fps
+        self.loop = loop
+        self._files: list[Path] = []
+        self._cache: dict[int, np.ndarray] = {}
+        self._video: cv2.VideoCapture | None = None
+        self._i = 0
+        self._next_t = 0.0
+
+    def describe(self) -> str:
+        return f"replay {self.path} at {self.fps:g} fps" if self.fps > 0 else f"replay {self.path} (unpaced)"
+
+    def open(self) -> None:
+        if self.path.is_dir():
+            self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise CameraError(f"replay camera: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.path}")
+        elif self.path.is_file():
+            self._video = cv2.VideoCapture(str(self.path))
+            if not self._video.isOpened():
+                raise CameraError(f"replay camera: cannot open video {self.path} (unsupported or corrupt)")
+        else:
+            raise CameraError(
+                f"replay camera: {self.path} does not exist; "
+                "set [camera] path to a folder of images or a video file"
+            )
+        self._i = 0
+        self._next_t = time.monotonic()
+
+    def _pace(self) -> None:
+        if self.fps <= 0:
+            return
+        now = time.monotonic()
+        if self._next_t > now:
+            time.sleep(self._next_t - now)
+        self._next_t = max(self._next_t + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)
+
+    def read(self) -> np.ndarray:
+        self._pace()
+        if self._video is not None:
+            ok, frame = self._video.read()
+            if not ok:
+                if not self.loop:
+                    raise CameraError(f"replay camera: end of {self.path}")
+                self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, frame = self._video.read()
+                if not ok:
+                    raise CameraError(f"replay camera: cannot read frames from {self.path}")
+            return to_rgb8(frame, name=str(self.path))
+        if self._i >= len(self._files):
+            if not self.loop:
+                raise CameraError(f"replay camera: end of {self.path}")
+            self._i = 0
+        i = self._i
+        self._i += 1
+        frame = self._cache.get(i)
+        if frame is None:
+            try:
+                frame = read_image(self._files[i])
+            except ImageError as exc:
+                raise CameraError(f"replay camera: {exc}") from exc
+            if len(self._files) <= MAX_CACHED:
+                self._cache[i] = frame
+        return frame
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()
+            self._video = None

@@ -1,0 +1,90 @@
+"""Per-frame quality gate: is the field in focus, properly exposed, and is there a stained smear at all?
+
+Failing frames are shown with the reason but neither classified nor counted. The checks run on a
+shrunken grey/HSV copy (`analysis_width` px wide) so they cost well under a millisecond.
+Default thresholds: see benchmarks/quality_distribution.py and the daemon figures note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    min_focus: float = 20.0
+    max_clipped_high: float = 0.6
+    max_clipped_low: float = 0.25
+    min_stain: float = 0.025
+    min_contrast: float = 10.0
+    analysis_width: int = 320
+
+    @classmethod
+    def from_config(cls, q) -> QualityThresholds:
+        return cls(
+            q.min_focus, q.max_clipped_high, q.max_clipped_low, q.min_stain, q.min_contrast, q.analysis_width
+        )
+
+
+@dataclass
+class Quality:
+    ok: bool
+    focus: float  # variance of the Laplacian
+    clipped_high: float  # fraction of pixels saturated in every channel
+    clipped_low: float  # fraction of pixels black in every channel
+    stain: float  # mean HSV saturation, 0..1
+    contrast: float  # grey-level standard deviation
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("focus", "clipped_high", "clipped_low", "stain", "contrast"):
+            d[k] = round(float(d[k]), 4)
+        return d
+
+
+def shrink(rgb: np.ndarray, width: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def measure(rgb: np.ndarray, analysis_width: int = 320) -> tuple[float, float, float, float, float]:
+    """(focus, clipped_high, clipped_low, stain, contrast) of an RGB uint8 image."""
+    small = shrink(rgb, analysis_width)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    focus = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    n = grey.size
+    clipped_high = float(np.count_nonzero(small.min(axis=2) >= 250)) / n
+    clipped_low = float(np.count_nonzero(small.max(axis=2) <= 5)) / n
+    sat = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1]
+    stain = float(sat.mean()) / 255.0
+    contrast = float(grey.std())
+    return focus, clipped_high, clipped_low, stain, contrast
+
+
+def assess(rgb: np.ndarray, t: QualityThresholds | None = None) -> Quality:
+    """Measure and judge one frame. `reasons` are short words a technician can act on."""
+    t = t or QualityThresholds()
+    focus, high, low, stain, contrast = measure(rgb, t.analysis_width)
+    reasons = []
+    if contrast < t.min_contrast:
+        reasons.append("blank field (no contrast)")
+    if stain < t.min_stain:
+        reasons.append("no stained smear")
+    if focus < t.min_focus:
+        reasons.append("out of focus")
+    if high > t.max_clipped_high:
+        reasons.append("over-exposed")
+    if low > t.max_clipped_low:
+        reasons.append("under-exposed")
+    return Quality(not reasons, focus, high, low, stain, contrast, reasons)
+
+
+def passed() -> Quality:
+    """The gate switched off: a frame that is not judged."""
+    return Quality(True, 0.0, 0.0, 0.0, 0.0, 0.0, ["quality gate disabled"])
