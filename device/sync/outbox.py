@@ -1,0 +1,216 @@
+"""The outbox: the sync state of every record, kept in the store's own `results`/`images` columns.
+
+States: pending → sending → synced | rejected (+ sync_error). Nothing is ever deleted here: a record
+leaves the queue only when the hub confirmed it (accepted or duplicate) or rejected it (quarantine).
+`sending` rows left by a crash go back to pending on start; resending is safe because the hub is
+idempotent by UUID.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from device.store import Store, record_json, utc_now
+
+
+class Outbox:
+    """Outbox SQL over a `Store` (uses the calling thread's connection)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.store.conn
+
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> int:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            n = c.execute(sql, args).rowcount
+            c.execute("COMMIT")
+            return n
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def recover(self) -> int:
+        """Rows a crashed run left in `sending` go back to `pending`. Returns how many."""
+        return self._write("UPDATE results SET sync_state = 'pending' WHERE sync_state = 'sending'")
+
+    def claim(self, limit: int, after_seq: int = 0) -> list[dict[str, Any]]:
+        """The oldest `limit` pending records after `after_seq` (by seq), marked `sending`, as record
+        JSON. A push pass moves `after_seq` forward so a deferred record waits for the next pass."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            rows = c.execute(
+                "SELECT * FROM results WHERE sync_state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+                (int(after_seq), int(limit)),
+            ).fetchall()
+            if rows:
+                c.execute(
+                    "UPDATE results SET sync_state = 'sending' "
+                    "WHERE sync_state = 'pending' AND seq > ? AND seq <= ?",
+                    (int(after_seq), rows[-1]["seq"]),
+                )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return [record_json(r) for r in rows]
+
+    def release(self, ids: Iterable[str], error: str | None = None) -> None:
+        """Give records back to the queue (the push failed; nothing was confirmed)."""
+        self._set_many(
+            ids,
+            "UPDATE results SET sync_state = 'pending', sync_error = ? WHERE id = ? "
+            "AND sync_state = 'sending'",
+            error,
+        )
+
+    def settle(self, answers: Sequence[tuple[str, str, str | None]]) -> dict[str, int]:
+        """Apply the hub's per-record answers: (id, status, reason). accepted/duplicate → synced,
+        rejected → quarantined, deferred (or anything else) → pending again with the reason."""
+        now = utc_now()
+        counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "deferred": 0}
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for rid, status, reason in answers:
+                if status in ("accepted", "duplicate"):
+                    c.execute(
+                        "UPDATE results SET sync_state = 'synced', synced_at = ?, sync_error = NULL "
+                        "WHERE id = ? AND sync_state = 'sending'",
+                        (now, rid),
+                    )
+                elif status == "rejected":
+                    self._quarantine(c, rid, reason or "rejected by the hub")
+                else:
+                    status = "deferred"
+                    c.execute(
+                        "UPDATE results SET sync_state = 'pending', sync_error = ? WHERE id = ? "
+                        "AND sync_state = 'sending'",
+                        (reason or "deferred by the hub", rid),
+                    )
+                counts[status] += 1
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return counts
+
+    def quarantine(self, ids: Iterable[str], reason: str) -> None:
+        """Mark records rejected (kept on the device with the reason; they never block the queue)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for rid in ids:
+                self._quarantine(c, rid, reason)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _quarantine(c: sqlite3.Connection, rid: str, reason: str) -> None:
+        c.execute(
+            "UPDATE results SET sync_state = 'rejected', sync_error = ? WHERE id = ? "
+            "AND sync_state IN ('sending', 'pending')",
+            (reason[:1000], rid),
+        )
+        c.execute(
+            "INSERT INTO events (at, level, source, message) VALUES (?, 'warning', 'sync', ?)",
+            (utc_now(), f"record {rid} quarantined: {reason}"[:2000]),
+        )
+
+    def retry_rejected(self) -> int:
+        """Put quarantined records back in the queue (after fixing what the hub complained about)."""
+        return self._write("UPDATE results SET sync_state = 'pending' WHERE sync_state = 'rejected'")
+
+    def _set_many(self, ids: Iterable[str], sql: str, error: str | None) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(sql, [(error, rid) for rid in ids])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def unsynced_images(self, records: Iterable[dict[str, Any]]) -> list[str]:
+        """Hashes the records name that the hub has not confirmed yet (in first-use order)."""
+        wanted: dict[str, None] = {}
+        for r in records:
+            for key in ("image_sha256", "heatmap_sha256"):
+                if r.get(key):
+                    wanted[r[key]] = None
+        if not wanted:
+            return []
+        synced: set[str] = set()
+        shas = list(wanted)
+        for i in range(0, len(shas), 500):
+            chunk = shas[i : i + 500]
+            marks = ",".join("?" for _ in chunk)
+            synced.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT sha256 FROM images WHERE synced = 1 AND sha256 IN ({marks})", chunk
+                )
+            )
+        return [s for s in shas if s not in synced]
+
+    def mark_images_synced(self, shas: Iterable[str]) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("UPDATE images SET synced = 1 WHERE sha256 = ?", [(s,) for s in shas])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def forget_images(self, shas: Iterable[str]) -> None:
+        """The hub says it lacks these after all (e.g. restored from a backup): upload them again."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany("UPDATE images SET synced = 0 WHERE sha256 = ?", [(s,) for s in shas])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def image_path(self, sha: str) -> Path:
+        return self.store.image_path(sha)
+
+    # -- what the page and status show ------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        out = {"pending": 0, "sending": 0, "synced": 0, "rejected": 0}
+        for state, n in self.conn.execute("SELECT sync_state, count(*) FROM results GROUP BY sync_state"):
+            out[state] = int(n)
+        return out
+
+    def rejected(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest quarantined records: id, seq, captured_at, label and the hub's reason."""
+        rows = self.conn.execute(
+            "SELECT id, seq, captured_at, label, sync_error FROM results WHERE sync_state = 'rejected' "
+            "ORDER BY seq DESC LIMIT ?",
+            (int(limit),),
+        )
+        return [
+            {
+                "id": r["id"],
+                "seq": r["seq"],
+                "captured_at": r["captured_at"],
+                "label": r["label"],
+                "reason": r["sync_error"],
+            }
+            for r in rows
+        ]

@@ -1,0 +1,296 @@
+"""Pushing the outbox to the hub: `Syncer` does one pass (images first, then record batches);
+`SyncWorker` runs passes in a thread, probing the hub and backing off exponentially with jitter while it
+is unreachable."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from device.store import Store, utc_now
+from device.sync.outbox import Outbox
+from device.sync.transport import HubClient, HubError, HubRefused, HubUnreachable
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 2.0
+
+
+@dataclass
+class SyncSummary:
+    sent: int = 0  # records the hub confirmed in this pass (accepted + duplicate)
+    accepted: int = 0
+    duplicate: int = 0
+    deferred: int = 0
+    rejected_now: int = 0  # quarantined in this pass
+    images_sent: int = 0
+    images_skipped: int = 0  # the hub had them already
+    batches: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    clock_skew_s: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        counts = out.pop("counts")
+        out["pending"] = counts.get("pending", 0) + counts.get("sending", 0)
+        out["rejected"] = counts.get("rejected", 0)
+        out["synced"] = counts.get("synced", 0)
+        return out
+
+
+def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half the step fixed, half random, so many devices that
+    lost the same hub do not all come back in the same second."""
+    step = min(cap, base * 2 ** max(failures - 1, 0))
+    return step / 2 + (rng or random).uniform(0, step / 2)
+
+
+class Syncer:
+    """One push pass over the outbox."""
+
+    def __init__(self, outbox: Outbox, client: HubClient, batch_size: int = 100):
+        self.outbox = outbox
+        self.client = client
+        self.batch_size = batch_size
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> SyncSummary:
+        """Probe, then push batches until nothing is pending, `should_stop()` or an error (raised after
+        releasing the batch in flight; the summary so far is on the exception as `.summary`)."""
+        t0 = time.monotonic()
+        summary = SyncSummary()
+        try:
+            self.client.ping()
+            after = 0
+            while not should_stop():
+                batch = self.outbox.claim(self.batch_size, after_seq=after)
+                if not batch:
+                    break
+                after = batch[-1]["seq"]
+                try:
+                    self._push(batch, summary)
+                except BaseException as exc:
+                    self.outbox.release([r["id"] for r in batch], error=str(exc)[:500])
+                    raise
+                summary.batches += 1
+        except HubError as exc:
+            summary.error = str(exc)
+            exc.summary = summary  # type: ignore[attr-defined]
+            raise
+        finally:
+            summary.seconds = round(time.monotonic() - t0, 3)
+            summary.counts = self.outbox.counts()
+        return summary
+
+    def _push(self, batch: list[dict[str, Any]], summary: SyncSummary) -> None:
+        bad = self._push_images(batch, summary)
+        live = []
+        for r in batch:
+            reason = bad.get(r.get("image_sha256") or "") or bad.get(r.get("heatmap_sha256") or "")
+            if reason:
+                self.outbox.quarantine([r["id"]], reason)
+                summary.rejected_now += 1
+            else:
+                live.append(r)
+        if live:
+            self._post(live, summary)
+
+    def _push_images(self, batch: list[dict[str, Any]], summary: SyncSummary) -> dict[str, str]:
+        """Upload the images the batch names that the hub lacks. Returns {sha: reason} for images
+        that cannot be sent (their records are quarantined, nothing is deleted)."""
+        shas = self.outbox.unsynced_images(batch)
+        if not shas:
+            return {}
+        missing = self.client.missing_images(shas)
+        have = [s for s in shas if s not in missing]
+        if have:
+            self.outbox.mark_images_synced(have)
+            summary.images_skipped += len(have)
+        bad: dict[str, str] = {}
+        for sha in shas:
+            if sha not in missing:
+                continue
+            try:
+                data = self.outbox.image_path(sha).read_bytes()
+            except OSError as exc:
+                bad[sha] = f"image {sha} cannot be read on the device ({exc.strerror or exc})"
+                continue
+            if hashlib.sha256(data).hexdigest() != sha:
+                bad[sha] = f"image {sha} on the device does not match its hash (corrupted file)"
+                continue
+            try:
+                self.client.put_image(sha, data)
+            except HubRefused as exc:
+                if exc.status in (413, 415, 422):
+                    bad[sha] = f"hub refused image {sha}: {exc}"
+                    continue
+                raise
+            self.outbox.mark_images_synced([sha])
+            summary.images_sent += 1
+        return bad
+
+    def _post(self, records: list[dict[str, Any]], summary: SyncSummary) -> None:
+        try:
+            answer = self.client.post_results(records)
+        except HubRefused as exc:
+            if exc.status == 413 and len(records) > 1:  # the hub takes smaller batches: split
+                half = len(records) // 2
+                self._post(records[:half], summary)
+                self._post(records[half:], summary)
+                return
+            if exc.status == 413:
+                self.outbox.quarantine([records[0]["id"]], f"too large for the hub: {exc}")
+                summary.rejected_now += 1
+                return
+            raise
+        ids = {r["id"] for r in records}
+        by_id = {r["id"]: r for r in records}
+        answers = [a for a in answer.answers if a[0] in ids]
+        counts = self.outbox.settle(answers)
+        deferred = [by_id[a[0]] for a in answers if a[1] not in ("accepted", "duplicate", "rejected")]
+        if deferred:
+            self.outbox.forget_images(
+                s for r in deferred for s in (r.get("image_sha256"), r.get("heatmap_sha256")) if s
+            )
+        unanswered = ids - {a[0] for a in answers}
+        if unanswered:
+            self.outbox.release(unanswered, error="the hub did not answer for this record")
+        summary.accepted += counts["accepted"]
+        summary.duplicate += counts["duplicate"]
+        summary.sent += counts["accepted"] + counts["duplicate"]
+        summary.deferred += counts["deferred"]
+        summary.rejected_now += counts["rejected"]
+        summary.clock_skew_s = answer.clock_skew_s
+
+
+class SyncWorker:
+    """The daemon's sync thread: `start()`, `stop()`, `wake()` (push soon, e.g. after a new result) and
+    `status()` for /api/status and the page."""
+
+    def __init__(
+        self,
+        config: Any,
+        store: Store,
+        *,
+        client_factory: Callable[[], HubClient] | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.cfg = config.sync
+        self.store = store
+        self._client_factory = client_factory or (lambda: HubClient.from_config(self.cfg))
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._state = "disabled" if not self.enabled else "idle"
+        self._last_success: str | None = None
+        self._last_attempt: str | None = None
+        self._last_error: str | None = None
+        self._backoff_s = 0.0
+        self._failures = 0
+        self._sent_total = 0
+        self._clock_skew_s: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.enabled and self.cfg.hub_url)
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            counts = Outbox(self.store).counts()
+            rejected = Outbox(self.store).rejected(5)
+        except Exception as exc:  # noqa: BLE001 - status must always answer
+            counts, rejected = {}, [{"reason": f"cannot read the outbox: {exc}"}]
+        with self._lock:
+            return {
+                "enabled": self.enabled,
+                "hub_url": self.cfg.hub_url,
+                "state": self._state,
+                "last_success": self._last_success,
+                "last_attempt": self._last_attempt,
+                "last_error": self._last_error,
+                "backoff": round(self._backoff_s, 1),
+                "sent_total": self._sent_total,
+                "clock_skew_s": self._clock_skew_s,
+                "pending": counts.get("pending", 0) + counts.get("sending", 0),
+                "synced": counts.get("synced", 0),
+                "rejected": counts.get("rejected", 0),
+                "rejected_recent": rejected,
+            }
+
+    def _set(self, **kw: Any) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self, f"_{k}", v)
+
+    def _run(self) -> None:
+        outbox = Outbox(self.store)
+        try:
+            n = outbox.recover()
+            if n:
+                log.info("sync: %d record(s) left in 'sending' by a crash go back to pending", n)
+        except Exception:  # noqa: BLE001
+            log.exception("sync: cannot recover the outbox")
+        client: HubClient | None = None
+        while not self._stop.is_set():
+            delay = self.cfg.interval_s
+            try:
+                if outbox.counts()["pending"]:
+                    client = client or self._client_factory()
+                    self._set(state="syncing", last_attempt=utc_now())
+                    summary = Syncer(outbox, client, self.cfg.batch_size).run(self._stop.is_set)
+                    with self._lock:
+                        self._sent_total += summary.sent
+                        self._clock_skew_s = summary.clock_skew_s
+                        self._last_success = utc_now()
+                        self._last_error = None
+                        self._failures = 0
+                        self._backoff_s = 0.0
+                        self._state = "idle"
+            except HubError as exc:
+                if isinstance(exc, HubUnreachable) and client is not None:
+                    client.close()
+                    client = None
+                with self._lock:
+                    self._failures += 1
+                    delay = backoff_delay(
+                        self._failures,
+                        min(BACKOFF_BASE_S, self.cfg.interval_s),
+                        self.cfg.max_backoff_s,
+                        self._rng,
+                    )
+                    self._backoff_s = delay
+                    self._last_error = str(exc)[:500]
+                    self._state = "backoff"
+                log.warning("sync: %s; next attempt in %.0f s", exc, delay)
+            except Exception as exc:  # noqa: BLE001 - the worker must survive; the watchdog sees the error
+                log.exception("sync: unexpected error")
+                self._set(last_error=f"{type(exc).__name__}: {exc}"[:500], state="backoff")
+            self._wake.wait(delay)
+            self._wake.clear()
+        if client is not None:
+            client.close()
+        self._set(state="stopped")
