@@ -1,0 +1,121 @@
+"""The technician's page: Flask application factory.
+
+`create_app(config, services)` is called once by `smearscope run` (see DEVELOPERS.md Contract 4);
+the blueprints in this package read `services` through `current_app.extensions["smearscope"]`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from device import __version__
+from device.fsutil import atomic_write_bytes
+from device.web import auth, security
+
+DISCLAIMER = "Screening aid for trained staff — not a diagnosis"
+SECRET_FILE = "web_secret_key"
+
+
+@dataclass
+class WebContext:
+    """What the views need, kept on the app as `app.extensions["smearscope"]`."""
+
+    config: Any
+    services: Any
+    limiter: auth.LoginLimiter = field(default_factory=auth.LoginLimiter)
+
+    @property
+    def store(self):
+        return self.services.store
+
+    def conn(self):
+        return self.services.store.conn
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config.device.data_dir)
+
+
+def _secret_key(config) -> str:
+    """[web] secret_key / SMEARSCOPE_SECRET_KEY, else a random key kept (0600) in the data dir so
+    sessions survive a restart."""
+    if config.web.secret_key:
+        return config.web.secret_key
+    path = Path(config.device.data_dir) / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(48)
+        atomic_write_bytes(path, key.encode(), mode=0o600)
+        return key
+
+
+def create_app(config, services) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(config),
+        SESSION_COOKIE_NAME="smearscope_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.web.session_minutes),
+        # Several files may go in one request; each file is checked against max_upload_mb on its own.
+        MAX_CONTENT_LENGTH=config.web.max_upload_mb * 2**20 * 10 + 2**20,
+        JSON_SORT_KEYS=False,
+        TEMPLATES_AUTO_RELOAD=False,
+        SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
+    )
+    app.extensions["smearscope"] = WebContext(config, services)
+
+    from device.web import account, admin, api, history, live, samples, system, upload
+
+    for module in (account, live, samples, history, upload, system, admin, api):
+        app.register_blueprint(module.bp)
+
+    app.before_request(security.load_user)
+    app.before_request(security.enforce)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {
+            "disclaimer": DISCLAIMER,
+            "current_user": g.get("user"),
+            "csrf_token": security.csrf_token,
+            "version": __version__,
+            "open_live_view": config.web.open_live_view,
+        }
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        )
+        if g.get("user") is not None and resp.mimetype == "text/html":
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        if security.wants_json():
+            return jsonify({"error": exc.description or exc.name}), exc.code
+        return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
+
+    @app.errorhandler(413)
+    def _too_large(exc):
+        msg = f"upload too large: each file may be at most {config.web.max_upload_mb} MB"
+        if security.wants_json() or request.path.startswith("/api/"):
+            return jsonify({"error": msg}), 413
+        return render_template("error.html", code=413, name="Too large", message=msg), 413
+
+    return app

@@ -1,0 +1,81 @@
+"""Login, logout and changing one's own password."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+
+from device.web import auth, security
+
+bp = Blueprint("account", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths (no open redirect to another host)."""
+    if not target:
+        return url_for("live.page")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("live.page")
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    ext = current_app.extensions["smearscope"]
+    error = None
+    status = 200
+    if request.method == "POST":
+        # The login form carries a CSRF token too (login CSRF); the session holds it from the GET.
+        if not auth.csrf_ok(session.get("csrf"), request.form.get("csrf_token")):
+            error, status = "The form expired: please try again.", 400
+        else:
+            name = request.form.get("username", "").strip()
+            password = request.form.get("password", "")
+            addr = security.client_addr()
+            wait = ext.limiter.retry_after(addr, name)
+            if wait > 0:
+                error, status = f"Too many failed logins: try again in {int(wait) + 1} s.", 429
+            else:
+                user = auth.verify_password(ext.conn(), name, password)
+                if user is None:
+                    ext.limiter.failed(addr, name)
+                    error, status = "Wrong user name or password.", 401
+                else:
+                    ext.limiter.succeeded(addr, name)
+                    security.login_session(user)
+                    return redirect(_safe_next(request.args.get("next")))
+    no_users = ext.conn().execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+    resp = current_app.make_response((render_template("login.html", error=error, no_users=no_users), status))
+    if status == 429:
+        resp.headers["Retry-After"] = str(int(ext.limiter.window_s))
+    return resp
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    session.clear()
+    return redirect(url_for("account.login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+def account():
+    ext = current_app.extensions["smearscope"]
+    error = None
+    if request.method == "POST":
+        conn = ext.conn()
+        if auth.verify_password(conn, g.user.name, request.form.get("current", "")) is None:
+            error = "The current password is wrong."
+        elif request.form.get("new", "") != request.form.get("repeat", ""):
+            error = "The two new passwords differ."
+        else:
+            try:
+                auth.set_password(conn, g.user.name, request.form.get("new", ""))
+            except auth.AuthError as exc:
+                error = str(exc)
+            else:
+                security.login_session(auth.get_user(conn, g.user.name))
+                flash("Password changed.")
+                return redirect(url_for("account.account"))
+    return render_template("account.html", error=error), (400 if error else 200)

@@ -1,0 +1,79 @@
+"""Admin-only pages: user accounts and API keys, and the effective settings."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+
+from device.web import auth
+from device.web.security import admin_required
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _conn():
+    return current_app.extensions["smearscope"].conn()
+
+
+@bp.route("/users")
+@admin_required
+def users():
+    return render_template("users.html", users=auth.list_users(_conn()), new_key=None, key_user=None)
+
+
+def _keep_an_admin(conn, name: str, *, removing_admin: bool) -> None:
+    user = auth.get_user(conn, name)
+    if removing_admin and user and user.is_admin and not user.disabled and auth.count_admins(conn) <= 1:
+        abort(400, description="this is the last admin account: make another admin first")
+
+
+@bp.route("/users", methods=["POST"])
+@admin_required
+def user_action():
+    conn = _conn()
+    action = request.form.get("action", "")
+    name = (request.form.get("name") or "").strip()
+    try:
+        if action == "add":
+            auth.add_user(
+                conn, name, request.form.get("role", "technician"), request.form.get("password", "")
+            )
+            flash(f"User {name} added.")
+        elif action == "role":
+            role = request.form.get("role", "")
+            _keep_an_admin(conn, name, removing_admin=role != "admin")
+            auth.set_role(conn, name, role)
+            flash(f"{name} is now {role}.")
+        elif action in ("disable", "enable"):
+            if action == "disable":
+                _keep_an_admin(conn, name, removing_admin=True)
+            auth.set_disabled(conn, name, action == "disable")
+            flash(f"User {name} {action}d.")
+        elif action == "password":
+            auth.set_password(conn, name, request.form.get("password", ""))
+            flash(f"Password of {name} changed; their sessions are logged out.")
+        elif action == "remove":
+            _keep_an_admin(conn, name, removing_admin=True)
+            auth.remove_user(conn, name)
+            flash(f"User {name} removed.")
+        elif action == "apikey":
+            key = auth.new_api_key(conn, name)
+            return render_template("users.html", users=auth.list_users(conn), new_key=key, key_user=name)
+        elif action == "revoke":
+            n = auth.revoke_api_keys(conn, name)
+            flash(f"{n} API key(s) of {name} revoked.")
+        else:
+            abort(400, description=f"unknown action {action!r}")
+    except auth.AuthError as exc:
+        abort(400, description=str(exc))
+    if name == g.user.name and action in ("remove", "disable", "password"):
+        return redirect(url_for("account.login"))
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/settings")
+@admin_required
+def settings():
+    cfg = current_app.extensions["smearscope"].config
+    return render_template(
+        "settings.html", config=cfg.to_dict(redact=True), source=getattr(cfg, "source", "")
+    )

@@ -1,0 +1,51 @@
+"""Classify uploaded files: every file is checked first, then classified; one bad file refuses the
+whole request, so a 4xx never leaves half of an upload stored."""
+
+from __future__ import annotations
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from device.web.upload_check import CheckedImage, UploadRejected, check_upload
+
+MAX_FILES = 50
+
+
+def resolve_sample(store, sample_id: str | None) -> str | None:
+    sample_id = (sample_id or "").strip() or None
+    if sample_id is None:
+        return None
+    sample = store.get_sample(sample_id)
+    if sample is None:
+        raise UploadRejected(404, f"no sample {sample_id}")
+    if sample["status"] != "open":
+        raise UploadRejected(409, f"sample {sample['slide_id']} is finished: start a new sample")
+    return sample_id
+
+
+def read_limited(fs: FileStorage, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes: enough to tell "too large" without reading a huge file in."""
+    return fs.stream.read(max_bytes + 1)
+
+
+def check_files(files: list[FileStorage], max_bytes: int) -> list[CheckedImage]:
+    files = [f for f in files if f is not None and (f.filename or f.content_length)]
+    if not files:
+        raise UploadRejected(400, "no file: send one or more images in the form field 'file'")
+    if len(files) > MAX_FILES:
+        raise UploadRejected(413, f"{len(files)} files in one upload; at most {MAX_FILES}")
+    return [check_upload(fs.filename, read_limited(fs, max_bytes), max_bytes=max_bytes) for fs in files]
+
+
+def classify_files(files: list[FileStorage], sample_id: str | None, user: str | None) -> list[dict]:
+    ext = current_app.extensions["smearscope"]
+    max_bytes = ext.config.web.max_upload_mb * 10**6
+    sample_id = resolve_sample(ext.store, sample_id)
+    checked = check_files(files, max_bytes)
+    out = []
+    for img in checked:
+        rec = ext.services.classify_upload(img.rgb, filename=img.filename, sample_id=sample_id, user=user)
+        out.append(
+            {"file": img.filename, "format": img.kind, "width": img.width, "height": img.height, **rec}
+        )
+    return out

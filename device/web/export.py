@@ -1,0 +1,56 @@
+"""CSV and JSON exports of records (streamed, so a year of records does not sit in memory)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+
+from device.web import DISCLAIMER
+
+CSV_COLUMNS = [
+    "id", "seq", "captured_at", "sample_id", "slide_id", "source", "kind", "review_of", "label",
+    "confidence", "abstained", "reason", "quality_ok", "focus", "models", "image_sha256", "filename",
+    "reviewer", "comment",
+]  # fmt: skip
+
+
+def _csv_line(values: list) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(values)
+    return buf.getvalue()
+
+
+def _safe_cell(value):
+    """Defuse spreadsheet formulas in free text (CSV injection): prefix = + - @ with a quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_rows(records: Iterable[dict], labels: list[str], slides: dict[str, str]) -> Iterator[str]:
+    yield _csv_line([f"# {DISCLAIMER}"])
+    yield _csv_line(CSV_COLUMNS + [f"p_{lb}" for lb in labels])
+    for r in records:
+        q = r.get("quality") or {}
+        row = [
+            r["id"], r["seq"], r["captured_at"], r["sample_id"], slides.get(r["sample_id"] or "", ""),
+            r["source"], r["kind"], r["review_of"], r["label"], f"{r['confidence']:.4f}",
+            int(r["abstained"]), r["reason"], q.get("ok"), q.get("focus"),
+            ";".join(f"{m.get('name')}@{(m.get('sha256') or '')[:12]}" for m in r.get("models") or []),
+            r["image_sha256"], r["filename"], r["reviewer"], r["comment"],
+        ]  # fmt: skip
+        row += [f"{r['probabilities'].get(lb, 0.0):.4f}" for lb in labels]
+        yield _csv_line([_safe_cell(v) if v is not None else "" for v in row])
+
+
+def json_stream(records: Iterable[dict], meta: dict) -> Iterator[str]:
+    """{"disclaimer": ..., ...meta, "records": [...]} written record by record."""
+    head = {"disclaimer": DISCLAIMER, **meta}
+    yield json.dumps(head)[:-1] + ', "records": ['
+    first = True
+    for r in records:
+        yield ("" if first else ",\n") + json.dumps(r)
+        first = False
+    yield "]}\n"

@@ -1,0 +1,145 @@
+"""Live view: the MJPEG stream of the newest frame, and the newest result as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, g, render_template, request, session, stream_with_context
+
+bp = Blueprint("live", __name__)
+
+BOUNDARY = "frame"
+SSE_MAX_S = 300  # a stream ends after 5 min and EventSource reconnects: no thread is held forever
+
+
+def _live():
+    return current_app.extensions["smearscope"].services.live
+
+
+def labels_info(services) -> list[dict]:
+    """[{id, display, malignant}] of the models in service (for bars and colours)."""
+    try:
+        info = services.ensemble_info()
+    except Exception:  # noqa: BLE001 - the page still works without it
+        return []
+    for bundle in info or []:
+        if bundle.get("labels"):
+            return bundle["labels"]
+    return []
+
+
+@bp.route("/")
+def page():
+    ext = current_app.extensions["smearscope"]
+    open_samples = ext.store.list_samples(status="open", limit=20) if g.user else []
+    current = session.get("sample")
+    if current not in {s["id"] for s in open_samples}:
+        current = open_samples[0]["id"] if open_samples else None
+    return render_template(
+        "live.html",
+        labels=labels_info(ext.services),
+        open_samples=open_samples,
+        current_sample=current,
+        readonly=g.user is None,
+    )
+
+
+def mjpeg_frames(live, fps: float, heatmap: bool, stop_after_s: float | None = None) -> Iterator[bytes]:
+    """multipart/x-mixed-replace parts of the newest frame, at most `fps` a second. Frames in between
+    are skipped, never queued, so a slow client sees the newest field, not a backlog."""
+    interval = 1.0 / fps
+    seq = -1
+    started = time.monotonic()
+    source = getattr(live, "latest_heatmap", None) if heatmap else None
+    while stop_after_s is None or time.monotonic() - started < stop_after_s:
+        t0 = time.monotonic()
+        if source is not None:
+            item = source()
+            if item is not None and item[0] == seq:
+                item = None
+        else:
+            item = live.wait_frame(seq, 2.0)
+        if item is not None:
+            seq, jpeg = item
+            yield (
+                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                + jpeg
+                + b"\r\n"
+            )
+        rest = interval - (time.monotonic() - t0)
+        if rest > 0:
+            time.sleep(rest)
+
+
+@bp.route("/live/stream.mjpg")
+def stream():
+    ext = current_app.extensions["smearscope"]
+    heatmap = request.args.get("heatmap") == "1"
+    fps = ext.config.web.mjpeg_fps
+    return Response(
+        stream_with_context(mjpeg_frames(_live(), fps, heatmap)),
+        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@bp.route("/live/heatmap.jpg")
+def heatmap():
+    item = getattr(_live(), "latest_heatmap", lambda: None)()
+    if item is None:
+        return Response("no heatmap: the models in service do not export one", 404, mimetype="text/plain")
+    return Response(item[1], mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+def live_payload(result: dict) -> dict:
+    """What the page needs of a live result (no image bytes)."""
+    keep = (
+        "id",
+        "label",
+        "confidence",
+        "probabilities",
+        "abstained",
+        "reason",
+        "quality",
+        "models",
+        "captured_at",
+        "sample_id",
+        "display",
+        "fps",
+        "inference_ms",
+        "stored",
+        "heatmap",
+    )
+    return {k: result[k] for k in keep if k in result}
+
+
+def sse_events(live, last_seq: int, max_s: float = SSE_MAX_S, keepalive_s: float = 15.0) -> Iterator[str]:
+    yield "retry: 2000\n\n"
+    seq = last_seq
+    started = time.monotonic()
+    current = live.latest_result()
+    if current is not None and current[0] != seq:
+        seq = current[0]
+        yield f"id: {seq}\nevent: result\ndata: {json.dumps(live_payload(current[1]))}\n\n"
+    while time.monotonic() - started < max_s:
+        item = live.wait_result(seq, keepalive_s)
+        if item is None:
+            yield ": keepalive\n\n"
+            continue
+        seq, result = item
+        yield f"id: {seq}\nevent: result\ndata: {json.dumps(live_payload(result))}\n\n"
+
+
+@bp.route("/live/events")
+def events():
+    try:
+        last = int(request.headers.get("Last-Event-ID", "-1"))
+    except ValueError:
+        last = -1
+    return Response(
+        stream_with_context(sse_events(_live(), last)),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

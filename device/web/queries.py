@@ -1,0 +1,144 @@
+"""Read helpers the pages need beyond device.store.Store's API (plain SQL on the store's connection),
+and the one parser of history filters shared by the page, the JSON API and the exports."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from device.store.store import record_json
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+
+
+class BadFilter(ValueError):
+    """A filter value that cannot be understood; the message names it."""
+
+
+@dataclass
+class Filters:
+    sample: str | None = None
+    label: str | None = None
+    since: str | None = None  # UTC ISO, inclusive
+    until: str | None = None  # UTC ISO, exclusive
+    abstained: bool | None = None
+    reviewed: bool | None = None
+    source: str | None = None
+    before_seq: int | None = None
+    limit: int = 50
+
+    def store_kwargs(self) -> dict:
+        return {
+            "sample": self.sample,
+            "label": self.label,
+            "since": self.since,
+            "until": self.until,
+            "abstained": self.abstained,
+            "reviewed": self.reviewed,
+            "source": self.source,
+            "before_seq": self.before_seq,
+            "limit": self.limit,
+        }
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as URL query arguments (for "next page" and export links)."""
+        out: dict[str, str] = {}
+        for key in ("sample", "label", "source"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        if self.since:
+            out["from"] = self.since[:10]
+        if self.until:
+            out["to"] = (date.fromisoformat(self.until[:10]) - timedelta(days=1)).isoformat()
+        if self.abstained is not None:
+            out["uncertain"] = "yes" if self.abstained else "no"
+        if self.reviewed is not None:
+            out["reviewed"] = "yes" if self.reviewed else "no"
+        return out
+
+
+def _tristate(name: str, value: str | None) -> bool | None:
+    if value in (None, "", "any"):
+        return None
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise BadFilter(f"{name}: expected yes, no or any, not {value!r}")
+
+
+def _day(name: str, value: str) -> date:
+    if not _DATE.match(value):
+        raise BadFilter(f"{name}: expected a date YYYY-MM-DD, not {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise BadFilter(f"{name}: {value!r} is not a date") from exc
+
+
+def parse_filters(args: Mapping[str, str], *, default_limit: int = 50, max_limit: int = 1000) -> Filters:
+    f = Filters(limit=default_limit)
+    sample = (args.get("sample") or "").strip()
+    if sample:
+        if not _UUID.match(sample):
+            raise BadFilter(f"sample: not a sample id: {sample!r}")
+        f.sample = sample
+    f.label = (args.get("label") or "").strip() or None
+    source = (args.get("source") or "").strip() or None
+    if source and source not in ("camera", "upload"):
+        raise BadFilter(f"source: expected camera or upload, not {source!r}")
+    f.source = source
+    if args.get("from"):
+        f.since = _day("from", args["from"]).isoformat() + "T00:00:00.000Z"
+    if args.get("to"):
+        f.until = (_day("to", args["to"]) + timedelta(days=1)).isoformat() + "T00:00:00.000Z"
+    if f.since and f.until and f.since >= f.until:
+        raise BadFilter("from: the start date is after the end date")
+    f.abstained = _tristate("uncertain", args.get("uncertain"))
+    f.reviewed = _tristate("reviewed", args.get("reviewed"))
+    if args.get("before"):
+        try:
+            f.before_seq = int(args["before"])
+        except ValueError as exc:
+            raise BadFilter(f"before: expected a record sequence number, not {args['before']!r}") from exc
+    if args.get("limit"):
+        try:
+            f.limit = max(1, min(int(args["limit"]), max_limit))
+        except ValueError as exc:
+            raise BadFilter(f"limit: expected a number, not {args['limit']!r}") from exc
+    return f
+
+
+def reviews_for(conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict]:
+    """The newest review record of each of `ids` that has one."""
+    if not ids:
+        return {}
+    marks = ",".join("?" for _ in ids)
+    rows = conn.execute(f"SELECT * FROM results WHERE review_of IN ({marks}) ORDER BY seq", ids).fetchall()
+    return {r["review_of"]: record_json(r) for r in rows}
+
+
+def iter_records(store, filters: Filters, *, include_reviews: bool = True, page: int = 500) -> Iterator[dict]:
+    """Every record matching `filters`, newest first, fetched page by page (exports of any size)."""
+    kw = filters.store_kwargs()
+    kw["limit"] = page
+    kw["kind"] = None if include_reviews else "classification"
+    while True:
+        rows = store.list_results(**kw)
+        yield from rows
+        if len(rows) < page:
+            return
+        kw["before_seq"] = rows[-1]["seq"]
+
+
+def sample_slides(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
+    """sample id → slide id, for labelling records."""
+    ids = [i for i in set(ids) if i]
+    if not ids:
+        return {}
+    marks = ",".join("?" for _ in ids)
+    return {r[0]: r[1] for r in conn.execute(f"SELECT id, slide_id FROM samples WHERE id IN ({marks})", ids)}

@@ -1,0 +1,155 @@
+// Live view: MJPEG <img>, newest result over Server-Sent Events, capture button, sample summary.
+"use strict";
+(function () {
+  var S = window.smearscope;
+  var root = document.getElementById("live");
+  if (!root) return;
+  var readonly = root.dataset.readonly === "1";
+  var img = document.getElementById("stream");
+  var callBox = document.getElementById("call");
+  var callLabel = document.getElementById("call-label");
+  var callSub = document.getElementById("call-sub");
+  var ovLabel = document.getElementById("ov-label");
+  var ovTime = document.getElementById("ov-time");
+  var qState = document.getElementById("q-state");
+  var qWhy = document.getElementById("q-why");
+  var heat = document.getElementById("heatmap");
+  var lastAt = 0;
+  var results = 0;
+  root.dataset.results = "0";
+
+  function setCall(kind, label, sub) {
+    callBox.className = "call " + kind;
+    callLabel.textContent = label;
+    callSub.textContent = sub || "";
+    ovLabel.textContent = label;
+    ovLabel.className = kind;
+  }
+
+  function setBars(probs) {
+    var bars = document.getElementById("bars");
+    Object.keys(probs || {}).forEach(function (k) {
+      var row = bars.querySelector('.bar[data-label="' + CSS.escape(k) + '"]');
+      if (!row) {
+        row = S.el("div", "bar");
+        row.dataset.label = k;
+        row.appendChild(S.el("span", "bar-name", k));
+        var bar = S.el("progress", "bar-fill");
+        bar.max = 1;
+        row.appendChild(bar);
+        row.appendChild(S.el("span", "bar-val", ""));
+        bars.appendChild(row);
+      }
+      row.querySelector(".bar-fill").value = probs[k] || 0;
+      row.querySelector(".bar-val").textContent = S.pct(probs[k]);
+    });
+  }
+
+  function onResult(r) {
+    lastAt = Date.now();
+    results += 1;
+    root.dataset.results = String(results);
+    var q = r.quality || {};
+    var qOk = q.ok !== false;
+    qState.textContent = qOk ? "good" : "poor";
+    qState.className = qOk ? "ok" : "bad";
+    qWhy.textContent = (q.reasons || []).join("; ");
+    if (!r.label) {
+      setCall("poor", "No call — fix the field", (q.reasons || []).join("; ") || "image quality too low");
+    } else if (r.abstained) {
+      setCall("uncertain", "UNCERTAIN — refer", (r.reason || "the models are not sure") + " · top: " + r.label);
+    } else if (!qOk) {
+      setCall("poor", r.label + " (poor quality field)", "confidence " + S.pct(r.confidence));
+    } else {
+      var fill = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"] .bar-fill');
+      var malignant = fill ? fill.classList.contains("malignant") : false;
+      setCall(malignant ? "malignant" : "ok", r.label, "confidence " + S.pct(r.confidence));
+    }
+    callBox.dataset.label = r.label || "";
+    setBars(r.probabilities);
+    ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
+  }
+
+  function connect() {
+    var es = new EventSource(root.dataset.events);
+    es.addEventListener("result", function (ev) {
+      try { onResult(JSON.parse(ev.data)); } catch (e) { /* a malformed event is skipped */ }
+    });
+  }
+  connect();
+
+  setInterval(function () {
+    if (lastAt && Date.now() - lastAt > 10000) {
+      setCall("stale", "No live result for " + Math.round((Date.now() - lastAt) / 1000) + " s",
+              "camera or classifier stopped? see Status");
+    }
+  }, 2000);
+
+  function streamUrl() {
+    return root.dataset.stream + "?" + (heat && heat.checked ? "heatmap=1&" : "") + "t=" + Date.now();
+  }
+  if (heat) {
+    heat.addEventListener("change", function () { img.src = streamUrl(); });
+  }
+  img.addEventListener("error", function () {
+    setTimeout(function () { img.src = streamUrl(); }, 2000);
+  });
+
+  if (readonly) return;
+
+  var summary = document.getElementById("summary");
+  var sampleSel = document.getElementById("sample");
+  var captureBtn = document.getElementById("capture");
+  var msg = document.getElementById("capture-msg");
+
+  function renderSummary(s) {
+    if (!summary) return;
+    summary.textContent = "";
+    if (!s) return;
+    var call = S.el("p", "sum-call " + (s.call || ""), s.call_text || "");
+    summary.appendChild(call);
+    summary.appendChild(S.el("p", "", s.fields + " fields · " + s.confident_fields + " confident · " +
+      s.uncertain_fields + " uncertain · " + s.reviewed_fields + " reviewed"));
+    var ul = S.el("ul", "fractions");
+    Object.keys(s.label_fractions || {}).forEach(function (k) {
+      ul.appendChild(S.el("li", "", k + ": " + S.pct(s.label_fractions[k]) + " (" + s.label_counts[k] + ")"));
+    });
+    summary.appendChild(ul);
+    summary.appendChild(S.el("p", "hint", "Rule: " + (s.rule || "")));
+  }
+
+  function loadSummary() {
+    var id = summary && summary.dataset.sample;
+    if (!id) return;
+    fetch(root.dataset.sampleApi + "/" + encodeURIComponent(id), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (s) { if (s) renderSummary(s.summary); })
+      .catch(function () {});
+  }
+  loadSummary();
+  setInterval(loadSummary, 10000);
+
+  if (sampleSel) {
+    sampleSel.addEventListener("change", function () { sampleSel.form.submit(); });
+  }
+
+  if (captureBtn) {
+    captureBtn.addEventListener("click", function () {
+      captureBtn.disabled = true;
+      msg.textContent = "Capturing…";
+      S.postJSON(root.dataset.capture, { sample: sampleSel ? sampleSel.value : null })
+        .then(function (res) {
+          if (res.ok) {
+            var rec = res.data.record || {};
+            msg.textContent = "Field stored: " + (rec.abstained ? "uncertain — refer" : rec.label) +
+              " (" + (res.data.summary ? res.data.summary.fields : "?") + " fields in this sample)";
+            renderSummary(res.data.summary);
+          } else {
+            msg.textContent = "Not stored: " + (res.data.error || res.status);
+          }
+        })
+        .catch(function (e) { msg.textContent = "Not stored: " + e; })
+        .finally(function () { captureBtn.disabled = false; });
+    });
+  }
+})();

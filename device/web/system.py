@@ -1,0 +1,68 @@
+"""Models and status pages, and the root routes: /healthz (open), /api/status, /metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, send_from_directory
+
+from device.web.models_info import IMAGE_SUFFIXES, find_bundle_dir, installed_bundles
+
+bp = Blueprint("system", __name__)
+
+
+def _ext():
+    return current_app.extensions["smearscope"]
+
+
+def status_body() -> dict:
+    ext = _ext()
+    return ext.services.status()
+
+
+@bp.route("/healthz")
+def healthz():
+    """Liveness for systemd/monitoring: no login, no patient data."""
+    ext = _ext()
+    try:
+        ext.conn().execute("SELECT 1").fetchone()
+    except Exception as exc:  # noqa: BLE001
+        return jsonify({"ok": False, "error": f"database: {exc}"}), 503
+    return jsonify({"ok": True})
+
+
+@bp.route("/api/status")
+def api_status():
+    return jsonify(status_body())
+
+
+@bp.route("/metrics")
+def metrics():
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    registry = getattr(_ext().services, "registry", None) or REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.route("/status")
+def status_page():
+    ext = _ext()
+    return render_template("status.html", status=status_body(), events=ext.store.recent_events(30))
+
+
+@bp.route("/models")
+def models_page():
+    ext = _ext()
+    return render_template("models.html", bundles=installed_bundles(ext.config, ext.services))
+
+
+@bp.route("/models/<name>/<path:filename>")
+def model_file(name: str, filename: str):
+    """Report plots of a bundle (confusion matrix...). Images only; send_from_directory refuses ../."""
+    ext = _ext()
+    if Path(filename).suffix.lower() not in IMAGE_SUFFIXES:
+        abort(404)
+    bundle_dir = find_bundle_dir(ext.config, ext.services, name)
+    if bundle_dir is None:
+        abort(404, description=f"no bundle {name}")
+    return send_from_directory(bundle_dir, filename, max_age=3600)
