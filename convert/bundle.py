@@ -1,0 +1,111 @@
+"""Write a model bundle directory: model.tflite + manifest.json (+ MODEL.md, report/ by the caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.bundle import MODEL_FILE, InputSpec, Label, Manifest, OutputSpec, sha256_file, write_manifest
+from device.fsutil import atomic_write_bytes
+
+#: Display names and malignancy of the B-ALL dataset's class folders (hematogones are benign
+#: precursors; the three others are B-ALL subtypes).
+KNOWN_LABELS: dict[str, tuple[str, bool]] = {
+    "Benign": ("Benign (hematogones)", False),
+    "Early": ("Early Pre-B ALL (malignant)", True),
+    "Pre": ("Pre-B ALL (malignant)", True),
+    "Pro": ("Pro-B ALL (malignant)", True),
+}
+
+
+def make_labels(ids: Sequence[str]) -> list[Label]:
+    out = []
+    for lid in ids:
+        display, malignant = KNOWN_LABELS.get(lid, (lid, None))
+        out.append(Label(lid, display, malignant))
+    return out
+
+
+def tflite_outputs(model_path: Path, k: int) -> list[OutputSpec]:
+    """Read the output tensors of a .tflite file and name them by shape (as the device does)."""
+    from device.runtime import make_interpreter
+
+    interp, _ = make_interpreter(str(model_path))
+    outs = []
+    for det in interp.get_output_details():
+        shape = tuple(int(x) for x in det["shape"])
+        if len(shape) == 2 and shape[1] == k:
+            outs.append(OutputSpec("probabilities", shape, det["name"]))
+        elif len(shape) == 4 and shape[-1] == k:
+            outs.append(OutputSpec("cam", shape, det["name"]))
+    outs.sort(key=lambda o: o.name != "probabilities")
+    return outs
+
+
+def write_bundle(
+    out_dir: str | Path,
+    tflite: bytes,
+    *,
+    name: str,
+    architecture: str,
+    labels: Sequence[str],
+    input_size: tuple[int, int],
+    input_dtype: str,
+    resize: str = "center_crop",
+    quantization: str = "int8",
+    temperature: float = 1.0,
+    abstain_threshold: float = 0.5,
+    **extra: dict[str, Any],
+) -> Manifest:
+    """Write model.tflite and manifest.json atomically. `extra` sets metrics, calibration,
+    verification, provenance (dicts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / MODEL_FILE
+    atomic_write_bytes(model_path, tflite)
+    manifest = Manifest(
+        name=name,
+        architecture=architecture,
+        labels=make_labels(labels),
+        input=InputSpec(int(input_size[0]), int(input_size[1]), input_dtype, resize),
+        outputs=tflite_outputs(model_path, len(labels)),
+        sha256=sha256_file(model_path),
+        quantization=quantization,
+        temperature=float(temperature),
+        abstain_threshold=float(abstain_threshold),
+    )
+    for key, value in extra.items():
+        if not hasattr(manifest, key):
+            raise TypeError(f"unknown manifest field {key!r}")
+        setattr(manifest, key, _jsonable(value))
+    write_manifest(out, manifest)
+    return manifest
+
+
+def update_manifest(out_dir: str | Path, **fields: Any) -> Manifest:
+    """Re-read a bundle's manifest, set fields, and write it back atomically."""
+    from device.bundle import read_manifest
+
+    manifest = read_manifest(out_dir)
+    for key, value in fields.items():
+        if not hasattr(manifest, key):
+            raise TypeError(f"unknown manifest field {key!r}")
+        setattr(manifest, key, _jsonable(value))
+    write_manifest(Path(out_dir), manifest)
+    return manifest
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays -> plain Python, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

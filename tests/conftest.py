@@ -1,0 +1,49 @@
+"""Shared fixtures. Keep this small; see /work/notes/fixtures.md for what each returns.
+
+`tiny_bundle` is a tmp copy of tests/data/tiny-bundle (made by tests/make_tiny_bundle.py): a real
+full-int8 MobileNetV2 bundle (64x64 uint8 input, labels Benign/Early/Pre/Pro, probabilities + CAM
+outputs) that loads with LiteRT alone, so device-side tests need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from make_tiny_bundle import LABELS, synth_smear, write_dataset
+from make_tiny_bundle import OUT as TINY_BUNDLE_SRC
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path: Path) -> Path:
+    """Path to a fresh copy of the tiny int8 bundle (safe to tamper with)."""
+    dst = tmp_path / "tiny-bundle"
+    shutil.copytree(TINY_BUNDLE_SRC, dst)
+    return dst
+
+
+@pytest.fixture
+def sample_images(tmp_path: Path) -> list[Path]:
+    """Four generated RGB JPEG smears (one per label, 96x96), in tmp_path/samples/."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    paths = []
+    for label in LABELS:
+        path = folder / f"{label}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(synth_smear(label, rng), cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A folder of label folders (Benign/Early/Pre/Pro, 6 generated JPEGs each) the tiny bundle
+    classifies well above chance."""
+    root = tmp_path / "dataset"
+    write_dataset(root, 6, seed=7)
+    return root

@@ -1,0 +1,149 @@
+"""Build the tiny test bundle committed at tests/data/tiny-bundle/ (and the helpers tests share).
+
+    .venv/bin/python tests/make_tiny_bundle.py [OUT_DIR]
+
+A MobileNetV2 (alpha 0.35, weights=None) at 64x64 with the shipped models' exact structure
+(image -> backbone -> pool -> dropout -> classifier), trained for a few epochs on generated "smears"
+whose classes differ by colour and cell size, converted through convert/ to full-int8 TFLite with uint8
+input and a CAM output, and written as a bundle with a manifest. Device-side tests load it with
+LiteRT only (no TensorFlow). Its accuracy means nothing medically: it is a fixture.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+LABELS = ("Benign", "Early", "Pre", "Pro")
+#: Per class: (background RGB, cell RGB, cell radius range) — differences a tiny net learns at once.
+STYLES = {
+    "Benign": ((230, 170, 190), (150, 40, 150), (5, 8)),
+    "Early": ((170, 180, 235), (40, 40, 170), (9, 13)),
+    "Pre": ((240, 220, 150), (170, 60, 40), (6, 10)),
+    "Pro": ((160, 225, 170), (30, 110, 60), (10, 15)),
+}
+SIZE = 64
+OUT = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+
+
+def synth_smear(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """An RGB uint8 image of `label`'s style: tinted background, a few round 'cells', noise."""
+    bg, cell, (rmin, rmax) = STYLES[label]
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = np.array(bg, np.float32) + rng.normal(0, 6, 3)
+    for _ in range(int(rng.integers(3, 7))):
+        c = (int(rng.integers(0, size)), int(rng.integers(0, size)))
+        r = int(rng.integers(rmin, rmax + 1)) * size // 96
+        colour = np.clip(np.array(cell, np.float32) + rng.normal(0, 12, 3), 0, 255)
+        cv2.circle(img, c, max(r, 2), colour.tolist(), -1)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_dataset(
+    root: str | Path, n_per_class: int = 8, *, seed: int = 0, size: int = 96, labels=LABELS
+) -> list[tuple[Path, str]]:
+    """Write `root/<label>/<label>_<i>.jpg` images; returns [(path, label)]."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in labels:
+        folder = Path(root) / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            rgb = synth_smear(label, rng, size)
+            path = folder / f"{label}_{i:03d}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            out.append((path, label))
+    return out
+
+
+def build_model(size: int = SIZE, k: int = len(LABELS), alpha: float = 0.35, seed: int = 0):
+    """The shipped models' structure with a random-weight MobileNetV2 backbone."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    raw = keras.Input((size, size, 3), name="backbone_input")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="scale")(raw)
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None
+    )
+    backbone = keras.Model(raw, base(x), name="backbone")
+    image = keras.Input((size, size, 3), name="image")
+    f = backbone(image)
+    f = keras.layers.GlobalAveragePooling2D(name="pool")(f)
+    f = keras.layers.Dropout(0.2, name="dropout")(f)
+    probs = keras.layers.Dense(k, activation="softmax", name="classifier")(f)
+    return keras.Model(image, probs, name="tiny_mobilenetv2")
+
+
+def fit_tiny(model, x: np.ndarray, y: np.ndarray, epochs: int = 12, seed: int = 0) -> float:
+    """Train the whole tiny net from scratch, then set every BatchNorm's moving statistics to the
+    training set's statistics: after a few dozen steps the default momentum (0.999) leaves them near
+    their initial values and the inference-mode model would be at chance."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=True)
+    recalibrate_batchnorm(model, x)
+    return float((model.predict(x, verbose=0).argmax(1) == y).mean())
+
+
+def recalibrate_batchnorm(model, x: np.ndarray) -> None:
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(x, training=True)
+
+
+def build(out: Path = OUT, *, seed: int = 0) -> Path:
+    import tempfile
+
+    from convert.bundle import write_bundle
+    from convert.cam import add_cam_output
+    from convert.tflite import convert, representative_images
+    from device.preprocess import load_for_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        items = write_dataset(tmp, 24, seed=seed)
+        x = np.stack([load_for_model(p, (SIZE, SIZE)) for p, _ in items]).astype(np.float32)
+        y = np.array([LABELS.index(lb) for _, lb in items])
+        model = build_model(seed=seed)
+        acc = fit_tiny(model, x, y, seed=seed)
+        print(f"tiny model train accuracy {acc:.3f}")
+        rep = representative_images([p for p, _ in items], (SIZE, SIZE), limit=64)
+        conv = convert(add_cam_output(model), "int8", rep)
+    write_bundle(
+        out,
+        conv.data,
+        name="tiny-mobilenetv2-int8",
+        architecture="mobilenetv2-0.35 64px (test fixture)",
+        labels=LABELS,
+        input_size=(SIZE, SIZE),
+        input_dtype=conv.input_dtype,
+        quantization="int8",
+        temperature=1.0,
+        abstain_threshold=0.5,
+        metrics={
+            "split": "train",
+            "split_note": "test fixture on generated images; meaningless",
+            "accuracy": acc,
+        },
+        provenance={"made_by": "tests/make_tiny_bundle.py", "seed": seed},
+    )
+    (out / "MODEL.md").write_text(
+        "# tiny-mobilenetv2-int8 (test fixture)\n\nA MobileNetV2 (alpha 0.35, 64 px) trained from "
+        "scratch on generated images, for tests only. "
+        "Not a medical model. Screening aid for trained staff, not a diagnosis.\n"
+    )
+    print(f"wrote {out} ({(out / 'model.tflite').stat().st_size / 1024:.0f} KiB)")
+    return out
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
