@@ -63,13 +63,14 @@ class Services:
         pace: bool = True,
         sync: bool = True,
         notify_watchdog: Callable[[], None] | None = None,
+        telemetry: Telemetry | None = None,
     ):
         self.config = config
         self.bundle_dirs = [Path(m.bundle.path) for m in ensemble.models] if ensemble else model_dirs(config)
         self.ensemble = ensemble or load_ensemble(config, self.bundle_dirs)
         self.store = store or Store.from_config(config)
         self.store.set_labels({lb.id: lb.malignant for lb in self.ensemble.labels})
-        self.telemetry = Telemetry()
+        self.telemetry = telemetry or Telemetry()
         self.live = LiveView()
         self.pipeline = Pipeline(
             config,

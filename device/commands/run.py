@@ -1,0 +1,110 @@
+"""`smearscope run [--config FILE] [--host H] [--port P] [--data-dir DIR] [--model DIR]...`: the daemon.
+
+All workers plus the web server (waitress). SIGTERM/SIGINT stop it cleanly within 5 s with everything
+written; under systemd it sends READY=1 once serving and WATCHDOG=1 while the workers are healthy.
+A bad config or a tampered/mismatched bundle stops start-up with the reason and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+from device.config import add_config_args, config_from_args
+from device.notify import notify, watchdog_interval_s
+
+log = logging.getLogger("smearscope.run")
+STOP_BUDGET_S = 4.5
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the microscope daemon (camera, classifier, store, web page)")
+    add_config_args(p)
+    p.add_argument("--model", action="append", metavar="DIR", help="bundle dir (repeat for an ensemble)")
+    p.set_defaults(func=run)
+
+
+def create_app(config, services):
+    try:
+        from device.web import create_app as web_app
+    except ImportError as exc:
+        log.warning("device.web unavailable (%s): serving only /healthz, /api/status, /metrics", exc)
+        from device.web_fallback import create_app as web_app
+    return web_app(config, services)
+
+
+def make_server(app, host: str, port: int):
+    try:
+        from device.web.server import make_server as web_server
+
+        return web_server(app, host, port)
+    except ImportError:
+        from waitress.server import create_server
+
+        return create_server(app, host=host, port=port, threads=24, send_bytes=1)
+
+
+def _watchdog_pinger() -> object | None:
+    """systemd WATCHDOG=1 at most every half WATCHDOG_USEC, sent from the pipeline watchdog's
+    healthy rounds (so a stuck daemon stops pinging and systemd restarts it)."""
+    interval = watchdog_interval_s()
+    if interval is None:
+        return None
+    last = [0.0]
+
+    def ping() -> None:
+        now = time.monotonic()
+        if now - last[0] >= min(interval, 5.0):
+            last[0] = now
+            notify("WATCHDOG=1")
+
+    return ping
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.services import Services
+
+    config = config_from_args(args)
+    if args.model:
+        config.classifier.models = list(args.model)
+    services = Services(config, notify_watchdog=_watchdog_pinger())  # BundleError → exit 2 in cli
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    app = create_app(config, services)
+    server = make_server(app, config.web.host, config.web.port)
+    services.start()
+    web = threading.Thread(target=server.run, name="smearscope-web", daemon=True)
+    web.start()
+    host, port = (
+        config.web.host,
+        server.effective_port if hasattr(server, "effective_port") else config.web.port,
+    )
+    log.info(
+        "serving http://%s:%s/ (data in %s). Screening aid for trained staff, not a diagnosis.",
+        host,
+        port,
+        config.device.data_dir,
+    )
+    notify(f"READY=1\nSTATUS=serving on {host}:{port}")
+    while not stop.wait(0.5):
+        if not web.is_alive():
+            log.error("the web server stopped; shutting down")
+            break
+    t0 = time.monotonic()
+    notify("STOPPING=1")
+    try:
+        server.close()
+    except Exception:  # noqa: BLE001 - closing must not prevent the data from being written
+        log.exception("closing the web server")
+    services.stop(timeout=STOP_BUDGET_S - 0.5)
+    log.info("stopped in %.1f s", time.monotonic() - t0)
+    return 0
