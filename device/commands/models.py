@@ -136,8 +136,8 @@ def _extract_zip(archive: Path, dest: Path) -> None:
         total = 0
         for info in infos:
             _safe_member_path(info.filename, archive)
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no file type
+            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                 raise BundleError(
                     f"{archive}: member {info.filename!r} is a link or special file; "
                     "a bundle holds only files"
