@@ -127,28 +127,35 @@ def bmp_size(data: bytes) -> tuple[int, int]:
     return abs(w), abs(h)
 
 
-def tiff_size(data: bytes) -> tuple[int, int]:
-    """Width and height of the first image (the one OpenCV decodes)."""
+def _tiff_tags(data: bytes) -> dict[int, list[int]]:
+    """Integer tags of the first IFD (the image OpenCV decodes)."""
     end = "<" if data[:2] == b"II" else ">"
+    sizes = {3: "H", 4: "I"}
+    (ifd,) = struct.unpack(end + "I", data[4:8])
+    (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
+    tags: dict[int, list[int]] = {}
+    for k in range(count):
+        off = ifd + 2 + 12 * k
+        tag, typ, n = struct.unpack(end + "HHI", data[off : off + 8])
+        if typ not in sizes or tag not in (256, 257, 273, 279):
+            continue
+        fmt = end + sizes[typ] * n
+        width = struct.calcsize(fmt)
+        where = off + 8 if width <= 4 else struct.unpack(end + "I", data[off + 8 : off + 12])[0]
+        if n > 100_000:
+            raise struct.error("implausible strip count")
+        tags[tag] = list(struct.unpack(fmt, data[where : where + width]))
+    return tags
+
+
+def tiff_size(data: bytes) -> tuple[int, int]:
     try:
-        (ifd,) = struct.unpack(end + "I", data[4:8])
-        (count,) = struct.unpack(end + "H", data[ifd : ifd + 2])
-        w = h = None
-        for k in range(count):
-            off = ifd + 2 + 12 * k
-            tag, typ = struct.unpack(end + "HH", data[off : off + 4])
-            if tag in (256, 257):
-                fmt = "H" if typ == 3 else "I"
-                (val,) = struct.unpack(end + fmt, data[off + 8 : off + 8 + struct.calcsize(fmt)])
-                if tag == 256:
-                    w = val
-                else:
-                    h = val
+        tags = _tiff_tags(data)
     except struct.error as exc:
         raise _truncated("TIFF") from exc
-    if w is None or h is None:
+    if 256 not in tags or 257 not in tags:
         raise _truncated("TIFF")
-    return w, h
+    return tags[256][0], tags[257][0]
 
 
 _SIZERS = {"JPEG": jpeg_size, "PNG": png_size, "BMP": bmp_size, "TIFF": tiff_size}
@@ -167,6 +174,11 @@ def check_complete(kind: str, data: bytes) -> None:
         (offset,) = struct.unpack("<I", data[10:14])
         if declared > len(data) or offset >= len(data):
             raise UploadRejected(422, "the BMP file is truncated (shorter than its header says)")
+    elif kind == "TIFF":
+        tags = _tiff_tags(data)
+        strips = zip(tags.get(273, []), tags.get(279, []), strict=False)
+        if any(off + n > len(data) for off, n in strips):
+            raise UploadRejected(422, "the TIFF file is truncated (image data missing)")
 
 
 def check_upload(
