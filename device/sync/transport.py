@@ -54,7 +54,9 @@ class HubClient:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.headers["User-Agent"] = f"smearscope/{__version__}"
-        self.session.verify = ca_file or True  # never False: HTTPS is always verified
+        # Never False: HTTPS is always verified. Passed on every request because requests lets
+        # REQUESTS_CA_BUNDLE in the environment override a session-level setting.
+        self.verify: str | bool = ca_file or True
         if proxy:
             self.session.proxies = {"http": proxy, "https": proxy}
 
@@ -73,7 +75,9 @@ class HubClient:
 
     def _request(self, method: str, path: str, **kw: Any) -> requests.Response:
         try:
-            resp = self.session.request(method, self.base + path, timeout=self.timeout, **kw)
+            resp = self.session.request(
+                method, self.base + path, timeout=self.timeout, verify=self.verify, **kw
+            )
         except requests.exceptions.SSLError as exc:
             raise HubRefused(f"TLS verification failed for {self.base}: {exc}", 495) from exc
         except requests.RequestException as exc:
