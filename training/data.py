@@ -53,7 +53,12 @@ class Split:
         }
         for part in SPLITS:
             out[part] = [
-                {"path": str(it.path), "label": it.label, "sha256": it.sha256, **({"group": it.group} if it.group else {})}
+                {
+                    "path": str(it.path),
+                    "label": it.label,
+                    "sha256": it.sha256,
+                    **({"group": it.group} if it.group else {}),
+                }
                 for it in self.parts[part]
             ]
         return out
@@ -79,7 +84,9 @@ def load_split(path: str | Path) -> Split:
         group_regex=doc.get("group_regex"),
     )
     for part in SPLITS:
-        split.parts[part] = [Item(Path(e["path"]), e["label"], e["sha256"], e.get("group")) for e in doc[part]]
+        split.parts[part] = [
+            Item(Path(e["path"]), e["label"], e["sha256"], e.get("group")) for e in doc[part]
+        ]
         unknown = {it.label for it in split.parts[part]} - set(split.labels)
         if unknown:
             raise SmearscopeError(f"{path}: {part} has labels not in 'labels': {sorted(unknown)}")
@@ -150,7 +157,9 @@ def make_split(
 
 
 def split_counts(split: Split) -> dict:
-    return {part: {lb: sum(it.label == lb for it in split.parts[part]) for lb in split.labels} for part in SPLITS}
+    return {
+        part: {lb: sum(it.label == lb for it in split.parts[part]) for lb in split.labels} for part in SPLITS
+    }
 
 
 def class_weights(split: Split) -> dict[int, float]:

@@ -1,0 +1,132 @@
+"""The training package: model structure, augmentation, and a tiny end-to-end `smearscope train` run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+
+from device.cli import main  # noqa: E402
+from training.augment import make_augmenter  # noqa: E402
+from training.models import build_model, feature_extractor, set_finetune  # noqa: E402
+
+COLOURS = {"Blue": (40, 60, 200), "Green": (40, 190, 60), "Red": (210, 50, 50)}
+
+
+def _make_dataset(root: Path, n: int = 16, size: int = 40) -> Path:
+    """Three classes a small network can learn: a coloured disc on a pale background, with noise."""
+    rng = np.random.default_rng(0)
+    for label, rgb in COLOURS.items():
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            img = np.full((size, size, 3), 225, np.uint8)
+            centre = tuple(int(c) for c in rng.integers(size // 3, 2 * size // 3, 2))
+            cv2.circle(img, centre, int(rng.integers(size // 5, size // 3)), rgb[::-1], -1)
+            img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / label / f"{label}_{i:03d}.png"), img)
+    return root
+
+
+def test_model_structure_and_finetune_freezing() -> None:
+    model = build_model("mobilenetv2", 3, size=32, alpha=0.35, weights="none", dropout=0.1)
+    assert [layer.name for layer in model.layers] == ["image", "backbone", "pool", "dropout", "classifier"]
+    assert model.input.shape[1:] == (32, 32, 3)
+    backbone = model.get_layer("backbone")
+    assert isinstance(backbone, keras.Model) and backbone.output.shape[-1] == 1280
+    assert not backbone.trainable
+    assert feature_extractor(model).output.shape[-1] == 1280
+    unfrozen = set_finetune(model, 20)
+    assert 0 < unfrozen <= 20
+    bns = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(layer.trainable for layer in bns)
+    assert not backbone.layers[1].trainable  # bottom stays frozen
+    probs = model.predict(np.full((2, 32, 32, 3), 128.0, np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_unknown_backbone_and_missing_weights_are_clear_errors(tmp_path: Path) -> None:
+    from device.errors import SmearscopeError
+
+    with pytest.raises(SmearscopeError, match="unknown backbone"):
+        build_model("resnet9000", 3, size=32)
+    with pytest.raises(SmearscopeError, match="no such file"):
+        build_model("mobilenetv2", 3, size=32, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(SmearscopeError, match="--weights PATH"):
+        build_model("efficientnet-lite0", 3, size=224, weights="none")
+
+
+def test_augmenter_keeps_shape_and_range() -> None:
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    out = make_augmenter(seed=1)(batch).numpy()
+    assert out.shape == batch.shape
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert not np.allclose(out, batch)
+
+
+@pytest.mark.slow
+def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None:
+    data = _make_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(run), "--backbone", "mobilenetv2", "--alpha", "0.35"]
+    argv += ["--size", "32", "--weights", "none", "--epochs-head", "2", "--epochs-finetune", "1"]
+    argv += ["--finetune-layers", "10", "--batch", "8", "--seed", "3", "--quiet"]
+    assert main(argv) == 0
+    expected = (
+        "config.json split.json dataset_report.json history.csv training_curves.png confusion_matrix.png"
+    )
+    expected += " metrics.json baselines.json provenance.json model.keras REPORT.md"
+    for name in expected.split():
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").rglob("*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n"] == 10 and metrics["labels"] == sorted(COLOURS)
+    assert set(metrics["per_class"]) == set(COLOURS)
+    assert set(metrics) >= {"accuracy", "macro_f1", "confusion_matrix", "roc_auc_ovr"}
+    assert "per image" in metrics["split_note"]
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 3 and {"loss", "val_loss", "accuracy"} <= set(rows[0])
+    base = json.loads((run / "baselines.json").read_text())
+    assert 0.0 <= base["svm_rbf"]["accuracy"] <= 1.0 and "random_forest" in base
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["epochs"] == {"head": 2, "finetune": 1} and len(prov["data_fingerprint"]) == 64
+    assert prov["software"]["tensorflow"]
+    model = keras.models.load_model(run / "model.keras")  # plain Keras, no custom objects
+    assert model.output.shape[-1] == 3
+    assert "test accuracy" in capsys.readouterr().out
+
+    # --split reuses the same split
+    again = tmp_path / "again"
+    argv2 = [
+        "train",
+        "--split",
+        str(run / "split.json"),
+        "--out",
+        str(again),
+        "--alpha",
+        "0.35",
+        "--size",
+        "32",
+    ]
+    argv2 += [
+        "--weights",
+        "none",
+        "--epochs-head",
+        "1",
+        "--epochs-finetune",
+        "0",
+        "--no-baselines",
+        "--quiet",
+    ]
+    assert main(argv2) == 0
+    first = json.loads((run / "split.json").read_text())
+    second = json.loads((again / "split.json").read_text())
+    assert first["test"] == second["test"] and first["train"] == second["train"]

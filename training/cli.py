@@ -1,0 +1,66 @@
+"""`smearscope train ...` (registered through the `smearscope.commands` entry point)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from training.models import BACKBONES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier (2-phase transfer learning) into a run directory",
+        description="Split a folder of class folders, train backbone + head in two phases and write a "
+        "run directory (split, history, plots, metrics, baselines, model.keras).",
+    )
+    p.add_argument("--data", metavar="DIR", help="folder with one sub-folder per label")
+    p.add_argument("--split", metavar="FILE", help="reuse an existing split.json instead of splitting --data")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
+    p.add_argument("--backbone", choices=BACKBONES, default="mobilenetv2")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="PATH (mobilenetv2: no-top .h5; efficientnet-lite0: .keras) | imagenet (download) | none",
+    )
+    p.add_argument("--size", type=int, default=224, help="input side in pixels (square)")
+    p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    p.add_argument("--resize", choices=("center_crop", "stretch"), default="center_crop")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--group-regex", help=r"group id from file names kept on one side, e.g. 'UID_(\d+)_'")
+    p.add_argument("--batch", type=int, default=32, help="batch size per replica")
+    p.add_argument("--epochs-head", type=int, default=30)
+    p.add_argument("--epochs-finetune", type=int, default=10)
+    p.add_argument("--finetune-layers", type=int, default=50, help="top backbone layers to unfreeze")
+    p.add_argument("--lr-head", type=float, default=1e-3)
+    p.add_argument("--lr-finetune", type=float, default=3e-5)
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear LR warm-up when fine-tuning")
+    p.add_argument("--optimizer", choices=("adam", "adamax"), default="adam")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--head-augment", action="store_true", help="augment in phase 1 too (no feature cache)")
+    p.add_argument("--augment-strength", type=float, default=1.0)
+    p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
+    p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip SVM/RF baselines")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train  # TensorFlow loads only when training runs
+
+    names = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["verbose"] = 0 if args.quiet else 1
+    cfg = TrainConfig(**values)
+    metrics = train(cfg)
+    acc, f1, n = metrics["accuracy"], metrics["macro_f1"], metrics["n"]
+    print(f"{cfg.out}: test accuracy {acc:.4f}, macro-F1 {f1:.4f} (n={n})")
+    return 0

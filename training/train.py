@@ -1,0 +1,332 @@
+"""Two-phase transfer learning.
+
+Phase 1 (head): backbone frozen. Without augmentation the backbone's pooled features are computed ONCE
+for train/val and a head of the same shape (dropout + dense) is fitted on them, then its weights go into
+the full model's classifier: minutes become seconds on a CPU.
+Phase 2 (fine-tune): the top N backbone layers are unfrozen (BatchNorm stays frozen and in inference
+mode), trained on augmented batches with a lower learning rate; the best epoch (val loss) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from device.dataset import fingerprint
+from device.errors import SmearscopeError
+from training import report
+from training.augment import make_augmenter
+from training.data import Split, class_weights, load_split, make_split, split_counts
+from training.models import build_model, feature_extractor, set_finetune
+from training.pipeline import make_dataset
+
+log = logging.getLogger("smearscope.train")
+
+DATASET_CITATION = (
+    'Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hosseini A. "Acute Lymphoblastic Leukemia '
+    '(ALL) image dataset". Kaggle, 2021. DOI 10.34740/KAGGLE/DSV/2175623.'
+)
+
+
+@dataclass
+class TrainConfig:
+    data: str | None
+    out: str
+    backbone: str = "mobilenetv2"
+    weights: str | None = None
+    size: int = 224
+    alpha: float = 1.0
+    resize: str = "center_crop"
+    split: str | None = None
+    seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    group_regex: str | None = None
+    batch: int = 32
+    epochs_head: int = 30
+    epochs_finetune: int = 10
+    finetune_layers: int = 50
+    lr_head: float = 1e-3
+    lr_finetune: float = 3e-5
+    warmup_epochs: float = 1.0
+    optimizer: str = "adam"
+    label_smoothing: float = 0.0
+    schedule: str = "cosine"
+    patience: int = 5
+    dropout: float = 0.2
+    head_augment: bool = False
+    augment_strength: float = 1.0
+    class_weighting: bool = True
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    baselines: bool = True
+    dataset_citation: str = DATASET_CITATION
+    verbose: int = 1
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _optimizer(name: str, lr) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "adamax":
+        return keras.optimizers.Adamax(lr)
+    raise SmearscopeError(f"unknown optimizer {name!r} (adam or adamax)")
+
+
+def _lr(cfg: TrainConfig, base: float, epochs: int, steps: int, warmup_epochs: float = 0.0):
+    """Cosine decay (after a linear warm-up from base/100: Adam's first steps on freshly unfrozen
+    layers otherwise knock the pretrained weights off), or a constant for ReduceLROnPlateau."""
+    warmup = int(warmup_epochs * steps)
+    if cfg.schedule == "cosine":
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(
+                base / 100,
+                max(1, epochs * steps - warmup),
+                alpha=0.05,
+                warmup_target=base,
+                warmup_steps=warmup,
+            )
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, epochs * steps), alpha=0.05)
+    if cfg.schedule in ("plateau", "constant"):
+        return base
+    raise SmearscopeError(f"unknown schedule {cfg.schedule!r} (cosine, plateau or constant)")
+
+
+def _prepare_split(cfg: TrainConfig, run: Path) -> Split:
+    if cfg.split:
+        split = load_split(cfg.split)
+        log.info("reusing split %s", cfg.split)
+    else:
+        if not cfg.data:
+            raise SmearscopeError("give --data DIR (or --split FILE)")
+        fractions = {
+            "train": 1 - cfg.val_fraction - cfg.test_fraction,
+            "val": cfg.val_fraction,
+            "test": cfg.test_fraction,
+        }
+        split = make_split(cfg.data, seed=cfg.seed, fractions=fractions, group_regex=cfg.group_regex)
+    split.save(run / "split.json")
+    return split
+
+
+def _predict(model: keras.Model, ds: tf.data.Dataset, verbose: int) -> np.ndarray:
+    return np.asarray(model.predict(ds, verbose=verbose))
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run both phases and write the run directory. Returns the test metrics."""
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    report.write_json(run / "config.json", asdict(cfg))
+    gpus = tf.config.list_physical_devices("GPU")
+    if cfg.mixed_precision:
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            log.warning("--mixed-precision ignored: no GPU")
+    strategy = _strategy(cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+
+    split = _prepare_split(cfg, run)
+    labels, k = split.labels, len(split.labels)
+    cw = class_weights(split) if cfg.class_weighting else None
+    dataset_report = {
+        "labels": labels,
+        "counts": split_counts(split),
+        "duplicates_dropped": split.scan_report.get("duplicates_dropped", 0),
+        "conflicting_duplicates": split.scan_report.get("conflicting_duplicates", []),
+        "class_weights": {labels[i]: round(w, 4) for i, w in (cw or {}).items()},
+        "class_weighting": "balanced (n / (K * n_k)) on the training split" if cw else "none",
+        "split_note": report.SPLIT_NOTE,
+    }
+    report.write_json(run / "dataset_report.json", dataset_report)
+    log.info("split: %s; class weights %s", dataset_report["counts"], dataset_report["class_weights"])
+
+    batch = cfg.batch * replicas
+    common = {"size": cfg.size, "num_classes": k, "batch": batch, "seed": cfg.seed, "resize": cfg.resize}
+    y_train, y_val, y_test = (split.label_ids(p) for p in ("train", "val", "test"))
+    plain = {p: make_dataset(split.paths(p), None, **common) for p in ("train", "val", "test")}
+    aug = make_augmenter(cfg.seed, cfg.augment_strength)
+    train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, **common)
+    val_ds = make_dataset(split.paths("val"), y_val, **common)
+
+    with strategy.scope():
+        model = build_model(
+            cfg.backbone, k, size=cfg.size, alpha=cfg.alpha, weights=cfg.weights, dropout=cfg.dropout
+        )
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    tb = keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)
+    csv_logger = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
+    if (run / "history.csv").exists():
+        (run / "history.csv").unlink()
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # ---- phase 1: frozen backbone -------------------------------------------------------------
+    features: dict[str, np.ndarray] = {}
+    head_epochs_run = 0
+    need_features = cfg.baselines or (cfg.epochs_head > 0 and not cfg.head_augment)
+    if need_features:
+        t = time.perf_counter()
+        extractor = feature_extractor(model)
+        for part in ("train", "val", "test"):
+            log.info("extracting frozen features: %s (%d images)", part, len(split.parts[part]))
+            features[part] = _predict(extractor, plain[part], cfg.verbose)
+        timings["feature_extraction_s"] = round(time.perf_counter() - t, 1)
+    if cfg.epochs_head > 0:
+        t = time.perf_counter()
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=max(cfg.patience, 5), restore_best_weights=True
+        )
+        if not cfg.head_augment:
+            with strategy.scope():
+                head_in = keras.Input((features["train"].shape[1],), name="features")
+                h = keras.layers.Dropout(cfg.dropout, name="dropout")(head_in)
+                h = keras.layers.Dense(k, activation="softmax", name="classifier")(h)
+                head = keras.Model(head_in, h, name="head")
+                steps = int(np.ceil(len(y_train) / batch))
+                head.compile(
+                    optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
+                    loss=loss,
+                    metrics=["accuracy"],
+                )
+            onehot = np.eye(k, dtype="float32")
+            hist = head.fit(
+                features["train"],
+                onehot[y_train],
+                validation_data=(features["val"], onehot[y_val]),
+                epochs=cfg.epochs_head,
+                batch_size=batch,
+                class_weight=cw,
+                callbacks=[stop, csv_logger, tb],
+                verbose=2 if cfg.verbose else 0,
+            )
+            model.get_layer("classifier").set_weights(head.get_layer("classifier").get_weights())
+        else:
+            with strategy.scope():
+                steps = int(np.ceil(len(y_train) / batch))
+                model.compile(
+                    optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
+                    loss=loss,
+                    metrics=["accuracy"],
+                )
+            hist = model.fit(
+                train_aug,
+                validation_data=val_ds,
+                epochs=cfg.epochs_head,
+                class_weight=cw,
+                callbacks=[stop, csv_logger, tb],
+                verbose=cfg.verbose,
+            )
+        head_epochs_run = len(hist.history["loss"])
+        timings["head_s"] = round(time.perf_counter() - t, 1)
+
+    # ---- phase 2: fine-tune the top of the backbone -------------------------------------------
+    finetune_epochs_run = 0
+    best_path = run / "model.keras"
+    if cfg.epochs_finetune > 0 and cfg.finetune_layers > 0:
+        t = time.perf_counter()
+        with strategy.scope():
+            unfrozen = set_finetune(model, cfg.finetune_layers)
+            steps = int(np.ceil(len(y_train) / batch))
+            model.compile(
+                optimizer=_optimizer(
+                    cfg.optimizer, _lr(cfg, cfg.lr_finetune, cfg.epochs_finetune, steps, cfg.warmup_epochs)
+                ),
+                loss=loss,
+                metrics=["accuracy"],
+            )
+        log.info("fine-tuning %d weighted layers of the backbone (BatchNorm frozen)", unfrozen)
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True),
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.patience, restore_best_weights=True
+            ),
+            csv_logger,
+            tb,
+        ]
+        if cfg.schedule == "plateau":
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2))
+        hist = model.fit(
+            train_aug,
+            validation_data=val_ds,
+            epochs=head_epochs_run + cfg.epochs_finetune,
+            initial_epoch=head_epochs_run,
+            class_weight=cw,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+        )
+        finetune_epochs_run = len(hist.history["loss"])
+        timings["finetune_s"] = round(time.perf_counter() - t, 1)
+        # EarlyStopping restores the best weights only when it stops early: reload the checkpoint.
+        model = keras.models.load_model(best_path)
+    else:
+        model.save(best_path)
+    training_seconds = time.perf_counter() - t0
+
+    # ---- evaluation on the test split ---------------------------------------------------------
+    proba = _predict(model, plain["test"], cfg.verbose)
+    metrics = report.classification_metrics(y_test, proba, labels)
+    metrics["model"] = "keras float32 (model.keras)"
+    report.write_json(run / "metrics.json", metrics)
+    np.save(run / "test_probabilities.npy", proba.astype("float32"))
+    report.plot_confusion(
+        metrics["confusion_matrix"],
+        labels,
+        run / "confusion_matrix.png",
+        f"{cfg.backbone} test split (n={metrics['n']}, acc {metrics['accuracy']:.4f})",
+    )
+    report.plot_curves(report.read_history(run / "history.csv"), run / "training_curves.png", head_epochs_run)
+    base = None
+    if cfg.baselines:
+        base = report.baselines(features["train"], y_train, features["test"], y_test, labels, cfg.seed)
+        base["features"] = f"pooled ImageNet {cfg.backbone} features (frozen backbone, no augmentation)"
+        base["fine_tuned"] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+        report.write_json(run / "baselines.json", base)
+    provenance = {
+        "run_id": run.name,
+        "backbone": cfg.backbone,
+        "size": cfg.size,
+        "alpha": cfg.alpha,
+        "weights": cfg.weights,
+        "data": cfg.data,
+        "data_fingerprint": fingerprint(split.all_items()),
+        "dataset_citation": cfg.dataset_citation,
+        "split_file": "split.json",
+        "split_note": report.SPLIT_NOTE,
+        "seed": cfg.seed,
+        "epochs": {"head": head_epochs_run, "finetune": finetune_epochs_run},
+        "training_seconds": round(training_seconds, 1),
+        "timings": timings,
+        "device": f"{len(gpus)} GPU(s)" if gpus else "CPU",
+        "replicas": replicas,
+        "software": report.software_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    report.write_json(run / "provenance.json", provenance)
+    shown = {
+        k: v for k, v in (base or {}).items() if isinstance(v, dict) and "macro_f1" in v and k != "fine_tuned"
+    }
+    report.write_summary(run, metrics, shown, provenance, dataset_report)
+    log.info(
+        "test accuracy %.4f macro-F1 %.4f (%d images); %s",
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        metrics["n"],
+        json.dumps({k: v["accuracy"] for k, v in shown.items()}),
+    )
+    return metrics
