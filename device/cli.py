@@ -16,7 +16,9 @@ from device.errors import SmearscopeError
 from device.logging_setup import setup_logging
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All sub-commands; when `command` is one of device/commands/, other packages' entry points are
+    not loaded (they may import TensorFlow: seconds and hundreds of MB the daemon must not pay)."""
     parser = argparse.ArgumentParser(
         prog="smearscope",
         description="Offline leukemia screening station. A screening aid for trained staff, not a diagnosis.",
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("_"):
             continue
         importlib.import_module(f"device.commands.{info.name}").register(sub)
-    for ep in entry_points(group="smearscope.commands"):
+    builtin = {i.name for i in pkgutil.iter_modules(device.commands.__path__)}
+    for ep in [] if command in builtin else entry_points(group="smearscope.commands"):
         try:
             register = ep.load()
         except ImportError as exc:  # e.g. training extras not installed on a device
@@ -52,7 +55,8 @@ def _unavailable(name: str, exc: Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
