@@ -22,13 +22,15 @@ _EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Softmax(log p / T): the same as dividing the logits by T, computed from probabilities."""
+    """Softmax(log p / T): the same as dividing the logits by T, computed from probabilities.
+
+    Works on one probability vector (K,) or a batch (N, K) (convert/calibrate.py fits T with it)."""
     if temperature == 1.0:
         return probs
     logp = np.log(np.clip(probs, _EPS, 1.0)) / temperature
-    logp -= logp.max()
+    logp -= logp.max(axis=-1, keepdims=True)
     e = np.exp(logp)
-    return (e / e.sum()).astype(np.float32)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass

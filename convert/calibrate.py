@@ -1,0 +1,105 @@
+"""Temperature scaling and the abstain threshold, fitted on the VALIDATION split.
+
+Both are fitted on the probabilities the device itself computes (the bundle's TFLite softmax, through
+`device.ensemble.apply_temperature`, which works from clipped probabilities), so what is measured here
+is what a station does.
+
+Abstain rule (documented in the manifest and the model card): after temperature scaling, the threshold
+is the smallest confidence t on the grid 0.50, 0.51, ..., 0.99 such that the images of the validation
+split with confidence >= t are classified with accuracy >= `target` (default 99.5%). The smallest such t
+keeps the most images (coverage). If no t reaches the target, the t with the best selective accuracy
+is used and the manifest says the target was missed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from device.ensemble import apply_temperature
+
+T_MIN, T_MAX = 0.05, 20.0
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+    return float(-np.log(p).mean())
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error with equal-width confidence bins."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(total)
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The T in [0.05, 20] minimising the NLL of apply_temperature(probs, T) (1-D search on log T)."""
+    res = minimize_scalar(
+        lambda log_t: nll(apply_temperature(probs, float(np.exp(log_t))), y),
+        bounds=(np.log(T_MIN), np.log(T_MAX)),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    t = float(np.exp(res.x))
+    # Keep T = 1 unless scaling really helps: a flat optimum on a near-perfect model means nothing.
+    if nll(apply_temperature(probs, t), y) >= nll(probs, y) - 1e-6:
+        return 1.0
+    return round(t, 4)
+
+
+def choose_threshold(
+    probs: np.ndarray, y: np.ndarray, *, target: float = 0.995, floor: float = 0.5
+) -> tuple[float, dict]:
+    """See the module docstring. Returns (threshold, details for the manifest)."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y
+    grid = np.round(np.arange(floor, 0.995, 0.01), 2)
+    rows = []
+    for t in grid:
+        kept = conf >= t
+        if kept.any():  # a threshold that keeps nothing proves nothing
+            rows.append((float(t), float(correct[kept].mean()), float(kept.mean())))
+    if not rows:
+        rows = [(float(floor), 0.0, 0.0)]
+    meeting = [r for r in rows if r[1] >= target]
+    chosen = meeting[0] if meeting else max(rows, key=lambda r: (r[1], -r[0]))
+    t, acc, coverage = chosen
+    return t, {
+        "rule": (
+            f"smallest confidence threshold on the grid {floor:.2f}..0.99 whose selective accuracy on the "
+            f"validation split is >= {target:.3f}"
+        ),
+        "target_selective_accuracy": target,
+        "target_met": bool(meeting),
+        "val_selective_accuracy": acc,
+        "val_coverage": coverage,
+    }
+
+
+def calibrate(val_probs: np.ndarray, y_val: np.ndarray, *, target: float = 0.995) -> dict:
+    """Fit T and the threshold; returns the manifest's `calibration` block plus `temperature` and
+    `abstain_threshold`."""
+    t = fit_temperature(val_probs, y_val)
+    scaled = apply_temperature(val_probs, t)
+    threshold, rule = choose_threshold(scaled, y_val, target=target)
+    return {
+        "temperature": t,
+        "abstain_threshold": threshold,
+        "calibration": {
+            "split": "val",
+            "n": int(len(y_val)),
+            "method": "temperature scaling (NLL) on the bundle's TFLite probabilities",
+            "nll_before": nll(val_probs, y_val),
+            "nll_after": nll(scaled, y_val),
+            "ece_before": ece(val_probs, y_val),
+            "ece_after": ece(scaled, y_val),
+            "threshold": rule,
+        },
+    }

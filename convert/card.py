@@ -1,0 +1,303 @@
+"""The human model card `MODEL.md` (and its plots in `report/`), rendered from a bundle's manifest.
+
+Everything the card states comes from the manifest (measured by the device code at conversion) or from
+JSON files kept in the bundle's `report/` folder (training metrics, baselines, ensemble evaluation),
+so `smearscope convert --card-only BUNDLE` can re-render it and `smearscope evaluate` can check it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from device.bundle import read_manifest  # noqa: E402
+from device.fsutil import atomic_write_bytes  # noqa: E402
+
+DISCLAIMER = (
+    "**A screening aid for trained laboratory staff, not a diagnosis.** Every result, and above all "
+    'every "uncertain" one, must be reviewed by a qualified hematologist.'
+)
+SPLIT_CAVEAT = (
+    "The split is per image: the dataset's file names carry no patient ids, so images of one patient can "
+    "sit in both the training and the test split. All images come from one hospital (Taleqani Hospital, "
+    "Tehran) and one camera/microscope set-up. The figures are therefore optimistic for new patients and "
+    "unknown for other labs, stains and cameras."
+)
+
+
+def plot_confusion(cm: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    arr = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=110)
+    ax.imshow(arr, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    half = arr.max() / 2 if arr.size else 0
+    for i in range(arr.shape[0]):
+        for j in range(arr.shape[1]):
+            ax.text(
+                j, i, str(arr[i, j]), ha="center", va="center", color="white" if arr[i, j] > half else "black"
+            )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(
+    conf_before: np.ndarray, conf_after: np.ndarray, correct: np.ndarray, path: Path
+) -> None:
+    """Reliability diagram on the validation split, before and after temperature scaling."""
+    edges = np.linspace(0, 1, 11)
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+    for conf, name in ((conf_before, "before"), (conf_after, "after")):
+        acc = []
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            m = (conf > lo) & (conf <= hi)
+            acc.append(correct[m].mean() if m.any() else np.nan)
+        ax.plot(centers, acc, "o-", label=f"{name} temperature")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("validation split reliability", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _metrics_table(m: dict) -> list[str]:
+    labels = m["labels"]
+    lines = ["| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    for lb in labels:
+        pc = m["per_class"][lb]
+        lines.append(
+            f"| {lb} | {pc['precision']:.4f} | {pc['recall']:.4f} | {pc['f1']:.4f} | {pc['support']} |"
+        )
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", ""]
+    lines.append("| true \\ predicted | " + " | ".join(labels) + " |")
+    lines.append("| --- " * (len(labels) + 1) + "|")
+    for lb, row in zip(labels, m["confusion_matrix"], strict=True):
+        lines.append(f"| **{lb}** | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def render(bundle_dir: str | Path) -> str:
+    bundle_dir = Path(bundle_dir)
+    man = read_manifest(bundle_dir)
+    d = man.to_dict()
+    report = bundle_dir / "report"
+    met, ver, cal, prov = man.metrics, man.verification, man.calibration, man.provenance
+    size = (bundle_dir / man.model_file).stat().st_size if (bundle_dir / man.model_file).exists() else 0
+    out = [
+        f"# Model card: `{man.name}`",
+        "",
+        DISCLAIMER,
+        "",
+        "## What it is",
+        "",
+        f"- Architecture: {man.architecture}; {man.quantization} TFLite ({size / 1e6:.2f} MB), "
+        f"sha256 `{man.sha256}`.",
+        f"- Input: raw RGB {man.input.dtype} {man.input.width}x{man.input.height} "
+        f"({man.input.resize}; scaling happens inside the model).",
+        "- Outputs: "
+        + ", ".join(f"`{o['name']}` {tuple(o['shape'])}" for o in d["outputs"])
+        + (" (`cam`: per-location class logits for the heatmap)" if man.output("cam") else ""),
+        f'- Calibrated temperature {man.temperature:g}; abstains ("uncertain, refer") below confidence '
+        f"{man.abstain_threshold:.2f}.",
+        "",
+        "| label id | shown as | malignant |",
+        "| --- | --- | --- |",
+    ]
+    out += [f"| {lb.id} | {lb.display} | {'yes' if lb.malignant else 'no'} |" for lb in man.labels]
+    out += ["", "## Intended use and limits", "", man.intended_use, "", SPLIT_CAVEAT, ""]
+    if met:
+        out += [
+            f"## Test-split performance ({man.quantization}, measured by the device code)",
+            "",
+            f"n = {met.get('n')} images of the held-out test split: "
+            f"accuracy **{_pct(met.get('accuracy'))}**, "
+            f"macro-F1 **{met.get('macro_f1', 0):.4f}**. With the abstain threshold, "
+            f'{met.get("abstained", 0)} images ({_pct(met.get("abstain_rate"))}) come out "uncertain"; '
+            f"accuracy on the rest is {_pct(met.get('accuracy_when_not_abstained'))}.",
+            "",
+            f"*{met.get('split_note', SPLIT_CAVEAT)}*",
+            "",
+        ]
+        out += _metrics_table(met)
+        if (report / "confusion_matrix.png").exists():
+            out += ["", "![confusion matrix](report/confusion_matrix.png)"]
+        out += [
+            "",
+            "Reproduce: `smearscope evaluate --model models/"
+            + man.name
+            + " --data <test split folder> --json "
+            "out.json` (the test split's file list is `report/test_split.txt`).",
+            "",
+        ]
+    if ver:
+        out += [
+            f"## {man.quantization} versus the float Keras model",
+            "",
+            "| model | test accuracy | agreement with Keras | max probability difference |",
+            "| --- | --- | --- | --- |",
+        ]
+        out.append(f"| Keras float32 | {_pct(ver.get('keras_accuracy'))} | - | - |")
+        out.append(
+            f"| TFLite {man.quantization} | {_pct(ver.get('tflite_accuracy'))} | "
+            f"{_pct(ver.get('agreement'))} | "
+            f"{ver.get('max_probability_diff', 0):.4f} |"
+        )
+        f32 = ver.get("float32_tflite")
+        if f32:
+            out.append(
+                f"| TFLite float32 | {_pct(f32.get('tflite_accuracy'))} | {_pct(f32.get('agreement'))} | "
+                f"{f32.get('max_probability_diff', 0):.4f} |"
+            )
+        sizes = ver.get("sizes") or {}
+        if sizes.get("float32_bytes"):
+            out += [
+                "",
+                f"File size: {sizes['model_bytes'] / 1e6:.2f} MB versus "
+                f"{sizes['float32_bytes'] / 1e6:.2f} MB "
+                f"for float32 ({100 * sizes['ratio']:.1f}%).",
+            ]
+        out.append("")
+    if cal:
+        thr = cal.get("threshold", {})
+        out += [
+            "## Calibration and abstention",
+            "",
+            f"Temperature fitted on the {cal.get('split', 'val')} split (n = {cal.get('n')}) by "
+            f"minimising the negative log-likelihood: T = {man.temperature:g}. "
+            f"NLL {cal.get('nll_before', 0):.4f} → {cal.get('nll_after', 0):.4f}, "
+            f"ECE {cal.get('ece_before', 0):.4f} → {cal.get('ece_after', 0):.4f}.",
+            "",
+            f"Abstain rule: {thr.get('rule', 'n/a')}. Chosen threshold {man.abstain_threshold:.2f}: "
+            f"validation selective accuracy {_pct(thr.get('val_selective_accuracy'))} at coverage "
+            f"{_pct(thr.get('val_coverage'))}"
+            + ("" if thr.get("target_met", True) else " (target NOT met)")
+            + ".",
+        ]
+        if cal.get("ood_rule"):
+            out += ["", f"Out-of-distribution rule: {cal['ood_rule'].get('rule')}"]
+        if (report / "reliability.png").exists():
+            out += ["", "![reliability](report/reliability.png)"]
+        out.append("")
+        ood = cal.get("ood")
+        if ood:
+            out += [
+                "## Out-of-distribution behaviour",
+                "",
+                "Generated inputs that are not smears of this lab, run through the device's decision "
+                '(this model alone). Wanted: "uncertain", never a confident malignant label.',
+                "",
+                "| probe | n | uncertain | confident malignant | confident benign |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for kind, r in ood.items():
+                if isinstance(r, dict) and "n" in r:
+                    out.append(
+                        f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
+                        f"{_pct(r['confident_benign'])} |"
+                    )
+            out += [
+                "",
+                "The station's quality gate (focus, exposure, is-it-a-smear) rejects many of these "
+                "before classification; the figures above are without it.",
+                "",
+            ]
+    ens = _read_json(report / "ensemble.json")
+    if ens:
+        out += [
+            "## In the default ensemble",
+            "",
+            f"Soft vote of {', '.join(m['name'] for m in ens.get('models', []))} on the same test split "
+            f"(n = {ens.get('n')}): accuracy **{_pct(ens.get('accuracy'))}**, macro-F1 "
+            f"**{ens.get('macro_f1', 0):.4f}**, uncertain {ens.get('abstained', 0)} "
+            f"({_pct(ens.get('abstain_rate'))}).",
+            "",
+        ]
+    tm = _read_json(report / "training_metrics.json")
+    base = _read_json(report / "baselines.json")
+    if prov or tm:
+        out += ["## Training and provenance", ""]
+        if prov.get("dataset_citation"):
+            out += [
+                f"Dataset: {prov['dataset_citation']} Paper: Ghaderzadeh M, et al. Int J Intell Syst. "
+                "2022;37:5113-5133. doi:10.1002/int.22753.",
+                "",
+            ]
+        keys = (
+            "run_id",
+            "backbone",
+            "size",
+            "alpha",
+            "weights",
+            "seed",
+            "epochs",
+            "training_seconds",
+            "device",
+            "data_fingerprint",
+            "finished_at",
+            "converted_at",
+            "conversion_seconds",
+        )
+        for k in keys:
+            if k in prov and prov[k] is not None:
+                out.append(f"- {k.replace('_', ' ')}: `{prov[k]}`")
+        if prov.get("software"):
+            out.append("- software: " + ", ".join(f"{k} {v}" for k, v in prov["software"].items()))
+        if tm:
+            out += [
+                "",
+                "Keras float model on the test split (training report): "
+                f"accuracy {_pct(tm.get('accuracy'))}, "
+                f"macro-F1 {tm.get('macro_f1', 0):.4f}"
+                + (f", macro ROC-AUC {tm['roc_auc_ovr_macro']:.4f}" if tm.get("roc_auc_ovr_macro") else "")
+                + ".",
+            ]
+        if base:
+            rows = [(k, v) for k, v in base.items() if isinstance(v, dict) and "accuracy" in v]
+            if rows:
+                out += [
+                    "",
+                    "Fine-tuning versus classic classifiers on frozen features "
+                    f"({base.get('features', '')}):",
+                    "",
+                    "| model | accuracy | macro-F1 |",
+                    "| --- | --- | --- |",
+                ]
+                out += [f"| {k} | {_pct(v['accuracy'])} | {v['macro_f1']:.4f} |" for k, v in rows]
+        if (report / "training_curves.png").exists():
+            out += ["", "![training curves](report/training_curves.png)"]
+        out.append("")
+    out += ["---", "", DISCLAIMER, ""]
+    return "\n".join(out)
+
+
+def write_card(bundle_dir: str | Path) -> Path:
+    path = Path(bundle_dir) / "MODEL.md"
+    atomic_write_bytes(path, render(bundle_dir).encode("utf-8"))
+    return path

@@ -1,0 +1,92 @@
+"""`smearscope convert RUN_DIR --out models/NAME [--quantization int8|float16|dynamic|float32] [--cam]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# Kept here (not imported from convert.tflite) so `smearscope` does not import TensorFlow at start.
+QUANTIZATIONS = ("int8", "float16", "dynamic", "float32")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="Keras run dir -> verified, calibrated TFLite model bundle (needs the training extras)",
+        description="Convert a `smearscope train` run dir into a model bundle: model.tflite, manifest.json, "
+        "MODEL.md and report/. Metrics are measured with the device's own code on the run's test split.",
+    )
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a `smearscope train` output directory")
+    p.add_argument(
+        "--out", metavar="DIR", help="bundle directory to write, e.g. models/mobilenetv2-all4-int8"
+    )
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8")
+    p.add_argument(
+        "--cam", action=argparse.BooleanOptionalAction, default=True, help="add the heatmap output"
+    )
+    p.add_argument("--name", help="bundle name (default: the --out directory's name)")
+    p.add_argument("--set-default", action="store_true", help="add the bundle to <out>/../DEFAULT")
+    p.add_argument("--representative", type=int, default=300, help="training images for int8 calibration")
+    p.add_argument("--target", type=float, default=0.995, help="selective accuracy the threshold must reach")
+    p.add_argument(
+        "--no-float-reference", action="store_true", help="skip the float32 size/accuracy reference"
+    )
+    p.add_argument("--json", metavar="OUT", help="also write the summary here")
+    p.add_argument(
+        "--card-only",
+        metavar="BUNDLE",
+        help="only re-render BUNDLE/MODEL.md from its manifest and report/ (e.g. after adding "
+        "report/ensemble.json from `smearscope evaluate`)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from device.errors import SmearscopeError
+
+    if args.card_only:
+        from convert.card import write_card
+
+        print(write_card(Path(args.card_only)))
+        return 0
+    if not args.run_dir or not args.out:
+        raise SmearscopeError("RUN_DIR and --out are required (or use --card-only BUNDLE)")
+    from convert.pipeline import INT8_MAX_RATIO, convert_run
+
+    s = convert_run(
+        args.run_dir,
+        args.out,
+        quantization=args.quantization,
+        cam=args.cam,
+        name=args.name,
+        set_default=args.set_default,
+        representative=args.representative,
+        target=args.target,
+        float_reference=not args.no_float_reference,
+    )
+    sizes = s["sizes"]
+    size_line = f"{sizes['model_bytes'] / 1e6:.2f} MB"
+    if "float32_bytes" in sizes:
+        size_line += f" (float32 {sizes['float32_bytes'] / 1e6:.2f} MB, {100 * sizes['ratio']:.1f}%)"
+    print(f"bundle      {s['bundle']}  ({s['quantization']}, {size_line})")
+    print(
+        f"test split  n={s['n']}  accuracy {s['accuracy']:.4f}  macro-F1 {s['macro_f1']:.4f}  (device code)"
+    )
+    print(
+        f"vs Keras    keras accuracy {s['keras_accuracy']:.4f}  agreement {s['agreement']:.4f}  "
+        f"diff {100 * s['accuracy_diff']:+.2f} points"
+    )
+    print(f"calibration T={s['temperature']:g}  abstain below {s['abstain_threshold']:.2f}")
+    print(
+        f"OOD probes  uncertain {100 * s['ood_abstained']:.1f}%  confident malignant "
+        f"{100 * s['ood_confident_malignant']:.1f}%"
+    )
+    if args.quantization == "int8" and sizes.get("ratio", 0) > INT8_MAX_RATIO:
+        print(f"WARNING: int8 file is {100 * sizes['ratio']:.1f}% of float32 (target <= 33%)")
+    if args.json:
+        from device.fsutil import atomic_write_bytes
+
+        atomic_write_bytes(args.json, (json.dumps(s, indent=2) + "\n").encode())
+    print("Screening aid for trained staff, not a diagnosis.")
+    return 0

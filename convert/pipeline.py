@@ -1,0 +1,328 @@
+"""`convert_run`: a training run dir -> a verified, calibrated, documented model bundle.
+
+Steps: load `model.keras` (+ CAM output) -> TFLite (representative data from the TRAINING split) ->
+stage the bundle -> run it with the device code on the validation split (temperature, threshold) and
+the test split (metrics, agreement with Keras, float32 reference) -> OOD probes -> manifest, MODEL.md,
+report/ -> swap the staged bundle into place. Nothing in the target directory changes until the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convert import calibrate as cal
+from convert import card, ood, verify
+from convert.bundle import update_manifest, write_bundle
+from device.bundle import load_bundle
+from device.ensemble import Ensemble, apply_temperature
+from device.errors import SmearscopeError
+from device.fsutil import atomic_write_bytes
+from device.metrics import report as metrics_report
+from device.model import TFLiteModel
+from device.preprocess import read_image
+
+log = logging.getLogger("smearscope.convert")
+
+SPLIT_NOTE = (
+    "Held-out test split drawn per image: the file names carry no patient ids, so images of one patient "
+    "can sit in both train and test; one hospital, one camera. Figures are optimistic for new patients."
+)
+INT8_MAX_RATIO = 0.33
+
+
+@dataclass
+class RunDir:
+    path: Path
+    config: dict
+    split: dict
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.split["labels"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        s = int(self.config["size"])
+        return (s, s)
+
+    @property
+    def resize(self) -> str:
+        return str(self.config.get("resize", "center_crop"))
+
+    def part(self, name: str) -> tuple[list[Path], np.ndarray]:
+        """(paths, label indices) of a split part, checking the files are there."""
+        rows = self.split.get(name) or []
+        data_root = Path(self.config.get("data") or ".")
+        paths, missing = [], []
+        for r in rows:
+            p = Path(r["path"])
+            if not p.is_absolute() and not p.exists():
+                p = data_root / r["path"]
+            (paths if p.exists() else missing).append(p)
+        if missing:
+            raise SmearscopeError(
+                f"{self.path}/split.json: {len(missing)} {name} image(s) not found, e.g. {missing[0]} "
+                "(is the dataset where the run was trained?)"
+            )
+        index = {lb: i for i, lb in enumerate(self.labels)}
+        return paths, np.array([index[r["label"]] for r in rows], dtype=np.int64)
+
+
+def read_run(run_dir: str | Path) -> RunDir:
+    run = Path(run_dir)
+    for name in ("config.json", "split.json", "model.keras"):
+        if not (run / name).is_file():
+            raise SmearscopeError(f"{run}: no {name} (not a finished `smearscope train` run dir)")
+    return RunDir(
+        run, json.loads((run / "config.json").read_text()), json.loads((run / "split.json").read_text())
+    )
+
+
+def architecture_name(config: dict) -> str:
+    bb = str(config.get("backbone", "unknown"))
+    if bb == "mobilenetv2" and config.get("alpha"):
+        bb = f"MobileNetV2 (alpha {config['alpha']})"
+    elif bb == "efficientnet-lite0":
+        bb = "EfficientNet-Lite0"
+    return f"{bb} + GAP + dropout + dense softmax, {config.get('size')} px"
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _staged_bundle(
+    tmp: Path, tflite: bytes, run: RunDir, name: str, quantization: str, input_dtype: str
+) -> Path:
+    out = tmp / name
+    write_bundle(
+        out,
+        tflite,
+        name=name,
+        architecture=architecture_name(run.config),
+        labels=run.labels,
+        input_size=run.size,
+        input_dtype=input_dtype,
+        resize=run.resize,
+        quantization=quantization,
+    )
+    return out
+
+
+def convert_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    quantization: str = "int8",
+    cam: bool = True,
+    name: str | None = None,
+    set_default: bool = False,
+    representative: int = 300,
+    target: float = 0.995,
+    float_reference: bool = True,
+    ood_per_kind: int = 12,
+    progress: bool = True,
+) -> dict:
+    """Convert, verify, calibrate and write the bundle; returns a summary dict."""
+    import keras
+
+    from convert.cam import add_cam_output
+    from convert.tflite import convert, representative_images
+
+    t0 = time.perf_counter()
+    run = read_run(run_dir)
+    out = Path(out_dir)
+    name = name or out.name
+    train_paths, _ = run.part("train")
+    val_paths, y_val = run.part("val")
+    test_paths, y_test = run.part("test")
+    log.info("loading %s", run.path / "model.keras")
+    model = keras.models.load_model(run.path / "model.keras", compile=False)
+    export = add_cam_output(model) if cam else model
+    rep = representative_images(
+        train_paths, run.size, run.resize, limit=representative, seed=int(run.config.get("seed", 0))
+    )
+    log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
+    conv = convert(export, quantization, rep if quantization == "int8" else None)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        staged = _staged_bundle(tmp, conv.data, run, name, quantization, conv.input_dtype)
+        log.info("verifying against Keras on the test split (%d images)", len(test_paths))
+        test_x = verify.load_arrays(test_paths, run.size, run.resize)
+        keras_test = verify.keras_probabilities(model, test_x)
+        dev_test = verify.device_probabilities(staged, test_x, progress=progress, desc="test")
+        verification = {"split": "test", **verify.compare(keras_test, dev_test, y_test)}
+        sizes = {"model_bytes": len(conv.data)}
+        if float_reference and quantization != "float32":
+            f32 = convert(export, "float32")
+            ref_dir = _staged_bundle(
+                tmp / "ref", f32.data, run, f"{name}-float32", "float32", f32.input_dtype
+            )
+            dev_f32 = verify.device_probabilities(ref_dir, test_x, progress=progress, desc="float32")
+            verification["float32_tflite"] = verify.compare(keras_test, dev_f32, y_test)
+            sizes["float32_bytes"] = len(f32.data)
+            sizes["ratio"] = len(conv.data) / len(f32.data)
+        verification["sizes"] = sizes
+        verification["input_quantization"] = {
+            "scale": conv.input_quantization[0],
+            "zero_point": conv.input_quantization[1],
+        }
+        del test_x
+
+        log.info("calibrating on the validation split (%d images)", len(val_paths))
+        val_x = verify.load_arrays(val_paths, run.size, run.resize)
+        dev_val = verify.device_probabilities(staged, val_x, progress=progress, desc="val")
+        del val_x
+        fitted = cal.calibrate(dev_val, y_val, target=target)
+        temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
+        calibration = fitted["calibration"]
+
+        scaled = apply_temperature(dev_test, temperature)
+        metrics = metrics_report(y_test, scaled.argmax(1), run.labels)
+        abstained = scaled.max(1) < threshold
+        correct = scaled.argmax(1) == y_test
+        metrics.update(
+            {
+                "split": "test",
+                "split_note": SPLIT_NOTE,
+                "measured_by": f"device code (TFLiteModel, {quantization}) with temperature and threshold",
+                "abstained": int(abstained.sum()),
+                "abstain_rate": float(abstained.mean()),
+                "accuracy_when_not_abstained": float(correct[~abstained].mean())
+                if (~abstained).any()
+                else None,
+            }
+        )
+        update_manifest(staged, temperature=temperature, abstain_threshold=threshold)
+
+        log.info("out-of-distribution probes")
+        ens = Ensemble([TFLiteModel(load_bundle(staged))])
+        smears = [
+            read_image(p) for p in test_paths[:: max(1, len(test_paths) // ood_per_kind)][:ood_per_kind]
+        ]
+        calibration["ood"] = ood.measure(ens, smears, n=ood_per_kind, seed=0)
+        calibration["ood_rule"] = ood_rule_note(ens)
+
+        provenance = (
+            dict(json.loads((run.path / "provenance.json").read_text()))
+            if (run.path / "provenance.json").is_file()
+            else {"run_id": run.path.name}
+        )
+        provenance.update(
+            {
+                "run_dir": str(run.path),
+                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "conversion_seconds": round(time.perf_counter() - t0, 1),
+                "representative_images": min(representative, len(train_paths)),
+                "representative_split": "train",
+            }
+        )
+        update_manifest(
+            staged,
+            metrics=metrics,
+            calibration=calibration,
+            verification=verification,
+            provenance=provenance,
+        )
+        _write_report(staged, run, metrics, dev_val, y_val, temperature, test_paths)
+        card.write_card(staged)
+        _swap_into_place(staged, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if set_default:
+        add_to_default(out.parent, out.name)
+    summary = {
+        "bundle": str(out),
+        "name": name,
+        "quantization": quantization,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n": metrics["n"],
+        "keras_accuracy": verification["keras_accuracy"],
+        "agreement": verification["agreement"],
+        "accuracy_diff": verification["accuracy_diff"],
+        "temperature": temperature,
+        "abstain_threshold": threshold,
+        "sizes": sizes,
+        "ood_abstained": calibration["ood"]["all"]["abstained"],
+        "ood_confident_malignant": calibration["ood"]["all"]["confident_malignant"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return summary
+
+
+def ood_rule_note(ens: Ensemble) -> dict:
+    return {"rule": f"abstain when calibrated confidence < {ens.threshold:.2f} (max-probability rule)"}
+
+
+def _write_report(
+    staged: Path,
+    run: RunDir,
+    metrics: dict,
+    val_probs: np.ndarray,
+    y_val: np.ndarray,
+    temperature: float,
+    test_paths: list[Path],
+) -> None:
+    rep = staged / "report"
+    rep.mkdir(exist_ok=True)
+    card.plot_confusion(
+        metrics["confusion_matrix"],
+        run.labels,
+        rep / "confusion_matrix.png",
+        f"{staged.name}: test split (n={metrics['n']}, acc {metrics['accuracy']:.4f})",
+    )
+    scaled = apply_temperature(val_probs, temperature)
+    card.plot_reliability(
+        val_probs.max(1), scaled.max(1), val_probs.argmax(1) == y_val, rep / "reliability.png"
+    )
+    for src, dst in (
+        ("metrics.json", "training_metrics.json"),
+        ("baselines.json", "baselines.json"),
+        ("training_curves.png", "training_curves.png"),
+    ):
+        if (run.path / src).is_file():
+            shutil.copyfile(run.path / src, rep / dst)
+    data_root = Path(run.config.get("data") or "")
+    lines = []
+    for p in test_paths:
+        try:
+            lines.append(str(p.relative_to(data_root)) if data_root.parts else str(p))
+        except ValueError:
+            lines.append(str(p))
+    atomic_write_bytes(rep / "test_split.txt", ("\n".join(lines) + "\n").encode())
+
+
+def _swap_into_place(staged: Path, out: Path) -> None:
+    """Replace `out` with `staged` (two renames; the old bundle is removed only after the swap)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staged, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def add_to_default(models_dir: Path, name: str) -> Path:
+    """Add `name` to `models_dir/DEFAULT` (one bundle name per line; the device's default ensemble)."""
+    path = Path(models_dir) / "DEFAULT"
+    names = []
+    if path.is_file():
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if name not in names:
+        names.append(name)
+    text = "# The device's default ensemble: one bundle directory name per line.\n" + "\n".join(names) + "\n"
+    atomic_write_bytes(path, text.encode())
+    return path

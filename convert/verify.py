@@ -1,0 +1,62 @@
+"""Check a converted bundle against its Keras model on the test split, with the DEVICE's code path.
+
+The TFLite side runs through `device.bundle.load_bundle` + `device.model.TFLiteModel` on arrays from
+`device.preprocess.load_for_model`, i.e. exactly what a station runs; the Keras side gets the same
+arrays as float32.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from device.bundle import load_bundle
+from device.model import TFLiteModel
+from device.preprocess import load_for_model
+
+
+def load_arrays(paths: Sequence[str | Path], size: tuple[int, int], resize: str) -> np.ndarray:
+    """(N, H, W, 3) uint8: the arrays training and the device feed."""
+    return np.stack([load_for_model(p, size, resize) for p in paths])
+
+
+def keras_probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Probabilities of a single-output Keras model on raw uint8 images."""
+    out = model.predict(images.astype(np.float32), batch_size=batch, verbose=0)
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return np.asarray(out, dtype=np.float32)
+
+
+def device_probabilities(
+    bundle_dir: str | Path, images: np.ndarray, *, progress: bool = False, desc: str = "tflite"
+) -> np.ndarray:
+    """The bundle's own softmax (before temperature) per image, run by device.model.TFLiteModel."""
+    model = TFLiteModel(load_bundle(bundle_dir))
+    rows = [
+        model.predict(img, with_cam=False).probabilities
+        for img in tqdm(images, desc=desc, unit="img", disable=not progress, file=sys.stderr)
+    ]
+    return np.stack(rows).astype(np.float32)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, y: np.ndarray) -> dict:
+    """Agreement and accuracy of `candidate` (TFLite) against `reference` (Keras) on labels `y`."""
+    ref_pred = reference.argmax(1)
+    cand_pred = candidate.argmax(1)
+    ref_acc = float((ref_pred == y).mean())
+    cand_acc = float((cand_pred == y).mean())
+    diff = np.abs(reference - candidate)
+    return {
+        "n": int(len(y)),
+        "agreement": float((ref_pred == cand_pred).mean()),
+        "keras_accuracy": ref_acc,
+        "tflite_accuracy": cand_acc,
+        "accuracy_diff": cand_acc - ref_acc,
+        "max_probability_diff": float(diff.max()),
+        "mean_probability_diff": float(diff.mean()),
+    }
