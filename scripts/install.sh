@@ -35,6 +35,7 @@ STATE_DIR=/var/lib/smearscope
 UNIT_DIR=/etc/systemd/system
 BIN_DIR=/usr/local/bin
 REUSE_VENV=0
+MODELS_FROM=""
 NOTES=()
 
 usage() {
@@ -52,6 +53,7 @@ usage: $0 [options]
   --admin-user NAME        first admin account (default: admin)
   --admin-password-file F  its password (default: \$SMEARSCOPE_ADMIN_PASSWORD, else generated and shown once)
   --camera SOURCE          replay|opencv|picamera2|jetson (default: from the platform)
+  --models-from DIR        install the bundles in DIR (its DEFAULT, else all; default: the repo's models/)
   --host H --port P        web page address (default: 0.0.0.0:8080)
   --no-apt                 do not install Debian packages
   --no-start               enable the service but do not (re)start it
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
     --admin-user) ADMIN_USER="$2"; shift 2 ;;
     --admin-password-file) ADMIN_PASSWORD_FILE="$2"; shift 2 ;;
     --camera) CAMERA="$2"; shift 2 ;;
+    --models-from) MODELS_FROM="$(cd "$2" && pwd)"; shift 2 ;;
     --host) WEB_HOST="$2"; shift 2 ;;
     --port) WEB_PORT="$2"; shift 2 ;;
     --no-apt) APT=0; shift ;;
@@ -319,16 +322,17 @@ fi
 # ------------------------------------------------------------------ 8. models and the first admin
 if [ "$ROLE" = device ]; then
   say "8. model bundles in $STATE_DIR/models"
+  MODELS_SRC="${MODELS_FROM:-$SRC/models}"
   SHIPPED=()
-  if [ -f "$SRC/models/DEFAULT" ]; then
+  if [ -f "$MODELS_SRC/DEFAULT" ]; then
     while read -r n; do
       case "$n" in ''|'#'*) continue ;; esac
       SHIPPED+=("$n")
-    done <"$SRC/models/DEFAULT"
+    done <"$MODELS_SRC/DEFAULT"
   else
-    for d in "$SRC"/models/*/; do [ -f "$d/manifest.json" ] && SHIPPED+=("$(basename "$d")"); done
+    for d in "$MODELS_SRC"/*/; do [ -f "$d/manifest.json" ] && SHIPPED+=("$(basename "$d")"); done
   fi
-  [ ${#SHIPPED[@]} -gt 0 ] || NOTES+=("no model bundle in $SRC/models: smearscope models install BUNDLE.tar.gz")
+  [ ${#SHIPPED[@]} -gt 0 ] || NOTES+=("no model bundle in $MODELS_SRC: smearscope models install BUNDLE.tar.gz")
   if [ ${#SHIPPED[@]} -gt 0 ] && [ ! -f "$R$STATE_DIR/models/DEFAULT" ]; then
     # the ensemble is what models/DEFAULT lists; installing each adds it
     printf '%s\n' "# bundles forming the ensemble, one per line (smearscope models install adds them)" \
@@ -336,7 +340,7 @@ if [ "$ROLE" = device ]; then
   fi
   for n in "${SHIPPED[@]}"; do
     # `models install` is idempotent: an identical active bundle is left alone
-    run env SMEARSCOPE_MODELS_DIR="$R$STATE_DIR/models" "$VENV_RUN/bin/smearscope" models install "$SRC/models/$n"
+    run env SMEARSCOPE_MODELS_DIR="$R$STATE_DIR/models" "$VENV_RUN/bin/smearscope" models install "$MODELS_SRC/$n"
   done
 
   say "9. first admin account '$ADMIN_USER'"
