@@ -149,10 +149,8 @@ def test_admin_manages_users_and_keeps_an_admin(app_svc):
     admin = app.test_client()
     login(admin, "admin")
     tok = token_of(admin)
-    r = admin.post(
-        "/admin/users", data={"action": "add", "name": "eve", "role": "technician", "password": "pw-long-enough",
-                              "csrf_token": tok}
-    )  # fmt: skip
+    form = {"action": "add", "name": "eve", "role": "technician", "password": "pw-long-1", "csrf_token": tok}
+    r = admin.post("/admin/users", data=form)
     assert r.status_code == 302 and auth.get_user(svc.store.conn, "eve").role == "technician"
     r = admin.post("/admin/users", data={"action": "apikey", "name": "eve", "csrf_token": tok})
     key = re.search(r'<pre id="new-key">([^<]+)</pre>', r.get_data(as_text=True)).group(1)
@@ -218,10 +216,7 @@ def test_sample_capture_summary_finish(client, app_svc):
 
 
 def _seed(svc, n: int, sample_id=None) -> list[dict]:
-    out = []
-    for i in range(n):
-        out.append(svc.capture_field(sample_id, "tech") if svc.live.frames.latest() else None)
-    return out
+    return [svc.capture_field(sample_id, "tech") for _ in range(n)]
 
 
 def test_history_filters_pagination_detail_review_export(client, app_svc):
@@ -242,8 +237,8 @@ def test_history_filters_pagination_detail_review_export(client, app_svc):
     target = recs[5]
     detail = client.get(f"/results/{target['id']}").get_data(as_text=True)
     assert "Probabilities" in detail and "fake" in detail
-    r = client.post(f"/results/{target['id']}/review",
-                    data={"verdict": "correct", "label": "Benign", "comment": "looks benign", "csrf_token": tok})  # fmt: skip
+    form = {"verdict": "correct", "label": "Benign", "comment": "looks benign", "csrf_token": tok}
+    r = client.post(f"/results/{target['id']}/review", data=form)
     assert r.status_code == 302
     reviews = svc.store.reviews_of(target["id"])
     assert len(reviews) == 1 and reviews[0]["label"] == "Benign" and reviews[0]["review_of"] == target["id"]

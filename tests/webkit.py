@@ -11,6 +11,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
 from device.config import load_config
+from device.errors import SmearscopeError
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.store.store import Store, utc_now
 from device.web import auth, create_app
@@ -63,7 +64,7 @@ class FakeServices:
     def capture_field(self, sample_id, user) -> dict:
         got = self.live.frames.latest()
         if got is None:
-            raise LookupError("no live frame yet")
+            raise SmearscopeError("no classified field yet")
         rgb = got[1].rgb
         sha = self.store.put_image(encode_jpeg(rgb))
         return self.store.add_result(

@@ -67,10 +67,10 @@ def create_app(config, services) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.web.session_minutes),
         # Several files may go in one request; each file is checked against max_upload_mb on its own.
         MAX_CONTENT_LENGTH=config.web.max_upload_mb * 2**20 * 10 + 2**20,
-        JSON_SORT_KEYS=False,
         TEMPLATES_AUTO_RELOAD=False,
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
+    app.json.sort_keys = False  # keep the record JSON in Contract 3's order
     app.extensions["smearscope"] = WebContext(config, services)
 
     from device.web import account, admin, api, history, live, samples, system, upload

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, session
 
-from device.store.store import StoreError
+from device.errors import SmearscopeError
+from device.store.store import DiskFullError, StoreError
 from device.web import DISCLAIMER, queries
 from device.web.classify import classify_files
 from device.web.history import export_response
@@ -138,10 +139,12 @@ def capture():
         return _error(409, f"sample {s['slide_id']} is finished: start a new sample")
     try:
         rec = ext.services.capture_field(sample_id, g.user.name)
-    except LookupError as exc:
-        return _error(409, str(exc) or "no live frame to capture yet")
+    except DiskFullError as exc:
+        return _error(507, str(exc))
     except StoreError as exc:
-        return _error(503, str(exc))
+        return _error(409, str(exc))
+    except (SmearscopeError, LookupError) as exc:  # no classified field yet, or it failed the quality gate
+        return _error(409, str(exc) or "no live frame to capture yet")
     if rec is None:
         return _error(409, "no live frame to capture yet")
     return jsonify({"record": rec, "summary": ext.store.sample_summary(sample_id)}), 201

@@ -1,0 +1,167 @@
+"""One real browser (Debian's chromium, headless, via Playwright) against a real `smearscope run`:
+log in, watch the live prediction change, toggle the heatmap, start a sample, capture a field,
+upload an image, and save screenshots that are checked not to be blank.
+
+Set SMEARSCOPE_SCREENSHOTS=DIR to also keep the screenshots (docs/screenshots/ is made this way).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+
+from device.paths import SAMPLES_DIR
+from device.store.store import Store
+from device.web import auth
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny-bundle"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+RESULTS_ARRIVED = "Number(document.getElementById('live').dataset.results) >= 1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_not_blank(png: Path) -> None:
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+    assert float(img.std()) > 20, "screenshot is (nearly) one colour"
+    colours = np.unique(img.reshape(-1, 3)[::7], axis=0)
+    assert len(colours) > 50, "screenshot has too few colours to be a rendered page"
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (scripts/system-deps.sh: apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    data = tmp_path / "data"
+    store = Store(data)
+    auth.add_user(store.conn, "tech", "technician", "browser-pass-1")
+    store.close()
+    port = _free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-c", "from device.cli import main; raise SystemExit(main())", "run",
+           "--data-dir", str(data), "--port", str(port), "--model", str(TINY)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if requests.get(base + "/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("smearscope run did not start:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_browser_session(daemon, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    keep = os.environ.get("SMEARSCOPE_SCREENSHOTS")
+    shots = Path(keep) if keep else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    upload = sorted(SAMPLES_DIR.glob("*.jpg"))[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            # bypass_csp: Playwright evaluates its wait conditions as strings, which our CSP forbids
+            page = browser.new_page(viewport={"width": 1024, "height": 600}, bypass_csp=True)  # 7" screen
+            page.goto(daemon + "/")
+            assert "/login" in page.url
+            page.fill("input[name=username]", "tech")
+            page.fill("input[name=password]", "browser-pass-1")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#live")
+
+            # the live prediction arrives and changes as the replay camera moves through the slides
+            page.wait_for_function(RESULTS_ARRIVED, timeout=30000)
+            seen = set()
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and len(seen) < 2:
+                seen.add(page.eval_on_selector("#call-label", "e => e.textContent"))
+                page.wait_for_timeout(200)
+            assert len(seen) >= 2, f"the live prediction never changed: {seen}"
+            assert page.eval_on_selector("#stream", "img => img.naturalWidth") > 0
+            page.check("#heatmap")
+            page.wait_for_timeout(500)
+            page.uncheck("#heatmap")
+
+            # a sample, and a captured field in it
+            page.fill("details input[name=slide_id]", "BROWSER-1")
+            page.click("details button[type=submit]")
+            page.wait_for_selector("#capture:not([disabled])")
+            page.wait_for_function(RESULTS_ARRIVED, timeout=30000)
+            page.click("#capture")
+            page.wait_for_function(
+                "document.getElementById('capture-msg').textContent.startsWith('Field stored')"
+                " || document.getElementById('capture-msg').textContent.startsWith('Not stored')",
+                timeout=15000,
+            )
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / "live.png"))
+            assert_not_blank(shots / "live.png")
+
+            # upload an image exported by "microscope software"
+            page.goto(daemon + "/upload")
+            page.set_input_files("input[type=file]", str(upload))
+            page.click("#upload-form button[type=submit]")
+            page.wait_for_selector("#upload-results")
+            text = page.inner_text("#upload-results")
+            assert upload.name in text and "%" in text
+            page.screenshot(path=str(shots / "upload.png"), full_page=True)
+            assert_not_blank(shots / "upload.png")
+
+            # the page's own scripts run under its Content-Security-Policy (no bypass here)
+            strict = browser.new_page(viewport={"width": 1280, "height": 800})
+            violations = []
+            strict.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+            strict.goto(daemon + "/login")
+            strict.fill("input[name=username]", "tech")
+            strict.fill("input[name=password]", "browser-pass-1")
+            strict.click("button[type=submit]")
+            strict.wait_for_selector("#call:not(.waiting)", timeout=30000)
+            assert not violations, violations
+            strict.screenshot(path=str(shots / "live-laptop.png"))
+            assert_not_blank(shots / "live-laptop.png")
+            strict.close()
+
+            page.goto(daemon + "/history")
+            assert page.locator("img.thumb").count() >= 1
+            page.screenshot(path=str(shots / "history.png"), full_page=True)
+            assert_not_blank(shots / "history.png")
+        finally:
+            browser.close()
