@@ -329,3 +329,16 @@ def test_no_external_assets(client):
     for path in ["/", "/history", "/upload", "/samples", "/models", "/status"]:
         html = client.get(path).get_data(as_text=True)
         assert not re.search(r'(src|href)="(https?:)?//', html), path
+
+
+def test_openapi_describes_every_api_route(app_svc):
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "openapi.yaml").read_text()
+    documented = set(re.findall(r"^  (/\S+):$", spec, flags=re.M))
+    routes = {
+        re.sub(r"<(?:\w+:)?(\w+)>", "{id}", r.rule)
+        for r in app_svc[0].url_map.iter_rules()
+        if r.rule.startswith("/api/") or r.rule in ("/healthz", "/metrics")
+    }
+    assert routes == documented
