@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import socket
 import struct
 import threading
@@ -122,36 +123,46 @@ class FaultProxy:
                 client.close()
 
     def _forward(self, client: socket.socket, upstream: socket.socket, fate: str) -> None:
-        upstream.settimeout(30)
-        client.settimeout(30)
-        pump = threading.Thread(target=_pipe, args=(client, upstream), daemon=True)
-        pump.start()
-        if fate in ("http500_after", "reset_after"):
-            try:
-                first = upstream.recv(65536)  # the hub has processed the request and is answering
-            except OSError:
-                first = b""
-            if fate == "http500_after" and first:
-                with contextlib.suppress(OSError):
-                    client.sendall(_500)
-            else:
-                _rst(client)
-            return
-        _pipe(upstream, client)
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
+        """Copy bytes both ways in this one thread (select), so a reset really is a reset: no other
+        thread may sit in recv() on the client socket when it is closed."""
+        open_from_client = True
         while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
+            readable, _, _ = select.select([client, upstream] if open_from_client else [upstream], [], [], 30)
+            if not readable:
+                return
+            if upstream in readable:
+                data = _recv(upstream)
+                if fate in ("http500_after", "reset_after") and data:
+                    # the hub has processed the request and is answering: lose that answer
+                    if fate == "http500_after":
+                        with contextlib.suppress(OSError):
+                            client.sendall(_500)
+                    else:
+                        _rst(client)
+                    return
+                if not data:
+                    return
+                try:
+                    client.sendall(data)
+                except OSError:
+                    return
+            if open_from_client and client in readable:
+                data = _recv(client)
+                try:
+                    if data:
+                        upstream.sendall(data)
+                    else:
+                        open_from_client = False
+                        upstream.shutdown(socket.SHUT_WR)
+                except OSError:
+                    return
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
     except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+        return b""
 
 
 def _rst(sock: socket.socket) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from hub import tokens
 from hub.app import HubSettings, create_app
@@ -98,11 +98,18 @@ class Hub:
             return {sha: bytes(data) for sha, data in s.execute(select(Image.sha256, Image.data))}
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class Server:
     """A real HTTP server on 127.0.0.1 (werkzeug, threaded: one connection per request)."""
 
     def __init__(self, app, port: int = 0, ssl_context: Any = None):  # noqa: ANN001
-        self.httpd = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
+        self.httpd = make_server(
+            "127.0.0.1", port, app, threaded=True, ssl_context=ssl_context, request_handler=_QuietHandler
+        )
         self.port = self.httpd.server_port
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
