@@ -342,3 +342,13 @@ def test_openapi_describes_every_api_route(app_svc):
         if r.rule.startswith("/api/") or r.rule in ("/healthz", "/metrics")
     }
     assert routes == documented
+
+
+def test_mjpeg_keepalive_when_the_camera_stops(app_svc):
+    from device.web.live import mjpeg_frames
+
+    _, svc = app_svc
+    svc.push_frame(smear(6))
+    parts = list(mjpeg_frames(svc.live, fps=20, heatmap=False, stop_after_s=0.5, keepalive_s=0.1))
+    assert len(parts) >= 3  # the one frame, then re-sent so a gone client is noticed
+    assert len(set(parts)) == 1

@@ -46,11 +46,22 @@ def page():
     )
 
 
-def mjpeg_frames(live, fps: float, heatmap: bool, stop_after_s: float | None = None) -> Iterator[bytes]:
+def _part(jpeg: bytes) -> bytes:
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+    return head.encode() + jpeg + b"\r\n"
+
+
+def mjpeg_frames(
+    live, fps: float, heatmap: bool, stop_after_s: float | None = None, keepalive_s: float = 2.0
+) -> Iterator[bytes]:
     """multipart/x-mixed-replace parts of the newest frame, at most `fps` a second. Frames in between
-    are skipped, never queued, so a slow client sees the newest field, not a backlog."""
+    are skipped, never queued, so a slow client sees the newest field, not a backlog. When no new
+    frame comes (camera stopped) the last one is re-sent every `keepalive_s`: a write is how a
+    disconnected client is noticed, so the worker thread is freed."""
     interval = 1.0 / fps
     seq = -1
+    last: bytes | None = None
+    sent_at = time.monotonic()
     started = time.monotonic()
     source = getattr(live, "latest_heatmap", None) if heatmap else None
     while stop_after_s is None or time.monotonic() - started < stop_after_s:
@@ -60,14 +71,12 @@ def mjpeg_frames(live, fps: float, heatmap: bool, stop_after_s: float | None = N
             if item is not None and item[0] == seq:
                 item = None
         else:
-            item = live.wait_frame(seq, 2.0)
+            item = live.wait_frame(seq, keepalive_s)
         if item is not None:
-            seq, jpeg = item
-            yield (
-                f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                + jpeg
-                + b"\r\n"
-            )
+            seq, last = item
+        if item is not None or (last is not None and time.monotonic() - sent_at >= keepalive_s):
+            sent_at = time.monotonic()
+            yield _part(last)
         rest = interval - (time.monotonic() - t0)
         if rest > 0:
             time.sleep(rest)

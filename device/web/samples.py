@@ -59,7 +59,7 @@ def detail(sample_id: str):
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
         abort(400, description="before: expected a record sequence number")
-    summary = sample["summary"] if sample["status"] == "finished" else store.sample_summary(sample_id)
+    summary = (sample["status"] == "finished" and sample["summary"]) or store.sample_summary(sample_id)
     fields = store.list_results(sample=sample_id, before_seq=before, limit=100)
     reviews = queries.reviews_for(current_app.extensions["smearscope"].conn(), [r["id"] for r in fields])
     next_before = fields[-1]["seq"] if len(fields) == 100 else None
