@@ -270,3 +270,16 @@ def _wait(cond, timeout=30.0):
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached")
+
+
+def test_a_bad_token_keeps_everything_pending(tmp_path):
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    store, _ = _store(tmp_path, 2)
+    server = Server(hub.app)
+    try:
+        with pytest.raises(HubRefused, match="refused the token") as exc:
+            Syncer(Outbox(store), HubClient(server.url, "stolen-or-typo")).run()
+    finally:
+        server.close()
+    assert exc.value.status == 401
+    assert Outbox(store).counts() == {"pending": 2, "sending": 0, "synced": 0, "rejected": 0}
