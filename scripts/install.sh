@@ -397,14 +397,15 @@ else
   run systemctl daemon-reload
   run systemctl enable "$UNIT"
   if [ "$START" = 1 ]; then
-    run systemctl restart "$UNIT"   # restart, so a second run picks up new code and units
+    # restart, so a second run picks up new code and units; Type=notify: this waits for READY=1
+    run systemctl restart "$UNIT" || die "$UNIT did not start: journalctl -u $UNIT -e ; smearscope doctor"
     if [ "$DRY_RUN" = 0 ]; then
-      for _ in $(seq 1 60); do
+      for _ in $(seq 1 30); do
         systemctl is-active --quiet "$UNIT" && break
         sleep 2
       done
       systemctl is-active --quiet "$UNIT" \
-        || die "$UNIT did not start: journalctl -u $UNIT -e ; smearscope doctor"
+        || die "$UNIT did not stay up: journalctl -u $UNIT -e ; smearscope doctor"
       echo "  $UNIT is active"
     fi
   fi
