@@ -22,7 +22,7 @@ VENV=""
 PYTHON=python3
 PIP_ARGS=""
 WHEELHOUSE=""
-ADMIN_USER=admin
+ADMIN_USER="admin"
 ADMIN_PASSWORD_FILE=""
 CAMERA=""
 WEB_HOST=0.0.0.0
@@ -123,7 +123,9 @@ R="$PREFIX"  # every path this script writes is "$R$path"; file contents name th
 if [ "$DRY_RUN" = 0 ] && [ -z "$PREFIX" ] && [ "$(id -u)" != 0 ]; then
   die "run as root (sudo $0), or use --dry-run / --prefix DIR"
 fi
-[ -f "$SRC/pyproject.toml" ] && [ -d "$SRC/device" ] || die "$SRC does not look like the smearscope source tree"
+if [ ! -f "$SRC/pyproject.toml" ] || [ ! -d "$SRC/device" ]; then
+  die "$SRC does not look like the smearscope source tree"
+fi
 
 # --------------------------------------------------------------------------------------- platform
 if [ "$PLATFORM" = auto ]; then

@@ -44,7 +44,9 @@ fi
 
 say "1. stop and disable $UNIT"
 if [ -n "$PREFIX" ]; then
-  [ -e "$R/etc/systemd/system/$UNIT" ] && run systemctl --root="$R" disable "$UNIT" 2>&1 | sed 's/^/  /' || true
+  if [ -e "$R/etc/systemd/system/$UNIT" ]; then
+    run systemctl --root="$R" disable "$UNIT" 2>&1 | sed 's/^/  /' || true
+  fi
 elif [ -d /run/systemd/system ] || [ "$DRY_RUN" = 1 ]; then
   run systemctl disable --now "$UNIT" || true
 fi

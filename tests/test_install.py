@@ -50,6 +50,14 @@ def test_scripts_parse() -> None:
         assert os.access(script, os.X_OK), f"{script} is not executable"
 
 
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt shellcheck)")
+def test_shellcheck_clean() -> None:
+    r = subprocess.run(
+        ["shellcheck", str(INSTALL), str(UNINSTALL)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stdout
+
+
 # ------------------------------------------------------------------------------------------ dry run
 
 SYSTEM_PATHS = [Path(p) for p in ("/opt/smearscope", "/etc/smearscope", "/var/lib/smearscope")]
