@@ -321,3 +321,13 @@ def test_zip_symlink_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(BundleError, match="link"):
         cmd.install(z, tmp_path / "models", log=_quiet)
+
+
+def test_leftovers_of_a_killed_install_are_cleared(
+    installed: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    (installed / ".versions" / ".incoming-dead").mkdir()
+    os.symlink(f".versions/{NAME}/{_active(installed)}", installed / ".tmp-link-x-1")
+    cmd.install(_variant(tiny_bundle, tmp_path / "v2", temperature=1.9), installed, log=_quiet)
+    assert not (installed / ".versions" / ".incoming-dead").exists()
+    assert not (installed / ".tmp-link-x-1").is_symlink()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -308,6 +309,20 @@ def _copy_bundle(src: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One install/rollback at a time per models directory; clears what a killed one left behind."""
+    (root / VERSIONS).mkdir(parents=True, exist_ok=True)
+    with open(root / VERSIONS / ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in (root / VERSIONS).glob(".incoming-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in root.glob(".tmp-link-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        yield
+
+
 def install(
     source: str | Path,
     root: str | Path,
@@ -322,10 +337,19 @@ def install(
 
     Raises BundleError (nothing changed, or the switch undone) when the bundle does not load.
     """
-    source = Path(source)
-    store = ModelStore(root)
-    store.root.mkdir(parents=True, exist_ok=True)
-    (store.root / VERSIONS).mkdir(exist_ok=True)
+    with _locked(Path(root)):
+        return _install(Path(source), ModelStore(root), name, add_to_default, keep, check, log)
+
+
+def _install(
+    source: Path,
+    store: ModelStore,
+    name: str | None,
+    add_to_default: bool,
+    keep: int,
+    check: Callable[..., Bundle],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     if not source.exists():
         raise BundleError(f"{source}: no such bundle folder or archive")
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=store.root / VERSIONS) as tmp:
@@ -396,7 +420,11 @@ def install(
 
 def rollback(name: str, root: str | Path, *, check: Callable[..., Bundle] = check_loads) -> dict[str, Any]:
     """Make the version activated before the current one active again."""
-    store = ModelStore(root)
+    with _locked(Path(root)):
+        return _rollback(name, ModelStore(root), check)
+
+
+def _rollback(name: str, store: ModelStore, check: Callable[..., Bundle]) -> dict[str, Any]:
     history = store.history(name)
     active = store.active_version(name)
     if active is None or active not in history:
