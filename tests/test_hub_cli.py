@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.request
 
-import pytest
 from hubkit import hub_db, pg_server  # noqa: F401 - fixtures
 from sqlalchemy import create_engine, text
 
@@ -78,10 +77,9 @@ def _get(url, token):
         return json.loads(r.read())
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_serve(hub_db, capsys, workers):  # noqa: F811
-    if workers == "2" and hub_db.startswith("sqlite"):
-        pytest.skip("several workers need PostgreSQL")
+def test_serve(hub_db, capsys):  # noqa: F811
+    """SQLite: one waitress process; PostgreSQL: two gunicorn workers sharing the database."""
+    workers = "1" if hub_db.startswith("sqlite") else "2"
     assert main(["users", "add", "reader", "--db", hub_db]) == 0
     token = capsys.readouterr().out.strip()
     proc, url = _serve(hub_db, "--workers", workers)
