@@ -57,13 +57,14 @@ def measure(rgb: np.ndarray, analysis_width: int = 320) -> tuple[float, float, f
     """(focus, clipped_high, clipped_low, stain, contrast) of an RGB uint8 image."""
     small = shrink(rgb, analysis_width)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    focus = float(cv2.Laplacian(grey, cv2.CV_64F).var())
     n = grey.size
-    clipped_high = float(np.count_nonzero(small.min(axis=2) >= 250)) / n
-    clipped_low = float(np.count_nonzero(small.max(axis=2) <= 5)) / n
-    sat = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)[..., 1]
-    stain = float(sat.mean()) / 255.0
-    contrast = float(grey.std())
+    _, lap_std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
+    focus = float(lap_std[0, 0]) ** 2  # variance of the Laplacian
+    clipped_high = cv2.countNonZero(cv2.inRange(small, (250, 250, 250), (255, 255, 255))) / n
+    clipped_low = cv2.countNonZero(cv2.inRange(small, (0, 0, 0), (5, 5, 5))) / n
+    stain = cv2.mean(cv2.cvtColor(small, cv2.COLOR_RGB2HSV))[1] / 255.0
+    _, grey_std = cv2.meanStdDev(grey)
+    contrast = float(grey_std[0, 0])
     return focus, clipped_high, clipped_low, stain, contrast
 
 

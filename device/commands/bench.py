@@ -1,6 +1,7 @@
 """`smearscope bench [--model DIR] [--json OUT] [--seconds S] [--threads T]`: speed and memory, one run.
 
-- `invoke_fps`: the raw interpreter on a preprocessed tensor, in a loop;
+- `invoke_fps`: the raw interpreter on a preprocessed tensor, in a loop (the pipeline's own interpreter,
+  in segments interleaved with the pipeline's, so a shared machine's load drift hits both alike);
 - `pipeline_fps`: the replay camera as fast as the pipeline takes frames → quality gate → preprocess →
   classify → store policy/queue → result published, with the same interpreter threads;
 - `latency_ms_p50/p95`: capture to published result; `rss_mb` (peak, this process); threads used.
@@ -62,62 +63,68 @@ def _rss_mb() -> dict[str, float]:
     return {"rss_mb": round(out.get("VmRSS", 0.0), 1), "rss_peak_mb": round(out.get("VmHWM", 0.0), 1)}
 
 
-def measure_invoke(model, frame: np.ndarray, seconds: float) -> dict[str, float]:
+def _pct(a: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(a, q)), 3) if a.size else None
+
+
+def measure(config, seconds: float, rounds: int = 4) -> dict[str, Any]:
+    """Interleave `rounds` raw-invoke and pipeline segments on the same interpreter, so the load drift
+    of a shared machine hits both alike; each figure sums its segments."""
     from device.preprocess import prepare
-
-    spec = model.manifest.input
-    batch = model._input(prepare(frame, spec.size, spec.resize))
-    for _ in range(20):
-        model.invoke_only(batch)
-    times = []
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        model.invoke_only(batch)
-        times.append(time.perf_counter() - t0)
-    arr = np.array(times) * 1000
-    return {
-        "invoke_fps": round(len(times) / arr.sum() * 1000, 1),
-        "invoke_ms_p50": round(float(np.percentile(arr, 50)), 3),
-        "invoke_ms_p95": round(float(np.percentile(arr, 95)), 3),
-        "invokes": len(times),
-    }
-
-
-def measure_pipeline(config, seconds: float) -> dict[str, Any]:
     from device.services import Services
     from device.telemetry import Telemetry
 
     tel = Telemetry(window=2_000_000)
     services = Services(config, pace=False, sync=False, telemetry=tel)
+    model = services.ensemble.models[0]
+    spec = model.manifest.input
+    src = services.pipeline.source_factory()
+    src.open()
+    batch = model._input(prepare(src.read(), spec.size, spec.resize))
+    src.close()
+    seg = seconds / rounds
+    invoke_ms: list[float] = []
+    lat: list[float] = []
+    n_frames = 0
+    pipe_s = 0.0
+    counts = {k: 0 for k in ("captured", "dropped", "rejected", "stored")}
     services.start()
     try:
-        time.sleep(min(2.0, seconds / 4))  # warm-up: interpreter, caches, first frames
-        with tel._lock:
-            tel._latency_ms.clear()
-            tel._inference_ms.clear()
-        c0 = dict(tel.counts)
-        t0 = time.monotonic()
-        time.sleep(seconds)
-        elapsed = time.monotonic() - t0
-        c1 = dict(tel.counts)
-        with tel._lock:
-            lat = np.array(tel._latency_ms)
-            inf = np.array(tel._inference_ms)
+        time.sleep(1.0)  # warm-up: interpreter, caches, first frames
+        for _ in range(rounds):
+            services.pipeline.paused.set()
+            time.sleep(0.1)  # let the frame in flight finish
+            t_end = time.perf_counter() + seg
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                model.invoke_only(batch)
+                invoke_ms.append((time.perf_counter() - t0) * 1000)
+            with tel._lock:
+                tel._latency_ms.clear()
+            c0 = dict(tel.counts)
+            services.pipeline.paused.clear()
+            t0 = time.monotonic()
+            time.sleep(seg)
+            pipe_s += time.monotonic() - t0
+            c1 = dict(tel.counts)
+            n_frames += c1["classified"] - c0["classified"]
+            for k in counts:
+                counts[k] += c1.get(k, 0) - c0.get(k, 0)
+            with tel._lock:
+                lat.extend(tel._latency_ms)
         threads = threading.active_count()
     finally:
         services.stop()
-    n = c1["classified"] - c0["classified"]
+    inv = np.array(invoke_ms)
     return {
-        "pipeline_fps": round(n / elapsed, 1),
-        "frames_classified": n,
-        "frames_captured": c1["captured"] - c0["captured"],
-        "frames_dropped": c1["dropped"] - c0["dropped"],
-        "frames_rejected": c1["rejected"] - c0["rejected"],
-        "records_stored": c1["stored"] - c0["stored"],
-        "latency_ms_p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
-        "latency_ms_p95": round(float(np.percentile(lat, 95)), 3) if lat.size else None,
-        "pipeline_inference_ms_p50": round(float(np.percentile(inf, 50)), 3) if inf.size else None,
+        "invoke_fps": round(len(inv) / inv.sum() * 1000, 1),
+        "invoke_ms_p50": _pct(inv, 50),
+        "invoke_ms_p95": _pct(inv, 95),
+        "pipeline_fps": round(n_frames / pipe_s, 1),
+        "frames_classified": n_frames,
+        **{f"frames_{k}" if k != "stored" else "records_stored": v for k, v in counts.items()},
+        "latency_ms_p50": _pct(np.array(lat), 50),
+        "latency_ms_p95": _pct(np.array(lat), 95),
         "python_threads": threads,
     }
 
@@ -126,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="smearscope bench", description=__doc__.splitlines()[0])
     _arguments(ap)
     args = ap.parse_args(argv)
+    from device.bundle import load_bundle
     from device.config import load_config
-    from device.model import TFLiteModel
     from device.paths import default_bundle_dirs
 
     with tempfile.TemporaryDirectory(prefix="smearscope-bench-") as tmp:
@@ -143,26 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.frames:
             config.camera.path = args.frames
         config.camera.source = "replay"
+        # store 10 results a second (a heavier policy than the daemon's default) so the store is exercised
+        config.store.every_s, config.store.on_label_change = 0.1, False
+        config.store.reserve_mb = 0
         threads = config.classifier.threads
-        from device.camera.replay import ReplaySource
-
-        src = ReplaySource(config.camera.path or None, fps=0)
-        src.open()
-        frame = src.read()
-        src.close()
-        model = TFLiteModel.from_dir(model_dir, threads)
+        manifest = load_bundle(model_dir).manifest
         out: dict[str, Any] = {
-            "model": model.manifest.name,
-            "quantization": model.manifest.quantization,
-            "input": f"{model.manifest.input.width}x{model.manifest.input.height}",
-            "frame": f"{frame.shape[1]}x{frame.shape[0]}",
+            "model": manifest.name,
+            "quantization": manifest.quantization,
+            "input": f"{manifest.input.width}x{manifest.input.height}",
             "interpreter_threads": threads,
             "cpu_count": os.cpu_count(),
-            "runtime": model.runtime,
+            "seconds": args.seconds,
         }
-        out.update(measure_invoke(model, frame, args.seconds))
-        del model
-        out.update(measure_pipeline(config, args.seconds))
+        out.update(measure(config, args.seconds))
         out.update(_rss_mb())
         inv_ms = 1000 / out["invoke_fps"]
         out["targets"] = {

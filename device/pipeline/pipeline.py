@@ -114,6 +114,7 @@ class Pipeline:
         self.last_error: dict[str, str] | None = None
         self._housekeeping_at = 0.0
         self.started_at = time.monotonic()
+        self.paused = threading.Event()  # set: capture stops (benchmarks interleave other measurements)
         stall_capture = max(10.0, 3.0 / max(config.camera.fps, 0.1))
         self.workers = [
             Worker("capture", self._capture_step, stall_s=stall_capture, on_error=self._worker_error),
@@ -183,6 +184,10 @@ class Pipeline:
 
     def _capture_step(self) -> None:
         w = self.workers[0]
+        if self.paused.is_set():
+            w.stage = "paused"
+            w.stop_event.wait(0.05)
+            return
         if self._source is None:
             wait = self._reopen_at - time.monotonic()
             if wait > 0:
@@ -200,8 +205,8 @@ class Pipeline:
             self._source = src
             self.camera.update(state="running", detail=src.describe(), error=None, retry_in_s=None)
             self.telemetry.camera_up.set(1)
-        if not self.pace and not self.frame_slot.wait_empty(0.5):
-            return  # unpaced replay: produce only when the gate is ready for a frame
+        if not self.pace and not self.frame_slot.wait_demand(0.5):
+            return  # unpaced replay: produce a frame only when the gate asks for one
         w.stage = "reading a frame"
         src = self._source
         try:

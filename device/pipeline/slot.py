@@ -17,6 +17,7 @@ class LatestSlot(Generic[T]):
         self._cond = threading.Condition()
         self.dropped = 0
         self.closed = False
+        self._waiting = 0  # consumers blocked in take()
 
     def put(self, item: T) -> bool:
         """Store `item`; returns False when it replaced one nobody took."""
@@ -32,7 +33,12 @@ class LatestSlot(Generic[T]):
         """The newest item (removing it), or None after `timeout` seconds."""
         with self._cond:
             if self._item is None:
-                self._cond.wait_for(lambda: self._item is not None or self.closed, timeout)
+                self._waiting += 1
+                self._cond.notify_all()
+                try:
+                    self._cond.wait_for(lambda: self._item is not None or self.closed, timeout)
+                finally:
+                    self._waiting -= 1
             item, self._item = self._item, None
             self._cond.notify_all()
             return item
@@ -41,6 +47,14 @@ class LatestSlot(Generic[T]):
         """Block until the consumer took the item (demand-driven producers)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._item is None or self.closed, timeout)
+
+    def wait_demand(self, timeout: float) -> bool:
+        """Block until a consumer is waiting in take() on an empty slot: a producer that makes
+        frames on demand (unpaced replay) then hands over the freshest possible one."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (self._item is None and self._waiting > 0) or self.closed, timeout
+            )
 
     def close(self) -> None:
         with self._cond:
