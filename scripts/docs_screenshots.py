@@ -1,0 +1,139 @@
+"""Take the screenshots docs/technician-guide.md shows, with Debian's chromium in headless mode.
+
+    .venv/bin/python scripts/docs_screenshots.py [--model DIR]... [--out docs/screenshots] [--force]
+
+Starts `smearscope run` on the replay camera (the shipped sample slides) with a throw-away data
+directory and account, opens a sample, captures a few fields, and saves live.png, sample.png,
+history.png (and result.png). Existing files are kept unless --force. Needs playwright (dev extra) and
+/usr/bin/chromium; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMEARSCOPE = Path(sys.prefix) / "bin" / "smearscope"
+PASSWORD = "screenshots-only-password"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"smearscope run exited with {proc.returncode}")
+        try:
+            if requests.get(url + "/healthz", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not come up")
+
+
+def shoot(models: list[str], out: Path, force: bool) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = {n: out / f"{n}.png" for n in ("live", "sample", "history", "result")}
+    if not force and all(p.exists() for p in wanted.values()):
+        print("all screenshots exist (use --force to retake)")
+        return []
+    work = Path(tempfile.mkdtemp(prefix="smearscope-shots-"))
+    port = _free_port()
+    config = work / "config.toml"
+    model_list = ", ".join(f'"{m}"' for m in models)
+    config.write_text(
+        f'[device]\ndata_dir = "{work / "data"}"\n[camera]\nsource = "replay"\nfps = 1.0\n'
+        f"[classifier]\nmodels = [{model_list}]\n[store]\nevery_s = 0\n"
+        f'[web]\nhost = "127.0.0.1"\nport = {port}\n'
+    )
+    env = dict(os.environ)
+    subprocess.run(
+        [str(SMEARSCOPE), "users", "add", "demo", "--role", "admin", "--config", str(config)],
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        env=env,
+    )
+    proc = subprocess.Popen([str(SMEARSCOPE), "run", "--config", str(config)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    taken = []
+    try:
+        _wait_http(url, proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url + "/login")
+            page.fill("input[name=username]", "demo")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.goto(url + "/")
+            page.fill("input[name=slide_id]", "DEMO-0001")
+            page.fill("textarea[name=notes]", "replay camera, dataset sample slides")
+            page.locator("input[name=slide_id]").press("Enter")
+            page.wait_for_function(
+                "document.getElementById('call-label').textContent.indexOf('Waiting') < 0", timeout=60_000
+            )
+            for _ in range(4):  # a few fields into the sample, one per replayed slide
+                page.wait_for_timeout(1500)
+                if page.locator("#capture").is_enabled():
+                    page.click("#capture")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(wanted["live"]))
+            page.goto(url + "/samples")
+            page.locator("table a").first.click()
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(wanted["sample"]), full_page=True)
+            page.goto(url + "/history")
+            page.screenshot(path=str(wanted["history"]), full_page=True)
+            page.locator("a[href*='/results/']").first.click()
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(wanted["result"]), full_page=True)
+            browser.close()
+        taken = list(wanted.values())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return taken
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", help="bundle dir (default: the repository's models/DEFAULT)")
+    p.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args()
+    models = args.model
+    if not models:
+        listing = REPO / "models" / "DEFAULT"
+        names = [n.strip() for n in listing.read_text().splitlines() if n.strip() and not n.startswith("#")]
+        models = [str(REPO / "models" / n) for n in names]
+    for path in shoot([str(Path(m).resolve()) for m in models], Path(args.out), args.force):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
