@@ -99,9 +99,10 @@ def test_run_serves_notifies_and_stops_cleanly(tmp_path, tiny_bundle, sample_ima
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(30)
-    p = start(cfg, tmp_path, {"NOTIFY_SOCKET": str(sock_path)})
+    p = start(cfg, tmp_path, {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"})
     try:
         assert sock.recv(4096).decode().startswith("READY=1")
+        assert sock.recv(4096).decode() == "WATCHDOG=1"  # the pipeline watchdog's healthy rounds
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         db = tmp_path / "data" / "smearscope.db"
         assert wait_for(lambda: records(db) >= 5)
