@@ -177,3 +177,11 @@ def test_hub_token(station: Path, capsys, fake_hub: str, token: str, status: str
     hub = _by_area(report)["hub"][0]
     assert hub["status"] == status and words in hub["message"]
     assert rc == (0 if status == "ok" else 1)
+
+
+def test_web_page_check(station: Path, capsys, fake_hub: str) -> None:
+    port = fake_hub.rsplit(":", 1)[1]  # anything answering /healthz with 200 stands in for the page
+    rc, report = _doctor(_config(station, f'[web]\nhost = "0.0.0.0"\nport = {port}\n'), capsys)
+    assert rc == 0 and _by_area(report)["web"][0]["status"] == "ok"
+    rc, report = _doctor(_config(station, f"[web]\nport = {_closed_port()}\n"), capsys)
+    assert rc == 0 and _by_area(report)["web"][0]["status"] == "skip"  # no daemon here: not a failure

@@ -1,8 +1,9 @@
 """`smearscope doctor`: check a station and say what to fix.
 
 Checks: configuration, TFLite runtime and model bundles (hash, tensors, one ensemble), camera, disk,
-clock, hub reachability and token, and the systemd service. Each check yields OK / WARN / FAIL lines
-with a fix; the exit status is 1 when any check failed (warnings do not fail), so it can gate scripts.
+clock, hub reachability and token, the systemd service and the page. Each check yields OK / WARN / FAIL
+lines with a fix; the exit status is 1 when any check failed (warnings do not fail), so it can gate
+scripts.
 """
 
 from __future__ import annotations
@@ -396,7 +397,39 @@ def check_service(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
         )
 
 
-CHECKS: tuple[CheckFn, ...] = (check_models, check_camera, check_disk, check_clock, check_hub, check_service)
+def check_web(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
+    """The page of a running daemon answers /healthz; no daemon running is not a failure here."""
+    import requests
+
+    host = "127.0.0.1" if cfg.web.host in ("0.0.0.0", "::", "") else cfg.web.host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.web.port}/healthz"
+    try:
+        r = requests.get(url, timeout=5)
+    except requests.RequestException:
+        running = not args.no_system and _service_active()
+        why = f"although {SERVICE} is active" if running else "(daemon not running)"
+        yield Check(
+            "web",
+            FAIL if running else SKIP,
+            f"{url} does not answer {why}",
+            f"journalctl -u {SERVICE} -e" if running else "",
+        )
+        return
+    if r.status_code == 200:
+        yield Check("web", OK, f"the page answers on port {cfg.web.port} (web host {cfg.web.host})")
+    else:
+        yield Check("web", FAIL, f"{url} answered {r.status_code}", f"journalctl -u {SERVICE} -e")
+
+
+CHECKS: tuple[CheckFn, ...] = (
+    check_models,
+    check_camera,
+    check_disk,
+    check_clock,
+    check_hub,
+    check_service,
+    check_web,
+)
 
 
 def run_checks(cfg: Config, args: argparse.Namespace, checks: tuple[CheckFn, ...] = CHECKS) -> list[Check]:
