@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hubkit import fill_store
 
 from device.store import Store
@@ -67,3 +68,14 @@ def test_backoff_grows_with_jitter_and_is_capped():
         delays = [backoff_delay(failures, 2.0, 60.0, rng) for _ in range(50)]
         assert all(step / 2 <= d <= step for d in delays)
         assert len(set(delays)) > 1
+
+
+def test_one_push_pass_at_a_time(tmp_path):
+    from device.sync import HubClient, SyncBusy, Syncer
+
+    store, ob, _ = _store(tmp_path, 1)
+    ob.claim(1)  # a live pass is sending this row
+    with ob.exclusive():
+        with pytest.raises(SyncBusy):
+            Syncer(Outbox(store), HubClient("http://127.0.0.1:9", "t")).run(wait_s=0.2)
+        assert ob.counts()["sending"] == 1  # the second pass did not take the row back

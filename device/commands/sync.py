@@ -17,7 +17,7 @@ import time
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.store import Store
-from device.sync import HubClient, HubError, Outbox, Syncer, SyncWorker
+from device.sync import HubClient, HubError, Outbox, SyncBusy, Syncer, SyncWorker
 from device.sync.worker import BACKOFF_BASE_S, SyncSummary, backoff_delay
 
 
@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     store = Store.from_config(config)
     try:
         outbox = Outbox(store)
-        outbox.recover()
         if args.retry_rejected:
             outbox.retry_rejected()
         if args.once:
@@ -65,8 +64,11 @@ def _once(outbox: Outbox, config, retries: int) -> int:  # noqa: ANN001
     try:
         for attempt in range(retries + 1):
             try:
-                s = Syncer(outbox, client, config.sync.batch_size).run()
+                s = Syncer(outbox, client, config.sync.batch_size).run(wait_s=30.0)
                 total.error = None
+            except SyncBusy as exc:
+                s = SyncSummary(error=str(exc), counts=outbox.counts())
+                total.error = str(exc)
             except HubError as exc:
                 s = exc.summary  # type: ignore[attr-defined]
                 total.error = str(exc)

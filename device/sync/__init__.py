@@ -1,7 +1,7 @@
 """Offline-first sync to the hub: an outbox on the store (per-record state), the HTTP transport and the
 worker that pushes images then records, backing off while the hub is unreachable."""
 
-from device.sync.outbox import Outbox
+from device.sync.outbox import Outbox, SyncBusy
 from device.sync.transport import HubClient, HubError, HubRefused, HubUnreachable
 from device.sync.worker import Syncer, SyncSummary, SyncWorker
 
@@ -11,6 +11,7 @@ __all__ = [
     "HubRefused",
     "HubUnreachable",
     "Outbox",
+    "SyncBusy",
     "SyncSummary",
     "SyncWorker",
     "Syncer",

@@ -2,18 +2,29 @@
 
 States: pending → sending → synced | rejected (+ sync_error). Nothing is ever deleted here: a record
 leaves the queue only when the hub confirmed it (accepted or duplicate) or rejected it (quarantine).
-`sending` rows left by a crash go back to pending on start; resending is safe because the hub is
+`sending` rows left by a crash go back to pending when the next push pass starts (a pass holds an
+flock, so it never takes back rows a live pass is sending); resending is safe because the hub is
 idempotent by UUID.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from device.store import Store, record_json, utc_now
+
+LOCK_NAME = "sync.lock"
+
+
+class SyncBusy(RuntimeError):
+    """Another push pass (the daemon's worker or `smearscope sync`) holds the outbox."""
 
 
 class Outbox:
@@ -21,6 +32,30 @@ class Outbox:
 
     def __init__(self, store: Store):
         self.store = store
+
+    @contextlib.contextmanager
+    def exclusive(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the outbox for one push pass (an flock on <data_dir>/sync.lock, released by the kernel
+        if the process dies), so `recover()` never takes back rows another live pass is sending."""
+        fd = os.open(self.store.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SyncBusy(
+                            "another sync is running (the daemon's worker or smearscope sync)"
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @property
     def conn(self) -> sqlite3.Connection:

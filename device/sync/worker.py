@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from device.store import Store, utc_now
-from device.sync.outbox import Outbox
+from device.sync.outbox import Outbox, SyncBusy
 from device.sync.transport import HubClient, HubError, HubRefused, HubUnreachable
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,23 @@ class Syncer:
         self.client = client
         self.batch_size = batch_size
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> SyncSummary:
-        """Probe, then push batches until nothing is pending, `should_stop()` or an error (raised after
-        releasing the batch in flight; the summary so far is on the exception as `.summary`)."""
+    def run(self, should_stop: Callable[[], bool] = lambda: False, *, wait_s: float = 0.0) -> SyncSummary:
+        """Take the outbox (SyncBusy if another pass holds it after `wait_s`), put back rows a crashed
+        pass left in `sending`, probe, then push batches until nothing is pending, `should_stop()` or an
+        error (raised after releasing the batch in flight; the summary so far is on it as `.summary`)."""
+        with self.outbox.exclusive(wait_s):
+            return self._run(should_stop)
+
+    def _run(self, should_stop: Callable[[], bool]) -> SyncSummary:
         t0 = time.monotonic()
         summary = SyncSummary()
         try:
+            recovered = self.outbox.recover()
+            if recovered:
+                log.info(
+                    "sync: %d record(s) left in 'sending' by an interrupted pass go back to pending",
+                    recovered,
+                )
             self.client.ping()
             after = 0
             while not should_stop():
@@ -248,12 +259,6 @@ class SyncWorker:
 
     def _run(self) -> None:
         outbox = Outbox(self.store)
-        try:
-            n = outbox.recover()
-            if n:
-                log.info("sync: %d record(s) left in 'sending' by a crash go back to pending", n)
-        except Exception:  # noqa: BLE001
-            log.exception("sync: cannot recover the outbox")
         client: HubClient | None = None
         while not self._stop.is_set():
             delay = self.cfg.interval_s
@@ -270,6 +275,8 @@ class SyncWorker:
                         self._failures = 0
                         self._backoff_s = 0.0
                         self._state = "idle"
+            except SyncBusy as exc:  # a manual `smearscope sync` is pushing: not a failure, try later
+                self._set(state="idle", last_error=str(exc))
             except HubError as exc:
                 if isinstance(exc, HubUnreachable) and client is not None:
                     client.close()
