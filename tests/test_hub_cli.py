@@ -7,12 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
-from hubkit import hub_db, pg_server  # noqa: F401 - fixtures
+from hubkit import fill_store, hub_db, pg_server  # noqa: F401 - fixtures
 from sqlalchemy import create_engine, text
 
+from device.store import Store
+from device.sync import HubClient, Outbox, Syncer
 from hub.cli import main
 from hub.db import normalize_url
 from hub.pgcluster import free_port
@@ -55,7 +58,7 @@ def _serve(db: str, *extra: str):
             *extra,
         ],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=(log := tempfile.TemporaryFile()),  # noqa: SIM115 - lives as long as the server
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -68,7 +71,8 @@ def _serve(db: str, *extra: str):
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError(f"hub did not start: {proc.stdout.read().decode()[-2000:]}")
+    log.seek(0)
+    raise AssertionError(f"hub did not start: {log.read().decode()[-2000:]}")
 
 
 def _get(url, token):
@@ -77,15 +81,22 @@ def _get(url, token):
         return json.loads(r.read())
 
 
-def test_serve(hub_db, capsys):  # noqa: F811
-    """SQLite: one waitress process; PostgreSQL: two gunicorn workers sharing the database."""
+def test_serve(hub_db, capsys, tmp_path):  # noqa: F811
+    """SQLite: one waitress process; PostgreSQL: two gunicorn workers sharing the database (stateless)."""
     workers = "1" if hub_db.startswith("sqlite") else "2"
     assert main(["users", "add", "reader", "--db", hub_db]) == 0
     token = capsys.readouterr().out.strip()
+    assert main(["devices", "add", "scope-1", "--db", hub_db]) == 0
+    device_token = capsys.readouterr().out.strip()
+    store = Store(tmp_path / "dev", reserve_bytes=0)
+    fill_store(store, 25)
     proc, url = _serve(hub_db, "--workers", workers)
     try:
-        for _ in range(6):  # spread over the workers
-            assert _get(url + "/api/v1/stats", token) == {"results": 0, "images": 0, "devices": 0}
+        assert _get(url + "/api/v1/stats", token) == {"results": 0, "images": 0, "devices": 1}
+        summary = Syncer(Outbox(store), HubClient(url, device_token), batch_size=4).run()
+        assert summary.sent == 25 and summary.images_sent == 25
+        for _ in range(4):  # whichever worker answers sees the same database
+            assert _get(url + "/api/v1/stats", token) == {"results": 25, "images": 25, "devices": 1}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
