@@ -352,3 +352,30 @@ def test_mjpeg_keepalive_when_the_camera_stops(app_svc):
     parts = list(mjpeg_frames(svc.live, fps=20, heatmap=False, stop_after_s=0.5, keepalive_s=0.1))
     assert len(parts) >= 3  # the one frame, then re-sent so a gone client is noticed
     assert len(set(parts)) == 1
+
+
+def test_date_range_pages_walk_time_order(client, app_svc):
+    """With a date filter the history walks captured_at (cursor "time|seq"), across pages, no gaps."""
+    _, svc = app_svc
+    for i in range(7):
+        for k in range(10):
+            at = f"2026-03-0{i + 1}T10:00:{k:02d}.000Z"
+            svc.store.add_result(
+                {"source": "camera", "label": "Pre", "captured_at": at, "probabilities": {"Pre": 1.0}}
+            )
+    got, before = [], None
+    while True:
+        url = "/api/v1/results?from=2026-03-02&to=2026-03-06&limit=7" + (
+            f"&before={before}" if before else ""
+        )
+        body = client.get(url).get_json()
+        got += body["results"]
+        before = body["next_before"]
+        if before is None:
+            break
+    times = [r["captured_at"] for r in got]
+    assert len(got) == 50 and times == sorted(times, reverse=True) and len(set(r["id"] for r in got)) == 50
+    assert times[0].startswith("2026-03-06") and times[-1].startswith("2026-03-02")
+    assert client.get("/api/v1/results?from=2026-03-02&before=garbage").status_code == 400
+    html = client.get("/history?from=2026-03-01&to=2026-03-07").get_data(as_text=True)
+    assert "before=2026-03-" in html

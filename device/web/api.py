@@ -53,9 +53,8 @@ def results():
         filters = queries.parse_filters(request.args)
     except queries.BadFilter as exc:
         return _error(400, str(exc))
-    rows = ext.store.list_results(**filters.store_kwargs())
-    nxt = rows[-1]["seq"] if len(rows) == filters.limit else None
-    return jsonify({"results": rows, "next_before": nxt})
+    rows, cursor = queries.list_results(ext.conn(), filters)
+    return jsonify({"results": rows, "next_before": cursor})
 
 
 @bp.route("/results/<result_id>")
@@ -169,5 +168,4 @@ def export():
         filters = queries.parse_filters(request.args)
     except queries.BadFilter as exc:
         return _error(400, str(exc))
-    filters.before_seq = None
     return export_response(filters, request.args.get("format", "json"))

@@ -55,12 +55,10 @@ def page():
         filters = queries.parse_filters(request.args, default_limit=PAGE, max_limit=200)
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
-    rows = ext.store.list_results(**filters.store_kwargs())
+    rows, cursor = queries.list_results(ext.conn(), filters)
     reviews = queries.reviews_for(ext.conn(), [r["id"] for r in rows])
     slides = queries.sample_slides(ext.conn(), [r["sample_id"] for r in rows])
-    next_args = None
-    if len(rows) == filters.limit:
-        next_args = {**filters.query_args(), "before": rows[-1]["seq"]}
+    next_args = {**filters.query_args(), "before": cursor} if cursor else None
     return render_template(
         "history.html",
         rows=rows,
@@ -144,7 +142,7 @@ def export_response(filters: queries.Filters, fmt: str) -> Response:
     sample = store.get_sample(filters.sample) if filters.sample else None
     if filters.sample and sample is None:
         abort(404, description=f"no sample {filters.sample}")
-    records = queries.iter_records(store, filters)
+    records = queries.iter_records(ext.conn(), filters)
     if fmt == "csv":
         slides = {sample["id"]: sample["slide_id"]} if sample else _SlideLookup(ext.conn())
         body = csv_rows(records, labels, slides)
@@ -183,5 +181,4 @@ def export(fmt: str):
         filters = queries.parse_filters(request.args)
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
-    filters.before_seq = None
     return export_response(filters, fmt)
