@@ -250,6 +250,19 @@ def export_csv() -> Response:
     )
 
 
+@dashboard.app_template_filter("offset")
+def offset(seconds: float | None) -> str:
+    """A clock offset for people: "+3 s", "-2.1 d"."""
+    if seconds is None:
+        return "unknown"
+    a = abs(seconds)
+    sign = "-" if seconds < 0 else "+"
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if a >= n:
+            return f"{sign}{a / n:.1f} {unit}"
+    return f"{sign}{a:.0f} s"
+
+
 def _ago(t: datetime | None) -> str:
     if t is None:
         return "never"
