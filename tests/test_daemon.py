@@ -165,3 +165,14 @@ def test_status_and_metrics_routes_exist(tmp_path, tiny_bundle, sample_images, p
         assert json.dumps(s.status())  # the status body is JSON-serialisable
     finally:
         s.stop()
+
+
+def test_busy_port_is_explained(tmp_path, tiny_bundle, sample_images):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = write_config(tmp_path, tiny_bundle, sample_images[0].parent, port)
+        p = start(cfg, tmp_path)
+        out, _ = p.communicate(timeout=60)
+    assert p.returncode == 2 and "cannot listen on" in out and "--port" in out

@@ -196,3 +196,18 @@ def test_stale_temps_removed_on_open(tmp_path):
     s = Store(tmp_path / "d")
     assert not tmp.exists()
     assert "temp file" in s.recent_events(1)[0]["message"]
+
+
+def test_unusable_data_dir_is_explained(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot use the data directory"):
+        Store(blocker / "data")
+
+
+def test_newer_schema_is_refused(tmp_path):
+    s = Store(tmp_path / "d")
+    s.conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    s.close()
+    with pytest.raises(StoreError, match="newer than this smearscope"):
+        Store(tmp_path / "d")

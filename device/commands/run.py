@@ -14,6 +14,7 @@ import threading
 import time
 
 from device.config import add_config_args, config_from_args
+from device.errors import SmearscopeError
 from device.notify import notify, watchdog_interval_s
 
 log = logging.getLogger("smearscope.run")
@@ -80,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     app = create_app(config, services)
-    server = make_server(app, config.web.host, config.web.port)
+    try:
+        server = make_server(app, config.web.host, config.web.port)
+    except OSError as exc:
+        services.stop(timeout=1.0)
+        raise SmearscopeError(
+            f"cannot listen on {config.web.host}:{config.web.port} ({exc.strerror or exc}): is another "
+            "smearscope running? Stop it or choose another --port"
+        ) from exc
     services.start()
     web = threading.Thread(target=server.run, name="smearscope-web", daemon=True)
     web.start()

@@ -127,7 +127,6 @@ class Store:
     ):
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / IMAGES_DIR
-        self.images_dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.data_dir / DB_NAME
         self.reserve_bytes = reserve_bytes
         self.budget_bytes = budget_bytes
@@ -137,8 +136,17 @@ class Store:
         self._conns_lock = threading.Lock()
         self.disk_full = False
         self._last_full_event = 0.0
-        removed = remove_stale_temps(self.data_dir)
-        migrate(self.conn)
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_stale_temps(self.data_dir)
+            migrate(self.conn)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot use the data directory {self.data_dir}: {exc}; check its owner and permissions "
+                "(on a device: `sudo chown -R smearscope: /var/lib/smearscope`) or pass --data-dir"
+            ) from exc
+        except RuntimeError as exc:  # a database from a newer smearscope
+            raise StoreError(f"{self.db_path}: {exc}") from exc
         self.device_id = device_id or self.get_meta("device_id") or ""
         if not self.device_id:
             self.device_id = str(uuid.uuid4())
