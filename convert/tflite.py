@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from device.preprocess import load_for_model
+from device.runtime import interpreter_class
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def convert(
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.uint8
     data = conv.convert()
-    interp = tf.lite.Interpreter(model_content=data)
-    det = interp.get_input_details()[0]
+    interpreter, _ = interpreter_class()  # the device's runtime (LiteRT), not the deprecated tf.lite one
+    det = interpreter(model_content=data).get_input_details()[0]
     in_dtype = np.dtype(det["dtype"]).name
     scale, zero = det["quantization"]
     if in_dtype == "uint8" and (abs(scale - 1.0) > 1e-6 or zero != 0):

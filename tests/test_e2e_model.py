@@ -1,0 +1,103 @@
+"""End to end: generated smears -> a tiny trained Keras model in a run dir -> `smearscope convert` (int8,
+CAM) -> `smearscope evaluate` / `classify` through the CLI, on the run's test split.
+
+The run dir is made here with the shipped models' exact structure (tests/make_tiny_bundle.py) rather
+than `smearscope train --weights none`, whose random-init backbone stays at chance in a few epochs
+(tests/test_training.py covers `smearscope train` itself).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from make_tiny_bundle import LABELS, build_model, fit_tiny, write_dataset  # noqa: E402
+
+from device.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SIZE = 64
+
+
+def make_run(root: Path) -> Path:
+    from device.preprocess import load_for_model
+
+    items = write_dataset(root / "data", 16, seed=11)
+    parts: dict[str, list] = {"train": [], "val": [], "test": []}
+    for i, (path, label) in enumerate(items):
+        part = "train" if i % 16 < 10 else ("val" if i % 16 < 13 else "test")
+        parts[part].append({"path": str(path), "label": label, "sha256": "-"})
+    run = root / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"labels": list(LABELS), "seed": 0, **parts}))
+    config = {
+        "data": str(root / "data"),
+        "backbone": "mobilenetv2",
+        "alpha": 0.35,
+        "size": SIZE,
+        "resize": "center_crop",
+        "seed": 0,
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    x = np.stack([load_for_model(r["path"], (SIZE, SIZE)) for r in parts["train"]]).astype(np.float32)
+    y = np.array([LABELS.index(r["label"]) for r in parts["train"]])
+    model = build_model(SIZE, len(LABELS))
+    fit_tiny(model, x, y)
+    model.save(run / "model.keras")
+    test_dir = root / "testsplit"
+    for r in parts["test"]:
+        (test_dir / r["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(r["path"], test_dir / r["label"])
+    return run
+
+
+def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
+    run = make_run(tmp_path)
+    models = tmp_path / "models"
+    bundle = models / "tiny-int8"
+    argv = ["convert", str(run), "--out", str(bundle), "--quantization", "int8", "--cam", "--set-default"]
+    assert main([*argv, "--representative", "32", "--no-float-reference"]) == 0
+    assert "test split" in capsys.readouterr().out
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["input"]["dtype"] == "uint8" and manifest["quantization"] == "int8"
+    assert [o["name"] for o in manifest["outputs"]] == ["probabilities", "cam"]
+    assert [lb["id"] for lb in manifest["labels"]] == list(LABELS)
+    assert 0.05 <= manifest["temperature"] <= 20 and 0.5 <= manifest["abstain_threshold"] < 1
+    assert manifest["calibration"]["split"] == "val" and "ood" in manifest["calibration"]
+    assert manifest["verification"]["agreement"] >= 0.75
+    assert manifest["verification"]["input_quantization"] == {"scale": 1.0, "zero_point": 0}
+    assert manifest["metrics"]["split"] == "test" and "per image" in manifest["metrics"]["split_note"]
+    assert "not a diagnosis" in (bundle / "MODEL.md").read_text()
+    assert (bundle / "report" / "confusion_matrix.png").stat().st_size > 1000
+    assert "tiny-int8" in (models / "DEFAULT").read_text().split()
+
+    out = tmp_path / "eval.json"
+    data = tmp_path / "testsplit"
+    assert main(["evaluate", "--model", str(bundle), "--data", str(data), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {"n", "accuracy", "macro_f1", "labels", "per_class", "confusion_matrix", "models"} <= res.keys()
+    assert res["n"] == 12 and res["labels"] == list(LABELS)
+    assert res["accuracy"] > 0.5  # chance is 0.25
+    # The card's figures are reproduced exactly by `smearscope evaluate` on the same split.
+    assert res["accuracy"] == pytest.approx(manifest["metrics"]["accuracy"])
+    assert res["confusion_matrix"] == manifest["metrics"]["confusion_matrix"]
+
+    monkeypatch.setenv("SMEARSCOPE_MODELS_DIR", str(models))
+    some = sorted(data.rglob("*.jpg"))[:2]
+    assert main(["classify", *map(str, some), "--json"]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert [ln["file"] for ln in lines] == list(map(str, some))
+
+
+def test_convert_refuses_an_incomplete_run_dir(tmp_path: Path, capsys) -> None:
+    (tmp_path / "run").mkdir()
+    assert main(["convert", str(tmp_path / "run"), "--out", str(tmp_path / "m")]) == 2
+    assert "no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
