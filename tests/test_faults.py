@@ -124,7 +124,7 @@ def test_kill_9_of_a_writer_leaves_a_consistent_store(tmp_path):
         finally:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
-    s = Store(data)  # reopening cleans temps left by the kills
+    s = Store(data, temps_older_than_s=0)  # the daemon reopening cleans temps left by the kills
     assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = s.conn.execute("SELECT image_sha256 FROM results").fetchall()
     assert len(rows) > 20

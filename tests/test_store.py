@@ -188,14 +188,22 @@ def test_threads_get_their_own_connection(store):
 
 
 def test_stale_temps_removed_on_open(tmp_path):
+    import os
+
     s = Store(tmp_path / "d")
     s.close()
     tmp = tmp_path / "d" / "images" / "ab" / ".tmp-xyz"
     tmp.parent.mkdir(parents=True)
     tmp.write_bytes(b"half")
+    Store(tmp_path / "d").close()  # another process: a fresh temp may be a write in progress
+    assert tmp.exists()
+    os.utime(tmp, (0, 0))  # an old one is stale
     s = Store(tmp_path / "d")
     assert not tmp.exists()
     assert "temp file" in s.recent_events(1)[0]["message"]
+    tmp.write_bytes(b"half")
+    Store(tmp_path / "d", temps_older_than_s=0)  # the daemon owns the directory: all temps are stale
+    assert not tmp.exists()
 
 
 def test_unusable_data_dir_is_explained(tmp_path):

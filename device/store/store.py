@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from device.errors import SmearscopeError
-from device.fsutil import atomic_write_bytes, remove_stale_temps
+from device.fsutil import TMP_PREFIX, atomic_write_bytes, remove_stale_temps
 from device.sample_summary import summarise
 from device.store.db import connect, migrate
 
@@ -113,6 +113,23 @@ def _sample_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _remove_temps(directory: Path, older_than_s: float) -> int:
+    """Delete temp files a killed writer left. Another process (`smearscope sync --once` beside a running
+    daemon) only removes ones older than `older_than_s`, so it never races a write in progress."""
+    if older_than_s <= 0:
+        return remove_stale_temps(directory)
+    cutoff = time.time() - older_than_s
+    n = 0
+    for p in directory.rglob(f"{TMP_PREFIX}*"):
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
 class Store:
     """See DEVELOPERS.md Contract 4. `free_bytes` may be replaced (tests simulate a full disk)."""
 
@@ -124,6 +141,7 @@ class Store:
         reserve_bytes: int = 200 * 2**20,
         budget_bytes: int = 0,
         free_bytes: Callable[[], int] | None = None,
+        temps_older_than_s: float = 60.0,
     ):
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / IMAGES_DIR
@@ -138,7 +156,7 @@ class Store:
         self._last_full_event = 0.0
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
-            removed = remove_stale_temps(self.data_dir)
+            removed = _remove_temps(self.data_dir, temps_older_than_s)
             migrate(self.conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(
@@ -157,6 +175,8 @@ class Store:
 
     @classmethod
     def from_config(cls, config, **kw) -> Store:
+        """The daemon's store: it owns the data directory, so every temp file is a stale one."""
+        kw.setdefault("temps_older_than_s", 0.0)
         return cls(
             config.device.data_dir,
             device_id=config.device.id,
