@@ -1,0 +1,1 @@
+"""The central hub devices sync to (Flask + SQLAlchemy 2 + Alembic); see hub/README.md."""

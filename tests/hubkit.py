@@ -3,6 +3,7 @@ a real hub server on loopback, and a device store with N records and their image
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import threading
@@ -20,20 +21,30 @@ from hub.app import HubSettings, create_app
 PG_ENV = "SMEARSCOPE_TEST_PG_URL"
 
 
+_cluster: Any = None
+_cluster_error: str | None = None
+
+
+def _shared_cluster() -> Any:
+    """One throwaway cluster per test process, however many modules import the fixture."""
+    global _cluster, _cluster_error
+    if _cluster is None and _cluster_error is None:
+        from hub.pgcluster import PostgresUnavailable, TempPostgres
+
+        try:
+            _cluster = TempPostgres().start()
+            atexit.register(_cluster.stop)
+        except PostgresUnavailable as exc:
+            _cluster_error = str(exc)
+    if _cluster_error is not None:
+        pytest.skip(f"PostgreSQL unavailable: {_cluster_error}")
+    return _cluster
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    """A PostgreSQL server for the session: $SMEARSCOPE_TEST_PG_URL, else a throwaway cluster."""
-    if os.environ.get(PG_ENV):
-        yield None
-        return
-    from hub.pgcluster import PostgresUnavailable, TempPostgres
-
-    try:
-        pg = TempPostgres().start()
-    except PostgresUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    yield pg
-    pg.stop()
+    """A PostgreSQL server: $SMEARSCOPE_TEST_PG_URL, else a throwaway cluster (initdb + pg_ctl)."""
+    return None if os.environ.get(PG_ENV) else _shared_cluster()
 
 
 def _fresh_pg_database(pg: Any) -> str:
