@@ -386,18 +386,31 @@ fi
 
 # --------------------------------------------------------------------------------------- 10. systemd
 UNIT=smearscope.service
-[ "$ROLE" = hub ] && UNIT=smearscope-hub.service
-say "10. systemd unit $UNIT"
-sed -e "s#/opt/smearscope/venv#$VENV#g" -e "s#/opt/smearscope/src#$APP_DIR/src#g" \
-  "$SRC/systemd/$UNIT" | write_file "$R$UNIT_DIR/$UNIT" 0644
+UNIT_FILES=(smearscope.service smearscope-backup.service smearscope-backup.timer)
+ENABLE=(smearscope.service smearscope-backup.timer)
+if [ "$ROLE" = hub ]; then
+  UNIT=smearscope-hub.service; UNIT_FILES=("$UNIT"); ENABLE=("$UNIT")
+fi
+say "10. systemd units ${UNIT_FILES[*]}"
+for u in "${UNIT_FILES[@]}"; do
+  sed -e "s#/opt/smearscope/venv#$VENV#g" -e "s#/opt/smearscope/src#$APP_DIR/src#g" \
+    "$SRC/systemd/$u" | write_file "$R$UNIT_DIR/$u" 0644
+done
+if [ "$ROLE" = device ]; then
+  # the daily backup's destination (smearscope-backup.service; keeps 7, images hard-linked)
+  run mkdir -p "$R/var/backups/smearscope"
+  run chmod 0750 "$R/var/backups/smearscope"
+  set_owner "$USER_NAME:$USER_NAME" "$R/var/backups/smearscope"
+fi
 if [ -n "$PREFIX" ]; then
-  run systemctl --root="$R" enable "$UNIT" 2>&1 | sed 's/^/  /' || true
+  run systemctl --root="$R" enable "${ENABLE[@]}" 2>&1 | sed 's/^/  /' || true
   echo "  skip (--prefix): systemctl daemon-reload, start $UNIT"
 elif [ "$DRY_RUN" = 0 ] && ! [ -d /run/systemd/system ]; then
-  echo "  systemd is not running here: enable by hand (systemctl enable --now $UNIT)"
+  echo "  systemd is not running here: enable by hand (systemctl enable --now ${ENABLE[*]})"
 else
   run systemctl daemon-reload
-  run systemctl enable "$UNIT"
+  run systemctl enable "${ENABLE[@]}"
+  [ "$ROLE" = device ] && run systemctl start smearscope-backup.timer
   if [ "$START" = 1 ]; then
     # restart, so a second run picks up new code and units; Type=notify: this waits for READY=1
     run systemctl restart "$UNIT" || die "$UNIT did not start: journalctl -u $UNIT -e ; smearscope doctor"

@@ -35,24 +35,29 @@ if [ "$DRY_RUN" = 0 ] && [ -z "$PREFIX" ] && [ "$(id -u)" != 0 ]; then
 fi
 R="$PREFIX"
 if [ "$ROLE" = device ]; then
-  UNIT=smearscope.service USER_NAME=smearscope STATE_DIR=/var/lib/smearscope WRAPPER=smearscope
+  USER_NAME=smearscope STATE_DIR=/var/lib/smearscope WRAPPER=smearscope
+  UNITS=(smearscope.service smearscope-backup.timer smearscope-backup.service)
   CONF_FILES=(/etc/smearscope/config.toml /etc/smearscope/environment)
 else
-  UNIT=smearscope-hub.service USER_NAME=smearscope-hub STATE_DIR=/var/lib/smearscope-hub WRAPPER=smearscope-hub
+  USER_NAME=smearscope-hub STATE_DIR=/var/lib/smearscope-hub WRAPPER=smearscope-hub
+  UNITS=(smearscope-hub.service)
   CONF_FILES=(/etc/smearscope/hub.env)
 fi
 
-say "1. stop and disable $UNIT"
-if [ -n "$PREFIX" ]; then
-  if [ -e "$R/etc/systemd/system/$UNIT" ]; then
-    run systemctl --root="$R" disable "$UNIT" 2>&1 | sed 's/^/  /' || true
+say "1. stop and disable ${UNITS[*]}"
+for u in "${UNITS[@]}"; do
+  if [ -n "$PREFIX" ]; then
+    if [ -e "$R/etc/systemd/system/$u" ]; then
+      run systemctl --root="$R" disable "$u" 2>&1 | sed 's/^/  /' || true
+    fi
+  elif [ -d /run/systemd/system ] || [ "$DRY_RUN" = 1 ]; then
+    run systemctl disable --now "$u" || true
   fi
-elif [ -d /run/systemd/system ] || [ "$DRY_RUN" = 1 ]; then
-  run systemctl disable --now "$UNIT" || true
-fi
+done
 
-say "2. unit file, command wrapper"
-run rm -f "$R/etc/systemd/system/$UNIT" "$R/usr/local/bin/$WRAPPER"
+say "2. unit files, command wrapper"
+for u in "${UNITS[@]}"; do run rm -f "$R/etc/systemd/system/$u"; done
+run rm -f "$R/usr/local/bin/$WRAPPER"
 [ -z "$PREFIX" ] && [ -d /run/systemd/system ] && run systemctl daemon-reload
 
 say "3. code and virtualenv in $APP_DIR"
@@ -67,10 +72,11 @@ fi
 if [ "$PURGE" = 1 ]; then
   say "4. --purge: data, config and the $USER_NAME user"
   run rm -rf "$R$STATE_DIR"
+  [ "$ROLE" = device ] && run rm -rf "$R/var/backups/smearscope"
   for f in "${CONF_FILES[@]}"; do run rm -f "$R$f"; done
   run rmdir --ignore-fail-on-non-empty "$R/etc/smearscope" 2>/dev/null || true
   if [ -z "$PREFIX" ] && id -u "$USER_NAME" >/dev/null 2>&1; then run userdel "$USER_NAME"; fi
 else
-  say "4. kept: $STATE_DIR (results, images, models), /etc/smearscope, user $USER_NAME (--purge removes them)"
+  say "4. kept: $STATE_DIR (results, images, models), /var/backups/smearscope, /etc/smearscope, user $USER_NAME (--purge removes them)"
 fi
 say "done"

@@ -74,7 +74,8 @@ def test_dry_run_lists_every_step_and_changes_nothing(platform: str) -> None:
     assert "write /etc/smearscope/config.toml" in out
     assert "users add admin --role admin" in out
     assert "write /etc/systemd/system/smearscope.service" in out
-    assert "systemctl enable smearscope.service" in out and "systemctl restart smearscope.service" in out
+    assert "systemctl enable smearscope.service smearscope-backup.timer" in out
+    assert "systemctl restart smearscope.service" in out
     if platform == "pi":
         assert "python3-picamera2" in out and "--system-site-packages" in out and "simplejpeg" in out
     if platform == "jetson":
@@ -170,14 +171,21 @@ def _exec_targets(unit: Path) -> list[str]:
 
 def test_installed_unit_exec_targets_exist_and_it_is_enabled(installed: tuple[Path, str]) -> None:
     root, _ = installed
-    unit = root / "etc/systemd/system/smearscope.service"
-    targets = _exec_targets(unit)
-    assert targets == [str(VENV / "bin" / "smearscope")]
-    for t in targets:
-        assert os.access(t, os.X_OK), t
+    units = root / "etc/systemd/system"
+    for name in ("smearscope.service", "smearscope-backup.service"):
+        targets = _exec_targets(units / name)
+        assert targets == [str(VENV / "bin" / "smearscope")], name
+        for t in targets:
+            assert os.access(t, os.X_OK), t
+    assert (units / "smearscope-backup.timer").is_file()
+    assert (root / "var/backups/smearscope").is_dir()
     if shutil.which("systemctl"):
-        link = root / "etc/systemd/system/multi-user.target.wants/smearscope.service"
-        assert link.is_symlink() and os.readlink(link) == "/etc/systemd/system/smearscope.service"
+        for wants, name in (
+            ("multi-user.target.wants", "smearscope.service"),
+            ("timers.target.wants", "smearscope-backup.timer"),
+        ):
+            link = units / wants / name
+            assert link.is_symlink() and os.readlink(link) == f"/etc/systemd/system/{name}"
 
 
 def _verify(unit: Path) -> subprocess.CompletedProcess:
@@ -191,10 +199,13 @@ def _verify(unit: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (apt systemd)")
-def test_systemd_analyze_verifies_the_installed_unit(installed: tuple[Path, str]) -> None:
+@pytest.mark.parametrize(
+    "name", ["smearscope.service", "smearscope-backup.service", "smearscope-backup.timer"]
+)
+def test_systemd_analyze_verifies_the_installed_units(installed: tuple[Path, str], name: str) -> None:
     root, _ = installed
-    r = _verify(root / "etc/systemd/system/smearscope.service")
-    assert r.returncode == 0 and "smearscope.service" not in r.stderr, r.stderr
+    r = _verify(root / "etc/systemd/system" / name)
+    assert r.returncode == 0 and name not in r.stderr, r.stderr
 
 
 def test_second_run_keeps_config_admin_and_models(installed: tuple[Path, str]) -> None:
@@ -233,6 +244,7 @@ def test_uninstall_keeps_data_unless_purge(tmp_path: Path) -> None:
     _install(root, "--no-start")
     sh(UNINSTALL, "--prefix", root)
     assert not (root / "etc/systemd/system/smearscope.service").exists()
+    assert not (root / "etc/systemd/system/smearscope-backup.timer").exists()
     assert not (root / "usr/local/bin/smearscope").exists()
     assert not (root / "opt/smearscope").exists()
     assert (root / "var/lib/smearscope/smearscope.db").is_file()

@@ -93,3 +93,16 @@ def test_verify_catches_a_broken_unit(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert "WatchdogSecs" in r.stderr
+
+
+def test_backup_units() -> None:
+    svc = parse_unit(UNITS / "smearscope-backup.service")
+    assert one(svc, "Service", "Type") == "oneshot" and one(svc, "Service", "User") == "smearscope"
+    argv = shlex.split(one(svc, "Service", "ExecStart"))
+    assert argv[1] == "backup" and "--keep" in argv
+    dest = argv[argv.index("--keep") - 1]
+    assert one(svc, "Service", "ReadWritePaths").lstrip("-") == dest  # the only extra writable place
+    timer = parse_unit(UNITS / "smearscope-backup.timer")
+    assert (
+        one(timer, "Timer", "Persistent") == "true" and one(timer, "Install", "WantedBy") == "timers.target"
+    )
