@@ -183,3 +183,26 @@ def test_slow_store_never_slows_classification(tmp_path, tiny_bundle, sample_ima
     assert wait_for(lambda: s.status()["store_dropped"] >= 5)
     st = s.status()
     assert st["frames_classified"] > st["records_stored"] + 5
+
+
+def test_watchdog_restarts_a_stuck_classifier_and_says_why(
+    tmp_path, tiny_bundle, sample_images, services_factory
+):
+    s = services_factory(make_config(tmp_path, tiny_bundle, sample_images[0].parent))
+    classify = s.ensemble.classify
+    stuck = threading.Event()
+
+    def sometimes_stuck(*a, **kw):
+        if not stuck.is_set():
+            stuck.set()
+            time.sleep(2.5)  # longer than the stall limit below
+        return classify(*a, **kw)
+
+    s.ensemble.classify = sometimes_stuck
+    s.pipeline.workers[2].stall_s = 0.5
+    s.start()
+    assert wait_for(lambda: s.pipeline.workers[2].restarts >= 1)
+    assert wait_for(lambda: s.status()["frames_classified"] >= 5)  # the new thread classifies
+    events = [e["message"] for e in s.store.recent_events(20)]
+    assert any("worker classify stuck" in m and "restarted" in m for m in events)
+    assert "watchdog" in s.status()["last_error"]

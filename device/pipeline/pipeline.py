@@ -112,6 +112,7 @@ class Pipeline:
             "error": None,
         }
         self.last_error: dict[str, str] | None = None
+        self._event_times: dict[str, float] = {}
         self._housekeeping_at = 0.0
         self.started_at = time.monotonic()
         self.paused = threading.Event()  # set: capture stops (benchmarks interleave other measurements)
@@ -154,7 +155,16 @@ class Pipeline:
     # -- errors --------------------------------------------------------------------------------
 
     def _error(self, source: str, message: str, level: str = "error") -> None:
-        self.last_error = {"at": utc_now(), "source": source, "message": message}
+        """Remember the error for status and record an event (the same message at most once a minute,
+        so a fault that repeats every frame does not flood the events table)."""
+        if level != "info":
+            self.last_error = {"at": utc_now(), "source": source, "message": message}
+        now = time.monotonic()
+        if now - self._event_times.get(message, -1e9) < 60.0:
+            return
+        self._event_times[message] = now
+        if len(self._event_times) > 256:
+            self._event_times.clear()
         try:
             self.store.add_event(level, source, message)
         except Exception:  # noqa: BLE001 - never let reporting an error raise another
