@@ -349,8 +349,11 @@ if [ "$ROLE" = device ]; then
   DB="$R$STATE_DIR/smearscope.db"
   HAVE_ADMIN=0
   if [ -f "$DB" ] && "$VENV_RUN/bin/python" - "$DB" "$ADMIN_USER" <<'PY'
-import sqlite3, sys
-conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+import os, sqlite3, sys
+# immutable when the daemon has no -wal open: a read-only open would otherwise create root-owned
+# -wal/-shm files that lock the daemon out
+flags = "mode=ro" if os.path.exists(sys.argv[1] + "-wal") else "mode=ro&immutable=1"
+conn = sqlite3.connect(f"file:{sys.argv[1]}?{flags}", uri=True)
 try:
     row = conn.execute("SELECT 1 FROM users WHERE name = ?", (sys.argv[2],)).fetchone()
 except sqlite3.Error:

@@ -185,3 +185,16 @@ def test_web_page_check(station: Path, capsys, fake_hub: str) -> None:
     assert rc == 0 and _by_area(report)["web"][0]["status"] == "ok"
     rc, report = _doctor(_config(station, f"[web]\nport = {_closed_port()}\n"), capsys)
     assert rc == 0 and _by_area(report)["web"][0]["status"] == "skip"  # no daemon here: not a failure
+
+
+def test_doctor_leaves_no_wal_files_behind(station: Path, capsys) -> None:
+    """Run as root on a stopped station, a read-only open would create root-owned -wal/-shm files
+    that the daemon (another user) then cannot open."""
+    db = station / "data" / DB_NAME
+    conn = connect(db)
+    migrate(conn)
+    conn.close()
+    assert not Path(f"{db}-wal").exists()
+    rc, _ = _doctor(_config(station), capsys)
+    assert rc == 0
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()

@@ -289,8 +289,12 @@ def _newest_record_time(data_dir: Path) -> float | None:
     db = data_dir / DB_NAME
     if not db.is_file():
         return None
+    # Even a read-only connection creates -wal/-shm files next to a WAL database when they are
+    # missing; made by root (sudo smearscope doctor) they would lock the daemon out. So when the
+    # daemon has none open, read the file as immutable (the newest row is in the file then anyway).
+    flags = "mode=ro" if Path(f"{db}-wal").exists() else "mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(f"file:{db}?{flags}", uri=True, timeout=5)
         try:
             row = conn.execute("SELECT max(captured_at) FROM results").fetchone()
         finally:
