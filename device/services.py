@@ -30,6 +30,7 @@ from device.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 DISCLAIMER = "Screening aid for trained staff — not a diagnosis."
+MAX_CAPTURE_AGE_S = 5.0  # a captured field must be what the technician sees now
 
 
 def model_dirs(config: Config) -> list[Path]:
@@ -132,6 +133,12 @@ class Services:
             raise SmearscopeError("the current field failed the quality check: " + latest[1]["display"])
         if c is None:
             raise SmearscopeError("no classified field yet: is the camera running and the field in focus?")
+        age_s = (time.monotonic_ns() - c.gated.frame.t_ns) / 1e9
+        if self.pipeline.camera.get("state") != "running" or age_s > MAX_CAPTURE_AGE_S:
+            raise SmearscopeError(
+                f"the camera is {self.pipeline.camera.get('state')} and the last classified field is "
+                f"{age_s:.0f} s old: not stored. Check the camera (status page) and try again"
+            )
         job = StoreJob(c, source="camera", sample_id=sample_id)
         rec = self.pipeline.write(job)
         if rec["image_sha256"] is None:

@@ -18,6 +18,7 @@ import pytest
 
 from device.camera import CameraError, FrameSource
 from device.camera.replay import ReplaySource
+from device.errors import SmearscopeError
 from device.store import DiskFullError, Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +190,28 @@ def test_sqlite_file_is_wal(tmp_path):
     s.close()
     c = sqlite3.connect(tmp_path / "d" / "smearscope.db")
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+class DyingSource(FlakySource):
+    """Delivers a few frames, then is gone for good (unplugged)."""
+
+    def open(self) -> None:
+        FlakySource.opens += 1
+        if FlakySource.opens > 1:
+            raise CameraError("camera /dev/video0 not found: plug the USB camera in")
+        self.inner.open()
+
+
+def test_no_capture_from_a_lost_camera(tmp_path, tiny_bundle, sample_images, services_factory):
+    FlakySource.opens = 0
+    folder = sample_images[0].parent
+    s = services_factory(
+        make_config(tmp_path, tiny_bundle, folder), source_factory=lambda: DyingSource(folder)
+    )
+    s.start()
+    assert wait_for(lambda: s.pipeline.last_classified is not None and FlakySource.opens >= 2)
+    st = s.status()
+    assert st["camera"]["state"] == "reopening" and "plug the USB camera in" in st["camera"]["error"]
+    with pytest.raises(SmearscopeError, match="camera is reopening"):
+        s.capture_field(None, "ann")
+    assert s.live.latest_frame() is not None  # the page still shows the last frame and keeps serving
