@@ -100,12 +100,13 @@ WRITER = textwrap.dedent(
     import os, sys
     from device.store import DiskFullError, Store
     s = Store(sys.argv[1], reserve_bytes=0)
-    print("ready", flush=True)
     i = 0
     while True:
         data = os.urandom(2000 + i % 5000)
         sha = s.put_image(data)
         s.add_result({"source": "camera", "label": "Pre", "probabilities": {"Pre": 1.0}, "image_sha256": sha})
+        if i == 0:
+            print("ready", flush=True)  # one record written: now kill it at a random moment
         i += 1
     """
 )
@@ -128,7 +129,7 @@ def test_kill_9_of_a_writer_leaves_a_consistent_store(tmp_path):
     s = Store(data, temps_older_than_s=0)  # the daemon reopening cleans temps left by the kills
     assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = s.conn.execute("SELECT image_sha256 FROM results").fetchall()
-    assert len(rows) > 20
+    assert len(rows) >= 20
     missing = [sha for (sha,) in rows if not s.image_path(sha).is_file()]
     assert missing == []
     assert not [p for p in data.rglob(".tmp-*")]
