@@ -171,6 +171,8 @@ def bench_history(records: int, repeats: int, keep_db: str | None) -> dict:
         "filter_reviewed": "/history?reviewed=yes",
         "filter_not_reviewed": "/history?reviewed=no",
         "filter_date_week": "/history?from=2026-03-01&to=2026-03-07",
+        "filter_date_year": "/history?from=2025-11-01&to=2026-11-01",
+        "filter_date_year_page2": None,  # filled below with the cursor of the year's first page
         "filter_label_uncertain": "/history?label=Early&uncertain=yes",
         "filter_sample": f"/history?sample={sample}",
         "samples": "/samples",
@@ -178,6 +180,8 @@ def bench_history(records: int, repeats: int, keep_db: str | None) -> dict:
         "sample_page_open": f"/samples/{open_sample}",
         "api_results": "/api/v1/results?limit=50",
     }
+    first = client.get("/api/v1/results?from=2025-11-01&to=2026-11-01").get_json()
+    urls["filter_date_year_page2"] = f"/history?from=2025-11-01&to=2026-11-01&before={first['next_before']}"
     out = {"records": int(total), "fill_s": round(fill_s, 1)}
     for name, url in urls.items():
         times = []
@@ -240,6 +244,13 @@ def bench_mjpeg(seconds: float, rounds: int, model: str | None) -> dict:
                 on.append(rate())
                 stop.set()
                 th.join(5)
+            from device.pipeline.live import encode_jpeg
+
+            frame = services.live.frames.latest()[1].rgb
+            t = time.perf_counter()
+            for _ in range(20):
+                encode_jpeg(frame, services.live.jpeg_quality)
+            encode_ms = (time.perf_counter() - t) * 1000 / 20
         finally:
             services.stop()
             server.close()
@@ -251,6 +262,10 @@ def bench_mjpeg(seconds: float, rounds: int, model: str | None) -> dict:
         "rate_change_pct": round(100 * (on_m - off_m) / off_m, 2),
         "windows": {"off": [round(x, 1) for x in off], "on": [round(x, 1) for x in on]},
         "mjpeg_fps": config.web.mjpeg_fps,
+        "frame_shape": list(frame.shape),
+        "jpeg_encode_ms": round(encode_ms, 2),
+        # what the stream costs, whatever the noise of the shared machine: one encode per streamed frame
+        "stream_cpu_pct_of_one_core": round(encode_ms * config.web.mjpeg_fps / 10, 2),
         "stream_bytes": got["bytes"],
     }
 

@@ -87,6 +87,7 @@ def detail(result_id: str):
         original=original,
         sample=sample,
         labels=list(rec["probabilities"]) or label_ids(),
+        malignant=[lb["id"] for lb in labels_info(ext.services) if lb.get("malignant")],
     )
 
 
