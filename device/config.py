@@ -272,7 +272,7 @@ def load_config(
     system_config: Path | None = SYSTEM_CONFIG,
 ) -> Config:
     """Build the validated Config. `path` replaces the system file; `overrides` ({section: {key: v}})
-    is for tests and tools. Relative `data_dir` is resolved against the working directory."""
+    is for tests and tools. Relative paths (data_dir, camera path) are from the working directory."""
     env = os.environ if env is None else env
     cfg = Config()
     _apply(cfg, tomllib.loads(default_toml()), "default_config.toml")
@@ -293,10 +293,9 @@ def load_config(
     if env.get(ENV_SYNC_TOKEN):
         cfg.sync.token = env[ENV_SYNC_TOKEN]
     cfg.check()
-    base = chosen.parent if chosen is not None else Path.cwd()
     cfg.device.data_dir = str((Path.cwd() / cfg.device.data_dir).resolve())
     if cfg.camera.path:
-        cfg.camera.path = str((base / cfg.camera.path).resolve()) if chosen is not None else cfg.camera.path
+        cfg.camera.path = str((Path.cwd() / cfg.camera.path).resolve())
     return cfg
 
 
