@@ -9,6 +9,12 @@ is the smallest confidence t on the grid 0.50, 0.51, ..., 0.99 such that the ima
 split with confidence >= t are classified with accuracy >= `target` (default 99.5%). The smallest such t
 keeps the most images (coverage). If no t reaches the target, the t with the best selective accuracy
 is used and the manifest says the target was missed.
+
+Out-of-distribution floor: softmax confidence is often high on inputs that are not smears at all, so
+bundles with a CAM output also get an energy floor (`calibration.ood_floor`): the energy of an image is
+log-sum-exp of its class logits (the CAM's spatial mean); the floor is the `quantile` (default 1%)
+quantile of the validation images' energies, so about that fraction of in-distribution images is
+refused as "unlike the training images". device/ensemble.py applies it.
 """
 
 from __future__ import annotations
@@ -102,4 +108,19 @@ def calibrate(val_probs: np.ndarray, y_val: np.ndarray, *, target: float = 0.995
             "ece_after": ece(scaled, y_val),
             "threshold": rule,
         },
+    }
+
+
+def choose_ood_floor(val_energy: np.ndarray, *, quantile: float = 0.01) -> dict:
+    """The manifest's `calibration.ood_floor` block (see the module docstring)."""
+    floor = float(np.quantile(val_energy, quantile))
+    return {
+        "score": "energy",
+        "threshold": round(floor, 4),
+        "val_quantile": quantile,
+        "val_refused": float((val_energy < floor).mean()),
+        "rule": (
+            f"abstain when the logit energy (log-sum-exp of the CAM's mean logits) is below {floor:.2f}, "
+            f"the {100 * quantile:g}% quantile of the validation split's energies"
+        ),
     }

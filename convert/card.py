@@ -200,8 +200,14 @@ def render(bundle_dir: str | Path) -> str:
             + ("" if thr.get("target_met", True) else " (target NOT met)")
             + ".",
         ]
-        if cal.get("ood_rule"):
-            out += ["", f"Out-of-distribution rule: {cal['ood_rule'].get('rule')}"]
+        floor = cal.get("ood_floor")
+        if floor:
+            out += [
+                "",
+                f"Out-of-distribution rule: {floor.get('rule')} (refuses {_pct(floor.get('val_refused'))} of "
+                "the validation images). The softmax confidence alone is often high on inputs that are not "
+                "smears; the energy floor catches many of those.",
+            ]
         if (report / "reliability.png").exists():
             out += ["", "![reliability](report/reliability.png)"]
         out.append("")
@@ -213,14 +219,17 @@ def render(bundle_dir: str | Path) -> str:
                 "Generated inputs that are not smears of this lab, run through the device's decision "
                 '(this model alone). Wanted: "uncertain", never a confident malignant label.',
                 "",
-                "| probe | n | uncertain | confident malignant | confident benign |",
-                "| --- | --- | --- | --- | --- |",
+                "| probe | n | uncertain | confident malignant | confident benign | "
+                "uncertain (max-prob alone) |",
+                "| --- | --- | --- | --- | --- | --- |",
             ]
+            plain = cal.get("ood_max_probability_only") or {}
             for kind, r in ood.items():
                 if isinstance(r, dict) and "n" in r:
+                    alt = plain.get(kind, {}).get("abstained")
                     out.append(
                         f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
-                        f"{_pct(r['confident_benign'])} |"
+                        f"{_pct(r['confident_benign'])} | {_pct(alt)} |"
                     )
             out += [
                 "",

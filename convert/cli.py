@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         representative=args.representative,
         target=args.target,
         float_reference=not args.no_float_reference,
+        ood_quantile=args.ood_quantile,
     )
     sizes = s["sizes"]
     size_line = f"{sizes['model_bytes'] / 1e6:.2f} MB"
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         f"vs Keras    keras accuracy {s['keras_accuracy']:.4f}  agreement {s['agreement']:.4f}  "
         f"diff {100 * s['accuracy_diff']:+.2f} points"
     )
-    print(f"calibration T={s['temperature']:g}  abstain below {s['abstain_threshold']:.2f}")
+    print(
+        f"calibration T={s['temperature']:g}  abstain below {s['abstain_threshold']:.2f}  "
+        f"test split uncertain {100 * s['abstain_rate']:.1f}%"
+    )
     print(
         f"OOD probes  uncertain {100 * s['ood_abstained']:.1f}%  confident malignant "
         f"{100 * s['ood_confident_malignant']:.1f}%"

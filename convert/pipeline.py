@@ -130,6 +130,7 @@ def convert_run(
     target: float = 0.995,
     float_reference: bool = True,
     ood_per_kind: int = 12,
+    ood_quantile: float = 0.01,
     progress: bool = True,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict."""
@@ -178,41 +179,45 @@ def convert_run(
             "scale": conv.input_quantization[0],
             "zero_point": conv.input_quantization[1],
         }
-        del test_x
 
         log.info("calibrating on the validation split (%d images)", len(val_paths))
         val_x = verify.load_arrays(val_paths, run.size, run.resize)
-        dev_val = verify.device_probabilities(staged, val_x, progress=progress, desc="val")
+        dev_val, val_energy = verify.device_outputs(staged, val_x, progress=progress, desc="val")
         del val_x
         fitted = cal.calibrate(dev_val, y_val, target=target)
         temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
         calibration = fitted["calibration"]
+        if val_energy is not None and ood_quantile > 0:
+            calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
+        update_manifest(staged, temperature=temperature, abstain_threshold=threshold, calibration=calibration)
 
-        scaled = apply_temperature(dev_test, temperature)
-        metrics = metrics_report(y_test, scaled.argmax(1), run.labels)
-        abstained = scaled.max(1) < threshold
-        correct = scaled.argmax(1) == y_test
+        # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, energy
+        # floor): exactly what `smearscope evaluate` computes on the same images.
+        ens = Ensemble([TFLiteModel(load_bundle(staged))])
+        preds = [ens.classify(img, with_cam=False) for img in test_x]
+        del test_x
+        y_pred = np.array([run.labels.index(p.label) for p in preds])
+        abstained = np.array([p.abstained for p in preds])
+        kept = ~abstained
+        metrics = metrics_report(y_test, y_pred, run.labels)
         metrics.update(
             {
                 "split": "test",
                 "split_note": SPLIT_NOTE,
-                "measured_by": f"device code (TFLiteModel, {quantization}) with temperature and threshold",
+                "measured_by": f"device code (Ensemble of this {quantization} bundle alone)",
                 "abstained": int(abstained.sum()),
                 "abstain_rate": float(abstained.mean()),
-                "accuracy_when_not_abstained": float(correct[~abstained].mean())
-                if (~abstained).any()
-                else None,
+                "accuracy_when_not_abstained": float((y_pred == y_test)[kept].mean()) if kept.any() else None,
             }
         )
-        update_manifest(staged, temperature=temperature, abstain_threshold=threshold)
 
         log.info("out-of-distribution probes")
-        ens = Ensemble([TFLiteModel(load_bundle(staged))])
-        smears = [
-            read_image(p) for p in test_paths[:: max(1, len(test_paths) // ood_per_kind)][:ood_per_kind]
-        ]
+        step = max(1, len(test_paths) // ood_per_kind)
+        smears = [read_image(p) for p in test_paths[::step][:ood_per_kind]]
         calibration["ood"] = ood.measure(ens, smears, n=ood_per_kind, seed=0)
-        calibration["ood_rule"] = ood_rule_note(ens)
+        if ens.ood_floors:
+            plain = Ensemble(ens.models, ood_check=False)
+            calibration["ood_max_probability_only"] = ood.measure(plain, smears, n=ood_per_kind, seed=0)
 
         provenance = (
             dict(json.loads((run.path / "provenance.json").read_text()))
@@ -254,16 +259,13 @@ def convert_run(
         "accuracy_diff": verification["accuracy_diff"],
         "temperature": temperature,
         "abstain_threshold": threshold,
+        "abstain_rate": metrics["abstain_rate"],
         "sizes": sizes,
         "ood_abstained": calibration["ood"]["all"]["abstained"],
         "ood_confident_malignant": calibration["ood"]["all"]["confident_malignant"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return summary
-
-
-def ood_rule_note(ens: Ensemble) -> dict:
-    return {"rule": f"abstain when calibrated confidence < {ens.threshold:.2f} (max-probability rule)"}
 
 
 def _write_report(

@@ -32,16 +32,25 @@ def keras_probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarra
     return np.asarray(out, dtype=np.float32)
 
 
-def device_probabilities(
+def device_outputs(
     bundle_dir: str | Path, images: np.ndarray, *, progress: bool = False, desc: str = "tflite"
-) -> np.ndarray:
-    """The bundle's own softmax (before temperature) per image, run by device.model.TFLiteModel."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The bundle's own softmax (before temperature) per image, run by device.model.TFLiteModel, and
+    the logit energy from its CAM output (None when the bundle has no CAM)."""
+    from device.ensemble import energy
+
     model = TFLiteModel(load_bundle(bundle_dir))
-    rows = [
-        model.predict(img, with_cam=False).probabilities
-        for img in tqdm(images, desc=desc, unit="img", disable=not progress, file=sys.stderr)
-    ]
-    return np.stack(rows).astype(np.float32)
+    probs, energies = [], []
+    for img in tqdm(images, desc=desc, unit="img", disable=not progress, file=sys.stderr):
+        out = model.predict(img, with_cam=True)
+        probs.append(out.probabilities)
+        if out.cam is not None:
+            energies.append(energy(out.cam))
+    return np.stack(probs).astype(np.float32), (np.array(energies) if energies else None)
+
+
+def device_probabilities(bundle_dir: str | Path, images: np.ndarray, **kw) -> np.ndarray:
+    return device_outputs(bundle_dir, images, **kw)[0]
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray, y: np.ndarray) -> dict:

@@ -1,7 +1,10 @@
 """Soft-vote ensemble of bundles with the same labels: temperature, abstention, heatmap.
 
-Safety rule: the ensemble abstains ("uncertain, refer") when its calibrated confidence is below the
-threshold, or when its members disagree on the label. A confident wrong call is the worst outcome.
+Safety rule: the ensemble abstains ("uncertain, refer") when an input looks unlike the training images
+(a member's logit energy, from its CAM output, is below the floor its manifest's `calibration.ood_floor`
+sets), when its calibrated confidence is below the threshold, or when its members disagree on the label.
+A confident wrong call is the worst outcome; softmax confidence alone is often high on inputs that are
+not smears at all, which is why the energy floor exists (see convert/calibrate.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,23 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     logp -= logp.max(axis=-1, keepdims=True)
     e = np.exp(logp)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def energy(cam: np.ndarray) -> float:
+    """log-sum-exp of the image's class logits, i.e. of the CAM's spatial mean (global average pooling
+    is linear). Low energy = the features look unlike anything the classifier was trained on
+    (Liu et al., "Energy-based out-of-distribution detection", NeurIPS 2020)."""
+    logits = cam.reshape(-1, cam.shape[-1]).mean(axis=0).astype(np.float64)
+    top = logits.max()
+    return float(top + np.log(np.exp(logits - top).sum()))
+
+
+def ood_floor(manifest) -> float | None:
+    """The energy floor from `manifest.calibration["ood_floor"]["threshold"]`, if the bundle has one."""
+    spec = (manifest.calibration or {}).get("ood_floor")
+    if isinstance(spec, dict) and spec.get("score") == "energy" and spec.get("threshold") is not None:
+        return float(spec["threshold"])
+    return None
 
 
 @dataclass
@@ -68,6 +88,7 @@ class Ensemble:
         *,
         threshold: float | None = None,
         abstain_on_disagreement: bool = True,
+        ood_check: bool = True,
     ):
         if not models:
             raise BundleError("no model bundles to serve")
@@ -85,6 +106,13 @@ class Ensemble:
             float(threshold) if threshold is not None else max(m.manifest.abstain_threshold for m in models)
         )
         self.abstain_on_disagreement = abstain_on_disagreement
+        # Per member: the energy floor below which the input counts as out of distribution.
+        self.ood_floors: dict[str, float] = {}
+        if ood_check:
+            for m in models:
+                floor = ood_floor(m.manifest)
+                if floor is not None and m.has_cam:
+                    self.ood_floors[m.manifest.name] = floor
 
     @classmethod
     def from_dirs(cls, dirs: Sequence[str], num_threads: int | None = None, **kw) -> Ensemble:
@@ -108,23 +136,31 @@ class Ensemble:
         per_model: dict[str, list[float]] = {}
         stack = []
         cams = []
+        unfamiliar: list[str] = []
         prepared: dict[tuple, np.ndarray] = {}
         for m in self.models:
             spec = m.manifest.input
             key = (spec.width, spec.height, spec.resize)
             if key not in prepared:
                 prepared[key] = prepare(rgb, spec.size, spec.resize)
-            out = m.predict(prepared[key], with_cam=with_cam)
+            floor = self.ood_floors.get(m.manifest.name)
+            out = m.predict(prepared[key], with_cam=with_cam or floor is not None)
             p = apply_temperature(out.probabilities, m.manifest.temperature)
             per_model[m.manifest.name] = p.tolist()
             stack.append(p)
-            if out.cam is not None:
+            if floor is not None and out.cam is not None:
+                e = energy(out.cam)
+                if e < floor:
+                    unfamiliar.append(f"{m.manifest.name} energy {e:.1f} < {floor:.1f}")
+            if with_cam and out.cam is not None:
                 cams.append(out.cam)
         probs = np.mean(stack, axis=0)
         idx = int(np.argmax(probs))
         conf = float(probs[idx])
         reason = None
-        if conf < self.threshold:
+        if unfamiliar:
+            reason = "input unlike the training images (" + "; ".join(unfamiliar) + ")"
+        elif conf < self.threshold:
             reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
         elif self.abstain_on_disagreement and len(stack) > 1:
             votes = {int(np.argmax(p)) for p in stack}

@@ -114,3 +114,13 @@ def test_add_to_default_keeps_order_and_dedupes(tmp_path) -> None:
     add_to_default(tmp_path, "a")
     lines = [ln for ln in (tmp_path / "DEFAULT").read_text().splitlines() if not ln.startswith("#")]
     assert lines == ["a", "b"]
+
+
+def test_ood_floor_is_the_validation_quantile() -> None:
+    from convert.calibrate import choose_ood_floor
+
+    energies = np.linspace(0.0, 10.0, 1001)
+    floor = choose_ood_floor(energies, quantile=0.01)
+    assert floor["score"] == "energy" and floor["threshold"] == pytest.approx(0.1)
+    assert floor["val_refused"] == pytest.approx(0.01, abs=0.002)
+    assert "1% quantile" in floor["rule"]

@@ -138,3 +138,28 @@ def test_ensemble_needs_the_same_labels(tiny_bundle: Path, tmp_path: Path) -> No
         Ensemble.from_dirs([str(tiny_bundle), str(other)])
     with pytest.raises(BundleError, match="no model bundles"):
         Ensemble([])
+
+
+def test_energy_floor_refuses_unfamiliar_inputs(manifest) -> None:
+    from device.ensemble import energy
+
+    guarded = type(manifest)(
+        **{**manifest.__dict__, "calibration": {"ood_floor": {"score": "energy", "threshold": 2.0}}}
+    )
+    familiar = np.zeros((2, 2, 4), np.float32)
+    familiar[..., 0] = 6.0  # confident, high logits
+    weak = np.full((2, 2, 4), -1.0, np.float32)
+    weak[..., 0] = 1.0  # same arg-max, but low logits everywhere: looks like nothing it knows
+    assert energy(familiar) > 2.0 > energy(weak)
+    assert energy(familiar) == pytest.approx(np.log(np.exp(6.0) + 3.0))
+    probs = [0.97, 0.01, 0.01, 0.01]
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    ok = Ensemble([StubModel(guarded, probs, familiar)], threshold=0.5).classify(rgb, with_cam=False)
+    assert not ok.abstained
+    refused = Ensemble([StubModel(guarded, probs, weak)], threshold=0.5).classify(rgb, with_cam=False)
+    assert refused.abstained and "unlike the training images" in refused.reason
+    assert refused.cam is None  # with_cam=False still means no heatmap, even though the CAM was read
+    unchecked = Ensemble([StubModel(guarded, probs, weak)], threshold=0.5, ood_check=False)
+    assert not unchecked.classify(rgb).abstained
+    no_floor = Ensemble([StubModel(manifest, probs, weak)], threshold=0.5)
+    assert no_floor.ood_floors == {} and not no_floor.classify(rgb).abstained
