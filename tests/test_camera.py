@@ -98,3 +98,49 @@ def test_factory_picks_the_configured_source():
     assert isinstance(open_source(CameraConfig(source="replay")), ReplaySource)
     assert isinstance(open_source(CameraConfig(source="opencv", device="2")), OpenCVSource)
     assert open_source(CameraConfig(source="replay", fps=7), pace=False).fps == 0
+
+
+def test_picamera2_without_a_camera_names_the_raspi_config_step(monkeypatch):
+    import types
+
+    class FakePicamera2:
+        @staticmethod
+        def global_camera_info():
+            return []
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    with pytest.raises(CameraError) as exc:
+        Picamera2Source().open()
+    assert "camera_auto_detect=1" in str(exc.value) and "raspi-config" in str(exc.value)
+
+
+def test_opencv_source_reads_through_the_capture(monkeypatch, tmp_path):
+    """The V4L2 path with OpenCV's capture replaced: BGR frames come out RGB; a failed read raises."""
+    frames = [np.zeros((4, 8, 3), np.uint8) + np.array([255, 0, 0], np.uint8)]  # pure blue in BGR
+
+    class FakeCap:
+        def __init__(self, *a):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def set(self, *a):
+            return True
+
+        def read(self):
+            return (True, frames.pop().repeat(2, 0).repeat(2, 1)) if frames else (False, None)
+
+        def release(self):
+            pass
+
+    dev = tmp_path / "video9"
+    dev.touch()
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCap)
+    src = OpenCVSource(str(dev))
+    src.open()
+    rgb = src.read()
+    assert rgb[0, 0].tolist() == [0, 0, 255]
+    with pytest.raises(CameraError, match="stopped delivering frames"):
+        src.read()
+    src.close()
