@@ -170,11 +170,10 @@ def fill_store(store, n: int, *, seed: int = 0, abstain_every: int = 0, size: in
 
 
 def check_images(hub: Hub, store) -> None:  # noqa: ANN001
-    """Every image the device's records name is on the hub, with bytes matching its hash."""
+    """Every image (and heatmap) the synced records name is on the hub, with bytes matching its hash."""
     images = hub.images()
     for sha, data in images.items():
         assert hashlib.sha256(data).hexdigest() == sha
-    wanted = {
-        r[0] for r in store.conn.execute("SELECT image_sha256 FROM results WHERE image_sha256 IS NOT NULL")
-    }
+    rows = store.conn.execute("SELECT image_sha256, heatmap_sha256 FROM results WHERE sync_state = 'synced'")
+    wanted = {sha for row in rows for sha in row if sha}
     assert wanted <= set(images)
