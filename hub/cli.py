@@ -2,8 +2,8 @@
 
     smearscope-hub serve --db URL --host H --port P [--workers N]
     smearscope-hub migrate --db URL
-    smearscope-hub devices add NAME | devices list
-    smearscope-hub users add NAME
+    smearscope-hub devices add NAME | list | revoke NAME | token NAME
+    smearscope-hub users add NAME | revoke NAME | token NAME
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from hub import db, tokens
 from hub.app import DISCLAIMER, HubSettings, create_app
-from hub.models import Device
+from hub.models import Device, User
 
 ENV_DB = "SMEARSCOPE_HUB_DB"
 DEFAULT_DB = "sqlite:///hub.db"
@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("name")
         a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
         a.set_defaults(func=cmd_add, kind=kind)
+        r = ks.add_parser("revoke", help="disable one; its token stops working")
+        r.add_argument("name")
+        r.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        r.set_defaults(func=cmd_revoke, kind=kind)
+        t = ks.add_parser("token", help="issue a new token (the old one stops working); prints it once")
+        t.add_argument("name")
+        t.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        t.set_defaults(func=cmd_rotate, kind=kind)
         if kind == "devices":
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
@@ -89,6 +97,33 @@ def cmd_add(args: argparse.Namespace) -> int:
         else "use it as a Bearer token or to log in to the dashboard"
     )
     print(f"{what} {args.name!r} registered; this token is shown only once: {hint}.", file=sys.stderr)
+    return 0
+
+
+def _model(kind: str) -> type[Device] | type[User]:
+    return Device if kind == "devices" else User
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    with db.session_factory(_engine(args))() as s:
+        try:
+            tokens.revoke(s, _model(args.kind), args.name)
+        except ValueError as exc:
+            print(f"smearscope-hub: error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.name!r} revoked: its token no longer works", file=sys.stderr)
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    with db.session_factory(_engine(args))() as s:
+        try:
+            token = tokens.rotate(s, _model(args.kind), args.name)
+        except ValueError as exc:
+            print(f"smearscope-hub: error: {exc}", file=sys.stderr)
+            return 1
+    print(token)
+    print(f"new token for {args.name!r}, shown only once; the old one no longer works", file=sys.stderr)
     return 0
 
 

@@ -43,6 +43,30 @@ def _add(session: Session, model: type[Device] | type[User], name: str) -> str:
     return token
 
 
+def revoke(session: Session, model: type[Device] | type[User], name: str) -> None:
+    """Disable a lost device or a person who left: their token stops working at once."""
+    row = _get(session, model, name)
+    row.disabled = True
+    session.commit()
+
+
+def rotate(session: Session, model: type[Device] | type[User], name: str) -> str:
+    """A new token for `name` (the old one stops working; re-enables a revoked entry)."""
+    row = _get(session, model, name)
+    token = new_token()
+    row.token_hash = token_hash(token)
+    row.disabled = False
+    session.commit()
+    return token
+
+
+def _get(session: Session, model: type[Device] | type[User], name: str) -> Device | User:
+    row = session.scalar(select(model).where(model.name == name))
+    if row is None:
+        raise ValueError(f"no {model.__tablename__[:-1]} {name!r}")
+    return row
+
+
 def find_device(session: Session, token: str) -> Device | None:
     dev = session.scalar(select(Device).where(Device.token_hash == token_hash(token)))
     return dev if dev is not None and not dev.disabled else None

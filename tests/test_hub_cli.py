@@ -40,6 +40,23 @@ def test_add_prints_token_once_and_stores_hash(tmp_path, capsys):
     assert "scope-1" in capsys.readouterr().out
 
 
+def test_revoke_and_rotate(tmp_path, capsys):
+    from hub.app import create_app
+
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    assert main(["devices", "add", "scope-1", "--db", db]) == 0
+    old = capsys.readouterr().out.strip()
+    app = create_app(db)
+    ping = lambda tok: app.test_client().get("/api/v1/ping", headers={"Authorization": f"Bearer {tok}"})  # noqa: E731
+    assert ping(old).status_code == 200
+    assert main(["devices", "revoke", "scope-1", "--db", db]) == 0
+    assert ping(old).status_code == 401
+    assert main(["devices", "token", "scope-1", "--db", db]) == 0
+    new = capsys.readouterr().out.strip()
+    assert ping(new).status_code == 200 and ping(old).status_code == 401
+    assert main(["users", "revoke", "nobody", "--db", db]) == 1
+
+
 def _serve(db: str, *extra: str):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
