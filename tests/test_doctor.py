@@ -198,3 +198,9 @@ def test_doctor_leaves_no_wal_files_behind(station: Path, capsys) -> None:
     rc, _ = _doctor(_config(station), capsys)
     assert rc == 0
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+
+
+def test_open_live_view_is_pointed_out(station: Path, capsys) -> None:
+    rc, report = _doctor(_config(station, "[web]\nopen_live_view = true\n"), capsys)
+    notes = [c for c in _by_area(report)["config"] if c["status"] == "warn"]
+    assert rc == 0 and notes and "open_live_view" in notes[0]["message"]

@@ -436,8 +436,26 @@ CHECKS: tuple[CheckFn, ...] = (
 )
 
 
+def config_notes(cfg: Config) -> Iterator[Check]:
+    """Valid settings that are still worth a second look."""
+    if cfg.web.open_live_view:
+        yield Check(
+            "config",
+            WARN,
+            "[web] open_live_view = true: anyone on the network sees the live view without logging in",
+            "set it to false unless the network is private to the lab",
+        )
+    if cfg.source == str(SYSTEM_CONFIG) and cfg.web.host in ("127.0.0.1", "localhost", "::1"):
+        yield Check(
+            "config",
+            WARN,
+            f"[web] host = {cfg.web.host}: the page is reachable from this machine only",
+            'set [web] host = "0.0.0.0" to use it from other computers or tablets',
+        )
+
+
 def run_checks(cfg: Config, args: argparse.Namespace, checks: tuple[CheckFn, ...] = CHECKS) -> list[Check]:
-    out: list[Check] = [Check("config", OK, f"configuration from {cfg.source} is valid")]
+    out: list[Check] = [Check("config", OK, f"configuration from {cfg.source} is valid"), *config_notes(cfg)]
     for fn in checks:
         try:
             out.extend(fn(cfg, args))
