@@ -379,3 +379,30 @@ def test_date_range_pages_walk_time_order(client, app_svc):
     assert client.get("/api/v1/results?from=2026-03-02&before=garbage").status_code == 400
     html = client.get("/history?from=2026-03-01&to=2026-03-07").get_data(as_text=True)
     assert "before=2026-03-" in html
+
+
+def test_every_route_needs_login(app_svc):
+    """Walks the URL map, so a route added later without protection fails here."""
+    app, _ = app_svc
+    c = app.test_client()
+    public = {"/healthz", "/login", "/static/<path:filename>"}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.rule in public:
+            continue
+        url = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "a" * 64 if m.group(1) == "sha" else "x", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            r = c.open(url, method=method)
+            assert r.status_code in (302, 401), (method, url, r.status_code)
+            checked += 1
+    assert checked > 30
+
+
+def test_thumbnail_goes_with_its_image(client, app_svc):
+    _, svc = app_svc
+    svc.push_frame(smear(8, 300))
+    sha = svc.capture_field(None, "tech")["image_sha256"]
+    assert client.get(f"/image/{sha}/thumb.jpg").status_code == 200
+    svc.store.image_path(sha).unlink()  # what retention does after the hub has the image
+    assert client.get(f"/image/{sha}/thumb.jpg").status_code == 404
+    assert not any((svc.store.data_dir / "thumbs").rglob(f"{sha}*"))

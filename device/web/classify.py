@@ -1,11 +1,16 @@
-"""Classify uploaded files: every file is checked first, then classified; one bad file refuses the
-whole request, so a 4xx never leaves half of an upload stored."""
+"""Classify uploaded files: every file is checked first (and decoded, to be sure it is whole), then
+classified; one bad file refuses the whole request, so a 4xx never leaves half of an upload stored.
+
+Memory stays bounded with many large files: werkzeug spools uploads to temporary files, each file is
+read and decoded on its own, and the decoded pixels of the check pass are dropped (each accepted file
+is decoded a second time when its turn comes to be classified)."""
 
 from __future__ import annotations
 
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from device.preprocess import decode_image
 from device.web.upload_check import CheckedImage, UploadRejected, check_upload
 
 MAX_FILES = 50
@@ -28,13 +33,18 @@ def read_limited(fs: FileStorage, max_bytes: int) -> bytes:
     return fs.stream.read(max_bytes + 1)
 
 
-def check_files(files: list[FileStorage], max_bytes: int) -> list[CheckedImage]:
+def check_files(files: list[FileStorage], max_bytes: int) -> list[tuple[FileStorage, CheckedImage]]:
     files = [f for f in files if f is not None and (f.filename or f.content_length)]
     if not files:
         raise UploadRejected(400, "no file: send one or more images in the form field 'file'")
     if len(files) > MAX_FILES:
         raise UploadRejected(413, f"{len(files)} files in one upload; at most {MAX_FILES}")
-    return [check_upload(fs.filename, read_limited(fs, max_bytes), max_bytes=max_bytes) for fs in files]
+    out = []
+    for fs in files:
+        checked = check_upload(fs.filename, read_limited(fs, max_bytes), max_bytes=max_bytes)
+        checked.rgb = None  # decoded again when classified: one image in memory at a time
+        out.append((fs, checked))
+    return out
 
 
 def classify_files(files: list[FileStorage], sample_id: str | None, user: str | None) -> list[dict]:
@@ -43,8 +53,10 @@ def classify_files(files: list[FileStorage], sample_id: str | None, user: str | 
     sample_id = resolve_sample(ext.store, sample_id)
     checked = check_files(files, max_bytes)
     out = []
-    for img in checked:
-        rec = ext.services.classify_upload(img.rgb, filename=img.filename, sample_id=sample_id, user=user)
+    for fs, img in checked:
+        fs.stream.seek(0)
+        rgb = decode_image(read_limited(fs, max_bytes), name=img.filename)
+        rec = ext.services.classify_upload(rgb, filename=img.filename, sample_id=sample_id, user=user)
         out.append(
             {"file": img.filename, "format": img.kind, "width": img.width, "height": img.height, **rec}
         )

@@ -19,10 +19,11 @@ def thumbnail(image_path: Path, cache_dir: Path, sha: str, size: int = THUMB_PX)
     if not SHA_RE.match(sha):
         return None
     out = cache_dir / sha[:2] / f"{sha}-{size}.jpg"
+    if not image_path.is_file():  # removed by retention (after syncing): its thumbnail goes too
+        out.unlink(missing_ok=True)
+        return None
     if out.is_file():
         return out
-    if not image_path.is_file():
-        return None
     img = cv2.imdecode(np.fromfile(str(image_path), dtype=np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
     if img is None:
         return None

@@ -49,7 +49,7 @@ class CheckedImage:
     kind: str
     width: int
     height: int
-    rgb: np.ndarray
+    rgb: np.ndarray | None
 
 
 def check_filename(name: str | None) -> str:
