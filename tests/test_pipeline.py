@@ -206,3 +206,16 @@ def test_watchdog_restarts_a_stuck_classifier_and_says_why(
     events = [e["message"] for e in s.store.recent_events(20)]
     assert any("worker classify stuck" in m and "restarted" in m for m in events)
     assert "watchdog" in s.status()["last_error"]
+
+
+def test_store_policy_only_on_label_change(tmp_path, tiny_bundle, sample_images, services_factory):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.jpg").write_bytes(sample_images[2].read_bytes())  # the same field, over and over
+    cfg = make_config(tmp_path, tiny_bundle, one, store={"every_s": 0.0, "on_label_change": True})
+    s = services_factory(cfg)
+    s.start()
+    assert wait_for(lambda: s.status()["frames_classified"] >= 20)
+    assert s.store.counts()["records_total"] == 1  # stored once, when the label first appeared
+    live = s.live.latest_result()[1]
+    assert live["frames_in_field"] >= 20 and not live["new_field"]  # one field, smoothed throughout
