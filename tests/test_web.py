@@ -406,3 +406,15 @@ def test_thumbnail_goes_with_its_image(client, app_svc):
     svc.store.image_path(sha).unlink()  # what retention does after the hub has the image
     assert client.get(f"/image/{sha}/thumb.jpg").status_code == 404
     assert not any((svc.store.data_dir / "thumbs").rglob(f"{sha}*"))
+
+
+def test_history_filter_by_slide_id(client, app_svc):
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-42", "", "tech")
+    svc.push_frame(smear(9))
+    rec = svc.capture_field(s["id"], "tech")
+    svc.capture_field(None, "tech")
+    got = client.get("/api/v1/results?sample=LAB-42").get_json()["results"]
+    assert [r["id"] for r in got] == [rec["id"]]
+    assert client.get("/api/v1/results?sample=NOPE").status_code == 400
+    assert client.get("/history?sample=LAB-42").status_code == 200

@@ -50,7 +50,7 @@ def classify():
 def results():
     ext = _ext()
     try:
-        filters = queries.parse_filters(request.args)
+        filters = queries.parse_filters(request.args, conn=_ext().conn())
     except queries.BadFilter as exc:
         return _error(400, str(exc))
     rows, cursor = queries.list_results(ext.conn(), filters)
@@ -165,7 +165,7 @@ def status():
 @bp.route("/export")
 def export():
     try:
-        filters = queries.parse_filters(request.args)
+        filters = queries.parse_filters(request.args, conn=_ext().conn())
     except queries.BadFilter as exc:
         return _error(400, str(exc))
     return export_response(filters, request.args.get("format", "json"))

@@ -52,7 +52,7 @@ def label_ids() -> list[str]:
 def page():
     ext = _ext()
     try:
-        filters = queries.parse_filters(request.args, default_limit=PAGE, max_limit=200)
+        filters = queries.parse_filters(request.args, conn=ext.conn(), default_limit=PAGE, max_limit=200)
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
     rows, cursor = queries.list_results(ext.conn(), filters)
@@ -179,7 +179,7 @@ class _SlideLookup(dict):
 @bp.route("/export.<fmt>")
 def export(fmt: str):
     try:
-        filters = queries.parse_filters(request.args)
+        filters = queries.parse_filters(request.args, conn=_ext().conn())
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
     return export_response(filters, fmt)

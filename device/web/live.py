@@ -66,8 +66,10 @@ def mjpeg_frames(
     source = getattr(live, "latest_heatmap", None) if heatmap else None
     while stop_after_s is None or time.monotonic() - started < stop_after_s:
         t0 = time.monotonic()
+        item = source() if source is not None else None
+        if item is None and source is not None and last is None:
+            source = None  # the models have no heatmap output: show the plain frames
         if source is not None:
-            item = source()
             if item is not None and item[0] == seq:
                 item = None
         else:

@@ -77,13 +77,30 @@ def _day(name: str, value: str) -> date:
         raise BadFilter(f"{name}: {value!r} is not a date") from exc
 
 
-def parse_filters(args: Mapping[str, str], *, default_limit: int = 50, max_limit: int = 1000) -> Filters:
+def resolve_sample(conn: sqlite3.Connection, value: str) -> str:
+    """A sample id, or a slide id the technician typed (its newest sample)."""
+    if _UUID.match(value) and conn.execute("SELECT 1 FROM samples WHERE id = ?", (value,)).fetchone():
+        return value
+    row = conn.execute(
+        "SELECT id FROM samples WHERE slide_id = ? ORDER BY started_at DESC LIMIT 1", (value,)
+    ).fetchone()
+    if row is None:
+        raise BadFilter(f"sample: no sample with the id or slide id {value!r}")
+    return row[0]
+
+
+def parse_filters(
+    args: Mapping[str, str],
+    *,
+    conn: sqlite3.Connection | None = None,
+    default_limit: int = 50,
+    max_limit: int = 1000,
+) -> Filters:
+    """Query arguments → Filters. With `conn`, `sample` may also be a slide id."""
     f = Filters(limit=default_limit)
     sample = (args.get("sample") or "").strip()
     if sample:
-        if not _UUID.match(sample):
-            raise BadFilter(f"sample: not a sample id: {sample!r}")
-        f.sample = sample
+        f.sample = resolve_sample(conn, sample) if conn is not None else sample
     f.label = (args.get("label") or "").strip() or None
     source = (args.get("source") or "").strip() or None
     if source and source not in ("camera", "upload"):

@@ -66,6 +66,12 @@
       setCall(malignant ? "malignant" : "ok", r.label, "confidence " + S.pct(r.confidence));
     }
     callBox.dataset.label = r.label || "";
+    if (heat && r.has_heatmap === false && !heat.checked) {
+      heat.disabled = true;
+      heat.parentNode.title = "the models in service have no heatmap output";
+    } else if (heat && r.has_heatmap) {
+      heat.disabled = false;
+    }
     setBars(r.probabilities);
     ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
   }
