@@ -32,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-float-reference", action="store_true", help="skip the float32 size/accuracy reference"
     )
+    p.add_argument(
+        "--ood-quantile",
+        type=float,
+        default=0.01,
+        help="energy floor = this quantile of the validation energies (0 disables the floor)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
         "--card-only",
