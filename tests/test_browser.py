@@ -132,8 +132,8 @@ def test_browser_session(daemon, tmp_path):
                 timeout=15000,
             )
             page.wait_for_timeout(300)
-            page.screenshot(path=str(shots / "live.png"))
-            assert_not_blank(shots / "live.png")
+            page.screenshot(path=str(shots / "live-7in.png"))
+            assert_not_blank(shots / "live-7in.png")
 
             # upload an image exported by "microscope software"
             page.goto(daemon + "/upload")
@@ -155,13 +155,17 @@ def test_browser_session(daemon, tmp_path):
             strict.click("button[type=submit]")
             strict.wait_for_selector("#call:not(.waiting)", timeout=30000)
             assert not violations, violations
-            strict.screenshot(path=str(shots / "live-laptop.png"))
-            assert_not_blank(shots / "live-laptop.png")
-            strict.close()
-
-            page.goto(daemon + "/history")
-            assert page.locator("img.thumb").count() >= 1
-            page.screenshot(path=str(shots / "history.png"), full_page=True)
+            strict.wait_for_timeout(1500)  # a few frames and results
+            strict.screenshot(path=str(shots / "live.png"))
+            assert_not_blank(shots / "live.png")
+            strict.click("text=Open sample")
+            strict.wait_for_selector("text=Slide-level summary")
+            strict.screenshot(path=str(shots / "sample.png"), full_page=True)
+            assert_not_blank(shots / "sample.png")
+            strict.goto(daemon + "/history")
+            assert strict.locator("img.thumb").count() >= 2  # the captured field and the upload
+            strict.screenshot(path=str(shots / "history.png"))
             assert_not_blank(shots / "history.png")
+            strict.close()
         finally:
             browser.close()
