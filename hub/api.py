@@ -28,8 +28,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub import tokens
 from hub.app import hub_ext, session
-from hub.models import Device, Image, Result
-from hub.records import SHA256, RecordError, parse_time, validate
+from hub.models import Device, Image, Result, Sample
+from hub.records import SHA256, RecordError, parse_time, validate, validate_sample
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -286,6 +286,49 @@ def post_results() -> tuple[Response, int]:
         resp["error"] = "every record was rejected"
         resp["reason"] = out[0].get("reason")
     return jsonify(resp), 200 if ok else 422
+
+
+@api.post("/samples")
+@requires("device")
+def post_samples() -> tuple[Response, int]:
+    """Upsert samples (slide id, status, the device's summary). Per sample: `stored` or `rejected` +
+    reason. A finished sample never goes back to open; another device's sample id is rejected."""
+    body = _json_body()
+    if not isinstance(body, dict) or not isinstance(body.get("samples"), list):
+        abort(422, 'body must be {"samples": [sample, ...]}')
+    if len(body["samples"]) > hub_ext()["settings"].max_batch:
+        abort(413, f"at most {hub_ext()['settings'].max_batch} samples per request")
+    s = session()
+    now = datetime.now(UTC)
+    out = []
+    for item in body["samples"]:
+        sid = item.get("id") if isinstance(item, dict) else None
+        try:
+            cols = validate_sample(item)
+        except RecordError as exc:
+            out.append({"id": sid, "status": "rejected", "reason": str(exc)})
+            continue
+        s.execute(
+            _insert(Sample)
+            .values(**cols, device_id=g.device.id, received_at=now)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        keep_finished = (Sample.status != "finished") | (cols["status"] == "finished")
+        changed = s.execute(
+            update(Sample)
+            .where(Sample.id == cols["id"], Sample.device_id == g.device.id, keep_finished)
+            .values(**{k: v for k, v in cols.items() if k != "id"}, received_at=now)
+        ).rowcount
+        owner = s.scalar(select(Sample.device_id).where(Sample.id == cols["id"]))
+        if owner != g.device.id:
+            out.append(
+                {"id": cols["id"], "status": "rejected", "reason": "id: already used by another device"}
+            )
+        else:
+            out.append({"id": cols["id"], "status": "stored" if changed else "unchanged"})
+    s.commit()
+    ok = not out or any(a["status"] != "rejected" for a in out)
+    return jsonify({"results": out}), 200 if ok else 422
 
 
 # --- read endpoints (a user's token) --------------------------------------------------------------

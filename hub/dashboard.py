@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from hub import tokens
 from hub.app import session
-from hub.models import Device, Image, Result, User
+from hub.models import Device, Image, Result, Sample, User
 
 dashboard = Blueprint(
     "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
@@ -38,8 +38,8 @@ dashboard = Blueprint(
 SAMPLES_SHOWN = 100
 REVIEW_SHOWN = 200
 CALL_RULE = (
-    "Slide call = the label with the most confident (not abstained) fields of the sample, counting a "
-    "technician's review instead of the record it reviews; no confident field means 'uncertain: review'."
+    "the label with the most confident (not abstained) fields of the sample, counting a technician's "
+    "review instead of the record it reviews; no confident field means 'uncertain: review'."
 )
 
 
@@ -121,11 +121,16 @@ def samples() -> str:
     by_sample: dict[str, list[tuple[Result, str]]] = defaultdict(list)
     for r, name in rows:
         by_sample[r.sample_id].append((r, name))
-    out = [slide_summary(sid, by_sample[sid]) for sid in ids]
+    meta = {m.id: m for m in s.scalars(select(Sample).where(Sample.id.in_(ids)))}
+    out = [slide_summary(sid, by_sample[sid], meta.get(sid)) for sid in ids]
     return render_template("samples.html", samples=out, rule=CALL_RULE)
 
 
-def slide_summary(sample_id: str, rows: list[tuple[Result, str]]) -> dict[str, Any]:
+def slide_summary(
+    sample_id: str, rows: list[tuple[Result, str]], meta: Sample | None = None
+) -> dict[str, Any]:
+    """The hub's count over the records it has, plus what the device said about the slide: its slide
+    id, open/finished and (once finished) the device's own slide call with the rule behind it."""
     reviews = {r.review_of: r for r, _ in rows if r.kind == "review" and r.review_of}
     labels: Counter[str] = Counter()
     uncertain = fields = 0
@@ -151,6 +156,9 @@ def slide_summary(sample_id: str, rows: list[tuple[Result, str]]) -> dict[str, A
         "call": call,
         "first": min((r.captured_at for r, _ in rows), default=""),
         "last": max((r.captured_at for r, _ in rows), default=""),
+        "slide_id": meta.slide_id if meta else None,
+        "status": meta.status if meta else None,
+        "device_call": (json.loads(meta.summary_json) if meta and meta.summary_json else None),
     }
 
 

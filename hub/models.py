@@ -87,6 +87,23 @@ class Result(Base):
     )
 
 
+class Sample(Base):
+    """A slide as the device describes it (slide id typed by the technician, open/finished and, once
+    finished, the device's frozen slide-level summary). Upserted; finished never goes back to open."""
+
+    __tablename__ = "samples"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    slide_id: Mapped[str] = mapped_column(String(200))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[str] = mapped_column(String(40))  # device clock
+    finished_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    summary_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Setting(Base):
     """Hub-wide values every instance shares (e.g. the session signing key)."""
 

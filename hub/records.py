@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -106,4 +107,39 @@ def validate(rec: Any) -> dict[str, Any]:
         "abstained": abstained,
         "image_sha256": _sha(rec.get("image_sha256"), "image_sha256"),
         "heatmap_sha256": _sha(rec.get("heatmap_sha256"), "heatmap_sha256"),
+    }
+
+
+SAMPLE_STATUSES = ("open", "finished")
+
+
+def validate_sample(s: Any) -> dict[str, Any]:
+    """The columns of one sample (the device store's sample JSON); raises RecordError."""
+    if not isinstance(s, dict):
+        raise RecordError("sample: must be a JSON object")
+    sid = _uuid(s.get("id"), "id")
+    slide = s.get("slide_id")
+    if not isinstance(slide, str) or not slide.strip() or len(slide) > 200:
+        raise RecordError("slide_id: must be a non-empty string of at most 200 characters")
+    status = s.get("status")
+    if status not in SAMPLE_STATUSES:
+        raise RecordError(f"status: must be one of {', '.join(SAMPLE_STATUSES)}")
+    parse_time(s.get("started_at"), "started_at")
+    if s.get("finished_at") is not None:
+        parse_time(s["finished_at"], "finished_at")
+    summary = s.get("summary")
+    if summary is not None and not isinstance(summary, dict):
+        raise RecordError("summary: must be an object or null")
+    for key in ("notes", "created_by"):
+        if s.get(key) is not None and not isinstance(s[key], str):
+            raise RecordError(f"{key}: must be a string or null")
+    return {
+        "id": sid,
+        "slide_id": slide.strip(),
+        "notes": (s.get("notes") or "")[:2000],
+        "status": status,
+        "started_at": s["started_at"],
+        "finished_at": s.get("finished_at"),
+        "created_by": s.get("created_by"),
+        "summary_json": None if summary is None else json.dumps(summary, sort_keys=True),
     }

@@ -185,3 +185,44 @@ def _now_iso():
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat()
+
+
+def sample(**kw):
+    s = {
+        "id": str(uuid.uuid4()),
+        "slide_id": "LAB-2026-0042",
+        "notes": "",
+        "status": "open",
+        "started_at": "2026-11-22T01:00:00.000Z",
+        "finished_at": None,
+        "created_by": "tech",
+        "summary": None,
+    }
+    s.update(kw)
+    return s
+
+
+def test_samples_are_upserted_and_never_reopened(hub):
+    c = hub.client()
+    s = sample()
+
+    def send(*items):
+        return c.post("/api/v1/samples", json={"samples": list(items)}, headers=hub.dev())
+
+    assert send(s).get_json()["results"][0]["status"] == "stored"
+    done = {
+        **s,
+        "status": "finished",
+        "finished_at": "2026-11-22T02:00:00Z",
+        "summary": {"call": "suspicious"},
+    }
+    assert send(done).status_code == 200
+    assert send(s).status_code == 200  # a stale "open" arriving late must not reopen it
+    from hub.models import Sample
+
+    with hub.sessions() as db:
+        row = db.get(Sample, s["id"])
+        assert row.status == "finished" and json.loads(row.summary_json) == {"call": "suspicious"}
+    r = send(sample(slide_id=""))
+    assert r.status_code == 422 and "slide_id" in r.get_json()["results"][0]["reason"]
+    assert c.post("/api/v1/samples", json={"samples": [s]}, headers=hub.usr()).status_code == 401

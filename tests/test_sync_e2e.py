@@ -240,7 +240,7 @@ def test_worker_backs_off_then_drains_when_the_hub_returns(tmp_path):
         assert st["last_error"] and st["pending"] == 12 and st["backoff"] > 0 and st["last_success"] is None
         server = Server(hub.app, port=port)
         worker.wake()
-        _wait(lambda: worker.status()["pending"] == 0)
+        _wait(lambda: worker.status()["pending"] == 0 and worker.status()["last_success"] is not None)
         st = worker.status()
         assert st["synced"] == 12 and st["last_success"] and st["rejected"] == 0
         # a new result is pushed on the next wake
@@ -283,3 +283,23 @@ def test_a_bad_token_keeps_everything_pending(tmp_path):
         server.close()
     assert exc.value.status == 401
     assert Outbox(store).counts() == {"pending": 2, "sending": 0, "synced": 0, "rejected": 0}
+
+
+def test_samples_reach_the_hub_with_slide_id_and_the_devices_call(tmp_path):
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    store, ids = _store(tmp_path, 4)
+    sid = store.get_result(ids[0])["sample_id"]
+    server = Server(hub.app)
+    try:
+        syncer = Syncer(Outbox(store), HubClient(server.url, hub.device_token), batch_size=2)
+        assert syncer.run().samples_sent >= 1
+        store.finish_sample(sid)  # finished after its records were synced: goes with the next pass
+        fill_store(store, 1, seed=4)
+        assert syncer.run().samples_sent >= 1
+    finally:
+        server.close()
+    c = hub.client()
+    c.post("/login", data={"token": hub.user_token})
+    page = c.get("/samples").get_data(as_text=True)
+    assert "slide-0" in page and "(finished)" in page
+    assert "insufficient" in page  # the device's own slide call, frozen when it was finished

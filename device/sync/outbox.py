@@ -224,6 +224,36 @@ class Outbox:
     def image_path(self, sha: str) -> Path:
         return self.store.image_path(sha)
 
+    # -- samples (slide id, open/finished, the device's slide call) ------------------------------------
+
+    SAMPLES_CURSOR = "sync_samples_finished_at"
+
+    def samples(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The store's JSON of these samples (current state)."""
+        out = []
+        for sid in dict.fromkeys(ids):
+            s = self.store.get_sample(sid)
+            if s is not None:
+                out.append(s)
+        return out
+
+    def finished_samples(self) -> list[dict[str, Any]]:
+        """Samples finished since the last finished one the hub confirmed (cursor on finished_at, ties
+        resent; a device clock set back by more than that gap would skip one until its next record)."""
+        cursor = self.store.get_meta(self.SAMPLES_CURSOR) or ""
+        rows = self.conn.execute(
+            "SELECT id FROM samples WHERE status = 'finished' AND finished_at >= ? "
+            "ORDER BY finished_at LIMIT 500",
+            (cursor,),
+        )
+        return self.samples(r[0] for r in rows)
+
+    def samples_confirmed(self, samples: Sequence[dict[str, Any]]) -> None:
+        done = [s["finished_at"] for s in samples if s.get("status") == "finished" and s.get("finished_at")]
+        cursor = self.store.get_meta(self.SAMPLES_CURSOR) or ""
+        if done and max(done) > cursor:
+            self.store.set_meta(self.SAMPLES_CURSOR, max(done))
+
     # -- what the page and status show ------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

@@ -125,6 +125,23 @@ class HubClient:
                 return BatchAnswer(answers, data.get("clock_skew_s"))
         raise HubRefused(f"batch refused ({resp.status_code}): {_reason(resp)}", resp.status_code)
 
+    def post_samples(self, samples: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+        """Upsert samples (slide id, status, summary); answers (id, stored|unchanged|rejected, reason).
+        A hub without the endpoint (404) gets none and that is not an error."""
+        if not samples:
+            return []
+        resp = self._post_json("/samples", {"samples": samples})
+        if resp.status_code == 404:
+            return []
+        data = _json(resp, required=False)
+        if (
+            resp.status_code in (200, 422)
+            and isinstance(data, dict)
+            and isinstance(data.get("results"), list)
+        ):
+            return [(str(a.get("id")), str(a.get("status")), a.get("reason")) for a in data["results"]]
+        raise HubRefused(f"samples refused ({resp.status_code}): {_reason(resp)}", resp.status_code)
+
     def _post_json(self, path: str, payload: Any) -> requests.Response:
         raw = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         data = gzip.compress(raw, compresslevel=5)

@@ -31,6 +31,7 @@ class SyncSummary:
     rejected_now: int = 0  # quarantined in this pass
     images_sent: int = 0
     images_skipped: int = 0  # the hub had them already
+    samples_sent: int = 0
     batches: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -91,6 +92,10 @@ class Syncer:
                     self.outbox.release([r["id"] for r in batch], error=str(exc)[:500])
                     raise
                 summary.batches += 1
+            if not should_stop():
+                finished = self.outbox.finished_samples()
+                self._push_samples(finished, summary)
+                self.outbox.samples_confirmed(finished)
         except HubError as exc:
             summary.error = str(exc)
             exc.summary = summary  # type: ignore[attr-defined]
@@ -112,6 +117,17 @@ class Syncer:
                 live.append(r)
         if live:
             self._post(live, summary)
+        self._push_samples(self.outbox.samples(r["sample_id"] for r in batch if r.get("sample_id")), summary)
+
+    def _push_samples(self, samples: list[dict[str, Any]], summary: SyncSummary) -> None:
+        """Slide ids, open/finished and the device's slide call, so the hub shows slides, not UUIDs."""
+        if not samples:
+            return
+        for sid, status, reason in self.client.post_samples(samples):
+            if status == "rejected":
+                log.warning("sync: hub rejected sample %s: %s", sid, reason)
+            elif status == "stored":
+                summary.samples_sent += 1
 
     def _push_images(self, batch: list[dict[str, Any]], summary: SyncSummary) -> dict[str, str]:
         """Upload the images the batch names that the hub lacks. Returns {sha: reason} for images
