@@ -418,3 +418,21 @@ def test_history_filter_by_slide_id(client, app_svc):
     assert [r["id"] for r in got] == [rec["id"]]
     assert client.get("/api/v1/results?sample=NOPE").status_code == 400
     assert client.get("/history?sample=LAB-42").status_code == 200
+
+
+def test_sync_quarantine_admin_page(app_svc):
+    app, svc = app_svc
+    svc.push_frame(smear(10))
+    rec = svc.capture_field(None, "tech")
+    svc.store.conn.execute(
+        "UPDATE results SET sync_state = 'rejected', sync_error = 'unknown label' WHERE id = ?", (rec["id"],)
+    )
+    tech = app.test_client()
+    login(tech)
+    assert tech.get("/admin/sync").status_code == 403
+    admin = app.test_client()
+    login(admin, "admin")
+    assert "unknown label" in admin.get("/admin/sync").get_data(as_text=True)
+    assert admin.post("/admin/sync/retry", data={"csrf_token": token_of(admin)}).status_code == 302
+    state = svc.store.conn.execute("SELECT sync_state FROM results WHERE id = ?", (rec["id"],)).fetchone()[0]
+    assert state == "pending"

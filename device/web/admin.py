@@ -77,3 +77,25 @@ def settings():
     return render_template(
         "settings.html", config=cfg.to_dict(redact=True), source=getattr(cfg, "source", "")
     )
+
+
+@bp.route("/sync")
+@admin_required
+def sync():
+    """Records the hub refused (quarantined), with its reason, and a button to queue them again."""
+    from device.sync import Outbox
+
+    store = current_app.extensions["smearscope"].store
+    return render_template("sync.html", rejected=Outbox(store).rejected(limit=100))
+
+
+@bp.route("/sync/retry", methods=["POST"])
+@admin_required
+def sync_retry():
+    from device.sync import Outbox
+
+    ext = current_app.extensions["smearscope"]
+    n = Outbox(ext.store).retry_rejected()
+    ext.store.add_event("info", "sync", f"{g.user.name} queued {n} quarantined record(s) again")
+    flash(f"{n} record(s) queued for sync again.")
+    return redirect(url_for("admin.sync"))

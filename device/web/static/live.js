@@ -61,9 +61,10 @@
     } else if (!qOk) {
       setCall("poor", r.label + " (poor quality field)", "confidence " + S.pct(r.confidence));
     } else {
-      var fill = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"] .bar-fill');
-      var malignant = fill ? fill.classList.contains("malignant") : false;
-      setCall(malignant ? "malignant" : "ok", r.label, "confidence " + S.pct(r.confidence));
+      var row = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"]');
+      var malignant = row ? row.querySelector(".bar-fill").classList.contains("malignant") : false;
+      var name = row ? row.querySelector(".bar-name").textContent : r.label;
+      setCall(malignant ? "malignant" : "ok", name, "confidence " + S.pct(r.confidence));
     }
     callBox.dataset.label = r.label || "";
     if (heat && r.has_heatmap === false && !heat.checked) {
