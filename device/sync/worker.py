@@ -279,7 +279,8 @@ class SyncWorker:
         while not self._stop.is_set():
             delay = self.cfg.interval_s
             try:
-                if outbox.counts()["pending"]:
+                counts = outbox.counts()
+                if counts["pending"] or counts["sending"]:  # sending: left by a crashed pass
                     client = client or self._client_factory()
                     self._set(state="syncing", last_attempt=utc_now())
                     summary = Syncer(outbox, client, self.cfg.batch_size).run(self._stop.is_set)
