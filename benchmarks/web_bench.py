@@ -197,7 +197,20 @@ def bench_history(records: int, repeats: int, keep_db: str | None) -> dict:
     return out
 
 
-def bench_mjpeg(seconds: float, rounds: int, model: str | None) -> dict:
+def _replay_folder(dst: Path, size: tuple[int, int]) -> Path:
+    """The shipped sample slides resized to a camera's frame size (what the stream would encode)."""
+    import cv2
+
+    from device.paths import SAMPLES_DIR
+
+    dst.mkdir(parents=True)
+    for p in sorted(SAMPLES_DIR.glob("*.jpg")):
+        img = cv2.imread(str(p))
+        cv2.imwrite(str(dst / p.name), cv2.resize(img, size, interpolation=cv2.INTER_CUBIC))
+    return dst
+
+
+def bench_mjpeg(seconds: float, rounds: int, model: str | None, frame_size: tuple[int, int]) -> dict:
     from device.config import load_config
     from device.paths import default_bundle_dirs
     from device.services import Services
@@ -209,7 +222,8 @@ def bench_mjpeg(seconds: float, rounds: int, model: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(
             data_dir=Path(tmp) / "data", system_config=None, env={},
-            overrides={"classifier": {"models": [bundle]}, "store": {"every_s": 3600.0}},
+            overrides={"classifier": {"models": [bundle]}, "store": {"every_s": 3600.0},
+                       "camera": {"path": str(_replay_folder(Path(tmp) / "frames", frame_size))}},
         )  # fmt: skip
         services = Services(config, pace=False, sync=False)
         auth.add_user(services.store.conn, "tech", "technician", PASSWORD)
@@ -281,6 +295,7 @@ def main() -> int:
     ap.add_argument(
         "--model", help="mjpeg: bundle dir (default: the first default bundle, else the tiny one)"
     )
+    ap.add_argument("--frame-size", default="1280x960", help="mjpeg: replay frames resized to WxH")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
     out = {}
@@ -289,7 +304,8 @@ def main() -> int:
     if args.part in ("history", "all"):
         out["history"] = bench_history(args.records, args.repeats, args.keep_db)
     if args.part in ("mjpeg", "all"):
-        out["mjpeg"] = bench_mjpeg(args.seconds, args.rounds, args.model)
+        w, h = (int(x) for x in args.frame_size.lower().split("x"))
+        out["mjpeg"] = bench_mjpeg(args.seconds, args.rounds, args.model, (w, h))
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:
