@@ -436,3 +436,15 @@ def test_sync_quarantine_admin_page(app_svc):
     assert admin.post("/admin/sync/retry", data={"csrf_token": token_of(admin)}).status_code == 302
     state = svc.store.conn.execute("SELECT sync_state FROM results WHERE id = ?", (rec["id"],)).fetchone()[0]
     assert state == "pending"
+
+
+def test_user_text_is_escaped_and_csv_formulas_defused(client, app_svc):
+    _, svc = app_svc
+    s = svc.store.open_sample("<script>alert(1)</script>", '=HYPERLINK("http://x")', "tech")
+    svc.push_frame(smear(11))
+    rec = svc.capture_field(s["id"], "tech")
+    svc.store.add_review(rec["id"], None, "=1+2", "tech")
+    html = client.get(f"/samples/{s['id']}").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    body = client.get(f"/export.csv?sample={s['id']}").get_data(as_text=True)
+    assert "'=1+2" in body and ",=1+2" not in body
