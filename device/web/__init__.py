@@ -101,7 +101,7 @@ def create_app(config, services) -> Flask:
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
         )
-        if g.get("user") is not None and resp.mimetype == "text/html":
+        if g.get("user") is not None and resp.mimetype in ("text/html", "application/json"):
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
