@@ -81,6 +81,77 @@ def bench_load(repeats: int = 20) -> dict:
     }
 
 
+def bench_load_browser(repeats: int = 10) -> dict:
+    """First loads in headless chromium, a fresh profile each time (nothing cached): the login page
+    (every asset fetched), then the live page right after logging in (assets cached by then).
+    Times are navigation timing up to DOMContentLoaded; bytes count every response but the streams."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        return {"skipped": "chromium is not installed"}
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+    out: dict[str, list[float]] = {"login_ms": [], "login_bytes": [], "live_ms": [], "live_bytes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        app, svc = make_app(Path(tmp))
+        stop = threading.Event()
+
+        def camera() -> None:  # like the daemon: new frames and results at 5 fps
+            k = 0
+            while not stop.is_set():
+                svc.push_frame(np.full((480, 640, 3), 100 + k % 100, np.uint8))
+                k += 1
+                time.sleep(0.2)
+
+        threading.Thread(target=camera, daemon=True).start()
+        server, base = _serve(app)
+
+        def timed(page, url: str, key: str) -> None:
+            got = {"bytes": 0}
+
+            def count(resp) -> None:
+                if "/live/" not in resp.url:
+                    got["bytes"] += len(resp.body()) + sum(
+                        len(k) + len(v) + 4 for k, v in resp.headers.items()
+                    )
+
+            page.on("response", count)
+            page.goto(base + url, wait_until="domcontentloaded")
+            page.wait_for_timeout(300)
+            page.remove_listener("response", count)
+            nav = json.loads(page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])"))
+            out[key + "_ms"].append(nav["domContentLoadedEventEnd"] - nav["startTime"])
+            out[key + "_bytes"].append(got["bytes"])
+
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+                for _ in range(repeats):
+                    ctx = browser.new_context()
+                    page = ctx.new_page()
+                    timed(page, "/login", "login")
+                    page.fill("input[name=username]", "tech")
+                    page.fill("input[name=password]", PASSWORD)
+                    page.click("button[type=submit]")
+                    page.wait_for_selector("#live")
+                    timed(page, "/", "live")
+                    ctx.close()
+                browser.close()
+        finally:
+            stop.set()
+            server.close()
+    res = {}
+    for key, vals in out.items():
+        if key.endswith("_ms"):
+            res[key[:-3] + "_dcl_ms_p50"] = round(float(np.percentile(vals, 50)), 1)
+            res[key[:-3] + "_dcl_ms_p95"] = round(float(np.percentile(vals, 95)), 1)
+        else:
+            res[key] = int(max(vals))
+    return res
+
+
 LABELS = ["Benign", "Early", "Pre", "Pro"]
 
 
@@ -286,7 +357,7 @@ def bench_mjpeg(seconds: float, rounds: int, model: str | None, frame_size: tupl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["load", "history", "mjpeg", "all"], default="all")
+    ap.add_argument("--part", choices=["load", "load-browser", "history", "mjpeg", "all"], default="all")
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--keep-db", metavar="DIR", help="keep (and reuse) the populated store here")
@@ -301,6 +372,8 @@ def main() -> int:
     out = {}
     if args.part in ("load", "all"):
         out["load"] = bench_load()
+    if args.part in ("load-browser", "all"):
+        out["load_browser"] = bench_load_browser()
     if args.part in ("history", "all"):
         out["history"] = bench_history(args.records, args.repeats, args.keep_db)
     if args.part in ("mjpeg", "all"):

@@ -52,7 +52,7 @@ def _part(jpeg: bytes) -> bytes:
 
 
 def mjpeg_frames(
-    live, fps: float, heatmap: bool, stop_after_s: float | None = None, keepalive_s: float = 2.0
+    live, fps: float, heatmap: bool, stop_after_s: float | None = None, keepalive_s: float = 1.0
 ) -> Iterator[bytes]:
     """multipart/x-mixed-replace parts of the newest frame, at most `fps` a second. Frames in between
     are skipped, never queued, so a slow client sees the newest field, not a backlog. When no new
@@ -126,7 +126,7 @@ def live_payload(result: dict) -> dict:
     return {k: result[k] for k in keep if k in result}
 
 
-def sse_events(live, last_seq: int, max_s: float = SSE_MAX_S, keepalive_s: float = 15.0) -> Iterator[str]:
+def sse_events(live, last_seq: int, max_s: float = SSE_MAX_S, keepalive_s: float = 5.0) -> Iterator[str]:
     yield "retry: 2000\n\n"
     seq = last_seq
     started = time.monotonic()
