@@ -181,9 +181,10 @@ fi
 # ---------------------------------------------------------------------------------- 3. directories
 say "3. directories"
 run mkdir -p "$R$APP_DIR" "$R$CONF_DIR" "$R$STATE_DIR" "$R$UNIT_DIR" "$R$BIN_DIR"
-run chmod 0755 "$R$APP_DIR"
-run chmod 0750 "$R$CONF_DIR" "$R$STATE_DIR"
-set_owner "root:$USER_NAME" "$R$CONF_DIR"
+# /etc/smearscope stays root's and open (device and hub may share a machine); each file in it
+# carries its own group and mode 0640
+run chmod 0755 "$R$APP_DIR" "$R$CONF_DIR"
+run chmod 0750 "$R$STATE_DIR"
 set_owner "$USER_NAME:$USER_NAME" "$R$STATE_DIR"
 if [ "$ROLE" = device ]; then
   # models are written by root (`smearscope models install`) and only read by the daemon
