@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip SVM/RF baselines")
+    p.add_argument(
+        "--init-model", metavar="MODEL_KERAS", help="start from this model.keras (skips the head phase)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

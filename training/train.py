@@ -67,6 +67,7 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: bool = False
     baselines: bool = True
+    init_model: str | None = None
     dataset_citation: str = DATASET_CITATION
     verbose: int = 1
 
@@ -131,7 +132,6 @@ def train(cfg: TrainConfig) -> dict:
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    report.write_json(run / "config.json", asdict(cfg))
     gpus = tf.config.list_physical_devices("GPU")
     if cfg.mixed_precision:
         if gpus:
@@ -143,6 +143,7 @@ def train(cfg: TrainConfig) -> dict:
 
     split = _prepare_split(cfg, run)
     labels, k = split.labels, len(split.labels)
+    report.write_json(run / "config.json", {**asdict(cfg), "labels": labels, "num_classes": k})
     cw = class_weights(split) if cfg.class_weighting else None
     dataset_report = {
         "labels": labels,
@@ -165,9 +166,18 @@ def train(cfg: TrainConfig) -> dict:
     val_ds = make_dataset(split.paths("val"), y_val, **common)
 
     with strategy.scope():
-        model = build_model(
-            cfg.backbone, k, size=cfg.size, alpha=cfg.alpha, weights=cfg.weights, dropout=cfg.dropout
-        )
+        if cfg.init_model:
+            # Continue from an earlier run's model.keras (e.g. more fine-tuning epochs): no head phase.
+            model = keras.models.load_model(cfg.init_model)
+            if model.output.shape[-1] != k:
+                raise SmearscopeError(
+                    f"{cfg.init_model}: has {model.output.shape[-1]} outputs, split has {k} labels"
+                )
+            cfg.epochs_head = 0
+        else:
+            model = build_model(
+                cfg.backbone, k, size=cfg.size, alpha=cfg.alpha, weights=cfg.weights, dropout=cfg.dropout
+            )
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     tb = keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)
     csv_logger = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
@@ -303,6 +313,7 @@ def train(cfg: TrainConfig) -> dict:
         "size": cfg.size,
         "alpha": cfg.alpha,
         "weights": cfg.weights,
+        "init_model": cfg.init_model,
         "data": cfg.data,
         "data_fingerprint": fingerprint(split.all_items()),
         "dataset_citation": cfg.dataset_citation,
@@ -317,6 +328,17 @@ def train(cfg: TrainConfig) -> dict:
         "software": report.software_versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    prev_path = Path(cfg.init_model).parent / "provenance.json" if cfg.init_model else None
+    if prev_path and prev_path.is_file():
+        prev = json.loads(prev_path.read_text())
+        provenance["continued_from"] = {
+            k: prev.get(k) for k in ("run_id", "epochs", "training_seconds", "timings")
+        }
+        provenance["training_seconds_total"] = round(training_seconds + prev.get("training_seconds", 0), 1)
+        provenance["epochs_total"] = {
+            "head": prev.get("epochs", {}).get("head", 0),
+            "finetune": prev.get("epochs", {}).get("finetune", 0) + finetune_epochs_run,
+        }
     report.write_json(run / "provenance.json", provenance)
     shown = {
         k: v for k, v in (base or {}).items() if isinstance(v, dict) and "macro_f1" in v and k != "fine_tuned"
