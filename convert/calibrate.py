@@ -15,6 +15,13 @@ bundles with a CAM output also get an energy floor (`calibration.ood_floor`): th
 log-sum-exp of its class logits (the CAM's spatial mean); the floor is the `quantile` (default 1%)
 quantile of the validation images' energies, so about that fraction of in-distribution images is
 refused as "unlike the training images". device/ensemble.py applies it.
+
+Colour check: every bundle also gets `calibration.colour_check`: the mean and inverse covariance of
+the training images' colour statistics (CIELAB mean and standard deviation per channel, computed on the
+model input) and a threshold = `factor` (1.5) x the 99.5% quantile of the validation images'
+Mahalanobis distances. Blank fields, noise, text, gradients and, above all, smears stained or lit
+unlike the training lab's fall far outside; a station in a new lab therefore answers "uncertain" until
+the model is re-trained or re-calibrated on that lab's images (by design).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from device.ensemble import apply_temperature
+from device.ensemble import apply_temperature, colour_stats
 
 T_MIN, T_MAX = 0.05, 20.0
 
@@ -122,5 +129,32 @@ def choose_ood_floor(val_energy: np.ndarray, *, quantile: float = 0.01) -> dict:
         "rule": (
             f"abstain when the logit energy (log-sum-exp of the CAM's mean logits) is below {floor:.2f}, "
             f"the {100 * quantile:g}% quantile of the validation split's energies"
+        ),
+    }
+
+
+def fit_colour_check(
+    train_images: np.ndarray, val_images: np.ndarray, *, quantile: float = 0.995, factor: float = 1.5
+) -> dict:
+    """The manifest's `calibration.colour_check` block (see the module docstring); images are the
+    prepared uint8 model inputs (N, H, W, 3)."""
+    train = np.stack([colour_stats(im) for im in train_images])
+    val = np.stack([colour_stats(im) for im in val_images])
+    mean = train.mean(axis=0)
+    cov = np.cov(train.T) + np.eye(train.shape[1]) * 1e-3
+    inv = np.linalg.inv(cov)
+    d = val - mean
+    dist = np.sqrt(np.maximum(0.0, np.einsum("ij,jk,ik->i", d, inv, d)))
+    threshold = float(factor * np.quantile(dist, quantile))
+    return {
+        "score": "lab_mahalanobis",
+        "features": "CIELAB mean and standard deviation per channel of the model input",
+        "mean": mean.round(6).tolist(),
+        "inv_cov": inv.tolist(),
+        "threshold": round(threshold, 4),
+        "val_refused": float((dist > threshold).mean()),
+        "rule": (
+            f"abstain when the colour statistics' Mahalanobis distance from the training images exceeds "
+            f"{threshold:.2f} ({factor:g} x the {100 * quantile:g}% quantile of the validation split's)"
         ),
     }

@@ -200,13 +200,21 @@ def render(bundle_dir: str | Path) -> str:
             + ("" if thr.get("target_met", True) else " (target NOT met)")
             + ".",
         ]
+        colour = cal.get("colour_check")
+        if colour:
+            out += [
+                "",
+                f"Colour check: {colour.get('rule')} (refuses {_pct(colour.get('val_refused'))} of the "
+                "validation images). Smears stained, lit or photographed unlike the training lab's come "
+                'out "uncertain": a station in a new lab needs a model re-trained or re-calibrated on '
+                "that lab's images.",
+            ]
         floor = cal.get("ood_floor")
         if floor:
             out += [
                 "",
                 f"Out-of-distribution rule: {floor.get('rule')} (refuses {_pct(floor.get('val_refused'))} of "
-                "the validation images). The softmax confidence alone is often high on inputs that are not "
-                "smears; the energy floor catches many of those.",
+                "the validation images).",
             ]
         if (report / "reliability.png").exists():
             out += ["", "![reliability](report/reliability.png)"]

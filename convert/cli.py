@@ -38,6 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.01,
         help="energy floor = this quantile of the validation energies (0 disables the floor)",
     )
+    p.add_argument(
+        "--colour-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse inputs whose colour statistics are unlike the training images'",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
         "--card-only",
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
         float_reference=not args.no_float_reference,
         ood_quantile=args.ood_quantile,
+        colour_check=args.colour_check,
     )
     sizes = s["sizes"]
     size_line = f"{sizes['model_bytes'] / 1e6:.2f} MB"

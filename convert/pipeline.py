@@ -131,6 +131,7 @@ def convert_run(
     float_reference: bool = True,
     ood_per_kind: int = 12,
     ood_quantile: float = 0.01,
+    colour_check: bool = True,
     progress: bool = True,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict."""
@@ -183,12 +184,17 @@ def convert_run(
         log.info("calibrating on the validation split (%d images)", len(val_paths))
         val_x = verify.load_arrays(val_paths, run.size, run.resize)
         dev_val, val_energy = verify.device_outputs(staged, val_x, progress=progress, desc="val")
-        del val_x
         fitted = cal.calibrate(dev_val, y_val, target=target)
         temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
         calibration = fitted["calibration"]
         if val_energy is not None and ood_quantile > 0:
             calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
+        if colour_check:
+            step = max(1, len(train_paths) // 600)
+            train_x = verify.load_arrays(train_paths[::step], run.size, run.resize)
+            calibration["colour_check"] = cal.fit_colour_check(train_x, val_x)
+            del train_x
+        del val_x
         update_manifest(staged, temperature=temperature, abstain_threshold=threshold, calibration=calibration)
 
         # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, energy

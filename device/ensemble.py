@@ -1,10 +1,13 @@
 """Soft-vote ensemble of bundles with the same labels: temperature, abstention, heatmap.
 
-Safety rule: the ensemble abstains ("uncertain, refer") when an input looks unlike the training images
-(a member's logit energy, from its CAM output, is below the floor its manifest's `calibration.ood_floor`
-sets), when its calibrated confidence is below the threshold, or when its members disagree on the label.
-A confident wrong call is the worst outcome; softmax confidence alone is often high on inputs that are
-not smears at all, which is why the energy floor exists (see convert/calibrate.py).
+Safety rule: the ensemble abstains ("uncertain, refer") when an input looks unlike the training images,
+when its calibrated confidence is below the threshold, or when its members disagree on the label.
+A confident wrong call is the worst outcome, and softmax confidence alone is often high on inputs that
+are not smears at all or come from another lab's staining. So a bundle's manifest may carry two
+out-of-distribution checks, fitted by convert/calibrate.py:
+- `calibration.colour_check`: Mahalanobis distance of the model input's colour statistics (CIELAB mean
+  and standard deviation per channel) from the training images'; above the threshold = unfamiliar;
+- `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar.
 """
 
 from __future__ import annotations
@@ -51,6 +54,34 @@ def ood_floor(manifest) -> float | None:
     if isinstance(spec, dict) and spec.get("score") == "energy" and spec.get("threshold") is not None:
         return float(spec["threshold"])
     return None
+
+
+def colour_stats(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB mean and standard deviation per channel (6 values) of an RGB uint8 image."""
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    return np.concatenate([lab.mean(axis=0), lab.std(axis=0)]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ColourCheck:
+    mean: np.ndarray  # (6,)
+    inv_cov: np.ndarray  # (6, 6)
+    threshold: float
+
+    @classmethod
+    def from_manifest(cls, manifest) -> ColourCheck | None:
+        spec = (manifest.calibration or {}).get("colour_check")
+        if not isinstance(spec, dict) or spec.get("threshold") is None:
+            return None
+        return cls(
+            np.asarray(spec["mean"], np.float64),
+            np.asarray(spec["inv_cov"], np.float64),
+            float(spec["threshold"]),
+        )
+
+    def distance(self, rgb: np.ndarray) -> float:
+        d = colour_stats(rgb) - self.mean
+        return float(np.sqrt(max(0.0, d @ self.inv_cov @ d)))
 
 
 @dataclass
@@ -108,11 +139,15 @@ class Ensemble:
         self.abstain_on_disagreement = abstain_on_disagreement
         # Per member: the energy floor below which the input counts as out of distribution.
         self.ood_floors: dict[str, float] = {}
+        self.colour_checks: dict[str, ColourCheck] = {}
         if ood_check:
             for m in models:
                 floor = ood_floor(m.manifest)
                 if floor is not None and m.has_cam:
                     self.ood_floors[m.manifest.name] = floor
+                check = ColourCheck.from_manifest(m.manifest)
+                if check is not None:
+                    self.colour_checks[m.manifest.name] = check
 
     @classmethod
     def from_dirs(cls, dirs: Sequence[str], num_threads: int | None = None, **kw) -> Ensemble:
@@ -143,6 +178,13 @@ class Ensemble:
             key = (spec.width, spec.height, spec.resize)
             if key not in prepared:
                 prepared[key] = prepare(rgb, spec.size, spec.resize)
+            check = self.colour_checks.get(m.manifest.name)
+            if check is not None:
+                dist = check.distance(prepared[key])
+                if dist > check.threshold and not any(u.startswith("colours") for u in unfamiliar):
+                    unfamiliar.append(
+                        f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"
+                    )
             floor = self.ood_floors.get(m.manifest.name)
             out = m.predict(prepared[key], with_cam=with_cam or floor is not None)
             p = apply_temperature(out.probabilities, m.manifest.temperature)

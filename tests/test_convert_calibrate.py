@@ -124,3 +124,21 @@ def test_ood_floor_is_the_validation_quantile() -> None:
     assert floor["score"] == "energy" and floor["threshold"] == pytest.approx(0.1)
     assert floor["val_refused"] == pytest.approx(0.01, abs=0.002)
     assert "1% quantile" in floor["rule"]
+
+
+def test_colour_check_threshold_from_validation() -> None:
+    from convert.calibrate import fit_colour_check
+    from device.ensemble import ColourCheck
+
+    rng = np.random.default_rng(1)
+
+    def smears(n: int) -> np.ndarray:
+        base = rng.normal((220, 170, 190), 8, (n, 1, 1, 3))
+        return np.clip(base + rng.normal(0, 15, (n, 32, 32, 3)), 0, 255).astype(np.uint8)
+
+    spec = fit_colour_check(smears(200), smears(100), quantile=0.995, factor=1.5)
+    assert spec["score"] == "lab_mahalanobis" and spec["val_refused"] == 0.0
+    assert len(spec["mean"]) == 6 and np.asarray(spec["inv_cov"]).shape == (6, 6)
+    check = ColourCheck(np.asarray(spec["mean"]), np.asarray(spec["inv_cov"]), spec["threshold"])
+    assert check.distance(smears(1)[0]) < spec["threshold"]
+    assert check.distance(smears(1)[0][..., ::-1].copy()) > spec["threshold"]  # channel-swapped stain

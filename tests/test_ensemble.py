@@ -163,3 +163,24 @@ def test_energy_floor_refuses_unfamiliar_inputs(manifest) -> None:
     assert not unchecked.classify(rgb).abstained
     no_floor = Ensemble([StubModel(manifest, probs, weak)], threshold=0.5)
     assert no_floor.ood_floors == {} and not no_floor.classify(rgb).abstained
+
+
+def test_colour_check_refuses_foreign_colours(manifest) -> None:
+    from device.ensemble import colour_stats
+
+    rng = np.random.default_rng(0)
+    pinkish = [
+        np.clip(rng.normal((220, 170, 190), 12, (64, 64, 3)), 0, 255).astype(np.uint8) for _ in range(40)
+    ]
+    stats = np.stack([colour_stats(im) for im in pinkish])
+    inv = np.linalg.inv(np.cov(stats.T) + np.eye(6) * 1e-3)
+    check = {"mean": stats.mean(0).tolist(), "inv_cov": inv.tolist(), "threshold": 6.0}
+    guarded = type(manifest)(**{**manifest.__dict__, "calibration": {"colour_check": check}})
+    probs = [0.97, 0.01, 0.01, 0.01]
+    ens = Ensemble([StubModel(guarded, probs)], threshold=0.5)
+    assert not ens.classify(pinkish[0]).abstained
+    green = np.zeros((64, 64, 3), np.uint8)
+    green[..., 1] = 200
+    pred = ens.classify(green)
+    assert pred.abstained and "colours unlike the training images" in pred.reason
+    assert not Ensemble([StubModel(guarded, probs)], threshold=0.5, ood_check=False).classify(green).abstained
