@@ -130,3 +130,12 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     first = json.loads((run / "split.json").read_text())
     second = json.loads((again / "split.json").read_text())
     assert first["test"] == second["test"] and first["train"] == second["train"]
+
+    # --init-model continues from a run's model.keras (no head phase) and records where it came from
+    cont = tmp_path / "cont"
+    argv3 = ["train", "--split", str(run / "split.json"), "--out", str(cont), "--size", "32", "--batch", "8"]
+    argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "1", "--finetune-layers", "5"]
+    assert main([*argv3, "--no-baselines", "--quiet"]) == 0
+    prov3 = json.loads((cont / "provenance.json").read_text())
+    assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
+    assert prov3["epochs_total"] == {"head": 2, "finetune": 2}
