@@ -2,26 +2,27 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-EXTRAS  ?= device,train,hub,dev
 HOST    ?= 127.0.0.1
 PORT    ?= 8080
 DATA    ?= var
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup system-deps lint bench train-shipped clean
+.PHONY: run test setup setup-device system-deps lint bench clean
 
-$(BIN)/.installed-$(subst $(comma),_,$(EXTRAS)): pyproject.toml
+# One stamp per set of extras: `make run` needs only the device's, `make test` all of them.
+$(BIN)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/pip install -q -e '.[$(subst +,$(comma),$*)]'
 	touch $@
 comma := ,
 
-setup: $(BIN)/.installed-$(subst $(comma),_,$(EXTRAS))
+setup: $(BIN)/.installed-device+train+hub+dev
+setup-device: $(BIN)/.installed-device
 
-## Start the daemon on its embedded defaults: shipped models, replay camera, SQLite in ./var,
-## web page on http://127.0.0.1:8080
-run: setup
+## Start the daemon on its embedded defaults: shipped models, replay camera over the bundled sample
+## slides, SQLite in ./var, web page on http://127.0.0.1:8080 (Ctrl-C stops it cleanly).
+run: setup-device
 	$(BIN)/smearscope run --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 ## Lint and run the whole test suite (installs chromium and PostgreSQL from Debian when root).
