@@ -175,13 +175,21 @@ def render(bundle_dir: str | Path) -> str:
                 f"| TFLite float32 | {_pct(f32.get('tflite_accuracy'))} | {_pct(f32.get('agreement'))} | "
                 f"{f32.get('max_probability_diff', 0):.4f} |"
             )
+        diff = ver.get("accuracy_diff")
+        if diff is not None and man.quantization != "float32":
+            met_diff = "met" if abs(diff) <= 0.005 else "**NOT met**"
+            out += [
+                "",
+                f'Target "within 0.5 points of the float model": {met_diff} ({100 * diff:+.2f} points).',
+            ]
         sizes = ver.get("sizes") or {}
         if sizes.get("float32_bytes"):
             out += [
                 "",
                 f"File size: {sizes['model_bytes'] / 1e6:.2f} MB versus "
                 f"{sizes['float32_bytes'] / 1e6:.2f} MB "
-                f"for float32 ({100 * sizes['ratio']:.1f}%).",
+                f"for float32 ({100 * sizes['ratio']:.1f}%; target <= 33%: "
+                f"{'met' if sizes['ratio'] <= 0.33 else '**NOT met**'}).",
             ]
         out.append("")
     if cal:
