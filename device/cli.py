@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 import device.commands
 from device import __version__
 from device.errors import SmearscopeError
-from device.logging_setup import setup_logging
+from device.logging_setup import setup_logging, under_journal
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SmearscopeError as exc:
-        print(f"smearscope {args.command}: error: {exc}", file=sys.stderr)
+        prio = "<3>" if under_journal() else ""  # journald: store it as an error, not as info
+        print(f"{prio}smearscope {args.command}: error: {exc}".replace("\n", f"\n{prio}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

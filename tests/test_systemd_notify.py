@@ -104,3 +104,33 @@ def test_notify_socket_is_optional() -> None:
     finally:
         if saved is not None:
             os.environ["NOTIFY_SOCKET"] = saved
+
+
+@pytest.mark.skipif(not SMEARSCOPE.exists(), reason="smearscope entry point not installed")
+def test_tampered_bundle_exits_2_with_an_error_priority(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Exit 2 is what the unit's RestartPreventExitStatus=2 expects; journald files the reason as an error."""
+    model = tiny_bundle / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[300] ^= 0xFF
+    model.write_bytes(bytes(data))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[device]\ndata_dir = "{tmp_path / "data"}"\n[camera]\nsource = "replay"\n'
+        f'[classifier]\nmodels = ["{tiny_bundle}"]\n[web]\nport = {_free_port()}\n'
+    )
+    with open(tmp_path / "journal.txt", "w+b") as journal:
+        st = os.fstat(journal.fileno())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMEARSCOPE_")}
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        rc = subprocess.run(
+            [str(SMEARSCOPE), "run", "--config", str(config)],
+            stdout=journal,
+            stderr=journal,
+            env=env,
+            timeout=120,
+        ).returncode
+        journal.seek(0)
+        lines = journal.read().decode(errors="replace").splitlines()
+    assert rc == 2
+    errors = [ln for ln in lines if ln.startswith("<3>smearscope run: error:")]
+    assert errors and "sha256" in errors[0], lines
