@@ -32,7 +32,7 @@ def _colour(images: tf.Tensor, strength: float, seed: int | None) -> tf.Tensor:
     return tf.map_fn(one, images, fn_output_signature=tf.float32)
 
 
-def make_augmenter(seed: int | None = None, strength: float = 1.0):
+def make_augmenter(seed: int | None = None, strength: float = 1.0, colour: float = 1.0):
     """Return fn(images) -> augmented images, for `dataset.map` after batching."""
     geometric = keras.Sequential(
         [
@@ -47,6 +47,6 @@ def make_augmenter(seed: int | None = None, strength: float = 1.0):
     def augment(images: tf.Tensor) -> tf.Tensor:
         images = _rot90_each(images, seed)
         images = geometric(images, training=True)
-        return _colour(images, strength, seed)
+        return _colour(images, strength * colour, seed) if strength * colour > 0 else images
 
     return augment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from training.models import BACKBONES
+from training.backbones import BACKBONES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--head-augment", action="store_true", help="augment in phase 1 too (no feature cache)")
-    p.add_argument("--augment-strength", type=float, default=1.0)
+    p.add_argument("--augment-strength", type=float, default=1.0, help="scales geometric + colour jitter")
+    p.add_argument(
+        "--colour-strength",
+        type=float,
+        default=1.0,
+        help="extra factor for brightness/contrast/hue/saturation",
+    )
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")

@@ -18,14 +18,9 @@ from pathlib import Path
 import keras
 
 from device.errors import SmearscopeError
+from training.backbones import BACKBONES, DEFAULT_WEIGHT_FILES
 
-BACKBONES = ("mobilenetv2", "efficientnet-lite0", "efficientnetb0", "efficientnetb3")
-
-#: The pretrained files shipped in ../shared/pretrained (used when --weights is not given).
-DEFAULT_WEIGHT_FILES = {
-    "mobilenetv2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-    "efficientnet-lite0": "efficientnet_lite0_imagenet_notop.keras",
-}
+__all__ = ["BACKBONES", "build_model", "feature_extractor", "set_finetune", "recalibrate_batchnorm"]
 
 
 def _resolve_weights(weights: str | None) -> str | None:
@@ -121,3 +116,20 @@ def set_finetune(model: keras.Model, layers: int) -> int:
         layer.trainable = trainable
         unfrozen += bool(trainable and layer.weights)
     return unfrozen
+
+
+def recalibrate_batchnorm(model: keras.Model, images) -> None:
+    """Set the backbone's BatchNorm moving statistics from one batch of images.
+
+    A randomly initialised backbone (`--weights none`) has moving mean 0 / variance 1, so in inference
+    mode its features collapse towards zero and neither the cached-feature head nor a BN-frozen
+    fine-tune can learn. Pretrained backbones keep their statistics.
+    """
+    base = model.get_layer("backbone")
+    bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in bns]
+    for layer in bns:
+        layer.momentum = 0.0
+    base(images, training=True)
+    for layer, momentum in zip(bns, saved, strict=True):
+        layer.momentum = momentum

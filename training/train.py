@@ -24,7 +24,7 @@ from device.errors import SmearscopeError
 from training import report
 from training.augment import make_augmenter
 from training.data import Split, class_weights, load_split, make_split, split_counts
-from training.models import build_model, feature_extractor, set_finetune
+from training.models import build_model, feature_extractor, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
 
 log = logging.getLogger("smearscope.train")
@@ -63,6 +63,7 @@ class TrainConfig:
     dropout: float = 0.2
     head_augment: bool = False
     augment_strength: float = 1.0
+    colour_strength: float = 1.0
     class_weighting: bool = True
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -161,7 +162,7 @@ def train(cfg: TrainConfig) -> dict:
     common = {"size": cfg.size, "num_classes": k, "batch": batch, "seed": cfg.seed, "resize": cfg.resize}
     y_train, y_val, y_test = (split.label_ids(p) for p in ("train", "val", "test"))
     plain = {p: make_dataset(split.paths(p), None, **common) for p in ("train", "val", "test")}
-    aug = make_augmenter(cfg.seed, cfg.augment_strength)
+    aug = make_augmenter(cfg.seed, cfg.augment_strength, cfg.colour_strength)
     train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, **common)
     val_ds = make_dataset(split.paths("val"), y_val, **common)
 
@@ -178,6 +179,8 @@ def train(cfg: TrainConfig) -> dict:
             model = build_model(
                 cfg.backbone, k, size=cfg.size, alpha=cfg.alpha, weights=cfg.weights, dropout=cfg.dropout
             )
+            if cfg.weights in (None, "", "none", "None"):
+                recalibrate_batchnorm(model, next(iter(plain["train"].unbatch().batch(max(batch, 64)))))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     tb = keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)
     csv_logger = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
