@@ -150,10 +150,15 @@ def render(bundle_dir: str | Path) -> str:
             out += ["", "![confusion matrix](report/confusion_matrix.png)"]
         out += [
             "",
-            "Reproduce: `smearscope evaluate --model models/"
-            + man.name
-            + " --data <test split folder> --json "
-            "out.json` (the test split's file list is `report/test_split.txt`).",
+            "Reproduce (the test split's files are listed in `report/test_split.txt`, relative to the "
+            "dataset folder):",
+            "",
+            "```sh",
+            "DATA=../shared/datasets/all-4class OUT=/tmp/testsplit",
+            'while read -r f; do mkdir -p "$OUT/$(dirname "$f")"; cp "$DATA/$f" "$OUT/$f"; done '
+            f"< models/{man.name}/report/test_split.txt",
+            f"smearscope evaluate --model models/{man.name} --data $OUT --json out.json",
+            "```",
             "",
         ]
     if ver:
