@@ -39,14 +39,20 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: [classifier])")
     p.add_argument("--frames", metavar="DIR", help="replay folder (default: the shipped sample slides)")
     p.add_argument("--config", metavar="FILE", help="TOML config")
+    p.add_argument(
+        "--store-every",
+        type=float,
+        metavar="S",
+        help="store a result every S seconds regardless of label (default: the config's policy)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "device.commands.bench"]
-    for key in ("model", "json", "seconds", "threads", "frames", "config"):
+    for key in ("model", "json", "seconds", "threads", "frames", "config", "store_every"):
         val = getattr(args, key, None)
         if val is not None:
-            argv += [f"--{key}", str(val)]
+            argv += [f"--{key.replace('_', '-')}", str(val)]
     return subprocess.call(argv)
 
 
@@ -150,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.frames:
             config.camera.path = args.frames
         config.camera.source = "replay"
-        # store 10 results a second (a heavier policy than the daemon's default) so the store is exercised
-        config.store.every_s, config.store.on_label_change = 0.1, False
+        if args.store_every is not None:  # e.g. 0.1: a much heavier store load than the default policy
+            config.store.every_s, config.store.on_label_change = args.store_every, False
         config.store.reserve_mb = 0
         threads = config.classifier.threads
         manifest = load_bundle(model_dir).manifest
@@ -162,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             "interpreter_threads": threads,
             "cpu_count": os.cpu_count(),
             "seconds": args.seconds,
+            "store_policy": f"every_s={config.store.every_s} on_label_change={config.store.on_label_change}",
+            "heatmap": config.classifier.heatmap,
+            "quality_gate": config.quality.enabled,
         }
         out.update(measure(config, args.seconds))
         out.update(_rss_mb())
