@@ -337,10 +337,12 @@ def train(cfg: TrainConfig) -> dict:
         provenance["continued_from"] = {
             k: prev.get(k) for k in ("run_id", "epochs", "training_seconds", "timings")
         }
-        provenance["training_seconds_total"] = round(training_seconds + prev.get("training_seconds", 0), 1)
+        prev_seconds = prev.get("training_seconds_total", prev.get("training_seconds", 0))
+        provenance["training_seconds_total"] = round(training_seconds + prev_seconds, 1)
+        prev_epochs = prev.get("epochs_total", prev.get("epochs", {}))
         provenance["epochs_total"] = {
-            "head": prev.get("epochs", {}).get("head", 0),
-            "finetune": prev.get("epochs", {}).get("finetune", 0) + finetune_epochs_run,
+            "head": prev_epochs.get("head", 0),
+            "finetune": prev_epochs.get("finetune", 0) + finetune_epochs_run,
         }
     report.write_json(run / "provenance.json", provenance)
     shown = {
