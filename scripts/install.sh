@@ -49,7 +49,7 @@ usage: $0 [options]
   --venv DIR               use this existing virtualenv as is (no venv creation, no pip)
   --python PY              interpreter for the new venv (default: python3; needs 3.11+)
   --pip-args "ARGS"        extra pip arguments
-  --wheelhouse DIR         install offline from wheels in DIR (pip --no-index --find-links DIR)
+  --wheelhouse DIR         install offline from wheels in DIR, made by scripts/wheelhouse.sh
   --admin-user NAME        first admin account (default: admin)
   --admin-password-file F  its password (default: \$SMEARSCOPE_ADMIN_PASSWORD, else generated and shown once)
   --camera SOURCE          replay|opencv|picamera2|jetson (default: from the platform)
@@ -232,7 +232,13 @@ else
   [ -n "$WHEELHOUSE" ] && PIP+=(--no-index --find-links "$WHEELHOUSE")
   # shellcheck disable=SC2206  # PIP_ARGS is a list of words on purpose
   [ -n "$PIP_ARGS" ] && PIP+=($PIP_ARGS)
-  run "${PIP[@]}" "$R$APP_DIR/src[$EXTRA]"
+  if [ -n "$WHEELHOUSE" ]; then
+    # offline: smearscope's own wheel from the wheelhouse (scripts/wheelhouse.sh), no build step
+    run "${PIP[@]}" "smearscope[$EXTRA]"
+    run "${PIP[@]}" --no-deps --force-reinstall smearscope   # the same version number may hold new code
+  else
+    run "${PIP[@]}" "$R$APP_DIR/src[$EXTRA]"
+  fi
   if [ "$ROLE" = device ] && [ "$PLATFORM" = pi ]; then
     # apt's simplejpeg (used by picamera2) is built for numpy 1.x; the venv has numpy 2 (picamera2#1211)
     run "${PIP[@]}" --ignore-installed simplejpeg

@@ -22,6 +22,7 @@ from device.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install.sh"
 UNINSTALL = REPO / "scripts" / "uninstall.sh"
+WHEELHOUSE = REPO / "scripts" / "wheelhouse.sh"
 VENV = Path(sys.prefix)
 PASSWORD = "correct horse battery staple"
 TINY_BUNDLE = REPO / "tests" / "data" / "tiny-bundle"
@@ -45,7 +46,7 @@ def sh(*argv: str | Path, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_scripts_parse() -> None:
-    for script in (INSTALL, UNINSTALL):
+    for script in (INSTALL, UNINSTALL, WHEELHOUSE):
         subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
         assert os.access(script, os.X_OK), f"{script} is not executable"
 
@@ -83,6 +84,14 @@ def test_dry_run_lists_every_step_and_changes_nothing(platform: str) -> None:
     if platform == "generic":
         assert "--system-site-packages" not in out and "picamera2" not in out
     assert {p: p.exists() for p in SYSTEM_PATHS} == before
+
+
+def test_dry_run_offline_from_a_wheelhouse(tmp_path: Path) -> None:
+    out = sh(INSTALL, "--dry-run", "--platform", "pi", "--wheelhouse", tmp_path).stdout
+    pip_lines = [ln for ln in out.splitlines() if "pip install" in ln]
+    assert pip_lines and all(f"--no-index --find-links {tmp_path}" in ln for ln in pip_lines)
+    assert any(re.search(r"smearscope\\?\[device\\?\]", ln) for ln in pip_lines)
+    assert any("--force-reinstall smearscope" in ln for ln in pip_lines)
 
 
 def test_dry_run_hub_role() -> None:
