@@ -145,7 +145,8 @@ def render(bundle_dir: str | Path) -> str:
             f"*{met.get('split_note', SPLIT_CAVEAT)}*",
             "",
         ]
-        out += _metrics_table(met)
+        if {"labels", "per_class", "confusion_matrix"} <= met.keys():
+            out += _metrics_table(met)
         if (report / "confusion_matrix.png").exists():
             out += ["", "![confusion matrix](report/confusion_matrix.png)"]
         out += [
@@ -269,6 +270,21 @@ def render(bundle_dir: str | Path) -> str:
             f"({_pct(ens.get('abstain_rate'))}).",
             "",
         ]
+    ens_ood = _read_json(report / "ensemble_ood.json")
+    if ens_ood:
+        out += [
+            "Out-of-distribution probes through the ensemble (all its checks):",
+            "",
+            "| probe | n | uncertain | confident malignant | confident benign |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for kind, r in ens_ood.items():
+            if isinstance(r, dict) and "n" in r:
+                out.append(
+                    f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
+                    f"{_pct(r['confident_benign'])} |"
+                )
+        out.append("")
     tm = _read_json(report / "training_metrics.json")
     base = _read_json(report / "baselines.json")
     if prov or tm:

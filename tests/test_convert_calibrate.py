@@ -142,3 +142,23 @@ def test_colour_check_threshold_from_validation() -> None:
     check = ColourCheck(np.asarray(spec["mean"]), np.asarray(spec["inv_cov"]), spec["threshold"])
     assert check.distance(smears(1)[0]) < spec["threshold"]
     assert check.distance(smears(1)[0][..., ::-1].copy()) > spec["threshold"]  # channel-swapped stain
+
+
+def test_ensemble_report_writes_figures_into_every_card(tiny_bundle, tiny_dataset, tmp_path) -> None:
+    import json
+    import shutil
+
+    from convert.ensemble_report import main
+
+    twin = tmp_path / "twin"
+    shutil.copytree(tiny_bundle, twin)
+    data = json.loads((twin / "manifest.json").read_text())
+    data["name"] = "twin"
+    (twin / "manifest.json").write_text(json.dumps(data))
+    assert main([str(tiny_bundle), str(twin), "--data", str(tiny_dataset)]) == 0
+    for b in (tiny_bundle, twin):
+        ens = json.loads((b / "report" / "ensemble.json").read_text())
+        assert ens["n"] == 24 and [m["name"] for m in ens["models"]] == ["tiny-mobilenetv2-int8", "twin"]
+        assert json.loads((b / "report" / "ensemble_ood.json").read_text())["all"]["n"] > 0
+        text = (b / "MODEL.md").read_text()
+        assert "## In the default ensemble" in text and "not a diagnosis" in text
