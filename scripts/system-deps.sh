@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: chromium (real-browser test) and PostgreSQL (hub tests).
+# Debian packages the test suite uses: chromium (real-browser test), PostgreSQL (hub tests),
+# systemd (systemd-analyze verify of the units) and shellcheck (installer scripts).
 # Installs them only when missing and when we are root; otherwise those tests skip with a reason.
 set -u
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: not root or no apt-get; tests needing ${need[*]} will be skipped" >&2
