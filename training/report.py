@@ -177,6 +177,17 @@ def write_summary(run: Path, metrics: dict, base: dict | None, provenance: dict,
         f"{provenance['epochs']['head']} head + {provenance['epochs']['finetune']} fine-tune epochs; "
         f"training took {provenance['training_seconds']:.0f} s on {provenance['device']}.",
         "",
+        *(
+            [
+                f"Continued from `{provenance['continued_from']['run_id']}`: in total "
+                f"{provenance['epochs_total']['head']} head + "
+                f"{provenance['epochs_total']['finetune']} fine-tune epochs, "
+                f"{provenance['training_seconds_total']:.0f} s of training.",
+                "",
+            ]
+            if provenance.get("continued_from")
+            else []
+        ),
         f"Images: {dataset['counts']} (duplicates dropped: {dataset['duplicates_dropped']}). "
         f"Class weights: {dataset['class_weights']}.",
         "",
