@@ -17,8 +17,8 @@ quantile of the validation images' energies, so about that fraction of in-distri
 refused as "unlike the training images". device/ensemble.py applies it.
 
 Colour check: every bundle also gets `calibration.colour_check`: the mean and inverse covariance of
-the training images' colour statistics (CIELAB mean and standard deviation per channel, computed on the
-model input) and a threshold = `factor` (1.5) x the 99.5% quantile of the validation images'
+the training images' colour statistics (CIELAB mean and log(1 + standard deviation) per channel,
+computed on the model input) and a threshold = `factor` (1.5) x the 99.5% quantile of the validation images'
 Mahalanobis distances. Blank fields, noise, text, gradients and, above all, smears stained or lit
 unlike the training lab's fall far outside; a station in a new lab therefore answers "uncertain" until
 the model is re-trained or re-calibrated on that lab's images (by design).
@@ -148,7 +148,7 @@ def fit_colour_check(
     threshold = float(factor * np.quantile(dist, quantile))
     return {
         "score": "lab_mahalanobis",
-        "features": "CIELAB mean and standard deviation per channel of the model input",
+        "features": "CIELAB mean and log(1 + standard deviation) per channel of the model input",
         "mean": mean.round(6).tolist(),
         "inv_cov": inv.tolist(),
         "threshold": round(threshold, 4),

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="only re-render BUNDLE/MODEL.md from its manifest and report/ (e.g. after adding "
         "report/ensemble.json from `smearscope evaluate`)",
     )
+    p.add_argument(
+        "--recalibrate",
+        metavar="BUNDLE",
+        help="re-fit temperature, threshold and OOD checks of BUNDLE (model.tflite unchanged) on RUN_DIR's "
+        "splits, re-measure and re-render its card",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,6 +67,20 @@ def run(args: argparse.Namespace) -> int:
         from convert.card import write_card
 
         print(write_card(Path(args.card_only)))
+        return 0
+    if args.recalibrate:
+        if not args.run_dir:
+            raise SmearscopeError("--recalibrate BUNDLE needs the RUN_DIR the bundle was converted from")
+        from convert.pipeline import recalibrate
+
+        r = recalibrate(
+            args.recalibrate,
+            args.run_dir,
+            target=args.target,
+            ood_quantile=args.ood_quantile,
+            colour_check=args.colour_check,
+        )
+        print(json.dumps(r, indent=2))
         return 0
     if not args.run_dir or not args.out:
         raise SmearscopeError("RUN_DIR and --out are required (or use --card-only BUNDLE)")

@@ -145,7 +145,6 @@ def convert_run(
     out = Path(out_dir)
     name = name or out.name
     train_paths, _ = run.part("train")
-    val_paths, y_val = run.part("val")
     test_paths, y_test = run.part("test")
     log.info("loading %s", run.path / "model.keras")
     model = keras.models.load_model(run.path / "model.keras", compile=False)
@@ -181,49 +180,17 @@ def convert_run(
             "zero_point": conv.input_quantization[1],
         }
 
-        log.info("calibrating on the validation split (%d images)", len(val_paths))
-        val_x = verify.load_arrays(val_paths, run.size, run.resize)
-        dev_val, val_energy = verify.device_outputs(staged, val_x, progress=progress, desc="val")
-        fitted = cal.calibrate(dev_val, y_val, target=target)
-        temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
-        calibration = fitted["calibration"]
-        if val_energy is not None and ood_quantile > 0:
-            calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
-        if colour_check:
-            step = max(1, len(train_paths) // 600)
-            train_x = verify.load_arrays(train_paths[::step], run.size, run.resize)
-            calibration["colour_check"] = cal.fit_colour_check(train_x, val_x)
-            del train_x
-        del val_x
-        update_manifest(staged, temperature=temperature, abstain_threshold=threshold, calibration=calibration)
-
-        # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, energy
-        # floor): exactly what `smearscope evaluate` computes on the same images.
-        ens = Ensemble([TFLiteModel(load_bundle(staged))])
-        preds = [ens.classify(img, with_cam=False) for img in test_x]
-        del test_x
-        y_pred = np.array([run.labels.index(p.label) for p in preds])
-        abstained = np.array([p.abstained for p in preds])
-        kept = ~abstained
-        metrics = metrics_report(y_test, y_pred, run.labels)
-        metrics.update(
-            {
-                "split": "test",
-                "split_note": SPLIT_NOTE,
-                "measured_by": f"device code (Ensemble of this {quantization} bundle alone)",
-                "abstained": int(abstained.sum()),
-                "abstain_rate": float(abstained.mean()),
-                "accuracy_when_not_abstained": float((y_pred == y_test)[kept].mean()) if kept.any() else None,
-            }
+        metrics, calibration, temperature, threshold = calibrate_bundle(
+            staged,
+            run,
+            test_x=test_x,
+            target=target,
+            ood_quantile=ood_quantile,
+            colour_check=colour_check,
+            ood_per_kind=ood_per_kind,
+            progress=progress,
         )
-
-        log.info("out-of-distribution probes")
-        step = max(1, len(test_paths) // ood_per_kind)
-        smears = [read_image(p) for p in test_paths[::step][:ood_per_kind]]
-        calibration["ood"] = ood.measure(ens, smears, n=ood_per_kind, seed=0)
-        if ens.ood_floors:
-            plain = Ensemble(ens.models, ood_check=False)
-            calibration["ood_max_probability_only"] = ood.measure(plain, smears, n=ood_per_kind, seed=0)
+        del test_x
 
         provenance = (
             dict(json.loads((run.path / "provenance.json").read_text()))
@@ -239,14 +206,7 @@ def convert_run(
                 "representative_split": "train",
             }
         )
-        update_manifest(
-            staged,
-            metrics=metrics,
-            calibration=calibration,
-            verification=verification,
-            provenance=provenance,
-        )
-        _write_report(staged, run, metrics, dev_val, y_val, temperature, test_paths)
+        update_manifest(staged, verification=verification, provenance=provenance)
         card.write_card(staged)
         _swap_into_place(staged, out)
     finally:
@@ -272,6 +232,92 @@ def convert_run(
         "seconds": round(time.perf_counter() - t0, 1),
     }
     return summary
+
+
+def calibrate_bundle(
+    bundle: Path,
+    run: RunDir,
+    *,
+    test_x: np.ndarray | None = None,
+    target: float = 0.995,
+    ood_quantile: float = 0.01,
+    colour_check: bool = True,
+    ood_per_kind: int = 12,
+    progress: bool = True,
+) -> tuple[dict, dict, float, float]:
+    """Fit temperature, threshold and the OOD checks on the validation split with the device code,
+    then measure the test split and the OOD probes with the device's whole decision; writes them into
+    the bundle's manifest and report/. Returns (metrics, calibration, temperature, threshold)."""
+    manifest = load_bundle(bundle).manifest
+    train_paths, _ = run.part("train")
+    val_paths, y_val = run.part("val")
+    test_paths, y_test = run.part("test")
+    log.info("calibrating on the validation split (%d images)", len(val_paths))
+    val_x = verify.load_arrays(val_paths, run.size, run.resize)
+    dev_val, val_energy = verify.device_outputs(bundle, val_x, progress=progress, desc="val")
+    fitted = cal.calibrate(dev_val, y_val, target=target)
+    temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
+    calibration = fitted["calibration"]
+    if val_energy is not None and ood_quantile > 0:
+        calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
+    if colour_check:
+        step = max(1, len(train_paths) // 600)
+        train_x = verify.load_arrays(train_paths[::step], run.size, run.resize)
+        calibration["colour_check"] = cal.fit_colour_check(train_x, val_x)
+        del train_x
+    del val_x
+    update_manifest(bundle, temperature=temperature, abstain_threshold=threshold, calibration=calibration)
+
+    # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
+    # checks): exactly what `smearscope evaluate` computes on the same images.
+    if test_x is None:
+        test_x = verify.load_arrays(test_paths, run.size, run.resize)
+    ens = Ensemble([TFLiteModel(load_bundle(bundle))])
+    preds = [ens.classify(img, with_cam=False) for img in test_x]
+    y_pred = np.array([run.labels.index(p.label) for p in preds])
+    abstained = np.array([p.abstained for p in preds])
+    kept = ~abstained
+    metrics = metrics_report(y_test, y_pred, run.labels)
+    metrics.update(
+        {
+            "split": "test",
+            "split_note": SPLIT_NOTE,
+            "measured_by": f"device code (Ensemble of this {manifest.quantization} bundle alone)",
+            "abstained": int(abstained.sum()),
+            "abstain_rate": float(abstained.mean()),
+            "accuracy_when_not_abstained": float((y_pred == y_test)[kept].mean()) if kept.any() else None,
+        }
+    )
+
+    log.info("out-of-distribution probes")
+    step = max(1, len(test_paths) // ood_per_kind)
+    smears = [read_image(p) for p in test_paths[::step][:ood_per_kind]]
+    calibration["ood"] = ood.measure(ens, smears, n=ood_per_kind, seed=0)
+    if ens.ood_floors or ens.colour_checks:
+        plain = Ensemble(ens.models, ood_check=False)
+        calibration["ood_max_probability_only"] = ood.measure(plain, smears, n=ood_per_kind, seed=0)
+    update_manifest(bundle, metrics=metrics, calibration=calibration)
+    _write_report(bundle, run, metrics, dev_val, y_val, temperature, test_paths)
+    return metrics, calibration, temperature, threshold
+
+
+def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:
+    """Re-fit calibration and OOD checks of an existing bundle (model.tflite unchanged) and re-render
+    its card; for when the device's decision rules change after a conversion."""
+    bundle = Path(bundle_dir)
+    run = read_run(run_dir)
+    metrics, calibration, temperature, threshold = calibrate_bundle(bundle, run, **kw)
+    card.write_card(bundle)
+    return {
+        "bundle": str(bundle),
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "abstain_rate": metrics["abstain_rate"],
+        "temperature": temperature,
+        "abstain_threshold": threshold,
+        "ood_abstained": calibration["ood"]["all"]["abstained"],
+        "ood_confident_malignant": calibration["ood"]["all"]["confident_malignant"],
+    }
 
 
 def _write_report(

@@ -6,7 +6,7 @@ A confident wrong call is the worst outcome, and softmax confidence alone is oft
 are not smears at all or come from another lab's staining. So a bundle's manifest may carry two
 out-of-distribution checks, fitted by convert/calibrate.py:
 - `calibration.colour_check`: Mahalanobis distance of the model input's colour statistics (CIELAB mean
-  and standard deviation per channel) from the training images'; above the threshold = unfamiliar;
+  and log standard deviation per channel) from the training images'; above the threshold = unfamiliar;
 - `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar.
 """
 
@@ -57,9 +57,10 @@ def ood_floor(manifest) -> float | None:
 
 
 def colour_stats(rgb: np.ndarray) -> np.ndarray:
-    """CIELAB mean and standard deviation per channel (6 values) of an RGB uint8 image."""
+    """CIELAB mean and log(1 + standard deviation) per channel (6 values) of an RGB uint8 image.
+    The log makes featureless inputs (blank fields, heavy blur: std near 0) stand far out."""
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    return np.concatenate([lab.mean(axis=0), lab.std(axis=0)]).astype(np.float64)
+    return np.concatenate([lab.mean(axis=0), np.log1p(lab.std(axis=0))]).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,13 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     assert res["accuracy"] == pytest.approx(manifest["metrics"]["accuracy"])
     assert res["confusion_matrix"] == manifest["metrics"]["confusion_matrix"]
 
+    # Re-fitting the decision rules keeps the model file and reproduces the same test metrics.
+    sha = manifest["sha256"]
+    assert main(["convert", str(run), "--recalibrate", str(bundle)]) == 0
+    again = json.loads((bundle / "manifest.json").read_text())
+    assert again["sha256"] == sha and again["metrics"]["accuracy"] == manifest["metrics"]["accuracy"]
+    assert "colour_check" in again["calibration"]
+
     monkeypatch.setenv("SMEARSCOPE_MODELS_DIR", str(models))
     some = sorted(data.rglob("*.jpg"))[:2]
     assert main(["classify", *map(str, some), "--json"]) == 0
