@@ -91,7 +91,9 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
 
     # Re-fitting the decision rules keeps the model file and reproduces the same test metrics.
     sha = manifest["sha256"]
+    capsys.readouterr()
     assert main(["convert", str(run), "--recalibrate", str(bundle)]) == 0
+    assert json.loads(capsys.readouterr().out)["bundle"] == str(bundle)
     again = json.loads((bundle / "manifest.json").read_text())
     assert again["sha256"] == sha and again["metrics"]["accuracy"] == manifest["metrics"]["accuracy"]
     assert "colour_check" in again["calibration"]
