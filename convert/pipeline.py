@@ -307,6 +307,11 @@ def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:
     bundle = Path(bundle_dir)
     run = read_run(run_dir)
     metrics, calibration, temperature, threshold = calibrate_bundle(bundle, run, **kw)
+    if (run.path / "provenance.json").is_file():  # pick up training-side corrections (e.g. stage times)
+        provenance = dict(load_bundle(bundle).manifest.provenance)
+        provenance.update(json.loads((run.path / "provenance.json").read_text()))
+        provenance["recalibrated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        update_manifest(bundle, provenance=provenance)
     card.write_card(bundle)
     return {
         "bundle": str(bundle),
