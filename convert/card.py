@@ -267,7 +267,9 @@ def render(bundle_dir: str | Path) -> str:
             f"Soft vote of {', '.join(m['name'] for m in ens.get('models', []))} on the same test split "
             f"(n = {ens.get('n')}): accuracy **{_pct(ens.get('accuracy'))}**, macro-F1 "
             f"**{ens.get('macro_f1', 0):.4f}**, uncertain {ens.get('abstained', 0)} "
-            f"({_pct(ens.get('abstain_rate'))}).",
+            f"({_pct(ens.get('abstain_rate'))}); accuracy on the rest "
+            f"{_pct(ens.get('accuracy_when_not_abstained'))}. Reproduce: `smearscope evaluate` with one "
+            "`--model` per bundle on the same test split folder.",
             "",
         ]
     ens_ood = _read_json(report / "ensemble_ood.json")
