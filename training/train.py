@@ -339,6 +339,14 @@ def train(cfg: TrainConfig) -> dict:
         }
         prev_seconds = prev.get("training_seconds_total", prev.get("training_seconds", 0))
         provenance["training_seconds_total"] = round(training_seconds + prev_seconds, 1)
+        provenance["stages"] = [
+            *prev.get("stages", [{k: prev.get(k) for k in ("run_id", "epochs", "training_seconds")}]),
+            {
+                "run_id": run.name,
+                "epochs": provenance["epochs"],
+                "training_seconds": provenance["training_seconds"],
+            },
+        ]
         prev_epochs = prev.get("epochs_total", prev.get("epochs", {}))
         provenance["epochs_total"] = {
             "head": prev_epochs.get("head", 0),
