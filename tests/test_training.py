@@ -139,3 +139,4 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     prov3 = json.loads((cont / "provenance.json").read_text())
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
     assert prov3["epochs_total"] == {"head": 2, "finetune": 2}
+    assert [st["run_id"] for st in prov3["stages"]] == ["run", "cont"]
