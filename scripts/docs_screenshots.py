@@ -93,9 +93,7 @@ def shoot(models: list[str], out: Path, force: bool) -> list[Path]:
             page.fill("input[name=slide_id]", "DEMO-0001")
             page.fill("textarea[name=notes]", "replay camera, dataset sample slides")
             page.locator("input[name=slide_id]").press("Enter")
-            page.wait_for_function(
-                "document.getElementById('call-label').textContent.indexOf('Waiting') < 0", timeout=60_000
-            )
+            page.wait_for_selector("#call:not(.waiting)", timeout=60_000)  # the first result arrived
             for _ in range(4):  # a few fields into the sample, one per replayed slide
                 page.wait_for_timeout(1500)
                 if page.locator("#capture").is_enabled():
@@ -110,6 +108,9 @@ def shoot(models: list[str], out: Path, force: bool) -> list[Path]:
             page.screenshot(path=str(wanted["history"]), full_page=True)
             page.locator("a[href*='/results/']").first.click()
             page.wait_for_load_state("networkidle")
+            if page.locator("details summary").count():  # show the heatmap
+                page.locator("details summary").first.click()
+                page.wait_for_load_state("networkidle")
             page.screenshot(path=str(wanted["result"]), full_page=True)
             browser.close()
         taken = list(wanted.values())
