@@ -59,8 +59,9 @@ def ood_floor(manifest) -> float | None:
 def colour_stats(rgb: np.ndarray) -> np.ndarray:
     """CIELAB mean and log(1 + standard deviation) per channel (6 values) of an RGB uint8 image.
     The log makes featureless inputs (blank fields, heavy blur: std near 0) stand far out."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
-    return np.concatenate([lab.mean(axis=0), np.log1p(lab.std(axis=0))]).astype(np.float64)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    mean, std = cv2.meanStdDev(lab)  # population std, as numpy's; ~20x faster on the frame loop
+    return np.concatenate([mean.ravel(), np.log1p(std.ravel())]).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -219,3 +219,26 @@ def test_store_policy_only_on_label_change(tmp_path, tiny_bundle, sample_images,
     assert s.store.counts()["records_total"] == 1  # stored once, when the label first appeared
     live = s.live.latest_result()[1]
     assert live["frames_in_field"] >= 20 and not live["new_field"]  # one field, smoothed throughout
+
+
+def test_unfamiliar_input_stays_uncertain_in_the_live_view(
+    tmp_path, tiny_bundle, sample_images, services_factory
+):
+    """Temporal smoothing must never turn an out-of-distribution abstention into a confident label."""
+    import json
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    manifest.setdefault("calibration", {})["colour_check"] = {
+        "mean": [0.0] * 6,
+        "inv_cov": np.eye(6).tolist(),
+        "threshold": 0.001,  # every real picture is "far" from this: always unfamiliar
+    }
+    (tiny_bundle / "manifest.json").write_text(json.dumps(manifest))
+    cfg = make_config(tmp_path, tiny_bundle, sample_images[0].parent, classifier={"abstain_threshold": 0.01})
+    s = services_factory(cfg)
+    s.start()
+    assert wait_for(lambda: (s.live.latest_result() or (0, {}))[1].get("frame_seq", 0) > 3)
+    _, live = s.live.latest_result()
+    assert live["abstained"] is True
+    assert live["reason"].startswith("input unlike the training images")
+    assert live["display"] != live["label"]

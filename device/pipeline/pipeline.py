@@ -292,10 +292,10 @@ class Pipeline:
         idx = int(np.argmax(smoothed))
         conf = float(smoothed[idx])
         reason = None
-        if conf < self.threshold:
+        if pred.abstained and not (pred.reason or "").startswith("confidence"):
+            reason = pred.reason  # unfamiliar input or disagreement: smoothing must never hide it
+        elif conf < self.threshold:
             reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
-        elif pred.reason == "models disagree":
-            reason = pred.reason
         latency_ms = (time.monotonic_ns() - g.frame.t_ns) / 1e6
         live = {
             "frame_seq": g.seq,
