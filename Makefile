@@ -7,7 +7,7 @@ PORT    ?= 8080
 DATA    ?= var
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-device system-deps lint bench clean
+.PHONY: run test setup setup-device system-deps lint bench train-shipped clean
 
 # One stamp per set of extras: `make run` needs only the device's, `make test` all of them.
 $(BIN)/.installed-%: pyproject.toml
@@ -42,3 +42,7 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## Re-train and convert the shipped models from ../shared (about 1.5 h on 2 CPU cores).
+train-shipped: setup
+	sh training/train_shipped.sh ../shared
