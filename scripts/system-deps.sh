@@ -16,6 +16,10 @@ fi
 echo "system-deps: installing ${need[*]} from Debian" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null 2>&1 || true
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
-  || echo "system-deps: could not install ${need[*]}; those tests will be skipped" >&2
+if ! apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1; then
+  for pkg in "${need[@]}"; do  # one at a time, so one missing package does not cost the others
+    apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 \
+      || echo "system-deps: could not install $pkg; the tests that need it will be skipped" >&2
+  done
+fi
 exit 0
