@@ -167,26 +167,44 @@ class Ensemble:
     def has_cam(self) -> bool:
         return any(m.has_cam for m in self.models)
 
-    def classify(self, rgb: np.ndarray, *, with_cam: bool = True) -> Prediction:
-        """Classify a full RGB uint8 image (any size): each model gets its own prepared input."""
-        t0 = time.perf_counter()
-        per_model: dict[str, list[float]] = {}
-        stack = []
-        cams = []
-        unfamiliar: list[str] = []
+    def _prepared(self, rgb: np.ndarray) -> dict[tuple, np.ndarray]:
         prepared: dict[tuple, np.ndarray] = {}
         for m in self.models:
             spec = m.manifest.input
             key = (spec.width, spec.height, spec.resize)
             if key not in prepared:
                 prepared[key] = prepare(rgb, spec.size, spec.resize)
+        return prepared
+
+    def colour_reasons(self, rgb: np.ndarray) -> list[str]:
+        """The colour-statistics check alone (no interpreter): thread-safe, so the daemon's quality
+        gate runs it on another core and hands the result to `classify(precheck=...)`."""
+        prepared = self._prepared(rgb)
+        for m in self.models:
             check = self.colour_checks.get(m.manifest.name)
-            if check is not None:
-                dist = check.distance(prepared[key])
-                if dist > check.threshold and not any(u.startswith("colours") for u in unfamiliar):
-                    unfamiliar.append(
-                        f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"
-                    )
+            if check is None:
+                continue
+            spec = m.manifest.input
+            dist = check.distance(prepared[(spec.width, spec.height, spec.resize)])
+            if dist > check.threshold:
+                return [f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"]
+        return []
+
+    def classify(
+        self, rgb: np.ndarray, *, with_cam: bool = True, precheck: list[str] | None = None
+    ) -> Prediction:
+        """Classify a full RGB uint8 image (any size): each model gets its own prepared input.
+
+        `precheck`: the result of `colour_reasons(rgb)` when the caller already ran it."""
+        t0 = time.perf_counter()
+        per_model: dict[str, list[float]] = {}
+        stack = []
+        cams = []
+        prepared = self._prepared(rgb)
+        unfamiliar: list[str] = list(precheck) if precheck is not None else self.colour_reasons(rgb)
+        for m in self.models:
+            spec = m.manifest.input
+            key = (spec.width, spec.height, spec.resize)
             floor = self.ood_floors.get(m.manifest.name)
             out = m.predict(prepared[key], with_cam=with_cam or floor is not None)
             p = apply_temperature(out.probabilities, m.manifest.temperature)

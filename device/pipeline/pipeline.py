@@ -45,6 +45,7 @@ class Gated:
     model_input: np.ndarray  # prepared for the models (or the full frame when their sizes differ)
     thumb: np.ndarray
     quality: Quality
+    unfamiliar: list[str] | None = None  # the ensemble's colour check, run here off the classifier's core
 
 
 @dataclass
@@ -269,7 +270,8 @@ class Pipeline:
             model_input = prepare(frame.rgb, (width, height), resize)
         else:
             model_input = frame.rgb
-        gated = Gated(seq, frame, model_input, thumbnail(model_input), q)
+        colour = self.ensemble.colour_reasons(model_input)
+        gated = Gated(seq, frame, model_input, thumbnail(model_input), q, colour)
         if not self.gated_slot.put(gated):
             self.telemetry.frames_dropped.labels("gate").inc()
             self.telemetry.count("dropped")
@@ -285,7 +287,9 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
-        pred = self.ensemble.classify(g.model_input, with_cam=self.config.classifier.heatmap)
+        pred = self.ensemble.classify(
+            g.model_input, with_cam=self.config.classifier.heatmap, precheck=g.unfamiliar
+        )
         labels = self.ensemble.label_ids
         probs = np.array([pred.probabilities[lb] for lb in labels], dtype=np.float32)
         smoothed, new_field = self.smoother.update(g.thumb, probs)
