@@ -87,6 +87,7 @@ def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, tit
                 color="white" if cm_a[i, j] > thresh else "black",
             )
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
 
