@@ -11,13 +11,19 @@ import numpy as np
 from device.bundle import MODEL_FILE, InputSpec, Label, Manifest, OutputSpec, sha256_file, write_manifest
 from device.fsutil import atomic_write_bytes
 
-#: Display names and malignancy of the B-ALL dataset's class folders (hematogones are benign
-#: precursors; the three others are B-ALL subtypes).
+#: Display names and malignancy of known class folders: the B-ALL dataset's (hematogones are benign
+#: precursors; the three others are B-ALL subtypes), C-NMC's ALL/HEM and the FAB subtypes L1-L3.
+#: Other labels get malignant=None, which the slide-level call treats as malignant (refer, never miss).
 KNOWN_LABELS: dict[str, tuple[str, bool]] = {
     "Benign": ("Benign (hematogones)", False),
     "Early": ("Early Pre-B ALL (malignant)", True),
     "Pre": ("Pre-B ALL (malignant)", True),
     "Pro": ("Pro-B ALL (malignant)", True),
+    "ALL": ("ALL lymphoblast (malignant)", True),
+    "HEM": ("Normal B cell (HEM)", False),
+    "L1": ("ALL FAB L1 (malignant)", True),
+    "L2": ("ALL FAB L2 (malignant)", True),
+    "L3": ("ALL FAB L3 (malignant)", True),
 }
 
 

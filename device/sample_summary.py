@@ -34,7 +34,7 @@ def is_malignant(label: str, malignant: Mapping[str, bool | None]) -> bool:
     flag = malignant.get(label)
     if flag is not None:
         return bool(flag)
-    return label.lower() not in ("benign", "normal", "healthy", "hematogone", "hematogones")
+    return label.lower() not in ("benign", "normal", "healthy", "hematogone", "hematogones", "hem")
 
 
 def summarise(
