@@ -16,6 +16,8 @@ import time
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.notify import notify, watchdog_interval_s
+from device.web import create_app
+from device.web.server import make_server
 
 log = logging.getLogger("smearscope.run")
 STOP_BUDGET_S = 4.5
@@ -26,26 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--model", action="append", metavar="DIR", help="bundle dir (repeat for an ensemble)")
     p.set_defaults(func=run)
-
-
-def create_app(config, services):
-    try:
-        from device.web import create_app as web_app
-    except ImportError as exc:
-        log.warning("device.web unavailable (%s): serving only /healthz, /api/status, /metrics", exc)
-        from device.web_fallback import create_app as web_app
-    return web_app(config, services)
-
-
-def make_server(app, host: str, port: int):
-    try:
-        from device.web.server import make_server as web_server
-
-        return web_server(app, host, port)
-    except ImportError:
-        from waitress.server import create_server
-
-        return create_server(app, host=host, port=port, threads=24, send_bytes=1)
 
 
 def _watchdog_pinger() -> object | None:

@@ -8,26 +8,10 @@ from flask import Flask
 THREADS = 24
 
 
-def serve(app: Flask, host: str, port: int, *, threads: int = THREADS, **kw) -> None:
-    """Blocking waitress server. `send_bytes=1` flushes every chunk as it is yielded: waitress
-    otherwise holds streamed output until 18 kB accumulate, which delays SSE events."""
-    from waitress import serve as waitress_serve
-
-    waitress_serve(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        send_bytes=1,
-        channel_timeout=120,
-        ident="smearscope",
-        **kw,
-    )
-
-
 def make_server(app: Flask, host: str, port: int, *, threads: int = THREADS, **kw):
-    """A waitress server object (call `.run()`, stop with `.close()`): for a daemon that must shut
-    down cleanly on SIGTERM."""
+    """A waitress server object (call `.run()`, stop with `.close()`, so the daemon can shut down
+    cleanly on SIGTERM). `send_bytes=1` flushes every chunk as it is yielded: waitress otherwise holds
+    streamed output until 18 kB accumulate, which delays SSE events; each open stream holds a thread."""
     from waitress.server import create_server
 
     return create_server(
