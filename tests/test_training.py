@@ -41,7 +41,7 @@ def test_model_structure_and_finetune_freezing() -> None:
     assert model.input.shape[1:] == (32, 32, 3)
     backbone = model.get_layer("backbone")
     assert isinstance(backbone, keras.Model) and backbone.output.shape[-1] == 1280
-    assert not backbone.trainable
+    assert backbone.trainable  # from random weights the whole network learns (phase 1 trains it all)
     assert feature_extractor(model).output.shape[-1] == 1280
     unfrozen = set_finetune(model, 20)
     assert 0 < unfrozen <= 20

@@ -20,11 +20,23 @@ import keras
 from device.errors import SmearscopeError
 from training.backbones import BACKBONES, DEFAULT_WEIGHT_FILES
 
-__all__ = ["BACKBONES", "build_model", "feature_extractor", "set_finetune", "recalibrate_batchnorm"]
+__all__ = [
+    "BACKBONES",
+    "build_model",
+    "feature_extractor",
+    "set_finetune",
+    "recalibrate_batchnorm",
+    "is_scratch",
+]
+
+
+def is_scratch(weights: str | None) -> bool:
+    """True when the backbone starts from random weights (`--weights none`)."""
+    return weights in (None, "", "none", "None")
 
 
 def _resolve_weights(weights: str | None) -> str | None:
-    if weights in (None, "", "none", "None"):
+    if is_scratch(weights):
         return None
     if weights == "imagenet":
         return "imagenet"
@@ -88,12 +100,19 @@ def build_model(
     weights: str | None = None,
     dropout: float = 0.2,
 ) -> keras.Model:
-    """image (0-255 float32) -> backbone -> pool -> dropout -> classifier (softmax)."""
+    """image (0-255 float32) -> backbone -> pool -> dropout -> classifier (softmax).
+
+    A pretrained backbone starts frozen, its BatchNorm pinned to inference mode. Without weights
+    (`weights="none"`) the whole network is trainable and BatchNorm learns batch statistics: a random
+    backbone has nothing to keep frozen (see `is_scratch`).
+    """
+    scratch = is_scratch(weights)
     base = build_backbone(backbone, size, alpha=alpha, weights=weights)
-    base.trainable = False
+    base.trainable = scratch
     inp = keras.Input((size, size, 3), name="image", dtype="float32")
-    # training=False keeps BatchNorm in inference mode even when layers are unfrozen for fine-tuning.
-    x = base(inp, training=False)
+    # training=False keeps BatchNorm in inference mode even when layers are unfrozen for fine-tuning;
+    # from scratch, BatchNorm follows the phase (training in fit, inference in predict).
+    x = base(inp) if scratch else base(inp, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     out = keras.layers.Dense(num_classes, activation="softmax", name="classifier", dtype="float32")(x)

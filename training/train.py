@@ -5,6 +5,8 @@ for train/val and a head of the same shape (dropout + dense) is fitted on them, 
 the full model's classifier: minutes become seconds on a CPU.
 Phase 2 (fine-tune): the top N backbone layers are unfrozen (BatchNorm stays frozen and in inference
 mode), trained on augmented batches with a lower learning rate; the best epoch (val loss) is kept.
+From scratch (`--weights none`), phase 1 instead trains the whole network with BatchNorm learning, then
+sets BatchNorm's moving statistics from the training images.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from device.errors import SmearscopeError
 from training import report
 from training.augment import make_augmenter
 from training.data import Split, class_weights, load_split, make_split, split_counts
-from training.models import build_model, feature_extractor, recalibrate_batchnorm, set_finetune
+from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
 
 log = logging.getLogger("smearscope.train")
@@ -179,8 +181,10 @@ def train(cfg: TrainConfig) -> dict:
             model = build_model(
                 cfg.backbone, k, size=cfg.size, alpha=cfg.alpha, weights=cfg.weights, dropout=cfg.dropout
             )
-            if cfg.weights in (None, "", "none", "None"):
-                recalibrate_batchnorm(model, next(iter(plain["train"].unbatch().batch(max(batch, 64)))))
+    # From random weights (`--weights none`) phase 1 trains the whole network, BatchNorm included:
+    # a frozen random backbone gives features no head can separate.
+    scratch = not cfg.init_model and is_scratch(cfg.weights)
+    bn_batch = plain["train"].unbatch().batch(max(batch, 256))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     tb = keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)
     csv_logger = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
@@ -192,20 +196,46 @@ def train(cfg: TrainConfig) -> dict:
     # ---- phase 1: frozen backbone -------------------------------------------------------------
     features: dict[str, np.ndarray] = {}
     head_epochs_run = 0
-    need_features = cfg.baselines or (cfg.epochs_head > 0 and not cfg.head_augment)
-    if need_features:
+
+    def extract_features() -> None:
         t = time.perf_counter()
         extractor = feature_extractor(model)
         for part in ("train", "val", "test"):
             log.info("extracting frozen features: %s (%d images)", part, len(split.parts[part]))
             features[part] = _predict(extractor, plain[part], cfg.verbose)
         timings["feature_extraction_s"] = round(time.perf_counter() - t, 1)
+
+    if not scratch and (cfg.baselines or (cfg.epochs_head > 0 and not cfg.head_augment)):
+        extract_features()
     if cfg.epochs_head > 0:
         t = time.perf_counter()
         stop = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=max(cfg.patience, 5), restore_best_weights=True
         )
-        if not cfg.head_augment:
+        if scratch:
+            with strategy.scope():
+                steps = int(np.ceil(len(y_train) / batch))
+                model.compile(
+                    optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
+                    loss=loss,
+                    metrics=["accuracy"],
+                )
+            train_scratch = (
+                train_aug
+                if cfg.head_augment
+                else make_dataset(split.paths("train"), y_train, shuffle=True, **common)
+            )
+            # No early stopping here: until BatchNorm is recalibrated below, validation in inference
+            # mode is meaningless.
+            hist = model.fit(
+                train_scratch,
+                validation_data=val_ds,
+                epochs=cfg.epochs_head,
+                class_weight=cw,
+                callbacks=[csv_logger, tb],
+                verbose=cfg.verbose,
+            )
+        elif not cfg.head_augment:
             with strategy.scope():
                 head_in = keras.Input((features["train"].shape[1],), name="features")
                 h = keras.layers.Dropout(cfg.dropout, name="dropout")(head_in)
@@ -247,6 +277,12 @@ def train(cfg: TrainConfig) -> dict:
             )
         head_epochs_run = len(hist.history["loss"])
         timings["head_s"] = round(time.perf_counter() - t, 1)
+    if scratch:
+        # A few hundred steps leave BatchNorm's moving statistics near their initial values
+        # (momentum 0.999): set them from the training images before any inference-mode use.
+        recalibrate_batchnorm(model, next(iter(bn_batch)))
+        if cfg.baselines:
+            extract_features()
 
     # ---- phase 2: fine-tune the top of the backbone -------------------------------------------
     finetune_epochs_run = 0
