@@ -140,3 +140,24 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
     assert prov3["epochs_total"] == {"head": 2, "finetune": 2}
     assert [st["run_id"] for st in prov3["stages"]] == ["run", "cont"]
+
+
+def test_keras_backbone_file_is_rebuilt_for_another_input_size(tmp_path: Path) -> None:
+    """A fully convolutional `.keras` backbone (EfficientNet-Lite0's format) trains at any --size."""
+    from training.models import build_backbone
+
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    out = keras.layers.ReLU(6.0)(keras.layers.Add()([x, y]))
+    path = tmp_path / "lite.keras"
+    keras.Model(inp, out).save(path)
+
+    net = build_backbone("efficientnet-lite0", 48, weights=str(path))
+    assert net.name == "backbone" and net.input_shape == (None, 48, 48, 3)
+    assert net.output.shape[1:] == (24, 24, 8)
+    original = keras.models.load_model(path)
+    for a, b in zip(net.get_weights(), original.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -71,9 +71,7 @@ def build_backbone(name: str, size: int, *, alpha: float = 1.0, weights: str | N
             )
         net = keras.models.load_model(weights, compile=False)
         if tuple(net.input_shape[1:]) != shape:
-            raise SmearscopeError(
-                f"{weights}: takes input {net.input_shape[1:]}, not {shape}; use --size {net.input_shape[1]}"
-            )
+            net = _resized(net, shape, weights)
         return _renamed(net, "backbone")
     if name in ("efficientnetb0", "efficientnetb3"):
         cls = (
@@ -84,6 +82,21 @@ def build_backbone(name: str, size: int, *, alpha: float = 1.0, weights: str | N
         net = cls(include_top=False, weights=weights, input_shape=shape, include_preprocessing=True)
         return _renamed(net, "backbone")
     raise SmearscopeError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def _resized(net: keras.Model, shape: tuple[int, int, int], source: str) -> keras.Model:
+    """The same fully convolutional network (same weights) taking another input size."""
+    cfg = net.get_config()
+    inputs = [layer for layer in cfg["layers"] if layer["class_name"] == "InputLayer"]
+    if len(inputs) != 1 or net.input_shape[-1] != shape[-1]:
+        raise SmearscopeError(f"{source}: cannot rebuild for input {shape} (input {net.input_shape[1:]})")
+    inputs[0]["config"]["batch_shape"] = (None, *shape)
+    try:
+        resized = keras.Model.from_config(cfg)
+        resized.set_weights(net.get_weights())
+    except (ValueError, TypeError) as exc:
+        raise SmearscopeError(f"{source}: cannot rebuild for input {shape}: {exc}") from exc
+    return resized
 
 
 def _renamed(model: keras.Model, name: str) -> keras.Model:
