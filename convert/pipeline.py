@@ -353,13 +353,15 @@ def _write_report(
     ):
         if (run.path / src).is_file():
             shutil.copyfile(run.path / src, rep / dst)
-    data_root = Path(run.config.get("data") or "")
+    # Relative to the dataset folder (LABEL/FILE), however the run spelled the paths, so the card's
+    # "reproduce" snippet works on any machine.
+    data_root = Path(run.config.get("data") or "").resolve()
     lines = []
     for p in test_paths:
         try:
-            lines.append(str(p.relative_to(data_root)) if data_root.parts else str(p))
+            lines.append(str(Path(p).resolve().relative_to(data_root)))
         except ValueError:
-            lines.append(str(p))
+            lines.append(str(Path(Path(p).parent.name, Path(p).name)))
     atomic_write_bytes(rep / "test_split.txt", ("\n".join(lines) + "\n").encode())
 
 

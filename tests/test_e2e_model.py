@@ -56,6 +56,8 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     assert manifest["metrics"]["split"] == "test" and "per image" in manifest["metrics"]["split_note"]
     assert "not a diagnosis" in (bundle / "MODEL.md").read_text()
     assert (bundle / "report" / "confusion_matrix.png").stat().st_size > 1000
+    listed = (bundle / "report" / "test_split.txt").read_text().split()
+    assert len(listed) == 26 and all((tmp_path / "data" / f).is_file() for f in listed)  # LABEL/FILE
     assert "tiny-int8" in (models / "DEFAULT").read_text().split()
 
     out = tmp_path / "eval.json"
