@@ -1,6 +1,6 @@
 #!/bin/sh
-# Re-train the two shipped models exactly as they were trained (CPU is fine; ~1 h 15 min for the two
-# runs side by side on 2 cores). Usage: training/train_shipped.sh [SHARED_DIR]   (default ../shared).
+# Re-train the two shipped models exactly as they were trained (CPU is fine; ~50 min for the two runs
+# side by side on 2 cores). Usage: training/train_shipped.sh [SHARED_DIR]   (default ../shared).
 # Writes runs/*; see runs/README.md.
 set -eu
 SHARED=${1:-../shared}
@@ -22,14 +22,16 @@ $S train --data "$DATA" --split $SPLIT --out runs/mobilenetv2-all4-288 \
   --size 288 --epochs-head 20 --epochs-finetune 22 --finetune-layers 160 --batch 32 --seed 42 \
   --lr-finetune 6e-5 --warmup-epochs 1 --patience 7 --colour-strength 0.5 &
 MNV2=$!
-$S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288 \
+# (The shipped Lite0 is this recipe's second run, seed 43: its int8 model scored higher on the
+# validation split than the seed-42 run's, runs/efficientnet-lite0-all4-288, kept for the record.)
+$S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288b \
   --backbone efficientnet-lite0 --weights "$P/efficientnet_lite0_imagenet_notop.keras" \
-  --size 288 --epochs-head 20 --epochs-finetune 20 --finetune-layers 400 --batch 32 --seed 42 \
-  --lr-finetune 6e-5 --warmup-epochs 1 --patience 7 --colour-strength 0.5 &
+  --size 288 --epochs-head 20 --epochs-finetune 16 --finetune-layers 400 --batch 32 --seed 43 \
+  --lr-finetune 6e-5 --warmup-epochs 1 --patience 6 --colour-strength 0.5 &
 LITE0=$!
 wait $MNV2
 wait $LITE0
 
 # Convert (int8 + CAM output) into the default ensemble.
 $S convert runs/mobilenetv2-all4-288 --out models/mobilenetv2-all4-int8 --set-default
-$S convert runs/efficientnet-lite0-all4-288 --out models/efficientnet-lite0-all4-int8 --set-default
+$S convert runs/efficientnet-lite0-all4-288b --out models/efficientnet-lite0-all4-int8 --set-default
