@@ -448,3 +448,11 @@ def test_user_text_is_escaped_and_csv_formulas_defused(client, app_svc):
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     body = client.get(f"/export.csv?sample={s['id']}").get_data(as_text=True)
     assert "'=1+2" in body and ",=1+2" not in body
+
+
+def test_confidence_is_never_shown_as_certainty() -> None:
+    from device.web import confidence_text
+
+    assert confidence_text(0.9996) == "≥ 99.9%"  # "%.1f" would print 100.0%
+    assert confidence_text(0.9984) == "99.8%"
+    assert confidence_text(0.5) == "50.0%" and confidence_text(None) == "0.0%"

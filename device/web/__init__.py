@@ -57,6 +57,12 @@ def _secret_key(config) -> str:
         return key
 
 
+def confidence_text(x: float | None) -> str:
+    """A confidence for people: never "100.0%" (a rounded 0.9996 is not certainty)."""
+    x = float(x or 0.0)
+    return "≥ 99.9%" if x >= 0.999 else f"{100 * x:.1f}%"
+
+
 def create_app(config, services) -> Flask:
     app = Flask(__name__)
     app.config.update(
@@ -80,6 +86,8 @@ def create_app(config, services) -> Flask:
 
     app.before_request(security.load_user)
     app.before_request(security.enforce)
+
+    app.add_template_filter(confidence_text, "confidence")
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

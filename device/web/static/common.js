@@ -16,11 +16,13 @@ window.smearscope = (function () {
     });
   }
   function pct(x) { return (100 * (x || 0)).toFixed(1) + "%"; }
+  // A confidence for people: never "100.0%" (a rounded 0.9996 is not certainty).
+  function conf(x) { return (x || 0) >= 0.999 ? "\u2265 99.9%" : pct(x); }
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  return { csrf: csrf, postJSON: postJSON, pct: pct, el: el };
+  return { csrf: csrf, postJSON: postJSON, pct: pct, conf: conf, el: el };
 })();

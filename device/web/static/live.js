@@ -59,12 +59,12 @@
     } else if (r.abstained) {
       setCall("uncertain", "UNCERTAIN — refer", (r.reason || "the models are not sure") + " · top: " + r.label);
     } else if (!qOk) {
-      setCall("poor", r.label + " (poor quality field)", "confidence " + S.pct(r.confidence));
+      setCall("poor", r.label + " (poor quality field)", "confidence " + S.conf(r.confidence));
     } else {
       var row = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"]');
       var malignant = row ? row.querySelector(".bar-fill").classList.contains("malignant") : false;
       var name = row ? row.querySelector(".bar-name").textContent : r.label;
-      setCall(malignant ? "malignant" : "ok", name, "confidence " + S.pct(r.confidence));
+      setCall(malignant ? "malignant" : "ok", name, "confidence " + S.conf(r.confidence));
     }
     callBox.dataset.label = r.label || "";
     if (heat && r.has_heatmap === false && !heat.checked) {
