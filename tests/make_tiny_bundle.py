@@ -61,22 +61,13 @@ def write_dataset(
 
 
 def build_model(size: int = SIZE, k: int = len(LABELS), alpha: float = 0.35, seed: int = 0):
-    """The shipped models' structure with a random-weight MobileNetV2 backbone."""
+    """The shipped models' structure with a random-weight MobileNetV2 backbone (training's own builder)."""
     import keras
 
+    from training.models import build_model as build
+
     keras.utils.set_random_seed(seed)
-    raw = keras.Input((size, size, 3), name="backbone_input")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="scale")(raw)
-    base = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=alpha, include_top=False, weights=None
-    )
-    backbone = keras.Model(raw, base(x), name="backbone")
-    image = keras.Input((size, size, 3), name="image")
-    f = backbone(image)
-    f = keras.layers.GlobalAveragePooling2D(name="pool")(f)
-    f = keras.layers.Dropout(0.2, name="dropout")(f)
-    probs = keras.layers.Dense(k, activation="softmax", name="classifier")(f)
-    return keras.Model(image, probs, name="tiny_mobilenetv2")
+    return build("mobilenetv2", k, size=size, alpha=alpha, weights="none", dropout=0.2)
 
 
 def fit_tiny(model, x: np.ndarray, y: np.ndarray, epochs: int = 12, seed: int = 0) -> float:
@@ -85,20 +76,13 @@ def fit_tiny(model, x: np.ndarray, y: np.ndarray, epochs: int = 12, seed: int = 
     their initial values and the inference-mode model would be at chance."""
     import keras
 
+    from training.models import recalibrate_batchnorm
+
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=True)
     recalibrate_batchnorm(model, x)
     return float((model.predict(x, verbose=0).argmax(1) == y).mean())
-
-
-def recalibrate_batchnorm(model, x: np.ndarray) -> None:
-    import keras
-
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(x, training=True)
 
 
 def build(out: Path = OUT, *, seed: int = 0) -> Path:

@@ -184,7 +184,6 @@ def train(cfg: TrainConfig) -> dict:
     # From random weights (`--weights none`) phase 1 trains the whole network, BatchNorm included:
     # a frozen random backbone gives features no head can separate.
     scratch = not cfg.init_model and is_scratch(cfg.weights)
-    bn_batch = plain["train"].unbatch().batch(max(batch, 256))
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     tb = keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False, profile_batch=0)
     csv_logger = keras.callbacks.CSVLogger(str(run / "history.csv"), append=True)
@@ -212,7 +211,9 @@ def train(cfg: TrainConfig) -> dict:
         stop = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=max(cfg.patience, 5), restore_best_weights=True
         )
-        if scratch:
+        if scratch or cfg.head_augment:
+            # The whole model on image batches: augmented with the backbone frozen, or every layer
+            # from random weights.
             with strategy.scope():
                 steps = int(np.ceil(len(y_train) / batch))
                 model.compile(
@@ -220,22 +221,22 @@ def train(cfg: TrainConfig) -> dict:
                     loss=loss,
                     metrics=["accuracy"],
                 )
-            train_scratch = (
+            train_ds = (
                 train_aug
                 if cfg.head_augment
                 else make_dataset(split.paths("train"), y_train, shuffle=True, **common)
             )
-            # No early stopping here: until BatchNorm is recalibrated below, validation in inference
-            # mode is meaningless.
+            # From scratch, no early stopping: until BatchNorm is recalibrated below, validation in
+            # inference mode is meaningless.
             hist = model.fit(
-                train_scratch,
+                train_ds,
                 validation_data=val_ds,
                 epochs=cfg.epochs_head,
                 class_weight=cw,
-                callbacks=[csv_logger, tb],
+                callbacks=[csv_logger, tb] if scratch else [stop, csv_logger, tb],
                 verbose=cfg.verbose,
             )
-        elif not cfg.head_augment:
+        else:
             with strategy.scope():
                 head_in = keras.Input((features["train"].shape[1],), name="features")
                 h = keras.layers.Dropout(cfg.dropout, name="dropout")(head_in)
@@ -259,28 +260,12 @@ def train(cfg: TrainConfig) -> dict:
                 verbose=2 if cfg.verbose else 0,
             )
             model.get_layer("classifier").set_weights(head.get_layer("classifier").get_weights())
-        else:
-            with strategy.scope():
-                steps = int(np.ceil(len(y_train) / batch))
-                model.compile(
-                    optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
-                    loss=loss,
-                    metrics=["accuracy"],
-                )
-            hist = model.fit(
-                train_aug,
-                validation_data=val_ds,
-                epochs=cfg.epochs_head,
-                class_weight=cw,
-                callbacks=[stop, csv_logger, tb],
-                verbose=cfg.verbose,
-            )
         head_epochs_run = len(hist.history["loss"])
         timings["head_s"] = round(time.perf_counter() - t, 1)
     if scratch:
         # A few hundred steps leave BatchNorm's moving statistics near their initial values
         # (momentum 0.999): set them from the training images before any inference-mode use.
-        recalibrate_batchnorm(model, next(iter(bn_batch)))
+        recalibrate_batchnorm(model, next(iter(plain["train"].unbatch().batch(max(batch, 256)))))
         if cfg.baselines:
             extract_features()
 
