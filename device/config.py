@@ -125,6 +125,12 @@ class WebConfig:
     mjpeg_fps: float = 5.0
     session_minutes: int = 480
     max_upload_mb: int = 20
+    max_streams: int = 8
+    max_streams_per_user: int = 4
+    stream_write_timeout_s: float = 10.0
+    stream_buffer_kb: int = 256
+    max_decode_megapixels: float = 16.0
+    decode_slots: int = 2
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
@@ -132,6 +138,18 @@ class WebConfig:
         _need(self.mjpeg_fps > 0, "web", "mjpeg_fps", "must be > 0")
         _need(self.session_minutes > 0, "web", "session_minutes", "must be > 0")
         _need(self.max_upload_mb > 0, "web", "max_upload_mb", "must be > 0")
+        # A stream holds a server thread: keep at least 8 of the 24 for pages, logins and /healthz.
+        _need(1 <= self.max_streams <= 16, "web", "max_streams", "must be between 1 and 16")
+        _need(
+            1 <= self.max_streams_per_user <= self.max_streams,
+            "web",
+            "max_streams_per_user",
+            "must be between 1 and max_streams",
+        )
+        _need(self.stream_write_timeout_s > 0, "web", "stream_write_timeout_s", "must be > 0")
+        _need(16 <= self.stream_buffer_kb <= 16384, "web", "stream_buffer_kb", "must be between 16 and 16384")
+        _need(1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50")
+        _need(1 <= self.decode_slots <= 8, "web", "decode_slots", "must be between 1 and 8")
 
 
 @dataclass

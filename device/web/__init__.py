@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from device import __version__
 from device.fsutil import atomic_write_bytes
 from device.web import auth, security
+from device.web.streams import StreamBudget
 
 DISCLAIMER = "Screening aid for trained staff — not a diagnosis"
 SECRET_FILE = "web_secret_key"
@@ -30,6 +31,7 @@ class WebContext:
     config: Any
     services: Any
     limiter: auth.LoginLimiter = field(default_factory=auth.LoginLimiter)
+    streams: StreamBudget = field(default_factory=lambda: StreamBudget(8, 4))
 
     @property
     def store(self):
@@ -77,7 +79,9 @@ def create_app(config, services) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
-    app.extensions["smearscope"] = WebContext(config, services)
+    app.extensions["smearscope"] = WebContext(
+        config, services, streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user)
+    )
 
     from device.web import account, admin, api, history, live, samples, system, upload
 

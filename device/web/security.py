@@ -22,7 +22,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Endpoints anyone may reach.
 PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "static"})
 #: Endpoints reachable without login when [web] open_live_view = true (read-only).
-LIVE_ENDPOINTS = frozenset({"live.page", "live.stream", "live.events", "live.heatmap"})
+LIVE_ENDPOINTS = frozenset(
+    {"live.page", "live.stream", "live.events", "live.heatmap", "live.frame", "live.result"}
+)
 
 ADMIN_ATTR = "_smearscope_admin_only"
 
