@@ -148,7 +148,9 @@ class WebConfig:
         )
         _need(self.stream_write_timeout_s > 0, "web", "stream_write_timeout_s", "must be > 0")
         _need(16 <= self.stream_buffer_kb <= 16384, "web", "stream_buffer_kb", "must be between 16 and 16384")
-        _need(1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50")
+        _need(
+            1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50"
+        )
         _need(1 <= self.decode_slots <= 8, "web", "decode_slots", "must be between 1 and 8")
 
 

@@ -22,7 +22,9 @@ TIMEOUT_S = 1.5
 
 @pytest.fixture
 def served(tmp_path):
-    app, services = make_app(tmp_path, open_live_view=True, max_streams=6, max_streams_per_user=6, mjpeg_fps=20)
+    app, services = make_app(
+        tmp_path, open_live_view=True, max_streams=6, max_streams_per_user=6, mjpeg_fps=20
+    )
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)  # ~300 kB per JPEG: fills buffers fast
     services.live.publish_frame(LiveFrame(noise, utc_now(), 0))
