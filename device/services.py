@@ -25,7 +25,7 @@ from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.smoothing import thumbnail
 from device.preprocess import prepare
 from device.quality import QualityThresholds, assess
-from device.store import DiskFullError, Store, StoreError, utc_now
+from device.store import Store, StoreError, utc_now
 from device.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,8 @@ class Services:
                 f"the camera is {self.pipeline.camera.get('state')} and the last classified field is "
                 f"{age_s:.0f} s old: not stored. Check the camera (status page) and try again"
             )
-        job = StoreJob(c, source="camera", sample_id=sample_id)
-        rec = self.pipeline.write(job)
-        if rec["image_sha256"] is None:
-            raise DiskFullError("the result was stored without its image: the disk is full")
+        job = StoreJob(c, source="camera", sample_id=sample_id, require_image=True)
+        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
         self._wake_sync()
         return rec
 
@@ -177,8 +175,9 @@ class Services:
             spec = self.ensemble.models[0].manifest.input
             gated.model_input = prepare(rgb, spec.size, spec.resize)
         name = filename[:255] if filename else None
-        job = StoreJob(Classified(gated, pred, {}), source="upload", sample_id=sample_id, filename=name)
-        rec = self.pipeline.write(job)
+        classified = Classified(gated, pred, {})
+        job = StoreJob(classified, source="upload", sample_id=sample_id, filename=name, require_image=True)
+        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
         self._wake_sync()
         return rec
 
@@ -216,7 +215,8 @@ class Services:
             **p,
             "models": [{"name": n, "sha256": h} for n, h in self.ensemble.hashes.items()],
             "disk_free_bytes": free,
-            "disk_full": self.store.disk_full,
+            "disk_full": self.store.refresh_disk_state(),
+            "storage": self.store.storage_state()["state"],
             "records_total": counts.get("records_total", 0),
             "unsynced": counts.get("unsynced", 0),
             "last_error": f"{last['at']} {last['source']}: {last['message']}" if last else None,

@@ -63,6 +63,9 @@ class StoreJob:
     source: str = "camera"
     sample_id: str | None = None
     filename: str | None = None
+    #: An upload or a technician's capture is refused (DiskFullError) rather than stored without its
+    #: image; a camera result is kept without it (the live record still counts).
+    require_image: bool = False
     done: threading.Event | None = None
     result: dict[str, Any] | None = field(default=None)
 
@@ -359,24 +362,38 @@ class Pipeline:
         w.stage = "writing a record"
         try:
             self.write(job)
+        except DiskFullError as exc:  # the database itself is full: live results go on, this one is lost
+            self.telemetry.store_dropped.inc()
+            self.telemetry.count("store_dropped")
+            self.last_error = {"at": utc_now(), "source": "store", "message": str(exc)}
         finally:
             self.telemetry.store_queue.set(self.store_q.qsize())
 
     def write(self, job: StoreJob) -> dict[str, Any]:
-        """Encode and store one classified frame (image, heatmap, row). A full disk stores the row
-        without its image (and raises the alert) rather than losing the result."""
+        """Encode and store one classified frame (image, heatmap, row). The files are written first,
+        then their rows and the record in one transaction (a kill leaves no half-record). A full disk
+        stores a camera result without its image (and raises the alert) rather than losing it; a job
+        with `require_image` is refused with DiskFullError instead, so nothing is acknowledged
+        without its image."""
         c = job.classified
         pred = c.prediction
         sc = self.config.store
         sha = heat_sha = None
+        images: list[tuple[str, int]] = []
         try:
-            sha = self.store.put_image(encode_jpeg(c.gated.frame.rgb, sc.jpeg_quality))
+            sha, size = self.store.write_image(encode_jpeg(c.gated.frame.rgb, sc.jpeg_quality))
+            images.append((sha, size))
             if pred.cam is not None:
                 overlay = heatmap_overlay(c.gated.model_input, pred.cam)
-                heat_sha = self.store.put_image(encode_jpeg(overlay, sc.jpeg_quality))
+                heat_sha, size = self.store.write_image(encode_jpeg(overlay, sc.jpeg_quality))
+                images.append((heat_sha, size))
         except DiskFullError as exc:
             self.telemetry.images_refused.inc()
             self.last_error = {"at": utc_now(), "source": "store", "message": str(exc)}
+            if job.require_image:
+                raise
+            if sha is None:
+                images = []
         rec = self.store.add_result(
             {
                 "sample_id": job.sample_id,
@@ -393,8 +410,11 @@ class Pipeline:
                 "filename": job.filename,
                 "captured_at": c.gated.frame.captured_at,
                 "monotonic_ns": c.gated.frame.t_ns,
-            }
+            },
+            images=images,
         )
+        if self.store.budget_bytes:
+            self.store.enforce_disk_budget()
         self.telemetry.records_stored.labels(job.source).inc()
         self.telemetry.count("stored")
         job.result = rec
@@ -409,7 +429,9 @@ class Pipeline:
         self._housekeeping_at = now + 30.0
         try:
             self.telemetry.disk_free.set(self.store.free_bytes())
+            self.store.refresh_disk_state()
             self.store.enforce_disk_budget()
+            self.store.sweep_orphans()
         except Exception:  # noqa: BLE001 - housekeeping is best effort
             log.exception("housekeeping failed")
 

@@ -6,7 +6,9 @@ the blueprints in this package read `services` through `current_app.extensions["
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from device import __version__
 from device.fsutil import atomic_write_bytes
+from device.store.store import DiskFullError, is_disk_full
 from device.web import auth, security
 from device.web.streams import StreamBudget
 
@@ -122,6 +125,18 @@ def create_app(config, services) -> Flask:
         if security.wants_json():
             return jsonify({"error": exc.description or exc.name}), exc.code
         return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
+
+    @app.errorhandler(DiskFullError)
+    @app.errorhandler(sqlite3.OperationalError)
+    def _storage_full(exc: Exception):
+        if not is_disk_full(exc):
+            raise exc
+        with contextlib.suppress(Exception):
+            services.store.disk_full = True
+        msg = "storage full: nothing was stored; free disk space (see Status) and try again"
+        if security.wants_json() or request.path.startswith("/api/"):
+            return jsonify({"error": msg}), 507
+        return render_template("error.html", code=507, name="Storage full", message=msg), 507
 
     @app.errorhandler(413)
     def _too_large(exc):

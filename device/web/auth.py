@@ -6,6 +6,7 @@ Everything here works on a plain sqlite3 connection to the device store (tables 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -182,8 +183,21 @@ def verify_api_key(conn: sqlite3.Connection, key: str) -> User | None:
     user = _row_user(row)
     if user is None or user.disabled:
         return None
-    conn.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (_now(), row["id"]))
+    _touch_key(conn, row["id"])
     return user
+
+
+def _touch_key(conn: sqlite3.Connection, key_id: int) -> None:
+    """Record when a key was last used: at most once a minute, and best effort — a full disk or a
+    busy database must not turn a valid key into a 500."""
+    now = _now()
+    cutoff = datetime.now(UTC).timestamp() - 60
+    stale = datetime.fromtimestamp(cutoff, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute(
+            "UPDATE api_keys SET last_used = ? WHERE id = ? AND (last_used IS NULL OR last_used < ?)",
+            (now, key_id, stale),
+        )
 
 
 class LoginLimiter:

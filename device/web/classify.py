@@ -11,6 +11,7 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from device.preprocess import decode_image
+from device.store.store import DiskFullError
 from device.web.upload_check import CheckedImage, UploadRejected, check_upload
 
 MAX_FILES = 50
@@ -51,12 +52,22 @@ def classify_files(files: list[FileStorage], sample_id: str | None, user: str | 
     ext = current_app.extensions["smearscope"]
     max_bytes = ext.config.web.max_upload_mb * 10**6
     sample_id = resolve_sample(ext.store, sample_id)
+    if ext.store.refresh_disk_state():
+        raise UploadRejected(507, "storage full: nothing was stored; free disk space and upload again")
     checked = check_files(files, max_bytes)
     out = []
     for fs, img in checked:
         fs.stream.seek(0)
         rgb = decode_image(read_limited(fs, max_bytes), name=img.filename)
-        rec = ext.services.classify_upload(rgb, filename=img.filename, sample_id=sample_id, user=user)
+        try:
+            rec = ext.services.classify_upload(rgb, filename=img.filename, sample_id=sample_id, user=user)
+        except DiskFullError as exc:
+            done = ", ".join(r["file"] for r in out) or "none"
+            raise UploadRejected(
+                507,
+                f"storage full: {img.filename} and the files after it were NOT stored ({exc}); "
+                f"stored before it: {done}. Free disk space and upload the rest again",
+            ) from exc
         out.append(
             {"file": img.filename, "format": img.kind, "width": img.width, "height": img.height, **rec}
         )
