@@ -360,7 +360,8 @@ class Store:
         if now - self._last_full_event > 60:  # one alert a minute, not one per frame
             self._last_full_event = now
             with contextlib.suppress(sqlite3.Error):
-                self.add_event("error", "store", f"storage full: image writes stopped: {why}; classification goes on")
+                msg = f"storage full: image writes stopped: {why}; classification goes on"
+                self.add_event("error", "store", msg)
         raise DiskFullError(f"storage full: not stored: {why}") from cause
 
     def images_bytes(self) -> int:
