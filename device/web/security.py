@@ -76,8 +76,13 @@ def load_user() -> None:
     name = session.get("user")
     if name:
         user = auth.get_user(conn, name)
-        if user is None or user.disabled or session.get("stamp") != user.session_stamp:
-            session.clear()  # removed, disabled or password changed: log this browser out
+        if (
+            user is None
+            or user.disabled
+            or session.get("stamp") != user.session_stamp
+            or auth.session_user(conn, session.get("sid")) != user.name
+        ):
+            session.clear()  # logged out, removed, disabled or password changed: log this browser out
         else:
             g.user, g.via = user, "session"
 
@@ -103,11 +108,23 @@ def enforce() -> None:
 
 
 def login_session(user: auth.User) -> None:
+    """Start a server-side session (a `web_sessions` row) and point the signed cookie at it."""
+    ext = current_app.extensions["smearscope"]
+    conn = ext.conn()
+    auth.end_session(conn, session.get("sid"))
+    sid = auth.create_session(conn, user.name, ext.config.web.session_minutes)
     session.clear()
     session.permanent = True
     session["user"] = user.name
+    session["sid"] = sid
     session["stamp"] = user.session_stamp
     session["csrf"] = auth.new_csrf_token()
+
+
+def logout_session() -> None:
+    """End this browser's session on the server too: the old cookie opens nothing afterwards."""
+    auth.end_session(current_app.extensions["smearscope"].conn(), session.get("sid"))
+    session.clear()
 
 
 def client_addr() -> str:
