@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ class WebContext:
     services: Any
     limiter: auth.LoginLimiter = field(default_factory=auth.LoginLimiter)
     streams: StreamBudget = field(default_factory=lambda: StreamBudget(8, 4))
+    decode_slots: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
 
     @property
     def store(self):
@@ -62,6 +64,11 @@ def _secret_key(config) -> str:
         return key
 
 
+def request_limit(config) -> int:
+    """Bytes one request may carry: ten files at the per-file limit (MB = 10^6 bytes), plus the form."""
+    return config.web.max_upload_mb * 10**6 * 10 + 10**6
+
+
 def confidence_text(x: float | None) -> str:
     """A confidence for people: never "100.0%" (a rounded 0.9996 is not certainty)."""
     x = float(x or 0.0)
@@ -77,13 +84,16 @@ def create_app(config, services) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.web.session_minutes),
         # Several files may go in one request; each file is checked against max_upload_mb on its own.
-        MAX_CONTENT_LENGTH=config.web.max_upload_mb * 2**20 * 10 + 2**20,
+        MAX_CONTENT_LENGTH=request_limit(config),
         TEMPLATES_AUTO_RELOAD=False,
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
     app.extensions["smearscope"] = WebContext(
-        config, services, streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user)
+        config,
+        services,
+        streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user),
+        decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
     )
 
     from device.web import account, admin, api, history, live, samples, system, upload
@@ -140,7 +150,14 @@ def create_app(config, services) -> Flask:
 
     @app.errorhandler(413)
     def _too_large(exc):
-        msg = f"upload too large: each file may be at most {config.web.max_upload_mb} MB"
+        got = request.content_length
+        msg = (
+            f"upload too large: this request is {got / 1e6:.1f} MB; one request may carry at most "
+            f"{request_limit(config) / 1e6:.0f} MB in all, each file at most {config.web.max_upload_mb} MB"
+            if got
+            else f"upload too large: one request may carry at most {request_limit(config) / 1e6:.0f} MB "
+            f"in all, each file at most {config.web.max_upload_mb} MB"
+        )
         if security.wants_json() or request.path.startswith("/api/"):
             return jsonify({"error": msg}), 413
         return render_template("error.html", code=413, name="Too large", message=msg), 413
