@@ -75,6 +75,8 @@ def check_files(
     out = []
     for fs in files:
         size = file_size(fs)
+        if size is not None and size > max_bytes:  # refused by its size alone: nothing is read in
+            check_upload(fs.filename, b"", max_bytes=max_bytes, size=size)
         with decode_slot(slots):
             checked = check_upload(
                 fs.filename,
