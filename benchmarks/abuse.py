@@ -347,7 +347,7 @@ def kill(args: argparse.Namespace) -> dict:
             threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(3)]
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(1.0, 3.0))
+            time.sleep(rng.uniform(2.0, 5.0))
             d.kill9()
             stop.set()
             for t in threads:
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "held": False}
         results[name]["seconds"] = round(time.monotonic() - t0, 1)
-        print(json.dumps({name: results[name]}, indent=1), flush=True)
+        print(json.dumps({name: results[name]}), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print("held: " + ", ".join(f"{k}={v.get('held')}" for k, v in results.items()))
