@@ -146,3 +146,26 @@ def test_young_orphans_are_left_alone(tmp_path):
     sha, _ = store.write_image(b"\xff\xd8 in flight \xff\xd9")
     assert store.sweep_orphans(files=True) == 0  # a write may be under way
     assert store.image_path(sha).is_file()
+
+
+def test_real_upload_with_full_disk_stores_nothing_and_live_goes_on(tmp_path, tiny_bundle, sample_images):
+    import cv2
+
+    from device.services import Services
+    from tests.test_pipeline import make_config, wait_for
+
+    cfg = make_config(tmp_path, tiny_bundle, sample_images[0].parent, store={"reserve_mb": 100})
+    s = Services(cfg, sync=False)
+    try:
+        s.store.free_bytes = lambda: 10 * 2**20  # below the reserve
+        s.start()
+        rgb = cv2.cvtColor(cv2.imread(str(sample_images[0])), cv2.COLOR_BGR2RGB)
+        with pytest.raises(DiskFullError):
+            s.classify_upload(rgb, filename="a.jpg")
+        assert s.store.list_results(source="upload", limit=10) == []  # never a record without its image
+        before = s.status()["frames_classified"]
+        assert wait_for(lambda: s.status()["frames_classified"] > before + 5)  # live results go on
+        assert s.live.latest_result() is not None
+        assert all(w["alive"] for w in s.status()["workers"])
+    finally:
+        s.stop()
