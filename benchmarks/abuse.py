@@ -189,7 +189,9 @@ def _page_latencies(d: Daemon, repeats: int = 5) -> dict:
 def streams(args: argparse.Namespace) -> dict:
     n = 50
     with tempfile.TemporaryDirectory() as tmp:
-        d = Daemon(Path(tmp) / "data", args.model, web={"open_live_view": True}).start()
+        d = Daemon(
+            Path(tmp) / "data", args.model, web={"open_live_view": True, "max_streams_per_user": 8}
+        ).start()
         try:
             time.sleep(3)
             before = {"rss_mb": round(d.rss_mb(), 1), "pages": _page_latencies(d)}
