@@ -136,12 +136,15 @@
   if (heat) {
     heat.addEventListener("change", function () { img.src = stills ? stillUrl() : streamUrl(); });
   }
-  img.addEventListener("error", function () {
+  function onImgError() {
     if (stills) return;  // no frame yet: the next tick tries again
     fetch(streamUrl(), {method: "HEAD", credentials: "same-origin", cache: "no-store"})
       .then(function (r) { if (r.status === 503) { stillMode(); } else { setTimeout(streamAgain, 2000); } })
       .catch(function () { setTimeout(streamAgain, 2000); });
-  });
+  }
+  img.addEventListener("error", onImgError);
+  // the stream may have been refused before this script ran (its error event already fired)
+  if (img.complete && img.naturalWidth === 0) onImgError();
 
   if (readonly) return;
 
