@@ -169,3 +169,25 @@ def test_real_upload_with_full_disk_stores_nothing_and_live_goes_on(tmp_path, ti
         assert all(w["alive"] for w in s.status()["workers"])
     finally:
         s.stop()
+
+
+def test_store_worker_counts_results_lost_to_a_full_database(tmp_path, tiny_bundle, sample_images):
+    from device.services import Services
+    from tests.test_pipeline import make_config, wait_for
+
+    cfg = make_config(tmp_path, tiny_bundle, sample_images[0].parent)
+    s = Services(cfg, sync=False)
+
+    def full(*_a, **_k):
+        raise DiskFullError("storage full: not stored: the database cannot grow")
+
+    try:
+        s.store.add_result = full  # SQLite itself is full: every record write fails
+        s.start()
+        assert wait_for(lambda: s.status()["store_dropped"] >= 2)  # counted as dropped, not a crash
+        before = s.status()["frames_classified"]
+        assert wait_for(lambda: s.status()["frames_classified"] > before + 5)  # live results go on
+        assert "storage full" in s.status()["last_error"]
+        assert "worker store" not in s.status()["last_error"]  # a state handled, not a worker crash
+    finally:
+        s.stop()
