@@ -228,7 +228,8 @@ def check_disk(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
             )
     usage = shutil.disk_usage(probe)
     free_mb = usage.free / 2**20
-    reserve = cfg.store.reserve_mb
+    # the store's effective reserve: [store] reserve_mb, but never more than a tenth of the disk
+    reserve = min(cfg.store.reserve_mb, int(usage.total / 2**20 / 10))
     msg = f"{free_mb:,.0f} MB free of {usage.total / 2**20:,.0f} MB on {probe} (reserve {reserve} MB)"
     fix = "free space, set [store] budget_mb so synced images are pruned, or move data_dir to a bigger disk"
     if free_mb < reserve:
