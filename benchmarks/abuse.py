@@ -104,6 +104,7 @@ class Daemon:
 
     def start(self, timeout: float = 60.0) -> Daemon:
         env = {**os.environ, "SMEARSCOPE_SECRET_KEY": "abuse-probe-secret", "PYTHONPATH": str(REPO)}
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # as systemd/smearscope.service runs it
         self.log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "device.cli", "run", "--config", str(self.config)],
