@@ -144,7 +144,9 @@ def populate(
                         comment="agree" if lb == call else None,
                     )
                     reviews.append(rv)
-        r = client.post("/api/v1/results", json={"records": batch + reviews, "sent_at": _iso(t0)}, headers=auth)
+        r = client.post(
+            "/api/v1/results", json={"records": batch + reviews, "sent_at": _iso(t0)}, headers=auth
+        )
         assert r.status_code == 200, r.get_data(as_text=True)
         sample = {
             "id": sample_id,
