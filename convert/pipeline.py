@@ -41,9 +41,9 @@ INT8_MAX_RATIO = 0.33
 
 def split_note(split: dict) -> str:
     """The card's caveat: per image (optimistic) unless the run split by group (training/data.py)."""
-    note = str(split.get("note") or "")
-    if note.startswith("per-group"):
-        return f"Held-out test split drawn {note}: a slide's (or patient's) images never sit on both sides."
+    if str(split.get("note") or "").startswith("per-group"):
+        detail = split.get("grouping") or "per group"
+        return f"Held-out test split drawn {detail}: a group's (slide's, patient's) images sit on one side."
     return SPLIT_NOTE
 
 

@@ -1,11 +1,14 @@
 """Fill a hub with generated slides, model calls and technicians' reviews, through the hub's own API.
 
     .venv/bin/python scripts/demo_reviewed_hub.py --db sqlite:///demo-hub.db [--slides 16] [--fields 5]
+        [--start 2026-11-02] [--seed 0] [--original DIR --original-per-label N]
 
 For trying the fleet loop (docs/training-guide.md) without stations: each slide is one generated "smear"
 style (tests/make_tiny_bundle.py), sent by one of the devices (registered when missing) as a sample with
 its fields; the "model" is wrong on some fields and unsure on others; a technician reviews most fields
-(some twice: a slip corrected later, so the latest review wins). Nothing here means anything medically.
+(some twice: a slip corrected later, so the latest review wins). `--original DIR` also writes a generated
+"original dataset" (DIR/<label>/*.jpg) to combine with the hub's export. Nothing here means anything
+medically.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from make_tiny_bundle import LABELS, synth_smear  # noqa: E402
+from make_tiny_bundle import LABELS, synth_smear, write_dataset  # noqa: E402
 
 from hub import tokens  # noqa: E402
 from hub.app import create_app  # noqa: E402
@@ -84,7 +87,7 @@ def populate(
     seqs = dict.fromkeys(devices, 0)
     sent: dict[str, Any] = {"records": [], "reviews": [], "truth": {}, "devices": list(devices)}
     for i in range(slides):
-        device = devices[i % len(devices)]
+        device = devices[(i // len(LABELS)) % len(devices)]  # each device sees every label
         auth = {"Authorization": f"Bearer {device_tokens[device]}"}
         truth = LABELS[i % len(LABELS)]
         sample_id = str(uuid.uuid4())
@@ -173,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", action="append", help="device names (default scope-a, scope-b)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--start", default=START.date().isoformat(), help="the first slide's day (device clock)")
+    p.add_argument("--original", metavar="DIR", help="also write a generated dataset of class folders here")
+    p.add_argument("--original-per-label", type=int, default=24, metavar="N")
     args = p.parse_args(argv)
+    if args.original:
+        write_dataset(args.original, args.original_per_label, seed=args.seed + 1000, size=args.size)
     sent = populate(
         args.db,
         slides=args.slides,
@@ -181,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         devices=tuple(args.device or ("scope-a", "scope-b")),
         seed=args.seed,
         size=args.size,
+        start=datetime.fromisoformat(args.start).replace(hour=8, tzinfo=UTC),
     )
     reviewed = {rv["review_of"] for rv in sent["reviews"]}
     print(

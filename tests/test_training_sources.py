@@ -101,3 +101,22 @@ def test_a_changed_export_is_refused(export: Path, tmp_path: Path) -> None:
     first.write_bytes(first.read_bytes() + b"\0")
     with pytest.raises(SmearscopeError, match="bytes changed since the export"):
         make_split(copy)
+
+
+def test_convert_reads_a_run_trained_on_several_sources(export: Path, tmp_path: Path) -> None:
+    """`smearscope convert` finds each test image under its own source and keeps the per-group caveat."""
+    from convert.pipeline import SPLIT_NOTE, RunDir, split_note
+
+    write_dataset(tmp_path / "original", 10, seed=3, size=32)
+    split = make_split([tmp_path / "original", export], seed=2)
+    doc = split.to_json()
+    for part in ("train", "val", "test"):  # paths relative to their source, as on another machine
+        for r in doc[part]:
+            root = tmp_path / "original" if r["source"] == "original" else export
+            r["path"] = str(Path(r["path"]).relative_to(root))
+    run = RunDir(tmp_path, {"data": [str(tmp_path / "original"), str(export)], "size": 32}, doc)
+    paths, y = run.part("test")
+    assert len(paths) == len(doc["test"]) and all(p.is_file() for p in paths)
+    assert {p.parent.parent for p in paths} == {tmp_path / "original", export}
+    assert split_note(doc).startswith("Held-out test split drawn per group (sample ids from the hub export")
+    assert split_note({"note": "per-image split"}) == SPLIT_NOTE

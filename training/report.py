@@ -36,9 +36,10 @@ SPLIT_NOTE = (
 def split_note(split) -> str:  # noqa: ANN001 - training.data.Split (kept import-light)
     """The caveat that fits how the split was drawn: per image (optimistic) or per group."""
     if split.grouped:
+        detail = split.grouping or f"per group (--group-regex {split.group_regex!r})"
         return (
-            f"Measured on a held-out test split drawn {split.note}: every group (slide/sample) sits on "
-            "one side only."
+            f"Measured on a held-out test split drawn {detail}: a group's (slide's, patient's) images "
+            "never sit on both sides."
         )
     return SPLIT_NOTE
 
