@@ -21,6 +21,14 @@ def export(tmp_path_factory) -> Path:
     return make_export(tmp_path_factory.mktemp("fleet"), slides=20, fields=4, size=48)
 
 
+@pytest.fixture
+def hub_with_reviews(export: Path, tmp_path: Path) -> Path:
+    """The fixture hub's database, copied under tmp_path/hub."""
+    (tmp_path / "hub").mkdir()
+    shutil.copy(export.parent / "hub.db", tmp_path / "hub" / "hub.db")
+    return tmp_path / "hub" / "hub.db"
+
+
 def _sides(split) -> dict[str, set[str]]:
     sides: dict[str, set[str]] = {}
     for part in ("train", "val", "test"):
@@ -88,6 +96,18 @@ def test_an_image_in_two_sources_is_kept_once(tmp_path: Path) -> None:
     split = make_split([tmp_path / "a", tmp_path / "b"])
     assert len(split.all_items()) == 40 and {it.source for it in split.all_items()} == {"a"}
     assert split.scan_report["sources"][1]["duplicates_of_earlier_sources"] == 40
+
+
+def test_unreviewed_images_of_an_export_are_counted(hub_with_reviews: Path, tmp_path: Path) -> None:
+    from hub.cli import main as hub_main
+
+    url = f"sqlite:///{tmp_path / 'hub' / 'hub.db'}"
+    assert (
+        hub_main(["--db", url, "export-dataset", "--out", str(tmp_path / "all"), "--include-unreviewed"]) == 0
+    )
+    manifest = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    split = make_split(tmp_path / "all", seed=0)
+    assert split.scan_report["sources"][0]["unreviewed_model_calls"] == manifest["counts"]["unreviewed"] > 0
 
 
 def test_a_changed_export_is_refused(export: Path, tmp_path: Path) -> None:

@@ -223,6 +223,13 @@ def _source_lines(per_source: dict, dataset: dict) -> list[str]:
         lines += ["", f"Images dropped for labels the first source lacks (--drop-unknown-labels): {dropped}."]
     if dup:
         lines += ["", f"Images dropped as exact copies of an earlier source's: {dup}."]
+    unreviewed = {
+        s["name"]: s["unreviewed_model_calls"]
+        for s in dataset.get("sources", [])
+        if s.get("unreviewed_model_calls")
+    }
+    if unreviewed:
+        lines += ["", f"Images labelled by the model's own call, not a technician's review: {unreviewed}."]
     return lines
 
 

@@ -15,6 +15,7 @@ already came from an earlier source is dropped (the same image on both sides of 
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from device.dataset import Item, scan
 from device.errors import SmearscopeError
 
 EXPORT_FORMAT = "smearscope-dataset"
+log = logging.getLogger("smearscope.train")
 
 
 def parse_label_map(pairs: list[str] | None) -> dict[str, str]:
@@ -130,13 +132,22 @@ def scan_sources(
                 continue
             group = it.group
             if manifest is not None:
-                group = manifest[it.path.relative_to(root).as_posix()].get("group")
+                entry = manifest[it.path.relative_to(root).as_posix()]
+                group = entry.get("group")
+                if entry.get("reviewed") is False:
+                    info["unreviewed_model_calls"] = info.get("unreviewed_model_calls", 0) + 1
             it = replace(it, group=f"{name}:{group}" if group else None)
             seen[it.sha256] = it
             items.append(it)
             kept += 1
             info["per_label"][it.label] = info["per_label"].get(it.label, 0) + 1
         info["images"] = kept
+        if info.get("unreviewed_model_calls"):
+            log.warning(
+                "%s: %d image(s) carry the model's own call, not a review (--include-unreviewed export)",
+                d,
+                info["unreviewed_model_calls"],
+            )
         sources.append(info)
     assert labels is not None
     if grouped:
