@@ -368,15 +368,15 @@ def post_samples() -> tuple[Response, int]:
         except RecordError as exc:
             out.append({"id": sid, "status": "rejected", "reason": str(exc)})
             continue
+        if _foreign(Result.sample_id, Result.device_id, {cols["id"]}, g.device.id):
+            reason = "id: already used by another device"  # another device's records name this sample
+            out.append({"id": cols["id"], "status": "rejected", "reason": reason})
+            continue
         s.execute(
             _insert(Sample)
             .values(**cols, device_id=g.device.id, received_at=now)
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        if _foreign(Result.sample_id, Result.device_id, {cols["id"]}, g.device.id):
-            reason = "id: already used by another device"  # another device's records name this sample
-            out.append({"id": cols["id"], "status": "rejected", "reason": reason})
-            continue
         keep_finished = (Sample.status != "finished") | (cols["status"] == "finished")
         changed = s.execute(
             update(Sample)
