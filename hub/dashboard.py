@@ -92,11 +92,19 @@ def login() -> Any:
             cookie.clear()
             cookie["sid"] = sid
             nxt = request.args.get("next", "")
-            return redirect(
-                nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("dashboard.index")
-            )
+            return redirect(nxt if _local_path(nxt) else url_for("dashboard.index"))
         error = "That token is not a registered user's token."
     return render_template("login.html", error=error), 401 if error else 200
+
+
+def _local_path(target: str) -> bool:
+    """A path on this hub, never another site: browsers read `/\\evil` and `/<tab>/evil` as `//evil`."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(c.isprintable() and not c.isspace() for c in target)
+    )
 
 
 @dashboard.post("/logout")

@@ -309,3 +309,20 @@ def test_internal_errors_say_nothing_inside(two, monkeypatch):
 def test_an_oversized_token_is_a_plain_401(two):
     r = two.c.get("/api/v1/ping", headers={"Authorization": "Bearer " + "x" * 100_000})
     assert r.status_code == 401
+
+
+def test_login_redirects_only_to_the_hub_itself(two):
+    for evil in ("/\\evil.example", "//evil.example", "/\t/evil.example", "https://evil.example"):
+        c = two.hub.client()
+        r = c.post("/login", query_string={"next": evil}, data={"token": two.hub.user_token})
+        assert r.status_code == 302 and r.headers["Location"] == "/", evil
+    r = two.hub.client().post("/login?next=/samples", data={"token": two.hub.user_token})
+    assert r.headers["Location"] == "/samples"
+
+
+def test_waitress_buffers_no_more_than_the_body_limit():
+    from hub.cli import waitress_options
+
+    opts = waitress_options(HubSettings(max_body_mb=16), host="127.0.0.1", port=0, threads=4)
+    assert 16 * 2**20 <= opts["max_request_body_size"] < 17 * 2**20  # waitress's default is 1 GB
+    assert opts["channel_timeout"] <= 60
