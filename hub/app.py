@@ -30,7 +30,7 @@ class HubSettings:
     max_body_mb: float = 16.0  # per request, compressed and decompressed
     max_batch: int = 1000  # records per POST
     skew_limit_s: float = 300.0  # |device clock - hub clock| above this flags the records
-    rate_limit: str = "3000/minute"  # per token (or address without one); "" = off
+    rate_limit: str = "6000/minute"  # per token (or address without one); "" = off
     auth_fail_limit: str = "30/minute"  # 401 answers per client address; "" = off
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
 

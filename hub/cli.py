@@ -189,7 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def waitress_options(settings: HubSettings, *, host: str, port: int, threads: int) -> dict:
     """waitress buffers a whole request before the app sees it (up to 1 GB by default, chunked bodies
-    included): cap it at the hub's body limit, and drop idle or trickling connections after a minute."""
+    included): cap it at the hub's body limit, and drop idle or trickling connections after a minute.
+    """
     return {
         "host": host,
         "port": port,
@@ -199,6 +200,9 @@ def waitress_options(settings: HubSettings, *, host: str, port: int, threads: in
         "max_request_header_size": 64 * 1024,
         "channel_timeout": 60,
         "connection_limit": 200,
+        # with proxies in front, X-Forwarded-For must reach the app (ProxyFix trusts proxy_hops of it);
+        # without, waitress drops such headers so a client cannot pick its own address
+        "clear_untrusted_proxy_headers": settings.proxy_hops <= 0,
     }
 
 

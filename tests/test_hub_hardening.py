@@ -326,3 +326,6 @@ def test_waitress_buffers_no_more_than_the_body_limit():
     opts = waitress_options(HubSettings(max_body_mb=16), host="127.0.0.1", port=0, threads=4)
     assert 16 * 2**20 <= opts["max_request_body_size"] < 17 * 2**20  # waitress's default is 1 GB
     assert opts["channel_timeout"] <= 60
+    assert opts["clear_untrusted_proxy_headers"] is True  # no proxy: a client cannot choose its address
+    opts = waitress_options(HubSettings(proxy_hops=1), host="127.0.0.1", port=0, threads=4)
+    assert opts["clear_untrusted_proxy_headers"] is False  # the proxy's X-Forwarded-For reaches ProxyFix
