@@ -32,6 +32,7 @@ from sqlalchemy.orm import aliased
 from hub import csvsafe, tokens
 from hub.app import session
 from hub.models import Device, Image, Result, Sample, User, UserSession
+from hub.records import SHA256
 
 dashboard = Blueprint(
     "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
@@ -235,6 +236,8 @@ def review() -> str:
 @dashboard.get("/images/<sha>.jpg")
 @login_required
 def image(sha: str) -> Response:
+    if not SHA256.match(sha):  # NUL and the like reached PostgreSQL as a 500
+        abort(404)
     data = session().scalar(select(Image.data).where(Image.sha256 == sha))
     if data is None:
         abort(404)

@@ -12,7 +12,7 @@ from typing import Any
 
 SOURCES = ("camera", "upload", "review")
 KINDS = ("classification", "review")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: "$" would let a trailing newline through
 MAX_LABEL = 100
 MAX_TIME = 40  # the width of the time columns: longer ISO strings (offsets with seconds) are refused
 MAX_NAME = 200

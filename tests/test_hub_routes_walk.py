@@ -181,3 +181,24 @@ def test_every_route_as_the_wrong_device_no_token_and_a_reader(scene):
     page = c.get("/samples").get_data(as_text=True)
     assert SLIDE_SECRET in page and "HIJACK" not in page and "Benign" not in page
     assert LABEL_SECRET in c.get("/review").get_data(as_text=True)  # still awaiting review
+
+
+def test_every_route_with_hostile_path_values_is_never_a_500(scene):
+    """NUL (PostgreSQL cannot compare it: a 500), very long, traversal and non-ASCII path values, as a
+    logged-in person (cookie), a reader's token and a device's token."""
+    from urllib.parse import quote
+
+    hostile = ["\x00", "x" * 5000, "../../etc/passwd", "%", "ü" * 64, "0" * 64 + "\x00"]
+    person = scene.hub.client()
+    assert person.post("/login", data={"token": scene.hub.user_token}).status_code == 302
+    callers = [(person, {}), (scene.hub.client(), scene.hub.usr()), (scene.hub.client(), scene.hub.dev())]
+    for rule, method in _routes(scene.app):
+        if not rule.arguments or rule.endpoint == "dashboard.logout":
+            continue
+        for value in hostile:
+            path = rule.rule
+            for arg in rule.arguments:
+                path = re.sub(rf"<(?:[a-z]+:)?{arg}>", quote(value, safe=""), path)
+            for client, headers in callers:
+                r = client.open(path, method=method, headers=headers)
+                assert r.status_code < 500, f"{method} {path[:80]}: {r.status_code} {r.data[:200]!r}"
