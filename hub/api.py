@@ -81,7 +81,7 @@ def _touch(dev: Device) -> None:
         s.execute(
             update(Device)
             .where(Device.id == dev.id)
-            .values(last_seen_at=now, last_address=request.remote_addr)
+            .values(last_seen_at=now, last_address=(request.remote_addr or "")[:100])  # column width
         )
         s.commit()
 

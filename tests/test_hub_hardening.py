@@ -329,3 +329,12 @@ def test_waitress_buffers_no_more_than_the_body_limit():
     assert opts["clear_untrusted_proxy_headers"] is True  # no proxy: a client cannot choose its address
     opts = waitress_options(HubSettings(proxy_hops=1), host="127.0.0.1", port=0, threads=4)
     assert opts["clear_untrusted_proxy_headers"] is False  # the proxy's X-Forwarded-For reaches ProxyFix
+
+
+def test_a_forged_forwarded_address_is_not_a_500(hub_db):  # noqa: F811
+    """With --proxy-hops the client address comes from X-Forwarded-For; a long one (a hub exposed
+    without its proxy) must not overflow the 100-character last_address column on PostgreSQL."""
+    two = Two(hub_db, HubSettings(proxy_hops=1, rate_limit="", auth_fail_limit=""))
+    r = two.c.get("/api/v1/ping", headers={**two.a(), "X-Forwarded-For": "9" * 300})
+    assert r.status_code == 200
+    assert two.post(two.a(), record(image_sha256="a" * 64 + "\n"))["results"][0]["status"] == "rejected"
