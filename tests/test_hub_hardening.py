@@ -338,3 +338,43 @@ def test_a_forged_forwarded_address_is_not_a_500(hub_db):  # noqa: F811
     r = two.c.get("/api/v1/ping", headers={**two.a(), "X-Forwarded-For": "9" * 300})
     assert r.status_code == 200
     assert two.post(two.a(), record(image_sha256="a" * 64 + "\n"))["results"][0]["status"] == "rejected"
+
+
+def test_upgrade_keeps_each_device_owning_the_images_it_sent(hub_db):  # noqa: F811
+    """A hub from before image ownership: after `migrate`, the device that uploaded an image still sees it
+    (no needless re-upload), and another device does not."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from hub import db as hubdb
+
+    engine = hubdb.make_engine(hub_db)
+    cfg = hubdb.alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for i, name in enumerate(("scope-1", "scope-2"), 1):
+            conn.execute(
+                text(
+                    "INSERT INTO devices (id, name, token_hash, created_at, disabled) "
+                    "VALUES (:i, :n, :h, :t, false)"
+                ),
+                {"i": i, "n": name, "h": tokens.token_hash(f"tok-{name}"), "t": now},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO images (sha256, size, data, device_id, received_at) VALUES (:s, :z, :d, 1, :t)"
+            ),
+            {"s": SHA, "z": len(IMG), "d": IMG, "t": now},
+        )
+    engine.dispose()
+    from hub.app import create_app
+
+    app = create_app(hub_db, settings=NO_LIMITS)  # migrates the old database
+    c = app.test_client()
+    assert c.head(f"/api/v1/images/{SHA}", headers={"Authorization": "Bearer tok-scope-1"}).status_code == 200
+    assert c.head(f"/api/v1/images/{SHA}", headers={"Authorization": "Bearer tok-scope-2"}).status_code == 404
