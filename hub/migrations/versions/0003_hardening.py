@@ -1,6 +1,6 @@
 """hardening: per-device image ownership, a reason for doubtful record times, server-side sessions
 
-Revision ID: 0003
+Revision ID: 0003_hardening
 Revises: 0002
 Create Date: 2026-11-30
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
+revision = "0003_hardening"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
