@@ -6,14 +6,15 @@ time. Prints, per scenario, what held; exit status 1 when anything did not.
 
 Scenarios: cross-device writes (reviews, slide records, sample rows, stolen record ids), every route as
 the wrong device / no token / a garbage token, image-existence probing, deeply nested and non-strict
-JSON, bogus capture times, CSV formula injection, oversized and gzip-bomb bodies, token guessing and a
-request flood (rate limits). The hub trusts one proxy hop (X-Forwarded-For), so each scenario can act
-from its own client address without leaving loopback.
+JSON, bogus capture times, CSV formula injection, oversized and gzip-bomb bodies, token guessing, a
+request flood (rate limits), and stalled uploads against fewer server threads. The hub trusts one proxy
+hop (X-Forwarded-For), so each scenario can act from its own client address without leaving loopback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -21,6 +22,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -321,10 +323,64 @@ def guessing_and_flood(p: Probe) -> None:
     )
 
 
-def start(url: str, rate_limit: str) -> tuple[subprocess.Popen, str]:
+def stalled_uploads(url: str, token: str, n: int = 8) -> dict[str, Any]:
+    """N uploads that send headers and one byte of body, then stop, against a hub with fewer threads
+    than N; meanwhile /healthz is timed. PostgreSQL: gunicorn 2 workers x 2 threads (bodies are read in
+    worker threads; --body-timeout-s 5); SQLite: waitress 1 x 4 (it buffers bodies before a thread)."""
+    pg = not url.startswith("sqlite")
+    proc, base = start(
+        url,
+        "",
+        extra=["--workers", "2" if pg else "1", "--threads", "2" if pg else "4", "--body-timeout-s", "5"],
+    )
+    socks, latencies, answered = [], [], 0
+    try:
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=T)
+            s.sendall(
+                f"POST /api/v1/results HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{".encode()
+            )
+            socks.append(s)
+        t0 = time.monotonic()
+        recovered = None
+        while time.monotonic() - t0 < 30 and recovered is None:
+            t = time.perf_counter()
+            try:
+                requests.get(base + "/healthz", timeout=30)
+                latencies.append(time.perf_counter() - t)
+            except requests.RequestException:
+                latencies.append(float("inf"))
+            if latencies[-1] < 1.0 and time.monotonic() - t0 > 1.0:
+                recovered = time.monotonic() - t0
+            time.sleep(0.25)
+        for s in socks:
+            s.settimeout(1)
+            with contextlib.suppress(OSError):
+                answered += s.recv(64).startswith(b"HTTP/1.1 408")
+    finally:
+        for s in socks:
+            s.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return {
+        "server": "gunicorn 2x2" if pg else "waitress 1x4",
+        "stalled": n,
+        "answered_408": answered,
+        "healthz_max_s": max(latencies),
+        "recovered_after_s": None if recovered is None else round(recovered, 1),
+    }
+
+
+def start(url: str, rate_limit: str, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "hub.cli", "serve", "--db", url, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--proxy-hops", "1", "--rate-limit", rate_limit, "--threads", "4"]
+    cmd += ["--proxy-hops", "1", "--rate-limit", rate_limit, *(extra or ["--threads", "4"])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -373,6 +429,15 @@ def main() -> int:
         csv_injection(p, session)
         bodies(p)
         guessing_and_flood(p)
+        st = stalled_uploads(url, a)
+        p.held(
+            "stalled uploads vs page latency",
+            st["recovered_after_s"] is not None
+            and (st["answered_408"] == st["stalled"] or st["server"].startswith("waitress")),
+            f"{st['stalled']} stalled uploads on {st['server']} (body timeout 5 s): /healthz slowest "
+            f"{st['healthz_max_s']:.1f} s, under 1 s again after {st['recovered_after_s']} s; "
+            f"{st['answered_408']} stalled uploads answered 408",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)

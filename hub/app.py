@@ -33,6 +33,7 @@ class HubSettings:
     rate_limit: str = "6000/minute"  # per token (or address without one); "" = off
     auth_fail_limit: str = "30/minute"  # 401 answers per client address; "" = off
     proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
+    body_timeout_s: float = 30.0  # gunicorn: a request body must arrive within this (hub/slowclient.py)
 
 
 # Every answer: no MIME sniffing (images are served as image/jpeg whatever a device uploaded), no
@@ -108,6 +109,8 @@ def create_app(
             resp.status_code = exc.code or 500
             if exc.code == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="smearscope-hub"'
+            if exc.code == 408:  # the rest of the body may still come: never read it as a request
+                resp.headers["Connection"] = "close"
             return resp
         return exc
 

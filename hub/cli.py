@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=HubSettings.proxy_hops,
         help="reverse proxies in front whose X-Forwarded-For is trusted (the client address for limits)",
     )
+    s.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=HubSettings.body_timeout_s,
+        help="with --workers > 1: a request body must arrive within this many seconds (else 408)",
+    )
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
@@ -160,6 +166,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limit=args.rate_limit,
         auth_fail_limit=args.auth_fail_limit,
         proxy_hops=args.proxy_hops,
+        body_timeout_s=args.body_timeout_s,
     )
     url = engine.url.render_as_string(hide_password=False)
     if engine.url.get_backend_name() == "sqlite" and args.workers > 1:

@@ -378,3 +378,60 @@ def test_upgrade_keeps_each_device_owning_the_images_it_sent(hub_db):  # noqa: F
     c = app.test_client()
     assert c.head(f"/api/v1/images/{SHA}", headers={"Authorization": "Bearer tok-scope-1"}).status_code == 200
     assert c.head(f"/api/v1/images/{SHA}", headers={"Authorization": "Bearer tok-scope-2"}).status_code == 404
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Trickle:
+    """A request body that sends one byte per read while 20 s pass (the clock is fake)."""
+
+    def __init__(self, clock: _Clock, stall: bool = False) -> None:
+        self.clock, self.stall = clock, stall
+
+    def read(self, *_a) -> bytes:
+        if self.stall:
+            raise TimeoutError("timed out")  # what the socket timeout raises
+        self.clock.t += 20.0
+        return b" "
+
+    def readline(self, *_a) -> bytes:
+        return self.read()
+
+
+def test_a_stalled_or_trickling_body_frees_the_worker_with_408(two):
+    """gunicorn reads bodies in its worker threads: 4 stalled uploads froze a 2x2 hub (measured by
+    benchmarks/abuse_hub.py --db postgres). With BodyDeadline a slow body ends in 408 and the thread is
+    free. The clock here is fake: nothing waits."""
+    from werkzeug.test import EnvironBuilder
+
+    from hub.gunicorn_app import _HubApplication
+    from hub.slowclient import BodyDeadline
+
+    for stall in (False, True):
+        clock = _Clock()
+        wrapped = BodyDeadline(two.hub.app, 60.0, clock=clock)
+        env = EnvironBuilder(
+            path="/api/v1/results",
+            method="POST",
+            headers={**two.a(), "Content-Type": "application/json"},
+        ).get_environ()
+        env["wsgi.input"], env["CONTENT_LENGTH"] = _Trickle(clock, stall), "100000"
+        out: dict = {}
+
+        def start_response(status, headers, *_, out=out):
+            out.update(status=status, headers=headers)
+
+        body = b"".join(wrapped(env, start_response))
+        assert out["status"].startswith("408"), (stall, out["status"], body[:200])
+        assert ("Connection", "close") in out["headers"]
+        assert clock.t <= 80.0  # stopped reading at the deadline (60 s), not after 100,000 bytes
+    loaded = _HubApplication(
+        two.hub.sessions.kw["bind"].url.render_as_string(hide_password=False), NO_LIMITS, {}
+    )
+    assert isinstance(loaded.load(), BodyDeadline)
