@@ -104,15 +104,16 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202
-        if request.path.startswith("/api/"):
+        if not request.path.startswith("/api/"):
+            resp = exc.get_response()
+        else:
             resp = jsonify({"error": exc.name, "reason": exc.description})
             resp.status_code = exc.code or 500
             if exc.code == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="smearscope-hub"'
-            if exc.code == 408:  # the rest of the body may still come: never read it as a request
-                resp.headers["Connection"] = "close"
-            return resp
-        return exc
+        if exc.code == 408:  # the rest of the body may still come: never read it as a request
+            resp.headers["Connection"] = "close"
+        return resp
 
     @app.errorhandler(Exception)
     def _crash(exc: Exception):  # noqa: ANN202
