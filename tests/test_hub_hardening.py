@@ -435,3 +435,32 @@ def test_a_stalled_or_trickling_body_frees_the_worker_with_408(two):
         two.hub.sessions.kw["bind"].url.render_as_string(hide_password=False), NO_LIMITS, {}
     )
     assert isinstance(loaded.load(), BodyDeadline)
+
+
+def test_the_dashboard_ignores_cross_device_reviews_stored_before_the_check(two):
+    """Rows a hostile device got in before ownership was enforced must not change what people see."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from hub.models import Device, Result
+
+    slide = str(uuid.uuid4())
+    unsure = record(seq=1, sample_id=slide, label="Early", abstained=True, confidence=0.4)
+    two.post(two.a(), unsure, *[record(seq=i, sample_id=slide, label="Pre") for i in range(2, 5)])
+    two.login()
+    before = two.c.get("/samples").get_data(as_text=True)
+    with two.hub.sessions() as s:  # what the old hub accepted from device B
+        b = s.scalar(select(Device.id).where(Device.name == "scope-2"))
+        for i, (kind, review_of) in enumerate([("review", unsure["id"])] + [("classification", None)] * 5):
+            s.add(
+                Result(
+                    id=str(uuid.uuid4()), device_id=b, seq=i, sample_id=slide,
+                    captured_at=unsure["captured_at"], received_at=datetime.now(UTC), source="camera",
+                    kind=kind, review_of=review_of, label="Benign", confidence=0.99, abstained=False,
+                    record_json="{}",
+                )
+            )  # fmt: skip
+        s.commit()
+    assert two.c.get("/samples").get_data(as_text=True) == before
+    assert "Early" in two.c.get("/review").get_data(as_text=True)  # still awaiting a real review
