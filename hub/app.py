@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
@@ -69,6 +70,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = _HttpsAwareSessions()
     app.extensions["hub"] = {"engine": engine, "sessions": db.session_factory(engine), "settings": settings}
     app.secret_key = _shared_secret(app)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
@@ -137,6 +139,15 @@ def create_app(
         return jsonify({"ok": True})
 
     return app
+
+
+class _HttpsAwareSessions(SecureCookieSessionInterface):
+    """The session cookie is `Secure` whenever the request came over HTTPS (behind the TLS proxy with
+    --proxy-hops, X-Forwarded-Proto says so), so it is never sent over plain HTTP; a LAN hub reached by
+    plain HTTP still works."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure)
 
 
 def hub_ext(app: Flask | None = None) -> dict[str, Any]:

@@ -464,3 +464,13 @@ def test_the_dashboard_ignores_cross_device_reviews_stored_before_the_check(two)
         s.commit()
     assert two.c.get("/samples").get_data(as_text=True) == before
     assert "Early" in two.c.get("/review").get_data(as_text=True)  # still awaiting a real review
+
+
+def test_the_session_cookie_is_secure_over_https(hub_db):  # noqa: F811
+    two = Two(hub_db, HubSettings(proxy_hops=1, rate_limit="", auth_fail_limit=""))
+    plain = two.c.post("/login", data={"token": two.hub.user_token})
+    assert "Secure" not in plain.headers["Set-Cookie"] and "HttpOnly" in plain.headers["Set-Cookie"]
+    behind_tls = two.hub.client().post(
+        "/login", data={"token": two.hub.user_token}, headers={"X-Forwarded-Proto": "https"}
+    )
+    assert "Secure" in behind_tls.headers["Set-Cookie"]
