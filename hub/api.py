@@ -3,7 +3,8 @@
 Answers per record in `POST /api/v1/results`:
 - `accepted`  — stored now;
 - `duplicate` — this UUID is already stored (a resend after a lost answer; harmless);
-- `deferred`  — it names an image the hub does not have yet: not stored, upload the image and resend;
+- `deferred`  — it names an image this device has not uploaded yet, or reviews a record not on the hub yet:
+  not stored; upload the image (send the record) and resend;
 - `rejected`  — malformed (the `reason` names the field), or it touches another device's data (its UUID,
   its `sample_id` or the record its `review_of` names belongs to another device): the device quarantines it.
 A device sees only its own images: `HEAD /images/<sha>`, `/images/have` and the images its records may name
