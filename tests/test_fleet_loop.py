@@ -36,7 +36,7 @@ def test_export_then_train_on_two_sources(tmp_path: Path, capsys) -> None:
     assert all(
         {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= m.keys() for m in per_source.values()
     )
-    assert "per-group" in metrics["split_note"]
+    assert "drawn per group (sample ids from the hub export manifest" in metrics["split_note"]
     report = (run / "REPORT.md").read_text()
     assert "## Per source (test split)" in report and "| export | hub export (manifest.json)" in report
     dataset = json.loads((run / "dataset_report.json").read_text())
