@@ -15,7 +15,6 @@ or the record id for a field taken outside a sample.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -34,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hub import csvsafe
 from hub.models import Device, Image, Result
 from hub.records import RecordError, parse_time
 
@@ -129,15 +129,18 @@ def _um_per_px(rec: dict[str, Any]) -> float | None:
     return None
 
 
-def _latest_reviews(session: Session, device_ids: list[int] | None) -> dict[str, Result]:
+def _latest_reviews(session: Session, device_ids: list[int] | None) -> dict[tuple[str, int], Result]:
+    """The latest review per (reviewed record, device): only a review by the record's own device
+    counts (another device's "review", stored before the hub enforced ownership, is ignored)."""
     q = select(Result).where(Result.kind == "review", Result.review_of.is_not(None))
     if device_ids is not None:
         q = q.where(Result.device_id.in_(device_ids))
-    latest: dict[str, Result] = {}
+    latest: dict[tuple[str, int], Result] = {}
     for r in session.scalars(q.execution_options(yield_per=1000)):
-        cur = latest.get(r.review_of)
+        key = (r.review_of, r.device_id)
+        cur = latest.get(key)
         if cur is None or (r.seq, r.received_at) > (cur.seq, cur.received_at):
-            latest[r.review_of] = r
+            latest[key] = r
     return latest
 
 
@@ -166,7 +169,7 @@ def select_entries(session: Session, flt: ExportFilter) -> Selection:
     if device_ids is not None:
         q = q.where(Result.device_id.in_(device_ids))
     for r in session.scalars(q.execution_options(yield_per=1000)):
-        rv = reviews.get(r.id)
+        rv = reviews.get((r.id, r.device_id))
         if r.image_sha256 is None:
             out.skipped["no image"] += 1
             continue
@@ -239,24 +242,16 @@ def manifest(sel: Selection, flt: ExportFilter) -> dict[str, Any]:
     }
 
 
-def _csv_cell(value: Any) -> str:
-    """A spreadsheet must not run device text as a formula: prefix such cells with a quote."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    risky = text.lstrip(" \t\r\n")[:1] in ("=", "+", "-", "@") or text[:1] in ("\t", "\r")
-    return "'" + text if risky and not isinstance(value, int | float) else text
-
-
 def manifest_csv(entries: list[ExportEntry]) -> bytes:
+    """The manifest for a spreadsheet: device text defused (hub.csvsafe), booleans as true/false."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csvsafe.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for e in entries:
         row = asdict(e)
-        w.writerow([_csv_cell(row[c]) for c in CSV_COLUMNS])
+        w.writerow(
+            [("true" if row[c] else "false") if isinstance(row[c], bool) else row[c] for c in CSV_COLUMNS]
+        )
     return buf.getvalue().encode()
 
 

@@ -7,31 +7,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
-from flask import session as cookie
 from sqlalchemy import select
 
 from hub.app import session
-from hub.dashboard import login_required
+from hub.dashboard import current_user, login_required
 from hub.export import ExportError, ExportFilter, image_loader, iter_zip, parse_since, select_entries
 from hub.models import Device, User
 
 dataset_export = Blueprint("dataset_export", __name__)
 
 
-def _current_user() -> User | None:
-    uid = cookie.get("user_id")
-    return session().get(User, uid) if uid is not None else None
+def _is_admin(user: User | None) -> bool:
+    return bool(user is not None and user.admin and not user.disabled)
 
 
 @dataset_export.app_context_processor
 def _admin_flag() -> dict[str, Any]:
-    user = _current_user() if cookie.get("user_id") is not None else None
-    return {"hub_admin": bool(user is not None and user.admin and not user.disabled)}
+    return {"hub_admin": _is_admin(current_user())}
 
 
 def _require_admin() -> None:
-    user = _current_user()
-    if user is None or not user.admin:
+    if not _is_admin(current_user()):
         abort(403, "exporting training data is for hub admins (smearscope-hub users admin NAME)")
 
 

@@ -243,3 +243,28 @@ def test_users_add_admin(tmp_path, capsys):
 
     with db.session_factory(db.make_engine(url))() as s:
         assert dict(s.execute(select(User.name, User.admin)).all()) == {"boss": True, "reader": False}
+
+
+def test_another_devices_review_does_not_count(fleet, tmp_path):
+    """Rows a hostile device stored before the hub enforced ownership must not label training data."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from hub.models import Device, Result
+
+    with fleet.hub.sessions() as s:
+        b = s.scalar(select(Device.id).where(Device.name == "scope-2"))
+        for seq, orig in ((98, fleet.unsure), (99, fleet.fixed)):
+            s.add(
+                Result(
+                    id=str(uuid.uuid4()), device_id=b, seq=seq, sample_id=orig["sample_id"],
+                    captured_at="2026-11-20T00:00:00Z", received_at=datetime.now(UTC), source="review",
+                    kind="review", review_of=orig["id"], label="Pro", confidence=1.0, abstained=False,
+                    image_sha256=orig["image_sha256"], record_json="{}",
+                )
+            )  # fmt: skip
+        s.commit()
+    got = _by_record(fleet.export(tmp_path / "x"))
+    assert fleet.unsure["id"] not in got  # still unreviewed
+    assert got[fleet.fixed["id"]]["label"] == "Benign"  # its own device's latest review
