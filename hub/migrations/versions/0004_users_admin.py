@@ -1,7 +1,7 @@
 """users.admin: hub admins may export training data from the dashboard
 
-Revision ID: 0003_users_admin
-Revises: 0002
+Revision ID: 0004_users_admin
+Revises: 0003_hardening
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_users_admin"
-down_revision = "0002"
+revision = "0004_users_admin"
+down_revision = "0003_hardening"
 branch_labels = None
 depends_on = None
 
