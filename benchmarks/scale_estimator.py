@@ -8,9 +8,10 @@ as a camera with more pixels would see them), as a 2x2 mosaic at 1x, and at 1x w
 balance (red x1.12, blue x0.85). For each rendering the estimate is compared with the 1x estimate of
 the same content times the magnification: ratio = estimated / expected. The same content: the image
 itself, or for the enlargements its 2x2 mosaic at 1x (a mirrored mosaic doubles the cells cut by the
-image's border, so it is not quite the same smear; "1x 2x2 mosaic" shows that effect vs the image). The bar: within ±10% on at least
-95% of images at each scale ("cannot tell" counts as a miss). The dataset's own true scale is unknown;
-this measures consistency, which is what rescaling to a model's µm/px needs.
+image's border, so it is not quite the same smear; "1x 2x2 mosaic" shows that effect vs the image).
+The bar: within ±10% on at least 95% of images at each scale ("cannot tell" counts as a miss).
+The dataset's own true scale is unknown; this measures consistency, which is what rescaling to a
+model's µm/px needs.
 
 Writes benchmarks/results/scale_estimator.json (per-condition percentiles and pass rates, and the
 distribution of the 1x diameters = the training images' scale).
@@ -95,7 +96,11 @@ def summarise(rows: list[dict]) -> dict:
             "cannot_tell": int(np.isnan(base).sum()),
             "not_confident": int((~conf).sum()),
             "diameter_px_percentiles": dict(
-                zip(("p5", "p25", "p50", "p75", "p95"), np.nanpercentile(base, [5, 25, 50, 75, 95]).round(2).tolist())
+                zip(
+                    ("p5", "p25", "p50", "p75", "p95"),
+                    np.nanpercentile(base, [5, 25, 50, 75, 95]).round(2).tolist(),
+                    strict=True,
+                )
             ),
             "seconds_per_image_p50": round(float(np.median([r["seconds_1x"] for r in rows])), 3),
         },
@@ -116,7 +121,10 @@ def summarise(rows: list[dict]) -> dict:
             "ratio_percentiles": dict(
                 zip(
                     ("p1", "p5", "p50", "p95", "p99"),
-                    np.nanpercentile(ratio, [1, 5, 50, 95, 99]).round(4).tolist() if valid.any() else [None] * 5,
+                    np.nanpercentile(ratio, [1, 5, 50, 95, 99]).round(4).tolist()
+                    if valid.any()
+                    else [None] * 5,
+                    strict=True,
                 )
             ),
             "bar_met": bool(ok.sum() / len(rows) >= 0.95),
@@ -164,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             base = {r["path"]: r[reference(name)]["diameter_px"] for r in rows}
             ranked = sorted(
                 rows,
-                key=lambda r: -abs(
-                    ((r[name]["diameter_px"] or 0) / ((base[r["path"]] or 1) * s["magnification"])) - 1
+                key=lambda r: (
+                    -abs(((r[name]["diameter_px"] or 0) / ((base[r["path"]] or 1) * s["magnification"])) - 1)
                 ),
             )
             for r in ranked[: args.worst]:

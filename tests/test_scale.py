@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from smearkit import synthetic_smear
 
 from device.optics.colour import estimate_background
 from device.optics.render import mirror_mosaic, render_at_scale, tint
 from device.optics.scale import RBC_DIAMETER_UM, ScaleEstimate, estimate_scale
 from device.preprocess import read_image
-from smearkit import synthetic_smear
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
 

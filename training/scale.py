@@ -103,7 +103,10 @@ def measure_training_scale(
             "um_per_px": round(float(med), 5),
             "um_per_px_iqr": [round(float(q1), 5), round(float(q3), 5)],
             "spread": round(float((q3 - q1) / med), 4),
-            "diameter_px_images": {"median": round(float(dmed), 2), "iqr": [round(float(dq1), 2), round(float(dq3), 2)]},
+            "diameter_px_images": {
+                "median": round(float(dmed), 2),
+                "iqr": [round(float(dq1), 2), round(float(dq3), 2)],
+            },
         }
     )
     out["method"] = (
@@ -132,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     split = json.loads(args.split.read_text())
     paths = [row["path"] for row in split[args.part]]
-    scale = measure_training_scale(paths, (args.size, args.size), args.resize, limit=args.limit, seed=args.seed)
+    scale = measure_training_scale(
+        paths, (args.size, args.size), args.resize, limit=args.limit, seed=args.seed
+    )
     print(json.dumps(scale, indent=2))
     if args.write and scale["um_per_px"] is not None:
         from dataclasses import replace

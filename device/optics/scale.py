@@ -94,7 +94,7 @@ def _density_and_violet(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def _thresholds(od: np.ndarray, exclude: np.ndarray) -> tuple[float, float, float] | None:
-    """(foreground, nucleus) density thresholds and the red cells' level, or None when nothing stands out of the background.
+    """(foreground, nucleus) density thresholds and the red cells' level; None when nothing stands out.
 
     Otsu's threshold on the density (pixels in `exclude`, the violet nucleated cells, not counted)
     splits background from red cells; the red cells' level is the median density above it.
