@@ -66,11 +66,38 @@ class VirtualOptics:
             raise ValueError("virtual camera: tint gains must be > 0, noise and blur >= 0")
 
 
-def build_slide(images: Sequence[np.ndarray], seam: int = _SEAM) -> np.ndarray:
+def _harmonise(images: Sequence[np.ndarray], trim_bottom: float) -> list[np.ndarray]:
+    """Give every image the median background colour of them all (each dataset image has its own white
+    balance; one slide under one camera has one), and trim a fraction off the bottom (where the
+    dataset's images carry a scale-bar label)."""
+    from device.optics.colour import apply_gains, estimate_background
+
+    bgs = [estimate_background(im) for im in images]
+    known = [b for b in bgs if b is not None]
+    target = np.median(np.stack(known), axis=0) if known else None
+    out = []
+    for im, bg in zip(images, bgs, strict=True):
+        if trim_bottom > 0:
+            im = im[: max(8, int(round(im.shape[0] * (1 - trim_bottom))))]
+        if target is not None and bg is not None:
+            im = apply_gains(im, target / bg)
+        out.append(im)
+    return out
+
+
+def build_slide(
+    images: Sequence[np.ndarray], seam: int = _SEAM, *, harmonise: bool = True, trim_bottom: float = 0.0
+) -> np.ndarray:
     """Lay RGB images (resized to the first one's size) on a near-square grid with feathered seams,
     then mirror the grid 2x2 so the slide wraps around without a visible edge."""
     if not images:
         raise ValueError("virtual microscope: no source images")
+    if harmonise or trim_bottom > 0:
+        images = (
+            _harmonise(images, trim_bottom)
+            if harmonise
+            else [im[: int(im.shape[0] * (1 - trim_bottom))] for im in images]
+        )
     h, w = images[0].shape[:2]
     seam = max(0, min(seam, h // 4, w // 4))
     n = len(images)
@@ -111,21 +138,28 @@ class VirtualMicroscope:
         rng = np.random.default_rng(optics.seed)
         #: Field centres in slide pixels (the stage's stops), visited in order, looping.
         self.fields = np.column_stack([rng.uniform(0, w, 64), rng.uniform(0, h, 64)])
-        self._vignette = self._vignette_map() if optics.vignetting > 0 else None
-        self._rng = np.random.default_rng(optics.seed + 1)
+        self._frame_gain = self._gain(optics.height, optics.width)
+        self._noise: list[np.ndarray] | None = None
+        if optics.noise > 0:
+            # Two frames of noise at half resolution (2-px grain, as after demosaicing), alternated:
+            # drawing 3 x 12 M normal numbers per 4K frame would cost more than the rest of the frame.
+            cv2.setRNGSeed(optics.seed)
+            self._noise = []
+            for _ in range(2):
+                n = np.empty(((optics.height + 1) // 2, (optics.width + 1) // 2, 3), np.int16)
+                cv2.randn(n, 0.0, float(optics.noise))
+                self._noise.append(n)
 
     @classmethod
     def from_images(
-        cls, images: Sequence[np.ndarray], optics: VirtualOptics, fps: float = 5.0
+        cls,
+        images: Sequence[np.ndarray],
+        optics: VirtualOptics,
+        fps: float = 5.0,
+        *,
+        trim_bottom: float = 0.0,
     ) -> VirtualMicroscope:
-        return cls(build_slide(images), optics, fps)
-
-    def _vignette_map(self) -> np.ndarray:
-        o = self.optics
-        y = np.linspace(-1, 1, o.height, dtype=np.float32)[:, None]
-        x = np.linspace(-1, 1, o.width, dtype=np.float32)[None, :]
-        r2 = (x * x + y * y) / 2.0  # 1 in the corners
-        return (1.0 - o.vignetting * r2)[..., None]
+        return cls(build_slide(images, trim_bottom=trim_bottom), optics, fps)
 
     def position(self, i: int) -> tuple[float, float, bool]:
         """Stage position (slide px, centre of the view) at frame `i`, and whether it is settled."""
@@ -175,6 +209,20 @@ class VirtualMicroscope:
             patch, m, (o.width, o.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
 
+    def _gain(self, h: int, w: int) -> np.ndarray | None:
+        """Per-pixel gains (tint x vignetting) for an h x w image spanning the frame, or None."""
+        o = self.optics
+        tinted = o.tint_r != 1.0 or o.tint_b != 1.0
+        if not tinted and o.vignetting <= 0:
+            return None
+        gain = np.empty((h, w, 3), np.float32)
+        gain[:] = np.array([o.tint_r, 1.0, o.tint_b], np.float32)
+        if o.vignetting > 0:
+            y = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+            x = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+            gain *= (1.0 - o.vignetting * (x * x + y * y) / 2.0)[..., None]
+        return gain
+
     def frame(self, i: int) -> np.ndarray:
         """Frame `i` (RGB uint8, height x width) as the virtual camera delivers it."""
         o = self.optics
@@ -182,16 +230,10 @@ class VirtualMicroscope:
         img = self.view(cx, cy)
         if o.blur > 0:
             img = cv2.GaussianBlur(img, (0, 0), o.blur)
-        needs_float = o.tint_r != 1.0 or o.tint_b != 1.0 or self._vignette is not None or o.noise > 0
-        if not needs_float:
-            return img
-        f = img.astype(np.float32)
-        if o.tint_r != 1.0 or o.tint_b != 1.0:
-            f *= np.array([o.tint_r, 1.0, o.tint_b], np.float32)
-        if self._vignette is not None:
-            f *= self._vignette
-        if o.noise > 0:
-            noise = np.empty(f.shape[:2], np.float32)
-            cv2.randn(noise, 0.0, float(o.noise))
-            f += noise[..., None]
-        return np.clip(f, 0, 255).astype(np.uint8)
+        if self._frame_gain is not None:
+            img = cv2.multiply(img, self._frame_gain, dtype=cv2.CV_8U)
+        if self._noise is not None:
+            grain = self._noise[i % len(self._noise)]
+            grain = cv2.resize(grain, (o.width, o.height), interpolation=cv2.INTER_NEAREST)
+            img = cv2.add(img, grain, dtype=cv2.CV_8U)
+        return img
