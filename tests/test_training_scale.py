@@ -48,3 +48,25 @@ def test_too_few_cells_leaves_the_scale_unknown(tmp_path):
     scale = measure_training_scale(sorted(folder.glob("*.png")), (96, 96))
     assert scale["um_per_px"] is None
     assert scale["method"].startswith("could not be measured")
+
+
+def test_tool_writes_the_scale_into_an_old_bundle_and_its_card(tmp_path):
+    import shutil
+
+    from device.bundle import load_bundle
+    from training.scale import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).parent / "data" / "tiny-bundle", bundle)
+    assert load_bundle(bundle).manifest.input.um_per_px is None
+    paths = _write(tmp_path / "imgs", 12, diameter=16, side=224)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [{"path": str(p), "label": "x"} for p in paths]}))
+    assert main(["--split", str(split), "--size", "288", "--bundle", str(bundle), "--write"]) == 0
+    man = load_bundle(bundle).manifest  # the model file is untouched: the hash still matches
+    assert man.input.um_per_px == pytest.approx(7.5 / (16 * 288 / 224), rel=0.08)
+    assert man.provenance["um_per_px_method"].startswith("measured")
+    assert man.provenance["scale"]["images_confident"] == 12
+    card = (bundle / "MODEL.md").read_text()
+    assert f"{man.input.um_per_px:.4g} µm per pixel" in card
+    assert "7.5 µm" in card and "red cells" in card

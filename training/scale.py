@@ -8,7 +8,7 @@ image trained at 288 px has 224/288 of the image's µm/px.
 Also a tool for bundles made before the estimator existed:
 
     .venv/bin/python -m training.scale --split runs/split-all4-seed42.json --size 288 \\
-        [--bundle models/NAME --write]
+        [--bundle models/NAME --write]   (--from MEASURED.json: reuse a measurement it printed)
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def given_scale(um_per_px: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Measure the training images' µm/px (at the model's input size)")
-    ap.add_argument("--split", required=True, type=Path, help="a run's split.json")
+    ap.add_argument("--split", type=Path, help="a run's split.json")
+    ap.add_argument("--from", dest="from_json", type=Path, help="use a measurement this tool printed earlier")
     ap.add_argument("--part", default="train")
     ap.add_argument("--size", type=int, required=True, help="the model's input side (px)")
     ap.add_argument("--resize", default="center_crop", choices=("center_crop", "stretch"))
