@@ -134,11 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, action="append", default=[], help="bundle dir(s) to update")
     ap.add_argument("--write", action="store_true", help="write input.um_per_px into the bundles' manifests")
     args = ap.parse_args(argv)
-    split = json.loads(args.split.read_text())
-    paths = [row["path"] for row in split[args.part]]
-    scale = measure_training_scale(
-        paths, (args.size, args.size), args.resize, limit=args.limit, seed=args.seed
-    )
+    if args.from_json:
+        scale = json.loads(args.from_json.read_text())
+        if scale.get("model_input") != [args.size, args.size]:
+            ap.error(f"{args.from_json} was measured for {scale.get('model_input')}, not --size {args.size}")
+    elif args.split:
+        split = json.loads(args.split.read_text())
+        paths = [row["path"] for row in split[args.part]]
+        scale = measure_training_scale(
+            paths, (args.size, args.size), args.resize, limit=args.limit, seed=args.seed
+        )
+    else:
+        ap.error("give --split FILE (or --from FILE)")
     print(json.dumps(scale, indent=2))
     if args.write and scale["um_per_px"] is not None:
         from dataclasses import replace
