@@ -3,7 +3,9 @@
     smearscope-hub serve --db URL --host H --port P [--workers N]
     smearscope-hub migrate --db URL
     smearscope-hub devices add NAME | list | revoke NAME | token NAME
-    smearscope-hub users add NAME | revoke NAME | token NAME
+    smearscope-hub users add NAME [--admin] | revoke NAME | token NAME | admin NAME [--revoke]
+    smearscope-hub export-dataset --out DIR [--since DATE] [--device NAME]... [--disagreements-only]
+                                  [--include-unreviewed]
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -19,7 +21,7 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import db, tokens
+from hub import db, export_cli, tokens
 from hub.app import DISCLAIMER, HubSettings, create_app
 from hub.models import Device, User
 
@@ -41,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-mb", type=float, default=HubSettings.max_body_mb)
     s.add_argument("--max-batch", type=int, default=HubSettings.max_batch)
     s.add_argument("--skew-limit-s", type=float, default=HubSettings.skew_limit_s)
+    s.add_argument(
+        "--rate-limit",
+        default=HubSettings.rate_limit,
+        help='requests per token (or address) per process, e.g. "3000/minute"; "" = off',
+    )
+    s.add_argument(
+        "--auth-fail-limit",
+        default=HubSettings.auth_fail_limit,
+        help='failed authentications (401) per client address, e.g. "30/minute"; "" = off',
+    )
+    s.add_argument(
+        "--proxy-hops",
+        type=int,
+        default=HubSettings.proxy_hops,
+        help="reverse proxies in front whose X-Forwarded-For is trusted (the client address for limits)",
+    )
+    s.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=HubSettings.body_timeout_s,
+        help="with --workers > 1: a request body must arrive within this many seconds (else 408)",
+    )
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
@@ -53,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         a = ks.add_parser("add", help="register one; prints its token once")
         a.add_argument("name")
         a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-        a.set_defaults(func=cmd_add, kind=kind)
+        if kind == "users":
+            a.add_argument("--admin", action="store_true", help="may export training data from the dashboard")
+        a.set_defaults(func=cmd_add, kind=kind, admin=False)
         r = ks.add_parser("revoke", help="disable one; its token stops working")
         r.add_argument("name")
         r.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
@@ -66,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
+        else:
+            ad = ks.add_parser("admin", help="make a user a hub admin (or --revoke it)")
+            ad.add_argument("name")
+            ad.add_argument("--revoke", action="store_true", help="take the admin role away")
+            ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+            ad.set_defaults(func=cmd_admin)
+    export_cli.register(sub)
     return p
 
 
@@ -85,7 +118,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     engine = _engine(args)
     with db.session_factory(engine)() as s:
         try:
-            token = (tokens.add_device if args.kind == "devices" else tokens.add_user)(s, args.name)
+            if args.kind == "devices":
+                token = tokens.add_device(s, args.name)
+            else:
+                token = tokens.add_user(s, args.name)
+                if args.admin:
+                    tokens.set_admin(s, args.name, True)
         except ValueError as exc:
             print(f"smearscope-hub: error: {exc}", file=sys.stderr)
             return 1
@@ -127,6 +165,17 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    with db.session_factory(_engine(args))() as s:
+        try:
+            tokens.set_admin(s, args.name, not args.revoke)
+        except ValueError as exc:
+            print(f"smearscope-hub: error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.name!r} is {'no longer ' if args.revoke else ''}a hub admin", file=sys.stderr)
+    return 0
+
+
 def cmd_list_devices(args: argparse.Namespace) -> int:
     with db.session_factory(_engine(args))() as s:
         for d in s.scalars(select(Device).order_by(Device.name)):
@@ -138,7 +187,13 @@ def cmd_list_devices(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     engine = _engine(args)  # migrate once, before any worker starts
     settings = HubSettings(
-        max_body_mb=args.max_body_mb, max_batch=args.max_batch, skew_limit_s=args.skew_limit_s
+        max_body_mb=args.max_body_mb,
+        max_batch=args.max_batch,
+        skew_limit_s=args.skew_limit_s,
+        rate_limit=args.rate_limit,
+        auth_fail_limit=args.auth_fail_limit,
+        proxy_hops=args.proxy_hops,
+        body_timeout_s=args.body_timeout_s,
     )
     url = engine.url.render_as_string(hide_password=False)
     if engine.url.get_backend_name() == "sqlite" and args.workers > 1:
@@ -157,16 +212,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         serve(
             create_app(url, settings=settings, migrate=False),
-            host=args.host,
-            port=args.port,
-            threads=args.threads,
-            ident="smearscope-hub",
+            **waitress_options(settings, host=args.host, port=args.port, threads=args.threads),
         )
         return 0
     from hub.gunicorn_app import run_gunicorn
 
     run_gunicorn(url, settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
+
+
+def waitress_options(settings: HubSettings, *, host: str, port: int, threads: int) -> dict:
+    """waitress buffers a whole request before the app sees it (up to 1 GB by default, chunked bodies
+    included): cap it at the hub's body limit, and drop idle or trickling connections after a minute.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "threads": threads,
+        "ident": "smearscope-hub",
+        "max_request_body_size": int(settings.max_body_mb * 1024 * 1024) + 64 * 1024,
+        "max_request_header_size": 64 * 1024,
+        "channel_timeout": 60,
+        "connection_limit": 200,
+        # with proxies in front, X-Forwarded-For must reach the app (ProxyFix trusts proxy_hops of it);
+        # without, waitress drops such headers so a client cannot pick its own address
+        "clear_untrusted_proxy_headers": settings.proxy_hops <= 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
