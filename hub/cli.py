@@ -4,6 +4,9 @@
     smearscope-hub migrate --db URL
     smearscope-hub devices add NAME | list | revoke NAME | token NAME
     smearscope-hub users add NAME | revoke NAME | token NAME
+    smearscope-hub devices add NAME --group G | set-group NAME G|--none
+    smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
+    smearscope-hub models publish DIR... [--group G] [--set-name N] | list
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         a = ks.add_parser("add", help="register one; prints its token once")
         a.add_argument("name")
         a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        if kind == "devices":
+            a.add_argument("--group", help="the station's group (bundle sets can target a group)")
         a.set_defaults(func=cmd_add, kind=kind)
         r = ks.add_parser("revoke", help="disable one; its token stops working")
         r.add_argument("name")
@@ -66,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
+            from hub.fleet_cli import register_device_actions
+
+            register_device_actions(ks)
+    from hub.fleet_cli import register
+
+    register(sub)
     return p
 
 
@@ -86,6 +97,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     with db.session_factory(engine)() as s:
         try:
             token = (tokens.add_device if args.kind == "devices" else tokens.add_user)(s, args.name)
+            if getattr(args, "group", None):
+                from hub.fleet import set_group
+
+                set_group(s, args.name, args.group)
         except ValueError as exc:
             print(f"smearscope-hub: error: {exc}", file=sys.stderr)
             return 1

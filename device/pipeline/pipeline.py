@@ -126,6 +126,20 @@ class Pipeline:
         ]
         self.watchdog = Watchdog(self.workers, on_restart=self._restarted, on_healthy=notify_watchdog)
 
+    def swap_ensemble(self, ensemble: Ensemble) -> None:
+        """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
+        so classification never stops. The field smoothing starts again (new model, new evidence)."""
+        cc = self.config.classifier
+        specs = {
+            (m.manifest.input.width, m.manifest.input.height, m.manifest.input.resize)
+            for m in ensemble.models
+        }
+        self.input_spec = next(iter(specs)) if len(specs) == 1 else None
+        self.threshold = cc.abstain_threshold or ensemble.threshold
+        self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
+        self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
+        self.ensemble = ensemble
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -287,10 +301,11 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
-        pred = self.ensemble.classify(
+        ensemble = self.ensemble  # read once: swap_ensemble() may replace it between frames
+        pred = ensemble.classify(
             g.model_input, with_cam=self.config.classifier.heatmap, precheck=g.unfamiliar
         )
-        labels = self.ensemble.label_ids
+        labels = ensemble.label_ids
         probs = np.array([pred.probabilities[lb] for lb in labels], dtype=np.float32)
         smoothed, new_field = self.smoother.update(g.thumb, probs)
         idx = int(np.argmax(smoothed))
