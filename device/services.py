@@ -102,7 +102,7 @@ class Services:
         if sync and config.sync.enabled:
             from device.sync.worker import SyncWorker
 
-            self.sync_worker = SyncWorker(config, self.store)
+            self.sync_worker = SyncWorker(config, self.store, on_models_installed=self.reload_models)
         self._upload_ensemble: Ensemble | None = None
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
@@ -214,6 +214,17 @@ class Services:
         self.store.add_event("info", "models", f"models reloaded: {', '.join(ensemble.names)}")
         return {"models": [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]}
 
+    def model_update_status(self) -> dict[str, Any] | None:
+        """The hub's model update as the station sees it (None without sync)."""
+        updater = getattr(self.sync_worker, "updater", None)
+        return updater.status() if updater is not None else None
+
+    def accept_model_update(self) -> dict[str, Any]:
+        """An admin accepts the staged bundle set (`[models] update_policy = "manual"`)."""
+        if self.sync_worker is None or self.sync_worker.updater is None:
+            raise SmearscopeError("model updates come through the hub sync, which is not enabled")
+        return self.sync_worker.accept_models()
+
     def heatmap_jpeg(self, rgb: np.ndarray, cam: np.ndarray) -> bytes:
         return encode_jpeg(heatmap_overlay(rgb, cam))
 
@@ -253,6 +264,7 @@ class Services:
             "unsynced": counts.get("unsynced", 0),
             "last_error": f"{last['at']} {last['source']}: {last['message']}" if last else None,
             "sync": self.sync_worker.status() if self.sync_worker is not None else {"enabled": False},
+            "model_update": self.model_update_status(),
             "model_signatures": {
                 "ok": not self.signature_problems,
                 "allow_unsigned": self.config.models.allow_unsigned,

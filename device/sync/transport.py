@@ -183,7 +183,7 @@ class HubClient:
             try:
                 with open(part, mode) as f:
                     try:
-                        for block in resp.iter_content(1 << 16):
+                        for block in resp.iter_content(1 << 14):  # small reads: a cut keeps most bytes
                             f.write(block)
                             got += len(block)
                     finally:
