@@ -243,7 +243,10 @@ class Verification:
             return ""
         first = bad[0]
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
-        return f"{self.bundle}: signature check '{first.name}' failed: {first.detail}{more}"
+        return (
+            f"{self.bundle}: signature check '{first.name}' failed: {first.detail}{more} — reinstall a "
+            "bundle signed by a trusted key (`smearscope models verify DIR` shows every check)"
+        )
 
     def raise_for_failure(self) -> None:
         if not self.ok:
