@@ -68,11 +68,7 @@ def test_published_set_is_swapped_in_while_classifying(tmp_path, tiny_bundle, sa
         status = s.status()
         assert status["model_update"]["last_result"]["state"] == "installed"
         assert status["model_signatures"]["ok"] is True
-        assert (
-            all(w["alive"] for w in status["workers"].values())
-            if isinstance(status.get("workers"), dict)
-            else True
-        )
+        assert all(w["alive"] and w["restarts"] == 0 and not w["last_error"] for w in status["workers"])
         assert any("models reloaded" in e["message"] for e in s.store.recent_events(50))
     finally:
         s.stop()

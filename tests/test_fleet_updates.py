@@ -369,3 +369,24 @@ def test_dashboard_models_page(tmp_path: Path, tiny_bundle: Path, key) -> None:
     c.post("/login", data={"token": hub.user_token})
     html = c.get("/models").get_data(as_text=True)
     assert "scope-1" in html and "spring" in html and "not a diagnosis" in html
+
+
+def test_only_changed_bundles_are_downloaded(tmp_path: Path, tiny_bundle: Path, key) -> None:
+    """A set = [the bundle the station already runs, a new one]: only the new one crosses the network."""
+    from make_tiny_bundle import TEST_PUB
+
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    server = Server(hub.app)
+    station = Station(tmp_path / "st", tiny_bundle, key[1])
+    second = variant(tiny_bundle, tmp_path / "second", key[0], name="second-model")
+    with hub.sessions() as s:
+        fleet.add_key(s, TEST_PUB.read_text())
+    publish(hub, [tiny_bundle, second], key[1])
+    client = HubClient(server.url, hub.device_token)
+    try:
+        assert station.updater.check(client)["state"] == "installed"
+    finally:
+        client.close()
+        server.close()
+    assert station.updater.bytes_downloaded == _files_bytes(second)
+    assert (station.models / "DEFAULT").read_text().split() == [NAME, "second-model"]

@@ -217,7 +217,10 @@ class ModelUpdater:
 
     def _download_and_stage(self, client: HubClient, cur: dict[str, Any]) -> dict[str, Any]:
         set_id = cur.get("id")
+        running = {m["name"]: m["signature_sha256"] for m in installed_models(self.root)}
         for b in cur["bundles"]:
+            if running.get(b.get("name")) == b.get("signature_sha256"):
+                continue  # already runs here: staged from the installed copy, nothing downloaded
             for f in b.get("files", []):
                 _safe_rel(str(f.get("path", "")))
                 sha = str(f.get("sha256", ""))
@@ -233,10 +236,13 @@ class ModelUpdater:
             bdir = set_dir / name
             if not name or "/" in name or name.startswith("."):
                 raise UpdateRefused(f"the hub names a bundle {name!r}")
+            local = running.get(name) == b.get("signature_sha256")
             for f in b["files"]:
                 target = bdir / _safe_rel(f["path"])
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.blobs / f["sha256"], target)
+                shutil.copyfile(
+                    (self.root / name / f["path"]) if local else (self.blobs / f["sha256"]), target
+                )
             v = verify_bundle(bdir, trusted)  # downloads are always verified, allow_unsigned or not
             if not v.ok:
                 raise UpdateRefused(v.problem())
