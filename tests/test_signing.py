@@ -295,3 +295,15 @@ def test_the_test_key_is_only_trusted_through_the_environment() -> None:
         .keys.keys()
         .isdisjoint(load_trusted_keys([str(TEST_PUB)], env={}).keys)
     )
+
+
+def test_doctor_reports_signatures(tiny_bundle: Path, tmp_path: Path) -> None:
+    from device.commands.doctor import FAIL, OK, WARN, check_signatures
+
+    cfg = _services_config(tmp_path, tiny_bundle)
+    assert [c.status for c in check_signatures(cfg, [tiny_bundle])] == [OK]
+    (tiny_bundle / SIGNATURE_FILE).unlink()
+    (bad,) = check_signatures(cfg, [tiny_bundle])
+    assert bad.status == FAIL and "unsigned" in bad.message and "refuses to start" in bad.fix
+    lenient = _services_config(tmp_path, tiny_bundle, allow_unsigned=True)
+    assert [c.status for c in check_signatures(lenient, [tiny_bundle])] == [WARN]
