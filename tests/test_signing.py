@@ -307,3 +307,37 @@ def test_doctor_reports_signatures(tiny_bundle: Path, tmp_path: Path) -> None:
     assert bad.status == FAIL and "unsigned" in bad.message and "refuses to start" in bad.fix
     lenient = _services_config(tmp_path, tiny_bundle, allow_unsigned=True)
     assert [c.status for c in check_signatures(lenient, [tiny_bundle])] == [WARN]
+
+
+def test_models_page_accept_button_for_admins(tmp_path: Path) -> None:
+    from webkit import csrf_of
+
+    app, services = make_app(tmp_path)
+    staged = {
+        "set_id": 7,
+        "name": "spring",
+        "bundles": [{"name": NAME, "dir": "/x", "signature_sha256": "0"}],
+    }
+    services.model_update_status = lambda: {
+        "policy": "manual",
+        "staged": staged,
+        "last_result": None,
+        "last_check": None,
+        "last_error": None,
+    }
+    accepted: list[int] = []
+    services.accept_model_update = lambda: accepted.append(1) or {"state": "installed", "bundles": [NAME]}
+    tech = app.test_client()
+    login(tech)
+    html = tech.get("/models").get_data(as_text=True)
+    assert "spring" in html and "Install these models now" not in html
+    assert tech.post("/admin/models/accept-update", data={"csrf_token": csrf_of(tech)}).status_code in (
+        302,
+        403,
+    )
+    assert not accepted  # a technician cannot install models
+    admin = app.test_client()
+    login(admin, "admin")
+    assert "Install these models now" in admin.get("/models").get_data(as_text=True)
+    r = admin.post("/admin/models/accept-update", data={"csrf_token": csrf_of(admin)}, follow_redirects=True)
+    assert accepted and "Model update installed" in r.get_data(as_text=True)

@@ -173,6 +173,9 @@ class ModelUpdater:
             except UpdateRefused as exc:
                 return self._refuse(client, set_id, str(exc))
             state = self._state()
+            old = (state.get("staged") or {}).get("set_id")
+            if old is not None and old != set_id:  # a newer set replaces one an admin never accepted
+                shutil.rmtree(self.dir / f"set-{old}", ignore_errors=True)
             state["staged"] = staged
             self._save(state)
         if self.config.models.update_policy == "auto":
@@ -193,6 +196,7 @@ class ModelUpdater:
             state["staged"] = None
         self._save(state)
         shutil.rmtree(self.dir / f"set-{set_id}", ignore_errors=True)
+        shutil.rmtree(self.blobs, ignore_errors=True)  # nothing of a refused set is kept
         self._event("error", f"model update set #{set_id} refused, current models kept: {reason}")
         self._report(client, "refused", reason, set_id)
         return {"state": "refused", "set_id": set_id, "reason": reason}
