@@ -67,6 +67,20 @@ class StoreJob:
     result: dict[str, Any] | None = field(default=None)
 
 
+def _shared_input_spec(ensemble: Ensemble) -> tuple | None:
+    """(width, height, resize, white_reference) when every model takes the same input, else None."""
+    specs = {
+        (
+            m.manifest.input.width,
+            m.manifest.input.height,
+            m.manifest.input.resize,
+            m.manifest.input.white_reference,
+        )
+        for m in ensemble.models
+    }
+    return next(iter(specs)) if len(specs) == 1 else None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -91,11 +105,7 @@ class Pipeline:
         cc = config.classifier
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
-        specs = {
-            (m.manifest.input.width, m.manifest.input.height, m.manifest.input.resize)
-            for m in ensemble.models
-        }
-        self.input_spec = next(iter(specs)) if len(specs) == 1 else None
+        self.input_spec = _shared_input_spec(ensemble)
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
         self.gated_slot: LatestSlot[Gated] = LatestSlot()
@@ -130,11 +140,7 @@ class Pipeline:
         """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
         so classification never stops. The field smoothing starts again (new model, new evidence)."""
         cc = self.config.classifier
-        specs = {
-            (m.manifest.input.width, m.manifest.input.height, m.manifest.input.resize)
-            for m in ensemble.models
-        }
-        self.input_spec = next(iter(specs)) if len(specs) == 1 else None
+        self.input_spec = _shared_input_spec(ensemble)
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
@@ -280,8 +286,8 @@ class Pipeline:
             )
             return
         if self.input_spec is not None:
-            width, height, resize = self.input_spec
-            model_input = prepare(frame.rgb, (width, height), resize)
+            width, height, resize, white_reference = self.input_spec
+            model_input = prepare(frame.rgb, (width, height), resize, white_reference=white_reference)
         else:
             model_input = frame.rgb
         colour = self.ensemble.colour_reasons(model_input)
