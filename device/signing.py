@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ PROJECT_ALIAS = "project"
 #: Extra trusted keys from the environment (os.pathsep-separated paths or inline keys), added to the
 #: config's list: for a systemd drop-in, and for the test suite's fixture key.
 ENV_TRUSTED_KEYS = "SMEARSCOPE_TRUSTED_KEYS"
+#: base64 of 32 bytes: 43 characters and one "=" (may contain "/", so it is matched before paths)
+INLINE_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -143,11 +146,11 @@ def load_trusted_keys(entries: Iterable[str], *, env: dict[str, str] | None = No
         entry = entry.strip()
         if entry == PROJECT_ALIAS:
             path = PROJECT_KEY
-        elif "/" in entry or entry.endswith(".pub") or Path(entry).is_file():
-            path = Path(entry)
-        else:
+        elif entry.startswith(PUB_PREFIX + " ") or INLINE_KEY_RE.fullmatch(entry):
             trust.add(parse_public_key(entry, where="[models] trusted_keys inline key"), "inline")
             continue
+        else:
+            path = Path(entry)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

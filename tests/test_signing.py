@@ -85,10 +85,14 @@ def test_trusted_keys_entries(clinic, tmp_path: Path) -> None:
     inline = clinic[1].read_text().split()[1]
     t = load_trusted_keys(["project", inline, str(clinic[1])], env={})
     assert len(t.keys) == 2  # the same clinic key inline and by path counts once
+    slashy = "uGtx3c6iu+kQspf1MwWl+fGp5KyqaIQrdr+xTc0/Rzc="  # an inline key with "/" is not a path
+    assert len(load_trusted_keys([slashy, f"smearscope-ed25519 {slashy} someone"], env={}).keys) == 1
     with pytest.raises(SmearscopeError, match="cannot read"):
         load_trusted_keys([str(tmp_path / "missing.pub")], env={})
     with pytest.raises(SmearscopeError, match="base64"):
-        load_trusted_keys(["not a key!"], env={})
+        load_trusted_keys(["smearscope-ed25519 not-a-key!"], env={})
+    with pytest.raises(SmearscopeError, match="cannot read"):
+        load_trusted_keys(["neither a key nor a file"], env={})
     with pytest.raises(ConfigError, match=r"\[models\] update_policy"):
         load_config(system_config=None, env={}, overrides={"models": {"update_policy": "sometimes"}})
 
