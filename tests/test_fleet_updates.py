@@ -310,11 +310,16 @@ def test_an_unknown_key_is_refused_by_the_hub_and_by_the_station(
     client = HubClient(server.url, hub.device_token)
     try:
         r = station.updater.check(client)
+        assert r["state"] == "refused" and "not in [models] trusted_keys" in r["reason"]
+        assert station.temperature() == 1.0
+        assert station.updater.check(client).get("cached") is True  # not downloaded again
+        # the station's admin decides to trust that key: the refused set gets another chance
+        station.config.models.trusted_keys.append(str(other[1]))
+        assert station.updater.check(client)["state"] == "installed"
+        assert station.temperature() == 1.5
     finally:
         client.close()
         server.close()
-    assert r["state"] == "refused" and "not in [models] trusted_keys" in r["reason"]
-    assert station.temperature() == 1.0
 
 
 def test_file_route_ranges_and_auth(tmp_path: Path, tiny_bundle: Path, key) -> None:

@@ -158,16 +158,25 @@ class ModelUpdater:
         set_id = cur.get("id")
         wanted = [b.get("signature_sha256") for b in cur["bundles"]]
         running = [m["signature_sha256"] for m in installed_models(self.root)]
+        state = self._state()
         if wanted == running:
+            if state.get("staged"):  # the hub went back to what runs: an unaccepted set is moot
+                shutil.rmtree(self.dir / f"set-{state['staged']['set_id']}", ignore_errors=True)
+                state["staged"] = None
+                self._save(state)
             self._report(client, "up_to_date", set_id=set_id)
             return {"state": "up_to_date", "set_id": set_id}
-        state = self._state()
+        trust = sorted(load_trusted_keys(self.config.models.trusted_keys).keys)
+        if state.get("trust") != trust:  # new trusted keys: refused sets get another chance
+            state.update(trust=trust, refused={})
+            self._save(state)
         refused = state.get("refused", {})
         if str(set_id) in refused:
             self._report(client, "refused", refused[str(set_id)], set_id)
             return {"state": "refused", "set_id": set_id, "reason": refused[str(set_id)], "cached": True}
         staged = state.get("staged")
-        if not (staged and staged.get("set_id") == set_id):
+        fresh = not (staged and staged.get("set_id") == set_id)
+        if fresh:
             try:
                 staged = self._download_and_stage(client, cur)
             except UpdateRefused as exc:
@@ -180,11 +189,12 @@ class ModelUpdater:
             self._save(state)
         if self.config.models.update_policy == "auto":
             return self._apply(client)
-        self._event(
-            "warning",
-            f"model update '{cur.get('name')}' (set #{set_id}) downloaded and verified; an admin can "
-            "accept it on the Models page",
-        )
+        if fresh:
+            self._event(
+                "warning",
+                f"model update '{cur.get('name')}' (set #{set_id}) downloaded and verified; an admin can "
+                "accept it on the Models page",
+            )
         self._report(client, "staged", "waiting for an admin to accept it", set_id)
         return {"state": "staged", "set_id": set_id}
 
