@@ -199,6 +199,12 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey | str | P
     bundle_dir = Path(bundle_dir)
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     name = read_manifest(bundle_dir).name  # refuse to sign something that is not a bundle
+    for rel in bundle_files(bundle_dir):
+        p = bundle_dir / rel
+        if p.stat().st_size < 16_384 and b"PRIVATE KEY-----" in p.read_bytes():
+            raise SmearscopeError(
+                f"{p} is a private key: a private key never goes into a bundle; move it out and sign again"
+            )
     payload = canonical({"bundle": name, "files": file_listing(bundle_dir)})
     doc = {
         "format": FORMAT,

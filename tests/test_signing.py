@@ -182,6 +182,10 @@ def test_sign_refuses_a_key_inside_the_bundle(tiny_bundle: Path, capsys) -> None
     generate_keypair(tiny_bundle / "oops.key")
     assert main(["models", "sign", str(tiny_bundle), "--key", str(tiny_bundle / "oops.key")]) == 2
     assert "never goes into a bundle" in capsys.readouterr().err
+    # any private key lying in the folder is refused, not signed into the bundle
+    priv, _, _ = generate_keypair(tiny_bundle.parent / "outside.key")
+    assert main(["models", "sign", str(tiny_bundle), "--key", str(priv)]) == 2
+    assert "oops.key is a private key" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------- install
