@@ -1,7 +1,7 @@
 """fleet models: published bundle files, signed bundles, bundle sets, station groups, trusted keys
 
-Revision ID: 0003_fleet
-Revises: 0002
+Revision ID: 0004_fleet
+Revises: 0003_hardening
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_fleet"
-down_revision = "0002"
+revision = "0004_fleet"
+down_revision = "0003_hardening"
 branch_labels = None
 depends_on = None
 
