@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fleetkit import NAME, clinic_key, publish, quiet, variant
 from hubkit import Hub, Server
+from updatekit import NAME, clinic_key, publish, quiet, variant
 
 from device.commands import models as cmd
 from device.config import load_config

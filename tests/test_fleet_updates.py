@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
-from fleetkit import NAME, CutDownloads, Station, broken_model, clinic_key, publish, variant
 from hubkit import Hub, Server, hub_db, pg_server  # noqa: F401 - fixtures
 from sqlalchemy import select
+from updatekit import NAME, CutDownloads, Station, broken_model, clinic_key, publish, variant
 
 from device.bundle import sha256_file
 from device.sync import HubClient, HubError, HubUnreachable

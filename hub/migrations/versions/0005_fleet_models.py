@@ -1,7 +1,7 @@
 """fleet models: published bundle files, signed bundles, bundle sets, station groups, trusted keys
 
-Revision ID: 0004_fleet
-Revises: 0003_hardening
+Revision ID: 0005_fleet
+Revises: 0004_users_admin
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_fleet"
-down_revision = "0003_hardening"
+revision = "0005_fleet"
+down_revision = "0004_users_admin"
 branch_labels = None
 depends_on = None
 
