@@ -209,6 +209,32 @@ class SyncConfig:
         _need(self.timeout_s > 0, "sync", "timeout_s", "must be > 0")
 
 
+UPDATE_POLICIES = ("manual", "auto")
+
+
+@dataclass
+class ModelsConfig:
+    trusted_keys: list[str] = field(default_factory=lambda: ["project"])
+    allow_unsigned: bool = False
+    update_policy: str = "manual"
+    poll_s: float = 300.0
+
+    def check(self) -> None:
+        _need(
+            self.update_policy in UPDATE_POLICIES,
+            "models",
+            "update_policy",
+            f"must be one of {', '.join(UPDATE_POLICIES)}",
+        )
+        _need(self.poll_s > 0, "models", "poll_s", "must be > 0")
+        _need(
+            bool(self.trusted_keys) or self.allow_unsigned,
+            "models",
+            "trusted_keys",
+            "must list at least one key (or set allow_unsigned = true)",
+        )
+
+
 @dataclass
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -219,6 +245,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     source: str = "defaults"  # which file the values came from (shown in status)
 
     @property

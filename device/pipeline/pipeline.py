@@ -70,6 +70,20 @@ class StoreJob:
     result: dict[str, Any] | None = field(default=None)
 
 
+def _shared_input_spec(ensemble: Ensemble) -> tuple | None:
+    """(width, height, resize, white_reference) when every model takes the same input, else None."""
+    specs = {
+        (
+            m.manifest.input.width,
+            m.manifest.input.height,
+            m.manifest.input.resize,
+            m.manifest.input.white_reference,
+        )
+        for m in ensemble.models
+    }
+    return next(iter(specs)) if len(specs) == 1 else None
+
+
 class Pipeline:
     def __init__(
         self,
@@ -94,16 +108,7 @@ class Pipeline:
         cc = config.classifier
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
-        specs = {
-            (
-                m.manifest.input.width,
-                m.manifest.input.height,
-                m.manifest.input.resize,
-                m.manifest.input.white_reference,
-            )
-            for m in ensemble.models
-        }
-        self.input_spec = next(iter(specs)) if len(specs) == 1 else None
+        self.input_spec = _shared_input_spec(ensemble)
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
         self.gated_slot: LatestSlot[Gated] = LatestSlot()
@@ -133,6 +138,16 @@ class Pipeline:
             Worker("store", self._store_step, stall_s=60.0, on_error=self._worker_error),
         ]
         self.watchdog = Watchdog(self.workers, on_restart=self._restarted, on_healthy=notify_watchdog)
+
+    def swap_ensemble(self, ensemble: Ensemble) -> None:
+        """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
+        so classification never stops. The field smoothing starts again (new model, new evidence)."""
+        cc = self.config.classifier
+        self.input_spec = _shared_input_spec(ensemble)
+        self.threshold = cc.abstain_threshold or ensemble.threshold
+        self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
+        self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
+        self.ensemble = ensemble
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -295,10 +310,11 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
-        pred = self.ensemble.classify(
+        ensemble = self.ensemble  # read once: swap_ensemble() may replace it between frames
+        pred = ensemble.classify(
             g.model_input, with_cam=self.config.classifier.heatmap, precheck=g.unfamiliar
         )
-        labels = self.ensemble.label_ids
+        labels = ensemble.label_ids
         probs = np.array([pred.probabilities[lb] for lb in labels], dtype=np.float32)
         smoothed, new_field = self.smoother.update(g.thumb, probs)
         idx = int(np.argmax(smoothed))

@@ -60,7 +60,12 @@ def status_page():
 @bp.route("/models")
 def models_page():
     ext = _ext()
-    return render_template("models.html", bundles=installed_bundles(ext.config, ext.services))
+    update_status = getattr(ext.services, "model_update_status", None)
+    return render_template(
+        "models.html",
+        bundles=installed_bundles(ext.config, ext.services),
+        update=update_status() if update_status else None,
+    )
 
 
 @bp.route("/models/<name>/<path:filename>")
