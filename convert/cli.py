@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 # Kept here (not imported from convert.tflite) so `smearscope` does not import TensorFlow at start.
@@ -149,9 +150,12 @@ def _sign(args: argparse.Namespace, bundle: str) -> None:
     """Sign last, after every file of the bundle (card, report/) is written. Without --sign, say that
     the bundle must be signed before a station will run it."""
     if not args.sign:
-        print(f"unsigned: sign it with `smearscope models sign {bundle} --key KEY` before shipping")
+        print(
+            f"unsigned: sign it with `smearscope models sign {bundle} --key KEY` before shipping",
+            file=sys.stderr,
+        )
         return
     from device.signing import sign_bundle
 
     doc = sign_bundle(bundle, args.sign)
-    print(f"signed      {bundle} with key {doc['key_id']}")
+    print(f"signed      {bundle} with key {doc['key_id']}", file=sys.stderr)
