@@ -7,9 +7,10 @@ range; macro/microcytic anaemias shift it by up to ±20%). Accuracy here means *
 smear seen at another magnification gives the same estimate times the magnification ratio.
 
 How (OpenCV + numpy only):
-1. Optical density against the smear's own background (`device.optics.colour.estimate_background`),
-   so white balance and exposure do not move the threshold. Foreground = darker than half the red
-   cells' typical density; nucleated cells (far denser, purple) are masked out with a margin.
+1. Optical density of the green channel against the smear's own background
+   (`device.optics.colour.estimate_background`), so white balance and exposure do not move the
+   threshold. Foreground = darker than half the red cells' typical density; nucleated cells (violet
+   compared with the red cells, or far denser) are masked out with a margin.
 2. Pale centres and small gaps inside a cell's outline are filled.
 3. Granulometry: the *opening transform* gives each foreground pixel the radius of the largest disc
    that fits inside the foreground and covers it. Touching or overlapping red cells keep their own
@@ -19,7 +20,7 @@ How (OpenCV + numpy only):
    red cell is about 28 px across and analysed again (cells from ~8 px to several hundred px).
 
 "Cannot tell" (`confident=False` with a `reason`) when there is no background, too few cells, or the
-pattern spectrum has no clear peak.
+red-cell sizes are too inconsistent. Figures: docs/optics.md, benchmarks/scale_estimator.py.
 """
 
 from __future__ import annotations
