@@ -225,7 +225,6 @@ def convert_run(
         metrics, calibration, temperature, threshold = calibrate_bundle(
             staged,
             run,
-            test_x=test_x,
             target=target,
             ood_quantile=ood_quantile,
             colour_check=colour_check,
@@ -283,7 +282,6 @@ def calibrate_bundle(
     bundle: Path,
     run: RunDir,
     *,
-    test_x: np.ndarray | None = None,
     target: float = 0.995,
     ood_quantile: float = 0.01,
     colour_check: bool = True,
@@ -315,10 +313,10 @@ def calibrate_bundle(
 
     # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
     # checks): exactly what `smearscope evaluate` computes on the same images.
-    if test_x is None:
-        test_x = run.load_arrays(test_paths)
+    # The files as `evaluate` reads them: the Ensemble prepares each image itself (size and white
+    # reference), so prepared arrays would be prepared twice.
     ens = Ensemble([TFLiteModel(load_bundle(bundle))])
-    preds = [ens.classify(img, with_cam=False) for img in test_x]
+    preds = [ens.classify(read_image(p), with_cam=False) for p in test_paths]
     y_pred = np.array([run.labels.index(p.label) for p in preds])
     abstained = np.array([p.abstained for p in preds])
     kept = ~abstained

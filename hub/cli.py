@@ -6,6 +6,9 @@
     smearscope-hub users add NAME [--admin] | revoke NAME | token NAME | admin NAME [--revoke]
     smearscope-hub export-dataset --out DIR [--since DATE] [--device NAME]... [--disagreements-only]
                                   [--include-unreviewed]
+    smearscope-hub devices add NAME --group G | set-group NAME G|--none
+    smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
+    smearscope-hub models publish DIR... [--group G] [--set-name N] | list
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -77,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         a = ks.add_parser("add", help="register one; prints its token once")
         a.add_argument("name")
         a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        if kind == "devices":
+            a.add_argument("--group", help="the station's group (bundle sets can target a group)")
         if kind == "users":
             a.add_argument("--admin", action="store_true", help="may export training data from the dashboard")
         a.set_defaults(func=cmd_add, kind=kind, admin=False)
@@ -92,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
+            from hub.fleet_cli import register_device_actions
+
+            register_device_actions(ks)
         else:
             ad = ks.add_parser("admin", help="make a user a hub admin (or --revoke it)")
             ad.add_argument("name")
@@ -99,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
             ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ad.set_defaults(func=cmd_admin)
     export_cli.register(sub)
+    from hub.fleet_cli import register
+
+    register(sub)
     return p
 
 
@@ -120,6 +131,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         try:
             if args.kind == "devices":
                 token = tokens.add_device(s, args.name)
+                if getattr(args, "group", None):
+                    from hub.fleet import set_group
+
+                    set_group(s, args.name, args.group)
             else:
                 token = tokens.add_user(s, args.name)
                 if args.admin:
