@@ -92,6 +92,16 @@ def test_a_warm_white_balance_does_not_change_the_estimate():
         rgb = read_image(path)
         warm = tint(rgb, 1.12, 0.85)
         bg = estimate_background(warm)
-        assert bg is not None and bg[0] >= 250 and bg[2] < 225, bg
+        # green is untouched by the tint: the background stays as bright there (not a cell's colour)
+        assert bg is not None and bg[0] >= 250 and bg[1] >= 250 and bg[2] < 225, bg
         a, b = estimate_scale(rgb), estimate_scale(warm)
         assert b.diameter_px == pytest.approx(a.diameter_px, rel=0.08), (path.name, a, b)
+
+
+def test_every_sample_slide_gives_a_plausible_size():
+    ests = [estimate_scale(read_image(p)) for p in SAMPLES]
+    assert len(ests) == 16
+    assert all(e.diameter_px and 11 < e.diameter_px < 22 for e in ests), ests
+    assert sum(e.confident for e in ests) >= 12
+    sizes = np.array([e.diameter_px for e in ests if e.confident])
+    assert np.percentile(sizes, 75) / np.percentile(sizes, 25) < 1.25  # one dataset, one scale

@@ -7,9 +7,10 @@ range; macro/microcytic anaemias shift it by up to ±20%). Accuracy here means *
 smear seen at another magnification gives the same estimate times the magnification ratio.
 
 How (OpenCV + numpy only):
-1. Optical density against the smear's own background (`device.optics.colour.estimate_background`),
-   so white balance and exposure do not move the threshold. Foreground = darker than half the red
-   cells' typical density; nucleated cells (far denser, purple) are masked out with a margin.
+1. Optical density of the green channel against the smear's own background
+   (`device.optics.colour.estimate_background`), so white balance and exposure do not move the
+   threshold. Foreground = darker than half the red cells' typical density; nucleated cells (violet
+   compared with the red cells, or far denser) are masked out with a margin.
 2. Pale centres and small gaps inside a cell's outline are filled.
 3. Granulometry: the *opening transform* gives each foreground pixel the radius of the largest disc
    that fits inside the foreground and covers it. Touching or overlapping red cells keep their own
@@ -19,7 +20,7 @@ How (OpenCV + numpy only):
    red cell is about 28 px across and analysed again (cells from ~8 px to several hundred px).
 
 "Cannot tell" (`confident=False` with a `reason`) when there is no background, too few cells, or the
-pattern spectrum has no clear peak.
+red-cell sizes are too inconsistent. Figures: docs/optics.md, benchmarks/scale_estimator.py.
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ _VIOLET = 15.0
 
 
 def _density_and_violet(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Optical density relative to the smear's background (0 = background, mean over channels), and a
+    """Optical density of the green channel relative to the smear's background (0 = background), and a
     "violet" score: how far blue > red > green, which nuclei and lymphocyte cytoplasm are (Romanowsky
-    stains) and red cells, pink or grey, are not. None when there is no background to refer to."""
+    stains) and red cells, pink or grey, are not. None when there is no background to refer to.
+
+    Green: red cells and nuclei absorb it most, and a camera's white balance is red and blue gains
+    relative to green, so a warm or cool camera (whose background may clip in red or blue) does not
+    change it."""
     bg = estimate_background(rgb)
     if bg is None:
         return None
@@ -89,7 +94,7 @@ def _density_and_violet(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None
     norm = rgb.astype(np.float32) * gains
     r, g, b = norm[..., 0], norm[..., 1], norm[..., 2]
     violet = np.minimum(b - r, r - g)
-    od = np.log(256.0) - np.log(np.maximum(norm, 0.0) + 1.0).mean(axis=2)
+    od = np.log(256.0) - np.log(np.maximum(g, 0.0) + 1.0)
     return od, violet
 
 
@@ -175,6 +180,11 @@ def _analyse(
     if th is None:
         return "no cells visible (blank or empty field)"
     t_fg, t_nuc, level = th
+    # A clipped background channel leaves every red cell a little violet: nucleated cells are violet
+    # compared with the red cells' own hue.
+    rbc = (od > t_fg) & ~purple
+    if np.count_nonzero(rbc) > 50:
+        purple = violet > _VIOLET + max(0.0, float(np.median(violet[rbc])))
     fg = _fill_holes(od > t_fg, hole_area, od, 0.25 * level if stained_holes else np.inf)
     nuclei = purple | (od > t_nuc)
     if nuclei.any():

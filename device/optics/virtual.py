@@ -21,7 +21,7 @@ import numpy as np
 
 #: µm per pixel of the shipped sample slides (224-px images of the B-ALL dataset), measured from their
 #: red cells over the training split: `python -m training.scale --split runs/split-all4-seed42.json
-#: --size 288` gave 0.37255 at 288 px, i.e. 0.479 at 224 px (7.5 µm per red cell; models/*/manifest.json).
+#: --size 288` gave 0.3725 at 288 px, i.e. 0.479 at 224 px (7.5 µm per red cell; models/*/manifest.json).
 SAMPLES_UM_PER_PX = 0.479
 
 #: Feathered overlap between neighbouring source images on the slide (source px).
