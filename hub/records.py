@@ -13,6 +13,7 @@ SOURCES = ("camera", "upload", "review")
 KINDS = ("classification", "review")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_LABEL = 100
+MAX_PROFILE = 200
 
 
 class RecordError(ValueError):
@@ -91,6 +92,12 @@ def validate(rec: Any) -> dict[str, Any]:
         raise RecordError("models: must be a list")
     if not isinstance(rec.get("quality") or {}, dict):
         raise RecordError("quality: must be an object")
+    um_per_px = rec.get("um_per_px")
+    if um_per_px is not None:
+        um_per_px = _number(um_per_px, "um_per_px", 1e-6, 1000.0)
+    profile = rec.get("profile")
+    if profile is not None and (not isinstance(profile, str) or len(profile) > MAX_PROFILE):
+        raise RecordError(f"profile: must be a string of at most {MAX_PROFILE} characters or null")
     for key in ("device_id", "boot_id", "reason", "filename", "reviewer", "comment"):
         if rec.get(key) is not None and not isinstance(rec.get(key), str):
             raise RecordError(f"{key}: must be a string or null")
@@ -107,6 +114,8 @@ def validate(rec: Any) -> dict[str, Any]:
         "abstained": abstained,
         "image_sha256": _sha(rec.get("image_sha256"), "image_sha256"),
         "heatmap_sha256": _sha(rec.get("heatmap_sha256"), "heatmap_sha256"),
+        "um_per_px": um_per_px,
+        "profile": profile,
     }
 
 

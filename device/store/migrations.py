@@ -94,4 +94,10 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS: list[str] = [M001_CORE]
+M002_ACQUISITION = """
+-- issue 10: the scale each record was classified at and the calibration profile in force
+ALTER TABLE results ADD COLUMN um_per_px REAL;      -- µm per pixel of the image as classified (NULL: unknown)
+ALTER TABLE results ADD COLUMN profile TEXT;        -- name of the station's calibration profile (NULL: none)
+"""
+
+MIGRATIONS: list[str] = [M001_CORE, M002_ACQUISITION]

@@ -79,9 +79,9 @@ def create_app(config, services) -> Flask:
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
     app.extensions["smearscope"] = WebContext(config, services)
 
-    from device.web import account, admin, api, history, live, samples, system, upload
+    from device.web import account, admin, api, calibration, history, live, samples, system, upload
 
-    for module in (account, live, samples, history, upload, system, admin, api):
+    for module in (account, live, samples, history, upload, system, admin, calibration, api):
         app.register_blueprint(module.bp)
 
     app.before_request(security.load_user)
