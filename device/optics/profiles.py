@@ -142,7 +142,7 @@ class ProfileStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._active: str | None = None
         self._profiles: dict[str, Profile] = {}
         self.error: str | None = None  # why the file on disk cannot be used (None: it can)
@@ -154,12 +154,13 @@ class ProfileStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _file_stamp(self) -> tuple[int, int] | None:
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        """Changes when the file does: every write is a rename of a new file (a new inode)."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _parse(self, text: str) -> tuple[str | None, dict[str, Profile]]:
         try:
