@@ -277,7 +277,8 @@ class ProfileStore:
         with self._edit() as st:
             if profile.name in st["profiles"] and not replace:
                 raise ProfileError(
-                    f"a profile named {profile.name!r} exists: choose another name or replace it"
+                    f"a profile named {profile.name!r} exists: choose another name or replace it "
+                    "(calibrate --replace; on the page: tick “replace”)"
                 )
             st["profiles"][profile.name] = profile
             if activate or not st["active"]:

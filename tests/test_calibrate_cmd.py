@@ -1,0 +1,98 @@
+"""`smearscope calibrate`: typed, micrometer, automatic (over replayed frames), colour, and the
+profile actions, on the configured (replay) camera."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from device.cli import main
+from device.optics import calibrate as cal
+from device.optics.profiles import ProfileStore
+
+
+@dataclass
+class Est:
+    diameter_px: float | None
+    confident: bool
+    reason: str | None = None
+
+
+@pytest.fixture
+def station(tmp_path):
+    """A config whose replay camera shows `frames/` (filled by the test)."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[device]\ndata_dir = "{tmp_path / "data"}"\n[camera]\npath = "{frames}"\nfps = 50.0\n')
+
+    def run(*args: str) -> int:
+        return main(["calibrate", "--config", str(cfg), *args])
+
+    run.frames = frames
+    run.profiles = ProfileStore(tmp_path / "data" / "profiles.toml")
+    return run
+
+
+def _frame(folder, name, rgb):
+    cv2.imwrite(str(folder / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_typed_list_activate_remove(station, capsys):
+    assert station("--name", "HQ cam, 40x", "--um-per-px", "0.181") == 0
+    assert station("--name", "HQ cam, 100x oil", "--um-per-px", "0.0725", "--activate") == 0
+    assert station("--name", "HQ cam, 100x oil", "--um-per-px", "0.07") == 2  # exists: --replace
+    assert "--replace" in capsys.readouterr().err
+    assert station("list", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["active"] == "HQ cam, 100x oil" and len(out["profiles"]) == 2
+    assert station("activate", "HQ cam, 40x") == 0
+    assert station.profiles.active_name() == "HQ cam, 40x"
+    assert station("remove", "HQ cam, 40x") == 0
+    assert "no profile is active" in capsys.readouterr().out
+    assert station("activate", "nope") == 2
+    assert station("--name", "typo", "--um-per-px", "30") == 2  # px/µm typed: refused
+
+
+def test_freeze_then_micrometer(station, tmp_path, capsys):
+    _frame(station.frames, "a.png", np.full((120, 160, 3), 200, np.uint8))
+    out = tmp_path / "frozen.png"
+    assert station("--freeze", str(out)) == 0
+    assert cv2.imread(str(out)).shape == (120, 160, 3)
+    assert station("--name", "HQ cam, 40x", "--micrometer", "100", "--points", "10,60,150,60") == 0
+    p = station.profiles.get("HQ cam, 40x")
+    assert p.method == "micrometer" and p.um_per_px == pytest.approx(100 / 140)
+    assert p.micrometer["points"] == [[10.0, 60.0], [150.0, 60.0]]
+    assert station("--name", "x", "--micrometer", "100", "--points", "10,60") == 2
+    assert "X1,Y1,X2,Y2" in capsys.readouterr().err
+
+
+def test_automatic_over_live_frames(station, monkeypatch, capsys):
+    for i in range(3):
+        _frame(station.frames, f"{i}.png", np.full((60, 80, 3), 180 + i, np.uint8))
+    steady = iter([Est(40.0 + 0.1 * (i % 3), True) for i in range(100)])
+    monkeypatch.setattr(cal, "_default_estimator", lambda: lambda rgb, rbc_um: next(steady))
+    assert station("--name", "HQ cam, 100x oil", "--frames", "8") == 0
+    p = station.profiles.active()
+    assert p.method == "auto" and p.n_frames == 8 and p.um_per_px == pytest.approx(7.5 / 40.1, rel=1e-3)
+    assert "replay" in p.camera
+    shaky = iter([Est(d, True) for d in (20, 30, 40, 50, 60, 70, 80, 90)])
+    monkeypatch.setattr(cal, "_default_estimator", lambda: lambda rgb, rbc_um: next(shaky))
+    assert station("--name", "shaky", "--frames", "8") == 2
+    assert "disagree" in capsys.readouterr().err
+    assert station.profiles.get("shaky") is None  # nothing stored when refused
+
+
+def test_white_on_a_camera_without_controls_keeps_a_software_gain(station, capsys):
+    _frame(station.frames, "blank.png", np.full((60, 80, 3), (200, 230, 160), np.uint8))
+    assert station("--white") == 2  # no profile yet
+    assert station("--name", "USB cam, 40x", "--um-per-px", "0.2") == 0
+    assert station("--white") == 0
+    p = station.profiles.get("USB cam, 40x")
+    assert p.white_gains == pytest.approx([230 / 200, 1.0, 230 / 160], rel=0.01)
+    out = capsys.readouterr().out
+    assert "ignored by this camera: AeEnable, AwbEnable, ColourGains" in out  # replay has no controls
