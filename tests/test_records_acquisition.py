@@ -30,7 +30,8 @@ def test_a_store_from_before_gains_the_columns(tmp_path):
         conn.execute(stmt)
     conn.execute("PRAGMA user_version=1")
     conn.execute(
-        "INSERT INTO results (id, device_id, captured_at, source, label) VALUES ('old', 'd', 't', 'camera', 'Pre')"
+        "INSERT INTO results (id, device_id, captured_at, source, label) "
+        "VALUES ('old', 'd', 't', 'camera', 'Pre')"
     )
     conn.commit()
     conn.close()
@@ -48,9 +49,9 @@ def test_records_default_to_the_active_profile_and_reviews_copy_it(tmp_path):
     store.acquisition_defaults = lambda: {"um_per_px": 0.181, "profile": "HQ cam, 40x"}
     r = store.add_result(rec())
     assert (r["um_per_px"], r["profile"]) == (0.181, "HQ cam, 40x")
-    upload = store.add_result(rec(source="upload", um_per_px=0.1, profile=None))  # the pipeline said so
+    upload = store.add_result(rec(source="upload", um_per_px=0.1, profile=None))  # said explicitly
     assert (upload["um_per_px"], upload["profile"]) == (0.1, None)
-    store.acquisition_defaults = lambda: {"um_per_px": 0.07, "profile": "other"}
+    store.acquisition_defaults = lambda: {"um_per_px": 0.07, "profile": "other"}  # switched since
     review = store.add_review(r["id"], "Benign", "", "ana")
     assert (review["um_per_px"], review["profile"]) == (0.181, "HQ cam, 40x")
     with pytest.raises(StoreError, match="um_per_px"):
@@ -60,9 +61,10 @@ def test_records_default_to_the_active_profile_and_reviews_copy_it(tmp_path):
 
 def test_csv_export_has_the_columns():
     r = {
-        "id": "x", "seq": 1, "captured_at": "t", "sample_id": None, "source": "camera", "kind": "classification",
-        "review_of": None, "label": "Pre", "confidence": 0.9, "abstained": False, "reason": None, "quality": {},
-        "models": [], "image_sha256": None, "filename": None, "reviewer": None, "comment": None,
+        "id": "x", "seq": 1, "captured_at": "t", "sample_id": None, "source": "camera",
+        "kind": "classification", "review_of": None, "label": "Pre", "confidence": 0.9, "abstained": False,
+        "reason": None, "quality": {}, "models": [], "image_sha256": None, "filename": None,
+        "reviewer": None, "comment": None,
         "probabilities": PROBS, "um_per_px": 0.0725, "profile": "HQ cam, 100x oil",
     }  # fmt: skip
     lines = list(csv_rows([r], ["Benign", "Pre"], {}))
