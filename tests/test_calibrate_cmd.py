@@ -96,3 +96,14 @@ def test_white_on_a_camera_without_controls_keeps_a_software_gain(station, capsy
     assert p.white_gains == pytest.approx([230 / 200, 1.0, 230 / 160], rel=0.01)
     out = capsys.readouterr().out
     assert "ignored by this camera: AeEnable, AwbEnable, ColourGains" in out  # replay has no controls
+
+
+def test_backup_includes_the_profiles(station, tmp_path):
+    from device.store import Store
+
+    Store(tmp_path / "data", reserve_bytes=0).close()
+    assert station("--name", "HQ cam, 40x", "--um-per-px", "0.181") == 0
+    cfg = tmp_path / "config.toml"
+    assert main(["backup", "--config", str(cfg), str(tmp_path / "bk"), "--keep", "0"]) == 0
+    (copy,) = (tmp_path / "bk").glob("smearscope-*/profiles.toml")
+    assert ProfileStore(copy).get("HQ cam, 40x").um_per_px == 0.181
