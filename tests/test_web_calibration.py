@@ -196,3 +196,66 @@ def test_profiles_api(app_svc, tech):
     listed = tech.get("/api/v1/profiles").get_json()
     assert listed["active"] == "B" and [p["name"] for p in listed["profiles"]] == ["A", "B"]
     assert np.isclose(listed["profiles"][1]["um_per_px"], 0.2)
+
+
+def test_colour_run_drives_the_running_camera_then_saves(app_svc, admin):
+    """The page's colour calibration asks the capture thread to set controls (camera handles are not
+    thread-safe), measures raw frames, and keeps the result in the chosen profile."""
+    from test_optics_profiles import SimCamera
+
+    from device.optics.profiled import ProfiledSource
+
+    svc = app_svc[1]
+    svc.profiles.save(Profile("HQ cam, 100x oil", 0.0725))
+    cam = SimCamera()
+    src = ProfiledSource(cam_source(cam), svc.profiles)
+    src.open()
+    svc.camera_source = src
+    stop = threading.Event()
+
+    def capture():  # what the pipeline's capture worker does
+        from device.pipeline.live import LiveFrame
+        from device.store.store import utc_now
+
+        while not stop.is_set():
+            svc.live.publish_frame(LiveFrame(src.read(), utc_now(), 0))
+            time.sleep(0.002)
+
+    t = threading.Thread(target=capture, daemon=True)
+    t.start()
+    try:
+        assert _run(admin, kind="white").status_code == 202
+        job = _wait_job(admin, timeout=20)
+    finally:
+        stop.set()
+        t.join()
+    assert job["state"] == "done", job
+    res = job["result"]
+    assert res["controls"]["AwbEnable"] is False and abs(res["after"][1] - 230) <= 4
+    assert not src.raw  # the software gain is back on
+    r = post(admin, "/admin/calibration/save", job=job["id"], name="HQ cam, 100x oil")
+    assert r.status_code == 302
+    p = svc.profiles.get("HQ cam, 100x oil")
+    assert p.controls["AwbEnable"] is False and p.controls["ExposureTime"] == res["controls"]["ExposureTime"]
+    assert p.um_per_px == 0.0725  # the scale is kept
+
+
+def cam_source(cam):
+    from device.camera.base import FrameSource
+
+    class Src(FrameSource):
+        name = "sim"
+
+        def open(self):
+            pass
+
+        def read(self):
+            return cam.read()
+
+        def set_controls(self, c):
+            return cam.set_controls(c)
+
+        def get_controls(self):
+            return cam.get_controls()
+
+    return Src()

@@ -160,6 +160,19 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _plain(v: Any) -> Any:
+    """JSON/TOML-safe: numpy scalars → Python numbers, tuples → lists."""
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, bool | np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
 def background_level(rgb: np.ndarray) -> np.ndarray:
     """Mean RGB of a blank field (central 80%, so vignetted corners count less); refused when the
     field is not blank (cells or debris in view)."""
@@ -216,7 +229,7 @@ def white_reference(
         step: dict[str, Any] = {}
         if "ColourGains" in applied:
             r, b = applied["ColourGains"]
-            step["ColourGains"] = (float(r) * m[1] / m[0], float(b) * m[1] / m[2])
+            step["ColourGains"] = (float(r * m[1] / m[0]), float(b * m[1] / m[2]))
         if "ExposureTime" in applied:
             factor = 0.5 if m.max() >= 253 else float(np.clip(target / max(m[1], 1.0), 0.25, 4.0))
             step["ExposureTime"] = float(applied["ExposureTime"]) * factor
@@ -235,7 +248,7 @@ def white_reference(
         raise CalibrationRefused("the background is too dark: turn the lamp up (or open the condenser)")
     gains = [float(np.clip(target / x, 0.2, 5.0)) for x in m]
     keep = [round(g, 4) for g in gains] if max(abs(g - 1.0) for g in gains) > 0.02 else None
-    controls = {k: (list(v) if isinstance(v, tuple | list) else v) for k, v in applied.items()}
+    controls = {k: _plain(v) for k, v in applied.items()}
     return WhiteResult(
         controls=controls,
         ignored=sorted(asked - set(applied)),
