@@ -107,3 +107,18 @@ def test_backup_includes_the_profiles(station, tmp_path):
     assert main(["backup", "--config", str(cfg), str(tmp_path / "bk"), "--keep", "0"]) == 0
     (copy,) = (tmp_path / "bk").glob("smearscope-*/profiles.toml")
     assert ProfileStore(copy).get("HQ cam, 40x").um_per_px == 0.181
+
+
+def test_doctor_says_when_the_scale_is_unknown(station, tmp_path, capsys):
+    from device.commands.doctor import WARN, check_calibration
+    from device.config import load_config
+
+    cfg = load_config(tmp_path / "config.toml", system_config=None, env={})
+    (c,) = check_calibration(cfg, None)
+    assert c.status == WARN and "scale" in c.message and "unknown" in c.message
+    assert station("--name", "HQ cam, 40x", "--um-per-px", "0.181") == 0
+    (c,) = check_calibration(cfg, None)
+    assert c.status == "ok" and "HQ cam, 40x" in c.message
+    station.profiles.path.write_text("not toml [")
+    (c,) = check_calibration(cfg, None)
+    assert c.status == "fail" and "not valid TOML" in c.message
