@@ -205,6 +205,8 @@ CSV_COLUMNS = [
     "reason",
     "image_sha256",
     "probabilities",
+    "um_per_px",
+    "profile",
 ]
 
 
@@ -244,6 +246,8 @@ def export_csv() -> Response:
                     rec.get("reason") or "",
                     r.image_sha256 or "",
                     json.dumps(rec.get("probabilities", {}), sort_keys=True),
+                    "" if r.um_per_px is None else f"{r.um_per_px:.6g}",
+                    r.profile or "",
                 ]
             )
             yield buf.getvalue()

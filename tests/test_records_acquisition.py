@@ -100,3 +100,7 @@ def test_the_hub_keeps_scale_and_profile(hub_db):  # noqa: F811
     with hub.sessions() as s:
         rows = {x.id: (x.um_per_px, x.profile) for x in s.scalars(select(Result))}
     assert rows[good["id"]] == (0.0725, "HQ cam, 100x oil") and rows[legacy["id"]] == (None, None)
+    c = hub.client()
+    c.post("/login", data={"token": hub.user_token})
+    csv_text = c.get("/export/results.csv").get_data(as_text=True)
+    assert "0.0725,\"HQ cam, 100x oil\"" in csv_text
