@@ -224,7 +224,7 @@ class Services:
         if pred.cam is not None:
             # the heatmap is drawn over the model's view of the image
             spec = self.ensemble.models[0].manifest.input
-            gated.model_input = prepare(rgb, spec.size, spec.resize)
+            gated.model_input = prepare(rgb, spec.size, spec.resize, white_reference=spec.white_reference)
         name = filename[:255] if filename else None
         job = StoreJob(Classified(gated, pred, {}), source="upload", sample_id=sample_id, filename=name)
         rec = self.pipeline.write(job)

@@ -14,7 +14,8 @@ from device.camera.base import FrameSource
 from device.camera.opencv import OpenCVSource
 from device.camera.picam import Picamera2Source
 from device.camera.replay import ReplaySource
-from device.optics.profiled import ProfiledSource, apply_gains
+from device.optics.colour import apply_gains
+from device.optics.profiled import ProfiledSource
 from device.optics.profiles import Profile, ProfileStore
 
 

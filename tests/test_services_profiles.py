@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 from test_pipeline import make_config, services_factory, wait_for  # noqa: F401 - fixture
 
-from device.optics.profiled import apply_gains
+from device.optics.colour import apply_gains
 from device.optics.profiles import Profile, ProfileStore
 
 

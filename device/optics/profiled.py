@@ -19,20 +19,11 @@ from typing import Any
 import numpy as np
 
 from device.camera.base import FrameSource
+from device.optics.colour import apply_gains
 from device.optics.profiles import Profile, ProfileError, ProfileStore
 
 log = logging.getLogger(__name__)
 AUTO = {"AeEnable": True, "AwbEnable": True}
-
-
-def apply_gains(rgb: np.ndarray, gains) -> np.ndarray:
-    """Per-channel gains through a lookup table (saturating at 255)."""
-    levels = np.arange(256, dtype=np.float32)
-    lut = np.clip(np.round(levels[:, None] * np.asarray(gains, np.float32)[None, :]), 0, 255).astype(np.uint8)
-    out = np.empty_like(rgb)
-    for ch in range(3):
-        out[..., ch] = lut[rgb[..., ch], ch]
-    return out
 
 
 class ProfiledSource(FrameSource):

@@ -92,7 +92,12 @@ class Pipeline:
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
         specs = {
-            (m.manifest.input.width, m.manifest.input.height, m.manifest.input.resize)
+            (
+                m.manifest.input.width,
+                m.manifest.input.height,
+                m.manifest.input.resize,
+                m.manifest.input.white_reference,
+            )
             for m in ensemble.models
         }
         self.input_spec = next(iter(specs)) if len(specs) == 1 else None
@@ -266,8 +271,8 @@ class Pipeline:
             )
             return
         if self.input_spec is not None:
-            width, height, resize = self.input_spec
-            model_input = prepare(frame.rgb, (width, height), resize)
+            width, height, resize, white_reference = self.input_spec
+            model_input = prepare(frame.rgb, (width, height), resize, white_reference=white_reference)
         else:
             model_input = frame.rgb
         colour = self.ensemble.colour_reasons(model_input)
