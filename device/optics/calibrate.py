@@ -51,8 +51,12 @@ class AutoResult:
 
 
 def _default_estimator():
-    from device.optics.scale import estimate_scale  # the core engineer's estimator (OpenCV only)
-
+    try:
+        from device.optics.scale import estimate_scale  # the red-cell estimator (OpenCV only)
+    except ImportError as exc:
+        raise CalibrationRefused(
+            "this smearscope has no red-cell scale estimator: calibrate with a stage micrometer or a typed value"
+        ) from exc
     return estimate_scale
 
 
