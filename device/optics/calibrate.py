@@ -55,7 +55,8 @@ def _default_estimator():
         from device.optics.scale import estimate_scale  # the red-cell estimator (OpenCV only)
     except ImportError as exc:
         raise CalibrationRefused(
-            "this smearscope has no red-cell scale estimator: calibrate with a stage micrometer or a typed value"
+            "this smearscope has no red-cell scale estimator: "
+            "calibrate with a stage micrometer or a typed value"
         ) from exc
     return estimate_scale
 
