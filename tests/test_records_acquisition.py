@@ -104,3 +104,25 @@ def test_the_hub_keeps_scale_and_profile(hub_db):  # noqa: F811
     c.post("/login", data={"token": hub.user_token})
     csv_text = c.get("/export/results.csv").get_data(as_text=True)
     assert "0.0725,\"HQ cam, 100x oil\"" in csv_text
+
+
+def test_sync_carries_scale_and_profile_to_the_hub(tmp_path):
+    from hubkit import Server, fill_store
+    from sqlalchemy import select
+
+    from device.sync import HubClient, Outbox, Syncer
+    from hub.models import Result
+
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = Store(tmp_path / "dev", reserve_bytes=0)
+    store.acquisition_defaults = lambda: {"um_per_px": 0.181, "profile": "HQ cam, 40x"}
+    fill_store(store, 3)
+    server = Server(hub.app)
+    try:
+        Syncer(Outbox(store), HubClient(server.url, hub.device_token, timeout_s=5), batch_size=10).run()
+    finally:
+        server.close()
+    with hub.sessions() as s:
+        got = {(r.um_per_px, r.profile) for r in s.scalars(select(Result))}
+    assert got == {(0.181, "HQ cam, 40x")}
+    store.close()
