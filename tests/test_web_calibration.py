@@ -259,3 +259,13 @@ def cam_source(cam):
             return cam.get_controls()
 
     return Src()
+
+
+def test_page_says_which_camera_controls_took_effect(app_svc, admin):
+    svc = app_svc[1]
+    svc.calibration_status = lambda: {
+        "controls_applied": {"AeEnable": False, "ExposureTime": 5000.0},
+        "controls_ignored": ["ColourGains"],
+    }
+    html = admin.get("/admin/calibration").get_data(as_text=True)
+    assert "AeEnable = False, ExposureTime = 5000.0" in html and "ignored ColourGains" in html

@@ -70,8 +70,10 @@ def page():
         profiles, active = svc.profiles.list(), svc.profiles.active_name()
     except ProfileError as exc:
         profiles, active, error = [], None, str(exc)
+    status = svc.calibration_status() if hasattr(svc, "calibration_status") else {}
     return render_template(
         "calibration.html",
+        camera=status,
         profiles=profiles,
         active=active,
         error=error,
