@@ -66,8 +66,11 @@ def page():
 
 def profile_choices(services) -> tuple[list, str | None]:
     """The calibration profiles and the active one's name (([], None) when the file is unreadable)."""
+    store = getattr(services, "profiles", None)  # a stand-in without profiles (tests, tools)
+    if store is None:
+        return [], None
     try:
-        return services.profiles.list(), services.profiles.active_name()
+        return store.list(), store.active_name()
     except ProfileError:
         return [], None
 
