@@ -167,7 +167,7 @@ class CalibrationConfig:
     profiles_file: str = ""
     frames: int = 20
     min_confident: float = 0.6
-    max_spread: float = 0.10
+    max_spread: float = 0.15
     rbc_um: float = 7.5
     white_target: float = 230.0
 

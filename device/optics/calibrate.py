@@ -82,8 +82,8 @@ def summarise(estimates: list[Any], *, rbc_um: float, min_confident: float, max_
     if spread > max_spread:
         raise CalibrationRefused(
             f"the red-cell estimates disagree: spread {100 * spread:.1f}% over {len(good)} frames, "
-            f"at most {100 * max_spread:.0f}% allowed. Keep the stage still on one thin, focused area "
-            "and try again — or calibrate with a stage micrometer"
+            f"at most {100 * max_spread:.0f}% allowed. Did the objective or focus change? Stay on thin, "
+            "focused areas of one smear and try again — or calibrate with a stage micrometer"
         )
     return AutoResult(rbc_um / med, med, spread, n, len(good), [round(x, 3) for x in good])
 
@@ -94,7 +94,7 @@ def auto_scale(
     *,
     rbc_um: float = 7.5,
     min_confident: float = 0.6,
-    max_spread: float = 0.10,
+    max_spread: float = 0.15,
     estimate: Callable[..., Any] | None = None,
     progress: Progress | None = None,
 ) -> AutoResult:
