@@ -122,3 +122,15 @@ def test_doctor_says_when_the_scale_is_unknown(station, tmp_path, capsys):
     station.profiles.path.write_text("not toml [")
     (c,) = check_calibration(cfg, None)
     assert c.status == "fail" and "not valid TOML" in c.message
+
+
+def test_automatic_checks_the_name_before_measuring(station, monkeypatch, capsys):
+    def never():
+        raise AssertionError("measured although the name was wrong")
+
+    monkeypatch.setattr(cal, "_default_estimator", never)
+    assert station("--frames", "5") == 2
+    assert "--name" in capsys.readouterr().err
+    assert station("--name", "A", "--um-per-px", "0.1") == 0
+    assert station("--name", "A", "--frames", "5") == 2
+    assert "--replace" in capsys.readouterr().err

@@ -140,6 +140,10 @@ def run(args: argparse.Namespace) -> int:
                 "calibrate --white: which profile? Make one first (its scale), then "
                 '`smearscope calibrate --white --name "..."` (or activate it)'
             )
+    elif not args.freeze:  # automatic: check the name before measuring for a minute
+        _new(args, 1.0, "auto")
+        if profiles.get(args.name) is not None and not args.replace:
+            raise SmearscopeError(f"a profile named {args.name!r} exists: another --name, or --replace")
     source = open_source(cfg.camera)
     source.open()
     try:
@@ -165,10 +169,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"profile {p.name}: {res.describe()}")
             print(f"background before {res.before}, after the camera controls {res.after}")
             return 0
-        if not args.name:
-            raise SmearscopeError(
-                'calibrate: name the profile: --name "camera, objective" (e.g. "HQ cam, 100x oil")'
-            )
         n = args.frames or cc.frames
         print(f"measuring red cells over {n} frames from {source.describe()}", file=sys.stderr)
         res = cal.auto_scale(
