@@ -12,7 +12,7 @@ import pytest
 
 from device.cli import main
 from device.optics import calibrate as cal
-from device.optics.profiles import ProfileStore
+from device.optics.profiles import Profile, ProfileError, ProfileStore
 
 
 @dataclass
@@ -134,3 +134,23 @@ def test_automatic_checks_the_name_before_measuring(station, monkeypatch, capsys
     assert station("--name", "A", "--um-per-px", "0.1") == 0
     assert station("--name", "A", "--frames", "5") == 2
     assert "--replace" in capsys.readouterr().err
+
+
+def test_export_then_import_on_another_station(station, tmp_path, capsys):
+    assert station("--name", "HQ cam, 40x", "--um-per-px", "0.181") == 0
+    assert station("--name", "HQ cam, 100x oil", "--um-per-px", "0.0725", "--activate") == 0
+    capsys.readouterr()
+    assert station("export") == 0
+    copy = tmp_path / "copy.toml"
+    copy.write_text(capsys.readouterr().out)
+    other = ProfileStore(tmp_path / "other" / "profiles.toml")
+    other.save(Profile("HQ cam, 40x", 0.2))
+    with pytest.raises(ProfileError, match="already here: HQ cam, 40x"):
+        other.import_from(copy)
+    assert other.get("HQ cam, 40x").um_per_px == 0.2  # nothing changed
+    assert other.import_from(copy, replace=True) == ["HQ cam, 40x", "HQ cam, 100x oil"]
+    assert other.active_name() == "HQ cam, 40x"  # the station's own active profile stays
+    assert other.get("HQ cam, 40x").um_per_px == 0.181
+    assert station("import", str(copy)) == 2  # same names here: --replace needed
+    assert main(["calibrate", "--data-dir", str(tmp_path / "d2"), "import", str(copy)]) == 0
+    assert ProfileStore(tmp_path / "d2" / "profiles.toml").active_name() == "HQ cam, 100x oil"

@@ -5,7 +5,7 @@
     smearscope calibrate --freeze frame.png                              # a frozen frame to read points
     smearscope calibrate --name "HQ cam, 40x" --micrometer 100 --points 212,540,1764,548
     smearscope calibrate --white [--name NAME]                           # colour: blank area of the slide
-    smearscope calibrate list | activate NAME | remove NAME | export
+    smearscope calibrate list | activate NAME | remove NAME | export > FILE | import FILE [--replace]
 
 Measuring opens the configured camera ([camera] in the config): stop the daemon first when the camera
 cannot be shared (Pi and USB cameras): `sudo systemctl stop smearscope`. Profile changes (list,
@@ -29,7 +29,7 @@ from device.errors import SmearscopeError
 from device.optics import calibrate as cal
 from device.optics.profiles import Profile, ProfileStore
 
-ACTIONS = ("list", "activate", "remove", "export")
+ACTIONS = ("list", "activate", "remove", "export", "import")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, web=False)
     p.add_argument("action", nargs="?", choices=ACTIONS, help="manage profiles instead of measuring")
-    p.add_argument("profile", nargs="?", metavar="NAME", help="profile for activate / remove")
+    p.add_argument("profile", nargs="?", metavar="NAME", help="profile for activate / remove (import: FILE)")
     p.add_argument("--name", help='profile name: camera + objective, e.g. "HQ cam, 100x oil"')
     how = p.add_mutually_exclusive_group()
     how.add_argument("--um-per-px", type=float, metavar="X", help="type the scale (µm per pixel)")
@@ -95,6 +95,13 @@ def _manage(args: argparse.Namespace, profiles: ProfileStore) -> int:
         return 0
     if args.action == "export":
         sys.stdout.write(profiles.export_text())
+        return 0
+    if args.action == "import":
+        if not args.profile:
+            raise SmearscopeError("calibrate import FILE: the profiles.toml of another station")
+        names = profiles.import_from(Path(args.profile), replace=args.replace)
+        active = profiles.active_name() or "none"
+        print(f"imported {len(names)} profile(s): {', '.join(names)}; active: {active}")
         return 0
     name = args.profile or args.name
     if not name:

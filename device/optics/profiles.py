@@ -301,6 +301,24 @@ class ProfileStore:
             if st["active"] == name:
                 st["active"] = None
 
+    def import_from(self, other: Path, *, replace: bool = False) -> list[str]:
+        """Add the profiles of another station's file (checked first; nothing changes on an error).
+        Names already here need `replace`; the station's active profile stays, or, without one, the
+        other file's active one is taken. Returns the names imported."""
+        src = ProfileStore(other)
+        if not src.path.is_file():
+            raise ProfileError(f"{other} does not exist")
+        incoming, their_active = src.list(), src.active_name()
+        with self._edit() as st:
+            clash = [p.name for p in incoming if p.name in st["profiles"]]
+            if clash and not replace:
+                raise ProfileError(f"already here: {', '.join(clash)} (import with --replace to overwrite)")
+            for p in incoming:
+                st["profiles"][p.name] = p
+            if not st["active"] and their_active:
+                st["active"] = their_active
+        return [p.name for p in incoming]
+
     def export_text(self) -> str:
         """The file as it is on disk (for downloads); an empty file when there is none yet."""
         try:
