@@ -103,7 +103,7 @@ def test_the_hub_keeps_scale_and_profile(hub_db):  # noqa: F811
     c = hub.client()
     c.post("/login", data={"token": hub.user_token})
     csv_text = c.get("/export/results.csv").get_data(as_text=True)
-    assert "0.0725,\"HQ cam, 100x oil\"" in csv_text
+    assert '0.0725,"HQ cam, 100x oil"' in csv_text
 
 
 def test_sync_carries_scale_and_profile_to_the_hub(tmp_path):
