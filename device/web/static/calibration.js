@@ -1,6 +1,14 @@
 // Calibration page: start a run and poll its progress; freeze a frame and mark a micrometer on it.
 "use strict";
 (function () {
+  document.querySelectorAll("#profiles form").forEach(function (f) {
+    var b = f.querySelector("button.danger");
+    if (!b) return;
+    f.addEventListener("submit", function (e) {
+      var name = f.querySelector('input[name="name"]').value;
+      if (!window.confirm("Delete the calibration profile \u201c" + name + "\u201d?")) e.preventDefault();
+    });
+  });
   var root = document.getElementById("calibration");
   if (!root) return;
   var S = window.smearscope;
