@@ -1,7 +1,7 @@
 """results: µm per pixel each record was classified at, and the station's calibration profile
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004_acquisition
+Revises: 0003_hardening
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004_acquisition"
+down_revision = "0003_hardening"
 branch_labels = None
 depends_on = None
 
