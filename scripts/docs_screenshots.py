@@ -5,7 +5,8 @@
 Starts `smearscope run` on the replay camera (the shipped sample slides) with a throw-away data
 directory and account, opens a sample, captures a few fields, and saves live.png, sample.png,
 history.png (and result.png); with --calibration instead: calibration.png,
-calibration-micrometer.png and live-profile.png (profiles made on the admin page). Existing files
+calibration-auto.png, calibration-micrometer.png and live-profile.png (the virtual HQ camera;
+profiles made on the admin page). Existing files
 are kept unless --force. Needs playwright (dev extra) and /usr/bin/chromium; nothing is downloaded.
 """
 
@@ -127,7 +128,8 @@ def shoot_calibration(models: list[str], out: Path, force: bool) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
-    wanted = {n: out / f"{n}.png" for n in ("calibration", "calibration-micrometer", "live-profile")}
+    names = ("calibration", "calibration-auto", "calibration-micrometer", "live-profile")
+    wanted = {n: out / f"{n}.png" for n in names}
     if not force and all(p.exists() for p in wanted.values()):
         print("all calibration screenshots exist (use --force to retake)")
         return []
@@ -135,8 +137,10 @@ def shoot_calibration(models: list[str], out: Path, force: bool) -> list[Path]:
     port = _free_port()
     config = work / "config.toml"
     model_list = ", ".join(f'"{m}"' for m in models)
-    config.write_text(
-        f'[device]\ndata_dir = "{work / "data"}"\n[camera]\nsource = "replay"\nfps = 1.0\n'
+    config.write_text(  # the virtual HQ camera (docs/examples/virtual-hq.toml), 40x: 0.155 µm/px
+        f'[device]\ndata_dir = "{work / "data"}"\n'
+        '[camera]\nsource = "replay"\nfps = 2.0\nvirtual = true\nwidth = 2028\nheight = 1520\n'
+        "um_per_px = 0.155\ntint_r = 1.08\ntint_b = 0.9\nvignetting = 0.25\nnoise = 2.5\ndwell_s = 30.0\n"
         f"[classifier]\nmodels = [{model_list}]\n"
         f'[web]\nhost = "127.0.0.1"\nport = {port}\n'
     )
@@ -169,6 +173,17 @@ def shoot_calibration(models: list[str], out: Path, force: bool) -> list[Path]:
             page.goto(url + "/")
             page.wait_for_selector("#call:not(.waiting)", timeout=60_000)  # frames are coming
             page.goto(url + "/admin/calibration")
+            page.fill("#auto-frames", "6")
+            page.click("#auto-start")
+            page.wait_for_selector("#auto-save:not([hidden]), #auto-msg.error", timeout=120_000)
+            if page.locator("#auto-msg.error").count():
+                raise SystemExit("automatic calibration refused: " + page.inner_text("#auto-msg"))
+            page.fill("#auto-save input[name=name]", "Virtual HQ cam, 40x")
+            page.locator("#auto-save").locator("xpath=ancestor::section").screenshot(
+                path=str(wanted["calibration-auto"])
+            )
+            page.click("#auto-save button[type=submit]")
+            page.wait_for_load_state("networkidle")
             page.click("#mic-freeze")
             canvas = page.locator("#mic-canvas")
             canvas.wait_for(state="visible")
@@ -178,8 +193,9 @@ def shoot_calibration(models: list[str], out: Path, force: bool) -> list[Path]:
             y = box["y"] + box["height"] * 0.55
             page.mouse.click(box["x"] + box["width"] * 0.12, y)
             page.mouse.click(box["x"] + box["width"] * 0.88, y)
-            page.fill("#mic-form input[name=length_um]", "30")
-            page.fill("#mic-form input[name=name]", "HQ cam, 40x")
+            page.fill("#mic-form input[name=length_um]", "250")
+            page.fill("#mic-form input[name=name]", "HQ cam, 40x (micrometer)")
+            page.uncheck("#mic-form input[name=activate]")
             page.locator("#mic-form").locator("xpath=ancestor::section").screenshot(
                 path=str(wanted["calibration-micrometer"])
             )
