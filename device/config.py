@@ -152,6 +152,12 @@ class WebConfig:
     mjpeg_fps: float = 5.0
     session_minutes: int = 480
     max_upload_mb: int = 20
+    max_streams: int = 8
+    max_streams_per_user: int = 4
+    stream_write_timeout_s: float = 10.0
+    stream_buffer_kb: int = 256
+    max_decode_megapixels: float = 16.0
+    decode_slots: int = 2
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
@@ -159,6 +165,20 @@ class WebConfig:
         _need(self.mjpeg_fps > 0, "web", "mjpeg_fps", "must be > 0")
         _need(self.session_minutes > 0, "web", "session_minutes", "must be > 0")
         _need(self.max_upload_mb > 0, "web", "max_upload_mb", "must be > 0")
+        # A stream holds a server thread: keep at least 8 of the 24 for pages, logins and /healthz.
+        _need(1 <= self.max_streams <= 16, "web", "max_streams", "must be between 1 and 16")
+        _need(
+            1 <= self.max_streams_per_user <= self.max_streams,
+            "web",
+            "max_streams_per_user",
+            "must be between 1 and max_streams",
+        )
+        _need(self.stream_write_timeout_s > 0, "web", "stream_write_timeout_s", "must be > 0")
+        _need(16 <= self.stream_buffer_kb <= 16384, "web", "stream_buffer_kb", "must be between 16 and 16384")
+        _need(
+            1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50"
+        )
+        _need(1 <= self.decode_slots <= 8, "web", "decode_slots", "must be between 1 and 8")
 
 
 @dataclass
@@ -189,6 +209,32 @@ class SyncConfig:
         _need(self.timeout_s > 0, "sync", "timeout_s", "must be > 0")
 
 
+UPDATE_POLICIES = ("manual", "auto")
+
+
+@dataclass
+class ModelsConfig:
+    trusted_keys: list[str] = field(default_factory=lambda: ["project"])
+    allow_unsigned: bool = False
+    update_policy: str = "manual"
+    poll_s: float = 300.0
+
+    def check(self) -> None:
+        _need(
+            self.update_policy in UPDATE_POLICIES,
+            "models",
+            "update_policy",
+            f"must be one of {', '.join(UPDATE_POLICIES)}",
+        )
+        _need(self.poll_s > 0, "models", "poll_s", "must be > 0")
+        _need(
+            bool(self.trusted_keys) or self.allow_unsigned,
+            "models",
+            "trusted_keys",
+            "must list at least one key (or set allow_unsigned = true)",
+        )
+
+
 @dataclass
 class CalibrationConfig:
     profiles_file: str = ""
@@ -217,6 +263,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     source: str = "defaults"  # which file the values came from (shown in status)
 
     @property

@@ -94,10 +94,21 @@ CREATE TABLE meta (
 );
 """
 
-M002_ACQUISITION = """
+M002_SESSIONS = """
+CREATE TABLE web_sessions (
+    id_hash     TEXT PRIMARY KEY,             -- sha256 of the session id kept in the signed cookie
+    user_name   TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL                 -- UTC ISO-8601; logout / password change delete the row
+);
+CREATE INDEX web_sessions_user ON web_sessions (user_name);
+CREATE INDEX results_heatmap ON results (heatmap_sha256);  -- the orphan sweep looks images up by both
+"""
+
+M003_ACQUISITION = """
 -- issue 10: the scale each record was classified at and the calibration profile in force
 ALTER TABLE results ADD COLUMN um_per_px REAL;      -- µm per pixel of the image as classified (NULL: unknown)
 ALTER TABLE results ADD COLUMN profile TEXT;        -- name of the station's calibration profile (NULL: none)
 """
 
-MIGRATIONS: list[str] = [M001_CORE, M002_ACQUISITION]
+MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION]
