@@ -1,7 +1,7 @@
 """results: µm per pixel each record was classified at, and the station's calibration profile
 
-Revision ID: 0004_acquisition
-Revises: 0003_hardening
+Revision ID: 0006_acquisition
+Revises: 0005_fleet
 Create Date: 2026-11-30
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_acquisition"
-down_revision = "0003_hardening"
+revision = "0006_acquisition"
+down_revision = "0005_fleet"
 branch_labels = None
 depends_on = None
 
