@@ -236,6 +236,23 @@ class ModelsConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    profiles_file: str = ""
+    frames: int = 20
+    min_confident: float = 0.6
+    max_spread: float = 0.15
+    rbc_um: float = 7.5
+    white_target: float = 230.0
+
+    def check(self) -> None:
+        _need(3 <= self.frames <= 500, "calibration", "frames", "must be between 3 and 500")
+        _need(0.0 < self.min_confident <= 1.0, "calibration", "min_confident", "must be in (0, 1]")
+        _need(0.0 < self.max_spread < 1.0, "calibration", "max_spread", "must be in (0, 1)")
+        _need(3.0 <= self.rbc_um <= 15.0, "calibration", "rbc_um", "must be between 3 and 15 (µm)")
+        _need(100.0 <= self.white_target <= 250.0, "calibration", "white_target", "must be in [100, 250]")
+
+
+@dataclass
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -245,6 +262,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     source: str = "defaults"  # which file the values came from (shown in status)
 
@@ -371,6 +389,8 @@ def load_config(
     cfg.device.data_dir = str((Path.cwd() / cfg.device.data_dir).resolve())
     if cfg.camera.path:
         cfg.camera.path = str((Path.cwd() / cfg.camera.path).resolve())
+    if cfg.calibration.profiles_file:
+        cfg.calibration.profiles_file = str((Path.cwd() / cfg.calibration.profiles_file).resolve())
     return cfg
 
 

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from device import __version__
-from device.camera import FrameSource
+from device.camera import FrameSource, open_source
 from device.config import Config
 from device.ensemble import Ensemble, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
+from device.optics.jobs import CalibrationJobs
+from device.optics.profiled import ProfiledSource
+from device.optics.profiles import Profile, ProfileError, ProfileStore
 from device.paths import default_bundle_dirs
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
@@ -76,8 +79,12 @@ class Services:
         sync: bool = True,
         notify_watchdog: Callable[[], None] | None = None,
         telemetry: Telemetry | None = None,
+        profiles: ProfileStore | None = None,
     ):
         self.config = config
+        self.profiles = profiles or ProfileStore.from_config(config)
+        self.camera_source: ProfiledSource | None = None  # the running camera, profile applied
+        self.calibration = CalibrationJobs(self)
         self.bundle_dirs = [Path(m.bundle.path) for m in ensemble.models] if ensemble else model_dirs(config)
         self.signature_problems: list[str] = []
         if ensemble is None:  # a caller handing in an ensemble has verified it (tests, benchmarks)
@@ -86,6 +93,13 @@ class Services:
         self._reload_lock = threading.Lock()
         self.store = store or Store.from_config(config)
         self.store.set_labels({lb.id: lb.malignant for lb in self.ensemble.labels})
+        self.store.acquisition_defaults = self._acquisition_defaults
+        raw_factory = source_factory or (lambda: open_source(config.camera, pace=pace))
+
+        def profiled_source() -> FrameSource:
+            self.camera_source = ProfiledSource(raw_factory(), self.profiles)
+            return self.camera_source
+
         self.telemetry = telemetry or Telemetry()
         self.live = LiveView()
         self.pipeline = Pipeline(
@@ -94,7 +108,7 @@ class Services:
             self.ensemble,
             telemetry=self.telemetry,
             live=self.live,
-            source_factory=source_factory,
+            source_factory=profiled_source,
             pace=pace,
             notify_watchdog=notify_watchdog,
         )
@@ -131,6 +145,41 @@ class Services:
             with contextlib.suppress(Exception):
                 self.store.add_event("info", "daemon", "stopped")
         self.store.close()
+
+    # -- calibration profiles (device/optics/profiles.py) ---------------------------------------
+
+    def active_profile(self) -> Profile | None:
+        """The station's active calibration profile (µm/px, white gains), None when there is none.
+        A profiles file broken by hand keeps the last good one in force (the error is on the status)."""
+        try:
+            return self.profiles.active()
+        except ProfileError:
+            return self.profiles.last_active()
+
+    def set_active_profile(self, name: str, user: str | None = None) -> Profile:
+        p = self.profiles.activate(name)
+        self.store.add_event(
+            "info", "calibration", f"{user or 'command line'} switched to profile {p.name}: {p.summary()}"
+        )
+        return p
+
+    def _acquisition_defaults(self) -> dict[str, Any]:
+        p = self.active_profile()
+        return {"um_per_px": p.um_per_px if p else None, "profile": p.name if p else None}
+
+    def calibration_status(self) -> dict[str, Any]:
+        p = self.active_profile()
+        src = self.camera_source
+        return {
+            "profile": p.name if p else None,
+            "um_per_px": p.um_per_px if p else None,
+            "method": p.method if p else None,
+            "white_gains": p.white_gains if p else None,
+            "controls_applied": dict(src.applied) if src else {},
+            "controls_ignored": list(src.ignored) if src else [],
+            "profiles_file": str(self.profiles.path),
+            "error": self.profiles.error,
+        }
 
     # -- technician actions --------------------------------------------------------------------
 
@@ -264,6 +313,7 @@ class Services:
             "unsynced": counts.get("unsynced", 0),
             "last_error": f"{last['at']} {last['source']}: {last['message']}" if last else None,
             "sync": self.sync_worker.status() if self.sync_worker is not None else {"enabled": False},
+            "calibration": self.calibration_status(),
             "model_update": self.model_update_status(),
             "model_signatures": {
                 "ok": not self.signature_problems,

@@ -263,6 +263,8 @@ CSV_COLUMNS = [
     "image_sha256",
     "probabilities",
     "time_flag",
+    "um_per_px",
+    "profile",
 ]
 
 
@@ -303,6 +305,8 @@ def export_csv() -> Response:
                     r.image_sha256 or "",
                     json.dumps(rec.get("probabilities", {}), sort_keys=True),
                     r.time_flag or "",
+                    "" if r.um_per_px is None else f"{r.um_per_px:.6g}",
+                    r.profile or "",
                 ]
             )
             yield buf.getvalue()

@@ -89,6 +89,8 @@ class Result(Base):
     confidence: Mapped[float] = mapped_column(Float)
     abstained: Mapped[bool] = mapped_column(Boolean)
     image_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    um_per_px: Mapped[float | None] = mapped_column(Float, nullable=True)  # scale it was classified at
+    profile: Mapped[str | None] = mapped_column(String(200), nullable=True)  # station's calibration profile
     record_json: Mapped[str] = mapped_column(Text)  # the record exactly as the device sent it
 
     __table_args__ = (

@@ -14,6 +14,7 @@ SOURCES = ("camera", "upload", "review")
 KINDS = ("classification", "review")
 SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: "$" would let a trailing newline through
 MAX_LABEL = 100
+MAX_PROFILE = 200
 MAX_TIME = 40  # the width of the time columns: longer ISO strings (offsets with seconds) are refused
 MAX_NAME = 200
 # A capture time before this cannot be real (the software did not exist): a device whose clock was never
@@ -139,6 +140,10 @@ def validate(rec: Any) -> dict[str, Any]:
         raise RecordError("models: must be a list")
     if not isinstance(rec.get("quality") or {}, dict):
         raise RecordError("quality: must be an object")
+    um_per_px = rec.get("um_per_px")
+    if um_per_px is not None:
+        um_per_px = _number(um_per_px, "um_per_px", 1e-6, 1000.0)
+    profile = _text(rec.get("profile"), "profile", MAX_PROFILE, optional=True, name=True)
     for key in ("device_id", "boot_id", "reason", "filename", "reviewer", "comment"):
         if rec.get(key) is not None and not isinstance(rec.get(key), str):
             raise RecordError(f"{key}: must be a string or null")
@@ -155,6 +160,8 @@ def validate(rec: Any) -> dict[str, Any]:
         "abstained": abstained,
         "image_sha256": _sha(rec.get("image_sha256"), "image_sha256"),
         "heatmap_sha256": _sha(rec.get("heatmap_sha256"), "heatmap_sha256"),
+        "um_per_px": um_per_px,
+        "profile": profile,
     }
 
 

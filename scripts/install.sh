@@ -313,7 +313,7 @@ if [ "$ROLE" = device ]; then
 # smearscope for admins, with the service's models directory and config (scripts/install.sh).
 export SMEARSCOPE_MODELS_DIR="\${SMEARSCOPE_MODELS_DIR:-$STATE_DIR/models}"
 case "\$1" in
-  users|sync|run|backup)  # these open the store: as the service user, so its files stay the service's
+  users|sync|run|backup|calibrate)  # these open the store or its profiles: as the service user, so its files stay the service's
     if [ "\$(id -u)" = 0 ]; then exec runuser -u $USER_NAME -- "$VENV/bin/smearscope" "\$@"; fi ;;
 esac
 exec "$VENV/bin/smearscope" "\$@"

@@ -63,3 +63,4 @@ def test_samples_review_queue_and_csv(tmp_path):
     assert len(rows) == 6 and {row["device"] for row in rows} == {"scope-1"}
     assert [row["seq"] for row in rows] == [str(i) for i in range(6)]
     assert next(row for row in rows if row["id"] == unsure["id"])["abstained"] == "1"
+    assert {row["um_per_px"] for row in rows} == {""} and {row["profile"] for row in rows} == {""}  # unknown

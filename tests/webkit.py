@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from device.config import load_config
 from device.errors import SmearscopeError
+from device.optics.jobs import CalibrationJobs
+from device.optics.profiles import ProfileStore
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.store.store import Store, utc_now
 from device.web import auth, create_app
@@ -36,6 +38,21 @@ class FakeServices:
         self.registry = CollectorRegistry()
         self.uploads = Counter("smearscope_test_uploads", "uploads", registry=self.registry)
         store.set_labels({lb["id"]: lb["malignant"] for lb in LABELS})
+        self.profiles = ProfileStore.from_config(config)
+        self.calibration = CalibrationJobs(self)
+        self.camera_source = None
+        self.scale_estimator = None  # tests set a fake red-cell estimator
+        store.acquisition_defaults = self._acquisition_defaults
+
+    def active_profile(self):
+        return self.profiles.active()
+
+    def set_active_profile(self, name, user=None):
+        return self.profiles.activate(name)
+
+    def _acquisition_defaults(self) -> dict:
+        p = self.profiles.active()
+        return {"um_per_px": p.um_per_px if p else None, "profile": p.name if p else None}
 
     def _predict(self, rgb: np.ndarray) -> dict:
         m = rgb.reshape(-1, 3).mean(axis=0) + 1.0

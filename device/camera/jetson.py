@@ -24,6 +24,14 @@ class JetsonSource(OpenCVSource):
         super().__init__(sensor_id, width, height, fps)
         self.backend = cv2.CAP_GSTREAMER
 
+    def set_controls(self, controls):
+        """nvarguscamerasrc takes exposure and white balance as pipeline properties, not through
+        OpenCV: none applied here (the profile's software white gain is used instead)."""
+        return {}
+
+    def get_controls(self):
+        return {}
+
     def describe(self) -> str:
         return f"jetson csi sensor {self.device} {self.width}x{self.height}@{self.fps:g}"
 

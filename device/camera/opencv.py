@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +35,24 @@ def _busy_hint(dev: str) -> str:
     except OSError:
         return ""
     return f"; it is in use by {', '.join(holders)}" if holders else ""
+
+
+# controls vocabulary → (OpenCV property, to the camera's units, back from them, relative tolerance).
+# V4L2: exposure_time_absolute is in 100 µs units; auto_exposure 1 = manual, 3 = aperture priority
+# (some OpenCV builds use 0.25 / 0.75); the gain's units are the camera's own. UVC has no per-channel
+# colour gains: ColourGains is never applied here (the profile's software white gain does that job).
+_Conv = Callable[[Any], float]
+CV_CONTROLS: dict[str, tuple[int, _Conv, Callable[[float], Any], float]] = {
+    "AeEnable": (
+        cv2.CAP_PROP_AUTO_EXPOSURE,
+        lambda on: 3.0 if on else 1.0,
+        lambda v: v > 1.5 or v == 0.75,
+        0.0,
+    ),
+    "ExposureTime": (cv2.CAP_PROP_EXPOSURE, lambda us: float(us) / 100.0, lambda v: v * 100.0, 0.05),
+    "AnalogueGain": (cv2.CAP_PROP_GAIN, float, float, 0.05),
+    "AwbEnable": (cv2.CAP_PROP_AUTO_WB, lambda on: 1.0 if on else 0.0, lambda v: v >= 0.5, 0.0),
+}
 
 
 class OpenCVSource(FrameSource):
@@ -78,6 +98,39 @@ class OpenCVSource(FrameSource):
         if not ok or frame is None:
             raise CameraError(f"camera {self.device} stopped delivering frames (unplugged or busy?)")
         return to_rgb8(frame, name=f"camera {self.device}")
+
+    def set_controls(self, controls: Mapping[str, Any]) -> dict[str, Any]:
+        """Set what the camera has; a control took effect when `set` returned True AND reading it back
+        gives the value (many UVC cameras accept a set and ignore it). Enable flags go first, since a
+        camera ignores a manual exposure while its auto exposure is on."""
+        if self._cap is None:
+            raise CameraError(f"camera {self.device} is not open")
+        applied: dict[str, Any] = {}
+        for key in sorted(controls, key=lambda k: k not in ("AeEnable", "AwbEnable")):
+            if key not in CV_CONTROLS:
+                continue
+            prop, to_cam, from_cam, tol = CV_CONTROLS[key]
+            want = to_cam(controls[key])
+            if not self._cap.set(prop, want):
+                continue
+            got = float(self._cap.get(prop))
+            if key in ("AeEnable", "AwbEnable"):
+                if bool(from_cam(got)) == bool(controls[key]):
+                    applied[key] = bool(controls[key])
+            elif abs(got - want) <= max(tol * abs(want), 1e-6):
+                applied[key] = from_cam(got)
+        return applied
+
+    def get_controls(self) -> dict[str, Any]:
+        if self._cap is None:
+            return {}
+        out = {}
+        for key in ("ExposureTime", "AnalogueGain"):
+            prop, _, from_cam, _ = CV_CONTROLS[key]
+            v = float(self._cap.get(prop))
+            if v > 0:  # OpenCV answers 0 or -1 for a property the camera lacks
+                out[key] = from_cam(v)
+        return out
 
     def close(self) -> None:
         if self._cap is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from device.camera.base import CameraError, FrameSource
@@ -17,12 +20,77 @@ ENABLE_HINT = (
 )
 
 
+SETTLE_FRAMES = 12  # libcamera applies new controls a few frames later
+_TOLERANCE = {"ExposureTime": 0.05, "AnalogueGain": 0.05, "ColourGains": 0.02}  # sensor quantisation
+_REPORTED = ("ExposureTime", "AnalogueGain", "ColourGains")  # what frame metadata reports back
+
+
+def _clamp(value: float, limits: tuple) -> float:
+    lo, hi = limits[0], limits[1]
+    if isinstance(lo, int | float) and lo is not None and value < lo:
+        value = lo
+    if isinstance(hi, int | float) and hi and value > hi:
+        value = hi
+    return value
+
+
+def _close(want: Any, got: Any, tol: float) -> bool:
+    if isinstance(want, tuple | list):
+        return isinstance(got, tuple | list) and all(
+            _close(w, g, tol) for w, g in zip(want, got, strict=True)
+        )
+    return abs(float(got) - float(want)) <= tol * max(abs(float(want)), 1e-9)
+
+
 class Picamera2Source(FrameSource):
     name = "picamera2"
 
     def __init__(self, width: int = 1280, height: int = 960, fps: float = 5.0):
         self.width, self.height, self.fps = width, height, fps
         self._cam = None
+
+    def set_controls(self, controls: Mapping[str, Any]) -> dict[str, Any]:
+        """libcamera controls: those the camera lacks are skipped, values are clamped to its limits,
+        and a control counts as applied once the frame metadata reports it (enable flags, which the
+        metadata does not echo, count when the camera accepted them)."""
+        if self._cam is None:
+            raise CameraError("Pi camera is not open")
+        available = self._cam.camera_controls  # {name: (min, max, default)}
+        send: dict[str, Any] = {}
+        for key, value in controls.items():
+            if key not in available:
+                continue
+            limits = available[key]
+            if key in ("AwbEnable", "AeEnable"):
+                send[key] = bool(value)
+            elif key == "ColourGains":
+                send[key] = tuple(float(_clamp(float(v), limits)) for v in value)
+            elif key == "ExposureTime":
+                send[key] = int(round(_clamp(float(value), limits)))
+            else:
+                send[key] = float(_clamp(float(value), limits))
+        if not send:
+            return {}
+        try:
+            self._cam.set_controls(send)
+        except Exception as exc:  # noqa: BLE001 - libcamera raises RuntimeError for a refused control
+            raise CameraError(f"the Pi camera refused the controls {sorted(send)}: {exc}") from exc
+        applied = {k: v for k, v in send.items() if k not in _REPORTED}
+        for _ in range(SETTLE_FRAMES):
+            md = self._cam.capture_metadata()
+            for key in _REPORTED:
+                if key in send and key in md and _close(send[key], md[key], _TOLERANCE[key]):
+                    got = md[key]
+                    applied[key] = tuple(got) if isinstance(got, list | tuple) else got
+            if len(applied) == len(send):
+                break
+        return applied
+
+    def get_controls(self) -> dict[str, Any]:
+        if self._cam is None:
+            return {}
+        md = self._cam.capture_metadata()
+        return {k: (tuple(md[k]) if isinstance(md[k], list | tuple) else md[k]) for k in _REPORTED if k in md}
 
     def describe(self) -> str:
         return f"picamera2 {self.width}x{self.height}@{self.fps:g}"

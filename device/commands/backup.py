@@ -3,8 +3,9 @@
 DEST/smearscope-<UTC time>/ gets: `smearscope.db` from SQLite's online backup API (consistent while
 the daemon writes; integrity-checked), then `images/` (taken after the database, so every image the
 copied database refers to is there — images are written before their record and never change; an
-image already in the previous backup is hard-linked, not copied again), `models/` and the config
-file. `--keep N` deletes all but the newest N backups. Restore: docs/admin-guide.md.
+image already in the previous backup is hard-linked, not copied again), `models/`, the config
+file and the calibration profiles (`profiles.toml`). `--keep N` deletes all but the newest N
+backups. Restore: docs/admin-guide.md.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes
+from device.optics.profiles import profiles_path
 from device.paths import models_dir
 from device.store.store import DB_NAME, IMAGES_DIR
 
 PREFIX = "smearscope-"
+PROFILES_NAME = "profiles.toml"
 
 
 def backup_db(src: Path, dest: Path) -> int:
@@ -72,7 +75,13 @@ def backups(dest: Path) -> list[Path]:
 
 
 def run_backup(
-    data_dir: Path, dest: Path, *, config_file: Path | None, models: Path | None, keep: int
+    data_dir: Path,
+    dest: Path,
+    *,
+    config_file: Path | None,
+    models: Path | None,
+    keep: int,
+    profiles: Path | None = None,
 ) -> dict:
     db = data_dir / DB_NAME
     if not db.is_file():
@@ -97,6 +106,8 @@ def run_backup(
         )
     if config_file is not None and config_file.is_file():
         shutil.copy2(config_file, work / config_file.name)
+    if profiles is not None and profiles.is_file():  # calibration profiles (maybe outside data_dir)
+        shutil.copy2(profiles, work / PROFILES_NAME)
     info: dict[str, Any] = {
         "created": stamp,
         "data_dir": str(data_dir),
@@ -104,6 +115,7 @@ def run_backup(
         "images_copied": copied,
         "images_linked": linked,
         "config": str(config_file) if config_file else None,
+        "profiles": str(profiles) if profiles is not None and profiles.is_file() else None,
         "seconds": round(time.monotonic() - started, 2),
     }
     atomic_write_bytes(work / "BACKUP.json", (json.dumps(info, indent=2) + "\n").encode())
@@ -132,7 +144,12 @@ def run(args: argparse.Namespace) -> int:
         Path(args.config) if args.config else (Path(cfg.source) if cfg.source != "defaults" else None)
     )
     info = run_backup(
-        cfg.data_dir, Path(args.dest), config_file=config_file, models=models_dir(), keep=args.keep
+        cfg.data_dir,
+        Path(args.dest),
+        config_file=config_file,
+        models=models_dir(),
+        keep=args.keep,
+        profiles=profiles_path(cfg),
     )
     print(
         f"backup {info['path']}: {info['records']} records, {info['images_copied']} images copied, "

@@ -457,9 +457,38 @@ def check_web(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
         yield Check("web", FAIL, f"{url} answered {r.status_code}", f"journalctl -u {SERVICE} -e")
 
 
+def check_calibration(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
+    """The calibration profiles file: readable, and a profile active (else the scale is unknown)."""
+    from device.optics.profiles import ProfileError, ProfileStore
+
+    store = ProfileStore.from_config(cfg)
+    try:
+        profiles, active = store.list(), store.active()
+    except ProfileError as exc:
+        yield Check("calibration", FAIL, str(exc), f"fix or restore {store.path} (backups hold a copy)")
+        return
+    if active is None:
+        what = (
+            f"{len(profiles)} calibration profile(s), none active" if profiles else "no calibration profile"
+        )
+        yield Check(
+            "calibration",
+            WARN,
+            f"{what}: the station's scale (µm per pixel) is unknown",
+            "calibrate: Admin → Calibration, or `smearscope calibrate --help` (docs/technician-guide.md)",
+        )
+        return
+    yield Check(
+        "calibration",
+        OK,
+        f"active profile {active.name}: {active.summary()} ({len(profiles)} in {store.path})",
+    )
+
+
 CHECKS: tuple[CheckFn, ...] = (
     check_models,
     check_camera,
+    check_calibration,
     check_disk,
     check_clock,
     check_hub,

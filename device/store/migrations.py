@@ -105,4 +105,10 @@ CREATE INDEX web_sessions_user ON web_sessions (user_name);
 CREATE INDEX results_heatmap ON results (heatmap_sha256);  -- the orphan sweep looks images up by both
 """
 
-MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS]
+M003_ACQUISITION = """
+-- issue 10: the scale each record was classified at and the calibration profile in force
+ALTER TABLE results ADD COLUMN um_per_px REAL;      -- µm per pixel of the image as classified (NULL: unknown)
+ALTER TABLE results ADD COLUMN profile TEXT;        -- name of the station's calibration profile (NULL: none)
+"""
+
+MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION]

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sqlite3
 import threading
@@ -54,6 +55,8 @@ _RECORD_FIELDS = (
     "filename",
     "reviewer",
     "comment",
+    "um_per_px",
+    "profile",
 )
 
 
@@ -115,7 +118,22 @@ def record_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "filename": row["filename"],
         "reviewer": row["reviewer"],
         "comment": row["comment"],
+        "um_per_px": row["um_per_px"],
+        "profile": row["profile"],
     }
+
+
+def _um_per_px(value: Any) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise StoreError(f"um_per_px must be a positive number or null, not {value!r}")
+    return float(value)
 
 
 def _sample_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,6 +192,9 @@ class Store:
         self._conns_lock = threading.Lock()
         self.disk_full = False
         self._last_full_event = 0.0
+        # {"um_per_px", "profile"} of the active calibration profile: what a record that does not say
+        # is taken to have been classified at (set by Services; None: no profiles)
+        self.acquisition_defaults: Callable[[], Mapping[str, Any]] | None = None
         try:
             self.images_dir.mkdir(parents=True, exist_ok=True)
             removed = _remove_temps(self.data_dir, temps_older_than_s)
@@ -449,6 +470,13 @@ class Store:
         if record.get("source") not in ("camera", "upload", "review"):
             raise StoreError(f"unknown result source {record.get('source')!r}")
         row = {k: record.get(k) for k in _RECORD_FIELDS}
+        if self.acquisition_defaults is not None and ("um_per_px" not in record or "profile" not in record):
+            defaults = self.acquisition_defaults() or {}
+            for key in ("um_per_px", "profile"):
+                if key not in record:
+                    row[key] = defaults.get(key)
+        row["um_per_px"] = _um_per_px(row["um_per_px"])
+        row["profile"] = str(row["profile"])[:200] if row["profile"] else None
         row["kind"] = row["kind"] or "classification"
         row["confidence"] = float(row["confidence"] or 0.0)
         row["abstained"] = int(bool(row["abstained"]))
@@ -554,6 +582,8 @@ class Store:
                 "heatmap_sha256": orig["heatmap_sha256"],
                 "reviewer": user,
                 "comment": comment or ("agree" if label is None else None),
+                "um_per_px": orig["um_per_px"],
+                "profile": orig["profile"],
             }
         )
 

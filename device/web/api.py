@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, jsonify, request, session
 
 from device.errors import SmearscopeError
+from device.optics.profiles import ProfileError
 from device.store.store import DiskFullError, StoreError
 from device.web import DISCLAIMER, queries
 from device.web.classify import classify_files
@@ -158,6 +159,28 @@ def live():
     if item is None:
         return jsonify({"seq": None, "result": None})
     return jsonify({"seq": item[0], "result": live_payload(item[1])})
+
+
+@bp.route("/profiles")
+def profiles():
+    """The station's calibration profiles and the active one."""
+    store = _ext().services.profiles
+    try:
+        items, active = store.list(), store.active_name()
+    except ProfileError as exc:
+        return _error(500, str(exc))
+    return jsonify({"active": active, "profiles": [p.to_dict() for p in items]})
+
+
+@bp.route("/profiles/active", methods=["POST"])
+def profile_activate():
+    """Switch the active profile (any logged-in user: the technician changes objective)."""
+    name = str(_body().get("name") or "")
+    try:
+        p = _ext().services.set_active_profile(name, g.user.name)
+    except ProfileError as exc:
+        return _error(404 if "no profile" in str(exc) else 400, str(exc))
+    return jsonify({"active": p.name, "profile": p.to_dict()})
 
 
 @bp.route("/status")

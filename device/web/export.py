@@ -12,7 +12,7 @@ from device.web import DISCLAIMER
 CSV_COLUMNS = [
     "id", "seq", "captured_at", "sample_id", "slide_id", "source", "kind", "review_of", "label",
     "confidence", "abstained", "reason", "quality_ok", "focus", "models", "image_sha256", "filename",
-    "reviewer", "comment",
+    "reviewer", "comment", "um_per_px", "profile",
 ]  # fmt: skip
 
 
@@ -50,6 +50,7 @@ def csv_rows(records: Iterable[dict], labels: list[str], slides: dict[str, str])
             int(r["abstained"]), r["reason"], q.get("ok"), q.get("focus"),
             ";".join(f"{m.get('name')}@{(m.get('sha256') or '')[:12]}" for m in r.get("models") or []),
             r["image_sha256"], r["filename"], r["reviewer"], r["comment"],
+            r.get("um_per_px"), r.get("profile"),
         ]  # fmt: skip
         row += [f"{r['probabilities'].get(lb, 0.0):.4f}" for lb in labels]
         yield _csv_line([_safe_cell(v) if v is not None else "" for v in row])

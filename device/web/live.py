@@ -9,15 +9,20 @@ from collections.abc import Iterator
 from flask import (
     Blueprint,
     Response,
+    abort,
     current_app,
+    flash,
     g,
     jsonify,
+    redirect,
     render_template,
     request,
     session,
     stream_with_context,
+    url_for,
 )
 
+from device.optics.profiles import ProfileError
 from device.web import security
 
 bp = Blueprint("live", __name__)
@@ -49,13 +54,39 @@ def page():
     current = session.get("sample")
     if current not in {s["id"] for s in open_samples}:
         current = open_samples[0]["id"] if open_samples else None
+    profiles, active = profile_choices(ext.services) if g.user else ([], None)
     return render_template(
         "live.html",
         labels=labels_info(ext.services),
         open_samples=open_samples,
         current_sample=current,
         readonly=g.user is None,
+        profiles=profiles,
+        active_profile=active,
     )
+
+
+def profile_choices(services) -> tuple[list, str | None]:
+    """The calibration profiles and the active one's name (([], None) when the file is unreadable)."""
+    store = getattr(services, "profiles", None)  # a stand-in without profiles (tests, tools)
+    if store is None:
+        return [], None
+    try:
+        return store.list(), store.active_name()
+    except ProfileError:
+        return [], None
+
+
+@bp.route("/live/profile", methods=["POST"])
+def switch_profile():
+    """The technician switches the active calibration profile (camera + objective) from the live page."""
+    ext = current_app.extensions["smearscope"]
+    try:
+        p = ext.services.set_active_profile(request.form.get("profile", ""), g.user.name)
+    except ProfileError as exc:
+        abort(400, description=str(exc))
+    flash(f"Calibration profile: {p.name} ({p.um_per_px:.4f} µm/px).")
+    return redirect(url_for("live.page"))
 
 
 def _part(jpeg: bytes) -> bytes:
