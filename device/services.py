@@ -19,11 +19,12 @@ from device.camera import FrameSource
 from device.config import Config
 from device.ensemble import Ensemble, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
+from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg
+from device.optics.field import RULE
 from device.paths import default_bundle_dirs
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.smoothing import thumbnail
-from device.preprocess import prepare
 from device.quality import QualityThresholds, assess
 from device.store import DiskFullError, Store, StoreError, utc_now
 from device.telemetry import Telemetry
@@ -82,6 +83,7 @@ class Services:
             source_factory=source_factory,
             pace=pace,
             notify_watchdog=notify_watchdog,
+            profile=self._profile,
         )
         self.sync_worker = None
         if sync and config.sync.enabled:
@@ -89,6 +91,7 @@ class Services:
 
             self.sync_worker = SyncWorker(config, self.store)
         self._upload_ensemble: Ensemble | None = None
+        self._upload_fields: FieldClassifier | None = None
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
         self.started = False
@@ -146,11 +149,20 @@ class Services:
         self._wake_sync()
         return rec
 
-    def _uploader(self) -> Ensemble:
+    def _profile(self):
+        """The active calibration profile (`active_profile()`, from the profiles module), or None."""
+        fn = getattr(self, "active_profile", None)
+        return fn() if callable(fn) else None
+
+    def _uploader(self) -> FieldClassifier:
         """A second interpreter per model for uploads, so they never wait for the live classifier."""
         if self._upload_ensemble is None:
             self._upload_ensemble = load_ensemble(self.config, self.bundle_dirs, threads=1)
-        return self._upload_ensemble
+            self._upload_fields = FieldClassifier(
+                self._upload_ensemble, AcquisitionSettings.from_config(self.config)
+            )
+        assert self._upload_fields is not None
+        return self._upload_fields
 
     def classify_upload(
         self,
@@ -159,28 +171,43 @@ class Services:
         filename: str | None = None,
         sample_id: str | None = None,
         user: str | None = None,
+        um_per_px: ScaleArg | str = "profile",
     ) -> dict[str, Any]:
         """Classify an uploaded image and store it (record JSON). A frame failing the quality gate is
-        still classified but marked uncertain, with the reason."""
+        still classified but marked uncertain, with the reason.
+
+        `um_per_px`: "profile" (default: the station's own images, at the active profile's scale;
+        without a profile as before), "auto" (estimated from the red cells: images from elsewhere),
+        a number (the image's µm/px), or None (assumed at the models' scale)."""
         if sample_id and self.store.get_sample(sample_id) is None:
             raise StoreError(f"no sample {sample_id}")
         q = assess(rgb, QualityThresholds.from_config(self.config.quality))
+        profile = None
+        scale: ScaleArg = um_per_px
+        source = "given"
+        if um_per_px == "profile":
+            prof = self._profile()
+            profile = getattr(prof, "name", None)
+            scale = float(prof.um_per_px) if prof is not None and getattr(prof, "um_per_px", None) else None
+            source = f"profile:{profile}"
         with self._upload_lock:
-            pred = self._uploader().classify(rgb, with_cam=self.config.classifier.heatmap)
+            fields = self._uploader()
+            analysis = fields.analyse(rgb, scale, with_cam=self.config.classifier.heatmap, source=source)
+        pred = analysis.prediction
         if not q.ok and not pred.abstained:
             pred.abstained = True
             pred.reason = "image quality: " + ", ".join(q.reasons)
+        if analysis.field.state in ("no_cells", "refused") and not pred.reason:
+            pred.reason = analysis.field.display
         frame = LiveFrame(rgb, utc_now(), time.monotonic_ns())
-        gated = Gated(0, frame, rgb, thumbnail(rgb), q)
-        if pred.cam is not None:
-            # the heatmap is drawn over the model's view of the image
-            spec = self.ensemble.models[0].manifest.input
-            gated.model_input = prepare(rgb, spec.size, spec.resize)
+        base = analysis.heat_base if analysis.heat_base is not None else rgb
+        gated = Gated(0, frame, base, thumbnail(rgb), q, analysis.prepared, profile)
         name = filename[:255] if filename else None
-        job = StoreJob(Classified(gated, pred, {}), source="upload", sample_id=sample_id, filename=name)
+        c = Classified(gated, pred, {}, analysis)
+        job = StoreJob(c, source="upload", sample_id=sample_id, filename=name)
         rec = self.pipeline.write(job)
         self._wake_sync()
-        return rec
+        return {**rec, "field": analysis.to_dict(outlines=True)}
 
     def heatmap_jpeg(self, rgb: np.ndarray, cam: np.ndarray) -> bytes:
         return encode_jpeg(heatmap_overlay(rgb, cam))
@@ -221,6 +248,8 @@ class Services:
             "unsynced": counts.get("unsynced", 0),
             "last_error": f"{last['at']} {last['source']}: {last['message']}" if last else None,
             "sync": self.sync_worker.status() if self.sync_worker is not None else {"enabled": False},
+            "scale": self.pipeline.scale_status,
+            "tiling": {"settle_frames": self.pipeline.settle.settle_frames, "rule": RULE},
             "disclaimer": DISCLAIMER,
         }
         return out
@@ -244,6 +273,7 @@ class Services:
                         "width": man.input.width,
                         "height": man.input.height,
                         "resize": man.input.resize,
+                        "um_per_px": getattr(man.input, "um_per_px", None),
                     },
                     "temperature": man.temperature,
                     "abstain_threshold": man.abstain_threshold,

@@ -1,0 +1,1 @@
+"""Optics: colour reference, physical scale, calibration profiles, tiling (issue 10)."""
