@@ -154,6 +154,16 @@ class Services:
         fn = getattr(self, "active_profile", None)
         return fn() if callable(fn) else None
 
+    def scale_info(self) -> dict[str, Any]:
+        """The active profile and the models' µm/px (the upload page's scale choice shows them)."""
+        prof = self._profile()
+        return {
+            "profile": getattr(prof, "name", None),
+            "profile_um_per_px": getattr(prof, "um_per_px", None),
+            "models_um_per_px": self.pipeline.fields.spec.um_per_px,
+            "scale_known": self.pipeline.fields.scale_known,
+        }
+
     def _uploader(self) -> FieldClassifier:
         """A second interpreter per model for uploads, so they never wait for the live classifier."""
         if self._upload_ensemble is None:

@@ -59,18 +59,23 @@ class FieldResult:
         return UNCERTAIN if self.abstained else (self.label or UNCERTAIN)
 
     def to_prediction(self, labels: Sequence[str], inference_ms: float = 0.0) -> Prediction:
-        """The field as a Prediction (what records and the smoother take)."""
-        probs = self.probabilities or {lb: 1.0 / len(labels) for lb in labels}
+        """The field as a Prediction (what records take). A field with no call (no white cells, not
+        classified) has zero probabilities, `abstained` and its state as the reason; records need a
+        label, so it carries the first one, which pages never show for such a record."""
+        if self.state in ("no_cells", "refused") or not self.probabilities:
+            return Prediction(
+                list(labels), {lb: 0.0 for lb in labels}, labels[0], 0.0, True, self.display, {}, None,
+                inference_ms,
+            )  # fmt: skip
+        probs = dict(self.probabilities)
         label = self.label or max(probs, key=lambda k: probs[k])
-        per_model: dict[str, list[float]] = {}
         return Prediction(
             labels=list(labels),
-            probabilities=dict(probs),
+            probabilities=probs,
             label=label,
-            confidence=float(probs[label]) if self.label else self.confidence,
+            confidence=float(probs[label]),
             abstained=self.abstained,
             reason=self.reason,
-            per_model=per_model,
             inference_ms=inference_ms,
         )
 

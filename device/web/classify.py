@@ -10,6 +10,7 @@ from __future__ import annotations
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from device.optics.analyse import ScaleArg, parse_scale
 from device.preprocess import decode_image
 from device.web.upload_check import CheckedImage, UploadRejected, check_upload
 
@@ -47,16 +48,35 @@ def check_files(files: list[FileStorage], max_bytes: int) -> list[tuple[FileStor
     return out
 
 
-def classify_files(files: list[FileStorage], sample_id: str | None, user: str | None) -> list[dict]:
+def resolve_scale(value: str | None) -> ScaleArg | str:
+    """The form's `um_per_px`: empty or "profile" → the active profile; "auto"; "model" (assumed at
+    the models' scale, the old behaviour); or a number of µm per pixel."""
+    v = (value or "").strip().lower()
+    if v in ("", "profile"):
+        return "profile"
+    if v == "model":
+        return None
+    try:
+        return parse_scale(v)
+    except ValueError as exc:
+        raise UploadRejected(400, str(exc)) from exc
+
+
+def classify_files(
+    files: list[FileStorage], sample_id: str | None, user: str | None, um_per_px: str | None = None
+) -> list[dict]:
     ext = current_app.extensions["smearscope"]
     max_bytes = ext.config.web.max_upload_mb * 10**6
+    scale = resolve_scale(um_per_px)
     sample_id = resolve_sample(ext.store, sample_id)
     checked = check_files(files, max_bytes)
     out = []
     for fs, img in checked:
         fs.stream.seek(0)
         rgb = decode_image(read_limited(fs, max_bytes), name=img.filename)
-        rec = ext.services.classify_upload(rgb, filename=img.filename, sample_id=sample_id, user=user)
+        rec = ext.services.classify_upload(
+            rgb, filename=img.filename, sample_id=sample_id, user=user, um_per_px=scale
+        )
         out.append(
             {"file": img.filename, "format": img.kind, "width": img.width, "height": img.height, **rec}
         )

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, g, render_template, request, session, stream_with_context
 
+from device.optics.field import RULE
+
 bp = Blueprint("live", __name__)
 
 BOUNDARY = "frame"
@@ -43,6 +45,7 @@ def page():
         open_samples=open_samples,
         current_sample=current,
         readonly=g.user is None,
+        field_rule=RULE,
     )
 
 
@@ -122,6 +125,15 @@ def live_payload(result: dict) -> dict:
         "inference_ms",
         "stored",
         "heatmap",
+        "state",
+        "outlines",
+        "tiles",
+        "tile_labels",
+        "um_per_px",
+        "profile",
+        "scale_check",
+        "rule",
+        "republished",
     )
     return {k: result[k] for k in keep if k in result}
 
