@@ -61,6 +61,8 @@ def write_bundle(
     input_size: tuple[int, int],
     input_dtype: str,
     resize: str = "center_crop",
+    white_reference: str | None = None,
+    um_per_px: float | None = None,
     quantization: str = "int8",
     temperature: float = 1.0,
     abstain_threshold: float = 0.5,
@@ -76,7 +78,9 @@ def write_bundle(
         name=name,
         architecture=architecture,
         labels=make_labels(labels),
-        input=InputSpec(int(input_size[0]), int(input_size[1]), input_dtype, resize),
+        input=InputSpec(
+            int(input_size[0]), int(input_size[1]), input_dtype, resize, um_per_px, white_reference
+        ),
         outputs=tflite_outputs(model_path, len(labels)),
         sha256=sha256_file(model_path),
         quantization=quantization,

@@ -101,6 +101,8 @@ def render(bundle_dir: str | Path) -> str:
         f"sha256 `{man.sha256}`.",
         f"- Input: raw RGB {man.input.dtype} {man.input.width}x{man.input.height} "
         f"({man.input.resize}; scaling happens inside the model).",
+        _scale_line(man, d),
+        _white_line(man),
         "- Outputs: "
         + ", ".join(f"`{o['name']}` {tuple(o['shape'])}" for o in d["outputs"])
         + (" (`cam`: per-location class logits for the heatmap)" if man.output("cam") else ""),
@@ -332,3 +334,26 @@ def write_card(bundle_dir: str | Path) -> Path:
     path = Path(bundle_dir) / "MODEL.md"
     atomic_write_bytes(path, render(bundle_dir).encode("utf-8"))
     return path
+
+
+def _scale_line(man, d: dict) -> str:
+    """The physical scale the model was trained at, and how it was found."""
+    if man.input.um_per_px is None:
+        return (
+            "- Physical scale: **unknown** (no `input.um_per_px`): the station cannot rescale frames to the "
+            "model's scale nor check the magnification; re-convert with `--um-per-px`."
+        )
+    how = (d.get("provenance") or {}).get("um_per_px_method") or "given on the command line"
+    return (
+        f"- Physical scale: {man.input.um_per_px:.4g} µm per pixel at the model's input size "
+        f"({how}). Stations rescale each frame to it from their calibration profile."
+    )
+
+
+def _white_line(man) -> str:
+    if man.input.white_reference == "background":
+        return (
+            "- Colour: each image's bright smear background is mapped to neutral white before the model "
+            "(`input.white_reference: background`), in training and on the station alike."
+        )
+    return "- Colour: raw camera colour (no white reference): trained before the white reference existed."

@@ -46,6 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
+        "--um-per-px",
+        type=float,
+        metavar="X",
+        help="µm per pixel of the training images at the model's input size (overrides the run's value)",
+    )
+    p.add_argument(
         "--card-only",
         metavar="BUNDLE",
         help="only re-render BUNDLE/MODEL.md from its manifest and report/ (e.g. after adding "
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         float_reference=not args.no_float_reference,
         ood_quantile=args.ood_quantile,
         colour_check=args.colour_check,
+        um_per_px=args.um_per_px,
     )
     sizes = s["sizes"]
     size_line = f"{sizes['model_bytes'] / 1e6:.2f} MB"

@@ -58,6 +58,20 @@ class RunDir:
     def resize(self) -> str:
         return str(self.config.get("resize", "center_crop"))
 
+    @property
+    def white_reference(self) -> str | None:
+        """Runs made before the white reference existed trained on raw colour (None)."""
+        return self.config.get("white_reference")
+
+    @property
+    def um_per_px(self) -> float | None:
+        value = self.config.get("um_per_px")
+        return float(value) if value is not None else None
+
+    def load_arrays(self, paths) -> np.ndarray:
+        """The run's own preprocessing of `paths` (size, resize, white reference)."""
+        return verify.load_arrays(paths, self.size, self.resize, white_reference=self.white_reference)
+
     def part(self, name: str) -> tuple[list[Path], np.ndarray]:
         """(paths, label indices) of a split part, checking the files are there."""
         rows = self.split.get(name) or []
@@ -101,7 +115,13 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _staged_bundle(
-    tmp: Path, tflite: bytes, run: RunDir, name: str, quantization: str, input_dtype: str
+    tmp: Path,
+    tflite: bytes,
+    run: RunDir,
+    name: str,
+    quantization: str,
+    input_dtype: str,
+    um_per_px: float | None = None,
 ) -> Path:
     out = tmp / name
     write_bundle(
@@ -113,6 +133,8 @@ def _staged_bundle(
         input_size=run.size,
         input_dtype=input_dtype,
         resize=run.resize,
+        white_reference=run.white_reference,
+        um_per_px=um_per_px if um_per_px is not None else run.um_per_px,
         quantization=quantization,
     )
     return out
@@ -133,8 +155,10 @@ def convert_run(
     ood_quantile: float = 0.01,
     colour_check: bool = True,
     progress: bool = True,
+    um_per_px: float | None = None,
 ) -> dict:
-    """Convert, verify, calibrate and write the bundle; returns a summary dict."""
+    """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
+    the scale the training run recorded."""
     import keras
 
     from convert.cam import add_cam_output
@@ -150,7 +174,12 @@ def convert_run(
     model = keras.models.load_model(run.path / "model.keras", compile=False)
     export = add_cam_output(model) if cam else model
     rep = representative_images(
-        train_paths, run.size, run.resize, limit=representative, seed=int(run.config.get("seed", 0))
+        train_paths,
+        run.size,
+        run.resize,
+        limit=representative,
+        seed=int(run.config.get("seed", 0)),
+        white_reference=run.white_reference,
     )
     log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
     conv = convert(export, quantization, rep if quantization == "int8" else None)
@@ -158,9 +187,9 @@ def convert_run(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        staged = _staged_bundle(tmp, conv.data, run, name, quantization, conv.input_dtype)
+        staged = _staged_bundle(tmp, conv.data, run, name, quantization, conv.input_dtype, um_per_px)
         log.info("verifying against Keras on the test split (%d images)", len(test_paths))
-        test_x = verify.load_arrays(test_paths, run.size, run.resize)
+        test_x = run.load_arrays(test_paths)
         keras_test = verify.keras_probabilities(model, test_x)
         dev_test = verify.device_probabilities(staged, test_x, progress=progress, desc="test")
         verification = {"split": "test", **verify.compare(keras_test, dev_test, y_test)}
@@ -253,7 +282,7 @@ def calibrate_bundle(
     val_paths, y_val = run.part("val")
     test_paths, y_test = run.part("test")
     log.info("calibrating on the validation split (%d images)", len(val_paths))
-    val_x = verify.load_arrays(val_paths, run.size, run.resize)
+    val_x = run.load_arrays(val_paths)
     dev_val, val_energy = verify.device_outputs(bundle, val_x, progress=progress, desc="val")
     fitted = cal.calibrate(dev_val, y_val, target=target)
     temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
@@ -262,7 +291,7 @@ def calibrate_bundle(
         calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
     if colour_check:
         step = max(1, len(train_paths) // 600)
-        train_x = verify.load_arrays(train_paths[::step], run.size, run.resize)
+        train_x = run.load_arrays(train_paths[::step])
         calibration["colour_check"] = cal.fit_colour_check(train_x, val_x)
         del train_x
     del val_x
@@ -271,7 +300,7 @@ def calibrate_bundle(
     # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
     # checks): exactly what `smearscope evaluate` computes on the same images.
     if test_x is None:
-        test_x = verify.load_arrays(test_paths, run.size, run.resize)
+        test_x = run.load_arrays(test_paths)
     ens = Ensemble([TFLiteModel(load_bundle(bundle))])
     preds = [ens.classify(img, with_cam=False) for img in test_x]
     y_pred = np.array([run.labels.index(p.label) for p in preds])

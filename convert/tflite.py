@@ -38,6 +38,7 @@ def representative_images(
     *,
     limit: int = 200,
     seed: int = 0,
+    white_reference: str | None = None,
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
     """A representative-dataset generator over (a seeded sample of) training images, prepared with the
     device's own preprocessing, as float32 raw 0-255 batches of one."""
@@ -49,7 +50,7 @@ def representative_images(
 
     def gen() -> Iterator[list[np.ndarray]]:
         for p in chosen:
-            yield [load_for_model(p, size, resize).astype(np.float32)[None]]
+            yield [load_for_model(p, size, resize, white_reference=white_reference).astype(np.float32)[None]]
 
     return gen
 

@@ -19,9 +19,11 @@ from device.model import TFLiteModel
 from device.preprocess import load_for_model
 
 
-def load_arrays(paths: Sequence[str | Path], size: tuple[int, int], resize: str) -> np.ndarray:
+def load_arrays(
+    paths: Sequence[str | Path], size: tuple[int, int], resize: str, *, white_reference: str | None = None
+) -> np.ndarray:
     """(N, H, W, 3) uint8: the arrays training and the device feed."""
-    return np.stack([load_for_model(p, size, resize) for p in paths])
+    return np.stack([load_for_model(p, size, resize, white_reference=white_reference) for p in paths])
 
 
 def keras_probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from device.errors import BundleError
-from device.preprocess import RESIZE_MODES
+from device.preprocess import RESIZE_MODES, WHITE_REFERENCES
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,6 +38,11 @@ class InputSpec:
     height: int
     dtype: str = "uint8"  # raw RGB 0-255; any scaling lives inside the model
     resize: str = "center_crop"
+    #: µm per pixel of the training images at the model's input size; None = scale unknown (no rescaling,
+    #: no per-frame scale check).
+    um_per_px: float | None = None
+    #: None = raw camera colour; "background" = background normalised to white (device.preprocess).
+    white_reference: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -92,6 +101,8 @@ class Manifest:
                 "color": "RGB",
                 "dtype": self.input.dtype,
                 "resize": self.input.resize,
+                "um_per_px": self.input.um_per_px,
+                "white_reference": self.input.white_reference,
             },
             "outputs": [
                 {"name": o.name, "shape": list(o.shape), "tensor_name": o.tensor_name} for o in self.outputs
@@ -134,11 +145,26 @@ class Manifest:
         resize = inp.get("resize", "center_crop")
         if resize not in RESIZE_MODES:
             raise BundleError(f"{where}: input.resize {resize!r} is not one of {RESIZE_MODES}")
+        white_reference = inp.get("white_reference")
+        if white_reference not in WHITE_REFERENCES:
+            raise BundleError(
+                f"{where}: input.white_reference {white_reference!r} is not one of {WHITE_REFERENCES}"
+            )
+        um_per_px = inp.get("um_per_px")
+        if um_per_px is not None:
+            try:
+                um_per_px = float(um_per_px)
+            except (TypeError, ValueError):
+                raise BundleError(f"{where}: input.um_per_px {um_per_px!r} is not a number") from None
+            if not (math.isfinite(um_per_px) and 0.005 <= um_per_px <= 50):
+                raise BundleError(f"{where}: input.um_per_px {um_per_px} is outside 0.005..50 µm/px")
         input_spec = InputSpec(
             int(need("width", inp, "input.")),
             int(need("height", inp, "input.")),
             str(inp.get("dtype", "uint8")),
             resize,
+            um_per_px,
+            white_reference,
         )
         outputs = [
             OutputSpec(str(o["name"]), tuple(int(x) for x in o["shape"]), o.get("tensor_name"))
@@ -231,6 +257,12 @@ def load_bundle(bundle_dir: str | Path, *, check_hash: bool = True) -> Bundle:
                 f"{bundle_dir}: sha256 of {manifest.model_file} is {actual[:12]}…, the manifest says "
                 f"{manifest.sha256[:12]}… — the file was changed or corrupted; reinstall the bundle"
             )
+    if manifest.input.um_per_px is None:
+        log.warning(
+            "%s: the manifest has no input.um_per_px: scale unknown (frames are not rescaled and the "
+            "per-frame scale check cannot run); re-convert the bundle with --um-per-px",
+            bundle_dir,
+        )
     return Bundle(bundle_dir, manifest)
 
 

@@ -19,12 +19,17 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device.bundle import Label
+from device.bundle import InputSpec, Label
 from device.errors import BundleError
 from device.model import TFLiteModel
 from device.preprocess import prepare
 
 _EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
+
+
+def _input_key(spec: InputSpec) -> tuple:
+    """Models whose inputs are prepared alike share one prepared array."""
+    return (spec.width, spec.height, spec.resize, spec.white_reference)
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -171,9 +176,9 @@ class Ensemble:
         prepared: dict[tuple, np.ndarray] = {}
         for m in self.models:
             spec = m.manifest.input
-            key = (spec.width, spec.height, spec.resize)
+            key = _input_key(spec)
             if key not in prepared:
-                prepared[key] = prepare(rgb, spec.size, spec.resize)
+                prepared[key] = prepare(rgb, spec.size, spec.resize, white_reference=spec.white_reference)
         return prepared
 
     def colour_reasons(self, rgb: np.ndarray) -> list[str]:
@@ -187,7 +192,7 @@ class Ensemble:
             if check is None:
                 continue
             spec = m.manifest.input
-            dist = check.distance(prepared[(spec.width, spec.height, spec.resize)])
+            dist = check.distance(prepared[_input_key(spec)])
             if dist > check.threshold:
                 return [f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"]
         return []
@@ -209,7 +214,7 @@ class Ensemble:
         out: dict[tuple, np.ndarray] = {}
         for m in self.models:
             spec = m.manifest.input
-            key = (spec.width, spec.height, spec.resize)
+            key = _input_key(spec)
             if key not in out:
                 same = tile.shape[:2] == (spec.height, spec.width)
                 out[key] = tile if same else prepare(tile, spec.size, spec.resize)
@@ -244,7 +249,7 @@ class Ensemble:
         cams = []
         for m in self.models:
             spec = m.manifest.input
-            key = (spec.width, spec.height, spec.resize)
+            key = _input_key(spec)
             floor = self.ood_floors.get(m.manifest.name)
             out = m.predict(prepared[key], with_cam=with_cam or floor is not None)
             p = apply_temperature(out.probabilities, m.manifest.temperature)

@@ -16,6 +16,10 @@ import numpy as np
 from device.errors import ImageError
 
 RESIZE_MODES = ("center_crop", "stretch")
+#: How a model's input colour is referenced: None = raw camera colour (bundles made before the white
+#: reference existed keep getting exactly what they were trained on); "background" = the smear's bright
+#: background is mapped to neutral white first (device.optics.colour.normalise_background).
+WHITE_REFERENCES = (None, "background")
 
 #: Refuse images whose pixel count would blow memory up (decompression bombs).
 MAX_PIXELS = 50_000_000
@@ -61,14 +65,38 @@ def read_image(path: str | Path) -> np.ndarray:
     return decode_image(data, name=str(path))
 
 
-def prepare(rgb: np.ndarray, size: tuple[int, int], resize: str = "center_crop") -> np.ndarray:
+def check_white_reference(white_reference: str | None) -> None:
+    if white_reference not in WHITE_REFERENCES:
+        raise ValueError(f"unknown white reference {white_reference!r}; expected one of {WHITE_REFERENCES}")
+
+
+def apply_white_reference(rgb: np.ndarray, white_reference: str | None) -> np.ndarray:
+    """The colour step of `prepare` alone (for callers that tile a frame after it)."""
+    check_white_reference(white_reference)
+    if white_reference == "background":
+        from device.optics.colour import normalise_background
+
+        return normalise_background(rgb)
+    return rgb
+
+
+def prepare(
+    rgb: np.ndarray,
+    size: tuple[int, int],
+    resize: str = "center_crop",
+    *,
+    white_reference: str | None = None,
+) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> RGB uint8 (height, width, 3) as the model expects.
 
-    `size` is (width, height). `center_crop` crops the largest centred region with the model's
-    aspect ratio first (camera frames are 4:3 or 16:9; the models are square), `stretch` does not.
+    `size` is (width, height). `white_reference="background"` first maps the smear's background to
+    neutral white over the whole image (see WHITE_REFERENCES). `center_crop` crops the largest centred
+    region with the model's aspect ratio (camera frames are 4:3 or 16:9; the models are square),
+    `stretch` does not.
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {resize!r}; expected one of {RESIZE_MODES}")
+    rgb = apply_white_reference(rgb, white_reference)
     width, height = size
     h, w = rgb.shape[:2]
     if resize == "center_crop":
@@ -88,6 +116,12 @@ def prepare(rgb: np.ndarray, size: tuple[int, int], resize: str = "center_crop")
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
-def load_for_model(path: str | Path, size: tuple[int, int], resize: str = "center_crop") -> np.ndarray:
+def load_for_model(
+    path: str | Path,
+    size: tuple[int, int],
+    resize: str = "center_crop",
+    *,
+    white_reference: str | None = None,
+) -> np.ndarray:
     """Read a file and prepare it for a model: the exact array training and the device feed."""
-    return prepare(read_image(path), size, resize)
+    return prepare(read_image(path), size, resize, white_reference=white_reference)

@@ -27,6 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=224, help="input side in pixels (square)")
     p.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     p.add_argument("--resize", choices=("center_crop", "stretch"), default="center_crop")
+    p.add_argument(
+        "--white-reference",
+        choices=("background", "none"),
+        default="background",
+        help="map each image's bright smear background to neutral white before the model (the device does "
+        "the same; 'none' = raw camera colour, as bundles made before this option)",
+    )
+    p.add_argument(
+        "--um-per-px",
+        type=float,
+        metavar="X",
+        help="µm per pixel of the training images at --size (default: measured from their red cells)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2)
@@ -68,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values["verbose"] = 0 if args.quiet else 1
+    if values.get("white_reference") == "none":
+        values["white_reference"] = None
     cfg = TrainConfig(**values)
     metrics = train(cfg)
     acc, f1, n = metrics["accuracy"], metrics["macro_f1"], metrics["n"]

@@ -14,11 +14,13 @@ import tensorflow as tf
 from device.preprocess import load_for_model
 
 
-def load_array(path: str | bytes, size: int, resize: str = "center_crop") -> np.ndarray:
+def load_array(
+    path: str | bytes, size: int, resize: str = "center_crop", white_reference: str | None = None
+) -> np.ndarray:
     """What the pipeline yields for one file (uint8 H x W x 3)."""
     if isinstance(path, bytes):
         path = path.decode()
-    return load_for_model(path, (size, size), resize)
+    return load_for_model(path, (size, size), resize, white_reference=white_reference)
 
 
 def make_dataset(
@@ -32,13 +34,16 @@ def make_dataset(
     augment: Callable[[tf.Tensor], tf.Tensor] | None = None,
     seed: int = 42,
     resize: str = "center_crop",
+    white_reference: str | None = None,
     cache: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (float32 0-255 images, one-hot labels), or images only when `labels` is None."""
     ds = tf.data.Dataset.from_tensor_slices(list(map(str, paths)))
 
     def load(p: tf.Tensor) -> tf.Tensor:
-        img = tf.numpy_function(lambda b: load_array(b, size, resize), [p], tf.uint8, stateful=False)
+        img = tf.numpy_function(
+            lambda b: load_array(b, size, resize, white_reference), [p], tf.uint8, stateful=False
+        )
         img.set_shape((size, size, 3))
         return img
 

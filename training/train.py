@@ -46,6 +46,8 @@ class TrainConfig:
     size: int = 224
     alpha: float = 1.0
     resize: str = "center_crop"
+    white_reference: str | None = "background"
+    um_per_px: float | None = None
     split: str | None = None
     seed: int = 42
     val_fraction: float = 0.1
@@ -162,6 +164,7 @@ def train(cfg: TrainConfig) -> dict:
 
     batch = cfg.batch * replicas
     common = {"size": cfg.size, "num_classes": k, "batch": batch, "seed": cfg.seed, "resize": cfg.resize}
+    common["white_reference"] = cfg.white_reference
     y_train, y_val, y_test = (split.label_ids(p) for p in ("train", "val", "test"))
     plain = {p: make_dataset(split.paths(p), None, **common) for p in ("train", "val", "test")}
     aug = make_augmenter(cfg.seed, cfg.augment_strength, cfg.colour_strength)

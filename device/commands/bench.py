@@ -86,7 +86,7 @@ def measure(config, seconds: float, rounds: int = 4) -> dict[str, Any]:
     spec = model.manifest.input
     src = services.pipeline.source_factory()
     src.open()
-    batch = model._input(prepare(src.read(), spec.size, spec.resize))
+    batch = model._input(prepare(src.read(), spec.size, spec.resize, white_reference=spec.white_reference))
     src.close()
     seg = seconds / rounds
     invoke_ms: list[float] = []

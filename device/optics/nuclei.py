@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.optics.colour import WHITE_LEVEL, estimate_background
+
 #: Above this many pixels the mask is computed on a shrunk copy (speed; a nucleus is >= ~10 px wide).
 ANALYSIS_MAX_SIDE = 640
 
@@ -34,13 +36,11 @@ class NucleusThresholds:
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:
-    """RGB of the bright plasma background: the median of the brightest 10% of a small copy.
-    Used to pad frames and to make the nucleus test independent of white balance."""
-    small = _shrink(rgb, 160)
-    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    thr = np.percentile(grey, 90)
-    bright = small[grey >= thr]
-    return np.median(bright, axis=0).astype(np.float32) if bright.size else np.full(3, 235, np.float32)
+    """RGB of the bright plasma background (`device.optics.colour.estimate_background`; a neutral
+    235 grey when none is visible). Used to pad frames and to make the nucleus test independent of
+    the camera's white balance."""
+    bg = estimate_background(rgb)
+    return bg.astype(np.float32) if bg is not None else np.full(3, WHITE_LEVEL, np.float32)
 
 
 def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:

@@ -1,0 +1,101 @@
+"""The white reference (device.optics.colour) and the bundle's scale/colour fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.bundle import Manifest, load_bundle
+from device.errors import BundleError
+from device.optics.colour import WHITE_LEVEL, apply_gains, estimate_background, normalise_background
+from device.preprocess import prepare, read_image
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("gains", [(1.0, 1.0, 0.85), (0.85, 0.95, 1.0), (0.9, 1.0, 0.8)])
+def test_normalising_undoes_a_white_balance_change(gains):
+    for path in SAMPLES[::4]:
+        rgb = read_image(path)
+        tinted = apply_gains(rgb, gains)
+        raw_diff = np.abs(rgb.astype(float) - tinted).mean()
+        norm_diff = np.abs(normalise_background(rgb).astype(float) - normalise_background(tinted)).mean()
+        assert raw_diff > 5
+        assert norm_diff < 2.0, (path.name, norm_diff)
+
+
+def test_background_becomes_neutral_white():
+    rgb = read_image(SAMPLES[0])
+    bg = estimate_background(normalise_background(rgb))
+    assert bg is not None
+    assert np.all(np.abs(bg - WHITE_LEVEL) <= 3), bg
+
+
+def test_no_visible_background_leaves_the_image_alone():
+    dark = np.full((64, 64, 3), 20, np.uint8)
+    assert estimate_background(dark) is None
+    assert np.array_equal(normalise_background(dark), dark)
+
+
+def test_prepare_without_white_reference_is_unchanged():
+    rgb = read_image(SAMPLES[1])
+    legacy = prepare(rgb, (64, 64))
+    assert np.array_equal(prepare(rgb, (64, 64), white_reference=None), legacy)
+    assert not np.array_equal(prepare(rgb, (64, 64), white_reference="background"), legacy)
+    with pytest.raises(ValueError, match="white reference"):
+        prepare(rgb, (64, 64), white_reference="grey-card")
+
+
+def _manifest_dict(**inp) -> dict:
+    return {
+        "schema_version": 1,
+        "name": "m",
+        "labels": ["Benign", "Pre"],
+        "input": {"width": 64, "height": 64, **inp},
+        "outputs": [{"name": "probabilities", "shape": [1, 2]}],
+        "sha256": "0" * 64,
+    }
+
+
+def test_manifest_carries_scale_and_white_reference():
+    m = Manifest.from_dict(_manifest_dict(um_per_px=0.21, white_reference="background"))
+    assert m.input.um_per_px == pytest.approx(0.21)
+    assert m.input.white_reference == "background"
+    again = Manifest.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.input == m.input
+    legacy = Manifest.from_dict(_manifest_dict())
+    assert legacy.input.um_per_px is None and legacy.input.white_reference is None
+
+
+@pytest.mark.parametrize(
+    "inp, match",
+    [
+        ({"um_per_px": -1}, "um_per_px"),
+        ({"um_per_px": "wide"}, "um_per_px"),
+        ({"um_per_px": float("nan")}, "um_per_px"),
+        ({"white_reference": "sky"}, "white_reference"),
+    ],
+)
+def test_manifest_refuses_bad_scale_or_colour(inp, match):
+    with pytest.raises(BundleError, match=match):
+        Manifest.from_dict(_manifest_dict(**inp))
+
+
+def test_bundle_without_scale_loads_with_a_warning(tiny_bundle, caplog):
+    mpath = tiny_bundle / "manifest.json"
+    d = json.loads(mpath.read_text())
+    d["input"].pop("um_per_px", None)
+    mpath.write_text(json.dumps(d))
+    with caplog.at_level(logging.WARNING, logger="device.bundle"):
+        assert load_bundle(tiny_bundle).manifest.input.um_per_px is None
+    assert "scale unknown" in caplog.text
+    caplog.clear()
+    d["input"]["um_per_px"] = 0.25
+    mpath.write_text(json.dumps(d))
+    with caplog.at_level(logging.WARNING, logger="device.bundle"):
+        assert load_bundle(tiny_bundle).manifest.input.um_per_px == 0.25
+    assert "scale unknown" not in caplog.text
