@@ -87,7 +87,10 @@ class ColourCheck:
         )
 
     def distance(self, rgb: np.ndarray) -> float:
-        d = colour_stats(rgb) - self.mean
+        return self.distance_of(colour_stats(rgb))
+
+    def distance_of(self, stats: np.ndarray) -> float:
+        d = stats - self.mean
         return float(np.sqrt(max(0.0, d @ self.inv_cov @ d)))
 
 
@@ -187,12 +190,15 @@ class Ensemble:
         return self._colour_reasons(self._prepared(rgb))
 
     def _colour_reasons(self, prepared: dict[tuple, np.ndarray]) -> list[str]:
+        stats: dict[tuple, np.ndarray] = {}  # members sharing an input share its statistics
         for m in self.models:
             check = self.colour_checks.get(m.manifest.name)
             if check is None:
                 continue
-            spec = m.manifest.input
-            dist = check.distance(prepared[_input_key(spec)])
+            key = _input_key(m.manifest.input)
+            if key not in stats:
+                stats[key] = colour_stats(prepared[key])
+            dist = check.distance_of(stats[key])
             if dist > check.threshold:
                 return [f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"]
         return []

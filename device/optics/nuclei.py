@@ -43,14 +43,6 @@ def background_colour(rgb: np.ndarray) -> np.ndarray:
     return bg.astype(np.float32) if bg is not None else np.full(3, WHITE_LEVEL, np.float32)
 
 
-def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    f = max_side / max(h, w)
-    if f >= 1.0:
-        return rgb
-    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-
-
 def nuclear_pixels(rgb: np.ndarray, t: NucleusThresholds, background: np.ndarray | None = None) -> np.ndarray:
     """uint8 mask (0/255), same size as `rgb`, of pixels that look like white-cell nuclei."""
     bg = background_colour(rgb) if background is None else background
@@ -105,12 +97,21 @@ def find_nuclei(
     t: NucleusThresholds | None = None,
     *,
     background: np.ndarray | None = None,
+    shrink_from: np.ndarray | None = None,
 ) -> NucleusMap:
     """The nucleus map of `rgb` whose pixels are `um_per_px` wide (None: assume the minimum area is
-    ~0.3% of the image, the right order for a 224-288 px dataset field)."""
+    ~0.3% of the image, the right order for a 224-288 px dataset field). `shrink_from`: the same
+    picture at another size (the frame `rgb` was rescaled from), to analyse a small copy made from it."""
     t = t or NucleusThresholds()
     h, w = rgb.shape[:2]
-    small = _shrink(rgb, ANALYSIS_MAX_SIDE)
+    f = min(1.0, ANALYSIS_MAX_SIDE / max(h, w))
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    if f >= 1.0:
+        small = rgb
+    else:  # shrink from the original frame when given: the same picture, one resize fewer
+        src = rgb if shrink_from is None else shrink_from
+        interp = cv2.INTER_AREA if src.shape[1] > size[0] else cv2.INTER_LINEAR
+        small = cv2.resize(src, size, interpolation=interp)
     f = small.shape[1] / w
     min_area_px = t.min_area_um2 / (um_per_px**2) if um_per_px else 0.003 * h * w
     raw = nuclear_pixels(small, t, background)
