@@ -74,9 +74,10 @@ def render(items: list[tuple[str, Path]], root: Path, limit: int | None) -> dict
         by_label.setdefault(label, []).append(rgb)
         native.append((label, path.stem, rgb))
     conds: dict[str, dict] = {"native": {"m": 1.0, "kind": "native"}}
-    for i, (label, stem, rgb) in enumerate(native):
-        if limit and i >= limit * 4:
-            break
+    if limit and limit * 4 < len(native):  # a seeded sample over all classes, not the first files
+        pick = np.random.default_rng(0).choice(len(native), limit * 4, replace=False)
+        native = [native[i] for i in sorted(pick)]
+    for label, stem, rgb in native:
         write(root / "native" / label / f"{stem}.png", rgb)
     mosaics = []
     for label, imgs in by_label.items():
@@ -84,7 +85,9 @@ def render(items: list[tuple[str, Path]], root: Path, limit: int | None) -> dict
             a, b, c, d = imgs[k : k + 4]
             side = min(x.shape[0] for x in (a, b, c, d))
             a, b, c, d = (cv2.resize(x, (side, side)) if x.shape[0] != side else x for x in (a, b, c, d))
-            mosaics.append((label, f"{label}-{k // 4:03d}", np.vstack([np.hstack([a, b]), np.hstack([c, d])])))
+            mosaics.append(
+                (label, f"{label}-{k // 4:03d}", np.vstack([np.hstack([a, b]), np.hstack([c, d])]))
+            )
     if limit:
         rng = np.random.default_rng(0)
         mosaics = [
@@ -98,9 +101,7 @@ def render(items: list[tuple[str, Path]], root: Path, limit: int | None) -> dict
     for r, b in TINTS:
         name = f"tint r{r:g} b{b:g}"
         conds[name] = {"m": 1.0, "kind": "tint", "gains": [r, 1.0, b]}
-        for i, (label, stem, rgb) in enumerate(native):
-            if limit and i >= limit * 4:
-                break
+        for label, stem, rgb in native:
             write(root / name / label / f"{stem}.png", apply_gains(rgb, (r, 1.0, b)))
     return conds
 
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", help="bundle dir (repeat); default: the shipped ensemble")
     ap.add_argument("--split-file", type=Path, help="default: the first model's report/test_split.txt")
     ap.add_argument("--limit", type=int, default=None, help="at most N mosaics (and 4N native images) each")
-    ap.add_argument("--modes", default="given,auto", help="comma list of given, auto, none")
+    ap.add_argument("--modes", default="given,auto,none", help="comma list of given, auto, none")
+    ap.add_argument("--tint-modes", default="given,auto", help="modes for the tint conditions")
     ap.add_argument("--model-um-per-px", type=float, help="the models' µm/px (default: their manifest)")
     ap.add_argument("--no-scale-check", action="store_true", help="[quality] scale_check = false")
     ap.add_argument("--conditions", help="comma list of condition names to run (default: all)")
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             side = read_image(next(folder.rglob("*.png"))).shape[1] / (2 if info["kind"] == "mosaic" else 1)
             # the image's µm/px: a dataset image (side px at m) is u_model x model_width / side
             u_image = u_model * spec.width / side
-            for mode in args.modes.split(","):
+            modes = args.tint_modes if info["kind"] == "tint" else args.modes
+            for mode in modes.split(","):
                 scale = {"given": u_image, "auto": "auto", "none": None}[mode]
                 t0 = time.perf_counter()
                 res = evaluate(fields, folder, scale=scale, progress=False)

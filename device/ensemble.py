@@ -237,8 +237,9 @@ class Ensemble:
         with_cam: bool = True,
         prechecks: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
-        """Classify model-scale tiles one invoke each. (Batching with `resize_tensor_input` was
-        measured slower per image on LiteRT/XNNPACK: `smearscope bench` reports both.)"""
+        """Classify model-scale tiles, one invoke each. LiteRT can batch (`resize_tensor_input`),
+        but on the int8 bundles it was not faster per tile (3-5x slower at batch 4-8 on an idle core,
+        even under heavy load): `smearscope bench` measures both on the device at hand."""
         out = []
         for i, tile in enumerate(tiles):
             t0 = time.perf_counter()

@@ -109,7 +109,15 @@ class Pipeline:
         self.field = 0  # increments on every field classified
         self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
         self._field_focus = 0.0
-        self.scale_status: dict[str, Any] = {"state": "unknown", "message": "no frame checked yet"}
+        self.scale_status: dict[str, Any] = (
+            {"state": "pending", "message": "no frame checked yet"}
+            if self.fields.scale_known
+            else {
+                "state": "unknown",
+                "message": "scale unknown: the models declare no µm/px, so frames are centre-cropped as "
+                "before and the scale check cannot run",
+            }
+        )
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
         self.gated_slot: LatestSlot[Gated] = LatestSlot()
