@@ -136,7 +136,13 @@ class Services:
             raise SmearscopeError("the current field failed the quality check: " + latest[1]["display"])
         if c is None:
             raise SmearscopeError("no classified field yet: is the camera running and the field in focus?")
-        age_s = (time.monotonic_ns() - c.gated.frame.t_ns) / 1e9
+        if latest and latest[1].get("state") == "no_cells":
+            raise SmearscopeError("no white cells in view: nothing to capture in this field")
+        if latest and latest[1].get("field") is not None and latest[1].get("field") != c.live.get("field"):
+            raise SmearscopeError("the field changed since it was classified: wait for its result")
+        # a static field is classified once and then seen unchanged: its age is since it was last seen
+        seen_ns = max(c.gated.frame.t_ns, self.pipeline.last_seen_ns)
+        age_s = (time.monotonic_ns() - seen_ns) / 1e9
         if self.pipeline.camera.get("state") != "running" or age_s > MAX_CAPTURE_AGE_S:
             raise SmearscopeError(
                 f"the camera is {self.pipeline.camera.get('state')} and the last classified field is "

@@ -89,3 +89,24 @@ def test_a_field_without_white_cells_is_not_called_benign(tmp_path, tiny_bundle,
     live = s.live.latest_result()[1]
     assert live["display"] == "no white cells in view" and live["label"] is None
     assert s.status()["frames_classified"] == 0 and s.store.counts()["records_total"] == 0
+
+
+def test_a_static_field_can_be_captured_long_after_it_was_classified(
+    tmp_path,
+    tiny_bundle,
+    services_factory,  # noqa: F811
+    monkeypatch,
+):
+    import time
+
+    import device.services
+
+    monkeypatch.setattr(device.services, "MAX_CAPTURE_AGE_S", 0.3)
+    s = services_factory(make_config(tmp_path, tiny_bundle, frames_dir(tmp_path), store={"every_s": 3600.0}))
+    calibrated(s, 0.5, 0.5)
+    s.start()
+    assert wait_for(lambda: s.telemetry.counts.get("republished", 0) >= 3)
+    time.sleep(0.6)  # classified once, longer ago than the capture age limit, but still in view
+    sample = s.store.open_sample("LAB-1", user="ann")
+    rec = s.capture_field(sample["id"], "ann")
+    assert rec["sample_id"] == sample["id"] and s.status()["frames_classified"] == 1

@@ -107,6 +107,7 @@ class Pipeline:
             settle = 0 if config.camera.source == "replay" else 2
         self.settle = SettleTracker(settle, cc.settle_threshold)
         self.field = 0  # increments on every field classified
+        self.last_seen_ns = 0  # when the newest classified field was last seen unchanged (capture_field)
         self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
         self._field_focus = 0.0
         self.scale_status: dict[str, Any] = (
@@ -265,6 +266,7 @@ class Pipeline:
     def _publish_field(self, result: dict[str, Any], seq: int, frame: LiveFrame) -> None:
         """Re-publish the unchanged field's result with this frame (no classification)."""
         self.live.publish_result({**result, "frame_seq": seq, "republished": True, "new_field": False})
+        self.last_seen_ns = frame.t_ns
         self.telemetry.count("republished")
 
     def _scale(self) -> tuple[float | None, str | None]:
@@ -344,7 +346,6 @@ class Pipeline:
         self.settle.mark(thumb)
         self._field_focus = q.focus
         if prepared.refused is not None:
-            self.field += 1
             self._field_result = self._reject(seq, frame, q, [prepared.refused], "scale")
             return
         self._field_result = None  # pending: the classifier publishes the new field's result
@@ -383,7 +384,11 @@ class Pipeline:
             return
         w.stage = "inference"
         assert g.prepared is not None
-        analysis = self.fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
+        try:
+            analysis = self.fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
+        except BaseException:
+            self.settle.forget()  # the gate must not wait for this field's result forever
+            raise
         pred = analysis.prediction
         fr = analysis.field
         labels = self.ensemble.label_ids
@@ -414,6 +419,7 @@ class Pipeline:
         }
         self.live.publish_result(live, analysis.heat_base, pred.cam)
         self._field_result = live
+        self.last_seen_ns = g.frame.t_ns
         if no_cells:
             self.telemetry.count("no_cells")
             return
