@@ -39,7 +39,7 @@ from device.paths import default_bundle_dirs  # noqa: E402
 from device.preprocess import read_image  # noqa: E402
 
 SCALES = (0.5, 0.75, 1.5, 2.0)
-TINTS = ((1.25, 0.8), (0.8, 1.25), (1.12, 0.85), (1.25, 1.25), (0.8, 0.8))
+TINTS = ((1.25, 0.8), (0.8, 1.25), (1.12, 0.85))
 
 
 def test_items(data: Path, split_file: Path) -> list[tuple[str, Path]]:
@@ -114,6 +114,37 @@ def model_scale(fields: FieldClassifier, override: float | None) -> float:
     raise SystemExit("the bundles declare no input.um_per_px: pass --model-um-per-px U")
 
 
+def save(args, ens, u_model, split, settings, rows, *, final: bool = False) -> None:
+    """Write `<out>.json` and `<out>.md` (after every row: a long run keeps what it measured)."""
+    out = {
+        "models": ens.names,
+        "models_um_per_px": u_model,
+        "split_file": str(split.relative_to(ROOT) if split.is_relative_to(ROOT) else split),
+        "limit": args.limit,
+        "settings": settings.__dict__,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
+    lines = [
+        f"Models {', '.join(ens.names)} at {u_model:.4g} µm/px; split {out['split_file']}; "
+        f"limit {args.limit}.",
+        "",
+        "| condition | --um-per-px | n | accuracy | uncertain | confidently wrong | tiles/image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mode = {"given": f"{r['image_um_per_px']:.4g}", "auto": "auto", "none": "(none)"}[r["mode"]]
+        tiles = f"{r['tiles_per_image']:.2f}" if r["tiles_per_image"] is not None else "-"
+        lines.append(
+            f"| {r['condition']} | {mode} | {r['n']} | {100 * r['accuracy']:.1f}% | "
+            f"{100 * r['uncertain_rate']:.1f}% | {100 * r['confidently_wrong_rate']:.2f}% | {tiles} |"
+        )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if final:
+        print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     shared = next((p / "shared" for p in ROOT.parents if (p / "shared" / "datasets").is_dir()), ROOT.parent)
@@ -122,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-file", type=Path, help="default: the first model's report/test_split.txt")
     ap.add_argument("--limit", type=int, default=None, help="at most N mosaics (and 4N native images) each")
     ap.add_argument("--modes", default="given,auto,none", help="comma list of given, auto, none")
-    ap.add_argument("--tint-modes", default="given,auto", help="modes for the tint conditions")
+    ap.add_argument("--tint-modes", default="given", help="modes for the tint conditions")
     ap.add_argument("--model-um-per-px", type=float, help="the models' µm/px (default: their manifest)")
     ap.add_argument("--no-scale-check", action="store_true", help="[quality] scale_check = false")
     ap.add_argument("--conditions", help="comma list of condition names to run (default: all)")
@@ -174,40 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
                 rows.append(row)
+                save(args, ens, u_model, split, settings, rows)
                 print(
                     f"{name:18s} {mode:5s} n={row['n']:4d} acc={row['accuracy']:.3f} "
                     f"uncertain={row['uncertain_rate']:.3f} conf_wrong={row['confidently_wrong_rate']:.4f} "
                     f"tiles={row['tiles_per_image']} ({row['seconds']} s)",
                     flush=True,
                 )
-    out = {
-        "models": ens.names,
-        "models_um_per_px": u_model,
-        "split_file": str(split.relative_to(ROOT) if split.is_relative_to(ROOT) else split),
-        "limit": args.limit,
-        "settings": settings.__dict__,
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [
-        f"Models {', '.join(ens.names)} at {u_model:.4g} µm/px; split {out['split_file']}; "
-        f"limit {args.limit}.",
-        "",
-        "| condition | --um-per-px | n | accuracy | uncertain | confidently wrong | tiles/image |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        mode = {"given": f"{r['image_um_per_px']:.4g}", "auto": "auto", "none": "(none)"}[r["mode"]]
-        lines.append(
-            f"| {r['condition']} | {mode} | {r['n']} | {100 * r['accuracy']:.1f}% | "
-            f"{100 * r['uncertain_rate']:.1f}% | {100 * r['confidently_wrong_rate']:.2f}% | "
-            f"{r['tiles_per_image']:.2f} |"
-            if r["tiles_per_image"] is not None
-            else "- |"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save(args, ens, u_model, split, settings, rows, final=True)
     return 0
 
 
