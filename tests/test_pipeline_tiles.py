@@ -110,3 +110,27 @@ def test_a_static_field_can_be_captured_long_after_it_was_classified(
     sample = s.store.open_sample("LAB-1", user="ann")
     rec = s.capture_field(sample["id"], "ann")
     assert rec["sample_id"] == sample["id"] and s.status()["frames_classified"] == 1
+
+
+def test_upload_with_a_scale_is_tiled_and_auto_refuses_when_red_cells_cannot_tell(
+    tmp_path,
+    tiny_bundle,
+    services_factory,  # noqa: F811
+):
+    import json
+
+    m = json.loads((tiny_bundle / "manifest.json").read_text())
+    m["input"]["um_per_px"] = 0.25
+    (tiny_bundle / "manifest.json").write_text(json.dumps(m))
+    s = services_factory(make_config(tmp_path, tiny_bundle, frames_dir(tmp_path)))
+    assert s.scale_info()["models_um_per_px"] == 0.25 and s.scale_info()["profile"] is None
+    rgb = smear(160, 120, 0.5, [(0.3, 0.4), (0.7, 0.6)])
+    s._uploader().estimator = RedCells(0.5, 160)
+    rec = s.classify_upload(rgb, filename="a.png", um_per_px=0.5)
+    assert rec["field"]["tiles"]["factor"] == 2.0 and rec["field"]["scale_check"]["ok"]
+    assert rec["quality"]["tiles"]["classified"] >= 1
+    s._uploader().estimator = RedCells(None, 160)
+    rec = s.classify_upload(rgb, filename="b.png", um_per_px="auto")
+    assert rec["abstained"] and rec["field"]["state"] == "refused"
+    assert rec["reason"].startswith("not classified: scale unknown")
+    assert s.store.get_result(rec["id"])["abstained"]
