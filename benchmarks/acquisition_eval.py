@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tint-modes", default="given", help="modes for the tint conditions")
     ap.add_argument("--model-um-per-px", type=float, help="the models' µm/px (default: their manifest)")
     ap.add_argument("--no-scale-check", action="store_true", help="[quality] scale_check = false")
-    ap.add_argument("--conditions", help="comma list of condition names to run (default: all)")
+    ap.add_argument("--conditions", help="comma list of condition names, in this order (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "acquisition_eval")
     args = ap.parse_args(argv)
     dirs = args.model or [str(d) for d in default_bundle_dirs()]
@@ -174,10 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="acq-eval-") as tmp:
         conds = render(items, Path(tmp), args.limit)
-        wanted = set(args.conditions.split(",")) if args.conditions else None
-        for name, info in conds.items():
-            if wanted and name not in wanted:
-                continue
+        order = args.conditions.split(",") if args.conditions else list(conds)
+        for name in order:  # in the order asked: a run cut short keeps the most wanted rows
+            info = conds[name]
             folder = Path(tmp) / name
             side = read_image(next(folder.rglob("*.png"))).shape[1] / (2 if info["kind"] == "mosaic" else 1)
             # the image's µm/px: a dataset image (side px at m) is u_model x model_width / side

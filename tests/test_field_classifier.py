@@ -113,3 +113,25 @@ def test_no_white_cells_is_never_benign(fields):
     a = fields(0.25, RedCells(0.5, 400)).analyse(smear(400, 300, 0.5, []), 0.5)
     assert a.field.state == "no_cells" and a.field.display == "no white cells in view"
     assert a.prediction.abstained and a.field.label is None
+
+
+def test_scale_check_looks_at_a_centre_square_and_falls_back_to_the_whole_frame():
+    from device.optics.scalecheck import estimate_um_per_px
+
+    frame = np.full((1080, 1920, 3), 230, np.uint8)
+    seen = []
+
+    def red_cells_15px(rgb, *, rbc_um=7.5):  # cells 15 px wide at full resolution
+        seen.append(rgb.shape[:2])
+        return Estimate(15.0)
+
+    um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=red_cells_15px)
+    assert seen == [(360, 360)] and um == pytest.approx(0.5)  # 24 cell diameters, not 2 Mpx
+    seen.clear()
+
+    def only_the_whole(rgb, *, rbc_um=7.5):
+        seen.append(rgb.shape[:2])
+        return Estimate(15.0) if rgb.shape[0] == 1080 else Estimate(None, 3, None, False, "few cells")
+
+    um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=only_the_whole)
+    assert seen == [(360, 360), (1080, 1920)] and um == pytest.approx(0.5)
