@@ -28,16 +28,20 @@ class Estimate:
 
 
 class RedCells:
-    """Answers as if the image's red cells were `um` µm/px at full size; records the sizes seen."""
+    """Answers as if the image's red cells were `um` µm/px at full size; records the sizes seen. An
+    image with the frame's aspect is a resized copy; another one a crop at full resolution (what
+    the scale check cuts when red cells are small)."""
 
-    def __init__(self, um: float | None, full_width: int):
-        self.um, self.full_width, self.seen = um, full_width, []
+    def __init__(self, um: float | None, full_width: int, full_aspect: float = 4 / 3):
+        self.um, self.full_width, self.aspect, self.seen = um, full_width, full_aspect, []
 
     def __call__(self, rgb, *, rbc_um=7.5):
         self.seen.append(rgb.shape[1])
         if self.um is None:
             return Estimate(None, 2, None, False, "too few red cells (2)")
-        return Estimate(rbc_um / (self.um * self.full_width / rgb.shape[1]))
+        resized = abs(rgb.shape[1] / rgb.shape[0] - self.aspect) < 0.02
+        f = rgb.shape[1] / self.full_width if resized else 1.0
+        return Estimate(rbc_um / (self.um / f))
 
 
 @pytest.fixture
@@ -62,13 +66,13 @@ def test_parse_scale():
 
 def test_scale_check_on_a_shrunk_copy_and_its_verdicts():
     big = np.full((1080, 1920, 3), 230, np.uint8)
-    est = RedCells(0.05, 1920)  # red cells 150 px wide: estimated on a copy ~24 px per cell
-    c = check_scale(big, 0.05, tolerance=0.2, rbc_um=7.5, estimator=est)
+    est = RedCells(0.04, 1920, 16 / 9)  # red cells 188 px wide: estimated on a copy ~24 px per cell
+    c = check_scale(big, 0.04, tolerance=0.2, rbc_um=7.5, estimator=est)
     assert c.ran and c.ok and c.ratio == pytest.approx(1.0, rel=0.01)
     assert est.seen[-1] < 400
-    c = check_scale(big, 0.035, tolerance=0.2, rbc_um=7.5, estimator=est)
+    c = check_scale(big, 0.03, tolerance=0.2, rbc_um=7.5, estimator=est)
     assert c.ran and not c.ok and c.message.startswith(MISMATCH)
-    c = check_scale(big, 0.05, tolerance=0.2, rbc_um=7.5, estimator=RedCells(None, 1920))
+    c = check_scale(big, 0.04, tolerance=0.2, rbc_um=7.5, estimator=RedCells(None, 1920))
     assert not c.ran and c.ok and "could not tell" in c.message
     assert not check_scale(big, None, tolerance=0.2, rbc_um=7.5, estimator=est).ran
 
@@ -126,7 +130,7 @@ def test_scale_check_looks_at_a_centre_square_and_falls_back_to_the_whole_frame(
         return Estimate(15.0)
 
     um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=red_cells_15px)
-    assert seen == [(360, 360)] and um == pytest.approx(0.5)  # 24 cell diameters, not 2 Mpx
+    assert seen == [(192, 192)] and um == pytest.approx(0.5)  # 12 cell diameters (>= 192 px), not 2 Mpx
     seen.clear()
 
     def only_the_whole(rgb, *, rbc_um=7.5):
@@ -134,4 +138,4 @@ def test_scale_check_looks_at_a_centre_square_and_falls_back_to_the_whole_frame(
         return Estimate(15.0) if rgb.shape[0] == 1080 else Estimate(None, 3, None, False, "few cells")
 
     um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=only_the_whole)
-    assert seen == [(360, 360), (1080, 1920)] and um == pytest.approx(0.5)
+    assert seen == [(192, 192), (1080, 1920)] and um == pytest.approx(0.5)

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 ANALYSIS_DIAMETER_PX = 24.0
-CROP_CELLS = 24  # the check looks at the centre square this many red-cell diameters wide ...
-MIN_CROP_PX = 256  # ... and at least this many pixels
+CROP_CELLS = 12  # the check looks at the centre square this many red-cell diameters wide ...
+MIN_CROP_PX = 192  # ... and at least this many pixels
 MISMATCH = "magnification differs from the calibration — objective changed?"
 
 Estimator = Callable[..., Any]  # estimate_scale(rgb, *, rbc_um) -> ScaleEstimate
