@@ -100,9 +100,9 @@ def test_auto_scale_and_when_the_red_cells_cannot_tell(fields):
 
 def test_without_a_scale_the_image_is_assumed_at_the_models_scale_and_checked(fields):
     frame = smear(192, 192, 0.5, [(0.5, 0.5)])
-    # legacy: 192 px -> one 64 px tile, i.e. the image is taken to be 0.25 x 3 = 0.75 µm/px
-    assert fields(0.25, RedCells(0.75, 192)).analyse(frame, None).field.state != "refused"
-    a = fields(0.25, RedCells(0.375, 192)).analyse(frame, None)  # twice the magnification
+    # legacy: 192 px -> one 64 px tile, i.e. the image is taken to be 0.25 x 64 / 192 = 0.083 µm/px
+    assert fields(0.25, RedCells(0.25 / 3, 192, 1.0)).analyse(frame, None).field.state != "refused"
+    a = fields(0.25, RedCells(0.25 / 6, 192, 1.0)).analyse(frame, None)  # twice the magnification
     assert a.field.state == "refused" and "'auto'" in a.field.reason
 
 

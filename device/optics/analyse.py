@@ -191,7 +191,7 @@ class FieldClassifier:
             src = "unknown"
         elif scale is None:
             plan = plan_tiles(image, None, spec)
-            implied = spec.um_per_px / plan.factor
+            implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
             check = self._check(rgb, implied, "the models' scale (the image resized to one tile)")
             src = "assumed"
             if check.ran and not check.ok:
