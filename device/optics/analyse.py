@@ -177,9 +177,17 @@ class FieldClassifier:
             rgb, expected, tolerance=s.scale_tolerance, rbc_um=s.rbc_um, what=what, estimator=self.estimator
         )
 
-    def prepare(self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given") -> Prepared:
+    def prepare(
+        self,
+        rgb: np.ndarray,
+        scale: ScaleArg,
+        *,
+        source: str = "given",
+        hint: str = "give the image's µm/px or 'auto'",
+    ) -> Prepared:
         """Everything before the interpreter. `source` names where a numeric scale came from
-        ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?"."""
+        ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?". `hint`: what
+        to do when an image assumed at the models' scale (`scale` None) is not."""
         t0 = time.perf_counter()
         image = self._white(rgb)
         spec = self.spec
@@ -195,7 +203,7 @@ class FieldClassifier:
             check = self._check(rgb, implied, "the models' scale (the image resized to one tile)")
             src = "assumed"
             if check.ran and not check.ok:
-                refused = check.message + " — give the image's µm/px or 'auto'"
+                refused = f"{check.message} — {hint}"
         elif scale == AUTO:
             src = AUTO
             um, est = estimate_um_per_px(rgb, rbc_um=self.settings.rbc_um, estimator=self.estimator)

@@ -341,7 +341,12 @@ class Pipeline:
             return
         w.stage = "scale check and tiles"
         um, profile = self._scale()
-        prepared = self.fields.prepare(frame.rgb, um, source=f"profile:{profile}" if profile else "profile")
+        prepared = self.fields.prepare(
+            frame.rgb,
+            um,
+            source=f"profile:{profile}" if profile else "profile",
+            hint="no calibration profile: calibrate this camera and objective (smearscope calibrate)",
+        )
         self.scale_status = self._scale_state(prepared, profile)
         self.settle.mark(thumb)
         self._field_focus = q.focus
