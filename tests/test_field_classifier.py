@@ -66,13 +66,13 @@ def test_parse_scale():
 
 def test_scale_check_on_a_shrunk_copy_and_its_verdicts():
     big = np.full((1080, 1920, 3), 230, np.uint8)
-    est = RedCells(0.04, 1920, 16 / 9)  # red cells 188 px wide: estimated on a copy ~24 px per cell
-    c = check_scale(big, 0.04, tolerance=0.2, rbc_um=7.5, estimator=est)
+    est = RedCells(0.03, 1920, 16 / 9)  # red cells 250 px wide: estimated on a copy ~24 px per cell
+    c = check_scale(big, 0.03, tolerance=0.2, rbc_um=7.5, estimator=est)
     assert c.ran and c.ok and c.ratio == pytest.approx(1.0, rel=0.01)
     assert est.seen[-1] < 400
-    c = check_scale(big, 0.03, tolerance=0.2, rbc_um=7.5, estimator=est)
+    c = check_scale(big, 0.022, tolerance=0.2, rbc_um=7.5, estimator=est)
     assert c.ran and not c.ok and c.message.startswith(MISMATCH)
-    c = check_scale(big, 0.04, tolerance=0.2, rbc_um=7.5, estimator=RedCells(None, 1920))
+    c = check_scale(big, 0.03, tolerance=0.2, rbc_um=7.5, estimator=RedCells(None, 1920))
     assert not c.ran and c.ok and "could not tell" in c.message
     assert not check_scale(big, None, tolerance=0.2, rbc_um=7.5, estimator=est).ran
 
@@ -119,7 +119,7 @@ def test_no_white_cells_is_never_benign(fields):
     assert a.prediction.abstained and a.field.label is None
 
 
-def test_scale_check_looks_at_a_centre_square_and_falls_back_to_the_whole_frame():
+def test_scale_check_looks_at_a_centre_square_then_one_twice_as_wide():
     from device.optics.scalecheck import estimate_um_per_px
 
     frame = np.full((1080, 1920, 3), 230, np.uint8)
@@ -130,12 +130,12 @@ def test_scale_check_looks_at_a_centre_square_and_falls_back_to_the_whole_frame(
         return Estimate(15.0)
 
     um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=red_cells_15px)
-    assert seen == [(192, 192)] and um == pytest.approx(0.5)  # 12 cell diameters (>= 192 px), not 2 Mpx
+    assert seen == [(160, 160)] and um == pytest.approx(0.5)  # 8 cell diameters (>= 160 px), not 2 Mpx
     seen.clear()
 
     def only_the_whole(rgb, *, rbc_um=7.5):
         seen.append(rgb.shape[:2])
-        return Estimate(15.0) if rgb.shape[0] == 1080 else Estimate(None, 3, None, False, "few cells")
+        return Estimate(15.0) if rgb.shape[0] == 320 else Estimate(None, 3, None, False, "few cells")
 
     um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=only_the_whole)
-    assert seen == [(192, 192), (1080, 1920)] and um == pytest.approx(0.5)
+    assert seen == [(160, 160), (320, 320)] and um == pytest.approx(0.5)

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 ANALYSIS_DIAMETER_PX = 24.0
-CROP_CELLS = 12  # the check looks at the centre square this many red-cell diameters wide ...
-MIN_CROP_PX = 192  # ... and at least this many pixels
+CROP_CELLS = 8  # the check looks at the centre square this many red-cell diameters wide (~50
+MIN_CROP_PX = 160  # cells in a monolayer) and at least this many pixels; then once at twice the side
 MISMATCH = "magnification differs from the calibration — objective changed?"
 
 Estimator = Callable[..., Any]  # estimate_scale(rgb, *, rbc_um) -> ScaleEstimate
@@ -67,8 +67,8 @@ def estimate_um_per_px(
 ):
     """(µm/px of `rgb` or None, the estimate). With an expected scale (the check) the estimator sees
     a copy shrunk so a red cell is ~`ANALYSIS_DIAMETER_PX` wide, and only its centre square of
-    `CROP_CELLS` cell diameters (hundreds of red cells; the whole copy when that cannot tell): on a
-    1920x1080 frame the whole-frame estimate cost about as much as classifying 24 tiles."""
+    `CROP_CELLS` cell diameters (then twice as wide when that cannot tell): on a 1920x1080 frame the
+    whole-frame estimate cost about as much as classifying its 12-24 tiles."""
     est_fn = estimator or default_estimator()
     if not expected_um_per_px:
         est = est_fn(rgb, rbc_um=rbc_um)
@@ -80,10 +80,11 @@ def estimate_um_per_px(
         h, w = rgb.shape[:2]
         size = (max(1, round(w * f)), max(1, round(h * f)))
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    crop = _centre(small, max(MIN_CROP_PX, round(CROP_CELLS * expected_d * f)))
+    side = max(MIN_CROP_PX, round(CROP_CELLS * expected_d * f))
+    crop = _centre(small, side)
     est = est_fn(crop, rbc_um=rbc_um)
-    if not est.confident and crop.shape != small.shape:
-        est = est_fn(small, rbc_um=rbc_um)
+    if not est.confident and crop.shape != small.shape:  # once more on a square twice as wide
+        est = est_fn(_centre(small, 2 * side), rbc_um=rbc_um)
     um = est.um_per_px(rbc_um) if est.confident else None
     return (um * f if um is not None else None), est
 
