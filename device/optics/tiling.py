@@ -166,8 +166,9 @@ def plan_tiles(rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec) -
         canvas[:] = np.round(bg).astype(np.uint8)
         canvas[py : py + sh, px : px + sw] = scaled
         scaled, plan.pad = canvas, (px, py)
-    unpadded = plan.pad == (0, 0)
-    nmap: NucleusMap = find_nuclei(scaled, spec.um_per_px, spec.nuclei, shrink_from=rgb if unpadded else None)
+    # the nucleus map is made on a small copy: shrink whichever of frame and rescaled frame is smaller
+    source = rgb if plan.pad == (0, 0) and rgb.shape[1] < scaled.shape[1] else None
+    nmap: NucleusMap = find_nuclei(scaled, spec.um_per_px, spec.nuclei, shrink_from=source)
     plan.n_nuclei = nmap.n_cells
     um2 = spec.um_per_px**2
     H, W = scaled.shape[:2]
