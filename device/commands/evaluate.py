@@ -22,7 +22,7 @@ from device.ensemble import Ensemble
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.metrics import report
-from device.optics.analyse import FieldClassifier, ScaleArg
+from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg
 from device.preprocess import read_image
 
 
@@ -39,9 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate(
     fields: FieldClassifier | Ensemble, data: Path, *, scale: ScaleArg = None, progress: bool = True
 ) -> dict:
-    """Metrics of the field results on a folder of label folders (an Ensemble gets default tiling)."""
+    """Metrics of the field results on a folder of label folders. A bare Ensemble (convert's model-card
+    figures on the test split, which is at the models' scale by construction) gets the default tiling
+    without the per-image red-cell check, i.e. exactly the old centre crop."""
     if isinstance(fields, Ensemble):
-        fields = FieldClassifier(fields)
+        fields = FieldClassifier(fields, AcquisitionSettings(scale_check=False))
     ensemble = fields.ensemble
     folders = list_class_folders(data)
     unknown = [f for f in folders if f not in ensemble.label_ids]
