@@ -6,7 +6,8 @@ result, and the daemon's CPU on a static field.
   reference, rescale, nuclei, tiles, colour checks, per-tile inference, field rule, stitched heatmap).
   Reported: tiles per frame, the interpreters' invoke time per frame (the time inside `invoke()`
   during that very classification, so a busy machine slows both sides alike), and everything else
-  per frame as a ratio of it (target <= 0.15), with the parts that make it up.
+  per frame as a ratio of it (target <= 0.15): wall time as the daemon runs it (the red-cell scale
+  check on the gate's thread while the tiles are inferred) and, for reference, all parts summed.
 - `batch`: the first model's invoke time per tile, one tile per invoke vs all tiles in one
   `resize_tensor_input` batch (LiteRT), so the pipeline can use the faster one.
 - `static_cpu`: the daemon (all workers) on a replay camera showing one static field at `fps`: CPU
@@ -16,6 +17,7 @@ result, and the daemon's CPU on a static field.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,32 +74,34 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
     frame = render_frame(size, magnification)
     u_frame = u_model * fc.spec.width / (224 * magnification)  # a sample field is 224 px = one tile
     thresholds = QualityThresholds.from_config(config.quality)
-    parts: dict[str, list[float]] = {k: [] for k in ("gate", "scale_check", "prepare", "classify", "invoke")}
+    keys = ("gate", "scale_check", "prepare", "classify", "invoke", "wall")
+    parts: dict[str, list[float]] = {k: [] for k in keys}
     n_tiles = 0
     for _ in range(rounds + 1):
         t0 = time.perf_counter()
         thumbnail(frame)
         assess(frame, thresholds)
         t1 = time.perf_counter()
-        prepared = fc.prepare(frame, u_frame, source="profile:bench")
+        prepared = fc.prepare(frame, u_frame, source="profile:bench", defer_check=True)
         t2 = time.perf_counter()
+        # as the daemon: the scale check on the gate's thread while the classifier infers the tiles
+        checker = threading.Thread(target=fc.run_check, args=(prepared,))
+        checker.start()
         before = sum(m.invoke_ns for m in fc.ensemble.models)
         analysis = fc.classify(prepared, with_cam=config.classifier.heatmap)
-        t3 = time.perf_counter()
         # the time inside interpreter.invoke() during this very classification (same load)
         inv = (sum(m.invoke_ns for m in fc.ensemble.models) - before) / 1e9
+        t3a = time.perf_counter()
+        checker.join()
+        t3 = time.perf_counter()
         n_tiles = len(prepared.plan.selected)
-        t4 = time.perf_counter()
-        check_s = 0.0
-        if fc.settings.scale_check:
-            fc._check(frame, u_frame, "the calibration")
-            check_s = time.perf_counter() - t4
-        for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3 - t2), ("invoke", inv),
-                     ("scale_check", check_s)):  # fmt: skip
+        for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3a - t2), ("invoke", inv),
+                     ("scale_check", prepared.check_ms / 1000), ("wall", t3 - t0)):  # fmt: skip
             parts[k].append(v * 1000)
     med = {k: float(np.median(v[1:])) for k, v in parts.items()}  # the first round warms up
-    total = med["gate"] + med["prepare"] + med["classify"]
-    other = total - med["invoke"]
+    sequential = med["gate"] + med["prepare"] + med["classify"] + med["scale_check"]
+    other_wall = med["wall"] - med["invoke"]
+    other_cpu = sequential - med["invoke"]
     return {
         "frame": f"{size[0]}x{size[1]}",
         "magnification": magnification,
@@ -109,20 +113,20 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
         "tiles_dropped": prepared.plan.dropped,
         "models": len(fc.ensemble.models),
         "field_state": analysis.field.state,
-        "field_ms": round(total, 1),
+        "scale_check": prepared.check.message,
+        "field_ms": round(med["wall"], 1),
         "invoke_ms_per_frame": round(med["invoke"], 1),
         "invoke_ms_per_tile": round(med["invoke"] / max(1, n_tiles), 2),
-        "other_ms_per_frame": round(other, 1),
-        "other_over_invoke": round(other / med["invoke"], 3) if med["invoke"] else None,
+        "other_ms_per_frame": round(other_wall, 1),
+        "other_over_invoke": round(other_wall / med["invoke"], 3) if med["invoke"] else None,
+        "other_over_invoke_sequential": round(other_cpu / med["invoke"], 3) if med["invoke"] else None,
         "parts_ms": {
             "gate (thumbnail + quality)": round(med["gate"], 2),
-            "prepare (scale check, white ref, rescale, nuclei, tiles, colour checks)": round(
-                med["prepare"], 2
-            ),
-            "of which scale check": round(med["scale_check"], 2),
+            "prepare (white ref, rescale, nuclei, tiles, colour checks)": round(med["prepare"], 2),
+            "scale check (in parallel with the inference)": round(med["scale_check"], 2),
             "classify (inference incl. invoke, rule, heatmap)": round(med["classify"], 2),
         },
-        "target other_over_invoke <= 0.15": bool(med["invoke"] and other / med["invoke"] <= 0.15),
+        "target other_over_invoke <= 0.15": bool(med["invoke"] and other_wall / med["invoke"] <= 0.15),
     }
 
 

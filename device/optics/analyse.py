@@ -87,6 +87,8 @@ class Prepared:
     image: np.ndarray  # the (white-referenced) frame the tiles were cut from
     prechecks: list[list[str]] = field(default_factory=list)  # colour check per selected tile
     prepare_ms: float = 0.0
+    check_ms: float = 0.0
+    deferred: tuple | None = None  # (rgb, expected µm/px, what, suffix) of a check not run yet
 
 
 @dataclass
@@ -184,15 +186,19 @@ class FieldClassifier:
         *,
         source: str = "given",
         hint: str = "give the image's µm/px or 'auto'",
+        defer_check: bool = False,
     ) -> Prepared:
         """Everything before the interpreter. `source` names where a numeric scale came from
         ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?". `hint`: what
-        to do when an image assumed at the models' scale (`scale` None) is not."""
+        to do when an image assumed at the models' scale (`scale` None) is not. `defer_check`: cut
+        the tiles but leave the red-cell check to `run_check(prepared)` (the daemon runs it on another
+        core while the tiles are classified, and publishes nothing until it is done)."""
         t0 = time.perf_counter()
         image = self._white(rgb)
         spec = self.spec
         refused = None
         um: float | None = None
+        deferred = None
         if spec.um_per_px is None:
             plan = plan_tiles(image, None, spec)
             check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
@@ -200,10 +206,9 @@ class FieldClassifier:
         elif scale is None:
             plan = plan_tiles(image, None, spec)
             implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
-            check = self._check(rgb, implied, "the models' scale (the image resized to one tile)")
+            deferred = (rgb, implied, "the models' scale (the image resized to one tile)", f" — {hint}")
+            check = not_run("scale check pending", implied)
             src = "assumed"
-            if check.ran and not check.ok:
-                refused = f"{check.message} — {hint}"
         elif scale == AUTO:
             src = AUTO
             um, est = estimate_um_per_px(rgb, rbc_um=self.settings.rbc_um, estimator=self.estimator)
@@ -220,19 +225,33 @@ class FieldClassifier:
             um = float(scale)
             src = source
             what = "the calibration" if source.startswith("profile") else "the given scale"
-            check = self._check(rgb, um, what)
-            plan = None
-            if check.ran and not check.ok:
-                refused = check.message
-            else:
-                plan = plan_tiles(image, um, spec)
+            deferred = (rgb, um, what, "")
+            check = not_run("scale check pending", um)
+            plan = plan_tiles(image, um, spec)
         if plan is not None and plan.refused:
             refused = plan.refused
-        prechecks = []
-        if refused is None and plan is not None:
-            prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
-        ms = (time.perf_counter() - t0) * 1000
-        return Prepared(plan, um, src, check, refused, image, prechecks, ms)
+        prepared = Prepared(plan, um, src, check, refused, image)
+        prepared.deferred = deferred if refused is None else None
+        if not defer_check:
+            self.run_check(prepared)
+        if prepared.refused is None and plan is not None:
+            prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
+        prepared.prepare_ms = (time.perf_counter() - t0) * 1000
+        return prepared
+
+    def run_check(self, prepared: Prepared) -> Prepared:
+        """Run the red-cell scale check `prepare` left pending; a mismatch refuses the frame."""
+        if prepared.deferred is None:
+            return prepared
+        rgb, expected, what, suffix = prepared.deferred
+        prepared.deferred = None
+        t0 = time.perf_counter()
+        check = self._check(rgb, expected, what)
+        prepared.check_ms = (time.perf_counter() - t0) * 1000
+        prepared.check = check
+        if check.ran and not check.ok and prepared.refused is None:
+            prepared.refused = check.message + suffix
+        return prepared
 
     def classify(self, prepared: Prepared, *, with_cam: bool = True) -> FieldAnalysis:
         """Interpreter + field rule + stitched heatmap."""
@@ -240,9 +259,7 @@ class FieldClassifier:
         plan = prepared.plan
         t0 = time.perf_counter()
         if prepared.refused is not None or plan is None:
-            fr = FieldResult("refused", None, 0.0, {}, True, prepared.refused)
-            pred = fr.to_prediction(labels)
-            return FieldAnalysis(prepared, fr, pred, None, 0.0)
+            return self.refused(prepared)
         tiles = plan.selected
         preds = self.ensemble.classify_tiles(
             [t.rgb for t in tiles], with_cam=with_cam, prechecks=prepared.prechecks or None
@@ -260,6 +277,11 @@ class FieldClassifier:
             else:
                 pred.cam, heat_base = stitch_heatmap(plan, cams), prepared.image
         return FieldAnalysis(prepared, fr, pred, heat_base, ms)
+
+    def refused(self, prepared: Prepared) -> FieldAnalysis:
+        """The result of a frame that is not classified (`prepared.refused` says why)."""
+        fr = FieldResult("refused", None, 0.0, {}, True, prepared.refused)
+        return FieldAnalysis(prepared, fr, fr.to_prediction(self.ensemble.label_ids), None, 0.0)
 
     def analyse(
         self, rgb: np.ndarray, scale: ScaleArg, *, with_cam: bool = False, source: str = "given"

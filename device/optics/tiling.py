@@ -24,6 +24,9 @@ import numpy as np
 from device.optics.nuclei import NucleusMap, NucleusThresholds, background_colour, find_nuclei
 from device.preprocess import prepare
 
+#: A frame enlarged past this many pixels at the models' scale is refused (a wrong µm/px, not a frame).
+MAX_SCALED_PIXELS = 64_000_000
+
 
 @dataclass(frozen=True)
 class TileSpec:
@@ -148,9 +151,16 @@ def plan_tiles(rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec) -
     h, w = rgb.shape[:2]
     tw, th = spec.width, spec.height
     factor = frame_um_per_px / spec.um_per_px
+    plan = TilePlan((w, h), (tw, th), factor, (0, 0), (round(w * factor), round(h * factor)), [])
+    if plan.scaled_size[0] * plan.scaled_size[1] > MAX_SCALED_PIXELS:
+        plan.refused = (
+            f"at the models' scale the image would be {plan.scaled_size[0]}x{plan.scaled_size[1]} px: "
+            f"is {frame_um_per_px:.3g} µm/px right?"
+        )
+        return plan
     scaled = rescale(rgb, factor)
     sh, sw = scaled.shape[:2]
-    plan = TilePlan((w, h), (tw, th), factor, (0, 0), (sw, sh), [])
+    plan.scaled_size = (sw, sh)
     if sw < tw or sh < th:
         cover = min(sw / tw, sh / th)
         if cover < spec.min_cover:

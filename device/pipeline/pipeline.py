@@ -53,6 +53,7 @@ class Gated:
     quality: Quality
     prepared: Prepared | None = None  # tiles, scale check and colour checks, made in the gate
     profile: str | None = None  # the calibration profile's name the frame was taken with
+    checked: threading.Event = field(default_factory=threading.Event)  # the gate's scale check is done
 
 
 @dataclass
@@ -346,11 +347,12 @@ class Pipeline:
             um,
             source=f"profile:{profile}" if profile else "profile",
             hint="no calibration profile: calibrate this camera and objective (smearscope calibrate)",
+            defer_check=True,
         )
-        self.scale_status = self._scale_state(prepared, profile)
         self.settle.mark(thumb)
         self._field_focus = q.focus
         if prepared.refused is not None:
+            self.scale_status = self._scale_state(prepared, profile)
             self._field_result = self._reject(seq, frame, q, [prepared.refused], "scale")
             return
         self._field_result = None  # pending: the classifier publishes the new field's result
@@ -360,6 +362,14 @@ class Pipeline:
         if not self.gated_slot.put(gated):
             self.telemetry.frames_dropped.labels("gate").inc()
             self.telemetry.count("dropped")
+        # the red-cell scale check runs here, on the gate's core, while the classifier infers the tiles;
+        # the classifier publishes nothing before it is done (`gated.checked`)
+        w.stage = "scale check"
+        try:
+            self.fields.run_check(prepared)
+        finally:
+            gated.checked.set()
+        self.scale_status = self._scale_state(prepared, profile)
         w.stage = "waiting for the classifier"
         self.gated_slot.wait_empty(0.5)  # prepare the next frame only once the classifier took this one
 
@@ -391,9 +401,15 @@ class Pipeline:
         assert g.prepared is not None
         try:
             analysis = self.fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
+            w.stage = "waiting for the scale check"
+            if not g.checked.wait(60.0):
+                raise RuntimeError("the scale check did not finish in 60 s")
         except BaseException:
             self.settle.forget()  # the gate must not wait for this field's result forever
             raise
+        if g.prepared.refused is not None:  # the red cells say another magnification: nothing is called
+            self._field_result = self._reject(g.seq, g.frame, g.quality, [g.prepared.refused], "scale")
+            return
         pred = analysis.prediction
         fr = analysis.field
         labels = self.ensemble.label_ids
