@@ -149,3 +149,14 @@ def test_rule_benign_subtypes_and_all_abstained():
     assert f.abstained and "subtypes differ" in f.reason
     f = combine([pred("Pre", 0.4, True, "models disagree")], LABELS, MALIGNANT)
     assert f.abstained and f.reason == "models disagree"
+
+
+def test_rescale_is_one_factor_on_both_axes_and_close_to_a_plain_area_resize():
+    from device.optics.tiling import rescale
+
+    img = smear(1920, 1080, 0.1, [(0.5, 0.5)])
+    for f in (0.514, 0.25, 0.5, 1.7):
+        out = rescale(img, f)
+        assert out.shape[:2] == (round(1080 * f), round(1920 * f))
+        ref = cv2.resize(img, out.shape[1::-1], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3.0  # the same picture

@@ -112,7 +112,8 @@ def find_nuclei(
         small = rgb
     else:  # shrink from the original frame when given: the same picture, one resize fewer
         src = rgb if shrink_from is None else shrink_from
-        interp = cv2.INTER_AREA if src.shape[1] > size[0] else cv2.INTER_LINEAR
+        # a detection mask, not a model input: INTER_LINEAR (INTER_AREA at a fractional factor is slow)
+        interp = cv2.INTER_AREA if src.shape[1] >= 2 * size[0] else cv2.INTER_LINEAR
         small = cv2.resize(src, size, interpolation=interp)
     f = small.shape[1] / w
     min_area_px = t.min_area_um2 / (um_per_px**2) if um_per_px else 0.003 * h * w
