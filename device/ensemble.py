@@ -238,8 +238,8 @@ class Ensemble:
         prechecks: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
         """Classify model-scale tiles, one invoke each. LiteRT can batch (`resize_tensor_input`),
-        but on the int8 bundles it was not faster per tile (3-5x slower at batch 4-8 on an idle core,
-        even under heavy load): `smearscope bench` measures both on the device at hand."""
+        but on the shipped int8 bundles a batch of 8-24 tiles was up to 2.6x slower per tile on the
+        build machine (equal at best): `smearscope bench` measures both on the device at hand."""
         out = []
         for i, tile in enumerate(tiles):
             t0 = time.perf_counter()
