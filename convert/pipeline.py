@@ -235,6 +235,9 @@ def convert_run(
                 "representative_split": "train",
             }
         )
+        if um_per_px is not None:  # convert --um-per-px overrides what training measured
+            provenance["um_per_px"] = um_per_px
+            provenance["um_per_px_method"] = "given on the command line (convert --um-per-px)"
         update_manifest(staged, verification=verification, provenance=provenance)
         card.write_card(staged)
         _swap_into_place(staged, out)

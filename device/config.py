@@ -47,11 +47,30 @@ class CameraConfig:
     loop: bool = True
     reopen_initial_s: float = 0.5
     reopen_max_s: float = 30.0
+    # replay only: a virtual microscope (device/optics/virtual.py) renders width x height frames
+    virtual: bool = False
+    um_per_px: float = 0.0  # µm per pixel of the rendered frames; 0 = the source images' own
+    source_um_per_px: float = 0.0  # µm per pixel of the images in `path`; 0 = the shipped samples'
+    tint_r: float = 1.0
+    tint_b: float = 1.0
+    vignetting: float = 0.0
+    noise: float = 0.0
+    blur: float = 0.0
+    pan: bool = True
+    dwell_s: float = 4.0
+    move_s: float = 1.0
+    seed: int = 0
 
     def check(self) -> None:
         _need(
             self.source in CAMERA_SOURCES, "camera", "source", f"must be one of {', '.join(CAMERA_SOURCES)}"
         )
+        _need(self.um_per_px >= 0, "camera", "um_per_px", "must be >= 0 (0: the source images' scale)")
+        _need(self.source_um_per_px >= 0, "camera", "source_um_per_px", "must be >= 0")
+        _need(0 < self.tint_r <= 4 and 0 < self.tint_b <= 4, "camera", "tint_r", "tint gains must be in 0..4")
+        _need(0 <= self.vignetting < 0.95, "camera", "vignetting", "must be in 0..0.95")
+        _need(self.noise >= 0 and self.blur >= 0, "camera", "noise", "noise and blur must be >= 0")
+        _need(self.dwell_s > 0 and self.move_s >= 0, "camera", "dwell_s", "dwell_s > 0 and move_s >= 0")
         _need(self.fps > 0, "camera", "fps", "must be > 0")
         _need(self.width > 0, "camera", "width", "must be > 0")
         _need(self.height > 0, "camera", "height", "must be > 0")
@@ -65,6 +84,14 @@ class CameraConfig:
 
 
 @dataclass
+class OpticsConfig:
+    rbc_diameter_um: float = 7.5  # the red-cell ruler of device/optics/scale.py
+
+    def check(self) -> None:
+        _need(4.0 <= self.rbc_diameter_um <= 12.0, "optics", "rbc_diameter_um", "must be in 4..12 µm")
+
+
+@dataclass
 class QualityConfig:
     enabled: bool = True
     analysis_width: int = 320
@@ -75,11 +102,9 @@ class QualityConfig:
     min_contrast: float = 10.0
     scale_check: bool = True
     scale_tolerance: float = 0.2
-    rbc_um: float = 7.5
 
     def check(self) -> None:
         _need(0.01 <= self.scale_tolerance <= 1.0, "quality", "scale_tolerance", "must be between 0.01 and 1")
-        _need(2.0 <= self.rbc_um <= 15.0, "quality", "rbc_um", "must be between 2 and 15 (µm)")
         _need(self.analysis_width >= 32, "quality", "analysis_width", "must be >= 32")
         _need(self.min_focus >= 0, "quality", "min_focus", "must be >= 0")
         for key in ("max_clipped_high", "max_clipped_low", "min_stain"):
@@ -189,6 +214,7 @@ class SyncConfig:
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)

@@ -28,6 +28,7 @@ from training.augment import make_augmenter
 from training.data import Split, class_weights, load_split, make_split, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
+from training.scale import given_scale, measure_training_scale
 
 log = logging.getLogger("smearscope.train")
 
@@ -128,6 +129,20 @@ def _prepare_split(cfg: TrainConfig, run: Path) -> Split:
     return split
 
 
+def _training_scale(cfg: TrainConfig, split: Split) -> dict:
+    """The training images' µm/px at the model's input size: given (--um-per-px), else measured from
+    their red cells (training/scale.py)."""
+    if cfg.um_per_px is not None:
+        return given_scale(cfg.um_per_px)
+    log.info("measuring the training images' scale from their red cells")
+    scale = measure_training_scale(split.paths("train"), (cfg.size, cfg.size), cfg.resize, seed=cfg.seed)
+    if scale["um_per_px"] is None:
+        log.warning("scale unknown: %s", scale["method"])
+    else:
+        log.info("training images: %.4g µm/px at %d px (%s)", scale["um_per_px"], cfg.size, scale["method"])
+    return scale
+
+
 def _predict(model: keras.Model, ds: tf.data.Dataset, verbose: int) -> np.ndarray:
     return np.asarray(model.predict(ds, verbose=verbose))
 
@@ -148,6 +163,8 @@ def train(cfg: TrainConfig) -> dict:
 
     split = _prepare_split(cfg, run)
     labels, k = split.labels, len(split.labels)
+    scale = _training_scale(cfg, split)
+    cfg.um_per_px = scale["um_per_px"]
     report.write_json(run / "config.json", {**asdict(cfg), "labels": labels, "num_classes": k})
     cw = class_weights(split) if cfg.class_weighting else None
     dataset_report = {
@@ -347,6 +364,9 @@ def train(cfg: TrainConfig) -> dict:
         "split_file": "split.json",
         "split_note": report.SPLIT_NOTE,
         "seed": cfg.seed,
+        "um_per_px": cfg.um_per_px,
+        "um_per_px_method": scale["method"],
+        "scale": scale,
         "epochs": {"head": head_epochs_run, "finetune": finetune_epochs_run},
         "training_seconds": round(training_seconds, 1),
         "timings": timings,

@@ -41,7 +41,7 @@ ScaleArg = float | str | None
 
 @dataclass(frozen=True)
 class AcquisitionSettings:
-    """`[tiling]` and the scale-check keys of `[quality]` (device/config.py)."""
+    """`[tiling]`, the scale-check keys of `[quality]` and `[optics] rbc_diameter_um` (device/config.py)."""
 
     overlap: float = 0.125
     max_tiles: int = 24
@@ -54,8 +54,9 @@ class AcquisitionSettings:
     @classmethod
     def from_config(cls, config) -> AcquisitionSettings:
         t, q = config.tiling, config.quality
+        rbc = config.optics.rbc_diameter_um
         return cls(
-            t.overlap, t.max_tiles, t.min_cover, t.min_nucleus_um2, q.scale_check, q.scale_tolerance, q.rbc_um
+            t.overlap, t.max_tiles, t.min_cover, t.min_nucleus_um2, q.scale_check, q.scale_tolerance, rbc
         )
 
 
