@@ -350,8 +350,8 @@ def _scale_line(man, d: dict) -> str:
     )
     if how.startswith("measured"):
         line += (
-            " A red cell is taken as 7.5 µm (normal range about 6.2-8.2 µm), so the absolute value is good to "
-            "about ±10%; a station calibrated with the same red-cell estimator is consistent with it."
+            " A red cell is taken as 7.5 µm (normal range about 6.2-8.2 µm), so the absolute value is good "
+            "to about ±10%; a station calibrated with the same red-cell estimator is consistent with it."
         )
     return line
 

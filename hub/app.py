@@ -80,9 +80,11 @@ def create_app(
 
     from hub.api import api
     from hub.dashboard import dashboard
+    from hub.export_routes import dataset_export
 
     app.register_blueprint(api)
     app.register_blueprint(dashboard)
+    app.register_blueprint(dataset_export)
 
     @app.before_request
     def _start() -> None:

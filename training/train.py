@@ -25,10 +25,11 @@ from device.dataset import fingerprint
 from device.errors import SmearscopeError
 from training import report
 from training.augment import make_augmenter
-from training.data import Split, class_weights, load_split, make_split, split_counts
+from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
 from training.scale import given_scale, measure_training_scale
+from training.sources import parse_label_map
 
 log = logging.getLogger("smearscope.train")
 
@@ -40,7 +41,7 @@ DATASET_CITATION = (
 
 @dataclass
 class TrainConfig:
-    data: str | None
+    data: str | list[str] | None  # one folder, or several sources (see training/sources.py)
     out: str
     backbone: str = "mobilenetv2"
     weights: str | None = None
@@ -54,6 +55,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     group_regex: str | None = None
+    label_map: list[str] | None = None  # ["FROM=TO", ...] applied to every source's folder names
+    drop_unknown_labels: bool = False  # drop a later source's labels the first source lacks
     batch: int = 32
     epochs_head: int = 30
     epochs_finetune: int = 10
@@ -124,7 +127,14 @@ def _prepare_split(cfg: TrainConfig, run: Path) -> Split:
             "val": cfg.val_fraction,
             "test": cfg.test_fraction,
         }
-        split = make_split(cfg.data, seed=cfg.seed, fractions=fractions, group_regex=cfg.group_regex)
+        split = make_split(
+            cfg.data,
+            seed=cfg.seed,
+            fractions=fractions,
+            group_regex=cfg.group_regex,
+            label_map=parse_label_map(cfg.label_map),
+            drop_unknown_labels=cfg.drop_unknown_labels,
+        )
     split.save(run / "split.json")
     return split
 
@@ -174,7 +184,9 @@ def train(cfg: TrainConfig) -> dict:
         "conflicting_duplicates": split.scan_report.get("conflicting_duplicates", []),
         "class_weights": {labels[i]: round(w, 4) for i, w in (cw or {}).items()},
         "class_weighting": "balanced (n / (K * n_k)) on the training split" if cw else "none",
-        "split_note": report.SPLIT_NOTE,
+        "split_note": report.split_note(split),
+        "per_source": source_counts(split),
+        "sources": split.scan_report.get("sources", []),
     }
     report.write_json(run / "dataset_report.json", dataset_report)
     log.info("split: %s; class weights %s", dataset_report["counts"], dataset_report["class_weights"])
@@ -335,7 +347,9 @@ def train(cfg: TrainConfig) -> dict:
     # ---- evaluation on the test split ---------------------------------------------------------
     proba = _predict(model, plain["test"], cfg.verbose)
     metrics = report.classification_metrics(y_test, proba, labels)
+    metrics["split_note"] = report.split_note(split)
     metrics["model"] = "keras float32 (model.keras)"
+    metrics["per_source"] = report.per_source_metrics(split.parts["test"], y_test, proba, labels)
     report.write_json(run / "metrics.json", metrics)
     np.save(run / "test_probabilities.npy", proba.astype("float32"))
     report.plot_confusion(
@@ -362,7 +376,11 @@ def train(cfg: TrainConfig) -> dict:
         "data_fingerprint": fingerprint(split.all_items()),
         "dataset_citation": cfg.dataset_citation,
         "split_file": "split.json",
-        "split_note": report.SPLIT_NOTE,
+        "split_note": report.split_note(split),
+        "sources": {
+            name: fingerprint([it for it in split.all_items() if (it.source or "data") == name])
+            for name in sorted({it.source or "data" for it in split.all_items()})
+        },
         "seed": cfg.seed,
         "um_per_px": cfg.um_per_px,
         "um_per_px_method": scale["method"],
