@@ -102,7 +102,10 @@ def test_without_a_scale_the_image_is_assumed_at_the_models_scale_and_checked(fi
     frame = smear(192, 192, 0.5, [(0.5, 0.5)])
     # legacy: 192 px -> one 64 px tile, i.e. the image is taken to be 0.25 x 64 / 192 = 0.083 µm/px
     assert fields(0.25, RedCells(0.25 / 3, 192, 1.0)).analyse(frame, None).field.state != "refused"
-    a = fields(0.25, RedCells(0.25 / 6, 192, 1.0)).analyse(frame, None)  # twice the magnification
+    fc = fields(0.25, RedCells(0.25 / 6, 192, 1.0))  # twice the magnification
+    a = fc.analyse(frame, None)  # a file: today's call, the failed check reported
+    assert a.field.state != "refused" and not a.prepared.check.ok and "'auto'" in a.prepared.check.message
+    a = fc.classify(fc.prepare(frame, None, refuse_assumed=True))  # the daemon: not called
     assert a.field.state == "refused" and "'auto'" in a.field.reason
 
 

@@ -15,7 +15,9 @@ The frame's scale (`scale`):
 - "auto": estimated from the frame's red cells; when the estimator cannot tell the image is not
   classified ("uncertain — refer", with the reason);
 - None: today's behaviour, the image is assumed to be at the model's scale (centre crop resized to one
-  tile), and the scale check compares the red cells with the scale that implies.
+  tile), and the scale check compares the red cells with the scale that implies: files get today's
+  call with the check reported (so `evaluate` reproduces a model card); the daemon
+  (`refuse_assumed`) does not call a frame that fails it.
 A bundle without `input.um_per_px` ("scale unknown") always gets today's behaviour and no check.
 """
 
@@ -188,6 +190,7 @@ class FieldClassifier:
         source: str = "given",
         hint: str = "give the image's µm/px or 'auto'",
         defer_check: bool = False,
+        refuse_assumed: bool = False,
     ) -> Prepared:
         """Everything before the interpreter. `source` names where a numeric scale came from
         ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?". `hint`: what
@@ -207,7 +210,10 @@ class FieldClassifier:
         elif scale is None:
             plan = plan_tiles(image, None, spec)
             implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
-            deferred = (rgb, implied, "the models' scale (the image resized to one tile)", f" — {hint}")
+            what = "the models' scale (the image resized to one tile)"
+            # files (classify/evaluate/upload "model"): the check is reported, the call is today's;
+            # the daemon (refuse_assumed) does not call a frame whose red cells disagree
+            deferred = (rgb, implied, what, f" — {hint}", refuse_assumed)
             check = not_run("scale check pending", implied)
             src = "assumed"
         elif scale == AUTO:
@@ -226,7 +232,7 @@ class FieldClassifier:
             um = float(scale)
             src = source
             what = "the calibration" if source.startswith("profile") else "the given scale"
-            deferred = (rgb, um, what, "")
+            deferred = (rgb, um, what, "", True)
             check = not_run("scale check pending", um)
             plan = plan_tiles(image, um, spec)
         if plan is not None and plan.refused:
@@ -244,14 +250,17 @@ class FieldClassifier:
         """Run the red-cell scale check `prepare` left pending; a mismatch refuses the frame."""
         if prepared.deferred is None:
             return prepared
-        rgb, expected, what, suffix = prepared.deferred
+        rgb, expected, what, suffix, refuse = prepared.deferred
         prepared.deferred = None
         t0 = time.perf_counter()
         check = self._check(rgb, expected, what)
         prepared.check_ms = (time.perf_counter() - t0) * 1000
         prepared.check = check
         if check.ran and not check.ok and prepared.refused is None:
-            prepared.refused = check.message + suffix
+            if refuse:
+                prepared.refused = check.message + suffix
+            else:
+                check.message += suffix
         return prepared
 
     def classify(self, prepared: Prepared, *, with_cam: bool = True) -> FieldAnalysis:

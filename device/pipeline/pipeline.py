@@ -348,6 +348,7 @@ class Pipeline:
             source=f"profile:{profile}" if profile else "profile",
             hint="no calibration profile: calibrate this camera and objective (smearscope calibrate)",
             defer_check=True,
+            refuse_assumed=True,
         )
         self.settle.mark(thumb)
         self._field_focus = q.focus
