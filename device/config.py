@@ -100,8 +100,11 @@ class QualityConfig:
     max_clipped_low: float = 0.25
     min_stain: float = 0.025
     min_contrast: float = 10.0
+    scale_check: bool = True
+    scale_tolerance: float = 0.2
 
     def check(self) -> None:
+        _need(0.01 <= self.scale_tolerance <= 1.0, "quality", "scale_tolerance", "must be between 0.01 and 1")
         _need(self.analysis_width >= 32, "quality", "analysis_width", "must be >= 32")
         _need(self.min_focus >= 0, "quality", "min_focus", "must be >= 0")
         for key in ("max_clipped_high", "max_clipped_low", "min_stain"):
@@ -118,12 +121,30 @@ class ClassifierConfig:
     smoothing_alpha: float = 0.5
     field_change: float = 18.0
     heatmap: bool = True
+    settle_frames: int = -1
+    settle_threshold: float = 3.0
 
     def check(self) -> None:
+        _need(self.settle_frames >= -1, "classifier", "settle_frames", "must be >= 0 (or -1: auto)")
+        _need(self.settle_threshold > 0, "classifier", "settle_threshold", "must be > 0")
         _need(1 <= self.threads <= 64, "classifier", "threads", "must be between 1 and 64")
         _need(0.0 <= self.abstain_threshold < 1.0, "classifier", "abstain_threshold", "must be in [0, 1)")
         _need(0.0 < self.smoothing_alpha <= 1.0, "classifier", "smoothing_alpha", "must be in (0, 1]")
         _need(self.field_change > 0, "classifier", "field_change", "must be > 0")
+
+
+@dataclass
+class TilingConfig:
+    overlap: float = 0.125
+    max_tiles: int = 24
+    min_cover: float = 0.5
+    min_nucleus_um2: float = 12.0
+
+    def check(self) -> None:
+        _need(0.0 <= self.overlap <= 0.75, "tiling", "overlap", "must be between 0 and 0.75")
+        _need(1 <= self.max_tiles <= 256, "tiling", "max_tiles", "must be between 1 and 256")
+        _need(0.1 <= self.min_cover <= 1.0, "tiling", "min_cover", "must be between 0.1 and 1")
+        _need(self.min_nucleus_um2 > 0, "tiling", "min_nucleus_um2", "must be > 0")
 
 
 @dataclass
@@ -259,6 +280,7 @@ class Config:
     optics: OpticsConfig = field(default_factory=OpticsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)

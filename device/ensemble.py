@@ -87,7 +87,10 @@ class ColourCheck:
         )
 
     def distance(self, rgb: np.ndarray) -> float:
-        d = colour_stats(rgb) - self.mean
+        return self.distance_of(colour_stats(rgb))
+
+    def distance_of(self, stats: np.ndarray) -> float:
+        d = stats - self.mean
         return float(np.sqrt(max(0.0, d @ self.inv_cov @ d)))
 
 
@@ -184,13 +187,18 @@ class Ensemble:
     def colour_reasons(self, rgb: np.ndarray) -> list[str]:
         """The colour-statistics check alone (no interpreter): thread-safe, so the daemon's quality
         gate runs it on another core and hands the result to `classify(precheck=...)`."""
-        prepared = self._prepared(rgb)
+        return self._colour_reasons(self._prepared(rgb))
+
+    def _colour_reasons(self, prepared: dict[tuple, np.ndarray]) -> list[str]:
+        stats: dict[tuple, np.ndarray] = {}  # members sharing an input share its statistics
         for m in self.models:
             check = self.colour_checks.get(m.manifest.name)
             if check is None:
                 continue
-            spec = m.manifest.input
-            dist = check.distance(prepared[_input_key(spec)])
+            key = _input_key(m.manifest.input)
+            if key not in stats:
+                stats[key] = colour_stats(prepared[key])
+            dist = check.distance_of(stats[key])
             if dist > check.threshold:
                 return [f"colours unlike the training images, distance {dist:.1f} > {check.threshold:.1f}"]
         return []
@@ -202,11 +210,50 @@ class Ensemble:
 
         `precheck`: the result of `colour_reasons(rgb)` when the caller already ran it."""
         t0 = time.perf_counter()
+        prepared = self._prepared(rgb)
+        unfamiliar: list[str] = list(precheck) if precheck is not None else self.colour_reasons(rgb)
+        return self._classify_prepared(prepared, unfamiliar, with_cam, t0)
+
+    def tile_inputs(self, tile: np.ndarray) -> dict[tuple, np.ndarray]:
+        """Each model's input from a model-scale tile (`device.optics.tiling`): the tile itself when
+        it has the model's size (already white-referenced and rescaled: no second `prepare`)."""
+        out: dict[tuple, np.ndarray] = {}
+        for m in self.models:
+            spec = m.manifest.input
+            key = _input_key(spec)
+            if key not in out:
+                same = tile.shape[:2] == (spec.height, spec.width)
+                out[key] = tile if same else prepare(tile, spec.size, spec.resize)
+        return out
+
+    def tile_colour_reasons(self, tile: np.ndarray) -> list[str]:
+        """`colour_reasons` of one model-scale tile (thread-safe; the daemon's gate runs it)."""
+        return self._colour_reasons(self.tile_inputs(tile))
+
+    def classify_tiles(
+        self,
+        tiles: Sequence[np.ndarray],
+        *,
+        with_cam: bool = True,
+        prechecks: Sequence[list[str]] | None = None,
+    ) -> list[Prediction]:
+        """Classify model-scale tiles, one invoke each. LiteRT can batch (`resize_tensor_input`),
+        but on the shipped int8 bundles a batch of 8-24 tiles was up to 2.6x slower per tile on the
+        build machine (equal at best): `smearscope bench` measures both on the device at hand."""
+        out = []
+        for i, tile in enumerate(tiles):
+            t0 = time.perf_counter()
+            prepared = self.tile_inputs(tile)
+            pre = prechecks[i] if prechecks is not None else self._colour_reasons(prepared)
+            out.append(self._classify_prepared(prepared, list(pre), with_cam, t0))
+        return out
+
+    def _classify_prepared(
+        self, prepared: dict[tuple, np.ndarray], unfamiliar: list[str], with_cam: bool, t0: float
+    ) -> Prediction:
         per_model: dict[str, list[float]] = {}
         stack = []
         cams = []
-        prepared = self._prepared(rgb)
-        unfamiliar: list[str] = list(precheck) if precheck is not None else self.colour_reasons(rgb)
         for m in self.models:
             spec = m.manifest.input
             key = _input_key(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ class TFLiteModel:
         self.interpreter, self.runtime = make_interpreter(str(bundle.model_path), num_threads)
         self.num_threads = num_threads
         self._lock = threading.Lock()
+        self.invoke_ns = 0  # total time inside interpreter.invoke() (benchmarks: overhead vs inference)
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise BundleError(f"{bundle.path}: model has {len(inputs)} inputs, expected 1")
@@ -100,7 +102,9 @@ class TFLiteModel:
             raise ValueError(f"expected uint8 ({m.height}, {m.width}, 3), got {rgb.dtype} {rgb.shape}")
         with self._lock:
             self.interpreter.set_tensor(self._in["index"], self._input(rgb))
+            t0 = time.perf_counter_ns()
             self.interpreter.invoke()
+            self.invoke_ns += time.perf_counter_ns() - t0
             probs = self.interpreter.get_tensor(self._prob_idx)[0]
             cam = self.interpreter.get_tensor(self._cam_idx)[0] if (with_cam and self.has_cam) else None
         p = self._dequant(probs, self._prob_q, self._prob_dtype)

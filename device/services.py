@@ -19,6 +19,8 @@ from device.camera import FrameSource, open_source
 from device.config import Config
 from device.ensemble import Ensemble, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
+from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg
+from device.optics.field import RULE
 from device.optics.jobs import CalibrationJobs
 from device.optics.profiled import ProfiledSource
 from device.optics.profiles import Profile, ProfileError, ProfileStore
@@ -26,7 +28,6 @@ from device.paths import default_bundle_dirs
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.smoothing import thumbnail
-from device.preprocess import prepare
 from device.quality import QualityThresholds, assess
 from device.store import Store, StoreError, utc_now
 from device.telemetry import Telemetry
@@ -111,6 +112,7 @@ class Services:
             source_factory=profiled_source,
             pace=pace,
             notify_watchdog=notify_watchdog,
+            profile=self._profile,
         )
         self.sync_worker = None
         if sync and config.sync.enabled:
@@ -118,6 +120,7 @@ class Services:
 
             self.sync_worker = SyncWorker(config, self.store, on_models_installed=self.reload_models)
         self._upload_ensemble: Ensemble | None = None
+        self._upload_fields: FieldClassifier | None = None
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
         self.started = False
@@ -197,7 +200,13 @@ class Services:
             raise SmearscopeError("the current field failed the quality check: " + latest[1]["display"])
         if c is None:
             raise SmearscopeError("no classified field yet: is the camera running and the field in focus?")
-        age_s = (time.monotonic_ns() - c.gated.frame.t_ns) / 1e9
+        if latest and latest[1].get("state") == "no_cells":
+            raise SmearscopeError("no white cells in view: nothing to capture in this field")
+        if latest and latest[1].get("field") is not None and latest[1].get("field") != c.live.get("field"):
+            raise SmearscopeError("the field changed since it was classified: wait for its result")
+        # a static field is classified once and then seen unchanged: its age is since it was last seen
+        seen_ns = max(c.gated.frame.t_ns, self.pipeline.last_seen_ns)
+        age_s = (time.monotonic_ns() - seen_ns) / 1e9
         if self.pipeline.camera.get("state") != "running" or age_s > MAX_CAPTURE_AGE_S:
             raise SmearscopeError(
                 f"the camera is {self.pipeline.camera.get('state')} and the last classified field is "
@@ -208,11 +217,29 @@ class Services:
         self._wake_sync()
         return rec
 
-    def _uploader(self) -> Ensemble:
+    def _profile(self):
+        """The active calibration profile, or None (the pipeline's view of `active_profile`)."""
+        return self.active_profile()
+
+    def scale_info(self) -> dict[str, Any]:
+        """The active profile and the models' µm/px (the upload page's scale choice shows them)."""
+        prof = self._profile()
+        return {
+            "profile": getattr(prof, "name", None),
+            "profile_um_per_px": getattr(prof, "um_per_px", None),
+            "models_um_per_px": self.pipeline.fields.spec.um_per_px,
+            "scale_known": self.pipeline.fields.scale_known,
+        }
+
+    def _uploader(self) -> FieldClassifier:
         """A second interpreter per model for uploads, so they never wait for the live classifier."""
         if self._upload_ensemble is None:
             self._upload_ensemble = load_ensemble(self.config, self.bundle_dirs, threads=1)
-        return self._upload_ensemble
+            self._upload_fields = FieldClassifier(
+                self._upload_ensemble, AcquisitionSettings.from_config(self.config)
+            )
+        assert self._upload_fields is not None
+        return self._upload_fields
 
     def classify_upload(
         self,
@@ -221,29 +248,43 @@ class Services:
         filename: str | None = None,
         sample_id: str | None = None,
         user: str | None = None,
+        um_per_px: ScaleArg | str = "profile",
     ) -> dict[str, Any]:
         """Classify an uploaded image and store it (record JSON). A frame failing the quality gate is
-        still classified but marked uncertain, with the reason."""
+        still classified but marked uncertain, with the reason.
+
+        `um_per_px`: "profile" (default: the station's own images, at the active profile's scale;
+        without a profile as before), "auto" (estimated from the red cells: images from elsewhere),
+        a number (the image's µm/px), or None (assumed at the models' scale)."""
         if sample_id and self.store.get_sample(sample_id) is None:
             raise StoreError(f"no sample {sample_id}")
         q = assess(rgb, QualityThresholds.from_config(self.config.quality))
+        profile = None
+        scale: ScaleArg = um_per_px
+        source = "given"
+        if um_per_px == "profile":
+            prof = self._profile()
+            profile = getattr(prof, "name", None)
+            scale = float(prof.um_per_px) if prof is not None and getattr(prof, "um_per_px", None) else None
+            source = f"profile:{profile}"
         with self._upload_lock:
-            pred = self._uploader().classify(rgb, with_cam=self.config.classifier.heatmap)
+            fields = self._uploader()
+            analysis = fields.analyse(rgb, scale, with_cam=self.config.classifier.heatmap, source=source)
+        pred = analysis.prediction
         if not q.ok and not pred.abstained:
             pred.abstained = True
             pred.reason = "image quality: " + ", ".join(q.reasons)
+        if analysis.field.state in ("no_cells", "refused") and not pred.reason:
+            pred.reason = analysis.field.display
         frame = LiveFrame(rgb, utc_now(), time.monotonic_ns())
-        gated = Gated(0, frame, rgb, thumbnail(rgb), q)
-        if pred.cam is not None:
-            # the heatmap is drawn over the model's view of the image
-            spec = self.ensemble.models[0].manifest.input
-            gated.model_input = prepare(rgb, spec.size, spec.resize, white_reference=spec.white_reference)
+        base = analysis.heat_base if analysis.heat_base is not None else rgb
+        gated = Gated(0, frame, base, thumbnail(rgb), q, analysis.prepared, profile)
         name = filename[:255] if filename else None
-        classified = Classified(gated, pred, {})
-        job = StoreJob(classified, source="upload", sample_id=sample_id, filename=name, require_image=True)
+        c = Classified(gated, pred, {}, analysis)
+        job = StoreJob(c, source="upload", sample_id=sample_id, filename=name, require_image=True)
         rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
         self._wake_sync()
-        return rec
+        return {**rec, "field": analysis.to_dict(outlines=True)}
 
     def reload_models(self) -> dict[str, Any]:
         """Load the configured bundles again (after `models install`/an update) and swap them in
@@ -257,6 +298,7 @@ class Services:
             self.pipeline.swap_ensemble(ensemble)
             with self._upload_lock:
                 self._upload_ensemble = uploader
+                self._upload_fields = FieldClassifier(uploader, AcquisitionSettings.from_config(self.config))
             self.ensemble, self.bundle_dirs, self.signature_problems = ensemble, dirs, problems
             self.store.set_labels({lb.id: lb.malignant for lb in ensemble.labels})
         self.store.add_event("info", "models", f"models reloaded: {', '.join(ensemble.names)}")
@@ -320,6 +362,8 @@ class Services:
                 "allow_unsigned": self.config.models.allow_unsigned,
                 "problems": self.signature_problems,
             },
+            "scale": self.pipeline.scale_status,
+            "tiling": {"settle_frames": self.pipeline.settle.settle_frames, "rule": RULE},
             "disclaimer": DISCLAIMER,
         }
         return out
@@ -343,6 +387,7 @@ class Services:
                         "width": man.input.width,
                         "height": man.input.height,
                         "resize": man.input.resize,
+                        "um_per_px": getattr(man.input, "um_per_px", None),
                     },
                     "temperature": man.temperature,
                     "abstain_threshold": man.abstain_threshold,

@@ -119,6 +119,9 @@ def test_browser_session(daemon, tmp_path):
             page.check("#heatmap")
             page.wait_for_timeout(500)
             page.uncheck("#heatmap")
+            page.check("#tiles-toggle")  # the tile outlines drawn over the picture
+            page.wait_for_selector("#tiles-layer .tile-box", state="attached", timeout=10000)
+            page.uncheck("#tiles-toggle")
 
             # a sample, and a captured field in it
             page.fill("details input[name=slide_id]", "BROWSER-1")

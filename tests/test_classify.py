@@ -69,3 +69,33 @@ def test_default_models_come_from_models_default(
     assert main(["classify", str(sample_images[2]), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out.splitlines()[0])
     assert rec["models"] == ["tiny-mobilenetv2-int8"]
+
+
+def _with_scale(bundle: Path, um: float) -> Path:
+    import json
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["input"]["um_per_px"] = um
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    return bundle
+
+
+def test_um_per_px_tiles_the_image_at_the_models_scale(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    import cv2
+    from test_tiling import smear
+
+    img = tmp_path / "field.png"  # 0.5 µm/px, two white cells; the model is at 0.25 µm/px (64 px tiles)
+    cv2.imwrite(str(img), cv2.cvtColor(smear(160, 120, 0.5, [(0.25, 0.3), (0.75, 0.7)]), cv2.COLOR_RGB2BGR))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[quality]\nscale_check = false\n")
+    bundle = str(_with_scale(tiny_bundle, 0.25))
+    assert (
+        main(["classify", str(img), "--model", bundle, "--json", "--um-per-px", "0.5", "--config", str(cfg)])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out.splitlines()[0])
+    f = out["field"]
+    assert f["um_per_px"] == 0.5 and f["tiles"]["factor"] == 2.0 and not f["tiles"]["legacy"]
+    assert 1 <= f["tiles"]["classified"] < f["tiles"]["tiles"]
+    assert main(["classify", str(img), "--model", bundle, "--um-per-px", "fast"]) == 2
+    assert "um_per_px" in capsys.readouterr().err

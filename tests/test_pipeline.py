@@ -190,7 +190,7 @@ def test_watchdog_restarts_a_stuck_classifier_and_says_why(
     tmp_path, tiny_bundle, sample_images, services_factory
 ):
     s = services_factory(make_config(tmp_path, tiny_bundle, sample_images[0].parent))
-    classify = s.ensemble.classify
+    classify = s.ensemble.classify_tiles
     stuck = threading.Event()
 
     def sometimes_stuck(*a, **kw):
@@ -199,7 +199,7 @@ def test_watchdog_restarts_a_stuck_classifier_and_says_why(
             time.sleep(2.5)  # longer than the stall limit below
         return classify(*a, **kw)
 
-    s.ensemble.classify = sometimes_stuck
+    s.ensemble.classify_tiles = sometimes_stuck
     s.pipeline.workers[2].stall_s = 0.5
     s.start()
     assert wait_for(lambda: s.pipeline.workers[2].restarts >= 1)
@@ -216,10 +216,13 @@ def test_store_policy_only_on_label_change(tmp_path, tiny_bundle, sample_images,
     cfg = make_config(tmp_path, tiny_bundle, one, store={"every_s": 0.0, "on_label_change": True})
     s = services_factory(cfg)
     s.start()
-    assert wait_for(lambda: s.status()["frames_classified"] >= 20)
+    assert wait_for(lambda: s.telemetry.counts.get("republished", 0) >= 20)
+    # an unchanged field is classified once; its result is re-published with every new frame
+    assert s.status()["frames_classified"] == 1
     assert s.store.counts()["records_total"] == 1  # stored once, when the label first appeared
-    live = s.live.latest_result()[1]
-    assert live["frames_in_field"] >= 20 and not live["new_field"]  # one field, smoothed throughout
+    seq, live = s.live.latest_result()
+    assert live["republished"] and not live["new_field"] and live["field"] == 1
+    assert live["frame_seq"] > 20
 
 
 def test_unfamiliar_input_stays_uncertain_in_the_live_view(

@@ -151,3 +151,19 @@ def test_check_upload_units():
     assert ok.rgb.shape == (40, 40, 3) and (ok.width, ok.height) == (40, 40)
     with pytest.raises(UploadRejected):
         check_upload(".hidden.png", encode(smear(1)), max_bytes=10**7)
+
+
+def test_scale_choice_is_passed_on_and_a_bad_one_refused(app_svc):
+    client, svc = app_svc
+    jpg = encode(smear(), ".jpg")
+    headers = {"X-CSRF-Token": token_of(client)}
+    for sent, got in (("auto", "auto"), ("0.25", 0.25), ("", "profile"), ("model", None)):
+        data = {"file": [(io.BytesIO(jpg), "a.jpg")], "um_per_px": sent}
+        r = client.post("/api/v1/classify", data=data, content_type="multipart/form-data", headers=headers)
+        assert r.status_code == 200 and svc.last_um_per_px == got
+    before = _state(svc)
+    data = {"file": [(io.BytesIO(jpg), "a.jpg")], "um_per_px": "big"}
+    r = client.post("/api/v1/classify", data=data, content_type="multipart/form-data", headers=headers)
+    assert r.status_code == 400 and "um_per_px" in r.get_json()["error"] and _state(svc) == before
+    page = client.get("/upload").get_data(as_text=True)
+    assert 'name="um_per_px" value="auto"' in page and "scale unknown" in page

@@ -70,13 +70,17 @@ class FakeServices:
             "quality": {"ok": True, "focus": 100.0, "clipped_high": 0.0, "clipped_low": 0.0, "stain": 0.3},
         }
 
-    def classify_upload(self, rgb, *, filename, sample_id, user) -> dict:
+    def classify_upload(self, rgb, *, filename, sample_id, user, um_per_px="profile") -> dict:
         self.uploads.inc()
+        self.last_um_per_px = um_per_px
         sha = self.store.put_image(encode_jpeg(rgb))
         return self.store.add_result(
             {**self._predict(rgb), "source": "upload", "sample_id": sample_id, "filename": filename,
              "image_sha256": sha}
         )  # fmt: skip
+
+    def scale_info(self) -> dict:
+        return {"profile": None, "profile_um_per_px": None, "models_um_per_px": None, "scale_known": False}
 
     def capture_field(self, sample_id, user) -> dict:
         got = self.live.frames.latest()

@@ -45,14 +45,30 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="store a result every S seconds regardless of label (default: the config's policy)",
     )
+    a = p.add_argument_group("acquisition (frame → tiles → field result; issue 10)")
+    a.add_argument("--no-acquisition", action="store_true", help="skip the acquisition figures")
+    a.add_argument(
+        "--frame-size", default="1920x1080", metavar="WxH", help="camera frame (default 1920x1080)"
+    )
+    a.add_argument(
+        "--magnification",
+        type=float,
+        default=1.0,
+        help="frame scale vs the models' (default 1: cells as trained)",
+    )
+    a.add_argument("--model-um-per-px", type=float, help="the models' µm/px when the bundle declares none")
+    a.add_argument("--static-fps", type=float, default=5.0, help="camera fps for the static-field CPU figure")
 
 
 def run(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "device.commands.bench"]
-    for key in ("model", "json", "seconds", "threads", "frames", "config", "store_every"):
+    keys = ("model", "json", "seconds", "threads", "frames", "config", "store_every", "frame_size")
+    for key in (*keys, "magnification", "model_um_per_px", "static_fps"):
         val = getattr(args, key, None)
         if val is not None:
             argv += [f"--{key.replace('_', '-')}", str(val)]
+    if getattr(args, "no_acquisition", False):
+        argv.append("--no-acquisition")
     return subprocess.call(argv)
 
 
@@ -135,6 +151,28 @@ def measure(config, seconds: float, rounds: int = 4) -> dict[str, Any]:
     }
 
 
+def acquisition(args, config, model_dir: str) -> dict[str, Any]:
+    """Frame → field result, batching, and the daemon's CPU on a static field (see _bench_acquisition)."""
+    from device.commands import _bench_acquisition as acq
+    from device.paths import default_bundle_dirs
+
+    dirs = [str(d) for d in default_bundle_dirs()] if not args.model else [model_dir]
+    w, h = (int(x) for x in args.frame_size.lower().split("x"))
+    kw = {"model_um": args.model_um_per_px, "size": (w, h), "magnification": args.magnification}
+    try:
+        field = acq.measure_field(config, dirs, **kw)
+    except ValueError as exc:
+        return {"skipped": str(exc)}
+    return {
+        "ensemble": dirs,
+        "field": field,
+        "batch": acq.measure_batch(config, dirs, max(2, field["tiles_classified"])),
+        "static_cpu": acq.measure_static_cpu(
+            config, dirs, **kw, fps=args.static_fps, seconds=max(5.0, args.seconds)
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="smearscope bench", description=__doc__.splitlines()[0])
     _arguments(ap)
@@ -181,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             "rss <= 120 MB": bool(out["rss_peak_mb"] <= 120),
         }
         out["pipeline_over_invoke"] = round(out["pipeline_fps"] / out["invoke_fps"], 3)
+        if not args.no_acquisition:
+            out["acquisition"] = acquisition(args, config, model_dir)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

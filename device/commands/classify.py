@@ -1,4 +1,9 @@
-"""`smearscope classify IMAGE... [--model DIR]... [--json]`."""
+"""`smearscope classify IMAGE... [--model DIR]... [--um-per-px X|auto] [--json]`.
+
+Each image goes the daemon's way (device/optics/analyse.py): rescaled from its µm/px to the models',
+cut into tiles, tiles without white cells skipped, the rest classified and combined by the field rule.
+Without `--um-per-px` an image is assumed to be at the models' scale (today's centre crop) and the
+red-cell scale check says whether that looks right."""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import argparse
 import json
 import sys
 
-from device.ensemble import Ensemble
+from device.commands._scale_args import add_scale_arg, field_classifier
 from device.errors import ImageError, SmearscopeError
 from device.paths import default_bundle_dirs
 from device.preprocess import read_image
@@ -18,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", metavar="DIR", help="bundle dir (repeat for an ensemble)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    add_scale_arg(p)
     p.set_defaults(func=run)
 
 
@@ -29,7 +35,8 @@ def model_dirs(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    ensemble = Ensemble.from_dirs(model_dirs(args), num_threads=args.threads)
+    fields, scale = field_classifier(args, model_dirs(args))
+    ensemble = fields.ensemble
     failed = 0
     for path in args.images:
         try:
@@ -38,14 +45,36 @@ def run(args: argparse.Namespace) -> int:
             print(f"smearscope classify: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        pred = ensemble.classify(rgb, with_cam=False)
+        a = fields.analyse(rgb, scale)
+        pred = a.prediction
         if args.json:
-            out = {"file": path, **pred.to_dict(), "models": ensemble.names}
+            out = {"file": path, **pred.to_dict(), "models": ensemble.names, "field": a.to_dict()}
             print(json.dumps(out), flush=True)
         else:
             bars = "  ".join(f"{k} {v:.3f}" for k, v in pred.probabilities.items())
-            call = f"UNCERTAIN, refer ({pred.reason}); top {pred.label}" if pred.abstained else pred.label
-            print(f"{path}: {call}  confidence {pred.confidence:.3f}  [{bars}]", flush=True)
+            fr = a.field
+            if fr.state == "no_cells":
+                line = f"{path}: {fr.display.upper()}"
+            elif fr.state == "refused":
+                line = f"{path}: NOT CLASSIFIED ({fr.reason})"
+            else:
+                call = f"UNCERTAIN, refer ({pred.reason}); top {pred.label}" if pred.abstained else pred.label
+                line = f"{path}: {call}  confidence {pred.confidence:.3f}  [{bars}]"
+            plan = a.prepared.plan
+            if plan is not None and not plan.legacy:
+                s = plan.summary()
+                line += (
+                    f"  | {a.prepared.um_per_px:.4g} µm/px ({a.prepared.scale_source}), "
+                    f"{s['classified']}/{s['tiles']} tiles classified"
+                )
+            if fields.scale_known and fr.state != "refused":
+                line += f"  | {a.prepared.check.message}"
+            print(line, flush=True)
+    if not args.json and not fields.scale_known:
+        print(
+            "scale unknown: the models declare no µm/px; images are centre-cropped, no scale check",
+            file=sys.stderr,
+        )
     if not args.json:
         print("Screening aid for trained staff, not a diagnosis.", file=sys.stderr)
     return 1 if failed else 0

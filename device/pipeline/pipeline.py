@@ -1,12 +1,17 @@
 """The live pipeline's workers, Frigate-style, joined by small bounded hand-overs:
 
-    capture ─► frame slot (1) ─► quality gate ─► gated slot (1) ─► classifier ─► store queue (bounded)
+    capture ─► frame slot (1) ─► gate ─► gated slot (1) ─► classifier ─► store queue (bounded)
        │                                                              │
        └──────────────► live view (newest frame)        live view (newest result)
 
 Slots keep only the newest item (stale frames are dropped and counted), the gate only prepares a
 frame when the classifier is free, and the store queue drops (and counts) results rather than ever
 blocking classification. Each worker has a heartbeat; the watchdog restarts a stuck one.
+
+The gate classifies a field once (device/pipeline/settle.py): while the stage moves it waits; once the
+field has settled it runs the quality gate, the scale check against the active calibration profile and
+the tiling (device/optics/analyse.py `prepare`); a field that has not changed since it was classified
+is not classified again, its result is re-published with the new frame.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ import numpy as np
 from device.camera import CameraError, FrameSource, open_source
 from device.config import Config
 from device.ensemble import Ensemble, Prediction, heatmap_overlay
+from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, Prepared
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
+from device.pipeline.settle import SettleTracker
 from device.pipeline.slot import LatestSlot
-from device.pipeline.smoothing import FieldSmoother, thumbnail
+from device.pipeline.smoothing import thumbnail
 from device.pipeline.worker import Watchdog, Worker
-from device.preprocess import prepare
 from device.quality import Quality, QualityThresholds, assess, passed
 from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
@@ -42,10 +48,12 @@ UNCERTAIN = "uncertain — refer to a hematologist"
 class Gated:
     seq: int
     frame: LiveFrame
-    model_input: np.ndarray  # prepared for the models (or the full frame when their sizes differ)
+    model_input: np.ndarray  # the image a stored heatmap is drawn over (the frame, or its one tile)
     thumb: np.ndarray
     quality: Quality
-    unfamiliar: list[str] | None = None  # the ensemble's colour check, run here off the classifier's core
+    prepared: Prepared | None = None  # tiles, scale check and colour checks, made in the gate
+    profile: str | None = None  # the calibration profile's name the frame was taken with
+    checked: threading.Event = field(default_factory=threading.Event)  # the gate's scale check is done
 
 
 @dataclass
@@ -55,6 +63,7 @@ class Classified:
     gated: Gated
     prediction: Prediction
     live: dict[str, Any]
+    analysis: FieldAnalysis | None = None
 
 
 @dataclass
@@ -70,20 +79,6 @@ class StoreJob:
     result: dict[str, Any] | None = field(default=None)
 
 
-def _shared_input_spec(ensemble: Ensemble) -> tuple | None:
-    """(width, height, resize, white_reference) when every model takes the same input, else None."""
-    specs = {
-        (
-            m.manifest.input.width,
-            m.manifest.input.height,
-            m.manifest.input.resize,
-            m.manifest.input.white_reference,
-        )
-        for m in ensemble.models
-    }
-    return next(iter(specs)) if len(specs) == 1 else None
-
-
 class Pipeline:
     def __init__(
         self,
@@ -96,6 +91,8 @@ class Pipeline:
         source_factory: Callable[[], FrameSource] | None = None,
         pace: bool = True,
         notify_watchdog: Callable[[], None] | None = None,
+        profile: Callable[[], Any] | None = None,
+        field_classifier: FieldClassifier | None = None,
     ):
         self.config = config
         self.store = store
@@ -107,8 +104,25 @@ class Pipeline:
         self.thresholds = QualityThresholds.from_config(config.quality)
         cc = config.classifier
         self.threshold = cc.abstain_threshold or ensemble.threshold
-        self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
-        self.input_spec = _shared_input_spec(ensemble)
+        self.profile = profile or (lambda: None)  # the active calibration profile (.name, .um_per_px)
+        self.fields = field_classifier or FieldClassifier(ensemble, AcquisitionSettings.from_config(config))
+        settle = cc.settle_frames
+        if settle < 0:  # auto: a replay camera's frames are unrelated stills, each one a new field
+            settle = 0 if config.camera.source == "replay" else 2
+        self.settle = SettleTracker(settle, cc.settle_threshold)
+        self.field = 0  # increments on every field classified
+        self.last_seen_ns = 0  # when the newest classified field was last seen unchanged (capture_field)
+        self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
+        self._field_focus = 0.0
+        self.scale_status: dict[str, Any] = (
+            {"state": "pending", "message": "no frame checked yet"}
+            if self.fields.scale_known
+            else {
+                "state": "unknown",
+                "message": "scale unknown: the models declare no µm/px, so frames are centre-cropped as "
+                "before and the scale check cannot run",
+            }
+        )
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
         self.gated_slot: LatestSlot[Gated] = LatestSlot()
@@ -141,13 +155,14 @@ class Pipeline:
 
     def swap_ensemble(self, ensemble: Ensemble) -> None:
         """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
-        so classification never stops. The field smoothing starts again (new model, new evidence)."""
+        so classification never stops. The current field is classified again by the new models."""
         cc = self.config.classifier
-        self.input_spec = _shared_input_spec(ensemble)
+        fields = FieldClassifier(ensemble, AcquisitionSettings.from_config(self.config))
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
-        self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
         self.ensemble = ensemble
+        self.fields = fields
+        self.settle.forget()  # the next settled field is classified by the new models
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -261,7 +276,42 @@ class Pipeline:
             self.telemetry.count("dropped")
         self._backoff = self.config.camera.reopen_initial_s
 
-    # -- quality gate --------------------------------------------------------------------------
+    # -- gate: settle, quality, scale check, tiles -----------------------------------------------
+
+    def _publish_field(self, result: dict[str, Any], seq: int, frame: LiveFrame) -> None:
+        """Re-publish the unchanged field's result with this frame (no classification)."""
+        self.live.publish_result({**result, "frame_seq": seq, "republished": True, "new_field": False})
+        self.last_seen_ns = frame.t_ns
+        self.telemetry.count("republished")
+
+    def _scale(self) -> tuple[float | None, str | None]:
+        """(frame µm/px, profile name) from the active calibration profile."""
+        try:
+            prof = self.profile()
+        except Exception as exc:  # noqa: BLE001 - a broken profiles file must not stop the gate
+            self._error("profiles", f"cannot read the active profile: {exc}", "warning")
+            prof = None
+        if prof is None or not getattr(prof, "um_per_px", None):
+            return None, getattr(prof, "name", None)
+        return float(prof.um_per_px), prof.name
+
+    def _reject(self, seq: int, frame: LiveFrame, q: Quality, reasons: list[str], state: str) -> dict:
+        for reason in reasons:
+            self.telemetry.frames_rejected.labels(reason if state == "rejected" else "scale").inc()
+        self.telemetry.count("rejected")
+        result = {
+            "frame_seq": seq,
+            "captured_at": frame.captured_at,
+            "rejected": True,
+            "state": state,
+            "display": ("frame rejected: " if state == "rejected" else "not classified: ")
+            + ", ".join(reasons),
+            "label": None,
+            "abstained": None,
+            "quality": q.to_dict(),
+        }
+        self.live.publish_result(result)
+        return result
 
     def _gate_step(self) -> None:
         w = self.workers[1]
@@ -270,36 +320,89 @@ class Pipeline:
         if item is None:
             return
         seq, frame = item
-        w.stage = "quality checks"
-        q = assess(frame.rgb, self.thresholds) if self.config.quality.enabled else passed()
-        if not q.ok:
-            for reason in q.reasons:
-                self.telemetry.frames_rejected.labels(reason).inc()
-            self.telemetry.count("rejected")
+        w.stage = "settle check"
+        thumb = thumbnail(frame.rgb)
+        state = self.settle.observe(thumb)
+        enabled = self.config.quality.enabled
+        if state == "same":
+            result = self._field_result
+            if result is None:
+                return  # the classifier is still on this field
+            q = assess(frame.rgb, self.thresholds) if enabled else passed()
+            if not (q.ok and self._field_focus > 0 and q.focus > 1.5 * self._field_focus):
+                self._publish_field(result, seq, frame)
+                return
+            # refocused: the same field, markedly sharper than when it was classified: classify again
+        elif state == "moving":
             self.live.publish_result(
                 {
                     "frame_seq": seq,
                     "captured_at": frame.captured_at,
                     "rejected": True,
-                    "display": "frame rejected: " + ", ".join(q.reasons),
+                    "state": "moving",
+                    "display": "field moving — classified once it is still",
                     "label": None,
                     "abstained": None,
-                    "quality": q.to_dict(),
+                    "motion": round(self.settle.motion, 2),
                 }
             )
+            self.telemetry.count("moving")
             return
-        if self.input_spec is not None:
-            width, height, resize, white_reference = self.input_spec
-            model_input = prepare(frame.rgb, (width, height), resize, white_reference=white_reference)
-        else:
-            model_input = frame.rgb
-        colour = self.ensemble.colour_reasons(model_input)
-        gated = Gated(seq, frame, model_input, thumbnail(model_input), q, colour)
+        w.stage = "quality checks"
+        q = assess(frame.rgb, self.thresholds) if enabled else passed()
+        if not q.ok:
+            self.settle.forget()  # re-judged on the next frame (a refocus hardly changes the thumbnail)
+            self._reject(seq, frame, q, q.reasons, "rejected")
+            return
+        w.stage = "scale check and tiles"
+        um, profile = self._scale()
+        prepared = self.fields.prepare(
+            frame.rgb,
+            um,
+            source=f"profile:{profile}" if profile else "profile",
+            hint="no calibration profile: calibrate this camera and objective (smearscope calibrate)",
+            defer_check=True,
+            refuse_assumed=True,
+        )
+        self.settle.mark(thumb)
+        self._field_focus = q.focus
+        if prepared.refused is not None:
+            self.scale_status = self._scale_state(prepared, profile)
+            self._field_result = self._reject(seq, frame, q, [prepared.refused], "scale")
+            return
+        self._field_result = None  # pending: the classifier publishes the new field's result
+        plan = prepared.plan
+        base = plan.selected[0].rgb if plan is not None and plan.legacy and plan.selected else prepared.image
+        gated = Gated(seq, frame, base, thumb, q, prepared, profile)
         if not self.gated_slot.put(gated):
             self.telemetry.frames_dropped.labels("gate").inc()
             self.telemetry.count("dropped")
+        # the red-cell scale check runs here, on the gate's core, while the classifier infers the tiles;
+        # the classifier publishes nothing before it is done (`gated.checked`)
+        w.stage = "scale check"
+        try:
+            self.fields.run_check(prepared)
+        finally:
+            gated.checked.set()
+        self.scale_status = self._scale_state(prepared, profile)
         w.stage = "waiting for the classifier"
         self.gated_slot.wait_empty(0.5)  # prepare the next frame only once the classifier took this one
+
+    def _scale_state(self, prepared: Prepared, profile: str | None) -> dict[str, Any]:
+        c = prepared.check
+        if not self.fields.scale_known:
+            st = "unknown"
+        elif prepared.um_per_px is None and profile is None:
+            st = "no_profile"
+        else:
+            st = "ok" if c.ok and c.ran else ("mismatch" if not c.ok else "not_run")
+        message = c.message
+        if st == "no_profile":
+            message = (
+                "no calibration profile: frames are classified as before (centre crop, no rescaling); "
+                "calibrate the station (smearscope calibrate). " + c.message
+            )
+        return {"state": st, "profile": profile, "message": message, **c.to_dict(), "at": utc_now()}
 
     # -- classifier ----------------------------------------------------------------------------
 
@@ -310,45 +413,56 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
-        ensemble = self.ensemble  # read once: swap_ensemble() may replace it between frames
-        pred = ensemble.classify(
-            g.model_input, with_cam=self.config.classifier.heatmap, precheck=g.unfamiliar
-        )
-        labels = ensemble.label_ids
-        probs = np.array([pred.probabilities[lb] for lb in labels], dtype=np.float32)
-        smoothed, new_field = self.smoother.update(g.thumb, probs)
-        idx = int(np.argmax(smoothed))
-        conf = float(smoothed[idx])
-        reason = None
-        if pred.abstained and not (pred.reason or "").startswith("confidence"):
-            reason = pred.reason  # unfamiliar input or disagreement: smoothing must never hide it
-        elif conf < self.threshold:
-            reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
+        assert g.prepared is not None
+        try:
+            # read once: swap_ensemble() may replace them between frames
+            fields = self.fields
+            analysis = fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
+            w.stage = "waiting for the scale check"
+            if not g.checked.wait(60.0):
+                raise RuntimeError("the scale check did not finish in 60 s")
+        except BaseException:
+            self.settle.forget()  # the gate must not wait for this field's result forever
+            raise
+        if g.prepared.refused is not None:  # the red cells say another magnification: nothing is called
+            self._field_result = self._reject(g.seq, g.frame, g.quality, [g.prepared.refused], "scale")
+            return
+        pred = analysis.prediction
+        fr = analysis.field
+        labels = fields.ensemble.label_ids
+        self.field += 1
         latency_ms = (time.monotonic_ns() - g.frame.t_ns) / 1e6
+        no_cells = fr.state == "no_cells"
         live = {
             "frame_seq": g.seq,
             "captured_at": g.frame.captured_at,
             "rejected": False,
-            "label": labels[idx],
-            "display": UNCERTAIN if reason else labels[idx],
-            "confidence": round(conf, 4),
-            "probabilities": {lb: round(float(p), 4) for lb, p in zip(labels, smoothed, strict=True)},
-            "abstained": reason is not None,
-            "reason": reason,
+            "label": None if no_cells else pred.label,
+            "display": fr.display,
+            "confidence": round(pred.confidence, 4),
+            "probabilities": {lb: round(float(pred.probabilities.get(lb, 0.0)), 4) for lb in labels},
+            "abstained": pred.abstained,
+            "reason": pred.reason,
             "frame": pred.to_dict(),
-            "field": self.smoother.field,
-            "new_field": new_field,
-            "frames_in_field": self.smoother.frames_in_field,
+            "field": self.field,
+            "new_field": True,
             "quality": g.quality.to_dict(),
             "has_heatmap": pred.cam is not None,
             "inference_ms": round(pred.inference_ms, 3),
+            "prepare_ms": round(g.prepared.prepare_ms, 3),
             "latency_ms": round(latency_ms, 3),
             "models": self.models,
+            "profile": g.profile,
+            **analysis.to_dict(outlines=True),
         }
-        rgb_for_heat = g.model_input if pred.cam is not None else None
-        self.live.publish_result(live, rgb_for_heat, pred.cam)
+        self.live.publish_result(live, analysis.heat_base, pred.cam)
+        self._field_result = live
+        self.last_seen_ns = g.frame.t_ns
+        if no_cells:
+            self.telemetry.count("no_cells")
+            return
         self.telemetry.classified(pred.inference_ms, latency_ms)
-        c = Classified(g, pred, live)
+        c = Classified(g, pred, live, analysis)
         self.last_classified = c
         w.stage = "store policy"
         self._maybe_store(c)
@@ -425,7 +539,9 @@ class Pipeline:
                 "confidence": pred.confidence,
                 "abstained": pred.abstained,
                 "reason": pred.reason,
-                "quality": c.gated.quality.to_dict(),
+                "quality": self._record_quality(c),
+                "um_per_px": c.gated.prepared.um_per_px if c.gated.prepared is not None else None,
+                "profile": c.gated.profile,
                 "image_sha256": sha,
                 "heatmap_sha256": heat_sha,
                 "filename": job.filename,
@@ -442,6 +558,17 @@ class Pipeline:
         if job.done is not None:
             job.done.set()
         return rec
+
+    @staticmethod
+    def _record_quality(c: Classified) -> dict[str, Any]:
+        """The quality figures plus, for tiled fields, the scale check and tile counts."""
+        q = c.gated.quality.to_dict()
+        if c.analysis is not None:
+            a = c.analysis.to_dict()
+            q["scale_check"] = a["scale_check"]
+            q["tiles"] = a["tiles"]
+            q["tile_labels"] = a["tile_labels"]
+        return q
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -14,8 +14,8 @@ THUMB = (64, 48)
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
     """A tiny grey copy for frame differencing (float32)."""
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(rgb, THUMB, interpolation=cv2.INTER_AREA)  # shrink first: a frame is ~2 Mpx
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
 class FieldSmoother:

@@ -41,7 +41,12 @@ def _body() -> dict:
 @bp.route("/classify", methods=["POST"])
 def classify():
     try:
-        records = classify_files(request.files.getlist("file"), request.form.get("sample"), g.user.name)
+        records = classify_files(
+            request.files.getlist("file"),
+            request.form.get("sample"),
+            g.user.name,
+            request.form.get("um_per_px"),
+        )
     except UploadRejected as exc:
         resp = _error(exc.status, exc.message)
         if exc.status == 503:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from device.optics.analyse import ScaleArg, parse_scale
 from device.store.store import DiskFullError
 from device.web.upload_check import CheckedImage, UploadRejected, check_upload, decode_bounded
 
@@ -90,9 +91,26 @@ def check_files(
     return out
 
 
-def classify_files(files: list[FileStorage], sample_id: str | None, user: str | None) -> list[dict]:
+def resolve_scale(value: str | None) -> ScaleArg | str:
+    """The form's `um_per_px`: empty or "profile" → the active profile; "auto"; "model" (assumed at
+    the models' scale, the old behaviour); or a number of µm per pixel."""
+    v = (value or "").strip().lower()
+    if v in ("", "profile"):
+        return "profile"
+    if v == "model":
+        return None
+    try:
+        return parse_scale(v)
+    except ValueError as exc:
+        raise UploadRejected(400, str(exc)) from exc
+
+
+def classify_files(
+    files: list[FileStorage], sample_id: str | None, user: str | None, um_per_px: str | None = None
+) -> list[dict]:
     ext = current_app.extensions["smearscope"]
     max_bytes = ext.config.web.max_upload_mb * 10**6
+    scale = resolve_scale(um_per_px)
     sample_id = resolve_sample(ext.store, sample_id)
     if ext.store.refresh_disk_state():
         raise UploadRejected(507, "storage full: nothing was stored; free disk space and upload again")
@@ -107,7 +125,9 @@ def classify_files(files: list[FileStorage], sample_id: str | None, user: str | 
                     read_limited(fs, max_bytes), img.kind, img.width, img.height, max_pixels=max_decode,
                     name=img.filename,
                 )  # fmt: skip
-                rec = ext.services.classify_upload(rgb, filename=img.filename, sample_id=sample_id, user=user)
+                rec = ext.services.classify_upload(
+                    rgb, filename=img.filename, sample_id=sample_id, user=user, um_per_px=scale
+                )
                 del rgb
         except DiskFullError as exc:
             done = ", ".join(r["file"] for r in out) or "none"

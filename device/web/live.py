@@ -22,6 +22,7 @@ from flask import (
     url_for,
 )
 
+from device.optics.field import RULE
 from device.optics.profiles import ProfileError
 from device.web import security
 
@@ -63,6 +64,7 @@ def page():
         readonly=g.user is None,
         profiles=profiles,
         active_profile=active,
+        field_rule=RULE,
     )
 
 
@@ -217,6 +219,15 @@ def live_payload(result: dict) -> dict:
         "inference_ms",
         "stored",
         "heatmap",
+        "state",
+        "outlines",
+        "tiles",
+        "tile_labels",
+        "um_per_px",
+        "profile",
+        "scale_check",
+        "rule",
+        "republished",
     )
     return {k: result[k] for k in keep if k in result}
 

@@ -17,9 +17,15 @@ def page():
     open_samples = ext.store.list_samples(status="open", limit=50)
     results, error, status = [], None, 200
     chosen = request.form.get("sample") if request.method == "POST" else session.get("sample")
+    scale_value = (request.form.get("um_per_px_typed") or "").strip() or request.form.get("um_per_px")
     if request.method == "POST":
         try:
-            results = classify_files(request.files.getlist("file"), request.form.get("sample"), g.user.name)
+            results = classify_files(
+                request.files.getlist("file"),
+                request.form.get("sample"),
+                g.user.name,
+                scale_value,
+            )
         except UploadRejected as exc:
             error, status = exc.message, exc.status
     return (
@@ -31,6 +37,8 @@ def page():
             error=error,
             labels=labels_info(ext.services),
             max_mb=ext.config.web.max_upload_mb,
+            scale=ext.services.scale_info(),
+            scale_choice=(scale_value or "profile") if request.method == "POST" else "profile",
         ),
         status,
     )

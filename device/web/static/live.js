@@ -45,6 +45,32 @@
     });
   }
 
+  var scaleLine = document.getElementById("scale-line");
+  var tilesLayer = document.getElementById("tiles-layer");
+  var tilesToggle = document.getElementById("tiles-toggle");
+  var lastTiles = null;
+
+  function drawTiles(r) {
+    if (r) lastTiles = r.outlines || null;
+    if (!tilesLayer) return;
+    tilesLayer.textContent = "";
+    tilesLayer.hidden = !(tilesToggle && tilesToggle.checked && lastTiles);
+    if (tilesLayer.hidden) return;
+    // the image is letterboxed (object-fit: contain): place the boxes on the picture itself
+    var cw = img.clientWidth, ch = img.clientHeight;
+    var nw = img.naturalWidth || cw, nh = img.naturalHeight || ch;
+    var k = Math.min(cw / nw, ch / nh), dw = nw * k, dh = nh * k, ox = (cw - dw) / 2, oy = (ch - dh) / 2;
+    lastTiles.forEach(function (b) {
+      var d = S.el("div", "tile-box " + b.state, b.label || "");
+      d.style.left = (ox + b.x * dw) + "px";
+      d.style.top = (oy + b.y * dh) + "px";
+      d.style.width = (b.w * dw) + "px";
+      d.style.height = (b.h * dh) + "px";
+      tilesLayer.appendChild(d);
+    });
+  }
+  if (tilesToggle) tilesToggle.addEventListener("change", function () { drawTiles(null); });
+
   function onResult(r) {
     lastAt = Date.now();
     results += 1;
@@ -54,7 +80,13 @@
     qState.textContent = qOk ? "good" : "poor";
     qState.className = qOk ? "ok" : "bad";
     qWhy.textContent = (q.reasons || []).join("; ");
-    if (!r.label) {
+    if (r.state === "no_cells") {
+      setCall("poor", "No white cells in view", "move to a field with white cells; nothing is called here");
+    } else if (r.state === "moving") {
+      setCall("stale", "Field moving…", "classified once the stage is still");
+    } else if (r.state === "scale") {
+      setCall("poor", "Not classified", (r.display || "").replace(/^not classified: /, ""));
+    } else if (!r.label) {
       setCall("poor", "No call — fix the field", (q.reasons || []).join("; ") || "image quality too low");
     } else if (r.abstained) {
       setCall("uncertain", "UNCERTAIN — refer", (r.reason || "the models are not sure") + " · top: " + r.label);
@@ -73,7 +105,12 @@
     } else if (heat && r.has_heatmap) {
       heat.disabled = false;
     }
-    setBars(r.probabilities);
+    if (r.state !== "moving") { setBars(r.probabilities); drawTiles(r); }
+    var sc = r.scale_check;
+    if (scaleLine && r.state !== "moving") {
+      scaleLine.textContent = sc ? ((r.um_per_px ? r.um_per_px + " µm/px" + (r.profile ? " (" + r.profile + ")" : "") + " · " : "") +
+        (r.tiles && !r.tiles.legacy ? r.tiles.classified + "/" + r.tiles.tiles + " tiles · " : "") + sc.message) : "";
+    }
     ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
   }
 

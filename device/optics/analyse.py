@@ -1,0 +1,299 @@
+"""One image or camera frame → one field result: the path the daemon, `smearscope classify/evaluate`
+and uploads share.
+
+    frame ─► white reference (if the bundle was trained with it) ─► scale: given | profile | auto
+          ─► scale check (red cells vs that scale) ─► rescale + tiles (device/optics/tiling.py)
+          ─► colour check per tile ─► classify tiles ─► field rule (device/optics/field.py)
+
+`prepare` (everything before the interpreter: the daemon runs it in the quality-gate thread) and
+`classify` (the interpreter, the rule, the stitched heatmap) are split so the live pipeline keeps
+the classifier's core for inference.
+
+The frame's scale (`scale`):
+- a number: the frame's µm/px (a calibration profile's, or typed); the red cells are checked against
+  it and a frame outside the tolerance is not classified;
+- "auto": estimated from the frame's red cells; when the estimator cannot tell the image is not
+  classified ("uncertain — refer", with the reason);
+- None: today's behaviour, the image is assumed to be at the model's scale (centre crop resized to one
+  tile), and the scale check compares the red cells with the scale that implies: files get today's
+  call with the check reported (so `evaluate` reproduces a model card); the daemon
+  (`refuse_assumed`) does not call a frame that fails it.
+A bundle without `input.um_per_px` ("scale unknown") always gets today's behaviour and no check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from device.ensemble import Ensemble, Prediction
+from device.optics.field import RULE, FieldResult, combine
+from device.optics.nuclei import NucleusThresholds
+from device.optics.scalecheck import Estimator, ScaleCheck, check_scale, estimate_um_per_px, not_run
+from device.optics.tiling import TilePlan, TileSpec, plan_tiles, stitch_heatmap
+
+log = logging.getLogger(__name__)
+AUTO = "auto"
+ScaleArg = float | str | None
+
+
+@dataclass(frozen=True)
+class AcquisitionSettings:
+    """`[tiling]`, the scale-check keys of `[quality]` and `[optics] rbc_diameter_um` (device/config.py)."""
+
+    overlap: float = 0.125
+    max_tiles: int = 24
+    min_cover: float = 0.5
+    min_nucleus_um2: float = 12.0
+    scale_check: bool = True
+    scale_tolerance: float = 0.2
+    rbc_um: float = 7.5
+
+    @classmethod
+    def from_config(cls, config) -> AcquisitionSettings:
+        t, q = config.tiling, config.quality
+        rbc = config.optics.rbc_diameter_um
+        return cls(
+            t.overlap, t.max_tiles, t.min_cover, t.min_nucleus_um2, q.scale_check, q.scale_tolerance, rbc
+        )
+
+
+def parse_scale(text: str | None) -> ScaleArg:
+    """`--um-per-px` / the upload form's value: "", None → None; "auto" → "auto"; else a float > 0."""
+    if text is None or str(text).strip() == "":
+        return None
+    s = str(text).strip().lower()
+    if s == AUTO:
+        return AUTO
+    try:
+        v = float(s)
+    except ValueError as exc:
+        raise ValueError(f"um_per_px: expected a number of µm per pixel or 'auto', not {text!r}") from exc
+    if not (0.001 <= v <= 100.0):
+        raise ValueError(f"um_per_px: {v} is not a plausible µm per pixel (0.001 to 100)")
+    return v
+
+
+@dataclass
+class Prepared:
+    """A frame made ready for the interpreter (or refused before it)."""
+
+    plan: TilePlan | None
+    um_per_px: float | None  # the frame's scale the tiles were cut at (None: legacy / refused)
+    scale_source: str  # "given" | "profile:<name>" | "auto" | "assumed" | "unknown"
+    check: ScaleCheck
+    refused: str | None  # why the frame is not classified
+    image: np.ndarray  # the (white-referenced) frame the tiles were cut from
+    prechecks: list[list[str]] = field(default_factory=list)  # colour check per selected tile
+    prepare_ms: float = 0.0
+    check_ms: float = 0.0
+    deferred: tuple | None = None  # (rgb, expected µm/px, what, suffix) of a check not run yet
+
+
+@dataclass
+class FieldAnalysis:
+    prepared: Prepared
+    field: FieldResult
+    prediction: Prediction  # the field as a Prediction (records); `cam` = the stitched heatmap
+    heat_base: np.ndarray | None  # the image the heatmap is drawn over
+    inference_ms: float = 0.0
+
+    def tile_labels(self) -> dict[int, str]:
+        plan = self.prepared.plan
+        if plan is None:
+            return {}
+        index = {id(t): i for i, t in enumerate(plan.tiles)}
+        return {
+            index[id(t)]: (p.display if p.abstained else p.label)
+            for t, p in zip(plan.selected, self.field.tiles, strict=False)
+        }
+
+    def to_dict(self, *, outlines: bool = False) -> dict[str, Any]:
+        p = self.prepared
+        out: dict[str, Any] = {
+            "state": self.field.state,
+            "display": self.field.display,
+            "um_per_px": round(p.um_per_px, 5) if p.um_per_px else None,
+            "scale_source": p.scale_source,
+            "scale_check": p.check.to_dict(),
+            "tiles": p.plan.summary() if p.plan is not None else None,
+            "tile_labels": self.field.tile_labels,
+            "tiles_abstained": self.field.n_abstained,
+            "rule": RULE,
+        }
+        if outlines and p.plan is not None:
+            out["outlines"] = p.plan.outlines(self.tile_labels())
+        return out
+
+
+class FieldClassifier:
+    """Frame → field result for one ensemble (all members share the first member's tile spec)."""
+
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        settings: AcquisitionSettings | None = None,
+        *,
+        estimator: Estimator | None = None,
+    ):
+        self.ensemble = ensemble
+        self.settings = s = settings or AcquisitionSettings()
+        self.estimator = estimator
+        first = ensemble.models[0].manifest.input
+        ums = {getattr(m.manifest.input, "um_per_px", None) for m in ensemble.models}
+        um = getattr(first, "um_per_px", None)
+        if len(ums) > 1:
+            log.warning(
+                "ensemble members declare different µm/px %s: tiles are cut at %s", sorted(map(str, ums)), um
+            )
+        self.white_reference = getattr(first, "white_reference", None)
+        self.spec = TileSpec(
+            first.width,
+            first.height,
+            um,
+            first.resize,
+            overlap=s.overlap,
+            min_cover=s.min_cover,
+            max_tiles=s.max_tiles,
+            nuclei=NucleusThresholds(min_area_um2=s.min_nucleus_um2),
+        )
+        self.malignant = {lb.id for lb in ensemble.labels if lb.malignant}
+
+    @property
+    def scale_known(self) -> bool:
+        return self.spec.um_per_px is not None
+
+    def _white(self, rgb: np.ndarray) -> np.ndarray:
+        if self.white_reference == "background":
+            from device.optics.colour import normalise_background
+
+            return normalise_background(rgb)
+        return rgb
+
+    def _check(self, rgb: np.ndarray, expected: float | None, what: str) -> ScaleCheck:
+        s = self.settings
+        if not s.scale_check:
+            return not_run("scale check switched off ([quality] scale_check = false)", expected)
+        return check_scale(
+            rgb, expected, tolerance=s.scale_tolerance, rbc_um=s.rbc_um, what=what, estimator=self.estimator
+        )
+
+    def prepare(
+        self,
+        rgb: np.ndarray,
+        scale: ScaleArg,
+        *,
+        source: str = "given",
+        hint: str = "give the image's µm/px or 'auto'",
+        defer_check: bool = False,
+        refuse_assumed: bool = False,
+    ) -> Prepared:
+        """Everything before the interpreter. `source` names where a numeric scale came from
+        ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?". `hint`: what
+        to do when an image assumed at the models' scale (`scale` None) is not. `defer_check`: cut
+        the tiles but leave the red-cell check to `run_check(prepared)` (the daemon runs it on another
+        core while the tiles are classified, and publishes nothing until it is done)."""
+        t0 = time.perf_counter()
+        image = self._white(rgb)
+        spec = self.spec
+        refused = None
+        um: float | None = None
+        deferred = None
+        if spec.um_per_px is None:
+            plan = plan_tiles(image, None, spec)
+            check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
+            src = "unknown"
+        elif scale is None:
+            plan = plan_tiles(image, None, spec)
+            implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
+            what = "the models' scale (the image resized to one tile)"
+            # files (classify/evaluate/upload "model"): the check is reported, the call is today's;
+            # the daemon (refuse_assumed) does not call a frame whose red cells disagree
+            deferred = (rgb, implied, what, f" — {hint}", refuse_assumed)
+            check = not_run("scale check pending", implied)
+            src = "assumed"
+        elif scale == AUTO:
+            src = AUTO
+            um, est = estimate_um_per_px(rgb, rbc_um=self.settings.rbc_um, estimator=self.estimator)
+            if um is None:
+                why = getattr(est, "reason", None) or "too few red cells"
+                refused = f"scale unknown: the red cells cannot tell the magnification ({why})"
+                check = not_run(refused)
+                plan = None
+            else:
+                check = ScaleCheck(True, True, None, um, None, f"scale from the red cells: {um:.3g} µm/px")
+                check.n_cells = int(getattr(est, "n_cells", 0) or 0)
+                plan = plan_tiles(image, um, spec)
+        else:
+            um = float(scale)
+            src = source
+            what = "the calibration" if source.startswith("profile") else "the given scale"
+            deferred = (rgb, um, what, "", True)
+            check = not_run("scale check pending", um)
+            plan = plan_tiles(image, um, spec)
+        if plan is not None and plan.refused:
+            refused = plan.refused
+        prepared = Prepared(plan, um, src, check, refused, image)
+        prepared.deferred = deferred if refused is None else None
+        if not defer_check:
+            self.run_check(prepared)
+        if prepared.refused is None and plan is not None:
+            prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
+        prepared.prepare_ms = (time.perf_counter() - t0) * 1000
+        return prepared
+
+    def run_check(self, prepared: Prepared) -> Prepared:
+        """Run the red-cell scale check `prepare` left pending; a mismatch refuses the frame."""
+        if prepared.deferred is None:
+            return prepared
+        rgb, expected, what, suffix, refuse = prepared.deferred
+        prepared.deferred = None
+        t0 = time.perf_counter()
+        check = self._check(rgb, expected, what)
+        prepared.check_ms = (time.perf_counter() - t0) * 1000
+        prepared.check = check
+        if check.ran and not check.ok and prepared.refused is None:
+            if refuse:
+                prepared.refused = check.message + suffix
+            else:
+                check.message += suffix
+        return prepared
+
+    def classify(self, prepared: Prepared, *, with_cam: bool = True) -> FieldAnalysis:
+        """Interpreter + field rule + stitched heatmap."""
+        labels = self.ensemble.label_ids
+        plan = prepared.plan
+        t0 = time.perf_counter()
+        if prepared.refused is not None or plan is None:
+            return self.refused(prepared)
+        tiles = plan.selected
+        preds = self.ensemble.classify_tiles(
+            [t.rgb for t in tiles], with_cam=with_cam, prechecks=prepared.prechecks or None
+        )
+        fr = combine(preds, labels, self.malignant)
+        ms = (time.perf_counter() - t0) * 1000
+        pred = fr.to_prediction(labels, ms)
+        if len(preds) == 1:
+            pred.per_model = preds[0].per_model
+        heat_base = None
+        cams = [(t, p.cam) for t, p in zip(tiles, preds, strict=True) if p.cam is not None]
+        if with_cam and cams:
+            if plan.legacy:
+                pred.cam, heat_base = cams[0][1], tiles[0].rgb
+            else:
+                pred.cam, heat_base = stitch_heatmap(plan, cams), prepared.image
+        return FieldAnalysis(prepared, fr, pred, heat_base, ms)
+
+    def refused(self, prepared: Prepared) -> FieldAnalysis:
+        """The result of a frame that is not classified (`prepared.refused` says why)."""
+        fr = FieldResult("refused", None, 0.0, {}, True, prepared.refused)
+        return FieldAnalysis(prepared, fr, fr.to_prediction(self.ensemble.label_ids), None, 0.0)
+
+    def analyse(
+        self, rgb: np.ndarray, scale: ScaleArg, *, with_cam: bool = False, source: str = "given"
+    ) -> FieldAnalysis:
+        return self.classify(self.prepare(rgb, scale, source=source), with_cam=with_cam)

@@ -1,0 +1,125 @@
+"""The per-frame scale check: do the frame's red cells agree with the µm/px we are about to assume?
+
+The red-cell estimator (`device.optics.scale.estimate_scale`) runs on a copy shrunk so that an
+expected red cell is about `ANALYSIS_DIAMETER_PX` wide (it works from ~10 px per cell), which keeps the
+cost small on a 1920x1080 or 4056x3040 frame; its diameter is scaled back to the frame's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+ANALYSIS_DIAMETER_PX = 24.0
+CROP_CELLS = 8  # the check looks at the centre square this many red-cell diameters wide (~50
+MIN_CROP_PX = 160  # cells in a monolayer) and at least this many pixels; then once at twice the side
+MISMATCH = "magnification differs from the calibration — objective changed?"
+
+Estimator = Callable[..., Any]  # estimate_scale(rgb, *, rbc_um) -> ScaleEstimate
+
+
+def default_estimator() -> Estimator:
+    from device.optics.scale import estimate_scale  # the optics-core module (OpenCV only)
+
+    return estimate_scale
+
+
+@dataclass
+class ScaleCheck:
+    ran: bool  # False: nothing to compare with (scale unknown) or the estimator could not tell
+    ok: bool  # True unless the check ran and failed
+    expected_um_per_px: float | None
+    estimated_um_per_px: float | None
+    ratio: float | None  # estimated / expected (>1: the image is less magnified than assumed)
+    message: str  # what the status/live page says
+    n_cells: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("expected_um_per_px", "estimated_um_per_px", "ratio"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 5)
+        return d
+
+
+def not_run(message: str, expected: float | None = None) -> ScaleCheck:
+    return ScaleCheck(False, True, expected, None, None, message)
+
+
+def _centre(rgb: np.ndarray, side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if h <= side and w <= side:
+        return rgb
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return rgb[y0 : y0 + side, x0 : x0 + side]
+
+
+def estimate_um_per_px(
+    rgb: np.ndarray,
+    *,
+    rbc_um: float,
+    expected_um_per_px: float | None = None,
+    estimator: Estimator | None = None,
+):
+    """(µm/px of `rgb` or None, the estimate). With an expected scale (the check) the estimator sees
+    a copy shrunk so a red cell is ~`ANALYSIS_DIAMETER_PX` wide, and only its centre square of
+    `CROP_CELLS` cell diameters (then twice as wide when that cannot tell): on a 1920x1080 frame the
+    whole-frame estimate cost about as much as classifying its 12-24 tiles."""
+    est_fn = estimator or default_estimator()
+    if not expected_um_per_px:
+        est = est_fn(rgb, rbc_um=rbc_um)
+        return (est.um_per_px(rbc_um) if est.confident else None), est
+    small, f = rgb, 1.0
+    expected_d = rbc_um / expected_um_per_px
+    if expected_d > 2 * ANALYSIS_DIAMETER_PX:
+        f = ANALYSIS_DIAMETER_PX / expected_d
+        h, w = rgb.shape[:2]
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    side = max(MIN_CROP_PX, round(CROP_CELLS * expected_d * f))
+    crop = _centre(small, side)
+    est = est_fn(crop, rbc_um=rbc_um)
+    if not est.confident and crop.shape != small.shape:  # once more on a square twice as wide
+        est = est_fn(_centre(small, 2 * side), rbc_um=rbc_um)
+    um = est.um_per_px(rbc_um) if est.confident else None
+    return (um * f if um is not None else None), est
+
+
+def check_scale(
+    rgb: np.ndarray,
+    expected_um_per_px: float | None,
+    *,
+    tolerance: float,
+    rbc_um: float,
+    what: str = "the calibration",
+    estimator: Estimator | None = None,
+) -> ScaleCheck:
+    """Compare the red cells' µm/px with `expected_um_per_px` (±`tolerance`, relative)."""
+    if expected_um_per_px is None:
+        return not_run("scale check cannot run: the scale is unknown")
+    um, est = estimate_um_per_px(
+        rgb, rbc_um=rbc_um, expected_um_per_px=expected_um_per_px, estimator=estimator
+    )
+    n = int(getattr(est, "n_cells", 0) or 0)
+    if um is None:
+        why = getattr(est, "reason", None) or "too few red cells"
+        c = not_run(f"scale check could not tell ({why})", expected_um_per_px)
+        c.n_cells = n
+        return c
+    ratio = um / expected_um_per_px
+    ok = abs(ratio - 1.0) <= tolerance
+    if ok:
+        msg = f"scale check ok: red cells say {um:.3g} µm/px, {what} {expected_um_per_px:.3g} ({ratio:.2f}x)"
+    else:
+        msg = (
+            f"{MISMATCH} (red cells say {um:.3g} µm/px, {what} {expected_um_per_px:.3g} µm/px: "
+            f"{ratio:.2f}x, tolerance ±{tolerance:.0%})"
+            if what == "the calibration"
+            else f"scale differs from {what}: red cells say {um:.3g} µm/px, {what} {expected_um_per_px:.3g} "
+            f"µm/px ({ratio:.2f}x, tolerance ±{tolerance:.0%})"
+        )
+    return ScaleCheck(True, ok, expected_um_per_px, um, ratio, msg, n)

@@ -1,0 +1,45 @@
+"""Classify a field once: wait while the stage moves, classify when the field has settled, and keep
+(re-publish) the result while the field does not change.
+
+Per frame, on a 64x48 grey thumbnail (`device.pipeline.smoothing.thumbnail`, ~1 ms on a 1920x1080 frame):
+- motion = mean |thumbnail - previous frame's| (0..255); below `threshold` the frame is "still";
+- "same": the frame differs from the last classified field's thumbnail by at most 2 x `threshold`
+  (sensor noise, a vibration): the field's result stands;
+- "moving": fewer than `settle_frames` still frames in a row (0: classify at once);
+- "settled": a new field, still long enough: classify it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAME = "same"
+MOVING = "moving"
+SETTLED = "settled"
+
+
+class SettleTracker:
+    def __init__(self, settle_frames: int, threshold: float):
+        self.settle_frames = settle_frames
+        self.threshold = threshold
+        self._prev: np.ndarray | None = None
+        self._field: np.ndarray | None = None
+        self.still = 0  # still frames in a row
+        self.motion = 0.0
+
+    def observe(self, thumb: np.ndarray) -> str:
+        self.motion = float(np.mean(np.abs(thumb - self._prev))) if self._prev is not None else 1e9
+        self._prev = thumb
+        self.still = self.still + 1 if self.motion <= self.threshold else 0
+        if self._field is not None and float(np.mean(np.abs(thumb - self._field))) <= 2 * self.threshold:
+            return SAME
+        if self.still < self.settle_frames:
+            return MOVING
+        return SETTLED
+
+    def mark(self, thumb: np.ndarray) -> None:
+        """This frame's field is being classified (or refused): later unchanged frames are "same"."""
+        self._field = thumb
+
+    def forget(self) -> None:
+        self._field = None
