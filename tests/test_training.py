@@ -134,7 +134,9 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     # --init-model continues from a run's model.keras (no head phase) and records where it came from
     cont = tmp_path / "cont"
     argv3 = ["train", "--split", str(run / "split.json"), "--out", str(cont), "--size", "32", "--batch", "8"]
-    argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "1", "--finetune-layers", "5"]
+    argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "3", "--finetune-layers", "5"]
+    # a wall-clock budget far shorter than one epoch: the first epoch completes, then training stops
+    argv3 += ["--finetune-minutes", "0.0001"]
     assert main([*argv3, "--no-baselines", "--quiet"]) == 0
     prov3 = json.loads((cont / "provenance.json").read_text())
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
