@@ -3,9 +3,12 @@
 Answers per record in `POST /api/v1/results`:
 - `accepted`  — stored now;
 - `duplicate` — this UUID is already stored (a resend after a lost answer; harmless);
-- `deferred`  — it names an image the hub does not have yet: not stored, upload the image and resend;
-- `rejected`  — malformed (the `reason` names the field) or its UUID belongs to another device: the
-  device quarantines it.
+- `deferred`  — it names an image this device has not uploaded yet, or reviews a record not on the hub yet:
+  not stored; upload the image (send the record) and resend;
+- `rejected`  — malformed (the `reason` names the field), or it touches another device's data (its UUID,
+  its `sample_id` or the record its `review_of` names belongs to another device): the device quarantines it.
+A device sees only its own images: `HEAD /images/<sha>`, `/images/have` and the images its records may name
+are the ones it uploaded itself, so it learns nothing about what other devices sent.
 The HTTP status is 200 when the envelope is valid and at least one record was accepted, duplicate or
 deferred (or the batch was empty); 422 when the envelope is malformed or every record was rejected —
 the body still carries the per-record answers.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import uuid
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,14 +30,16 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from hub import tokens
+from hub import jsonbody, tokens
 from hub.app import hub_ext, session
-from hub.models import Device, Image, Result, Sample
-from hub.records import SHA256, RecordError, parse_time, validate, validate_sample
+from hub.models import Device, Image, ImageDevice, Result, Sample
+from hub.records import SHA256, RecordError, parse_time, time_flag, validate, validate_sample
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
 LAST_SEEN_EVERY_S = 5.0  # write a device's last contact at most this often
+MAX_TOKEN = 200  # tokens are 43 characters; anything much longer is not one
+JPEG_MAGIC = b"\xff\xd8"  # every JPEG starts with SOI; refusing other bytes keeps HTML etc. out
 
 
 # --- authentication -------------------------------------------------------------------------------
@@ -44,6 +50,8 @@ def _bearer() -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         abort(401, "missing bearer token (Authorization: Bearer <token>)")
+    if len(token) > MAX_TOKEN:
+        abort(401, "bad token: not a registered token")
     return token.strip()
 
 
@@ -74,7 +82,7 @@ def _touch(dev: Device) -> None:
         s.execute(
             update(Device)
             .where(Device.id == dev.id)
-            .values(last_seen_at=now, last_address=request.remote_addr)
+            .values(last_seen_at=now, last_address=(request.remote_addr or "")[:100])  # column width
         )
         s.commit()
 
@@ -114,10 +122,11 @@ def _body() -> bytes:
 
 
 def _json_body() -> Any:
+    """The JSON body; 400 when nested deeper than jsonbody.MAX_DEPTH, 422 when not strict JSON."""
     try:
-        return json.loads(_body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        abort(422, f"body is not JSON: {exc}")
+        return jsonbody.loads(_body())
+    except jsonbody.BodyError as exc:
+        abort(exc.status, str(exc))
 
 
 def _insert(model: type) -> Any:
@@ -145,7 +154,12 @@ def ping() -> Response:
 def get_image(sha: str) -> Response:
     _check_sha(sha)
     if request.method == "HEAD":
-        size = session().scalar(select(Image.size).where(Image.sha256 == sha))
+        q = select(Image.size).where(Image.sha256 == sha)
+        if g.device is not None:  # a device sees only what it uploaded itself
+            q = q.join(ImageDevice, ImageDevice.sha256 == Image.sha256).where(
+                ImageDevice.device_id == g.device.id
+            )
+        size = session().scalar(q)
         if size is None:
             abort(404, "no such image")
         return Response(status=200, headers={"Content-Length": str(size), "Content-Type": "image/jpeg"})
@@ -167,12 +181,22 @@ def put_image(sha: str) -> tuple[Response, int]:
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha:
         abort(422, f"body sha256 is {actual}, not {sha} (corrupted in transit?)")
+    if not data.startswith(JPEG_MAGIC):
+        abort(422, "not a JPEG (the body must start with the JPEG SOI marker FF D8)")
     s = session()
-    stmt = (
+    now = datetime.now(UTC)
+    s.execute(
         _insert(Image)
-        .values(sha256=sha, size=len(data), data=data, device_id=g.device.id, received_at=datetime.now(UTC))
+        .values(sha256=sha, size=len(data), data=data, device_id=g.device.id, received_at=now)
         .on_conflict_do_nothing(index_elements=["sha256"])
-        .returning(Image.sha256)
+    )
+    # The answer speaks only of this device's own uploads: "exists" must not reveal that another
+    # device sent the same bytes. Sending the bytes proves the device has them, so it becomes an owner.
+    stmt = (
+        _insert(ImageDevice)
+        .values(sha256=sha, device_id=g.device.id, received_at=now)
+        .on_conflict_do_nothing(index_elements=["sha256", "device_id"])
+        .returning(ImageDevice.sha256)
     )
     created = s.execute(stmt).first() is not None
     s.commit()
@@ -188,16 +212,31 @@ def have_images() -> Response:
         abort(422, 'body must be {"sha256": [64-hex, ...]}')
     if len(shas) > 10_000:
         abort(422, "at most 10000 hashes per query")
-    have = _have(set(shas))
+    have = _have(set(shas), g.device.id)
     return jsonify({"have": sorted(have), "missing": sorted(set(shas) - have)})
 
 
-def _have(shas: set[str]) -> set[str]:
+def _have(shas: set[str], device_id: int) -> set[str]:
+    """The hashes among `shas` that this device uploaded (other devices' images do not count)."""
     out: set[str] = set()
     items = sorted(shas)
     for i in range(0, len(items), 500):
         chunk = items[i : i + 500]
-        out.update(session().scalars(select(Image.sha256).where(Image.sha256.in_(chunk))))
+        q = select(ImageDevice.sha256).where(
+            ImageDevice.device_id == device_id, ImageDevice.sha256.in_(chunk)
+        )
+        out.update(session().scalars(q))
+    return out
+
+
+def _foreign(column: Any, owner: Any, ids: set[str], device_id: int) -> set[str]:
+    """The ids among `ids` (values of `column`) that have a row owned by another device."""
+    out: set[str] = set()
+    items = sorted(ids)
+    for i in range(0, len(items), 500):
+        chunk = items[i : i + 500]
+        q = select(column).where(column.in_(chunk), owner != device_id).distinct()
+        out.update(session().scalars(q))
     return out
 
 
@@ -233,26 +272,48 @@ def post_results() -> tuple[Response, int]:
             continue
         valid[cols["id"]] = (i, cols, rec)
 
+    me = g.device.id
     needed = {c[k] for _, c, _ in valid.values() for k in ("image_sha256", "heatmap_sha256") if c[k]}
-    missing = needed - _have(needed)
+    missing = needed - _have(needed, me)
+    # Ownership: a record may name only this device's samples (or a new one) and review only this
+    # device's records. A sample belongs to the device that first described it or sent records for it.
+    sample_ids = {c["sample_id"] for _, c, _ in valid.values() if c["sample_id"]}
+    foreign_samples = _foreign(Sample.id, Sample.device_id, sample_ids, me) | _foreign(
+        Result.sample_id, Result.device_id, sample_ids, me
+    )
+    targets = {c["review_of"] for _, c, _ in valid.values() if c["review_of"]}
+    foreign_targets = _foreign(Result.id, Result.device_id, targets, me)
+    own_targets = set(session().scalars(select(Result.id).where(Result.id.in_(targets - foreign_targets))))
     rows = []
     for rid, (i, cols, rec) in valid.items():
+        if cols["sample_id"] in foreign_samples:
+            answers[i] = {"id": rid, "status": "rejected", "reason": "sample_id: a sample of another device"}
+            continue
+        if cols["review_of"] in foreign_targets:
+            answers[i] = {"id": rid, "status": "rejected", "reason": "review_of: a record of another device"}
+            continue
         lacking = [c for c in (cols["image_sha256"], cols["heatmap_sha256"]) if c and c in missing]
         if lacking:
             answers[i] = {"id": rid, "status": "deferred", "reason": f"image {lacking[0]} not on the hub yet"}
             continue
-        # Devices often lack a real-time clock: flag a device clock off by more than the limit (sent_at
-        # vs hub time) or a capture time in the hub's future. received_at is always the hub's clock.
-        ahead = (parse_time(cols["captured_at"], "captured_at") - now).total_seconds()
-        flag = (skew is not None and abs(skew) > settings.skew_limit_s) or ahead > settings.skew_limit_s
+        target = cols["review_of"]
+        if target and target not in own_targets and target not in valid:
+            reason = f"review_of: record {target} is not on the hub yet (send it first)"
+            answers[i] = {"id": rid, "status": "deferred", "reason": reason}
+            continue
+        # Devices often lack a real-time clock: a device clock off by more than the limit (sent_at vs
+        # hub time), a capture time in the hub's future or before the software existed is stored but
+        # flagged with the reason. received_at is always the hub's clock.
+        flag = time_flag(parse_time(cols["captured_at"], "captured_at"), now, skew, settings.skew_limit_s)
         del cols["heatmap_sha256"]
         rows.append(
             {
                 **cols,
-                "device_id": g.device.id,
+                "device_id": me,
                 "received_at": now,
                 "clock_skew_s": skew,
-                "skew_flag": bool(flag),
+                "skew_flag": flag is not None,
+                "time_flag": flag,
                 "record_json": json.dumps(rec, separators=(",", ":"), sort_keys=True),
             }
         )
@@ -307,6 +368,10 @@ def post_samples() -> tuple[Response, int]:
             cols = validate_sample(item)
         except RecordError as exc:
             out.append({"id": sid, "status": "rejected", "reason": str(exc)})
+            continue
+        if _foreign(Result.sample_id, Result.device_id, {cols["id"]}, g.device.id):
+            reason = "id: already used by another device"  # another device's records name this sample
+            out.append({"id": cols["id"], "status": "rejected", "reason": reason})
             continue
         s.execute(
             _insert(Sample)
@@ -371,6 +436,8 @@ def devices() -> Response:
 def list_results() -> Response:
     """Records newest first; filters device, sample, label, abstained=1; `limit` ≤ 1000, `offset`."""
     s = session()
+    if any("\x00" in v for v in request.args.values()):
+        abort(400, "query parameters must not contain NUL characters")
     q = select(Result, Device.name).join(Device, Device.id == Result.device_id)
     if request.args.get("device"):
         q = q.where(Device.name == request.args["device"])
@@ -381,7 +448,7 @@ def list_results() -> Response:
     if request.args.get("abstained") in ("1", "true"):
         q = q.where(Result.abstained.is_(True))
     limit = min(max(request.args.get("limit", 100, type=int), 1), 1000)
-    offset = max(request.args.get("offset", 0, type=int), 0)
+    offset = min(max(request.args.get("offset", 0, type=int), 0), 2**31 - 1)  # a huge one was a 500
     rows = s.execute(q.order_by(Result.received_at.desc(), Result.id).limit(limit).offset(offset)).all()
     return jsonify({"results": [result_json(r, name) for r, name in rows], "limit": limit, "offset": offset})
 
@@ -389,6 +456,10 @@ def list_results() -> Response:
 @api.get("/results/<rid>")
 @requires("user")
 def get_result(rid: str) -> Response:
+    try:
+        rid = str(uuid.UUID(rid))
+    except ValueError:
+        abort(404, "no such result")
     row = (
         session()
         .execute(
@@ -409,6 +480,7 @@ def result_json(r: Result, device_name: str) -> dict[str, Any]:
         "received_at": _iso(r.received_at),
         "clock_skew_s": r.clock_skew_s,
         "skew_flag": r.skew_flag,
+        "time_flag": r.time_flag,
     }
     return rec
 

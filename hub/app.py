@@ -3,18 +3,25 @@ instances (gunicorn workers, machines behind a load balancer) can share one Post
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub import db
+from hub.limits import init_limits
 from hub.models import Setting
+
+log = logging.getLogger("smearscope.hub")
 
 DISCLAIMER = "A screening aid for trained staff, not a diagnosis."
 
@@ -24,6 +31,23 @@ class HubSettings:
     max_body_mb: float = 16.0  # per request, compressed and decompressed
     max_batch: int = 1000  # records per POST
     skew_limit_s: float = 300.0  # |device clock - hub clock| above this flags the records
+    rate_limit: str = "6000/minute"  # per token (or address without one); "" = off
+    auth_fail_limit: str = "30/minute"  # 401 answers per client address; "" = off
+    proxy_hops: int = 0  # reverse proxies in front whose X-Forwarded-For is trusted
+    body_timeout_s: float = 30.0  # gunicorn: a request body must arrive within this (hub/slowclient.py)
+
+
+# Every answer: no MIME sniffing (images are served as image/jpeg whatever a device uploaded), no
+# framing, and pages may load only the hub's own CSS and images (no inline script can run).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
 
 
 def create_app(
@@ -46,9 +70,13 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = _HttpsAwareSessions()
     app.extensions["hub"] = {"engine": engine, "sessions": db.session_factory(engine), "settings": settings}
     app.secret_key = _shared_secret(app)
     app.jinja_env.globals["DISCLAIMER"] = DISCLAIMER
+    if settings.proxy_hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
+    app.extensions["hub"]["limiter"] = init_limits(app, settings.rate_limit, settings.auth_fail_limit)
 
     from hub.api import api
     from hub.dashboard import dashboard
@@ -66,6 +94,8 @@ def create_app(
         t0 = g.get("t0")
         if t0 is not None:
             resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}"
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
         return resp
 
     @app.teardown_appcontext
@@ -76,13 +106,31 @@ def create_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202
-        if request.path.startswith("/api/"):
+        if not request.path.startswith("/api/"):
+            resp = exc.get_response()
+        else:
             resp = jsonify({"error": exc.name, "reason": exc.description})
             resp.status_code = exc.code or 500
             if exc.code == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="smearscope-hub"'
-            return resp
-        return exc
+        if exc.code == 408:  # the rest of the body may still come: never read it as a request
+            resp.headers["Connection"] = "close"
+        return resp
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception):  # noqa: ANN202
+        # Never show internals (SQL, paths, stack) to a client: log them under a reference instead.
+        if isinstance(exc, HTTPException):
+            return _http_error(exc)
+        ref = uuid.uuid4().hex[:12]
+        log.exception("internal error %s on %s %s", ref, request.method, request.path)
+        reason = f"internal error (reference {ref} in the hub's log)"
+        if request.path.startswith("/api/"):
+            resp = jsonify({"error": "Internal Server Error", "reason": reason})
+        else:
+            resp = app.response_class(f"Internal Server Error: {reason}\n", mimetype="text/plain")
+        resp.status_code = 500
+        return resp
 
     @app.get("/healthz")
     def healthz():  # noqa: ANN202
@@ -91,6 +139,15 @@ def create_app(
         return jsonify({"ok": True})
 
     return app
+
+
+class _HttpsAwareSessions(SecureCookieSessionInterface):
+    """The session cookie is `Secure` whenever the request came over HTTPS (behind the TLS proxy with
+    --proxy-hops, X-Forwarded-Proto says so), so it is never sent over plain HTTP; a LAN hub reached by
+    plain HTTP still works."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure)
 
 
 def hub_ext(app: Flask | None = None) -> dict[str, Any]:

@@ -41,6 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body-mb", type=float, default=HubSettings.max_body_mb)
     s.add_argument("--max-batch", type=int, default=HubSettings.max_batch)
     s.add_argument("--skew-limit-s", type=float, default=HubSettings.skew_limit_s)
+    s.add_argument(
+        "--rate-limit",
+        default=HubSettings.rate_limit,
+        help='requests per token (or address) per process, e.g. "3000/minute"; "" = off',
+    )
+    s.add_argument(
+        "--auth-fail-limit",
+        default=HubSettings.auth_fail_limit,
+        help='failed authentications (401) per client address, e.g. "30/minute"; "" = off',
+    )
+    s.add_argument(
+        "--proxy-hops",
+        type=int,
+        default=HubSettings.proxy_hops,
+        help="reverse proxies in front whose X-Forwarded-For is trusted (the client address for limits)",
+    )
+    s.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=HubSettings.body_timeout_s,
+        help="with --workers > 1: a request body must arrive within this many seconds (else 408)",
+    )
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
@@ -138,7 +160,13 @@ def cmd_list_devices(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     engine = _engine(args)  # migrate once, before any worker starts
     settings = HubSettings(
-        max_body_mb=args.max_body_mb, max_batch=args.max_batch, skew_limit_s=args.skew_limit_s
+        max_body_mb=args.max_body_mb,
+        max_batch=args.max_batch,
+        skew_limit_s=args.skew_limit_s,
+        rate_limit=args.rate_limit,
+        auth_fail_limit=args.auth_fail_limit,
+        proxy_hops=args.proxy_hops,
+        body_timeout_s=args.body_timeout_s,
     )
     url = engine.url.render_as_string(hide_password=False)
     if engine.url.get_backend_name() == "sqlite" and args.workers > 1:
@@ -157,16 +185,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         serve(
             create_app(url, settings=settings, migrate=False),
-            host=args.host,
-            port=args.port,
-            threads=args.threads,
-            ident="smearscope-hub",
+            **waitress_options(settings, host=args.host, port=args.port, threads=args.threads),
         )
         return 0
     from hub.gunicorn_app import run_gunicorn
 
     run_gunicorn(url, settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
+
+
+def waitress_options(settings: HubSettings, *, host: str, port: int, threads: int) -> dict:
+    """waitress buffers a whole request before the app sees it (up to 1 GB by default, chunked bodies
+    included): cap it at the hub's body limit, and drop idle or trickling connections after a minute.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "threads": threads,
+        "ident": "smearscope-hub",
+        "max_request_body_size": int(settings.max_body_mb * 1024 * 1024) + 64 * 1024,
+        "max_request_header_size": 64 * 1024,
+        "channel_timeout": 60,
+        "connection_limit": 200,
+        # with proxies in front, X-Forwarded-For must reach the app (ProxyFix trusts proxy_hops of it);
+        # without, waitress drops such headers so a client cannot pick its own address
+        "clear_untrusted_proxy_headers": settings.proxy_hops <= 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

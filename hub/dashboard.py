@@ -3,10 +3,11 @@ results awaiting review, CSV export. People log in with their user token (`smear
 
 from __future__ import annotations
 
-import csv
 import functools
+import hashlib
 import io
 import json
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,16 +26,19 @@ from flask import (
 from flask import (
     session as cookie,
 )
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import aliased
 
-from hub import tokens
+from hub import csvsafe, tokens
 from hub.app import session
-from hub.models import Device, Image, Result, Sample, User
+from hub.models import Device, Image, Result, Sample, User, UserSession
+from hub.records import SHA256
 
 dashboard = Blueprint(
     "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
 )
 
+SESSION_HOURS = 12  # a dashboard login lasts this long at most
 SAMPLES_SHOWN = 100
 REVIEW_SHOWN = 200
 CALL_RULE = (
@@ -43,12 +47,33 @@ CALL_RULE = (
 )
 
 
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
+
+
+def current_user() -> User | None:
+    """The logged-in user: the cookie's session id must name a live server-side session (logout, a new
+    token or revoking the user delete it, so a copied old cookie stops working at once)."""
+    sid = cookie.get("sid")
+    if not isinstance(sid, str):
+        return None
+    s = session()
+    row = s.get(UserSession, _sid_hash(sid))
+    if row is None:
+        return None
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    if (datetime.now(UTC) - created).total_seconds() > SESSION_HOURS * 3600:
+        s.delete(row)
+        s.commit()
+        return None
+    user = s.get(User, row.user_id)
+    return user if user is not None and not user.disabled else None
+
+
 def login_required(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        uid = cookie.get("user_id")
-        user = session().get(User, uid) if uid is not None else None
-        if user is None or user.disabled:
+        if current_user() is None:
             return redirect(url_for("dashboard.login", next=request.path))
         return fn(*args, **kwargs)
 
@@ -61,18 +86,35 @@ def login() -> Any:
     if request.method == "POST":
         user = tokens.find_user(session(), request.form.get("token", "").strip())
         if user is not None:
+            sid = secrets.token_urlsafe(32)
+            s = session()
+            s.add(UserSession(id_hash=_sid_hash(sid), user_id=user.id, created_at=datetime.now(UTC)))
+            s.commit()
             cookie.clear()
-            cookie["user_id"] = user.id
+            cookie["sid"] = sid
             nxt = request.args.get("next", "")
-            return redirect(
-                nxt if nxt.startswith("/") and not nxt.startswith("//") else url_for("dashboard.index")
-            )
+            return redirect(nxt if _local_path(nxt) else url_for("dashboard.index"))
         error = "That token is not a registered user's token."
     return render_template("login.html", error=error), 401 if error else 200
 
 
+def _local_path(target: str) -> bool:
+    """A path on this hub, never another site: browsers read `/\\evil` and `/<tab>/evil` as `//evil`."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(c.isprintable() and not c.isspace() for c in target)
+    )
+
+
 @dashboard.post("/logout")
 def logout() -> Any:
+    sid = cookie.get("sid")
+    if isinstance(sid, str):
+        s = session()
+        s.execute(delete(UserSession).where(UserSession.id_hash == _sid_hash(sid)))
+        s.commit()
     cookie.clear()
     return redirect(url_for("dashboard.login"))
 
@@ -122,6 +164,10 @@ def samples() -> str:
     for r, name in rows:
         by_sample[r.sample_id].append((r, name))
     meta = {m.id: m for m in s.scalars(select(Sample).where(Sample.id.in_(ids)))}
+    for sid, group in by_sample.items():  # only the owner's records count towards a slide
+        first = min(group, key=lambda x: (x[0].received_at, x[0].seq))[0]
+        owner = meta[sid].device_id if sid in meta else first.device_id
+        by_sample[sid] = [(r, name) for r, name in group if r.device_id == owner]
     out = [slide_summary(sid, by_sample[sid], meta.get(sid)) for sid in ids]
     return render_template("samples.html", samples=out, rule=CALL_RULE)
 
@@ -131,7 +177,14 @@ def slide_summary(
 ) -> dict[str, Any]:
     """The hub's count over the records it has, plus what the device said about the slide: its slide
     id, open/finished and (once finished) the device's own slide call with the rule behind it."""
-    reviews = {r.review_of: r for r, _ in rows if r.kind == "review" and r.review_of}
+    by_id = {r.id: r for r, _ in rows}
+    # A review counts only for a record of its own device (the API refuses others; this keeps rows
+    # stored before that check from counting).
+    reviews = {
+        r.review_of: r
+        for r, _ in rows
+        if r.kind == "review" and r.review_of in by_id and by_id[r.review_of].device_id == r.device_id
+    }
     labels: Counter[str] = Counter()
     uncertain = fields = 0
     for r, _ in rows:
@@ -166,11 +219,13 @@ def slide_summary(
 @login_required
 def review() -> str:
     s = session()
-    reviewed = select(Result.review_of).where(Result.review_of.is_not(None))
+    rv = aliased(Result)
+    # reviewed = a review by the same device exists (another device's "review" does not count)
+    reviewed = select(rv.id).where(rv.review_of == Result.id, rv.device_id == Result.device_id).exists()
     rows = s.execute(
         select(Result, Device.name)
         .join(Device, Device.id == Result.device_id)
-        .where(Result.abstained.is_(True), Result.kind == "classification", Result.id.not_in(reviewed))
+        .where(Result.abstained.is_(True), Result.kind == "classification", ~reviewed)
         .order_by(Result.captured_at.desc())
         .limit(REVIEW_SHOWN)
     ).all()
@@ -181,6 +236,8 @@ def review() -> str:
 @dashboard.get("/images/<sha>.jpg")
 @login_required
 def image(sha: str) -> Response:
+    if not SHA256.match(sha):  # NUL and the like reached PostgreSQL as a 500
+        abort(404)
     data = session().scalar(select(Image.data).where(Image.sha256 == sha))
     if data is None:
         abort(404)
@@ -205,6 +262,7 @@ CSV_COLUMNS = [
     "reason",
     "image_sha256",
     "probabilities",
+    "time_flag",
 ]
 
 
@@ -215,7 +273,7 @@ def export_csv() -> Response:
 
     def rows() -> Iterator[str]:
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csvsafe.writer(buf)
         w.writerow(CSV_COLUMNS)
         s = sessions()
         q = (
@@ -244,6 +302,7 @@ def export_csv() -> Response:
                     rec.get("reason") or "",
                     r.image_sha256 or "",
                     json.dumps(rec.get("probabilities", {}), sort_keys=True),
+                    r.time_flag or "",
                 ]
             )
             yield buf.getvalue()

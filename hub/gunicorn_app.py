@@ -5,6 +5,7 @@ from __future__ import annotations
 from gunicorn.app.base import BaseApplication
 
 from hub.app import HubSettings, create_app
+from hub.slowclient import BodyDeadline
 
 
 class _HubApplication(BaseApplication):
@@ -17,7 +18,9 @@ class _HubApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):  # noqa: ANN201 - each worker builds its own app and connection pool after fork
-        return create_app(self.url, settings=self.settings, migrate=False)
+        app = create_app(self.url, settings=self.settings, migrate=False)
+        # gthread reads bodies in the worker thread: a stalled upload must not hold it for good
+        return BodyDeadline(app, self.settings.body_timeout_s)
 
 
 def run_gunicorn(

@@ -54,7 +54,17 @@ class Image(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
-    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), nullable=True)  # first uploader
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ImageDevice(Base):
+    """Which devices uploaded an image's bytes. A device's view of images (`HEAD`, `/images/have`, the
+    images its records may name) is only these rows, so it learns nothing about other devices' images."""
+
+    __tablename__ = "image_devices"
+    sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -69,7 +79,8 @@ class Result(Base):
     captured_at: Mapped[str] = mapped_column(String(40))  # device clock, as sent
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # hub clock
     clock_skew_s: Mapped[float | None] = mapped_column(Float, nullable=True)
-    skew_flag: Mapped[bool] = mapped_column(Boolean, default=False)
+    skew_flag: Mapped[bool] = mapped_column(Boolean, default=False)  # the time below is set
+    time_flag: Mapped[str | None] = mapped_column(String(200), nullable=True)  # why the time is doubtful
     source: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20))
     review_of: Mapped[str | None] = mapped_column(String(36), nullable=True)
@@ -102,6 +113,16 @@ class Sample(Base):
     created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     summary_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UserSession(Base):
+    """A dashboard login. The cookie carries a random id; only its sha256 is stored. Logging out, a new
+    token or revoking the user deletes the rows, so an old cookie stops working at once."""
+
+    __tablename__ = "user_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Setting(Base):

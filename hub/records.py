@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 SOURCES = ("camera", "upload", "review")
 KINDS = ("classification", "review")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: "$" would let a trailing newline through
 MAX_LABEL = 100
+MAX_TIME = 40  # the width of the time columns: longer ISO strings (offsets with seconds) are refused
+MAX_NAME = 200
+# A capture time before this cannot be real (the software did not exist): a device whose clock was never
+# set (no RTC, no network: 1970) or a forged value. Such records are stored but flagged, never dropped.
+EARLIEST_PLAUSIBLE = datetime(2024, 1, 1, tzinfo=UTC)
+# Unicode bidirectional controls: they make a label or slide id read differently from what it is.
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
 class RecordError(ValueError):
@@ -20,16 +28,55 @@ class RecordError(ValueError):
 
 
 def parse_time(value: Any, what: str) -> datetime:
+    """An aware UTC datetime from an ISO-8601 string (no zone = UTC); RecordError names the field."""
     if not isinstance(value, str):
         raise RecordError(f"{what}: must be an ISO-8601 string")
+    if len(value) > MAX_TIME:
+        raise RecordError(f"{what}: longer than {MAX_TIME} characters")
     text = value.strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     try:
         t = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise RecordError(f"{what}: not an ISO-8601 time: {value!r}") from exc
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise RecordError(f"{what}: not an ISO-8601 time in years 1-9999: {value[:MAX_TIME]!r}") from exc
+
+
+def time_flag(captured: datetime, now: datetime, skew_s: float | None, limit_s: float) -> str | None:
+    """Why a record's time cannot be trusted, or None. Records are kept (a clinic's result is not thrown
+    away for a wrong clock) but flagged, and the flag is shown in the API, dashboard and CSV."""
+    if captured < EARLIEST_PLAUSIBLE:
+        return f"captured_at is before {EARLIEST_PLAUSIBLE:%Y-%m-%d}: the device clock was not set"
+    ahead = (captured - now).total_seconds()
+    if ahead > limit_s:
+        return f"captured_at is {_span(ahead)} in the hub's future"
+    if skew_s is not None and abs(skew_s) > limit_s:
+        return f"device clock off by {'+' if skew_s > 0 else '-'}{_span(abs(skew_s))} (sent_at vs hub time)"
+    return None
+
+
+def _span(seconds: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= n:
+            return f"{seconds / n:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _text(value: Any, what: str, max_len: int, *, optional: bool = False, name: bool = False) -> str | None:
+    """A string the hub stores in a column: bounded, no NUL (PostgreSQL cannot store it); a `name`
+    (label, slide id) also has no control or bidirectional-override characters."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"{what}: must be a string{' or null' if optional else ''}")
+    if len(value) > max_len:
+        raise RecordError(f"{what}: longer than {max_len} characters")
+    if "\x00" in value:
+        raise RecordError(f"{what}: must not contain NUL characters")
+    if name and any(c in _BIDI or unicodedata.category(c) == "Cc" for c in value):
+        raise RecordError(f"{what}: must not contain control or bidirectional-override characters")
+    return value
 
 
 def _uuid(value: Any, what: str, *, optional: bool = False) -> str | None:
@@ -78,6 +125,7 @@ def validate(rec: Any) -> dict[str, Any]:
     label = rec.get("label")
     if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL:
         raise RecordError(f"label: must be a non-empty string of at most {MAX_LABEL} characters")
+    _text(label, "label", MAX_LABEL, name=True)
     confidence = _number(rec.get("confidence", 0.0), "confidence", 0.0, 1.0)
     abstained = rec.get("abstained", False)
     if not isinstance(abstained, bool):
@@ -119,8 +167,9 @@ def validate_sample(s: Any) -> dict[str, Any]:
         raise RecordError("sample: must be a JSON object")
     sid = _uuid(s.get("id"), "id")
     slide = s.get("slide_id")
-    if not isinstance(slide, str) or not slide.strip() or len(slide) > 200:
-        raise RecordError("slide_id: must be a non-empty string of at most 200 characters")
+    if not isinstance(slide, str) or not slide.strip() or len(slide) > MAX_NAME:
+        raise RecordError(f"slide_id: must be a non-empty string of at most {MAX_NAME} characters")
+    _text(slide, "slide_id", MAX_NAME, name=True)
     status = s.get("status")
     if status not in SAMPLE_STATUSES:
         raise RecordError(f"status: must be one of {', '.join(SAMPLE_STATUSES)}")
@@ -130,9 +179,8 @@ def validate_sample(s: Any) -> dict[str, Any]:
     summary = s.get("summary")
     if summary is not None and not isinstance(summary, dict):
         raise RecordError("summary: must be an object or null")
-    for key in ("notes", "created_by"):
-        if s.get(key) is not None and not isinstance(s[key], str):
-            raise RecordError(f"{key}: must be a string or null")
+    _text(s.get("notes"), "notes", 100_000, optional=True)
+    _text(s.get("created_by"), "created_by", MAX_NAME, optional=True)
     return {
         "id": sid,
         "slide_id": slide.strip(),

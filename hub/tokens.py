@@ -4,13 +4,14 @@ fast hash is enough; a slow password hash would only cost time on every request)
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from hub.models import Device, User
+from hub.models import Device, User, UserSession
 
 
 def new_token() -> str:
@@ -47,6 +48,7 @@ def revoke(session: Session, model: type[Device] | type[User], name: str) -> Non
     """Disable a lost device or a person who left: their token stops working at once."""
     row = _get(session, model, name)
     row.disabled = True
+    _end_sessions(session, row)
     session.commit()
 
 
@@ -56,8 +58,15 @@ def rotate(session: Session, model: type[Device] | type[User], name: str) -> str
     token = new_token()
     row.token_hash = token_hash(token)
     row.disabled = False
+    _end_sessions(session, row)
     session.commit()
     return token
+
+
+def _end_sessions(session: Session, row: Device | User) -> None:
+    """A revoked user or one with a new token is logged out of the dashboard everywhere."""
+    if isinstance(row, User):
+        session.execute(delete(UserSession).where(UserSession.user_id == row.id))
 
 
 def _get(session: Session, model: type[Device] | type[User], name: str) -> Device | User:
@@ -68,10 +77,19 @@ def _get(session: Session, model: type[Device] | type[User], name: str) -> Devic
 
 
 def find_device(session: Session, token: str) -> Device | None:
-    dev = session.scalar(select(Device).where(Device.token_hash == token_hash(token)))
-    return dev if dev is not None and not dev.disabled else None
+    return _find(session, Device, token)
 
 
 def find_user(session: Session, token: str) -> User | None:
-    user = session.scalar(select(User).where(User.token_hash == token_hash(token)))
-    return user if user is not None and not user.disabled else None
+    return _find(session, User, token)
+
+
+def _find(session: Session, model: type[Device] | type[User], token: str) -> Device | User | None:
+    """The enabled row whose token this is. The lookup is by sha256 (an index cannot compare in constant
+    time, but timing could at most reveal a prefix of a hash, not of a token); the final comparison is
+    constant-time so nothing about the stored hash depends on how far a guess matched."""
+    wanted = token_hash(token)
+    row = session.scalar(select(model).where(model.token_hash == wanted))
+    if row is None or not hmac.compare_digest(row.token_hash, wanted) or row.disabled:
+        return None
+    return row

@@ -79,6 +79,8 @@ def test_hub_unit_contract() -> None:
     assert argv[0].endswith("/bin/smearscope-hub") and argv[1] == "serve"
     assert int(argv[argv.index("--workers") + 1]) > 1  # > 1 worker: gunicorn (hub/cli.py)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"  # behind a TLS proxy
+    # the proxy's X-Forwarded-For is trusted, else every client shares one failed-auth budget
+    assert argv[argv.index("--proxy-hops") + 1] == "1"
     assert shlex.split(one(u, "Service", "ExecStartPre"))[1] == "migrate"
 
 
