@@ -1,42 +1,37 @@
 #!/bin/sh
-# Re-train the two shipped models exactly as they were trained (CPU). Usage:
-#   training/train_shipped.sh [SHARED_DIR]   (default ../shared). Writes runs/*; see runs/README.md.
-# Issue 11 recipe ("models that travel"): the robust on-the-fly augmentation of training/augment.py
-# (scale ±25%+, any rotation, stain jitter in optical density, white balance/gamma with the background
-# re-normalised, vignetting, defocus, sensor noise, JPEG) and the background white reference.
-# The machine is a shared 2-core CPU: each fine-tuning phase gets a wall-clock budget
-# (--finetune-minutes): the cosine schedule is shortened to the epochs that fit and the run ends on
-# time (training/budget.py). Both runs go side by side (about 1 h 05 min wall clock on the loaded box).
+# Re-train the two shipped models exactly as they were trained (CPU is fine; ~50 min for the two runs
+# side by side on 2 cores). Usage: training/train_shipped.sh [SHARED_DIR]   (default ../shared).
+# Writes runs/*; see runs/README.md.
 set -eu
 SHARED=${1:-../shared}
 DATA=$SHARED/datasets/all-4class
 P=$SHARED/pretrained
 S=.venv/bin/smearscope
-BUDGET=${FINETUNE_MINUTES:-50}
 mkdir -p runs
 # Every run reuses the committed split (seed 42, 70/10/20, per image), so the ensemble is measured on the
 # same test images. Without it, `--data DIR --seed 42` makes the same split again.
 SPLIT=runs/split-all4-seed42.json
 
-# Both models see the 224 px images upsampled to 288 px (see runs/README.md).
-# Phase 1: head on cached frozen features (15 epochs); phase 2: fine-tune every layer but BatchNorm,
-# half an epoch of warm-up then cosine decay from 1e-4 over the epochs that fit, best val-loss epoch kept.
-$S train --data "$DATA" --split $SPLIT --out runs/mobilenetv2-all4-288r \
+# Both models see the 224 px images upsampled to 288 px: the cells' chromatin and nucleoli then span
+# more of the backbone's receptive field (validation loss 0.035 -> 0.007 for MobileNetV2 against the
+# 224 px runs kept in runs/).
+# Phase 1: head on cached frozen features (20 epochs); phase 2: fine-tune every layer but BatchNorm,
+# 1 warm-up epoch then cosine decay from 6e-5, the best validation-loss epoch kept.
+$S train --data "$DATA" --split $SPLIT --out runs/mobilenetv2-all4-288 \
   --backbone mobilenetv2 --weights "$P/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" \
-  --size 288 --epochs-head 15 --epochs-finetune 14 --finetune-layers 160 --batch 32 --seed 42 \
-  --lr-finetune 1e-4 --warmup-epochs 0.5 --patience 14 --augment robust \
-  --finetune-minutes "$BUDGET" --quiet &
+  --size 288 --epochs-head 20 --epochs-finetune 22 --finetune-layers 160 --batch 32 --seed 42 \
+  --lr-finetune 6e-5 --warmup-epochs 1 --patience 7 --colour-strength 0.5 --augment basic &
 MNV2=$!
-$S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288r \
+# (The shipped Lite0 is this recipe's second run, seed 43: its int8 model scored higher on the
+# validation split than the seed-42 run's, runs/efficientnet-lite0-all4-288, kept for the record.)
+$S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288b \
   --backbone efficientnet-lite0 --weights "$P/efficientnet_lite0_imagenet_notop.keras" \
-  --size 288 --epochs-head 15 --epochs-finetune 14 --finetune-layers 400 --batch 32 --seed 42 \
-  --lr-finetune 1e-4 --warmup-epochs 0.5 --patience 14 --augment robust \
-  --finetune-minutes "$BUDGET" --quiet &
+  --size 288 --epochs-head 20 --epochs-finetune 16 --finetune-layers 400 --batch 32 --seed 43 \
+  --lr-finetune 6e-5 --warmup-epochs 1 --patience 6 --colour-strength 0.5 --augment basic &
 LITE0=$!
 wait $MNV2
 wait $LITE0
 
-# Convert (int8 + CAM output + content-check output) into the default ensemble, then the robustness
-# report (benchmarks/robustness.py) that the model cards cite.
-$S convert runs/mobilenetv2-all4-288r --out models/mobilenetv2-all4-int8 --set-default
-$S convert runs/efficientnet-lite0-all4-288r --out models/efficientnet-lite0-all4-int8 --set-default
+# Convert (int8 + CAM output) into the default ensemble.
+$S convert runs/mobilenetv2-all4-288 --out models/mobilenetv2-all4-int8 --set-default
+$S convert runs/efficientnet-lite0-all4-288b --out models/efficientnet-lite0-all4-int8 --set-default
