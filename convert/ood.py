@@ -81,9 +81,12 @@ def _stain_shift(smear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _nucleus_mask(smear: np.ndarray) -> np.ndarray:
-    """Pixels stained like a white cell's nucleus (dark purple: red well below blue), on a smear."""
+    """Pixels stained like a white cell (nucleus or cytoplasm: darker and clearly saturated), unlike
+    the pale red cells and the background."""
     rgb = smear.astype(np.int32)
-    return (rgb[..., 0] < 170) & (rgb[..., 2] - rgb[..., 0] > 25)
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    saturation = (hi - lo) / np.maximum(hi, 1)
+    return ((lo < 150) & (saturation > 0.3)) | ((rgb[..., 1] < 170) & (saturation > 0.25))
 
 
 def _window_scores(mask: np.ndarray, side: int) -> np.ndarray:
@@ -93,14 +96,14 @@ def _window_scores(mask: np.ndarray, side: int) -> np.ndarray:
 
 
 def _rbc_only(smear: np.ndarray) -> np.ndarray:
-    """A field without white cells at the SAME scale: the window of half the side with the fewest
-    nucleus-coloured pixels, mirrored out to the full size."""
+    """A field without white cells at the SAME scale: the window of a quarter of the side with the
+    fewest white-cell-coloured pixels (dilated, so no cell edge remains), mirrored out to full size."""
     h, w = smear.shape[:2]
-    side = max(8, min(h, w) // 2)
-    scores = _window_scores(_nucleus_mask(smear), side)
+    side = max(8, min(h, w) // 4)
+    mask = cv2.dilate(_nucleus_mask(smear).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    scores = _window_scores(mask, side)
     y, x = np.unravel_index(int(np.argmin(scores)), scores.shape)
-    crop = smear[y : y + side, x : x + side]
-    return _mirror_tile(crop, h, w)
+    return _mirror_tile(smear[y : y + side, x : x + side], h, w)
 
 
 def _mirror_tile(crop: np.ndarray, h: int, w: int) -> np.ndarray:
