@@ -262,6 +262,17 @@ def run(
     }
 
 
+def probes_report(
+    models: list[Path], split: Path, part: str, limit: int | None, seed: int, ood_per_kind: int
+) -> dict:
+    ens = Ensemble.from_dirs([str(m) for m in models])
+    paths, _, _ = load_test(split, part, limit, seed)
+    step = max(1, len(paths) // ood_per_kind)
+    images = [read_image(p) for p in paths[::step][:ood_per_kind]]
+    probes = ood.measure_checks(ens.models, images, n=ood_per_kind, seed=0)
+    return {k: probes[k] for k in ("all", "no_colour", "colour_only", "energy_only", "content_only", "none")}
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -371,7 +382,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--card", action="store_true", help="copy into each bundle's report/ and re-render MODEL.md"
     )
+    p.add_argument(
+        "--probes-only",
+        action="store_true",
+        help="re-measure only the out-of-distribution probes of an existing --out/robustness.json",
+    )
     args = p.parse_args(argv)
+    if args.probes_only:
+        report = json.loads((args.out / "robustness.json").read_text())
+        report["ood_probes"] = probes_report(
+            args.model, args.split, args.part, args.limit, args.seed, args.ood_per_kind
+        )
+        write(report, args.out, args.model if args.card else None)
+        print(f"{args.out}/robustness.md: probes re-measured")
+        return 0
     report = run(
         args.model,
         args.split,
