@@ -3,6 +3,7 @@ output, its naming in the manifest, and the device abstaining with the reason.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -137,7 +138,10 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
     man = load_bundle(out).manifest
     prob, dist = man.outputs
     assert (prob.name, dist.name) == ("probabilities", "ood_distance")
-    prob.tensor_name, dist.tensor_name = dist.tensor_name, prob.tensor_name
+    man.outputs = [
+        dataclasses.replace(prob, tensor_name=dist.tensor_name),
+        dataclasses.replace(dist, tensor_name=prob.tensor_name),
+    ]
     from device.bundle import write_manifest
     from device.errors import BundleError
 
