@@ -92,6 +92,10 @@ class TFLiteModel:
             d["index"]: tuple(int(x) for x in d["shape"]) for d in self.interpreter.get_output_details()
         }
         shape = shapes[self._prob_idx]
+        if len(shape) == 2 and shape[0] == 1 and shape[1] != k:
+            raise BundleError(
+                f"{bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
+            )
         if shape != (1, k):
             raise BundleError(f"{bundle.path}: the probability output has shape {shape}, expected (1, {k})")
         spec = m.output("probabilities")

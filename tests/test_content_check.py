@@ -146,5 +146,5 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
     from device.errors import BundleError
 
     write_manifest(out, man)
-    with pytest.raises(BundleError, match="probability output has shape"):
+    with pytest.raises(BundleError, match="model outputs 1 classes, the manifest lists 4 labels"):
         TFLiteModel(load_bundle(out))
