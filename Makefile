@@ -7,7 +7,7 @@ PORT    ?= 8080
 DATA    ?= var
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test setup setup-device system-deps lint bench train-shipped clean
+.PHONY: run test setup setup-device system-deps lint bench train-shipped sign-shipped clean
 
 # One stamp per set of extras: `make run` needs only the device's, `make test` all of them.
 $(BIN)/.installed-%: pyproject.toml
@@ -46,3 +46,8 @@ clean:
 ## Re-train and convert the shipped models from ../shared (about 1.5 h on 2 CPU cores).
 train-shipped: setup
 	sh training/train_shipped.sh ../shared
+
+## Re-sign the shipped bundles in models/ with the project release key (kept out of the repository).
+KEY ?= /work/keys/smearscope-project.key
+sign-shipped: setup-device
+	BIN=$(BIN) sh scripts/sign-shipped.sh $(KEY) models

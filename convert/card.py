@@ -352,10 +352,16 @@ def _scale_line(man, d: dict) -> str:
             "model's scale nor check the magnification; re-convert with `--um-per-px`."
         )
     how = (d.get("provenance") or {}).get("um_per_px_method") or "given on the command line"
-    return (
+    line = (
         f"- Physical scale: {man.input.um_per_px:.4g} µm per pixel at the model's input size "
         f"({how}). Stations rescale each frame to it from their calibration profile."
     )
+    if how.startswith("measured"):
+        line += (
+            " A red cell is taken as 7.5 µm (normal range about 6.2-8.2 µm), so the absolute value is good "
+            "to about ±10%; a station calibrated with the same red-cell estimator is consistent with it."
+        )
+    return line
 
 
 def _white_line(man) -> str:

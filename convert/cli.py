@@ -61,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
+        "--sign",
+        metavar="KEY",
+        help="sign the finished bundle with this Ed25519 private key (`smearscope models keygen`); "
+        "stations refuse unsigned bundles",
+    )
+    p.add_argument(
         "--um-per-px",
         type=float,
         metavar="X",
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         from convert.card import write_card
 
         print(write_card(Path(args.card_only)))
+        _sign(args, args.card_only)
         return 0
     if args.recalibrate:
         if not args.run_dir:
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             colour_check=args.colour_check,
         )
         print(json.dumps(r, indent=2))
+        _sign(args, args.recalibrate)
         return 0
     if not args.run_dir or not args.out:
         raise SmearscopeError("RUN_DIR and --out are required (or use --card-only BUNDLE)")
@@ -150,5 +158,18 @@ def run(args: argparse.Namespace) -> int:
         from device.fsutil import atomic_write_bytes
 
         atomic_write_bytes(args.json, (json.dumps(s, indent=2) + "\n").encode())
+    _sign(args, args.out)
     print("Screening aid for trained staff, not a diagnosis.")
     return 0
+
+
+def _sign(args: argparse.Namespace, bundle: str) -> None:
+    """Sign last, after every file of the bundle (card, report/) is written. Without --sign, say that
+    the bundle must be signed before a station will run it."""
+    if not args.sign:
+        print(f"unsigned: sign it with `smearscope models sign {bundle} --key KEY` before shipping")
+        return
+    from device.signing import sign_bundle
+
+    doc = sign_bundle(bundle, args.sign)
+    print(f"signed      {bundle} with key {doc['key_id']}")

@@ -39,6 +39,14 @@ SPLIT_NOTE = (
 INT8_MAX_RATIO = 0.33
 
 
+def split_note(split: dict) -> str:
+    """The card's caveat: per image (optimistic) unless the run split by group (training/data.py)."""
+    if str(split.get("note") or "").startswith("per-group"):
+        detail = split.get("grouping") or "per group"
+        return f"Held-out test split drawn {detail}: a group's (slide's, patient's) images sit on one side."
+    return SPLIT_NOTE
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -59,6 +67,12 @@ class RunDir:
         return str(self.config.get("resize", "center_crop"))
 
     @property
+    def data_roots(self) -> list[Path]:
+        """The run's dataset folder(s): `data` is one path, or a list when it combined sources."""
+        data = self.config.get("data") or "."
+        return [Path(d) for d in (data if isinstance(data, list) else [data])]
+
+    @property
     def white_reference(self) -> str | None:
         """Runs made before the white reference existed trained on raw colour (None)."""
         return self.config.get("white_reference")
@@ -75,12 +89,11 @@ class RunDir:
     def part(self, name: str) -> tuple[list[Path], np.ndarray]:
         """(paths, label indices) of a split part, checking the files are there."""
         rows = self.split.get(name) or []
-        data_root = Path(self.config.get("data") or ".")
         paths, missing = [], []
         for r in rows:
             p = Path(r["path"])
             if not p.is_absolute() and not p.exists():
-                p = data_root / r["path"]
+                p = next((q for q in (root / r["path"] for root in self.data_roots) if q.exists()), p)
             (paths if p.exists() else missing).append(p)
         if missing:
             raise SmearscopeError(
@@ -229,7 +242,6 @@ def convert_run(
         metrics, calibration, temperature, threshold = calibrate_bundle(
             staged,
             run,
-            test_x=test_x,
             target=target,
             ood_quantile=ood_quantile,
             colour_check=colour_check,
@@ -264,6 +276,9 @@ def convert_run(
                 "representative_split": "train",
             }
         )
+        if um_per_px is not None:  # convert --um-per-px overrides what training measured
+            provenance["um_per_px"] = um_per_px
+            provenance["um_per_px_method"] = "given on the command line (convert --um-per-px)"
         update_manifest(staged, verification=verification, provenance=provenance)
         card.write_card(staged)
         _swap_into_place(staged, out)
@@ -296,7 +311,6 @@ def calibrate_bundle(
     bundle: Path,
     run: RunDir,
     *,
-    test_x: np.ndarray | None = None,
     target: float = 0.995,
     ood_quantile: float = 0.01,
     colour_check: bool = True,
@@ -333,10 +347,10 @@ def calibrate_bundle(
 
     # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
     # checks): exactly what `smearscope evaluate` computes on the same images.
-    if test_x is None:
-        test_x = run.load_arrays(test_paths)
+    # The files as `evaluate` reads them: the Ensemble prepares each image itself (size and white
+    # reference), so prepared arrays would be prepared twice.
     ens = Ensemble([TFLiteModel(load_bundle(bundle))])
-    preds = [ens.classify(img, with_cam=False) for img in test_x]
+    preds = [ens.classify(read_image(p), with_cam=False) for p in test_paths]
     y_pred = np.array([run.labels.index(p.label) for p in preds])
     abstained = np.array([p.abstained for p in preds])
     kept = ~abstained
@@ -344,7 +358,7 @@ def calibrate_bundle(
     metrics.update(
         {
             "split": "test",
-            "split_note": SPLIT_NOTE,
+            "split_note": split_note(run.split),
             "measured_by": f"device code (Ensemble of this {manifest.quantization} bundle alone)",
             "abstained": int(abstained.sum()),
             "abstain_rate": float(abstained.mean()),
@@ -421,13 +435,13 @@ def _write_report(
             shutil.copyfile(run.path / src, rep / dst)
     # Relative to the dataset folder (LABEL/FILE), however the run spelled the paths, so the card's
     # "reproduce" snippet works on any machine.
-    data_root = Path(run.config.get("data") or "").resolve()
+    roots = [r.resolve() for r in run.data_roots]
     lines = []
     for p in test_paths:
-        try:
-            lines.append(str(Path(p).resolve().relative_to(data_root)))
-        except ValueError:
-            lines.append(str(Path(Path(p).parent.name, Path(p).name)))
+        rel = next(
+            (Path(p).resolve().relative_to(r) for r in roots if Path(p).resolve().is_relative_to(r)), None
+        )
+        lines.append(str(rel if rel is not None else Path(Path(p).parent.name, Path(p).name)))
     atomic_write_bytes(rep / "test_split.txt", ("\n".join(lines) + "\n").encode())
 
 

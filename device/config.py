@@ -47,11 +47,30 @@ class CameraConfig:
     loop: bool = True
     reopen_initial_s: float = 0.5
     reopen_max_s: float = 30.0
+    # replay only: a virtual microscope (device/optics/virtual.py) renders width x height frames
+    virtual: bool = False
+    um_per_px: float = 0.0  # µm per pixel of the rendered frames; 0 = the source images' own
+    source_um_per_px: float = 0.0  # µm per pixel of the images in `path`; 0 = the shipped samples'
+    tint_r: float = 1.0
+    tint_b: float = 1.0
+    vignetting: float = 0.0
+    noise: float = 0.0
+    blur: float = 0.0
+    pan: bool = True
+    dwell_s: float = 4.0
+    move_s: float = 1.0
+    seed: int = 0
 
     def check(self) -> None:
         _need(
             self.source in CAMERA_SOURCES, "camera", "source", f"must be one of {', '.join(CAMERA_SOURCES)}"
         )
+        _need(self.um_per_px >= 0, "camera", "um_per_px", "must be >= 0 (0: the source images' scale)")
+        _need(self.source_um_per_px >= 0, "camera", "source_um_per_px", "must be >= 0")
+        _need(0 < self.tint_r <= 4 and 0 < self.tint_b <= 4, "camera", "tint_r", "tint gains must be in 0..4")
+        _need(0 <= self.vignetting < 0.95, "camera", "vignetting", "must be in 0..0.95")
+        _need(self.noise >= 0 and self.blur >= 0, "camera", "noise", "noise and blur must be >= 0")
+        _need(self.dwell_s > 0 and self.move_s >= 0, "camera", "dwell_s", "dwell_s > 0 and move_s >= 0")
         _need(self.fps > 0, "camera", "fps", "must be > 0")
         _need(self.width > 0, "camera", "width", "must be > 0")
         _need(self.height > 0, "camera", "height", "must be > 0")
@@ -62,6 +81,14 @@ class CameraConfig:
             "reopen_max_s",
             "must be >= reopen_initial_s",
         )
+
+
+@dataclass
+class OpticsConfig:
+    rbc_diameter_um: float = 7.5  # the red-cell ruler of device/optics/scale.py
+
+    def check(self) -> None:
+        _need(4.0 <= self.rbc_diameter_um <= 12.0, "optics", "rbc_diameter_um", "must be in 4..12 µm")
 
 
 @dataclass
@@ -125,6 +152,12 @@ class WebConfig:
     mjpeg_fps: float = 5.0
     session_minutes: int = 480
     max_upload_mb: int = 20
+    max_streams: int = 8
+    max_streams_per_user: int = 4
+    stream_write_timeout_s: float = 10.0
+    stream_buffer_kb: int = 256
+    max_decode_megapixels: float = 16.0
+    decode_slots: int = 2
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
@@ -132,6 +165,20 @@ class WebConfig:
         _need(self.mjpeg_fps > 0, "web", "mjpeg_fps", "must be > 0")
         _need(self.session_minutes > 0, "web", "session_minutes", "must be > 0")
         _need(self.max_upload_mb > 0, "web", "max_upload_mb", "must be > 0")
+        # A stream holds a server thread: keep at least 8 of the 24 for pages, logins and /healthz.
+        _need(1 <= self.max_streams <= 16, "web", "max_streams", "must be between 1 and 16")
+        _need(
+            1 <= self.max_streams_per_user <= self.max_streams,
+            "web",
+            "max_streams_per_user",
+            "must be between 1 and max_streams",
+        )
+        _need(self.stream_write_timeout_s > 0, "web", "stream_write_timeout_s", "must be > 0")
+        _need(16 <= self.stream_buffer_kb <= 16384, "web", "stream_buffer_kb", "must be between 16 and 16384")
+        _need(
+            1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50"
+        )
+        _need(1 <= self.decode_slots <= 8, "web", "decode_slots", "must be between 1 and 8")
 
 
 @dataclass
@@ -162,15 +209,43 @@ class SyncConfig:
         _need(self.timeout_s > 0, "sync", "timeout_s", "must be > 0")
 
 
+UPDATE_POLICIES = ("manual", "auto")
+
+
+@dataclass
+class ModelsConfig:
+    trusted_keys: list[str] = field(default_factory=lambda: ["project"])
+    allow_unsigned: bool = False
+    update_policy: str = "manual"
+    poll_s: float = 300.0
+
+    def check(self) -> None:
+        _need(
+            self.update_policy in UPDATE_POLICIES,
+            "models",
+            "update_policy",
+            f"must be one of {', '.join(UPDATE_POLICIES)}",
+        )
+        _need(self.poll_s > 0, "models", "poll_s", "must be > 0")
+        _need(
+            bool(self.trusted_keys) or self.allow_unsigned,
+            "models",
+            "trusted_keys",
+            "must list at least one key (or set allow_unsigned = true)",
+        )
+
+
 @dataclass
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     web: WebConfig = field(default_factory=WebConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     source: str = "defaults"  # which file the values came from (shown in status)
 
     @property

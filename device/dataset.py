@@ -21,6 +21,7 @@ class Item:
     label: str
     sha256: str
     group: str | None = None
+    source: str | None = None  # which `--data` folder it came from (training with several sources)
 
 
 def list_class_folders(root: str | Path) -> list[str]:

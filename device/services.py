@@ -25,7 +25,7 @@ from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.smoothing import thumbnail
 from device.preprocess import prepare
 from device.quality import QualityThresholds, assess
-from device.store import DiskFullError, Store, StoreError, utc_now
+from device.store import Store, StoreError, utc_now
 from device.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,17 @@ def load_ensemble(config: Config, dirs: list[Path], threads: int | None = None) 
     )
 
 
+def check_signatures(config: Config, dirs: list[Path]) -> list[str]:
+    """Refuse (BundleError) a bundle that is unsigned, signed by a key not in `[models] trusted_keys`
+    or changed after signing; with `allow_unsigned` return the problems instead (shown in red)."""
+    from device.signing import SignaturePolicy
+
+    problems = [v.problem() for v in SignaturePolicy.from_config(config).check(dirs)]
+    for p in problems:
+        log.warning("%s — loaded anyway: [models] allow_unsigned = true", p)
+    return problems
+
+
 class Services:
     def __init__(
         self,
@@ -68,7 +79,11 @@ class Services:
     ):
         self.config = config
         self.bundle_dirs = [Path(m.bundle.path) for m in ensemble.models] if ensemble else model_dirs(config)
+        self.signature_problems: list[str] = []
+        if ensemble is None:  # a caller handing in an ensemble has verified it (tests, benchmarks)
+            self.signature_problems = check_signatures(config, self.bundle_dirs)
         self.ensemble = ensemble or load_ensemble(config, self.bundle_dirs)
+        self._reload_lock = threading.Lock()
         self.store = store or Store.from_config(config)
         self.store.set_labels({lb.id: lb.malignant for lb in self.ensemble.labels})
         self.telemetry = telemetry or Telemetry()
@@ -87,7 +102,7 @@ class Services:
         if sync and config.sync.enabled:
             from device.sync.worker import SyncWorker
 
-            self.sync_worker = SyncWorker(config, self.store)
+            self.sync_worker = SyncWorker(config, self.store, on_models_installed=self.reload_models)
         self._upload_ensemble: Ensemble | None = None
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
@@ -139,10 +154,8 @@ class Services:
                 f"the camera is {self.pipeline.camera.get('state')} and the last classified field is "
                 f"{age_s:.0f} s old: not stored. Check the camera (status page) and try again"
             )
-        job = StoreJob(c, source="camera", sample_id=sample_id)
-        rec = self.pipeline.write(job)
-        if rec["image_sha256"] is None:
-            raise DiskFullError("the result was stored without its image: the disk is full")
+        job = StoreJob(c, source="camera", sample_id=sample_id, require_image=True)
+        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
         self._wake_sync()
         return rec
 
@@ -177,10 +190,39 @@ class Services:
             spec = self.ensemble.models[0].manifest.input
             gated.model_input = prepare(rgb, spec.size, spec.resize, white_reference=spec.white_reference)
         name = filename[:255] if filename else None
-        job = StoreJob(Classified(gated, pred, {}), source="upload", sample_id=sample_id, filename=name)
-        rec = self.pipeline.write(job)
+        classified = Classified(gated, pred, {})
+        job = StoreJob(classified, source="upload", sample_id=sample_id, filename=name, require_image=True)
+        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
         self._wake_sync()
         return rec
+
+    def reload_models(self) -> dict[str, Any]:
+        """Load the configured bundles again (after `models install`/an update) and swap them in
+        between two frames. The new ensemble is verified (signature, hash, tensors) before the swap;
+        on any error the current one keeps serving and BundleError is raised."""
+        with self._reload_lock:
+            dirs = model_dirs(self.config)
+            problems = check_signatures(self.config, dirs)
+            ensemble = load_ensemble(self.config, dirs)
+            uploader = load_ensemble(self.config, dirs, threads=1)
+            self.pipeline.swap_ensemble(ensemble)
+            with self._upload_lock:
+                self._upload_ensemble = uploader
+            self.ensemble, self.bundle_dirs, self.signature_problems = ensemble, dirs, problems
+            self.store.set_labels({lb.id: lb.malignant for lb in ensemble.labels})
+        self.store.add_event("info", "models", f"models reloaded: {', '.join(ensemble.names)}")
+        return {"models": [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]}
+
+    def model_update_status(self) -> dict[str, Any] | None:
+        """The hub's model update as the station sees it (None without sync)."""
+        updater = getattr(self.sync_worker, "updater", None)
+        return updater.status() if updater is not None else None
+
+    def accept_model_update(self) -> dict[str, Any]:
+        """An admin accepts the staged bundle set (`[models] update_policy = "manual"`)."""
+        if self.sync_worker is None or self.sync_worker.updater is None:
+            raise SmearscopeError("model updates come through the hub sync, which is not enabled")
+        return self.sync_worker.accept_models()
 
     def heatmap_jpeg(self, rgb: np.ndarray, cam: np.ndarray) -> bytes:
         return encode_jpeg(heatmap_overlay(rgb, cam))
@@ -216,11 +258,18 @@ class Services:
             **p,
             "models": [{"name": n, "sha256": h} for n, h in self.ensemble.hashes.items()],
             "disk_free_bytes": free,
-            "disk_full": self.store.disk_full,
+            "disk_full": self.store.refresh_disk_state(),
+            "storage": self.store.storage_state()["state"],
             "records_total": counts.get("records_total", 0),
             "unsynced": counts.get("unsynced", 0),
             "last_error": f"{last['at']} {last['source']}: {last['message']}" if last else None,
             "sync": self.sync_worker.status() if self.sync_worker is not None else {"enabled": False},
+            "model_update": self.model_update_status(),
+            "model_signatures": {
+                "ok": not self.signature_problems,
+                "allow_unsigned": self.config.models.allow_unsigned,
+                "problems": self.signature_problems,
+            },
             "disclaimer": DISCLAIMER,
         }
         return out

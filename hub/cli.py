@@ -3,7 +3,12 @@
     smearscope-hub serve --db URL --host H --port P [--workers N]
     smearscope-hub migrate --db URL
     smearscope-hub devices add NAME | list | revoke NAME | token NAME
-    smearscope-hub users add NAME | revoke NAME | token NAME
+    smearscope-hub users add NAME [--admin] | revoke NAME | token NAME | admin NAME [--revoke]
+    smearscope-hub export-dataset --out DIR [--since DATE] [--device NAME]... [--disagreements-only]
+                                  [--include-unreviewed]
+    smearscope-hub devices add NAME --group G | set-group NAME G|--none
+    smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
+    smearscope-hub models publish DIR... [--group G] [--set-name N] | list
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -19,7 +24,7 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import db, tokens
+from hub import db, export_cli, tokens
 from hub.app import DISCLAIMER, HubSettings, create_app
 from hub.models import Device, User
 
@@ -75,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         a = ks.add_parser("add", help="register one; prints its token once")
         a.add_argument("name")
         a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-        a.set_defaults(func=cmd_add, kind=kind)
+        if kind == "devices":
+            a.add_argument("--group", help="the station's group (bundle sets can target a group)")
+        if kind == "users":
+            a.add_argument("--admin", action="store_true", help="may export training data from the dashboard")
+        a.set_defaults(func=cmd_add, kind=kind, admin=False)
         r = ks.add_parser("revoke", help="disable one; its token stops working")
         r.add_argument("name")
         r.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
@@ -88,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
+            from hub.fleet_cli import register_device_actions
+
+            register_device_actions(ks)
+        else:
+            ad = ks.add_parser("admin", help="make a user a hub admin (or --revoke it)")
+            ad.add_argument("name")
+            ad.add_argument("--revoke", action="store_true", help="take the admin role away")
+            ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+            ad.set_defaults(func=cmd_admin)
+    export_cli.register(sub)
+    from hub.fleet_cli import register
+
+    register(sub)
     return p
 
 
@@ -107,7 +129,16 @@ def cmd_add(args: argparse.Namespace) -> int:
     engine = _engine(args)
     with db.session_factory(engine)() as s:
         try:
-            token = (tokens.add_device if args.kind == "devices" else tokens.add_user)(s, args.name)
+            if args.kind == "devices":
+                token = tokens.add_device(s, args.name)
+                if getattr(args, "group", None):
+                    from hub.fleet import set_group
+
+                    set_group(s, args.name, args.group)
+            else:
+                token = tokens.add_user(s, args.name)
+                if args.admin:
+                    tokens.set_admin(s, args.name, True)
         except ValueError as exc:
             print(f"smearscope-hub: error: {exc}", file=sys.stderr)
             return 1
@@ -146,6 +177,17 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             return 1
     print(token)
     print(f"new token for {args.name!r}, shown only once; the old one no longer works", file=sys.stderr)
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    with db.session_factory(_engine(args))() as s:
+        try:
+            tokens.set_admin(s, args.name, not args.revoke)
+        except ValueError as exc:
+            print(f"smearscope-hub: error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{args.name!r} is {'no longer ' if args.revoke else ''}a hub admin", file=sys.stderr)
     return 0
 
 

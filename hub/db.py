@@ -53,8 +53,9 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (run once, before the server's workers start)."""
+    """Bring the schema to the newest revision (run once, before the server's workers start).
+    "heads": revisions made side by side on parallel branches (each revising the same parent) all apply."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")

@@ -44,6 +44,13 @@ def _add(session: Session, model: type[Device] | type[User], name: str) -> str:
     return token
 
 
+def set_admin(session: Session, name: str, admin: bool) -> None:
+    """Give a user the hub-admin role (dashboard dataset export), or take it away."""
+    row = _get(session, User, name)
+    row.admin = admin  # type: ignore[union-attr]
+    session.commit()
+
+
 def revoke(session: Session, model: type[Device] | type[User], name: str) -> None:
     """Disable a lost device or a person who left: their token stops working at once."""
     row = _get(session, model, name)

@@ -7,13 +7,19 @@ outputs) that loads with LiteRT alone, so device-side tests need no TensorFlow.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import cv2
 import pytest
-from make_tiny_bundle import LABELS, synth_smear, write_dataset
+from make_tiny_bundle import LABELS, TEST_PUB, synth_smear, write_dataset
 from make_tiny_bundle import OUT as TINY_BUNDLE_SRC
+
+# Fixture bundles are signed with the test key; trust it in this process and every daemon a test starts
+# (device/signing.py adds $SMEARSCOPE_TRUSTED_KEYS to [models] trusted_keys). Tests about signatures
+# use keys of their own.
+os.environ["SMEARSCOPE_TRUSTED_KEYS"] = str(TEST_PUB)
 
 
 @pytest.fixture

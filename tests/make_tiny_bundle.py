@@ -27,6 +27,18 @@ STYLES = {
 }
 SIZE = 64
 OUT = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+#: The test suite's signing key (TEST ONLY: never trusted outside tests/; conftest.py adds its public half
+#: to $SMEARSCOPE_TRUSTED_KEYS so fixture bundles load like signed production bundles).
+TEST_KEY = Path(__file__).resolve().parent / "data" / "test-signing.key"
+TEST_PUB = TEST_KEY.with_suffix(".pub")
+
+
+def sign_test(bundle: str | Path) -> Path:
+    """(Re-)sign a fixture bundle with the test key, e.g. after a test edited its manifest."""
+    from device.signing import sign_bundle
+
+    sign_bundle(bundle, TEST_KEY)
+    return Path(bundle)
 
 
 def synth_smear(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
@@ -125,7 +137,8 @@ def build(out: Path = OUT, *, seed: int = 0) -> Path:
         "scratch on generated images, for tests only. "
         "Not a medical model. Screening aid for trained staff, not a diagnosis.\n"
     )
-    print(f"wrote {out} ({(out / 'model.tflite').stat().st_size / 1024:.0f} KiB)")
+    sign_test(out)
+    print(f"wrote {out} ({(out / 'model.tflite').stat().st_size / 1024:.0f} KiB), signed with the test key")
     return out
 
 

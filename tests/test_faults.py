@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from make_tiny_bundle import sign_test
 
 from device.camera import CameraError, FrameSource
 from device.camera.replay import ReplaySource
@@ -165,6 +166,7 @@ def test_mismatched_labels_in_ensemble_exit_2(tmp_path, tiny_bundle):
     m = json.loads((other / "manifest.json").read_text())
     m["labels"] = list(reversed(m["labels"]))
     (other / "manifest.json").write_text(json.dumps(m))
+    sign_test(other)
     r = _smearscope(
         "run",
         "--model",

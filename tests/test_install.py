@@ -30,8 +30,14 @@ TINY_BUNDLE = REPO / "tests" / "data" / "tiny-bundle"
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 
 
+def _trust() -> dict[str, str]:
+    """The fixture bundles' test key stays trusted in the child (conftest.py sets it)."""
+    return {k: v for k, v in os.environ.items() if k == "SMEARSCOPE_TRUSTED_KEYS"}
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMEARSCOPE_")}
+    env.update(_trust())
     env.pop("JOURNAL_STREAM", None)
     return env
 

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from make_tiny_bundle import sign_test
 
 from device.bundle import load_bundle, sha256_file
 from device.cli import main
@@ -23,10 +24,13 @@ NAME = "tiny-mobilenetv2-int8"
 
 
 def _edit_manifest(bundle: Path, **changes) -> None:
+    """Edit the manifest and re-sign with the test key: these tests are about what lies past the
+    signature (tests/test_signing.py is about the signature)."""
     path = bundle / "manifest.json"
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data, indent=2))
+    sign_test(bundle)
 
 
 def _variant(src: Path, dst: Path, **changes) -> Path:
@@ -109,7 +113,7 @@ def _wrong_label_count(src: Path, dst: Path) -> Path:
     data = json.loads((dst / "manifest.json").read_text())
     data["labels"] = data["labels"][:3]
     (dst / "manifest.json").write_text(json.dumps(data))
-    return dst
+    return sign_test(dst)
 
 
 def _bad_hash(src: Path, dst: Path) -> Path:
@@ -212,13 +216,11 @@ def test_install_from_tar_gz_and_zip(tiny_bundle: Path, tmp_path: Path) -> None:
     assert cmd.install(tgz, root, log=_quiet)["changed"]
 
     z = tmp_path / "bundle.zip"
+    recal = _variant(tiny_bundle, tmp_path / "recal", temperature=1.3)
     with zipfile.ZipFile(z, "w") as zf:  # files at the top level, recalibrated manifest
-        for p in tiny_bundle.rglob("*"):
+        for p in recal.rglob("*"):
             if p.is_file():
-                data = p.read_bytes()
-                if p.name == "manifest.json":
-                    data = json.dumps({**json.loads(data), "temperature": 1.3}).encode()
-                zf.writestr(str(p.relative_to(tiny_bundle)), data)
+                zf.writestr(str(p.relative_to(recal)), p.read_bytes())
     assert cmd.install(z, root, log=_quiet)["changed"]
     assert load_bundle(root / NAME).manifest.temperature == 1.3
 

@@ -8,6 +8,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from make_tiny_bundle import sign_test
 
 from device.config import load_config
 from device.errors import SmearscopeError
@@ -234,6 +235,7 @@ def test_unfamiliar_input_stays_uncertain_in_the_live_view(
         "threshold": 0.001,  # every real picture is "far" from this: always unfamiliar
     }
     (tiny_bundle / "manifest.json").write_text(json.dumps(manifest))
+    sign_test(tiny_bundle)
     cfg = make_config(tmp_path, tiny_bundle, sample_images[0].parent, classifier={"abstain_threshold": 0.01})
     s = services_factory(cfg)
     s.start()

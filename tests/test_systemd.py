@@ -53,6 +53,7 @@ def test_device_unit_contract() -> None:
     assert "ReadWritePaths" not in u["Service"]
     env = dict(e.split("=", 1) for e in u["Service"]["Environment"])
     assert env["SMEARSCOPE_MODELS_DIR"].startswith("/var/lib/smearscope/")
+    assert env["MALLOC_ARENA_MAX"] == "2"  # bounded allocator slack (docs/web.md, peak memory)
     argv = shlex.split(one(u, "Service", "ExecStart"))
     assert argv[0].endswith("/bin/smearscope") and argv[1] == "run"
     assert argv[argv.index("--config") + 1] == "/etc/smearscope/config.toml"

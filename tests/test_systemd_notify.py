@@ -20,6 +20,11 @@ from device.commands import models as models_cmd
 SMEARSCOPE = Path(sys.prefix) / "bin" / "smearscope"
 
 
+def _trust() -> dict[str, str]:
+    """The fixture bundles' test key stays trusted in the child (conftest.py sets it)."""
+    return {k: v for k, v in os.environ.items() if k == "SMEARSCOPE_TRUSTED_KEYS"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,6 +64,7 @@ def test_run_speaks_sd_notify_and_journal(tiny_bundle: Path, tmp_path: Path) -> 
     with open(log_path, "w+b") as journal:
         st = os.fstat(journal.fileno())
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SMEARSCOPE_", "WATCHDOG_"))}
+        env.update(_trust())
         env.update(
             SMEARSCOPE_MODELS_DIR=str(models),
             NOTIFY_SOCKET=str(sock_path),
@@ -121,6 +127,7 @@ def test_tampered_bundle_exits_2_with_an_error_priority(tiny_bundle: Path, tmp_p
     with open(tmp_path / "journal.txt", "w+b") as journal:
         st = os.fstat(journal.fileno())
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMEARSCOPE_")}
+        env.update(_trust())
         env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         rc = subprocess.run(
             [str(SMEARSCOPE), "run", "--config", str(config)],

@@ -144,6 +144,9 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     assert 0.0 <= base["svm_rbf"]["accuracy"] <= 1.0 and "random_forest" in base
     prov = json.loads((run / "provenance.json").read_text())
     assert prov["epochs"] == {"head": 2, "finetune": 1} and len(prov["data_fingerprint"]) == 64
+    # coloured discs are no smear: the scale is recorded as unknown, and how
+    assert prov["um_per_px"] is None and prov["um_per_px_method"].startswith("could not be measured")
+    assert json.loads((run / "config.json").read_text())["um_per_px"] is None
     assert prov["software"]["tensorflow"]
     model = keras.models.load_model(run / "model.keras")  # plain Keras, no custom objects
     assert model.output.shape[-1] == 3

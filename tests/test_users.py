@@ -78,17 +78,22 @@ def test_duplicate_user(data_dir, monkeypatch):
         run(["users", "add", "erin", *d], monkeypatch, "long-enough-1\n")
 
 
-def test_login_limiter_window():
+def test_login_limiter_backs_off_per_address_and_delays_per_account():
     now = [0.0]
-    lim = auth.LoginLimiter(max_failures=3, window_s=60, clock=lambda: now[0])
+    lim = auth.LoginLimiter(free_tries=3, max_account_wait_s=30, clock=lambda: now[0])
     for _ in range(3):
         assert lim.retry_after("1.2.3.4", "x") == 0
         lim.failed("1.2.3.4", "x")
-    assert lim.retry_after("1.2.3.4", "x") == pytest.approx(60)
-    assert lim.retry_after("9.9.9.9", "x") > 0  # the name is locked from any address
+    assert lim.retry_after("1.2.3.4", "x") == pytest.approx(1)  # backoff starts at 1 s
+    assert lim.retry_after("9.9.9.9", "x") == pytest.approx(1)  # the account is delayed, not locked
     assert lim.retry_after("1.2.3.4", "other") > 0  # and the address for any name
-    now[0] = 61
-    assert lim.retry_after("1.2.3.4", "x") == 0
+    for _ in range(20):  # an attacker keeps going from one address
+        now[0] += 1000
+        lim.failed("1.2.3.4", "x")
+    assert lim.retry_after("1.2.3.4", "x") == pytest.approx(900)  # address backoff capped at 15 min
+    assert lim.retry_after("9.9.9.9", "x") <= 30  # the owner waits at most 30 s, from anywhere
+    now[0] += 31
+    assert lim.retry_after("9.9.9.9", "x") == 0
 
 
 def test_csrf_compare():

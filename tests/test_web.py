@@ -53,7 +53,7 @@ def test_api_needs_login(app_svc, path):
 
 def test_healthz_is_open(app_svc):
     r = app_svc[0].test_client().get("/healthz")
-    assert r.status_code == 200 and r.get_json() == {"ok": True}
+    assert r.status_code == 200 and r.get_json() == {"ok": True, "storage": "ok"}
 
 
 def test_every_page_says_not_a_diagnosis(client):

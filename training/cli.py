@@ -15,7 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Split a folder of class folders, train backbone + head in two phases and write a "
         "run directory (split, history, plots, metrics, baselines, model.keras).",
     )
-    p.add_argument("--data", metavar="DIR", help="folder with one sub-folder per label")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        action="append",
+        help="folder with one sub-folder per label, or a hub export (manifest.json: split by sample). "
+        "Repeat to combine sources: the first defines the labels; figures are reported per source",
+    )
     p.add_argument("--split", metavar="FILE", help="reuse an existing split.json instead of splitting --data")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
     p.add_argument("--backbone", choices=BACKBONES, default="mobilenetv2")
@@ -44,6 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--group-regex", help=r"group id from file names kept on one side, e.g. 'UID_(\d+)_'")
+    p.add_argument(
+        "--label-map",
+        action="append",
+        metavar="FROM=TO",
+        help="rename a folder label in every source, e.g. hem=Benign (repeatable)",
+    )
+    p.add_argument(
+        "--drop-unknown-labels",
+        action="store_true",
+        help="drop images of a later source whose label the first source lacks (default: an error)",
+    )
     p.add_argument("--batch", type=int, default=32, help="batch size per replica")
     p.add_argument("--epochs-head", type=int, default=30)
     p.add_argument("--epochs-finetune", type=int, default=10)
@@ -102,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values["verbose"] = 0 if args.quiet else 1
+    if values.get("data") and len(values["data"]) == 1:
+        values["data"] = values["data"][0]  # config.json keeps a single folder as a string
     if values.get("white_reference") == "none":
         values["white_reference"] = None
     cfg = TrainConfig(**values)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-from device.dataset import Item, scan
+from device.dataset import Item
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
+from training.sources import scan_sources
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -30,6 +31,7 @@ class Split:
     group_regex: str | None
     parts: dict[str, list[Item]] = field(default_factory=dict)
     scan_report: dict = field(default_factory=dict)
+    grouping: str | None = None  # how group ids were made (None: per image)
 
     def paths(self, part: str) -> list[str]:
         return [str(it.path) for it in self.parts[part]]
@@ -37,6 +39,18 @@ class Split:
     def label_ids(self, part: str) -> np.ndarray:
         index = {lb: i for i, lb in enumerate(self.labels)}
         return np.array([index[it.label] for it in self.parts[part]], dtype=np.int64)
+
+    @property
+    def note(self) -> str:
+        if self.grouping and not self.grouping.startswith("per image"):
+            return f"per-group split: {self.grouping}"
+        if self.group_regex:
+            return "per-group split"
+        return "per-image split (file names carry no patient ids)"
+
+    @property
+    def grouped(self) -> bool:
+        return self.note.startswith("per-group")
 
     def all_items(self) -> list[Item]:
         return [it for part in SPLITS for it in self.parts[part]]
@@ -47,10 +61,13 @@ class Split:
             "seed": self.seed,
             "fractions": self.fractions,
             "group_regex": self.group_regex,
-            "note": (
-                "per-group split" if self.group_regex else "per-image split (file names carry no patient ids)"
-            ),
+            "grouping": self.grouping,
+            "note": self.note,
         }
+        if self.scan_report.get("sources"):
+            out["sources"] = [
+                {k: s[k] for k in ("name", "path", "kind")} for s in self.scan_report["sources"]
+            ]
         for part in SPLITS:
             out[part] = [
                 {
@@ -58,6 +75,7 @@ class Split:
                     "label": it.label,
                     "sha256": it.sha256,
                     **({"group": it.group} if it.group else {}),
+                    **({"source": it.source} if it.source else {}),
                 }
                 for it in self.parts[part]
             ]
@@ -82,10 +100,13 @@ def load_split(path: str | Path) -> Split:
         seed=int(doc.get("seed", 0)),
         fractions=dict(doc.get("fractions", {})),
         group_regex=doc.get("group_regex"),
+        grouping=doc.get("grouping"),
     )
+    if doc.get("sources"):
+        split.scan_report["sources"] = doc["sources"]
     for part in SPLITS:
         split.parts[part] = [
-            Item(Path(e["path"]), e["label"], e["sha256"], e.get("group")) for e in doc[part]
+            Item(Path(e["path"]), e["label"], e["sha256"], e.get("group"), e.get("source")) for e in doc[part]
         ]
         unknown = {it.label for it in split.parts[part]} - set(split.labels)
         if unknown:
@@ -115,45 +136,55 @@ def _cut(
 
 
 def make_split(
-    data: str | Path,
+    data: str | Path | list[str | Path],
     *,
     seed: int = 42,
     fractions: dict[str, float] | None = None,
     group_regex: str | None = None,
-    labels: list[str] | None = None,
+    label_map: dict[str, str] | None = None,
+    drop_unknown_labels: bool = False,
 ) -> Split:
-    """Scan `data` (duplicates dropped) and split it into train/val/test, stratified by label."""
+    """Scan one or more dataset folders (duplicates dropped; see training/sources.py for how sources,
+    labels and group ids combine) and split them into train/val/test, stratified by label, every group
+    on one side of each cut."""
     fractions = dict(fractions or DEFAULT_FRACTIONS)
     if set(fractions) != set(SPLITS) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise SmearscopeError(f"fractions must give train/val/test summing to 1, got {fractions}")
-    items, report = scan(data, labels=labels, group_regex=group_regex)
-    labels = labels or sorted(report["per_label"])
+    dirs = list(data) if isinstance(data, list | tuple) else [data]
+    items, labels, report = scan_sources(
+        dirs, group_regex=group_regex, label_map=label_map, drop_unknown_labels=drop_unknown_labels
+    )
+    where = ", ".join(map(str, dirs))
     if not items:
-        raise SmearscopeError(f"{data}: no images found")
+        raise SmearscopeError(f"{where}: no images found")
     too_small = [lb for lb, n in report["per_label"].items() if n < 3]
     if too_small:
-        raise SmearscopeError(f"{data}: labels with fewer than 3 images cannot be split: {too_small}")
+        raise SmearscopeError(f"{where}: labels with fewer than 3 images cannot be split: {too_small}")
     index = {lb: i for i, lb in enumerate(labels)}
     y = np.array([index[it.label] for it in items])
-    groups = None
-    if group_regex:
-        missing = [str(it.path) for it in items if it.group is None]
-        if missing:
-            raise SmearscopeError(
-                f"--group-regex {group_regex!r} does not match {len(missing)} file(s), e.g. {missing[0]}"
-            )
-        groups = np.array([it.group for it in items])
+    groups = np.array([it.group for it in items]) if items[0].group is not None else None
     idx = np.arange(len(items))
     rest, test = _cut(idx, y, groups, fractions["test"], seed)
     val_frac = fractions["val"] / max(1e-9, fractions["train"] + fractions["val"])
     train, val = _cut(rest, y, groups, val_frac, seed + 1)
     split = Split(labels=labels, seed=seed, fractions=fractions, group_regex=group_regex, scan_report=report)
+    split.grouping = report["grouping"]
     split.parts = {
         "train": [items[i] for i in train],
         "val": [items[i] for i in val],
         "test": [items[i] for i in test],
     }
     return split
+
+
+def source_counts(split: Split) -> dict[str, dict[str, dict[str, int]]]:
+    """{source: {part: {label: n}}} — how each `--data` source landed in the split."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for part in SPLITS:
+        for it in split.parts[part]:
+            per = out.setdefault(it.source or "data", {p: {} for p in SPLITS})[part]
+            per[it.label] = per.get(it.label, 0) + 1
+    return out
 
 
 def split_counts(split: Split) -> dict:

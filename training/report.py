@@ -33,6 +33,29 @@ SPLIT_NOTE = (
 )
 
 
+def split_note(split) -> str:  # noqa: ANN001 - training.data.Split (kept import-light)
+    """The caveat that fits how the split was drawn: per image (optimistic) or per group."""
+    if split.grouped:
+        detail = split.grouping or f"per group (--group-regex {split.group_regex!r})"
+        return (
+            f"Measured on a held-out test split drawn {detail}: a group's (slide's, patient's) images "
+            "never sit on both sides."
+        )
+    return SPLIT_NOTE
+
+
+def per_source_metrics(items: list, y_true: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
+    """Test figures per `--data` source (n, accuracy, macro-F1, per class, confusion matrix)."""
+    out: dict = {}
+    for name in sorted({it.source or "data" for it in items}):
+        mask = np.array([(it.source or "data") == name for it in items])
+        m = classification_metrics(y_true[mask], proba[mask], labels)
+        out[name] = {
+            k: m[k] for k in ("n", "accuracy", "macro_f1", "per_class", "confusion_matrix") if k in m
+        }
+    return out
+
+
 def write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -167,6 +190,49 @@ def software_versions() -> dict:
     }
 
 
+def _source_lines(per_source: dict, dataset: dict) -> list[str]:
+    """REPORT.md section: each `--data` source's images and its own test figures."""
+    if not per_source:
+        return []
+    kinds = {s["name"]: s for s in dataset.get("sources", [])}
+    lines = [
+        "",
+        "## Per source (test split)",
+        "",
+        "| source | kind | images (train/val/test) | test n | accuracy | macro-F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in per_source.items():
+        counts = dataset.get("per_source", {}).get(name, {})
+        n_parts = "/".join(str(sum(counts.get(p, {}).values())) for p in ("train", "val", "test"))
+        kind = kinds.get(name, {}).get("kind", "")
+        lines.append(
+            f"| {name} | {kind} | {n_parts} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |"
+        )
+    dropped = {
+        s["name"]: s["unknown_labels_dropped"]
+        for s in dataset.get("sources", [])
+        if s.get("unknown_labels_dropped")
+    }
+    dup = {
+        s["name"]: s["duplicates_of_earlier_sources"]
+        for s in dataset.get("sources", [])
+        if s.get("duplicates_of_earlier_sources")
+    }
+    if dropped:
+        lines += ["", f"Images dropped for labels the first source lacks (--drop-unknown-labels): {dropped}."]
+    if dup:
+        lines += ["", f"Images dropped as exact copies of an earlier source's: {dup}."]
+    unreviewed = {
+        s["name"]: s["unreviewed_model_calls"]
+        for s in dataset.get("sources", [])
+        if s.get("unreviewed_model_calls")
+    }
+    if unreviewed:
+        lines += ["", f"Images labelled by the model's own call, not a technician's review: {unreviewed}."]
+    return lines
+
+
 def write_summary(run: Path, metrics: dict, base: dict | None, provenance: dict, dataset: dict) -> None:
     """A human-readable REPORT.md in the run dir setting the fine-tuned model beside the baselines."""
     lines = [
@@ -194,7 +260,7 @@ def write_summary(run: Path, metrics: dict, base: dict | None, provenance: dict,
         "",
         "## Test split (Keras float model)",
         "",
-        SPLIT_NOTE,
+        metrics.get("split_note", SPLIT_NOTE),
         "",
         "| model | accuracy | macro-F1 |",
         "| --- | --- | --- |",
@@ -205,6 +271,7 @@ def write_summary(run: Path, metrics: dict, base: dict | None, provenance: dict,
     lines += ["", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     for lb, v in metrics["per_class"].items():
         lines.append(f"| {lb} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |")
+    lines += _source_lines(metrics.get("per_source") or {}, dataset)
     lines += [
         "",
         "![confusion matrix](confusion_matrix.png)",

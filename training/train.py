@@ -26,9 +26,11 @@ from device.errors import SmearscopeError
 from training import report
 from training.augment import make_augmenter
 from training.budget import BudgetSchedule
-from training.data import Split, class_weights, load_split, make_split, split_counts
+from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
+from training.scale import given_scale, measure_training_scale
+from training.sources import parse_label_map
 
 log = logging.getLogger("smearscope.train")
 
@@ -40,7 +42,7 @@ DATASET_CITATION = (
 
 @dataclass
 class TrainConfig:
-    data: str | None
+    data: str | list[str] | None  # one folder, or several sources (see training/sources.py)
     out: str
     backbone: str = "mobilenetv2"
     weights: str | None = None
@@ -54,6 +56,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     group_regex: str | None = None
+    label_map: list[str] | None = None  # ["FROM=TO", ...] applied to every source's folder names
+    drop_unknown_labels: bool = False  # drop a later source's labels the first source lacks
     batch: int = 32
     epochs_head: int = 30
     epochs_finetune: int = 10
@@ -127,9 +131,30 @@ def _prepare_split(cfg: TrainConfig, run: Path) -> Split:
             "val": cfg.val_fraction,
             "test": cfg.test_fraction,
         }
-        split = make_split(cfg.data, seed=cfg.seed, fractions=fractions, group_regex=cfg.group_regex)
+        split = make_split(
+            cfg.data,
+            seed=cfg.seed,
+            fractions=fractions,
+            group_regex=cfg.group_regex,
+            label_map=parse_label_map(cfg.label_map),
+            drop_unknown_labels=cfg.drop_unknown_labels,
+        )
     split.save(run / "split.json")
     return split
+
+
+def _training_scale(cfg: TrainConfig, split: Split) -> dict:
+    """The training images' µm/px at the model's input size: given (--um-per-px), else measured from
+    their red cells (training/scale.py)."""
+    if cfg.um_per_px is not None:
+        return given_scale(cfg.um_per_px)
+    log.info("measuring the training images' scale from their red cells")
+    scale = measure_training_scale(split.paths("train"), (cfg.size, cfg.size), cfg.resize, seed=cfg.seed)
+    if scale["um_per_px"] is None:
+        log.warning("scale unknown: %s", scale["method"])
+    else:
+        log.info("training images: %.4g µm/px at %d px (%s)", scale["um_per_px"], cfg.size, scale["method"])
+    return scale
 
 
 def _predict(model: keras.Model, ds: tf.data.Dataset, verbose: int) -> np.ndarray:
@@ -152,6 +177,8 @@ def train(cfg: TrainConfig) -> dict:
 
     split = _prepare_split(cfg, run)
     labels, k = split.labels, len(split.labels)
+    scale = _training_scale(cfg, split)
+    cfg.um_per_px = scale["um_per_px"]
     report.write_json(run / "config.json", {**asdict(cfg), "labels": labels, "num_classes": k})
     cw = class_weights(split) if cfg.class_weighting else None
     dataset_report = {
@@ -161,7 +188,9 @@ def train(cfg: TrainConfig) -> dict:
         "conflicting_duplicates": split.scan_report.get("conflicting_duplicates", []),
         "class_weights": {labels[i]: round(w, 4) for i, w in (cw or {}).items()},
         "class_weighting": "balanced (n / (K * n_k)) on the training split" if cw else "none",
-        "split_note": report.SPLIT_NOTE,
+        "split_note": report.split_note(split),
+        "per_source": source_counts(split),
+        "sources": split.scan_report.get("sources", []),
     }
     report.write_json(run / "dataset_report.json", dataset_report)
     log.info("split: %s; class weights %s", dataset_report["counts"], dataset_report["class_weights"])
@@ -333,7 +362,9 @@ def train(cfg: TrainConfig) -> dict:
     # ---- evaluation on the test split ---------------------------------------------------------
     proba = _predict(model, plain["test"], cfg.verbose)
     metrics = report.classification_metrics(y_test, proba, labels)
+    metrics["split_note"] = report.split_note(split)
     metrics["model"] = "keras float32 (model.keras)"
+    metrics["per_source"] = report.per_source_metrics(split.parts["test"], y_test, proba, labels)
     report.write_json(run / "metrics.json", metrics)
     np.save(run / "test_probabilities.npy", proba.astype("float32"))
     report.plot_confusion(
@@ -360,8 +391,15 @@ def train(cfg: TrainConfig) -> dict:
         "data_fingerprint": fingerprint(split.all_items()),
         "dataset_citation": cfg.dataset_citation,
         "split_file": "split.json",
-        "split_note": report.SPLIT_NOTE,
+        "split_note": report.split_note(split),
+        "sources": {
+            name: fingerprint([it for it in split.all_items() if (it.source or "data") == name])
+            for name in sorted({it.source or "data" for it in split.all_items()})
+        },
         "seed": cfg.seed,
+        "um_per_px": cfg.um_per_px,
+        "um_per_px_method": scale["method"],
+        "scale": scale,
         "epochs": {"head": head_epochs_run, "finetune": finetune_epochs_run},
         "training_seconds": round(training_seconds, 1),
         "timings": timings,

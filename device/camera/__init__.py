@@ -11,7 +11,13 @@ def open_source(cfg: CameraConfig, *, pace: bool = True) -> FrameSource:
     if cfg.source == "replay":
         from device.camera.replay import ReplaySource
 
-        return ReplaySource(cfg.path or None, fps=cfg.fps if pace else 0.0, loop=cfg.loop)
+        return ReplaySource(
+            cfg.path or None,
+            fps=cfg.fps if pace else 0.0,
+            loop=cfg.loop,
+            virtual=virtual_optics(cfg) if cfg.virtual else None,
+            frame_rate=cfg.fps,
+        )
     if cfg.source == "opencv":
         from device.camera.opencv import OpenCVSource
 
@@ -27,4 +33,25 @@ def open_source(cfg: CameraConfig, *, pace: bool = True) -> FrameSource:
     raise CameraError(f"[camera] source: unknown source {cfg.source!r}")
 
 
-__all__ = ["CameraError", "FrameSource", "open_source"]
+def virtual_optics(cfg: CameraConfig):
+    """The `[camera]` keys of the virtual microscope as `device.optics.virtual.VirtualOptics`."""
+    from device.optics.virtual import SAMPLES_UM_PER_PX, VirtualOptics
+
+    return VirtualOptics(
+        width=cfg.width,
+        height=cfg.height,
+        um_per_px=cfg.um_per_px,
+        source_um_per_px=cfg.source_um_per_px or SAMPLES_UM_PER_PX,
+        tint_r=cfg.tint_r,
+        tint_b=cfg.tint_b,
+        vignetting=cfg.vignetting,
+        noise=cfg.noise,
+        blur=cfg.blur,
+        pan=cfg.pan,
+        dwell_s=cfg.dwell_s,
+        move_s=cfg.move_s,
+        seed=cfg.seed,
+    )
+
+
+__all__ = ["CameraError", "FrameSource", "open_source", "virtual_optics"]

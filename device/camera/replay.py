@@ -1,4 +1,9 @@
-"""Replay camera: a folder of images or a video file, looping at a set pace (the default source)."""
+"""Replay camera: a folder of images or a video file, looping at a set pace (the default source).
+
+With `virtual` optics (device/optics/virtual.py) a folder of images becomes a virtual microscope: the
+images are laid out as one slide and frames are rendered at a chosen size, µm/px, tint, vignetting and
+noise, with a stage that moves between fields.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,35 @@ import numpy as np
 
 from device.camera.base import CameraError, FrameSource
 from device.errors import ImageError
+from device.optics.virtual import VirtualMicroscope, VirtualOptics
 from device.paths import SAMPLES_DIR
 from device.preprocess import read_image, to_rgb8
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_CACHED = 64  # a folder this small is decoded once and kept in memory
+SAMPLES_LABEL_ROWS = 0.1  # fraction of a sample slide's height holding the dataset's scale-bar label
 
 
 class ReplaySource(FrameSource):
     name = "replay"
 
-    def __init__(self, path: str | Path | None = None, *, fps: float = 5.0, loop: bool = True):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        fps: float = 5.0,
+        loop: bool = True,
+        virtual: VirtualOptics | None = None,
+        frame_rate: float = 5.0,
+    ):
+        """`fps` paces reads (0: as fast as asked); `frame_rate` is the virtual stage's clock (frames
+        per second of simulated time), so an unpaced virtual camera still pans as a real one would."""
         self.path = Path(path) if path else SAMPLES_DIR
         self.fps = fps
         self.loop = loop
+        self.virtual = virtual
+        self.frame_rate = frame_rate if frame_rate > 0 else 5.0
+        self._scope: VirtualMicroscope | None = None
         self._files: list[Path] = []
         self._cache: dict[int, np.ndarray] = {}
         self._video: cv2.VideoCapture | None = None
@@ -31,13 +51,24 @@ class ReplaySource(FrameSource):
         self._next_t = 0.0
 
     def describe(self) -> str:
-        return f"replay {self.path} at {self.fps:g} fps" if self.fps > 0 else f"replay {self.path} (unpaced)"
+        pace = f"at {self.fps:g} fps" if self.fps > 0 else "(unpaced)"
+        if self.virtual is not None:
+            v = self.virtual
+            return (
+                f"virtual microscope over {self.path} {pace}: {v.width}x{v.height} at "
+                f"{v.frame_um_per_px:.4g} µm/px"
+            )
+        return f"replay {self.path} {pace}"
 
     def open(self) -> None:
         if self.path.is_dir():
             self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._files:
                 raise CameraError(f"replay camera: no images ({', '.join(IMAGE_SUFFIXES)}) in {self.path}")
+            if self.virtual is not None:
+                self._open_virtual()
+        elif self.virtual is not None:
+            raise CameraError(f"virtual camera: [camera] path must be a folder of images, not {self.path}")
         elif self.path.is_file():
             self._video = cv2.VideoCapture(str(self.path))
             if not self._video.isOpened():
@@ -58,8 +89,26 @@ class ReplaySource(FrameSource):
             time.sleep(self._next_t - now)
         self._next_t = max(self._next_t + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)
 
+    def _open_virtual(self) -> None:
+        assert self.virtual is not None
+        try:
+            images = [read_image(p) for p in self._files[:MAX_CACHED]]
+            # The shipped samples carry a scale-bar label in their bottom rows: keep it off the slide.
+            trim = SAMPLES_LABEL_ROWS if self.path.resolve() == SAMPLES_DIR.resolve() else 0.0
+            self._scope = VirtualMicroscope.from_images(
+                images, self.virtual, self.frame_rate, trim_bottom=trim
+            )
+        except ImageError as exc:
+            raise CameraError(f"virtual camera: {exc}") from exc
+        except ValueError as exc:
+            raise CameraError(f"virtual camera: {exc}") from exc
+
     def read(self) -> np.ndarray:
         self._pace()
+        if self._scope is not None:
+            i = self._i
+            self._i += 1
+            return self._scope.frame(i)
         if self._video is not None:
             ok, frame = self._video.read()
             if not ok:
@@ -87,6 +136,7 @@ class ReplaySource(FrameSource):
         return frame
 
     def close(self) -> None:
+        self._scope = None
         if self._video is not None:
             self._video.release()
             self._video = None

@@ -67,6 +67,7 @@ def check_models(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
             "smearscope models install BUNDLE.tar.gz",
         )
         return
+    yield from check_signatures(cfg, dirs)
     try:
         ens = Ensemble.from_dirs([str(d) for d in dirs], num_threads=1)
     except SmearscopeError as exc:
@@ -81,6 +82,36 @@ def check_models(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
     labels = ",".join(ens.label_ids)
     names = ", ".join(f"{m.manifest.name} ({m.manifest.sha256[:12]})" for m in ens.models)
     yield Check("models", OK, f"{len(ens.models)} bundle(s) load and agree on labels {labels}: {names}")
+
+
+def check_signatures(cfg: Config, dirs: list[Path]) -> Iterator[Check]:
+    """The signature of each bundle against `[models] trusted_keys` (what the daemon's start checks)."""
+    from device.signing import load_trusted_keys, verify_bundle
+
+    try:
+        trust = load_trusted_keys(cfg.models.trusted_keys)
+    except SmearscopeError as exc:
+        yield Check("signatures", FAIL, str(exc), "fix [models] trusted_keys")
+        return
+    for d in dirs:
+        v = verify_bundle(d, trust)
+        if v.ok:
+            yield Check("signatures", OK, f"{d.name}: signed by trusted key {v.key_id}")
+        elif cfg.models.allow_unsigned:
+            yield Check(
+                "signatures",
+                WARN,
+                f"{v.problem()} — runs anyway: [models] allow_unsigned = true",
+                "install a bundle signed by a trusted key, then set allow_unsigned = false",
+            )
+        else:
+            yield Check(
+                "signatures",
+                FAIL,
+                v.problem(),
+                "install a bundle signed by a key in [models] trusted_keys (smearscope models verify "
+                "DIR shows every check); the daemon refuses to start with this one",
+            )
 
 
 # ------------------------------------------------------------------------------------------ camera
@@ -228,7 +259,8 @@ def check_disk(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
             )
     usage = shutil.disk_usage(probe)
     free_mb = usage.free / 2**20
-    reserve = cfg.store.reserve_mb
+    # the store's effective reserve: [store] reserve_mb, but never more than a tenth of the disk
+    reserve = min(cfg.store.reserve_mb, int(usage.total / 2**20 / 10))
     msg = f"{free_mb:,.0f} MB free of {usage.total / 2**20:,.0f} MB on {probe} (reserve {reserve} MB)"
     fix = "free space, set [store] budget_mb so synced images are pruned, or move data_dir to a bigger disk"
     if free_mb < reserve:

@@ -40,6 +40,7 @@ from device.bundle import MANIFEST, Bundle, load_bundle, read_manifest
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes, fsync_dir
 from device.paths import models_dir as default_models_dir
+from device.signing import SignaturePolicy
 
 VERSIONS = ".versions"
 HISTORY = "history.json"
@@ -287,9 +288,18 @@ def _version_id(sha256: str) -> str:
 
 
 def _same_bundle(a: Path, b: Path) -> bool:
-    """Same model file and same manifest bytes (a recalibrated manifest is a new version)."""
+    """Same manifest bytes (a recalibrated manifest is a new version) and the same signature (a
+    bundle re-signed with another key is a new version too)."""
+    from device.signing import SIGNATURE_FILE
+
+    def sig(p: Path) -> bytes | None:
+        try:
+            return (p / SIGNATURE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
     try:
-        return (a / MANIFEST).read_bytes() == (b / MANIFEST).read_bytes()
+        return (a / MANIFEST).read_bytes() == (b / MANIFEST).read_bytes() and sig(a) == sig(b)
     except OSError:
         return False
 
@@ -332,13 +342,28 @@ def install(
     keep: int = 3,
     check: Callable[..., Bundle] = check_loads,
     log: Callable[[str], None] = print,
+    policy: SignaturePolicy | None = None,
 ) -> dict[str, Any]:
     """Install a bundle folder or archive into the models directory `root` and make it active.
 
-    Raises BundleError (nothing changed, or the switch undone) when the bundle does not load.
+    Raises BundleError (nothing changed, or the switch undone) when the bundle's signature is not
+    good under `policy` (default: the station's `[models]` config) or it does not load.
     """
+    policy = policy or default_policy()
     with _locked(Path(root)):
-        return _install(Path(source), ModelStore(root), name, add_to_default, keep, check, log)
+        return _install(Path(source), ModelStore(root), name, add_to_default, keep, check, log, policy)
+
+
+def default_policy() -> SignaturePolicy:
+    """The signature policy of this station's config (/etc/smearscope/config.toml or defaults)."""
+    from device.config import load_config
+
+    return SignaturePolicy.from_config(load_config())
+
+
+def _check_signature(path: Path, policy: SignaturePolicy, log: Callable[[str], None]) -> None:
+    for v in policy.check([path]):  # raises unless unsigned bundles are allowed
+        log(f"WARNING: {v.problem()} — installed anyway because [models] allow_unsigned = true")
 
 
 def _install(
@@ -349,6 +374,7 @@ def _install(
     keep: int,
     check: Callable[..., Bundle],
     log: Callable[[str], None],
+    policy: SignaturePolicy,
 ) -> dict[str, Any]:
     if not source.exists():
         raise BundleError(f"{source}: no such bundle folder or archive")
@@ -359,6 +385,7 @@ def _install(
             bundle_dir = extract_archive(source, Path(tmp) / "unpacked")
         else:
             raise BundleError(f"{source}: neither a bundle folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
+        _check_signature(bundle_dir, policy, log)  # first: nothing unsigned is parsed or loaded
         manifest = read_manifest(bundle_dir)
         name = name or manifest.name
         if not NAME_RE.match(name):
@@ -386,7 +413,8 @@ def _install(
         vpath = store.versions_dir(name) / version
         _copy_bundle(bundle_dir, vpath)
     try:
-        check(vpath, others=others)  # the copy, as it will be read (a failing SD card shows here)
+        policy.check([vpath])  # the copy, as it will be read (a failing SD card shows here)
+        check(vpath, others=others)
     except BundleError:
         shutil.rmtree(vpath, ignore_errors=True)
         raise
@@ -418,13 +446,22 @@ def _install(
     return {"name": name, "version": version, "previous": previous, "changed": True, "pruned": removed}
 
 
-def rollback(name: str, root: str | Path, *, check: Callable[..., Bundle] = check_loads) -> dict[str, Any]:
-    """Make the version activated before the current one active again."""
+def rollback(
+    name: str,
+    root: str | Path,
+    *,
+    check: Callable[..., Bundle] = check_loads,
+    policy: SignaturePolicy | None = None,
+) -> dict[str, Any]:
+    """Make the version activated before the current one active again (its signature re-checked)."""
+    policy = policy or default_policy()
     with _locked(Path(root)):
-        return _rollback(name, ModelStore(root), check)
+        return _rollback(name, ModelStore(root), check, policy)
 
 
-def _rollback(name: str, store: ModelStore, check: Callable[..., Bundle]) -> dict[str, Any]:
+def _rollback(
+    name: str, store: ModelStore, check: Callable[..., Bundle], policy: SignaturePolicy
+) -> dict[str, Any]:
     history = store.history(name)
     active = store.active_version(name)
     if active is None or active not in history:
@@ -433,6 +470,7 @@ def _rollback(name: str, store: ModelStore, check: Callable[..., Bundle]) -> dic
     if not earlier:
         raise SmearscopeError(f"{name}: no earlier version is kept (active {active})")
     target = earlier[-1]
+    _check_signature(store.versions_dir(name) / target, policy, lambda _m: None)
     check(store.versions_dir(name) / target)
     store.switch(name, target)
     # drop the rolled-back version from the history, so a second rollback goes further back; its
@@ -480,6 +518,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="models directory (default: $SMEARSCOPE_MODELS_DIR, else the repository's models/)",
     )
+    p.add_argument(
+        "--config", metavar="FILE", help="station config with [models] trusted_keys / allow_unsigned"
+    )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     msub.required = True
 
@@ -501,6 +542,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--restart", action="store_true", help="then `systemctl try-restart smearscope`")
     pr.set_defaults(func=_run_rollback)
 
+    from device.commands._signing_cli import register_actions
+
+    register_actions(msub)
+
+
+def policy_from_args(args: argparse.Namespace) -> SignaturePolicy:
+    from device.config import load_config
+
+    return SignaturePolicy.from_config(load_config(getattr(args, "config", None)))
+
 
 def _root(args: argparse.Namespace) -> Path:
     return Path(args.models_dir) if args.models_dir else default_models_dir()
@@ -520,7 +571,12 @@ def _run_install(args: argparse.Namespace) -> int:
     if args.keep < 1:
         raise SmearscopeError("--keep must be at least 1")
     result = install(
-        args.source, _root(args), name=args.name, add_to_default=not args.no_default, keep=args.keep
+        args.source,
+        _root(args),
+        name=args.name,
+        add_to_default=not args.no_default,
+        keep=args.keep,
+        policy=policy_from_args(args),
     )
     if result["changed"]:
         _restart_hint(args)
@@ -552,7 +608,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 
 def _run_rollback(args: argparse.Namespace) -> int:
-    result = rollback(args.name, _root(args))
+    result = rollback(args.name, _root(args), policy=policy_from_args(args))
     print(f"{result['name']}: back at {result['version']} (was {result['previous']})")
     _restart_hint(args)
     return 0

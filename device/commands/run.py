@@ -64,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     app = create_app(config, services)
     try:
-        server = make_server(app, config.web.host, config.web.port)
+        server = make_server(
+            app,
+            config.web.host,
+            config.web.port,
+            write_timeout_s=config.web.stream_write_timeout_s,
+            buffer_bytes=config.web.stream_buffer_kb * 1024,
+        )
     except OSError as exc:
         services.stop(timeout=1.0)
         raise SmearscopeError(

@@ -36,8 +36,10 @@ def _small(rgb: np.ndarray) -> np.ndarray:
 def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
     """The RGB colour (float, 0-255) of the smear's background, or None when none is visible.
 
-    Candidates are the brightest `_TOP_FRACTION` of pixels by their channel sum, excluding pixels with a
-    channel at 255 (clipped pixels carry no colour information) unless they are all there is. The
+    Candidates are the brightest `_TOP_FRACTION` of pixels by their channel sum. Candidates with a
+    channel at 255 carry no colour information and are dropped, unless they are most of the candidates:
+    then the background itself is clipped in that channel (a warm white balance clips red) and 255 is
+    the best estimate there (dropping them would take a cell's colour for the background). The
     per-channel median of the candidates is the estimate.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -46,12 +48,11 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
     if small.size == 0:
         return None
     total = small.astype(np.int32).sum(axis=1)
-    unclipped = small.max(axis=1) < 255
-    pool = small[unclipped] if unclipped.mean() > 0.05 else small
-    pool_total = total[unclipped] if unclipped.mean() > 0.05 else total
-    k = max(1, int(len(pool) * _TOP_FRACTION))
-    idx = np.argpartition(pool_total, len(pool) - k)[len(pool) - k :]
-    bg = np.median(pool[idx].astype(np.float32), axis=0)
+    k = max(1, int(len(small) * _TOP_FRACTION))
+    top = small[np.argpartition(total, len(small) - k)[len(small) - k :]]
+    unclipped = top.max(axis=1) < 255
+    pool = top[unclipped] if unclipped.mean() >= 0.5 else top
+    bg = np.median(pool.astype(np.float32), axis=0)
     if float(bg.max()) < _MIN_BACKGROUND or float(bg.min()) < 1.0:
         return None
     return bg

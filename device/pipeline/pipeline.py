@@ -63,8 +63,25 @@ class StoreJob:
     source: str = "camera"
     sample_id: str | None = None
     filename: str | None = None
+    #: An upload or a technician's capture is refused (DiskFullError) rather than stored without its
+    #: image; a camera result is kept without it (the live record still counts).
+    require_image: bool = False
     done: threading.Event | None = None
     result: dict[str, Any] | None = field(default=None)
+
+
+def _shared_input_spec(ensemble: Ensemble) -> tuple | None:
+    """(width, height, resize, white_reference) when every model takes the same input, else None."""
+    specs = {
+        (
+            m.manifest.input.width,
+            m.manifest.input.height,
+            m.manifest.input.resize,
+            m.manifest.input.white_reference,
+        )
+        for m in ensemble.models
+    }
+    return next(iter(specs)) if len(specs) == 1 else None
 
 
 class Pipeline:
@@ -91,16 +108,7 @@ class Pipeline:
         cc = config.classifier
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
-        specs = {
-            (
-                m.manifest.input.width,
-                m.manifest.input.height,
-                m.manifest.input.resize,
-                m.manifest.input.white_reference,
-            )
-            for m in ensemble.models
-        }
-        self.input_spec = next(iter(specs)) if len(specs) == 1 else None
+        self.input_spec = _shared_input_spec(ensemble)
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
         self.gated_slot: LatestSlot[Gated] = LatestSlot()
@@ -130,6 +138,16 @@ class Pipeline:
             Worker("store", self._store_step, stall_s=60.0, on_error=self._worker_error),
         ]
         self.watchdog = Watchdog(self.workers, on_restart=self._restarted, on_healthy=notify_watchdog)
+
+    def swap_ensemble(self, ensemble: Ensemble) -> None:
+        """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
+        so classification never stops. The field smoothing starts again (new model, new evidence)."""
+        cc = self.config.classifier
+        self.input_spec = _shared_input_spec(ensemble)
+        self.threshold = cc.abstain_threshold or ensemble.threshold
+        self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
+        self.smoother = FieldSmoother(cc.smoothing_alpha, cc.field_change)
+        self.ensemble = ensemble
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -292,10 +310,11 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
-        pred = self.ensemble.classify(
+        ensemble = self.ensemble  # read once: swap_ensemble() may replace it between frames
+        pred = ensemble.classify(
             g.model_input, with_cam=self.config.classifier.heatmap, precheck=g.unfamiliar
         )
-        labels = self.ensemble.label_ids
+        labels = ensemble.label_ids
         probs = np.array([pred.probabilities[lb] for lb in labels], dtype=np.float32)
         smoothed, new_field = self.smoother.update(g.thumb, probs)
         idx = int(np.argmax(smoothed))
@@ -364,24 +383,38 @@ class Pipeline:
         w.stage = "writing a record"
         try:
             self.write(job)
+        except DiskFullError as exc:  # the database itself is full: live results go on, this one is lost
+            self.telemetry.store_dropped.inc()
+            self.telemetry.count("store_dropped")
+            self.last_error = {"at": utc_now(), "source": "store", "message": str(exc)}
         finally:
             self.telemetry.store_queue.set(self.store_q.qsize())
 
     def write(self, job: StoreJob) -> dict[str, Any]:
-        """Encode and store one classified frame (image, heatmap, row). A full disk stores the row
-        without its image (and raises the alert) rather than losing the result."""
+        """Encode and store one classified frame (image, heatmap, row). The files are written first,
+        then their rows and the record in one transaction (a kill leaves no half-record). A full disk
+        stores a camera result without its image (and raises the alert) rather than losing it; a job
+        with `require_image` is refused with DiskFullError instead, so nothing is acknowledged
+        without its image."""
         c = job.classified
         pred = c.prediction
         sc = self.config.store
         sha = heat_sha = None
+        images: list[tuple[str, int]] = []
         try:
-            sha = self.store.put_image(encode_jpeg(c.gated.frame.rgb, sc.jpeg_quality))
+            sha, size = self.store.write_image(encode_jpeg(c.gated.frame.rgb, sc.jpeg_quality))
+            images.append((sha, size))
             if pred.cam is not None:
                 overlay = heatmap_overlay(c.gated.model_input, pred.cam)
-                heat_sha = self.store.put_image(encode_jpeg(overlay, sc.jpeg_quality))
+                heat_sha, size = self.store.write_image(encode_jpeg(overlay, sc.jpeg_quality))
+                images.append((heat_sha, size))
         except DiskFullError as exc:
             self.telemetry.images_refused.inc()
             self.last_error = {"at": utc_now(), "source": "store", "message": str(exc)}
+            if job.require_image:
+                raise
+            if sha is None:
+                images = []
         rec = self.store.add_result(
             {
                 "sample_id": job.sample_id,
@@ -398,8 +431,11 @@ class Pipeline:
                 "filename": job.filename,
                 "captured_at": c.gated.frame.captured_at,
                 "monotonic_ns": c.gated.frame.t_ns,
-            }
+            },
+            images=images,
         )
+        if self.store.budget_bytes:
+            self.store.enforce_disk_budget()
         self.telemetry.records_stored.labels(job.source).inc()
         self.telemetry.count("stored")
         job.result = rec
@@ -414,7 +450,9 @@ class Pipeline:
         self._housekeeping_at = now + 30.0
         try:
             self.telemetry.disk_free.set(self.store.free_bytes())
+            self.store.refresh_disk_state()
             self.store.enforce_disk_budget()
+            self.store.sweep_orphans()
         except Exception:  # noqa: BLE001 - housekeeping is best effort
             log.exception("housekeeping failed")
 

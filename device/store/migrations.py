@@ -94,4 +94,15 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS: list[str] = [M001_CORE]
+M002_SESSIONS = """
+CREATE TABLE web_sessions (
+    id_hash     TEXT PRIMARY KEY,             -- sha256 of the session id kept in the signed cookie
+    user_name   TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL                 -- UTC ISO-8601; logout / password change delete the row
+);
+CREATE INDEX web_sessions_user ON web_sessions (user_name);
+CREATE INDEX results_heatmap ON results (heatmap_sha256);  -- the orphan sweep looks images up by both
+"""
+
+MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS]

@@ -1,8 +1,14 @@
 """The device's store: result rows in SQLite (WAL) and JPEG files named by their sha256.
 
 Thread-safe: each thread gets its own connection (`device.store.db.connect`). Records are append-only.
-Crash safety: an image file is written (temp + fsync + rename) before the row that names it, so a
-`kill -9` at any point leaves either no row or a row whose image exists; stale temps are removed on open.
+Crash safety: an image file is written (temp + fsync + rename) first, then its `images` row and the
+record that names it are committed in ONE transaction, so a `kill -9` at any point leaves either nothing
+or a file no row names; such files (and image rows no record references, left by older versions) are
+swept on open and by retention once older than a grace period. Stale temps are removed on open.
+
+A full disk is a state, not an error (`disk_full`, `storage_state()`): image writes stop below the
+reserve and resume by themselves once free space is back above it (plus a small hysteresis); SQLite's
+own "database or disk is full" becomes a `DiskFullError` (HTTP 507) rather than a rollback error.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 DB_NAME = "smearscope.db"
 IMAGES_DIR = "images"
 MAX_LIMIT = 1000
+#: A file or image row younger than this is never swept as an orphan (a write may be in progress).
+ORPHAN_GRACE_S = 3600.0
 _RECORD_FIELDS = (
     "sample_id",
     "source",
@@ -55,6 +63,16 @@ class StoreError(SmearscopeError):
 
 class DiskFullError(StoreError):
     """Free disk space is below the reserve: image writes are refused, classification goes on."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full") or an OS ENOSPC/EDQUOT."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def utc_now() -> str:
@@ -142,6 +160,7 @@ class Store:
         budget_bytes: int = 0,
         free_bytes: Callable[[], int] | None = None,
         temps_older_than_s: float = 60.0,
+        orphan_grace_s: float = ORPHAN_GRACE_S,
     ):
         self.data_dir = Path(data_dir)
         self.images_dir = self.data_dir / IMAGES_DIR
@@ -149,6 +168,7 @@ class Store:
         self.reserve_bytes = reserve_bytes
         self.budget_bytes = budget_bytes
         self.free_bytes = free_bytes or (lambda: shutil.disk_usage(self.data_dir).free)
+        self.orphan_grace_s = orphan_grace_s
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -172,6 +192,8 @@ class Store:
             self.set_meta("device_id", self.device_id)
         if removed:
             self.add_event("warning", "store", f"removed {removed} temp file(s) left by an interrupted write")
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.sweep_orphans(files=True)
 
     @classmethod
     def from_config(cls, config, **kw) -> Store:
@@ -207,15 +229,20 @@ class Store:
         self._local = threading.local()
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run `fn` in one IMMEDIATE transaction on this thread's connection."""
+        """Run `fn` in one IMMEDIATE transaction on this thread's connection. A full disk raises
+        `DiskFullError` (SQLite may already have rolled back: "cannot rollback" must not hide it)."""
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
+            c.execute("BEGIN IMMEDIATE")
             out = fn(c)
             c.execute("COMMIT")
             return out
-        except BaseException:
-            c.execute("ROLLBACK")
+        except BaseException as exc:
+            if c.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute("ROLLBACK")
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                self._disk_full(f"the database cannot grow ({exc})", exc)
             raise
 
     def get_meta(self, key: str) -> str | None:
@@ -240,38 +267,102 @@ class Store:
         return self.image_path(sha).is_file()
 
     def put_image(self, jpeg: bytes) -> str:
-        """Store JPEG bytes under their sha256 (idempotent). Raises DiskFullError below the reserve."""
-        sha = hashlib.sha256(jpeg).hexdigest()
-        path = self.image_path(sha)
-        if path.is_file():
-            return sha
-        if self.free_bytes() - len(jpeg) < self.reserve_bytes:
-            self.enforce_disk_budget()
-            if self.free_bytes() - len(jpeg) < self.reserve_bytes:
-                self._disk_full(f"free disk space is below the {self.reserve_bytes // 2**20} MB reserve")
-        try:
-            atomic_write_bytes(path, jpeg)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._disk_full(f"the disk is full ({exc.strerror})")
-            raise
-        self.disk_full = False
-        self.conn.execute(
-            "INSERT OR IGNORE INTO images (sha256, bytes, created_at) VALUES (?, ?, ?)",
-            (sha, len(jpeg), utc_now()),
-        )
+        """Store JPEG bytes under their sha256 (idempotent), file and row. Raises DiskFullError below
+        the reserve. Records should use `write_image` + `add_result(images=...)` (one transaction)."""
+        sha, size = self.write_image(jpeg)
+        self._write(lambda c: self._register_images(c, [(sha, size)]))
         if self.budget_bytes:
             self.enforce_disk_budget()
         return sha
 
-    def _disk_full(self, why: str) -> None:
+    def write_image(self, jpeg: bytes) -> tuple[str, int]:
+        """Write the file only (atomic; idempotent) → (sha256, size). Its `images` row is inserted with
+        the record that names it (`add_result(images=...)`), so a kill in between leaves no row."""
+        sha = hashlib.sha256(jpeg).hexdigest()
+        path = self.image_path(sha)
+        if path.is_file():
+            return sha, len(jpeg)
+        if self.free_bytes() - len(jpeg) < self.effective_reserve():
+            self.enforce_disk_budget()
+            if self.free_bytes() - len(jpeg) < self.effective_reserve():
+                reserve_mb = self.effective_reserve() // 2**20
+                self._disk_full(f"free disk space is below the {reserve_mb} MB reserve")
+        try:
+            atomic_write_bytes(path, jpeg)
+        except OSError as exc:
+            if is_disk_full(exc):
+                self._disk_full(f"the disk is full ({exc.strerror})", exc)
+            raise
+        self._set_full(False)
+        return sha, len(jpeg)
+
+    @staticmethod
+    def _register_images(c: sqlite3.Connection, images: list[tuple[str, int]]) -> None:
+        for sha, size in images:
+            c.execute(
+                "INSERT INTO images (sha256, bytes, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (sha256) DO UPDATE SET deleted_at = NULL",
+                (sha, size, utc_now()),
+            )
+
+    # -- disk-full state ------------------------------------------------------------------------
+
+    def disk_total(self) -> int:
+        try:
+            return shutil.disk_usage(self.data_dir).total
+        except OSError:
+            return 0
+
+    def effective_reserve(self) -> int:
+        """`[store] reserve_mb`, but never more than a tenth of the data disk: a reserve larger than a
+        small disk's free space would keep it "full" for ever."""
+        total = self.disk_total()
+        return min(self.reserve_bytes, total // 10) if total else self.reserve_bytes
+
+    def resume_bytes(self) -> int:
+        """Free space at which a full store resumes image writes: the reserve plus a hysteresis of a
+        tenth of it (at most 20 MB), so writes do not flap on and off at the threshold."""
+        reserve = self.effective_reserve()
+        return reserve + min(reserve // 10, 20 * 2**20)
+
+    def refresh_disk_state(self) -> bool:
+        """Leave the disk-full state by itself once free space is back (called by housekeeping and
+        the status page). Returns the state now."""
+        if self.disk_full:
+            with contextlib.suppress(OSError):
+                if self.free_bytes() >= self.resume_bytes():
+                    self._set_full(False)
+        return self.disk_full
+
+    def storage_state(self) -> dict[str, Any]:
+        """{"state": "ok"|"full", "free_bytes", "reserve_bytes", "resume_bytes"} for /healthz and status."""
+        full = self.refresh_disk_state()
+        try:
+            free = self.free_bytes()
+        except OSError:
+            free = None
+        return {
+            "state": "full" if full else "ok",
+            "free_bytes": free,
+            "reserve_bytes": self.effective_reserve(),
+            "resume_bytes": self.resume_bytes(),
+        }
+
+    def _set_full(self, full: bool) -> None:
+        was, self.disk_full = self.disk_full, full
+        if was and not full:
+            with contextlib.suppress(sqlite3.Error):
+                self.add_event("info", "store", "storage available again: image writes resumed")
+
+    def _disk_full(self, why: str, cause: BaseException | None = None) -> None:
         self.disk_full = True
         now = time.monotonic()
         if now - self._last_full_event > 60:  # one alert a minute, not one per frame
             self._last_full_event = now
             with contextlib.suppress(sqlite3.Error):
-                self.add_event("error", "store", f"image writes stopped: {why}; classification goes on")
-        raise DiskFullError(f"image not stored: {why}")
+                msg = f"storage full: image writes stopped: {why}; classification goes on"
+                self.add_event("error", "store", msg)
+        raise DiskFullError(f"storage full: not stored: {why}") from cause
 
     def images_bytes(self) -> int:
         row = self.conn.execute(
@@ -286,7 +377,7 @@ class Store:
         total = self.images_bytes()
         while True:
             over_budget = self.budget_bytes and total > self.budget_bytes
-            low_disk = self.free_bytes() < self.reserve_bytes
+            low_disk = self.free_bytes() < self.effective_reserve()
             if not (over_budget or low_disk):
                 break
             rows = self.conn.execute(
@@ -302,18 +393,57 @@ class Store:
                 deleted += 1
                 total -= size
                 if not (self.budget_bytes and total > self.budget_bytes) and not (
-                    self.free_bytes() < self.reserve_bytes
+                    self.free_bytes() < self.effective_reserve()
                 ):
                     break
         if deleted:
             self.add_event("info", "store", f"retention removed {deleted} synced image(s)")
         return deleted
 
+    def sweep_orphans(self, *, files: bool = False, grace_s: float | None = None) -> int:
+        """Remove what an interrupted write left: image rows no record references and, with `files`,
+        image files no row names — only when older than the grace period (a write may be under way
+        in this or another process). Returns how many files/rows were removed."""
+        grace = self.orphan_grace_s if grace_s is None else grace_s
+        cutoff_ts = time.time() - grace
+        cutoff = datetime.fromtimestamp(cutoff_ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        rows = self.conn.execute(
+            "SELECT sha256 FROM images i WHERE created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.image_sha256 = i.sha256) "
+            "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.heatmap_sha256 = i.sha256)",
+            (cutoff,),
+        ).fetchall()
+        removed = 0
+        for (sha,) in rows:
+            with contextlib.suppress(FileNotFoundError):
+                self.image_path(sha).unlink()
+            self.conn.execute("DELETE FROM images WHERE sha256 = ?", (sha,))
+            removed += 1
+        if files and self.images_dir.is_dir():
+            for p in self.images_dir.glob("??/*.jpg"):
+                try:
+                    if p.stat().st_mtime >= cutoff_ts:
+                        continue
+                except OSError:
+                    continue
+                sha = p.stem
+                if self.conn.execute("SELECT 1 FROM images WHERE sha256 = ?", (sha,)).fetchone() is None:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        removed += 1
+        if removed:
+            msg = f"removed {removed} orphan image(s) left by an interrupted write"
+            self.add_event("warning", "store", msg)
+        return removed
+
     # -- results -------------------------------------------------------------------------------
 
-    def add_result(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def add_result(
+        self, record: Mapping[str, Any], *, images: list[tuple[str, int]] | None = None
+    ) -> dict[str, Any]:
         """Insert a record (keys of the record JSON); fills id, seq, captured_at, monotonic_ns, boot_id,
-        device_id. Returns the stored record JSON."""
+        device_id. `images` ((sha256, size) of files written by `write_image`) get their rows in the
+        same transaction. Returns the stored record JSON."""
         if not record.get("label"):
             raise StoreError("a result needs a label")
         if record.get("source") not in ("camera", "upload", "review"):
@@ -338,6 +468,7 @@ class Store:
                 s = c.execute("SELECT status FROM samples WHERE id = ?", (row["sample_id"],)).fetchone()
                 if s is None:
                     raise StoreError(f"no sample {row['sample_id']}")
+            self._register_images(c, images or [])
             cur = c.execute(f"INSERT INTO results ({cols}) VALUES ({marks})", tuple(row.values()))
             out = c.execute("SELECT * FROM results WHERE seq = ?", (cur.lastrowid,)).fetchone()
             return record_json(out)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from device import __version__
 
@@ -141,6 +144,54 @@ class HubClient:
         ):
             return [(str(a.get("id")), str(a.get("status")), a.get("reason")) for a in data["results"]]
         raise HubRefused(f"samples refused ({resp.status_code}): {_reason(resp)}", resp.status_code)
+
+    # -- updates flowing down (device/sync/updates.py) ---------------------------------------------
+
+    def current_models(self) -> dict[str, Any] | None:
+        """The bundle set the hub says is current for this station (None: none published; a hub
+        without the endpoint answers 404 and that is not an error either)."""
+        resp = self._request("GET", "/models/current")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise HubRefused(f"models query answered {resp.status_code}: {_reason(resp)}", resp.status_code)
+        data = _json(resp)
+        return data.get("set") if isinstance(data, dict) else None
+
+    def report_models(self, report: dict[str, Any]) -> None:
+        resp = self._post_json("/models/installed", report)
+        if resp.status_code not in (200, 404):
+            raise HubRefused(f"models report refused ({resp.status_code}): {_reason(resp)}", resp.status_code)
+
+    def download(self, sha: str, part: Path, size: int) -> int:
+        """Append the rest of published file `sha` to `part` (resuming with a Range request when
+        `part` already holds a prefix). Returns the bytes received; a cut connection raises
+        HubUnreachable and leaves what arrived in `part` for the next attempt."""
+        have = part.stat().st_size if part.exists() else 0
+        if have >= size:
+            return 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        resp = self._request("GET", f"/models/files/{sha}", headers=headers, stream=True)
+        got = 0
+        with resp:
+            if resp.status_code == 206 and have:
+                mode = "ab"
+            elif resp.status_code == 200:
+                mode = "wb"  # the hub ignored the range: start over
+            else:
+                raise HubRefused(f"file {sha} answered {resp.status_code}: {_reason(resp)}", resp.status_code)
+            try:
+                with open(part, mode) as f:
+                    try:
+                        for block in resp.iter_content(1 << 14):  # small reads: a cut keeps most bytes
+                            f.write(block)
+                            got += len(block)
+                    finally:
+                        f.flush()
+                        os.fsync(f.fileno())
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise HubUnreachable(f"download of {sha[:12]} cut after {have + got} bytes: {exc}") from exc
+        return got
 
     def _post_json(self, path: str, payload: Any) -> requests.Response:
         raw = json.dumps(payload, separators=(",", ":")).encode("utf-8")

@@ -208,9 +208,21 @@ class SyncWorker:
         *,
         client_factory: Callable[[], HubClient] | None = None,
         rng: random.Random | None = None,
+        on_models_installed: Callable[[], Any] | None = None,
+        models_root: Any = None,
     ):
         self.cfg = config.sync
         self.store = store
+        self.updater = None
+        if getattr(config, "models", None) is not None:
+            from device.sync.updates import ModelUpdater
+
+            self.updater = ModelUpdater(
+                config, store, models_root=models_root, on_installed=on_models_installed
+            )
+        self._poll_s = config.models.poll_s if self.updater is not None else 0.0
+        self._next_models = 0.0  # monotonic time of the next ask for the current bundle set
+        self._model_failures = 0
         self._client_factory = client_factory or (lambda: HubClient.from_config(self.cfg))
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -245,6 +257,46 @@ class SyncWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    def accept_models(self) -> dict[str, Any]:
+        """Install the staged bundle set now (an admin's accept); reports to the hub when it can."""
+        if self.updater is None:
+            raise RuntimeError("no model updater")
+        client = None
+        try:
+            client = self._client_factory()
+        except Exception:  # noqa: BLE001 - installing must not depend on the hub being configured
+            client = None
+        try:
+            return self.updater.accept(client)
+        finally:
+            if client is not None:
+                client.close()
+
+    def _check_models(self, client: HubClient) -> float:
+        """Ask the hub for this station's bundle set when it is time; returns seconds until the next
+        ask. Failures only delay it: the push and classification go on."""
+        now = time.monotonic()
+        if self.updater is None or now < self._next_models:
+            return max(self._next_models - now, 0.0) if self.updater is not None else float("inf")
+        try:
+            result = self.updater.check(client)
+            self._model_failures = 0
+            log.info("models: %s", result.get("state"))
+            self._next_models = time.monotonic() + self._poll_s
+        except HubError as exc:
+            self._model_failures += 1
+            retry = min(
+                self._poll_s,
+                backoff_delay(self._model_failures, BACKOFF_BASE_S, self.cfg.max_backoff_s, self._rng),
+            )
+            log.warning("models: update check failed (%s); again in %.0f s", exc, retry)
+            self._next_models = time.monotonic() + retry
+        except Exception as exc:  # noqa: BLE001 - never let an update kill the sync thread
+            log.exception("models: unexpected error in the update check")
+            self._set(last_error=f"models: {type(exc).__name__}: {exc}"[:500])
+            self._next_models = time.monotonic() + self._poll_s
+        return max(self._next_models - time.monotonic(), 0.0)
+
     def status(self) -> dict[str, Any]:
         try:
             counts = Outbox(self.store).counts()
@@ -276,45 +328,63 @@ class SyncWorker:
     def _run(self) -> None:
         outbox = Outbox(self.store)
         client: HubClient | None = None
+        next_push = 0.0  # monotonic; the model check may wake the loop before a push is due
+        woken = True
         while not self._stop.is_set():
             delay = self.cfg.interval_s
-            try:
-                counts = outbox.counts()
-                if counts["pending"] or counts["sending"]:  # sending: left by a crashed pass
+            if not woken and time.monotonic() < next_push:
+                delay = next_push - time.monotonic()
+            else:
+                delay, client = self._push_once(outbox, client)
+                next_push = time.monotonic() + delay
+            if self.updater is not None:
+                try:
                     client = client or self._client_factory()
-                    self._set(state="syncing", last_attempt=utc_now())
-                    summary = Syncer(outbox, client, self.cfg.batch_size).run(self._stop.is_set)
-                    with self._lock:
-                        self._sent_total += summary.sent
-                        self._clock_skew_s = summary.clock_skew_s
-                        self._last_success = utc_now()
-                        self._last_error = None
-                        self._failures = 0
-                        self._backoff_s = 0.0
-                        self._state = "idle"
-            except SyncBusy as exc:  # a manual `smearscope sync` is pushing: not a failure, try later
-                self._set(state="idle", last_error=str(exc))
-            except HubError as exc:
-                if isinstance(exc, HubUnreachable) and client is not None:
-                    client.close()
-                    client = None
-                with self._lock:
-                    self._failures += 1
-                    delay = backoff_delay(
-                        self._failures,
-                        min(BACKOFF_BASE_S, self.cfg.interval_s),
-                        self.cfg.max_backoff_s,
-                        self._rng,
-                    )
-                    self._backoff_s = delay
-                    self._last_error = str(exc)[:500]
-                    self._state = "backoff"
-                log.warning("sync: %s; next attempt in %.0f s", exc, delay)
-            except Exception as exc:  # noqa: BLE001 - the worker must survive; the watchdog sees the error
-                log.exception("sync: unexpected error")
-                self._set(last_error=f"{type(exc).__name__}: {exc}"[:500], state="backoff")
-            self._wake.wait(delay)
+                    delay = min(delay, self._check_models(client))
+                except Exception as exc:  # noqa: BLE001 - e.g. a bad ca_file: reported, not fatal
+                    self._set(last_error=f"models: {exc}"[:500])
+            woken = self._wake.wait(delay)
             self._wake.clear()
         if client is not None:
             client.close()
         self._set(state="stopped")
+
+    def _push_once(self, outbox: Outbox, client: HubClient | None) -> tuple[float, HubClient | None]:
+        """One push when records are pending; returns (seconds until the next push, the client)."""
+        delay = self.cfg.interval_s
+        try:
+            counts = outbox.counts()
+            if counts["pending"] or counts["sending"]:  # sending: left by a crashed pass
+                client = client or self._client_factory()
+                self._set(state="syncing", last_attempt=utc_now())
+                summary = Syncer(outbox, client, self.cfg.batch_size).run(self._stop.is_set)
+                with self._lock:
+                    self._sent_total += summary.sent
+                    self._clock_skew_s = summary.clock_skew_s
+                    self._last_success = utc_now()
+                    self._last_error = None
+                    self._failures = 0
+                    self._backoff_s = 0.0
+                    self._state = "idle"
+        except SyncBusy as exc:  # a manual `smearscope sync` is pushing: not a failure, try later
+            self._set(state="idle", last_error=str(exc))
+        except HubError as exc:
+            if isinstance(exc, HubUnreachable) and client is not None:
+                client.close()
+                client = None
+            with self._lock:
+                self._failures += 1
+                delay = backoff_delay(
+                    self._failures,
+                    min(BACKOFF_BASE_S, self.cfg.interval_s),
+                    self.cfg.max_backoff_s,
+                    self._rng,
+                )
+                self._backoff_s = delay
+                self._last_error = str(exc)[:500]
+                self._state = "backoff"
+            log.warning("sync: %s; next attempt in %.0f s", exc, delay)
+        except Exception as exc:  # noqa: BLE001 - the worker must survive; the watchdog sees the error
+            log.exception("sync: unexpected error")
+            self._set(last_error=f"{type(exc).__name__}: {exc}"[:500], state="backoff")
+        return delay, client

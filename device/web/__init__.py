@@ -6,7 +6,10 @@ the blueprints in this package read `services` through `current_app.extensions["
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sqlite3
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +20,9 @@ from werkzeug.exceptions import HTTPException
 
 from device import __version__
 from device.fsutil import atomic_write_bytes
+from device.store.store import DiskFullError, is_disk_full
 from device.web import auth, security
+from device.web.streams import StreamBudget
 
 DISCLAIMER = "Screening aid for trained staff — not a diagnosis"
 SECRET_FILE = "web_secret_key"
@@ -30,6 +35,8 @@ class WebContext:
     config: Any
     services: Any
     limiter: auth.LoginLimiter = field(default_factory=auth.LoginLimiter)
+    streams: StreamBudget = field(default_factory=lambda: StreamBudget(8, 4))
+    decode_slots: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
 
     @property
     def store(self):
@@ -57,6 +64,11 @@ def _secret_key(config) -> str:
         return key
 
 
+def request_limit(config) -> int:
+    """Bytes one request may carry: ten files at the per-file limit (MB = 10^6 bytes), plus the form."""
+    return config.web.max_upload_mb * 10**6 * 10 + 10**6
+
+
 def confidence_text(x: float | None) -> str:
     """A confidence for people: never "100.0%" (a rounded 0.9996 is not certainty)."""
     x = float(x or 0.0)
@@ -72,12 +84,17 @@ def create_app(config, services) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.web.session_minutes),
         # Several files may go in one request; each file is checked against max_upload_mb on its own.
-        MAX_CONTENT_LENGTH=config.web.max_upload_mb * 2**20 * 10 + 2**20,
+        MAX_CONTENT_LENGTH=request_limit(config),
         TEMPLATES_AUTO_RELOAD=False,
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
-    app.extensions["smearscope"] = WebContext(config, services)
+    app.extensions["smearscope"] = WebContext(
+        config,
+        services,
+        streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user),
+        decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
+    )
 
     from device.web import account, admin, api, history, live, samples, system, upload
 
@@ -119,9 +136,28 @@ def create_app(config, services) -> Flask:
             return jsonify({"error": exc.description or exc.name}), exc.code
         return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
 
+    @app.errorhandler(DiskFullError)
+    @app.errorhandler(sqlite3.OperationalError)
+    def _storage_full(exc: Exception):
+        if not is_disk_full(exc):
+            raise exc
+        with contextlib.suppress(Exception):
+            services.store.disk_full = True
+        msg = "storage full: nothing was stored; free disk space (see Status) and try again"
+        if security.wants_json() or request.path.startswith("/api/"):
+            return jsonify({"error": msg}), 507
+        return render_template("error.html", code=507, name="Storage full", message=msg), 507
+
     @app.errorhandler(413)
     def _too_large(exc):
-        msg = f"upload too large: each file may be at most {config.web.max_upload_mb} MB"
+        got = request.content_length
+        msg = (
+            f"upload too large: this request is {got / 1e6:.1f} MB; one request may carry at most "
+            f"{request_limit(config) / 1e6:.0f} MB in all, each file at most {config.web.max_upload_mb} MB"
+            if got
+            else f"upload too large: one request may carry at most {request_limit(config) / 1e6:.0f} MB "
+            f"in all, each file at most {config.web.max_upload_mb} MB"
+        )
         if security.wants_json() or request.path.startswith("/api/"):
             return jsonify({"error": msg}), 413
         return render_template("error.html", code=413, name="Too large", message=msg), 413

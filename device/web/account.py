@@ -26,6 +26,7 @@ def login():
     ext = current_app.extensions["smearscope"]
     error = None
     status = 200
+    retry = 0
     if request.method == "POST":
         # The login form carries a CSRF token too (login CSRF); the session holds it from the GET.
         if not auth.csrf_ok(session.get("csrf"), request.form.get("csrf_token")):
@@ -36,11 +37,13 @@ def login():
             addr = security.client_addr()
             wait = ext.limiter.retry_after(addr, name)
             if wait > 0:
-                error, status = f"Too many failed logins: try again in {int(wait) + 1} s.", 429
+                retry = int(wait) + 1
+                error, status = f"Too many failed logins: try again in {retry} s.", 429
             else:
                 user = auth.verify_password(ext.conn(), name, password)
                 if user is None:
-                    ext.limiter.failed(addr, name)
+                    known = auth.get_user(ext.conn(), name) is not None
+                    ext.limiter.failed(addr, name, known_user=known)
                     error, status = "Wrong user name or password.", 401
                 else:
                     ext.limiter.succeeded(addr, name)
@@ -49,13 +52,13 @@ def login():
     no_users = ext.conn().execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
     resp = current_app.make_response((render_template("login.html", error=error, no_users=no_users), status))
     if status == 429:
-        resp.headers["Retry-After"] = str(int(ext.limiter.window_s))
+        resp.headers["Retry-After"] = str(retry)
     return resp
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    session.clear()
+    security.logout_session()
     return redirect(url_for("account.login"))
 
 

@@ -99,3 +99,23 @@ def sync_retry():
     ext.store.add_event("info", "sync", f"{g.user.name} queued {n} quarantined record(s) again")
     flash(f"{n} record(s) queued for sync again.")
     return redirect(url_for("admin.sync"))
+
+
+@bp.route("/models/accept-update", methods=["POST"])
+@admin_required
+def accept_model_update():
+    """Install the bundle set the hub sent and the station verified (`update_policy = "manual"`)."""
+    from device.errors import SmearscopeError
+
+    ext = current_app.extensions["smearscope"]
+    try:
+        result = ext.services.accept_model_update()
+    except SmearscopeError as exc:
+        flash(f"Not installed: {exc}")
+        return redirect(url_for("system.models_page"))
+    ext.store.add_event("info", "models", f"{g.user.name} accepted the model update: {result.get('state')}")
+    if result.get("state") == "installed":
+        flash(f"Model update installed and in service: {', '.join(result.get('bundles', []))}.")
+    else:
+        flash(f"Model update {result.get('state')}: {result.get('reason', '')} — the current models stay.")
+    return redirect(url_for("system.models_page"))

@@ -42,7 +42,10 @@ def classify():
     try:
         records = classify_files(request.files.getlist("file"), request.form.get("sample"), g.user.name)
     except UploadRejected as exc:
-        return _error(exc.status, exc.message)
+        resp = _error(exc.status, exc.message)
+        if exc.status == 503:
+            resp.headers["Retry-After"] = "30"
+        return resp
     return jsonify({"disclaimer": DISCLAIMER, "results": records})
 
 

@@ -22,9 +22,19 @@ def _csv_line(values: list) -> str:
     return buf.getvalue()
 
 
+#: A spreadsheet reads a cell as a formula when its first non-blank character is one of these (after
+#: any leading spaces, tabs, CR/LF or other whitespace, which Excel and LibreOffice skip).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
 def _safe_cell(value):
-    """Defuse spreadsheet formulas in free text (CSV injection): prefix = + - @ with a quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """Defuse spreadsheet formulas in free text (CSV injection): a cell whose first non-whitespace
+    character starts a formula (= + - @, or their full-width forms), or that starts with a tab, CR
+    or LF, gets a leading quote."""
+    if not isinstance(value, str) or not value:
+        return value
+    stripped = value.lstrip(" \t\r\n\x0b\x0c\u00a0\u3000")
+    if value[:1] in ("\t", "\r", "\n") or stripped[:1] in _FORMULA_START:
         return "'" + value
     return value
 

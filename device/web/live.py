@@ -6,7 +6,19 @@ import json
 import time
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app, g, render_template, request, session, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+)
+
+from device.web import security
 
 bp = Blueprint("live", __name__)
 
@@ -84,15 +96,45 @@ def mjpeg_frames(
             time.sleep(rest)
 
 
+def _viewer() -> str:
+    """Whose stream budget a request spends: the user's, or the address's on the open live view."""
+    return f"user:{g.user.name}" if g.get("user") is not None else f"addr:{security.client_addr()}"
+
+
+def _over_budget() -> Response:
+    resp = jsonify({"error": "too many live streams open: the page shows still frames instead"})
+    resp.status_code = 503
+    resp.headers["Retry-After"] = "30"
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _budgeted(body: Iterator, mimetype: str) -> Response:
+    """A streamed response that holds one place in the stream budget until it is closed. HEAD only
+    asks whether a stream would be admitted now (the page's check before falling back to stills)."""
+    budget = current_app.extensions["smearscope"].streams
+    if request.method == "HEAD":
+        return Response(status=200 if budget.has_room(_viewer()) else 503, mimetype=mimetype)
+    release = budget.try_acquire(_viewer())
+    if release is None:
+        return _over_budget()
+    resp = Response(
+        stream_with_context(body),
+        mimetype=mimetype,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    resp.call_on_close(release)
+    return resp
+
+
 @bp.route("/live/stream.mjpg")
 def stream():
     ext = current_app.extensions["smearscope"]
     heatmap = request.args.get("heatmap") == "1"
     fps = ext.config.web.mjpeg_fps
-    return Response(
-        stream_with_context(mjpeg_frames(_live(), fps, heatmap)),
-        mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    return _budgeted(
+        mjpeg_frames(_live(), fps, heatmap),
+        f"multipart/x-mixed-replace; boundary={BOUNDARY}",
     )
 
 
@@ -102,6 +144,28 @@ def heatmap():
     if item is None:
         return Response("no heatmap: the models in service do not export one", 404, mimetype="text/plain")
     return Response(item[1], mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/live/frame.jpg")
+def frame():
+    """The newest frame as one JPEG: what the page polls when the stream budget is spent."""
+    if request.args.get("heatmap") == "1":
+        item = getattr(_live(), "latest_heatmap", lambda: None)()
+        if item is not None:
+            return Response(item[1], mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+    item = _live().latest_frame()
+    if item is None:
+        return Response("no frame yet: is the camera running?", 404, mimetype="text/plain")
+    return Response(item[1], mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/live/result.json")
+def result():
+    """The newest live result (what the page polls when the stream budget is spent)."""
+    item = _live().latest_result()
+    if item is None:
+        return jsonify({"seq": None, "result": None})
+    return jsonify({"seq": item[0], "result": live_payload(item[1])})
 
 
 def live_payload(result: dict) -> dict:
@@ -149,8 +213,4 @@ def events():
         last = int(request.headers.get("Last-Event-ID", "-1"))
     except ValueError:
         last = -1
-    return Response(
-        stream_with_context(sse_events(_live(), last)),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return _budgeted(sse_events(_live(), last), "text/event-stream")

@@ -22,7 +22,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Endpoints anyone may reach.
 PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "static"})
 #: Endpoints reachable without login when [web] open_live_view = true (read-only).
-LIVE_ENDPOINTS = frozenset({"live.page", "live.stream", "live.events", "live.heatmap"})
+LIVE_ENDPOINTS = frozenset(
+    {"live.page", "live.stream", "live.events", "live.heatmap", "live.frame", "live.result"}
+)
 
 ADMIN_ATTR = "_smearscope_admin_only"
 
@@ -74,8 +76,13 @@ def load_user() -> None:
     name = session.get("user")
     if name:
         user = auth.get_user(conn, name)
-        if user is None or user.disabled or session.get("stamp") != user.session_stamp:
-            session.clear()  # removed, disabled or password changed: log this browser out
+        if (
+            user is None
+            or user.disabled
+            or session.get("stamp") != user.session_stamp
+            or auth.session_user(conn, session.get("sid")) != user.name
+        ):
+            session.clear()  # logged out, removed, disabled or password changed: log this browser out
         else:
             g.user, g.via = user, "session"
 
@@ -101,11 +108,23 @@ def enforce() -> None:
 
 
 def login_session(user: auth.User) -> None:
+    """Start a server-side session (a `web_sessions` row) and point the signed cookie at it."""
+    ext = current_app.extensions["smearscope"]
+    conn = ext.conn()
+    auth.end_session(conn, session.get("sid"))
+    sid = auth.create_session(conn, user.name, ext.config.web.session_minutes)
     session.clear()
     session.permanent = True
     session["user"] = user.name
+    session["sid"] = sid
     session["stamp"] = user.session_stamp
     session["csrf"] = auth.new_csrf_token()
+
+
+def logout_session() -> None:
+    """End this browser's session on the server too: the old cookie opens nothing afterwards."""
+    auth.end_session(current_app.extensions["smearscope"].conn(), session.get("sid"))
+    session.clear()
 
 
 def client_addr() -> str:

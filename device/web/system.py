@@ -17,18 +17,25 @@ def _ext():
 
 def status_body() -> dict:
     ext = _ext()
-    return ext.services.status()
+    body = ext.services.status()
+    body.setdefault("storage", ext.store.storage_state()["state"])
+    return body
 
 
 @bp.route("/healthz")
 def healthz():
-    """Liveness for systemd/monitoring: no login, no patient data."""
+    """Liveness for systemd/monitoring: no login, no patient data. A full disk is a state the daemon
+    lives with (classification goes on), so it is reported (`storage: "full"`), not a failure."""
     ext = _ext()
     try:
         ext.conn().execute("SELECT 1").fetchone()
     except Exception as exc:  # noqa: BLE001
         return jsonify({"ok": False, "error": f"database: {exc}"}), 503
-    return jsonify({"ok": True})
+    try:
+        storage = ext.store.storage_state()["state"]
+    except Exception:  # noqa: BLE001 - a status probe must not fail on it
+        storage = "unknown"
+    return jsonify({"ok": True, "storage": storage})
 
 
 @bp.route("/api/status")
@@ -53,7 +60,12 @@ def status_page():
 @bp.route("/models")
 def models_page():
     ext = _ext()
-    return render_template("models.html", bundles=installed_bundles(ext.config, ext.services))
+    update_status = getattr(ext.services, "model_update_status", None)
+    return render_template(
+        "models.html",
+        bundles=installed_bundles(ext.config, ext.services),
+        update=update_status() if update_status else None,
+    )
 
 
 @bp.route("/models/<name>/<path:filename>")

@@ -1,19 +1,32 @@
 """Checks on an uploaded image before anything is decoded or stored.
 
 Order matters: name → size → type (magic bytes) → pixel count from the header (a 50-megapixel
-decompression bomb is refused before a single pixel is decoded) → completeness → decode.
+decompression bomb is refused before a single pixel is decoded) → completeness → bounded decode.
 Each failure is an `UploadRejected` with the HTTP status and a message for the technician.
+
+Decoding is bounded in pixels: an image over `max_decode_pixels` is decoded reduced when it is a JPEG
+(libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so the full-size pixels never exist) and refused
+otherwise; `[web] decode_slots` bounds how many decode at once (device/web/classify.py). Together they
+give the daemon's peak memory a ceiling (docs/web.md).
 """
 
 from __future__ import annotations
 
 import struct
+import unicodedata
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from device.errors import ImageError
-from device.preprocess import MAX_PIXELS, decode_image
+from device.preprocess import MAX_PIXELS, to_rgb8
+
+#: Default decode cap (`[web] max_decode_megapixels`).
+MAX_DECODE_PIXELS = 16_000_000
+#: Unicode categories never allowed in a file name: controls, format characters (bidi overrides such
+#: as U+202E, zero-width joiners), private use, surrogates, line/paragraph separators.
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp"})
 
 ACCEPTED = "JPEG, PNG, BMP or TIFF"
 #: (magic prefix, format name) for what we accept.
@@ -53,9 +66,16 @@ class CheckedImage:
 
 
 def check_filename(name: str | None) -> str:
-    """A plain file name: no directories, no drive letter, no control characters, not hidden."""
+    """A plain file name (NFC): no directories, no drive letter, no control or bidi/format characters
+    (a right-to-left override makes "gpj.exe" look like "exe.jpg"), not hidden."""
     if not name:
         raise UploadRejected(400, "the upload has no file name")
+    name = unicodedata.normalize("NFC", name)
+    if any(unicodedata.category(c) in _BAD_CATEGORIES for c in name):
+        shown = name.encode("ascii", "backslashreplace").decode()
+        raise UploadRejected(
+            400, f"{shown!r}: a file name must not contain control or text-direction characters"
+        )
     bad = (
         "/" in name
         or "\\" in name
@@ -162,11 +182,8 @@ _SIZERS = {"JPEG": jpeg_size, "PNG": png_size, "BMP": bmp_size, "TIFF": tiff_siz
 
 
 def check_complete(kind: str, data: bytes) -> None:
-    """Refuse files cut short: OpenCV would decode a cut JPEG as grey padding, silently."""
-    if kind == "JPEG":
-        if b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
-            raise UploadRejected(422, "the JPEG file is truncated (no end-of-image marker)")
-    elif kind == "PNG":
+    """Refuse files cut short, before decoding (a cut JPEG is found when decoded: `jpeg_filled`)."""
+    if kind == "PNG":
         if b"IEND" not in data[-32:]:
             raise UploadRejected(422, "the PNG file is truncated (no IEND chunk)")
     elif kind == "BMP":
@@ -181,13 +198,75 @@ def check_complete(kind: str, data: bytes) -> None:
             raise UploadRejected(422, "the TIFF file is truncated (image data missing)")
 
 
+def jpeg_filled(bgr: np.ndarray) -> bool:
+    """True when the last MCU (bottom-right 16x16 pixels; 2x2 at 1/8 scale) is libjpeg's fill for
+    missing data: exactly mid-grey (128, 128, 128) in every channel. libjpeg decodes a JPEG whose
+    data ends early (with or without an end marker appended) by zero-filling the missing blocks, and
+    the decode "succeeds"; a photographed field is never exactly flat mid-grey there."""
+    tail = bgr[-2:, -2:] if bgr.ndim == 3 else bgr[-2:, -2:, None]
+    return bool(np.all(tail == 128))
+
+
+def _reduced_flag(factor: int) -> int:
+    return {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[
+        factor
+    ]
+
+
+def decode_bounded(
+    data: bytes,
+    kind: str,
+    width: int,
+    height: int,
+    *,
+    max_pixels: int = MAX_DECODE_PIXELS,
+    name: str = "image",
+) -> np.ndarray:
+    """RGB uint8 pixels of a checked upload, never more than `max_pixels` of them: a larger JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale, any other larger image is refused (413). A JPEG whose data ends
+    early, and a float image with NaN/inf values, are refused (422)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    factor = 1
+    if width * height > max_pixels:
+        factor = next((f for f in (2, 4, 8) if (width // f) * (height // f) <= max_pixels), 0)
+        if kind != "JPEG" or not factor:
+            raise UploadRejected(
+                413,
+                f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                f"{max_pixels / 1e6:.0f} MP this station decodes ({kind} cannot be decoded reduced): "
+                "export it smaller",
+            )
+    img = cv2.imdecode(buf, _reduced_flag(factor) if factor > 1 else cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise UploadRejected(422, f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+    if kind == "JPEG":
+        check = img if factor == 8 else cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_8)
+        if check is None or jpeg_filled(check):
+            raise UploadRejected(422, f"{name}: the JPEG file is truncated (its image data ends early)")
+    if img.dtype.kind == "f" and not np.isfinite(img).all():
+        raise UploadRejected(422, f"{name}: the image holds NaN or infinite values (not a picture)")
+    try:
+        return to_rgb8(img, name=name)
+    except ImageError as exc:
+        raise UploadRejected(422, str(exc)) from exc
+
+
 def check_upload(
-    filename: str | None, data: bytes, *, max_bytes: int, max_pixels: int = MAX_PIXELS
+    filename: str | None,
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int = MAX_PIXELS,
+    max_decode_pixels: int = MAX_DECODE_PIXELS,
+    size: int | None = None,
+    decode: bool = True,
 ) -> CheckedImage:
+    """Check an upload; `size` is the file's real size when `data` was read only up to the limit."""
     name = check_filename(filename)
-    if len(data) > max_bytes:
+    real = max(size or 0, len(data))
+    if real > max_bytes:
         raise UploadRejected(
-            413, f"{name}: {len(data) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB upload limit"
+            413, f"{name}: {real / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB per-file upload limit"
         )
     if not data:
         raise UploadRejected(400, f"{name}: the file is empty")
@@ -199,9 +278,8 @@ def check_upload(
         raise UploadRejected(
             413, f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit"
         )
+    if kind != "JPEG" and w * h > max_decode_pixels:
+        decode_bounded(data, kind, w, h, max_pixels=max_decode_pixels, name=name)  # raises 413
     check_complete(kind, data)
-    try:
-        rgb = decode_image(data, name=name)
-    except ImageError as exc:
-        raise UploadRejected(422, str(exc)) from exc
+    rgb = decode_bounded(data, kind, w, h, max_pixels=max_decode_pixels, name=name) if decode else None
     return CheckedImage(name, kind, w, h, rgb)

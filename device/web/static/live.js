@@ -77,10 +77,30 @@
     ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
   }
 
+  // When the server's stream budget is spent (503) EventSource gives up: poll the newest result
+  // once a second instead, and try the stream again every 30 s.
+  var pollTimer = null;
+  var lastSeq = null;
+  function poll() {
+    fetch(root.dataset.result, {credentials: "same-origin", cache: "no-store"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (b) {
+        if (b && b.result && b.seq !== lastSeq) { lastSeq = b.seq; onResult(b.result); }
+      })
+      .catch(function () { /* next tick */ });
+  }
   function connect() {
     var es = new EventSource(root.dataset.events);
+    es.addEventListener("open", function () {
+      if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+    });
     es.addEventListener("result", function (ev) {
       try { onResult(JSON.parse(ev.data)); } catch (e) { /* a malformed event is skipped */ }
+    });
+    es.addEventListener("error", function () {
+      if (es.readyState !== EventSource.CLOSED) return;  // the browser reconnects by itself
+      if (!pollTimer) pollTimer = setInterval(poll, 1000);
+      setTimeout(connect, 30000);
     });
   }
   connect();
@@ -95,12 +115,36 @@
   function streamUrl() {
     return root.dataset.stream + "?" + (heat && heat.checked ? "heatmap=1&" : "") + "t=" + Date.now();
   }
-  if (heat) {
-    heat.addEventListener("change", function () { img.src = streamUrl(); });
+  function stillUrl() {
+    return root.dataset.frame + "?" + (heat && heat.checked ? "heatmap=1&" : "") + "t=" + Date.now();
   }
-  img.addEventListener("error", function () {
-    setTimeout(function () { img.src = streamUrl(); }, 2000);
-  });
+  // Still-frame mode: when the stream is refused (budget spent, 503) the img shows one JPEG a second
+  // and the stream is tried again every 30 s.
+  var stills = false;
+  var stillTimer = null;
+  function streamAgain() {
+    stills = false;
+    if (stillTimer) { clearInterval(stillTimer); stillTimer = null; }
+    img.src = streamUrl();
+  }
+  function stillMode() {
+    stills = true;
+    root.dataset.stills = "1";
+    if (!stillTimer) stillTimer = setInterval(function () { img.src = stillUrl(); }, 1000);
+    setTimeout(streamAgain, 30000);
+  }
+  if (heat) {
+    heat.addEventListener("change", function () { img.src = stills ? stillUrl() : streamUrl(); });
+  }
+  function onImgError() {
+    if (stills) return;  // no frame yet: the next tick tries again
+    fetch(streamUrl(), {method: "HEAD", credentials: "same-origin", cache: "no-store"})
+      .then(function (r) { if (r.status === 503) { stillMode(); } else { setTimeout(streamAgain, 2000); } })
+      .catch(function () { setTimeout(streamAgain, 2000); });
+  }
+  img.addEventListener("error", onImgError);
+  // the stream may have been refused before this script ran (its error event already fired)
+  if (img.complete && img.naturalWidth === 0) onImgError();
 
   if (readonly) return;
 

@@ -1,0 +1,97 @@
+"""The red-cell scale estimator (device.optics.scale) on synthetic smears and the sample slides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from smearkit import synthetic_smear
+
+from device.optics.colour import estimate_background
+from device.optics.render import mirror_mosaic, render_at_scale, tint
+from device.optics.scale import RBC_DIAMETER_UM, ScaleEstimate, estimate_scale
+from device.preprocess import read_image
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
+
+
+@pytest.mark.parametrize("diameter", [10, 20, 40, 100, 300])
+def test_synthetic_overlapping_cells_at_every_scale(diameter):
+    rgb = synthetic_smear(diameter, cells=60 if diameter < 300 else 24, overlap=True, seed=diameter)
+    est = estimate_scale(rgb)
+    assert est.confident, est
+    assert est.diameter_px == pytest.approx(diameter, rel=0.10)
+    assert est.n_cells >= 10
+
+
+def test_white_cells_crowding_the_field_are_not_taken_for_red_cells():
+    # Nucleated cells twice the red cells' size covering a large part of the field.
+    rgb = synthetic_smear(20, cells=40, wbcs=14, seed=3)
+    est = estimate_scale(rgb)
+    assert est.diameter_px == pytest.approx(20, rel=0.10), est
+
+
+def test_touching_cells_keep_their_own_size():
+    # A dense monolayer: cells overlap heavily, connected components would be many cells wide.
+    rgb = synthetic_smear(24, cells=140, size=(300, 300), overlap=True, seed=5)
+    est = estimate_scale(rgb)
+    assert est.diameter_px == pytest.approx(24, rel=0.10), est
+
+
+def test_blank_field_cannot_tell():
+    rng = np.random.default_rng(0)
+    blank = np.clip(rng.normal(235, 2, (240, 320, 3)), 0, 255).astype(np.uint8)
+    est = estimate_scale(blank)
+    assert not est.confident
+    assert est.diameter_px is None and est.um_per_px() is None
+    assert est.reason
+
+
+def test_too_few_cells_is_not_confident():
+    rgb = synthetic_smear(30, cells=3, wbcs=0, size=(400, 400), overlap=False, seed=1)
+    est = estimate_scale(rgb)
+    assert not est.confident
+    assert "few" in (est.reason or "")
+
+
+def test_black_frame_cannot_tell():
+    est = estimate_scale(np.zeros((120, 160, 3), np.uint8))
+    assert not est.confident and est.diameter_px is None
+    assert "background" in (est.reason or "")
+
+
+def test_um_per_px_uses_the_reference_diameter():
+    est = ScaleEstimate(diameter_px=20.0, n_cells=50, spread=0.1, confident=True)
+    assert est.um_per_px() == pytest.approx(RBC_DIAMETER_UM / 20)
+    assert est.um_per_px(8.0) == pytest.approx(0.4)
+    assert ScaleEstimate(20.0, 50, 0.1, True, rbc_um=7.0).um_per_px() == pytest.approx(0.35)
+    assert est.to_dict()["um_per_px"] == pytest.approx(0.375)
+
+
+def test_rejects_non_rgb_input():
+    with pytest.raises(ValueError):
+        estimate_scale(np.zeros((32, 32), np.uint8))
+
+
+@pytest.mark.parametrize("path", SAMPLES[::2], ids=lambda p: p.stem[:24])
+def test_sample_slides_are_consistent_across_magnifications(path):
+    rgb = read_image(path)
+    base = estimate_scale(rgb)
+    assert base.diameter_px is not None, base
+    assert 10 < base.diameter_px < 30  # red cells are about 13-19 px across in the dataset's 224-px images
+    for mag in (0.5, 2.0):
+        est = estimate_scale(render_at_scale(rgb, mag, mosaic=2 if mag > 1 else 1))
+        ref = estimate_scale(mirror_mosaic(rgb, 2, 2)) if mag > 1 else base
+        assert est.diameter_px == pytest.approx(ref.diameter_px * mag, rel=0.10), (mag, est, ref)
+
+
+def test_a_warm_white_balance_does_not_change_the_estimate():
+    # Red x1.12 clips the background's red channel: the background must still be found.
+    for path in SAMPLES[1::5]:
+        rgb = read_image(path)
+        warm = tint(rgb, 1.12, 0.85)
+        bg = estimate_background(warm)
+        assert bg is not None and bg[0] >= 250 and bg[2] < 225, bg
+        a, b = estimate_scale(rgb), estimate_scale(warm)
+        assert b.diameter_px == pytest.approx(a.diameter_px, rel=0.08), (path.name, a, b)
