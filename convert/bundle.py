@@ -36,18 +36,27 @@ def make_labels(ids: Sequence[str]) -> list[Label]:
 
 
 def tflite_outputs(model_path: Path, k: int) -> list[OutputSpec]:
-    """Read the output tensors of a .tflite file and name them by shape (as the device does)."""
+    """Read the output tensors of a .tflite file and name them.
+
+    At conversion the export model is known (convert/content.add_outputs): (1, K) = probabilities,
+    (1, h, w, K) = cam, (1, 1) = ood_distance (K >= 2). The TFLite tensor name of each is recorded in the
+    manifest, and the device maps outputs BY THAT NAME, so a distance or embedding output can never be
+    read as probabilities whatever order the converter put them in.
+    """
     from device.runtime import make_interpreter
 
     interp, _ = make_interpreter(str(model_path))
     outs = []
     for det in interp.get_output_details():
         shape = tuple(int(x) for x in det["shape"])
-        if len(shape) == 2 and shape[1] == k:
+        if len(shape) == 2 and shape[1] == k and k != 1:
             outs.append(OutputSpec("probabilities", shape, det["name"]))
         elif len(shape) == 4 and shape[-1] == k:
             outs.append(OutputSpec("cam", shape, det["name"]))
-    outs.sort(key=lambda o: o.name != "probabilities")
+        elif shape == (1, 1):
+            outs.append(OutputSpec("ood_distance", shape, det["name"]))
+    order = {"probabilities": 0, "cam": 1, "ood_distance": 2}
+    outs.sort(key=lambda o: order[o.name])
     return outs
 
 

@@ -158,3 +158,23 @@ def fit_colour_check(
             f"{threshold:.2f} ({factor:g} x the {100 * quantile:g}% quantile of the validation split's)"
         ),
     }
+
+
+def fit_content_check(val_scores: np.ndarray, quantile: float = 0.99, margin: float = 1.1) -> dict:
+    """`calibration.content_check` from the device's `ood_distance` outputs on the validation split:
+    threshold = `margin` x their `quantile` quantile (convert/content.py computes the score)."""
+    from convert.content import SCORE, choose_threshold
+
+    scores = np.asarray(val_scores, np.float64)
+    threshold = choose_threshold(scores, quantile, margin)
+    return {
+        "score": SCORE,
+        "output": "ood_distance",
+        "threshold": threshold,
+        "quantile": quantile,
+        "margin": margin,
+        "val_median": float(np.median(scores)),
+        "val_flagged": float((scores > threshold).mean()),
+        "rule": "abstain when the model's ood_distance output (squared Mahalanobis distance of the pooled "
+        "embedding to the nearest class mean, per feature) exceeds the threshold",
+    }

@@ -45,6 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="refuse inputs whose colour statistics are unlike the training images'",
     )
+    p.add_argument(
+        "--content-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the ood_distance output (class-conditional Mahalanobis distance of the pooled embedding, "
+        "convert/content.py) and its threshold",
+    )
+    p.add_argument(
+        "--content-every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="content statistics from every N-th training image (CPU budget)",
+    )
+    p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
         "--sign",
@@ -114,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         ood_quantile=args.ood_quantile,
         colour_check=args.colour_check,
         um_per_px=args.um_per_px,
+        content_check=args.content_check,
+        content_every=args.content_every,
+        ood_per_kind=args.ood_per_kind,
     )
     sizes = s["sizes"]
     size_line = f"{sizes['model_bytes'] / 1e6:.2f} MB"

@@ -169,23 +169,40 @@ def convert_run(
     colour_check: bool = True,
     progress: bool = True,
     um_per_px: float | None = None,
+    content_check: bool = True,
+    content_every: int = 2,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
     the scale the training run recorded."""
     import keras
 
-    from convert.cam import add_cam_output
+    from convert import content
     from convert.tflite import convert, representative_images
 
     t0 = time.perf_counter()
     run = read_run(run_dir)
     out = Path(out_dir)
     name = name or out.name
-    train_paths, _ = run.part("train")
+    train_paths, y_train = run.part("train")
     test_paths, y_test = run.part("test")
     log.info("loading %s", run.path / "model.keras")
     model = keras.models.load_model(run.path / "model.keras", compile=False)
-    export = add_cam_output(model) if cam else model
+    stats = held_out = None
+    if content_check:
+        # Content check statistics on the training split's embeddings (every `content_every`-th image,
+        # un-augmented, the run's own preprocessing); the threshold comes later from the device's
+        # outputs on the validation split.
+        log.info("content check: embedding the training split (every %d-th image)", content_every)
+        embed = content.embedding_model(model)
+        sel = slice(None, None, max(1, content_every))
+        feats = verify.keras_probabilities(embed, run.load_arrays(train_paths[sel]))
+        stats = content.fit_statistics(feats, y_train[sel], len(run.labels))
+        val_paths, y_val = run.part("val")
+        val_feats = verify.keras_probabilities(embed, run.load_arrays(val_paths))
+        held_out = content.held_out_class(feats, y_train[sel], len(run.labels), val_feats, y_val)
+        held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
+        del feats, val_feats
+    export = content.add_outputs(model, stats, cam=cam) if (cam or stats is not None) else model
     rep = representative_images(
         train_paths,
         run.size,
@@ -233,6 +250,18 @@ def convert_run(
         )
         del test_x
 
+        if stats is not None:
+            calibration["content_check"].update(
+                {
+                    "statistics": (
+                        f"class means + Ledoit-Wolf shared covariance (shrinkage "
+                        f"{stats['shrinkage']:.3f}) of {len(range(0, len(train_paths), content_every))} "
+                        "training images' pooled embeddings, inside model.tflite"
+                    ),
+                    "held_out_class": held_out,
+                }
+            )
+            update_manifest(staged, calibration=calibration)
         provenance = (
             dict(json.loads((run.path / "provenance.json").read_text()))
             if (run.path / "provenance.json").is_file()
@@ -297,12 +326,17 @@ def calibrate_bundle(
     test_paths, y_test = run.part("test")
     log.info("calibrating on the validation split (%d images)", len(val_paths))
     val_x = run.load_arrays(val_paths)
-    dev_val, val_energy = verify.device_outputs(bundle, val_x, progress=progress, desc="val")
+    val_dist: list[float] = []
+    dev_val, val_energy = verify.device_outputs(
+        bundle, val_x, progress=progress, desc="val", distances=val_dist
+    )
     fitted = cal.calibrate(dev_val, y_val, target=target)
     temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
     calibration = fitted["calibration"]
     if val_energy is not None and ood_quantile > 0:
         calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
+    if val_dist:
+        calibration["content_check"] = cal.fit_content_check(np.array(val_dist))
     if colour_check:
         step = max(1, len(train_paths) // 600)
         train_x = run.load_arrays(train_paths[::step])
@@ -335,10 +369,13 @@ def calibrate_bundle(
     log.info("out-of-distribution probes")
     step = max(1, len(test_paths) // ood_per_kind)
     smears = [read_image(p) for p in test_paths[::step][:ood_per_kind]]
-    calibration["ood"] = ood.measure(ens, smears, n=ood_per_kind, seed=0)
-    if ens.ood_floors or ens.colour_checks:
-        plain = Ensemble(ens.models, ood_check=False)
-        calibration["ood_max_probability_only"] = ood.measure(plain, smears, n=ood_per_kind, seed=0)
+    by_checks = ood.measure_checks(ens.models, smears, n=ood_per_kind, seed=0)
+    calibration["ood"] = by_checks["all"]
+    calibration["ood_max_probability_only"] = by_checks["none"]
+    calibration["ood_by_check"] = {
+        k: {kind: {m: v[m] for m in ("abstained", "confident_malignant")} for kind, v in rates.items()}
+        for k, rates in by_checks.items()
+    }
     update_manifest(bundle, metrics=metrics, calibration=calibration)
     _write_report(bundle, run, metrics, dev_val, y_val, temperature, test_paths)
     return metrics, calibration, temperature, threshold

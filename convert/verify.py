@@ -35,10 +35,16 @@ def keras_probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarra
 
 
 def device_outputs(
-    bundle_dir: str | Path, images: np.ndarray, *, progress: bool = False, desc: str = "tflite"
+    bundle_dir: str | Path,
+    images: np.ndarray,
+    *,
+    progress: bool = False,
+    desc: str = "tflite",
+    distances: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The bundle's own softmax (before temperature) per image, run by device.model.TFLiteModel, and
-    the logit energy from its CAM output (None when the bundle has no CAM)."""
+    the logit energy from its CAM output (None when the bundle has no CAM). When `distances` is a list,
+    the content-check output of each image is appended to it (bundles with an `ood_distance` output)."""
     from device.ensemble import energy
 
     model = TFLiteModel(load_bundle(bundle_dir))
@@ -48,6 +54,8 @@ def device_outputs(
         probs.append(out.probabilities)
         if out.cam is not None:
             energies.append(energy(out.cam))
+        if distances is not None and out.ood_distance is not None:
+            distances.append(out.ood_distance)
     return np.stack(probs).astype(np.float32), (np.array(energies) if energies else None)
 
 

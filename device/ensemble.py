@@ -7,7 +7,13 @@ are not smears at all or come from another lab's staining. So a bundle's manifes
 out-of-distribution checks, fitted by convert/calibrate.py:
 - `calibration.colour_check`: Mahalanobis distance of the model input's colour statistics (CIELAB mean
   and log standard deviation per channel) from the training images'; above the threshold = unfamiliar;
-- `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar.
+- `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar;
+- `calibration.content_check` (issue 11): the model's own `ood_distance` output — the squared
+  Mahalanobis distance of its pooled embedding to the nearest class mean (convert/content.py) — above
+  the threshold = the CONTENT is unlike anything it was taught (another cell type, no white cell, a
+  texture, the wrong scale), even when the colours look right and the softmax is confident.
+Each check can be switched off separately (`colour_check`, `energy_check`, `content_check`) to measure
+what it catches alone; `ood_check=False` switches all three off.
 """
 
 from __future__ import annotations
@@ -57,6 +63,14 @@ def ood_floor(manifest) -> float | None:
     """The energy floor from `manifest.calibration["ood_floor"]["threshold"]`, if the bundle has one."""
     spec = (manifest.calibration or {}).get("ood_floor")
     if isinstance(spec, dict) and spec.get("score") == "energy" and spec.get("threshold") is not None:
+        return float(spec["threshold"])
+    return None
+
+
+def content_threshold(manifest) -> float | None:
+    """The content-check threshold from `manifest.calibration["content_check"]`, if the bundle has one."""
+    spec = (manifest.calibration or {}).get("content_check")
+    if isinstance(spec, dict) and spec.get("threshold") is not None:
         return float(spec["threshold"])
     return None
 
@@ -130,6 +144,9 @@ class Ensemble:
         threshold: float | None = None,
         abstain_on_disagreement: bool = True,
         ood_check: bool = True,
+        colour_check: bool = True,
+        energy_check: bool = True,
+        content_check: bool = True,
     ):
         if not models:
             raise BundleError("no model bundles to serve")
@@ -150,14 +167,18 @@ class Ensemble:
         # Per member: the energy floor below which the input counts as out of distribution.
         self.ood_floors: dict[str, float] = {}
         self.colour_checks: dict[str, ColourCheck] = {}
+        self.content_thresholds: dict[str, float] = {}
         if ood_check:
             for m in models:
                 floor = ood_floor(m.manifest)
-                if floor is not None and m.has_cam:
+                if energy_check and floor is not None and m.has_cam:
                     self.ood_floors[m.manifest.name] = floor
                 check = ColourCheck.from_manifest(m.manifest)
-                if check is not None:
+                if colour_check and check is not None:
                     self.colour_checks[m.manifest.name] = check
+                limit = content_threshold(m.manifest)
+                if content_check and limit is not None and m.has_distance:
+                    self.content_thresholds[m.manifest.name] = limit
 
     @classmethod
     def from_dirs(cls, dirs: Sequence[str], num_threads: int | None = None, **kw) -> Ensemble:
@@ -266,6 +287,12 @@ class Ensemble:
                 e = energy(out.cam)
                 if e < floor:
                     unfamiliar.append(f"{m.manifest.name} energy {e:.1f} < {floor:.1f}")
+            limit = self.content_thresholds.get(m.manifest.name)
+            if limit is not None and out.ood_distance is not None and out.ood_distance > limit:
+                unfamiliar.append(
+                    f"{m.manifest.name}: content unlike the training cells, "
+                    f"distance {out.ood_distance:.2f} > {limit:.2f}"
+                )
             if with_cam and out.cam is not None:
                 cams.append(out.cam)
         probs = np.mean(stack, axis=0)

@@ -17,6 +17,7 @@ from device.runtime import make_interpreter
 class RawOutput:
     probabilities: np.ndarray  # float32 (K,), the model's own softmax (before temperature)
     cam: np.ndarray | None  # float32 (h, w, K) class activation logits, if the bundle exports them
+    ood_distance: float | None = None  # content check score (convert/content.py), if exported
 
 
 class TFLiteModel:
@@ -47,7 +48,33 @@ class TFLiteModel:
         k = len(m.labels)
         self._prob_idx: int | None = None
         self._cam_idx: int | None = None
-        for det in self.interpreter.get_output_details():
+        self._dist_idx: int | None = None
+        details = self.interpreter.get_output_details()
+        by_tensor = {o.tensor_name: o.name for o in m.outputs if o.tensor_name}
+        if by_tensor and all(det["name"] in by_tensor for det in details):
+            # Named at conversion (convert/bundle.tflite_outputs): map by tensor name, not by shape.
+            for det in details:
+                role = by_tensor[det["name"]]
+                if role == "probabilities":
+                    self._prob_idx, self._prob_q, self._prob_dtype = (
+                        det["index"],
+                        det["quantization"],
+                        det["dtype"],
+                    )
+                elif role == "cam":
+                    self._cam_idx, self._cam_q, self._cam_dtype = (
+                        det["index"],
+                        det["quantization"],
+                        det["dtype"],
+                    )
+                elif role == "ood_distance":
+                    self._dist_idx, self._dist_q, self._dist_dtype = (
+                        det["index"],
+                        det["quantization"],
+                        det["dtype"],
+                    )
+            details = []
+        for det in details:
             shape = tuple(int(x) for x in det["shape"])
             if len(shape) == 2:
                 if shape[1] != k:
@@ -63,6 +90,16 @@ class TFLiteModel:
                 self._cam_dtype = det["dtype"]
         if self._prob_idx is None:
             raise BundleError(f"{bundle.path}: model has no (1, {k}) probability output")
+        shapes = {
+            d["index"]: tuple(int(x) for x in d["shape"]) for d in self.interpreter.get_output_details()
+        }
+        shape = shapes[self._prob_idx]
+        if len(shape) == 2 and shape[0] == 1 and shape[1] != k:
+            raise BundleError(
+                f"{bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
+            )
+        if shape != (1, k):
+            raise BundleError(f"{bundle.path}: the probability output has shape {shape}, expected (1, {k})")
         spec = m.output("probabilities")
         if spec and spec.shape and tuple(spec.shape) != (1, k):
             raise BundleError(f"{bundle.path}: manifest probability shape {spec.shape} != (1, {k})")
@@ -74,6 +111,10 @@ class TFLiteModel:
     @property
     def has_cam(self) -> bool:
         return self._cam_idx is not None
+
+    @property
+    def has_distance(self) -> bool:
+        return self._dist_idx is not None
 
     def _dequant(self, arr: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
         if np.issubdtype(dtype, np.integer):
@@ -107,12 +148,14 @@ class TFLiteModel:
             self.invoke_ns += time.perf_counter_ns() - t0
             probs = self.interpreter.get_tensor(self._prob_idx)[0]
             cam = self.interpreter.get_tensor(self._cam_idx)[0] if (with_cam and self.has_cam) else None
+            dist = self.interpreter.get_tensor(self._dist_idx)[0] if self.has_distance else None
         p = self._dequant(probs, self._prob_q, self._prob_dtype)
+        d = float(self._dequant(dist, self._dist_q, self._dist_dtype)[0]) if dist is not None else None
         p = np.clip(p, 0.0, None)
         total = float(p.sum())
         p = p / total if total > 0 else np.full_like(p, 1.0 / len(p))
         c = self._dequant(cam, self._cam_q, self._cam_dtype) if cam is not None else None
-        return RawOutput(p.astype(np.float32), c)
+        return RawOutput(p.astype(np.float32), c, d)
 
     def invoke_only(self, batch: np.ndarray) -> None:
         """Raw interpreter call on an already-built input tensor (benchmarks)."""

@@ -47,7 +47,9 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["input"]["dtype"] == "uint8" and manifest["quantization"] == "int8"
-    assert [o["name"] for o in manifest["outputs"]] == ["probabilities", "cam"]
+    assert [o["name"] for o in manifest["outputs"]] == ["probabilities", "cam", "ood_distance"]
+    assert manifest["calibration"]["content_check"]["threshold"] > 0  # the content check (issue 11)
+    assert set(manifest["calibration"]["ood_by_check"]) >= {"all", "no_colour", "content_only"}
     assert [lb["id"] for lb in manifest["labels"]] == list(LABELS)
     assert 0.05 <= manifest["temperature"] <= 20 and 0.5 <= manifest["abstain_threshold"] < 1
     assert manifest["calibration"]["split"] == "val" and "ood" in manifest["calibration"]

@@ -72,6 +72,52 @@ def test_augmenter_keeps_shape_and_range() -> None:
     assert not np.allclose(out, batch)
 
 
+def test_robust_components_stay_in_their_documented_ranges() -> None:
+    import tensorflow as tf
+
+    from training import augment as A
+
+    rng = np.random.default_rng(0)
+    # a "smear": background at the white level, darker cells
+    batch = np.full((16, 48, 48, 3), A.WHITE_LEVEL, np.float32)
+    batch[:, 16:32, 16:32] = rng.uniform(60, 160, (16, 16, 16, 3))
+    x = tf.constant(batch)
+    # white balance + gamma: the background is re-normalised to the white level (the device's prepare)
+    out = A.white_gamma(x, 1.0).numpy()
+    np.testing.assert_allclose(out[:, :4, :4], A.WHITE_LEVEL, atol=0.5)
+    assert np.abs(out[:, 16:32, 16:32] - batch[:, 16:32, 16:32]).max() > 1.0
+    # stain: background stays (OD ~ 0 up to the bias), cells change by at most the documented range
+    st = A.stain(x, 1.0).numpy()
+    od_in = -np.log(batch[:, 16:32, 16:32] / 255.0)
+    od_out = -np.log(np.maximum(st[:, 16:32, 16:32], 1.0) / 255.0)
+    assert np.abs(od_out - od_in).max() < (A.STAIN_GAIN * od_in.max() + A.STAIN_BIAS) * 4
+    # illumination: only darkens/brightens within vignetting + gradient bounds
+    il = A.illumination(x, 1.0).numpy()
+    ratio = il[:, :4, :4] / batch[:, :4, :4]
+    assert (
+        ratio.min() >= (1 - A.VIGNETTE * 1.7) * (1 - A.GRADIENT * 1.5) - 1e-3
+        and ratio.max() <= 1 + A.GRADIENT * 1.5
+    )
+    # defocus preserves the mean, reduces the variance
+    bl = A.defocus(x, 1.0).numpy()
+    assert abs(bl.mean() - batch.mean()) < 1.0 and bl.std() < batch.std()
+    # JPEG and noise keep the 0-255 range; noise changes pixels
+    for fn in (A.jpeg, lambda t: A.noise(t, 1.0)):
+        y = fn(x).numpy()
+        assert y.shape == batch.shape and y.min() >= 0 and y.max() <= 255 and not np.allclose(y, batch)
+    # geometry: scale within [0.75, 1.33] -> a centred square changes its area by at most 1/0.75^2
+    geo = A.affine(x, 1.0).numpy()
+    dark = (geo.mean(-1) < 200).sum((1, 2)) / 256.0
+    assert dark.min() > 0.75**2 * 0.8 and dark.max() < (1 / 0.75) ** 2 * 1.2
+
+
+def test_ablation_skip_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation component"):
+        make_augmenter(skip=["nope"])
+    out = make_augmenter(skip=["jpeg", "noise", "defocus"])(np.full((2, 16, 16, 3), 200, np.float32))
+    assert out.shape == (2, 16, 16, 3)
+
+
 @pytest.mark.slow
 def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None:
     data = _make_dataset(tmp_path / "data")
@@ -137,7 +183,9 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     # --init-model continues from a run's model.keras (no head phase) and records where it came from
     cont = tmp_path / "cont"
     argv3 = ["train", "--split", str(run / "split.json"), "--out", str(cont), "--size", "32", "--batch", "8"]
-    argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "1", "--finetune-layers", "5"]
+    argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "3", "--finetune-layers", "5"]
+    # a wall-clock budget far shorter than one epoch: the first epoch completes, then training stops
+    argv3 += ["--finetune-minutes", "0.0001"]
     assert main([*argv3, "--no-baselines", "--quiet"]) == 0
     prov3 = json.loads((cont / "provenance.json").read_text())
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"

@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-head", type=float, default=1e-3)
     p.add_argument("--lr-finetune", type=float, default=3e-5)
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear LR warm-up when fine-tuning")
+    p.add_argument(
+        "--finetune-minutes",
+        type=float,
+        metavar="M",
+        help="wall-clock budget for fine-tuning: the cosine schedule is shortened to the epochs that fit "
+        "(measured after each epoch) and training stops after the last one",
+    )
     p.add_argument("--optimizer", choices=("adam", "adamax"), default="adam")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--schedule", choices=("cosine", "plateau", "constant"), default="cosine")
@@ -80,6 +87,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=1.0,
         help="extra factor for brightness/contrast/hue/saturation",
+    )
+    p.add_argument(
+        "--augment",
+        choices=("robust", "basic"),
+        default="robust",
+        help="robust: scale/stain/white-balance/gamma/illumination/blur/noise/JPEG (training/augment.py); "
+        "basic: flips, small rotation/zoom, hue/saturation (the recipe before issue 11)",
+    )
+    p.add_argument(
+        "--augment-skip",
+        default="",
+        metavar="A,B",
+        help="robust components to leave out (ablation), of: "
+        "geometry,stain,white,illumination,defocus,noise,jpeg",
     )
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")

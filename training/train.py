@@ -25,6 +25,7 @@ from device.dataset import fingerprint
 from device.errors import SmearscopeError
 from training import report
 from training.augment import make_augmenter
+from training.budget import BudgetSchedule
 from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.pipeline import make_dataset
@@ -72,6 +73,9 @@ class TrainConfig:
     head_augment: bool = False
     augment_strength: float = 1.0
     colour_strength: float = 1.0
+    augment: str = "robust"
+    augment_skip: str = ""
+    finetune_minutes: float | None = None
     class_weighting: bool = True
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -196,7 +200,13 @@ def train(cfg: TrainConfig) -> dict:
     common["white_reference"] = cfg.white_reference
     y_train, y_val, y_test = (split.label_ids(p) for p in ("train", "val", "test"))
     plain = {p: make_dataset(split.paths(p), None, **common) for p in ("train", "val", "test")}
-    aug = make_augmenter(cfg.seed, cfg.augment_strength, cfg.colour_strength)
+    aug = make_augmenter(
+        cfg.seed,
+        cfg.augment_strength,
+        cfg.colour_strength,
+        recipe=cfg.augment,
+        skip=[c for c in cfg.augment_skip.split(",") if c],
+    )
     train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, **common)
     val_ds = make_dataset(split.paths("val"), y_val, **common)
 
@@ -309,13 +319,16 @@ def train(cfg: TrainConfig) -> dict:
         with strategy.scope():
             unfrozen = set_finetune(model, cfg.finetune_layers)
             steps = int(np.ceil(len(y_train) / batch))
-            model.compile(
-                optimizer=_optimizer(
-                    cfg.optimizer, _lr(cfg, cfg.lr_finetune, cfg.epochs_finetune, steps, cfg.warmup_epochs)
-                ),
-                loss=loss,
-                metrics=["accuracy"],
-            )
+            budget = None
+            if cfg.finetune_minutes is not None:
+                # The learning rate is set per step by BudgetSchedule (cosine over the epochs that fit).
+                budget = BudgetSchedule(
+                    cfg.lr_finetune, cfg.epochs_finetune, steps, cfg.finetune_minutes * 60, cfg.warmup_epochs
+                )
+                lr = cfg.lr_finetune / 100
+            else:
+                lr = _lr(cfg, cfg.lr_finetune, cfg.epochs_finetune, steps, cfg.warmup_epochs)
+            model.compile(optimizer=_optimizer(cfg.optimizer, lr), loss=loss, metrics=["accuracy"])
         log.info("fine-tuning %d weighted layers of the backbone (BatchNorm frozen)", unfrozen)
         callbacks = [
             keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True),
@@ -325,7 +338,9 @@ def train(cfg: TrainConfig) -> dict:
             csv_logger,
             tb,
         ]
-        if cfg.schedule == "plateau":
+        if budget is not None:
+            callbacks.insert(0, budget)
+        elif cfg.schedule == "plateau":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2))
         hist = model.fit(
             train_aug,

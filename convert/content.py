@@ -1,0 +1,142 @@
+"""Content-level "unfamiliar" detection: class-conditional Mahalanobis distance on the pooled embedding.
+
+Lee et al. ("A simple unified framework for detecting out-of-distribution samples", NeurIPS 2018):
+fit one mean per class and ONE shared covariance of the global-average-pooled backbone features of the
+training images; an input's score is its squared Mahalanobis distance to the NEAREST class mean.
+Inputs unlike every class the model was taught (another cell type, a field with no white cell, a texture,
+a cell at the wrong scale) land far from all class means even when the softmax is confident.
+
+The covariance is the Ledoit-Wolf shrinkage estimate (D = 1280 features from ~1 800 images: the sample
+covariance is badly conditioned). Its whitening matrix A (A·Σ·Aᵀ = I) and the whitened class means are
+baked INTO the TFLite graph (`add_outputs`): the model gets a third output `ood_distance` (1, 1) =
+min_k ||A(z − μ_k)||² / D, so the device does no linear algebra and the statistics travel inside the
+hashed (and signed) model file. The threshold lives in the manifest (`calibration.content_check`), fitted
+on the device's own int8 outputs for the validation split.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from convert.cam import BACKBONE, CLASSIFIER, _find
+
+POOL = "pool"
+SCORE = "mahalanobis_min"
+
+
+def fit_statistics(features: np.ndarray, y: np.ndarray, k: int) -> dict:
+    """Class means and the shrunk shared covariance's whitening matrix from (N, D) features."""
+    features = np.asarray(features, np.float64)
+    means = np.stack([features[y == c].mean(axis=0) for c in range(k)])
+    centred = features - means[y]
+    lw = LedoitWolf(assume_centered=True).fit(centred)
+    cov = lw.covariance_
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.maximum(vals, vals.max() * 1e-6)
+    whiten = (vecs / np.sqrt(vals)).T  # (D, D): rows = eigenvectors scaled by 1/sqrt(eigenvalue)
+    return {"means": means, "whiten": whiten, "shrinkage": float(lw.shrinkage_)}
+
+
+def distances(features: np.ndarray, stats: dict) -> np.ndarray:
+    """The score `add_outputs` computes in the graph, in float64 numpy: (N,) min_k ||A(z-μ_k)||² / D."""
+    w = np.asarray(features, np.float64) @ stats["whiten"].T
+    m = stats["means"] @ stats["whiten"].T
+    d2 = ((w[:, None, :] - m[None, :, :]) ** 2).sum(-1)
+    return d2.min(axis=1) / w.shape[1]
+
+
+class MinSquaredDistance(keras.layers.Layer):
+    """(B, D) whitened embedding -> (B, 1) min over class centres of the squared distance / D."""
+
+    def __init__(self, centres: np.ndarray, **kw) -> None:
+        super().__init__(**kw)
+        self._centres = np.asarray(centres, np.float32)
+
+    def build(self, input_shape) -> None:
+        self.centres = self.add_weight(
+            shape=self._centres.shape, initializer="zeros", trainable=False, name="centres"
+        )
+        self.centres.assign(self._centres)
+
+    def call(self, w):
+        diff = keras.ops.expand_dims(w, 1) - keras.ops.expand_dims(self.centres, 0)  # (B, K, D)
+        d2 = keras.ops.mean(keras.ops.square(diff), axis=-1)  # (B, K)
+        return keras.ops.min(d2, axis=-1, keepdims=True)
+
+
+def add_outputs(model: keras.Model, stats: dict | None = None, *, cam: bool = True) -> keras.Model:
+    """The export model: outputs `[probabilities (1, K), cam (1, h, w, K)?, ood_distance (1, 1)?]`.
+
+    Layers of the trained chain (image -> backbone -> pool -> dropout -> classifier) are re-applied to a
+    fresh input; the backbone's map feeds the CAM (convert/cam.py) and the pooled features the distance.
+    """
+    _find(model, BACKBONE)
+    _find(model, POOL)
+    classifier = _find(model, CLASSIFIER)
+    kernel, bias = classifier.get_weights()
+    inp = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
+    x, fmap, pooled = inp, None, None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer(x)
+        if layer.name == BACKBONE:
+            fmap = x
+        elif layer.name == POOL:
+            pooled = x
+    outputs = [x]
+    if cam:
+        channels, k = kernel.shape
+        conv = keras.layers.Conv2D(k, 1, name="cam")
+        outputs.append(conv(fmap))
+        conv.set_weights([kernel.reshape(1, 1, channels, k).astype(np.float32), bias.astype(np.float32)])
+    if stats is not None:
+        whiten = np.asarray(stats["whiten"], np.float32)
+        dense = keras.layers.Dense(whiten.shape[0], use_bias=False, name="whiten")
+        w = dense(pooled)
+        dense.set_weights([whiten.T])
+        centres = np.asarray(stats["means"], np.float64) @ np.asarray(stats["whiten"], np.float64).T
+        outputs.append(MinSquaredDistance(centres, name="ood_distance")(w))
+    return keras.Model(inp, outputs, name=f"{model.name}_export")
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """image -> pooled features (the embedding the statistics are fitted on)."""
+    return keras.Model(model.input, _find(model, POOL).output, name="embedding")
+
+
+def choose_threshold(val_scores: np.ndarray, quantile: float = 0.99, margin: float = 1.1) -> float:
+    """`margin` × the `quantile` quantile of the validation images' scores (device-computed)."""
+    return float(np.quantile(np.asarray(val_scores, np.float64), quantile) * margin)
+
+
+def held_out_class(
+    features: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    val: np.ndarray,
+    y_val: np.ndarray,
+    quantile: float = 0.99,
+    margin: float = 1.1,
+) -> dict:
+    """For each class c: fit the statistics on the training features WITHOUT c, the threshold on the
+    validation images of the other classes, and report how often the training images OF c (never in
+    the statistics) are flagged. The backbone itself still saw c while it was trained, so this is an
+    optimistic stand-in for a truly unseen cell type (no such labelled images exist here)."""
+    out = {}
+    for c in range(k):
+        keep = y != c
+        remap = {old: new for new, old in enumerate(sorted(set(range(k)) - {c}))}
+        stats = fit_statistics(features[keep], np.array([remap[v] for v in y[keep]]), k - 1)
+        seen = distances(val[y_val != c], stats)
+        thr = choose_threshold(seen, quantile, margin)
+        unseen = distances(features[y == c], stats)
+        out[str(c)] = {
+            "threshold": thr,
+            "seen_val_flagged": float((seen > thr).mean()),
+            "held_out_flagged": float((unseen > thr).mean()),
+            "n_held_out": int(len(unseen)),
+        }
+    return out

@@ -1,0 +1,150 @@
+"""Content-level "unfamiliar" detection (convert/content.py): statistics, the in-graph `ood_distance`
+output, its naming in the manifest, and the device abstaining with the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from make_tiny_bundle import LABELS, build_model, synth_smear  # noqa: E402
+
+from convert import content  # noqa: E402
+from convert.bundle import write_bundle  # noqa: E402
+from convert.tflite import convert  # noqa: E402
+from device.bundle import load_bundle  # noqa: E402
+from device.ensemble import Ensemble  # noqa: E402
+from device.model import TFLiteModel  # noqa: E402
+
+SIZE = 32
+
+
+def test_statistics_flag_points_far_from_every_class() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, 16))
+    y = np.arange(600) % 3
+    feats = centres[y] + rng.normal(0, 1, (600, 16))
+    stats = content.fit_statistics(feats, y, 3)
+    near = content.distances(centres[[0, 1, 2]] + rng.normal(0, 1, (3, 16)), stats)
+    far = content.distances(rng.normal(0, 5, (20, 16)) + 30, stats)
+    assert near.max() < 3 and far.min() > 10 * near.max()
+    # between two classes is unfamiliar too (no class mean is near)
+    mid = content.distances(((centres[0] + centres[1]) / 2)[None], stats)
+    assert mid[0] > 3 * np.median(content.distances(feats, stats))
+
+
+def test_held_out_class_is_measured_per_class() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 6, (3, 8))
+    y = np.arange(300) % 3
+    feats = centres[y] + rng.normal(0, 1, (300, 8))
+    yv = np.arange(60) % 3
+    val = centres[yv] + rng.normal(0, 1, (60, 8))
+    out = content.held_out_class(feats, y, 3, val, yv)
+    assert set(out) == {"0", "1", "2"}
+    assert all(v["held_out_flagged"] > 0.9 for v in out.values())  # well-separated classes: all flagged
+    assert all(v["seen_val_flagged"] < 0.1 for v in out.values())
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 4
+    images = np.stack([synth_smear(LABELS[i], rng, SIZE) for i in labels])
+    # Untrained (random weights): the statistics and the graph do not care, and training costs minutes
+    # on a loaded CPU. BatchNorm's moving statistics are set from the images so features vary.
+    model = build_model(SIZE, len(LABELS), seed=1)
+    from training.models import recalibrate_batchnorm
+
+    recalibrate_batchnorm(model, images.astype(np.float32))
+    return model, images, labels
+
+
+@pytest.mark.slow
+def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: Path) -> None:
+    model, images, labels = tiny
+    x = images.astype(np.float32)
+    feats = content.embedding_model(model).predict(x, verbose=0)
+    stats = content.fit_statistics(feats, labels, len(LABELS))
+    export = content.add_outputs(model, stats)
+    probs, cam, dist = export.predict(x, verbose=0)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    assert cam.ndim == 4 and dist.shape == (len(x), 1)
+    np.testing.assert_allclose(dist[:, 0], content.distances(feats, stats), rtol=1e-3, atol=1e-3)
+
+    conv = convert(export, "float32")
+    out = tmp_path / "b"
+    write_bundle(
+        out,
+        conv.data,
+        name="tiny",
+        architecture="t",
+        labels=list(LABELS),
+        input_size=(SIZE, SIZE),
+        input_dtype=conv.input_dtype,
+        quantization="float32",
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = [o["name"] for o in manifest["outputs"]]
+    assert names == ["probabilities", "cam", "ood_distance"]
+    assert all(o["tensor_name"] for o in manifest["outputs"])
+    m = TFLiteModel(load_bundle(out))
+    assert m.has_distance and m.has_cam
+    raw = m.predict(images[0])
+    np.testing.assert_allclose(raw.probabilities, probs[0], atol=2e-3)
+    assert raw.ood_distance == pytest.approx(float(dist[0, 0]), rel=1e-2, abs=1e-2)
+
+    # threshold between the training images and a texture: the texture is refused with the reason
+    noise = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    d_noise = m.predict(noise).ood_distance
+    limit = float(dist.max())
+    assert d_noise > limit
+    man = load_bundle(out).manifest
+    man.calibration = {"content_check": {"score": content.SCORE, "threshold": limit}}
+    from device.bundle import write_manifest
+
+    write_manifest(out, man)
+    ens = Ensemble([TFLiteModel(load_bundle(out))], threshold=0.0)
+    pred = ens.classify(noise, with_cam=False)
+    assert pred.abstained and "content unlike the training cells" in pred.reason
+    assert not ens.classify(images[0], with_cam=False).abstained
+    off = Ensemble([TFLiteModel(load_bundle(out))], threshold=0.0, content_check=False)
+    assert not off.classify(noise, with_cam=False).abstained
+
+
+@pytest.mark.slow
+def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> None:
+    """A manifest that names the tensors wins over shapes: swapping the names is caught."""
+    model, images, labels = tiny
+    feats = content.embedding_model(model).predict(images.astype(np.float32), verbose=0)
+    export = content.add_outputs(model, content.fit_statistics(feats, labels, len(LABELS)), cam=False)
+    conv = convert(export, "float32")
+    out = tmp_path / "b"
+    write_bundle(
+        out,
+        conv.data,
+        name="tiny",
+        architecture="t",
+        labels=list(LABELS),
+        input_size=(SIZE, SIZE),
+        input_dtype=conv.input_dtype,
+        quantization="float32",
+    )
+    man = load_bundle(out).manifest
+    prob, dist = man.outputs
+    assert (prob.name, dist.name) == ("probabilities", "ood_distance")
+    man.outputs = [
+        dataclasses.replace(prob, tensor_name=dist.tensor_name),
+        dataclasses.replace(dist, tensor_name=prob.tensor_name),
+    ]
+    from device.bundle import write_manifest
+    from device.errors import BundleError
+
+    write_manifest(out, man)
+    with pytest.raises(BundleError, match="model outputs 1 classes, the manifest lists 4 labels"):
+        TFLiteModel(load_bundle(out))
