@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from make_tiny_bundle import sign_test
 from test_field_classifier import RedCells
 from test_pipeline import make_config, services_factory, wait_for  # noqa: F401 - fixture
 from test_tiling import smear
@@ -122,6 +123,7 @@ def test_upload_with_a_scale_is_tiled_and_auto_refuses_when_red_cells_cannot_tel
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     m["input"]["um_per_px"] = 0.25
     (tiny_bundle / "manifest.json").write_text(json.dumps(m))
+    sign_test(tiny_bundle)
     s = services_factory(make_config(tmp_path, tiny_bundle, frames_dir(tmp_path)))
     assert s.scale_info()["models_um_per_px"] == 0.25 and s.scale_info()["profile"] is None
     rgb = smear(160, 120, 0.5, [(0.3, 0.4), (0.7, 0.6)])

@@ -207,6 +207,8 @@ class FieldClassifier:
             plan = plan_tiles(image, None, spec)
             check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
             src = "unknown"
+            if scale is not None and scale != AUTO:
+                um = float(scale)  # the frame's own scale is still known (and recorded), just not used
         elif scale is None:
             plan = plan_tiles(image, None, spec)
             implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
