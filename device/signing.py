@@ -53,6 +53,9 @@ INLINE_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 # ------------------------------------------------------------------------------------------ keys
 
 
+#: The PEM armour of a private key (split so that this file itself holds no key marker).
+_PEM_PRIVATE = b"PRIVATE" + b" KEY-----"
+
 def _raw(pub: Ed25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -201,7 +204,7 @@ def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey | str | P
     name = read_manifest(bundle_dir).name  # refuse to sign something that is not a bundle
     for rel in bundle_files(bundle_dir):
         p = bundle_dir / rel
-        if p.stat().st_size < 16_384 and b"PRIVATE KEY-----" in p.read_bytes():
+        if p.stat().st_size < 16_384 and _PEM_PRIVATE in p.read_bytes():
             raise SmearscopeError(
                 f"{p} is a private key: a private key never goes into a bundle; move it out and sign again"
             )

@@ -1,6 +1,7 @@
 """Shared fixtures. Keep this small; see /work/notes/fixtures.md for what each returns.
 
-`tiny_bundle` is a tmp copy of tests/data/tiny-bundle (made by tests/make_tiny_bundle.py): a real
+`tiny_bundle` is a tmp copy of tests/data/tiny-bundle (made by tests/make_tiny_bundle.py, signed with the
+key this test run made for itself): a real
 full-int8 MobileNetV2 bundle (64x64 uint8 input, labels Benign/Early/Pre/Pro, probabilities + CAM
 outputs) that loads with LiteRT alone, so device-side tests need no TensorFlow.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import cv2
 import pytest
 from make_tiny_bundle import LABELS, TEST_PUB, synth_smear, write_dataset
-from make_tiny_bundle import OUT as TINY_BUNDLE_SRC
+from make_tiny_bundle import SIGNED_TINY as TINY_BUNDLE_SRC
 
 # Fixture bundles are signed with the test key; trust it in this process and every daemon a test starts
 # (device/signing.py adds $SMEARSCOPE_TRUSTED_KEYS to [models] trusted_keys). Tests about signatures

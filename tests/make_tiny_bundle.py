@@ -11,7 +11,11 @@ LiteRT only (no TensorFlow). Its accuracy means nothing medically: it is a fixtu
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -27,10 +31,28 @@ STYLES = {
 }
 SIZE = 64
 OUT = Path(__file__).resolve().parent / "data" / "tiny-bundle"
-#: The test suite's signing key (TEST ONLY: never trusted outside tests/; conftest.py adds its public half
-#: to $SMEARSCOPE_TRUSTED_KEYS so fixture bundles load like signed production bundles).
-TEST_KEY = Path(__file__).resolve().parent / "data" / "test-signing.key"
+
+
+def _test_key() -> Path:
+    """The suite's signing key: made fresh for each test run in a temporary folder (no key is ever
+    committed), shared with re-imports through $SMEARSCOPE_TEST_SIGNING_KEY. conftest.py adds its public
+    half to $SMEARSCOPE_TRUSTED_KEYS so fixture bundles load like signed production bundles."""
+    known = os.environ.get("SMEARSCOPE_TEST_SIGNING_KEY")
+    if known and Path(known).is_file():
+        return Path(known)
+    from device.signing import generate_keypair
+
+    folder = Path(tempfile.mkdtemp(prefix="smearscope-test-key-"))
+    atexit.register(shutil.rmtree, folder, True)
+    key, _, _ = generate_keypair(folder / "test-signing.key", "smearscope test suite")
+    os.environ["SMEARSCOPE_TEST_SIGNING_KEY"] = str(key)
+    return key
+
+
+TEST_KEY = _test_key()
 TEST_PUB = TEST_KEY.with_suffix(".pub")
+#: tests/data/tiny-bundle (committed unsigned) signed with this run's test key: what tests load.
+SIGNED_TINY = TEST_KEY.parent / "tiny-bundle"
 
 
 def sign_test(bundle: str | Path) -> Path:
@@ -39,6 +61,11 @@ def sign_test(bundle: str | Path) -> Path:
 
     sign_bundle(bundle, TEST_KEY)
     return Path(bundle)
+
+
+if not (SIGNED_TINY / "signature.json").is_file() and (OUT / "manifest.json").is_file():
+    shutil.copytree(OUT, SIGNED_TINY, dirs_exist_ok=True)
+    sign_test(SIGNED_TINY)
 
 
 def synth_smear(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
@@ -137,8 +164,9 @@ def build(out: Path = OUT, *, seed: int = 0) -> Path:
         "scratch on generated images, for tests only. "
         "Not a medical model. Screening aid for trained staff, not a diagnosis.\n"
     )
-    sign_test(out)
-    print(f"wrote {out} ({(out / 'model.tflite').stat().st_size / 1024:.0f} KiB), signed with the test key")
+    print(
+        f"wrote {out} ({(out / 'model.tflite').stat().st_size / 1024:.0f} KiB), unsigned (tests sign a copy)"
+    )
     return out
 
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import requests
+from make_tiny_bundle import SIGNED_TINY  # noqa: E402
 
 from device.paths import SAMPLES_DIR
 from device.store.store import Store
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "tiny-bundle"
+TINY = SIGNED_TINY
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
 

@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from make_tiny_bundle import SIGNED_TINY  # noqa: E402
 
 from device.config import load_config
 
@@ -25,7 +26,7 @@ UNINSTALL = REPO / "scripts" / "uninstall.sh"
 WHEELHOUSE = REPO / "scripts" / "wheelhouse.sh"
 VENV = Path(sys.prefix)
 PASSWORD = "correct horse battery staple"
-TINY_BUNDLE = REPO / "tests" / "data" / "tiny-bundle"
+TINY_BUNDLE = SIGNED_TINY
 
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from make_tiny_bundle import LABELS, synth_smear
+from make_tiny_bundle import (
+    LABELS,
+    SIGNED_TINY,  # noqa: E402
+    synth_smear,
+)
 
 from device.ensemble import Ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+BUNDLE = SIGNED_TINY
 
 
 def _module():

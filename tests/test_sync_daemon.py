@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hubkit import Hub, Server, check_images
+from make_tiny_bundle import SIGNED_TINY  # noqa: E402
 
 from device.store import Store
 from hub.pgcluster import free_port
 
-TINY = Path(__file__).parent / "data" / "tiny-bundle"
+TINY = SIGNED_TINY
 
 
 @pytest.mark.skipif(not (TINY / "manifest.json").is_file(), reason="tests/data/tiny-bundle missing")
