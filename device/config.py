@@ -262,14 +262,12 @@ class CalibrationConfig:
     frames: int = 20
     min_confident: float = 0.6
     max_spread: float = 0.15
-    rbc_um: float = 7.5
     white_target: float = 230.0
 
     def check(self) -> None:
         _need(3 <= self.frames <= 500, "calibration", "frames", "must be between 3 and 500")
         _need(0.0 < self.min_confident <= 1.0, "calibration", "min_confident", "must be in (0, 1]")
         _need(0.0 < self.max_spread < 1.0, "calibration", "max_spread", "must be in (0, 1)")
-        _need(3.0 <= self.rbc_um <= 15.0, "calibration", "rbc_um", "must be between 3 and 15 (µm)")
         _need(100.0 <= self.white_target <= 250.0, "calibration", "white_target", "must be in [100, 250]")
 
 

@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         res = cal.auto_scale(
             source.read,
             n,
-            rbc_um=cc.rbc_um,
+            rbc_um=cfg.optics.rbc_diameter_um,
             min_confident=cc.min_confident,
             max_spread=cc.max_spread,
             progress=_progress,

@@ -125,7 +125,7 @@ class CalibrationJobs:
         res = calibrate.auto_scale(
             self._next_frame(),
             int(params.get("frames") or cal.frames),
-            rbc_um=cal.rbc_um,
+            rbc_um=self.services.config.optics.rbc_diameter_um,
             min_confident=cal.min_confident,
             max_spread=cal.max_spread,
             estimate=getattr(self.services, "scale_estimator", None),
