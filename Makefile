@@ -43,7 +43,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
-## Re-train and convert the shipped models from ../shared (about 1.5 h on 2 CPU cores).
+## Re-train and convert the shipped models from ../shared (about 1 h 40 min on 2 idle CPU cores).
 train-shipped: setup
 	sh training/train_shipped.sh ../shared
 

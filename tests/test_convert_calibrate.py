@@ -33,6 +33,17 @@ def test_fit_temperature_recovers_overconfidence() -> None:
     assert ece(scaled, y) < ece(probs, y)
 
 
+def test_temperature_never_sharpens_a_model_perfect_on_validation() -> None:
+    # Every validation image right: the NLL falls monotonically as T -> 0. Sharpening would make the
+    # model certain of anything (unfamiliar inputs too), so T stays 1.
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1, 2, 3] * 25)
+    probs = np.full((100, 4), 0.1, np.float32)
+    probs[np.arange(100), y] = rng.uniform(0.6, 0.7, 100)
+    probs /= probs.sum(1, keepdims=True)
+    assert fit_temperature(probs, y) == pytest.approx(1.0)
+
+
 def test_temperature_stays_one_when_it_does_not_help() -> None:
     y = np.array([0, 1, 2, 3] * 10)
     probs = np.eye(4, dtype=np.float32)[y] * 0.9 + 0.025
