@@ -386,7 +386,14 @@ def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:
     its card; for when the device's decision rules change after a conversion."""
     bundle = Path(bundle_dir)
     run = read_run(run_dir)
+    # What only a conversion measures (the statistics inside model.tflite, the held-out-class figures)
+    # is kept: model.tflite does not change here.
+    before = dict(load_bundle(bundle).manifest.calibration.get("content_check") or {})
     metrics, calibration, temperature, threshold = calibrate_bundle(bundle, run, **kw)
+    kept = {k: before[k] for k in ("statistics", "held_out_class") if k in before}
+    if kept and "content_check" in calibration:
+        calibration["content_check"].update(kept)
+        update_manifest(bundle, calibration=calibration)
     if (run.path / "provenance.json").is_file():  # pick up training-side corrections (e.g. stage times)
         provenance = dict(load_bundle(bundle).manifest.provenance)
         provenance.update(json.loads((run.path / "provenance.json").read_text()))

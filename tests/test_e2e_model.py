@@ -81,6 +81,10 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     again = json.loads((bundle / "manifest.json").read_text())
     assert again["sha256"] == sha and again["metrics"]["accuracy"] == manifest["metrics"]["accuracy"]
     assert "colour_check" in again["calibration"]
+    # ... and keeps what only a conversion measures (the statistics baked into model.tflite).
+    before_cc, after_cc = manifest["calibration"]["content_check"], again["calibration"]["content_check"]
+    assert after_cc["held_out_class"] == before_cc["held_out_class"]
+    assert after_cc["statistics"] == before_cc["statistics"]
 
     monkeypatch.setenv("SMEARSCOPE_MODELS_DIR", str(models))
     some = sorted(data.rglob("*.jpg"))[:2]
