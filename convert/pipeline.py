@@ -396,7 +396,10 @@ def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:
         update_manifest(bundle, calibration=calibration)
     if (run.path / "provenance.json").is_file():  # pick up training-side corrections (e.g. stage times)
         provenance = dict(load_bundle(bundle).manifest.provenance)
+        given = {k: provenance[k] for k in ("um_per_px", "um_per_px_method") if k in provenance}
         provenance.update(json.loads((run.path / "provenance.json").read_text()))
+        if str(given.get("um_per_px_method", "")).startswith("given"):  # convert --um-per-px stays
+            provenance.update(given)
         provenance["recalibrated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         update_manifest(bundle, provenance=provenance)
     card.write_card(bundle)
