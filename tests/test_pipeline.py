@@ -181,7 +181,8 @@ def test_slow_store_never_slows_classification(tmp_path, tiny_bundle, sample_ima
 
     s.store.put_image = slow_put
     s.start()
-    assert wait_for(lambda: s.status()["store_dropped"] >= 5)
+    # A bound against hanging: on a loaded 2-core machine the first classifications can take seconds.
+    assert wait_for(lambda: s.status()["store_dropped"] >= 5, 60)
     st = s.status()
     assert st["frames_classified"] > st["records_stored"] + 5
 
