@@ -173,13 +173,13 @@ def test_rejected_frames_are_not_classified(tmp_path, tiny_bundle, services_fact
 def test_slow_store_never_slows_classification(tmp_path, tiny_bundle, sample_images, services_factory):
     cfg = make_config(tmp_path, tiny_bundle, sample_images[0].parent, store={"queue_size": 1})
     s = services_factory(cfg)
-    real_put = s.store.put_image
+    real_write = s.store.write_image  # what the storage worker writes each record's image with
 
-    def slow_put(data: bytes) -> str:
+    def slow_write(data: bytes) -> tuple[str, int]:
         time.sleep(0.5)
-        return real_put(data)
+        return real_write(data)
 
-    s.store.put_image = slow_put
+    s.store.write_image = slow_write
     s.start()
     # A bound against hanging: on a loaded 2-core machine the first classifications can take seconds.
     assert wait_for(lambda: s.status()["store_dropped"] >= 5, 60)
