@@ -37,6 +37,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 from robustness import SHIFTS  # noqa: E402
 
+from convert.calibrate import nll  # noqa: E402
 from device.fsutil import atomic_write_bytes  # noqa: E402
 from device.preprocess import prepare, read_image  # noqa: E402
 
@@ -79,10 +80,9 @@ def score(proba: np.ndarray, y: np.ndarray) -> dict:
     pred = proba.argmax(1)
     top = proba.max(1)
     wrong = pred != y
-    nll = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))
     return {
         "accuracy": float((~wrong).mean()),
-        "nll": float(nll.mean()),
+        "nll": nll(proba, y),
         "confident_wrong": float((wrong & (top >= CONFIDENT)).mean()),
     }
 
