@@ -56,6 +56,7 @@ INLINE_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 #: The PEM armour of a private key (split so that this file itself holds no key marker).
 _PEM_PRIVATE = b"PRIVATE" + b" KEY-----"
 
+
 def _raw(pub: Ed25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

@@ -99,3 +99,35 @@ def test_bundle_without_scale_loads_with_a_warning(tiny_bundle, caplog):
     with caplog.at_level(logging.WARNING, logger="device.bundle"):
         assert load_bundle(tiny_bundle).manifest.input.um_per_px == 0.25
     assert "scale unknown" not in caplog.text
+
+
+@pytest.mark.parametrize("gains", [(1.25, 1.0, 0.8), (1.2, 1.0, 0.85)])
+def test_a_white_balance_that_clips_the_background_is_undone(gains):
+    # Red x1.2-1.25 saturates the background's red channel: it reads 255 whatever the gain was, so only
+    # the stained pixels can tell how red the camera made them (colour.reference_white).
+    from device.optics.colour import reference_white
+
+    for path in SAMPLES[::3]:
+        rgb = read_image(path)
+        tinted = apply_gains(rgb, gains)
+        assert estimate_background(tinted)[0] >= 254.5  # the case at hand: red clipped in the background
+        ref0, ref = reference_white(rgb), reference_white(tinted)
+        assert ref[0] > 255, (path.name, ref)
+        assert ref[0] / ref0[0] == pytest.approx(gains[0], rel=0.08), (path.name, ref, ref0)
+        want = normalise_background(rgb).astype(float)
+        red_err = np.abs(want - normalise_background(tinted))[..., 0].mean()
+        plain = apply_gains(tinted, np.clip(WHITE_LEVEL / estimate_background(tinted), 0.5, 3.0))
+        red_err_plain = np.abs(want - plain)[..., 0].mean()  # the background as it reads, clipped
+        assert red_err < 12.0 and red_err < 0.6 * red_err_plain, (path.name, red_err, red_err_plain)
+        # saturated background comes out neutral, not cyan
+        bg = estimate_background(normalise_background(tinted))
+        assert np.all(np.abs(bg - WHITE_LEVEL) <= 6), (path.name, bg)
+
+
+def test_an_unclipped_background_is_the_reference_as_it_reads():
+    from device.optics.colour import reference_white
+
+    for path in SAMPLES:
+        rgb = read_image(path)
+        dim = apply_gains(rgb, (0.9, 0.9, 0.9))  # nothing clipped: nothing to extrapolate
+        assert np.array_equal(reference_white(dim), estimate_background(dim)), path.name

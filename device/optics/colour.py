@@ -8,6 +8,18 @@ so what the models and the colour check see is the stain that remains.
 The background is estimated robustly: the brightest pixels that are not clipped, on a small copy of the
 image. A frame with no visible background (a dense field, a blank black image) yields `None` and is left
 unchanged rather than "corrected" towards a cell's colour.
+
+A channel can be clipped in the background itself: a warm white balance (red gain 1.2-1.25) on a bright
+field saturates red everywhere the slide is empty, so the background reads 255 whatever the true gain was,
+and the white reference alone would leave every cell too red. The true background of such a channel is
+only known to be at least 255 (a censored value). For red it is then taken as the value that makes the
+stained pixels' red/green ratio after the reference no redder than a typical May-Grünwald-Giemsa smear's
+upper quartile (`_CENSORED_LOG_RATIO`), never less than 255 and at most `_MAX_EXTRAPOLATION` times it;
+pixels saturated in red are then rebuilt no less than their other channels' lower one (a saturated
+background comes out neutral, not cyan; `_rebuild_clipped`). A channel not clipped in the background is
+never touched by this, so stain shifts stay visible to the colour check; a clipped red channel's excess
+red is taken as the camera's. Green (the ratio's reference, clipped in most B-ALL training images) and
+blue stay at 255 when clipped.
 """
 
 from __future__ import annotations
@@ -25,6 +37,17 @@ _TOP_FRACTION = 0.12
 _MIN_BACKGROUND = 60.0
 #: Gains are clamped to this range: beyond it the frame is not a white-balance error but something else.
 _GAIN_RANGE = (0.5, 3.0)
+#: Upper quartile of the stained pixels' log(red/green) after the white reference, on the B-ALL training
+#: images (benchmarks/white_reference_eval.py prints it; median -0.05). Red only: blue's ratio is bimodal
+#: across stain batches (log 0.14 / 0.30) and nuclei saturate in blue first, so extrapolating a clipped
+#: blue made the normalised image worse there (same benchmark); a clipped blue background stays 255.
+_CENSORED_LOG_RATIO = {0: -0.028}
+#: A clipped background is raised by at most this factor (a white-balance gain of ~1.4).
+_MAX_EXTRAPOLATION = 1.4
+#: Stained pixels: mean of the referenced channels below this fraction of the background.
+_STAINED_BELOW = 0.85
+#: Fewer stained, unclipped pixels than this in the sample: no extrapolation (nothing to read it from).
+_MIN_STAINED = 50
 
 
 def _small(rgb: np.ndarray) -> np.ndarray:
@@ -33,18 +56,8 @@ def _small(rgb: np.ndarray) -> np.ndarray:
     return rgb[::step, ::step]
 
 
-def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
-    """The RGB colour (float, 0-255) of the smear's background, or None when none is visible.
-
-    Candidates are the brightest `_TOP_FRACTION` of pixels by their channel sum. Candidates with a
-    channel at 255 carry no colour information and are dropped, unless they are most of the candidates:
-    then the background itself is clipped in that channel (a warm white balance clips red) and 255 is
-    the best estimate there (dropping them would take a cell's colour for the background). The
-    per-channel median of the candidates is the estimate.
-    """
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
-    small = _small(rgb).reshape(-1, 3)
+def _background_pool(small: np.ndarray) -> np.ndarray | None:
+    """The per-channel median of the background candidates (float, 0-255), or None."""
     if small.size == 0:
         return None
     total = small.astype(np.int32).sum(axis=1)
@@ -58,9 +71,49 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
     return bg
 
 
+def _extrapolate_clipped(small: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """`bg` with a background channel clipped at 255 (red) raised to its most plausible value."""
+    out = bg.copy()
+    clipped = [c for c in _CENSORED_LOG_RATIO if bg[c] >= 254.5]
+    if not clipped:
+        return out
+    pix = small[small.max(axis=1) < 255].astype(np.float32) / bg
+    pix = pix[(pix.mean(axis=1) < _STAINED_BELOW) & (pix.min(axis=1) > 0.05)]
+    if len(pix) < _MIN_STAINED:
+        return out
+    for c in clipped:
+        excess = float(np.median(np.log(pix[:, c] / pix[:, 1]))) - _CENSORED_LOG_RATIO[c]
+        out[c] = 255.0 * float(np.clip(np.exp(excess), 1.0, _MAX_EXTRAPOLATION))
+    return out
+
+
+def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
+    """The RGB colour (float, 0-255) the smear's background reads at, or None when none is visible.
+
+    Candidates are the brightest `_TOP_FRACTION` of pixels by their channel sum. Candidates with a
+    channel at 255 carry no colour information and are dropped, unless they are most of the candidates:
+    then the background itself is clipped in that channel (a warm white balance clips red) and reads 255
+    there. The per-channel median of the candidates is the estimate. This is what the frame shows (for
+    thresholds: cells are darker than it); `reference_white` is what it would show without clipping.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
+    return _background_pool(_small(rgb).reshape(-1, 3))
+
+
+def reference_white(rgb: np.ndarray) -> np.ndarray | None:
+    """The background's colour as the white reference: `estimate_background`, with a channel clipped in
+    the background extrapolated above 255 from the stained pixels (module docstring), or None."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
+    small = _small(rgb).reshape(-1, 3)
+    bg = _background_pool(small)
+    return None if bg is None else _extrapolate_clipped(small, bg)
+
+
 def white_gains(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray | None:
     """Per-channel gains that map the background to a neutral `target`, or None (no background)."""
-    bg = estimate_background(rgb)
+    bg = reference_white(rgb)
     if bg is None:
         return None
     return np.clip(target / bg, *_GAIN_RANGE).astype(np.float32)
@@ -74,9 +127,26 @@ def apply_gains(rgb: np.ndarray, gains: np.ndarray | tuple[float, float, float])
     return cv2.LUT(np.ascontiguousarray(rgb, dtype=np.uint8), lut)
 
 
+def _rebuild_clipped(rgb: np.ndarray, out: np.ndarray, gains: np.ndarray, channels: list[int]) -> None:
+    """Pixels saturated in an extrapolated channel: at least their floor, and no less than the brightest
+    other channel (saturated background becomes neutral white, not cyan; a saturated pink cell stays pink)."""
+    for c in channels:
+        sat = rgb[..., c] == 255
+        if not sat.any():
+            continue
+        others = np.delete(out, c, axis=2)[sat].mean(axis=1)
+        floor = np.uint8(min(255.0, round(255.0 * float(gains[c]))))
+        out[..., c][sat] = np.maximum(others, floor)
+
+
 def normalise_background(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray:
     """The image with its background mapped to neutral `target`; unchanged when no background is seen."""
-    gains = white_gains(rgb, target)
-    if gains is None:
+    bg = reference_white(rgb)
+    if bg is None:
         return np.ascontiguousarray(rgb, dtype=np.uint8)
-    return apply_gains(rgb, gains)
+    gains = np.clip(target / bg, *_GAIN_RANGE).astype(np.float32)
+    out = apply_gains(rgb, gains)
+    extrapolated = [c for c in range(3) if bg[c] > 255.0]
+    if extrapolated:
+        _rebuild_clipped(np.asarray(rgb), out, gains, extrapolated)
+    return out
