@@ -59,6 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="content statistics from every N-th training image (CPU budget)",
     )
+    p.add_argument(
+        "--content-strides",
+        default="16",
+        metavar="S[,S]",
+        help="also score the backbone's features at these strides (e.g. 8,16; statistics incl. one "
+        "robust-augmented copy of each training image) and output the max of the normalised distances "
+        "(convert/content.py); '' = the pooled embedding only",
+    )
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         um_per_px=args.um_per_px,
         content_check=args.content_check,
         content_every=args.content_every,
+        content_strides=tuple(int(x) for x in args.content_strides.split(",") if x.strip()),
         ood_per_kind=args.ood_per_kind,
     )
     sizes = s["sizes"]

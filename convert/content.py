@@ -12,9 +12,22 @@ baked INTO the TFLite graph (`add_outputs`): the model gets a third output `ood_
 min_k ||A(z − μ_k)||² / D, so the device does no linear algebra and the statistics travel inside the
 hashed (and signed) model file. The threshold lives in the manifest (`calibration.content_check`), fitted
 on the device's own int8 outputs for the validation split.
+
+Further scores on EARLIER features (`mid_layer`: the backbone's last stride-16 or stride-8 map, globally
+averaged; `block_13_expand_relu`, 576-d, and `block_6_expand_relu`, 192-d, in MobileNetV2) catch what
+the pooled embedding is taught to see through: the robust training makes the last layers indifferent to
+stain and texture, so a smear re-coloured far outside any stain, a field without white cells or a
+greyscale picture can sit close to a class mean there. Their statistics are fitted on the training
+images AND one robust-augmented copy of each (what the models are trained to handle is familiar, so mild
+camera shifts stay below the threshold; benchmarks/content_layers.py measured the trade-off per layer).
+The output is then one score, max(d_pool / q_pool, d_mid / q_mid, ...), each distance over its 99%
+quantile on the clean validation split, so one threshold in the manifest still decides, and the device
+is unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -24,6 +37,8 @@ from convert.cam import BACKBONE, CLASSIFIER, _find
 
 POOL = "pool"
 SCORE = "mahalanobis_min"
+#: The earlier features' default stride (input side / map side) for the extra score.
+MID_STRIDE = 16
 
 
 def fit_statistics(features: np.ndarray, y: np.ndarray, k: int) -> dict:
@@ -66,45 +81,111 @@ class MinSquaredDistance(keras.layers.Layer):
         return keras.ops.min(d2, axis=-1, keepdims=True)
 
 
-def add_outputs(model: keras.Model, stats: dict | None = None, *, cam: bool = True) -> keras.Model:
+def mid_layer(model: keras.Model, stride: int = MID_STRIDE) -> str:
+    """Name of the backbone's last layer whose map is the input side / `stride`."""
+    backbone = _find(model, BACKBONE)
+    side = int(model.input_shape[1]) // stride
+    names = [
+        layer.name
+        for layer in backbone.layers
+        if len(layer.output.shape) == 4 and layer.output.shape[1] == side and layer.output.shape[2] == side
+    ]
+    if not names:
+        raise ValueError(f"the backbone has no {side}x{side} (stride {stride}) feature map")
+    return names[-1]
+
+
+def _chain(model: keras.Model, inp, mids: Sequence[str] = ()):
+    """Re-apply the trained chain (image -> backbone -> pool -> dropout -> classifier) to `inp`;
+    returns (probabilities, backbone map, pooled features, [the `mids` backbone maps])."""
+    x, fmap, pooled, mid_maps = inp, None, None, []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer.name == BACKBONE and mids:
+            outs = [layer.get_layer(m).output for m in mids] + [layer.output]
+            *mid_maps, x = keras.Model(layer.input, outs, name="backbone_mid")(x)
+        else:
+            x = layer(x)
+        if layer.name == BACKBONE:
+            fmap = x
+        elif layer.name == POOL:
+            pooled = x
+    return x, fmap, pooled, list(mid_maps)
+
+
+def _distance_head(features, stats: dict, name: str):
+    whiten = np.asarray(stats["whiten"], np.float32)
+    dense = keras.layers.Dense(whiten.shape[0], use_bias=False, name=f"{name}_whiten")
+    w = dense(features)
+    dense.set_weights([whiten.T])
+    centres = np.asarray(stats["means"], np.float64) @ np.asarray(stats["whiten"], np.float64).T
+    return MinSquaredDistance(centres, name=name)(w)
+
+
+def add_outputs(
+    model: keras.Model, stats: dict | None = None, *, cam: bool = True, mid_stats: Sequence[dict] = ()
+) -> keras.Model:
     """The export model: outputs `[probabilities (1, K), cam (1, h, w, K)?, ood_distance (1, 1)?]`.
 
     Layers of the trained chain (image -> backbone -> pool -> dropout -> classifier) are re-applied to a
     fresh input; the backbone's map feeds the CAM (convert/cam.py) and the pooled features the distance.
+    With `mid_stats` (one per earlier layer, each with its "layer"; all and `stats` with a "scale") the
+    distance is the max of the normalised scores (module docstring).
     """
     _find(model, BACKBONE)
     _find(model, POOL)
     classifier = _find(model, CLASSIFIER)
     kernel, bias = classifier.get_weights()
     inp = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
-    x, fmap, pooled = inp, None, None
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        x = layer(x)
-        if layer.name == BACKBONE:
-            fmap = x
-        elif layer.name == POOL:
-            pooled = x
+    mids = [m["layer"] for m in mid_stats] if stats is not None else []
+    x, fmap, pooled, mid_maps = _chain(model, inp, mids)
     outputs = [x]
     if cam:
         channels, k = kernel.shape
         conv = keras.layers.Conv2D(k, 1, name="cam")
         outputs.append(conv(fmap))
         conv.set_weights([kernel.reshape(1, 1, channels, k).astype(np.float32), bias.astype(np.float32)])
-    if stats is not None:
-        whiten = np.asarray(stats["whiten"], np.float32)
-        dense = keras.layers.Dense(whiten.shape[0], use_bias=False, name="whiten")
-        w = dense(pooled)
-        dense.set_weights([whiten.T])
-        centres = np.asarray(stats["means"], np.float64) @ np.asarray(stats["whiten"], np.float64).T
-        outputs.append(MinSquaredDistance(centres, name="ood_distance")(w))
+    if stats is not None and not mids:
+        outputs.append(_distance_head(pooled, stats, "ood_distance"))
+    elif stats is not None:
+        scores = [
+            keras.layers.Rescaling(1.0 / float(stats["scale"]), name="pool_score")(
+                _distance_head(pooled, stats, "pool_distance")
+            )
+        ]
+        for i, (m, st) in enumerate(zip(mid_maps, mid_stats, strict=True)):
+            feats = keras.layers.GlobalAveragePooling2D(name=f"mid{i}_pool")(m)
+            scores.append(
+                keras.layers.Rescaling(1.0 / float(st["scale"]), name=f"mid{i}_score")(
+                    _distance_head(feats, st, f"mid{i}_distance")
+                )
+            )
+        outputs.append(keras.layers.Maximum(name="ood_distance")(scores))
     return keras.Model(inp, outputs, name=f"{model.name}_export")
 
 
 def embedding_model(model: keras.Model) -> keras.Model:
     """image -> pooled features (the embedding the statistics are fitted on)."""
     return keras.Model(model.input, _find(model, POOL).output, name="embedding")
+
+
+def feature_model(model: keras.Model, mids: Sequence[str]) -> keras.Model:
+    """image -> [pooled features, *each of the `mids` maps globally averaged] (every score's features)."""
+    inp = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
+    _, _, pooled, maps = _chain(model, inp, mids)
+    pooled_maps = [keras.layers.GlobalAveragePooling2D()(m) for m in maps]
+    return keras.Model(inp, [pooled, *pooled_maps], name="features")
+
+
+def combined_distances(
+    pooled: np.ndarray, mids: Sequence[np.ndarray], stats: dict, mid_stats: Sequence[dict]
+) -> np.ndarray:
+    """The combined score `add_outputs` computes, in numpy."""
+    score = distances(pooled, stats) / float(stats["scale"])
+    for f, st in zip(mids, mid_stats, strict=True):
+        score = np.maximum(score, distances(f, st) / float(st["scale"]))
+    return score
 
 
 def choose_threshold(val_scores: np.ndarray, quantile: float = 0.99, margin: float = 1.1) -> float:

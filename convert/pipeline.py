@@ -153,6 +153,89 @@ def _staged_bundle(
     return out
 
 
+def _content_statistics(
+    run, model, every: int, strides: tuple[int, ...], progress: bool, batch: int = 64
+) -> tuple[dict, list[dict], dict]:
+    """The content check's statistics (convert/content.py): pooled-embedding class means/covariance on
+    every `every`-th training image (as preprocessed), and for each of `strides` those of the backbone's
+    features at that stride on the same images plus one copy of each through the run's own training
+    augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
+    held-out-class figures (pooled)."""
+    from tqdm import tqdm
+
+    from convert import content
+
+    paths, y = run.part("train")
+    paths, y = paths[:: max(1, every)], y[:: max(1, every)]
+    val_paths, y_val = run.part("val")
+    k = len(run.labels)
+    layers = [content.mid_layer(model, s) for s in strides]
+    feats = content.feature_model(model, layers) if layers else content.embedding_model(model)
+    augment = None
+    if layers:
+        import tensorflow as tf
+
+        from training.augment import make_augmenter
+
+        cfg = run.config
+        augment = make_augmenter(
+            int(cfg.get("seed", 0)),
+            float(cfg.get("augment_strength", 1.0)),
+            float(cfg.get("colour_strength", 1.0)),
+            recipe=str(cfg.get("augment", "robust")),
+            skip=[s for s in str(cfg.get("augment_skip") or "").split(",") if s],
+        )
+        tf.random.set_seed(int(cfg.get("seed", 0)))
+
+    def embed(arrays: np.ndarray) -> list[np.ndarray]:
+        out = feats.predict(arrays.astype(np.float32), batch_size=32, verbose=0)
+        return [np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    pooled: list[np.ndarray] = []
+    mids: list[list[np.ndarray]] = [[] for _ in layers]
+    log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
+    for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
+        arrays = run.load_arrays(paths[i : i + batch])
+        got = embed(arrays)
+        pooled.append(got[0])
+        if layers:
+            aug = np.clip(augment(tf.constant(arrays.astype(np.float32))).numpy(), 0, 255).astype(np.uint8)
+            for j, f in enumerate(embed(aug)[1:]):
+                mids[j] += [got[1 + j], f]
+    pooled_a = np.concatenate(pooled)
+    stats = content.fit_statistics(pooled_a, y, k)
+    val = embed(run.load_arrays(val_paths))
+    held_out = content.held_out_class(pooled_a, y, k, val[0], y_val)
+    held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
+    if not layers:
+        return stats, [], held_out
+    stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
+    y_both = np.concatenate([np.stack([y[i : i + batch]] * 2) for i in range(0, len(y), batch)], axis=None)
+    mid_stats = []
+    for j, layer in enumerate(layers):
+        st = content.fit_statistics(np.concatenate(mids[j]), y_both, k)
+        st["layer"] = layer
+        st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))
+        mid_stats.append(st)
+    return stats, mid_stats, held_out
+
+
+def _statistics_note(stats: dict, mid_stats: list[dict], n: int) -> str:
+    note = (
+        f"class means + Ledoit-Wolf shared covariance (shrinkage {stats['shrinkage']:.3f}) of {n} "
+        "training images' pooled embeddings, inside model.tflite"
+    )
+    if not mid_stats:
+        return note
+    layers = ", ".join(f"{m['layer']} (shrinkage {m['shrinkage']:.3f})" for m in mid_stats)
+    scales = " / ".join(f"{m['scale']:.3f}" for m in [stats, *mid_stats])
+    return note + (
+        f"; max with the same distance on earlier backbone features, globally averaged: {layers}, fitted "
+        f"on those {n} images plus one robust-augmented copy of each; each distance over its 99% quantile "
+        f"on the validation split ({scales})"
+    )
+
+
 def convert_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -171,6 +254,7 @@ def convert_run(
     um_per_px: float | None = None,
     content_check: bool = True,
     content_every: int = 2,
+    content_strides: tuple[int, ...] = (16,),
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
     the scale the training run recorded."""
@@ -188,21 +272,12 @@ def convert_run(
     log.info("loading %s", run.path / "model.keras")
     model = keras.models.load_model(run.path / "model.keras", compile=False)
     stats = held_out = None
+    mid_stats: list[dict] = []
     if content_check:
-        # Content check statistics on the training split's embeddings (every `content_every`-th image,
-        # un-augmented, the run's own preprocessing); the threshold comes later from the device's
-        # outputs on the validation split.
-        log.info("content check: embedding the training split (every %d-th image)", content_every)
-        embed = content.embedding_model(model)
-        sel = slice(None, None, max(1, content_every))
-        feats = verify.keras_probabilities(embed, run.load_arrays(train_paths[sel]))
-        stats = content.fit_statistics(feats, y_train[sel], len(run.labels))
-        val_paths, y_val = run.part("val")
-        val_feats = verify.keras_probabilities(embed, run.load_arrays(val_paths))
-        held_out = content.held_out_class(feats, y_train[sel], len(run.labels), val_feats, y_val)
-        held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
-        del feats, val_feats
-    export = content.add_outputs(model, stats, cam=cam) if (cam or stats is not None) else model
+        stats, mid_stats, held_out = _content_statistics(run, model, content_every, content_strides, progress)
+    export = model
+    if cam or stats is not None:
+        export = content.add_outputs(model, stats, cam=cam, mid_stats=mid_stats)
     rep = representative_images(
         train_paths,
         run.size,
@@ -253,11 +328,7 @@ def convert_run(
         if stats is not None:
             calibration["content_check"].update(
                 {
-                    "statistics": (
-                        f"class means + Ledoit-Wolf shared covariance (shrinkage "
-                        f"{stats['shrinkage']:.3f}) of {len(range(0, len(train_paths), content_every))} "
-                        "training images' pooled embeddings, inside model.tflite"
-                    ),
+                    "statistics": _statistics_note(stats, mid_stats, len(train_paths[::content_every])),
                     "held_out_class": held_out,
                 }
             )

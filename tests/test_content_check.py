@@ -148,3 +148,44 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
     write_manifest(out, man)
     with pytest.raises(BundleError, match="model outputs 1 classes, the manifest lists 4 labels"):
         TFLiteModel(load_bundle(out))
+
+
+@pytest.mark.slow
+def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, tmp_path: Path) -> None:
+    """The second score (stride-16 features) is max-combined in the graph: Keras, TFLite and the numpy
+    reference agree, and one output named ood_distance still carries it."""
+    model, images, labels = tiny
+    x = images.astype(np.float32)
+    layer = content.mid_layer(model)
+    assert model.get_layer("backbone").get_layer(layer).output.shape[1] == SIZE // content.MID_STRIDE
+    pooled, mid = content.feature_model(model, [layer]).predict(x, verbose=0)
+    assert mid.ndim == 2 and mid.shape[0] == len(x)
+    stats = content.fit_statistics(pooled, labels, len(LABELS))
+    mid_stats = content.fit_statistics(mid, labels, len(LABELS))
+    stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
+    mid_stats.update(layer=layer, scale=float(np.quantile(content.distances(mid, mid_stats), 0.99)))
+    want = content.combined_distances(pooled, [mid], stats, [mid_stats])
+    # each part decides somewhere: the max really combines two different scores
+    d_pool = content.distances(pooled, stats) / stats["scale"]
+    assert not np.allclose(want, d_pool)
+
+    export = content.add_outputs(model, stats, cam=False, mid_stats=[mid_stats])
+    probs, dist = export.predict(x, verbose=0)
+    np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(dist[:, 0], want, rtol=1e-3, atol=1e-3)
+
+    conv = convert(export, "float32")
+    out = tmp_path / "b"
+    write_bundle(
+        out,
+        conv.data,
+        name="tiny",
+        architecture="t",
+        labels=list(LABELS),
+        input_size=(SIZE, SIZE),
+        input_dtype=conv.input_dtype,
+        quantization="float32",
+    )
+    assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
+    m = TFLiteModel(load_bundle(out))
+    assert m.predict(images[3]).ood_distance == pytest.approx(float(want[3]), rel=1e-2, abs=1e-2)

@@ -46,8 +46,8 @@ wait $LITE0
 
 # Convert (int8 + CAM output + content-check output, calibrated on the validation split), then the
 # ensemble figures and the robustness report the cards cite.
-$S convert runs/mobilenetv2-all4-288r --out models/mobilenetv2-all4-int8 --um-per-px $UM
-$S convert runs/efficientnet-lite0-all4-288r --out models/efficientnet-lite0-all4-int8 --um-per-px $UM
+$S convert runs/mobilenetv2-all4-288r --out models/mobilenetv2-all4-int8 --um-per-px $UM --content-strides 8,16
+$S convert runs/efficientnet-lite0-all4-288r --out models/efficientnet-lite0-all4-int8 --um-per-px $UM --content-strides 16
 TEST=$(mktemp -d)
 while read -r f; do
   mkdir -p "$TEST/$(dirname "$f")"

@@ -48,6 +48,10 @@ _MAX_EXTRAPOLATION = 1.4
 _STAINED_BELOW = 0.85
 #: Fewer stained, unclipped pixels than this in the sample: no extrapolation (nothing to read it from).
 _MIN_STAINED = 50
+#: A background truly above 255 in red saturates red in nearly every bright pixel. Extrapolate only when
+#: at least this fraction of the brightest 30% of pixels (by green + blue) reads 255 in red: a background
+#: at the edge of clipping (B-ALL images as they are: 34-43%) is taken as it reads; red x1.12: 66-100%.
+_MIN_CLIPPED_BRIGHT = 0.6
 
 
 def _small(rgb: np.ndarray) -> np.ndarray:
@@ -75,6 +79,10 @@ def _extrapolate_clipped(small: np.ndarray, bg: np.ndarray) -> np.ndarray:
     """`bg` with a background channel clipped at 255 (red) raised to its most plausible value."""
     out = bg.copy()
     clipped = [c for c in _CENSORED_LOG_RATIO if bg[c] >= 254.5]
+    if not clipped:
+        return out
+    bright = small[np.argsort(small[:, 1].astype(np.int32) + small[:, 2])[-max(1, int(len(small) * 0.3)) :]]
+    clipped = [c for c in clipped if (bright[:, c] == 255).mean() >= _MIN_CLIPPED_BRIGHT]
     if not clipped:
         return out
     pix = small[small.max(axis=1) < 255].astype(np.float32) / bg
