@@ -180,5 +180,6 @@ def fit_content_check(val_scores: np.ndarray, quantile: float = 0.99, margin: fl
         "val_median": float(np.median(scores)),
         "val_flagged": float((scores > threshold).mean()),
         "rule": "abstain when the model's ood_distance output (squared Mahalanobis distance of the pooled "
-        "embedding to the nearest class mean, per feature) exceeds the threshold",
+        "embedding to the nearest class mean, per feature; with earlier-layer scores, the max of each over "
+        "its validation 99% quantile) exceeds the threshold",
     }

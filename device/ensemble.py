@@ -9,9 +9,10 @@ out-of-distribution checks, fitted by convert/calibrate.py:
   and log standard deviation per channel) from the training images'; above the threshold = unfamiliar;
 - `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar;
 - `calibration.content_check` (issue 11): the model's own `ood_distance` output — the squared
-  Mahalanobis distance of its pooled embedding to the nearest class mean (convert/content.py) — above
-  the threshold = the CONTENT is unlike anything it was taught (another cell type, no white cell, a
-  texture, the wrong scale), even when the colours look right and the softmax is confident.
+  Mahalanobis distance of its pooled embedding to the nearest class mean, max-combined with the same
+  score on earlier backbone features in newer bundles (convert/content.py) — above the threshold = the
+  CONTENT is unlike anything it was taught (another cell type, no white cell, a texture, a stain far
+  outside training's, the wrong scale), even when the colours look right and the softmax is confident.
 Each check can be switched off separately (`colour_check`, `energy_check`, `content_check`) to measure
 what it catches alone; `ood_check=False` switches all three off.
 """

@@ -136,15 +136,16 @@ def apply_gains(rgb: np.ndarray, gains: np.ndarray | tuple[float, float, float])
 
 
 def _rebuild_clipped(rgb: np.ndarray, out: np.ndarray, gains: np.ndarray, channels: list[int]) -> None:
-    """Pixels saturated in an extrapolated channel: at least their floor, and no less than the brightest
-    other channel (saturated background becomes neutral white, not cyan; a saturated pink cell stays pink)."""
+    """Pixels saturated in an extrapolated channel: at least their floor, and no less than the lower of
+    their other channels (saturated background becomes neutral white, not cyan; a pink cell stays pink)."""
     for c in channels:
         sat = rgb[..., c] == 255
         if not sat.any():
             continue
-        others = np.delete(out, c, axis=2)[sat].mean(axis=1)
-        floor = np.uint8(min(255.0, round(255.0 * float(gains[c]))))
-        out[..., c][sat] = np.maximum(others, floor)
+        a, b = (j for j in range(3) if j != c)
+        low = np.minimum(out[..., a], out[..., b])
+        np.maximum(low, np.uint8(min(255.0, round(255.0 * float(gains[c])))), out=low)
+        np.copyto(out[..., c], low, where=sat)  # a view: writes into `out`
 
 
 def normalise_background(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray:
