@@ -37,6 +37,10 @@ SPLIT_NOTE = (
     "can sit in both train and test; one hospital, one camera. Figures are optimistic for new patients."
 )
 INT8_MAX_RATIO = 0.33
+#: Unfamiliar images added to the int8 representative data when the model has a content check
+#: (convert/tflite.representative_images), and the headroom its output must keep above the threshold.
+UNFAMILIAR_REPRESENTATIVE = 36
+CONTENT_HEADROOM = 1.2
 
 
 def split_note(split: dict) -> str:
@@ -220,6 +224,21 @@ def _content_statistics(
     return stats, mid_stats, held_out
 
 
+def _check_content_headroom(bundle: Path, spec: dict) -> None:
+    """An int8 output saturates at the top of its quantised range: if that is not well above the content
+    check's threshold, the check could never fire. Record the range; refuse the bundle if it cannot."""
+    out_max = TFLiteModel(load_bundle(bundle)).distance_max()
+    if out_max is None:  # a float output: no ceiling
+        return
+    spec["output_max"] = round(out_max, 4)
+    if out_max < CONTENT_HEADROOM * float(spec["threshold"]):
+        raise SmearscopeError(
+            f"content check: the int8 ood_distance output saturates at {out_max:.3f}, under "
+            f"{CONTENT_HEADROOM} x its threshold {spec['threshold']:.3f}; it could not flag unfamiliar "
+            "input (add unfamiliar representative images or convert with --no-content-check)"
+        )
+
+
 def _statistics_note(stats: dict, mid_stats: list[dict], n: int) -> str:
     note = (
         f"class means + Ledoit-Wolf shared covariance (shrinkage {stats['shrinkage']:.3f}) of {n} "
@@ -285,6 +304,7 @@ def convert_run(
         limit=representative,
         seed=int(run.config.get("seed", 0)),
         white_reference=run.white_reference,
+        unfamiliar=UNFAMILIAR_REPRESENTATIVE if stats is not None else 0,
     )
     log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
     conv = convert(export, quantization, rep if quantization == "int8" else None)
@@ -408,6 +428,7 @@ def calibrate_bundle(
         calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
     if val_dist:
         calibration["content_check"] = cal.fit_content_check(np.array(val_dist))
+        _check_content_headroom(bundle, calibration["content_check"])
     if colour_check:
         step = max(1, len(train_paths) // 600)
         train_x = run.load_arrays(train_paths[::step])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from device.preprocess import load_for_model
+from device.preprocess import load_for_model, prepare, read_image
 from device.runtime import interpreter_class
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,17 @@ class Converted:
     input_quantization: tuple[float, int]  # (scale, zero point); (0.0, 0) for float inputs
 
 
+#: Kinds of `convert.ood.probes` made from training images that extend the representative data (below).
+UNFAMILIAR_KINDS = (
+    "grayscale",
+    "heavy_blur",
+    "hue_shift_90",
+    "channel_swap",
+    "od_stain_extreme",
+    "no_white_cells",
+)
+
+
 def representative_images(
     paths: Sequence[str | Path],
     size: tuple[int, int],
@@ -39,9 +50,16 @@ def representative_images(
     limit: int = 200,
     seed: int = 0,
     white_reference: str | None = None,
+    unfamiliar: int = 0,
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
     """A representative-dataset generator over (a seeded sample of) training images, prepared with the
-    device's own preprocessing, as float32 raw 0-255 batches of one."""
+    device's own preprocessing, as float32 raw 0-255 batches of one.
+
+    `unfamiliar` more images are training images made unfamiliar (`UNFAMILIAR_KINDS` of convert/ood.py:
+    greyscale, blurred, re-coloured, without white cells). Int8 calibration takes each tensor's range
+    from what it sees: with familiar images only, the content check's distance output can saturate BELOW
+    its own threshold (a check that can never fire). These keep natural-image statistics, so the
+    backbone's ranges hardly move."""
     paths = list(paths)
     if not paths:
         raise ValueError("int8 conversion needs representative images (the training split is empty)")
@@ -51,6 +69,15 @@ def representative_images(
     def gen() -> Iterator[list[np.ndarray]]:
         for p in chosen:
             yield [load_for_model(p, size, resize, white_reference=white_reference).astype(np.float32)[None]]
+        if unfamiliar > 0:
+            from convert.ood import probes
+
+            per_kind = max(1, -(-unfamiliar // len(UNFAMILIAR_KINDS)))
+            smears = [read_image(p) for p in chosen[:per_kind]]
+            for kind, img in probes(smears, n=per_kind, seed=seed):
+                if kind in UNFAMILIAR_KINDS:
+                    x = prepare(img, size, resize, white_reference=white_reference)
+                    yield [x.astype(np.float32)[None]]
 
     return gen
 

@@ -116,6 +116,14 @@ class TFLiteModel:
     def has_distance(self) -> bool:
         return self._dist_idx is not None
 
+    def distance_max(self) -> float | None:
+        """The largest value the quantised ood_distance output can show (None: a float output or none).
+        Above it the output saturates, so a content threshold must stay well below it."""
+        if self._dist_idx is None or not np.issubdtype(self._dist_dtype, np.integer):
+            return None
+        scale, zero = self._dist_q
+        return (float(np.iinfo(self._dist_dtype).max) - zero) * (scale or 1.0)
+
     def _dequant(self, arr: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
         if np.issubdtype(dtype, np.integer):
             scale, zero = q

@@ -101,3 +101,17 @@ def test_bad_arguments(tiny) -> None:
         convert(model, "int4")
     with pytest.raises(ValueError, match="representative"):
         convert(model, "int8")
+
+
+def test_representative_data_can_add_unfamiliar_images() -> None:
+    from convert.tflite import UNFAMILIAR_KINDS, representative_images
+
+    samples = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
+    plain = list(representative_images(samples, (48, 48), limit=4)())
+    more = list(representative_images(samples, (48, 48), limit=4, unfamiliar=len(UNFAMILIAR_KINDS))())
+    assert len(plain) == 4 and len(more) == 4 + len(UNFAMILIAR_KINDS)
+    assert all(b[0].shape == (1, 48, 48, 3) and b[0].dtype == np.float32 for b in more)
+    for a, b in zip(plain, more[:4], strict=True):  # the familiar part is unchanged
+        np.testing.assert_array_equal(a[0], b[0])
+    grey = [b[0] for b in more[4:] if np.ptp(b[0][0].astype(int), axis=-1).max() == 0]
+    assert grey, "a greyscale image is among the unfamiliar ones"

@@ -49,6 +49,14 @@ def test_train_convert_evaluate(tmp_path: Path, capsys, monkeypatch) -> None:
     assert manifest["input"]["dtype"] == "uint8" and manifest["quantization"] == "int8"
     assert [o["name"] for o in manifest["outputs"]] == ["probabilities", "cam", "ood_distance"]
     assert manifest["calibration"]["content_check"]["threshold"] > 0  # the content check (issue 11)
+    # ... and its int8 output can reach past the threshold (it saturated below it once: never fired)
+    cc = manifest["calibration"]["content_check"]
+    assert cc["output_max"] >= 1.2 * cc["threshold"]
+    from convert.pipeline import _check_content_headroom
+    from device.errors import SmearscopeError
+
+    with pytest.raises(SmearscopeError, match="saturates"):
+        _check_content_headroom(bundle, {"threshold": cc["output_max"]})
     assert set(manifest["calibration"]["ood_by_check"]) >= {"all", "no_colour", "content_only"}
     assert [lb["id"] for lb in manifest["labels"]] == list(LABELS)
     assert 0.05 <= manifest["temperature"] <= 20 and 0.5 <= manifest["abstain_threshold"] < 1
