@@ -39,7 +39,7 @@ SPLIT_NOTE = (
 INT8_MAX_RATIO = 0.33
 #: Unfamiliar images added to the int8 representative data when the model has a content check
 #: (convert/tflite.representative_images), and the headroom its output must keep above the threshold.
-UNFAMILIAR_REPRESENTATIVE = 36
+UNFAMILIAR_REPRESENTATIVE = 12
 CONTENT_HEADROOM = 1.2
 
 
