@@ -1,11 +1,13 @@
 """Per-frame cost of the content check's extra output (issue 11 target: <= 10% of the invoke).
 
-    .venv/bin/python benchmarks/content_cost.py models/efficientnet-lite0-all4-int8 [--dim 1280]
+    .venv/bin/python benchmarks/content_cost.py models/mobilenetv2-all4-int8 --map 36x36x192 --map 18x18x576
+    .venv/bin/python benchmarks/content_cost.py models/efficientnet-lite0-all4-int8 --map 18x18x672
 
-The `ood_distance` head (convert/content.py: a D x D whitening Dense + the distance to K class centres)
-is converted alone to full-int8 TFLite, the same way as the models, and its invoke time is compared with
-the bundle's whole invoke (same runtime, one thread, median of many runs). Its weights' values do not
-change its cost, so random statistics are used.
+The `ood_distance` head (convert/content.py: a D x D whitening Dense + the distance to K class centres
+on the pooled embedding, and for each earlier layer given with --map HxWxC its global average, a C x C
+whitening Dense and distance, the max of the scores) is converted alone to full-int8 TFLite, the same
+way as the models, and its invoke time is compared with the bundle's whole invoke (same runtime, one
+thread, median of many runs). Its weights' values do not change its cost, so random statistics are used.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _median_ms(interp, inp: dict, x: np.ndarray, runs: int) -> float:
-    interp.set_tensor(inp["index"], x)
+def _median_ms(interp, inp: dict | None, x: np.ndarray | None, runs: int) -> float:
+    if inp is not None:
+        interp.set_tensor(inp["index"], x)
     for _ in range(5):
         interp.invoke()
     times = []
@@ -45,37 +48,48 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("bundle", type=Path)
     p.add_argument("--dim", type=int, default=1280)
+    p.add_argument("--map", action="append", default=[], help="an earlier layer's map, HxWxC (repeat)")
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--runs", type=int, default=50)
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
-    inp = keras.Input((args.dim,))
-    dense = keras.layers.Dense(args.dim, use_bias=False)
-    w = dense(inp)
-    dense.set_weights([rng.normal(0, 0.05, (args.dim, args.dim)).astype(np.float32)])
-    out = MinSquaredDistance(rng.normal(0, 1, (args.classes, args.dim)))(w)
-    head = keras.Model(inp, out)
+    maps = [tuple(int(v) for v in m.lower().split("x")) for m in args.map]
 
-    def rep():
-        for _ in range(50):
-            yield [rng.uniform(0, 6, (1, args.dim)).astype(np.float32)]
+    def head_ms(shape: tuple[int, ...]) -> tuple[float, int]:
+        """One score's head alone (GAP first for a map), int8, median invoke ms and file size."""
+        d = shape[-1]
+        x = inp = keras.Input(shape)
+        if len(shape) == 3:
+            x = keras.layers.GlobalAveragePooling2D()(x)
+        dense = keras.layers.Dense(d, use_bias=False)
+        w = dense(x)
+        dense.set_weights([rng.normal(0, 0.05, (d, d)).astype(np.float32)])
+        head = keras.Model(inp, MinSquaredDistance(rng.normal(0, 1, (args.classes, d)))(w))
 
-    conv = convert(head, "int8", rep)
-    cls, _ = interpreter_class()
-    h_interp = cls(model_content=conv.data, num_threads=1)
-    h_interp.allocate_tensors()
-    h_in = h_interp.get_input_details()[0]
-    head_ms = _median_ms(
-        h_interp, h_in, rng.integers(0, 255, (1, args.dim)).astype(h_in["dtype"]), args.runs * 10
-    )
+        def rep():
+            for _ in range(50):
+                yield [rng.uniform(0, 6, (1, *shape)).astype(np.float32)]
+
+        conv = convert(head, "int8", rep)
+        cls, _ = interpreter_class()
+        h_interp = cls(model_content=conv.data, num_threads=1)
+        h_interp.allocate_tensors()
+        h_in = h_interp.get_input_details()[0]
+        x = rng.integers(0, 255, tuple(h_in["shape"])).astype(h_in["dtype"])
+        return _median_ms(h_interp, h_in, x, args.runs * 10), len(conv.data)
+
+    parts = [head_ms((args.dim,))] + [head_ms(m) for m in maps]
+    total_ms = sum(ms for ms, _ in parts)
+    total_bytes = sum(n for _, n in parts)
     m_interp, _ = make_interpreter(str(args.bundle / "model.tflite"), 1)
     m_in = m_interp.get_input_details()[0]
     shape = tuple(m_in["shape"])
     model_ms = _median_ms(m_interp, m_in, rng.integers(0, 255, shape).astype(m_in["dtype"]), args.runs)
     print(
-        f"content head (D={args.dim}, K={args.classes}) int8: {head_ms:.3f} ms; {args.bundle.name} invoke: "
-        f"{model_ms:.2f} ms; ratio {100 * head_ms / model_ms:.2f}% (target <= 10%); head file "
-        f"{len(conv.data) / 1e6:.2f} MB"
+        f"content head (D={args.dim}, maps {args.map or 'none'}, K={args.classes}) int8: {total_ms:.3f} ms "
+        f"({' + '.join(f'{ms:.3f}' for ms, _ in parts)}); {args.bundle.name} invoke: "
+        f"{model_ms:.2f} ms; ratio {100 * total_ms / model_ms:.2f}% (target <= 10%); head files "
+        f"{total_bytes / 1e6:.2f} MB"
     )
     return 0
 
