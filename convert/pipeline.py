@@ -38,8 +38,10 @@ SPLIT_NOTE = (
 )
 INT8_MAX_RATIO = 0.33
 #: Unfamiliar images added to the int8 representative data when the model has a content check
-#: (convert/tflite.representative_images), and the headroom its output must keep above the threshold.
-UNFAMILIAR_REPRESENTATIVE = 12
+#: (convert/tflite.representative_images), as a fraction of the familiar ones (12 for the default 300;
+#: more would widen the backbone's ranges: 36 cost the MobileNetV2 bundle a test image), and the
+#: headroom its output must keep above the threshold.
+UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
 
 
@@ -304,7 +306,7 @@ def convert_run(
         limit=representative,
         seed=int(run.config.get("seed", 0)),
         white_reference=run.white_reference,
-        unfamiliar=UNFAMILIAR_REPRESENTATIVE if stats is not None else 0,
+        unfamiliar=max(3, round(UNFAMILIAR_FRACTION * representative)) if stats is not None else 0,
     )
     log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
     conv = convert(export, quantization, rep if quantization == "int8" else None)
