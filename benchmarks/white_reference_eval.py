@@ -33,13 +33,9 @@ Q = (5, 25, 50, 75, 95)
 
 
 def stained_log_ratios(rgb: np.ndarray) -> tuple[float, float] | None:
-    small = colour._small(rgb).reshape(-1, 3)
     bg = colour.reference_white(rgb)
-    if bg is None:
-        return None
-    pix = small[small.max(axis=1) < 255].astype(np.float32) / bg
-    pix = pix[(pix.mean(axis=1) < colour._STAINED_BELOW) & (pix.min(axis=1) > 0.05)]
-    if len(pix) < colour._MIN_STAINED:
+    pix = None if bg is None else colour.stained_pixels(colour._small(rgb).reshape(-1, 3), bg)
+    if pix is None:
         return None
     return float(np.median(np.log(pix[:, 0] / pix[:, 1]))), float(np.median(np.log(pix[:, 2] / pix[:, 1])))
 

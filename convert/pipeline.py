@@ -198,7 +198,8 @@ def _content_statistics(
         return [np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
     pooled: list[np.ndarray] = []
-    mids: list[list[np.ndarray]] = [[] for _ in layers]
+    clean: list[list[np.ndarray]] = [[] for _ in layers]  # per layer: batches of the images as they are
+    augmented: list[list[np.ndarray]] = [[] for _ in layers]  # ... and of one augmented copy of each
     log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
     for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
         arrays = run.load_arrays(paths[i : i + batch])
@@ -207,7 +208,8 @@ def _content_statistics(
         if layers:
             aug = np.clip(augment(tf.constant(arrays.astype(np.float32))).numpy(), 0, 255).astype(np.uint8)
             for j, f in enumerate(embed(aug)[1:]):
-                mids[j] += [got[1 + j], f]
+                clean[j].append(got[1 + j])
+                augmented[j].append(f)
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val = embed(run.load_arrays(val_paths))
@@ -216,10 +218,9 @@ def _content_statistics(
     if not layers:
         return stats, [], held_out
     stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
-    y_both = np.concatenate([np.stack([y[i : i + batch]] * 2) for i in range(0, len(y), batch)], axis=None)
     mid_stats = []
     for j, layer in enumerate(layers):
-        st = content.fit_statistics(np.concatenate(mids[j]), y_both, k)
+        st = content.fit_statistics(np.concatenate(clean[j] + augmented[j]), np.concatenate([y, y]), k)
         st["layer"] = layer
         st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))
         mid_stats.append(st)

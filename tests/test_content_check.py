@@ -51,6 +51,22 @@ def test_held_out_class_is_measured_per_class() -> None:
     assert all(v["seen_val_flagged"] < 0.1 for v in out.values())
 
 
+def _float_bundle(export, out: Path) -> Path:
+    """The export model as a float32 bundle of the tiny model's labels and size."""
+    conv = convert(export, "float32")
+    write_bundle(
+        out,
+        conv.data,
+        name="tiny",
+        architecture="t",
+        labels=list(LABELS),
+        input_size=(SIZE, SIZE),
+        input_dtype=conv.input_dtype,
+        quantization="float32",
+    )
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny():
     rng = np.random.default_rng(0)
@@ -77,18 +93,7 @@ def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: P
     assert cam.ndim == 4 and dist.shape == (len(x), 1)
     np.testing.assert_allclose(dist[:, 0], content.distances(feats, stats), rtol=1e-3, atol=1e-3)
 
-    conv = convert(export, "float32")
-    out = tmp_path / "b"
-    write_bundle(
-        out,
-        conv.data,
-        name="tiny",
-        architecture="t",
-        labels=list(LABELS),
-        input_size=(SIZE, SIZE),
-        input_dtype=conv.input_dtype,
-        quantization="float32",
-    )
+    out = _float_bundle(export, tmp_path / "b")
     manifest = json.loads((out / "manifest.json").read_text())
     names = [o["name"] for o in manifest["outputs"]]
     assert names == ["probabilities", "cam", "ood_distance"]
@@ -123,18 +128,7 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
     model, images, labels = tiny
     feats = content.embedding_model(model).predict(images.astype(np.float32), verbose=0)
     export = content.add_outputs(model, content.fit_statistics(feats, labels, len(LABELS)), cam=False)
-    conv = convert(export, "float32")
-    out = tmp_path / "b"
-    write_bundle(
-        out,
-        conv.data,
-        name="tiny",
-        architecture="t",
-        labels=list(LABELS),
-        input_size=(SIZE, SIZE),
-        input_dtype=conv.input_dtype,
-        quantization="float32",
-    )
+    out = _float_bundle(export, tmp_path / "b")
     man = load_bundle(out).manifest
     prob, dist = man.outputs
     assert (prob.name, dist.name) == ("probabilities", "ood_distance")
@@ -174,18 +168,7 @@ def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, tmp
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_allclose(dist[:, 0], want, rtol=1e-3, atol=1e-3)
 
-    conv = convert(export, "float32")
-    out = tmp_path / "b"
-    write_bundle(
-        out,
-        conv.data,
-        name="tiny",
-        architecture="t",
-        labels=list(LABELS),
-        input_size=(SIZE, SIZE),
-        input_dtype=conv.input_dtype,
-        quantization="float32",
-    )
+    out = _float_bundle(export, tmp_path / "b")
     assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
     m = TFLiteModel(load_bundle(out))
     assert m.predict(images[3]).ood_distance == pytest.approx(float(want[3]), rel=1e-2, abs=1e-2)

@@ -75,19 +75,28 @@ def _background_pool(small: np.ndarray) -> np.ndarray | None:
     return bg
 
 
+def stained_pixels(small: np.ndarray, bg: np.ndarray) -> np.ndarray | None:
+    """The stained, unclipped pixels of an (N, 3) sample divided by the background `bg` (float), or None
+    when there are fewer than `_MIN_STAINED` (nothing to read a stain from)."""
+    pix = small[small.max(axis=1) < 255].astype(np.float32) / bg
+    pix = pix[(pix.mean(axis=1) < _STAINED_BELOW) & (pix.min(axis=1) > 0.05)]
+    return pix if len(pix) >= _MIN_STAINED else None
+
+
 def _extrapolate_clipped(small: np.ndarray, bg: np.ndarray) -> np.ndarray:
     """`bg` with a background channel clipped at 255 (red) raised to its most plausible value."""
     out = bg.copy()
     clipped = [c for c in _CENSORED_LOG_RATIO if bg[c] >= 254.5]
     if not clipped:
         return out
-    bright = small[np.argsort(small[:, 1].astype(np.int32) + small[:, 2])[-max(1, int(len(small) * 0.3)) :]]
+    gb = small[:, 1].astype(np.int32) + small[:, 2]
+    k = max(1, int(len(small) * 0.3))
+    bright = small[np.argpartition(gb, len(small) - k)[len(small) - k :]]
     clipped = [c for c in clipped if (bright[:, c] == 255).mean() >= _MIN_CLIPPED_BRIGHT]
     if not clipped:
         return out
-    pix = small[small.max(axis=1) < 255].astype(np.float32) / bg
-    pix = pix[(pix.mean(axis=1) < _STAINED_BELOW) & (pix.min(axis=1) > 0.05)]
-    if len(pix) < _MIN_STAINED:
+    pix = stained_pixels(small, bg)
+    if pix is None:
         return out
     for c in clipped:
         excess = float(np.median(np.log(pix[:, c] / pix[:, 1]))) - _CENSORED_LOG_RATIO[c]
@@ -119,12 +128,14 @@ def reference_white(rgb: np.ndarray) -> np.ndarray | None:
     return None if bg is None else _extrapolate_clipped(small, bg)
 
 
+def _gains(bg: np.ndarray, target: float) -> np.ndarray:
+    return np.clip(target / bg, *_GAIN_RANGE).astype(np.float32)
+
+
 def white_gains(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray | None:
     """Per-channel gains that map the background to a neutral `target`, or None (no background)."""
     bg = reference_white(rgb)
-    if bg is None:
-        return None
-    return np.clip(target / bg, *_GAIN_RANGE).astype(np.float32)
+    return None if bg is None else _gains(bg, target)
 
 
 def apply_gains(rgb: np.ndarray, gains: np.ndarray | tuple[float, float, float]) -> np.ndarray:
@@ -153,7 +164,7 @@ def normalise_background(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.nda
     bg = reference_white(rgb)
     if bg is None:
         return np.ascontiguousarray(rgb, dtype=np.uint8)
-    gains = np.clip(target / bg, *_GAIN_RANGE).astype(np.float32)
+    gains = _gains(bg, target)
     out = apply_gains(rgb, gains)
     extrapolated = [c for c in range(3) if bg[c] > 255.0]
     if extrapolated:
