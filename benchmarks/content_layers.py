@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/content_layers.py runs/mobilenetv2-all4-288r [--augmented-copies 1]
 
 For the run's Keras model, class-conditional Mahalanobis statistics (convert/content.py, Ledoit-Wolf) are
-fitted on the globally pooled features of three depths: the last stride-8 and stride-16 layers of the
-backbone and its output (what the shipped `ood_distance` uses). Statistics come from every third training
+fitted on the globally pooled features of several depths: the backbone's last layer at each `--strides`
+(default 8 and 16), and its output (the pooled embedding). Statistics come from every third training
 image, plus `--augmented-copies` copies of each through the robust training augmentation (so what the
 models are trained to handle counts as familiar). The threshold is 1.1 x the 99% quantile of the clean
 validation images' distances, as `convert` does. Printed: the fraction flagged, per depth, of the
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="a `smearscope train` run directory (model.keras, split.json)")
     ap.add_argument("--augmented-copies", type=int, default=1)
     ap.add_argument("--white-reference", choices=("background", "none"), default="background")
+    ap.add_argument("--strides", default="8,16", help="backbone depths to compare, as strides (e.g. 4,8,16)")
+    ap.add_argument("--probes", type=int, default=12, help="probes per kind")
     args = ap.parse_args(argv)
 
     import keras
@@ -48,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     model = keras.models.load_model(args.run / "model.keras", compile=False)
     backbone = model.get_layer("backbone")
     size = int(model.input_shape[1])
-    maps = [(layer.name, layer.output.shape) for layer in backbone.layers if len(layer.output.shape) == 4]
-    names = [[n for n, s in maps if s[1] == size // stride][-1] for stride in (8, 16)]
+    names = [content.mid_layer(model, int(stride)) for stride in args.strides.split(",")]
     multi = keras.Model(backbone.input, [backbone.get_layer(n).output for n in names] + [backbone.output])
     depths = [*names, "output (shipped)"]
     wr = None if args.white_reference == "none" else args.white_reference
@@ -93,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         fn = sev["mild"][1]
         rates = flagged([prep(fn(r, i)) for i, r in enumerate(val_raw)])
         print(f"{'mild ' + name:30s} " + " ".join(f"{x:22.2f}" for x in rates))
-    smears = [read_image(p) for p in split.paths("test")[::40][:12]]
+    test = split.paths("test")
+    smears = [read_image(p) for p in test[:: max(1, len(test) // args.probes)][: args.probes]]
     kinds: dict[str, list[np.ndarray]] = {}
-    for kind, img in ood.probes(smears, n=12, seed=0):
+    for kind, img in ood.probes(smears, n=args.probes, seed=0):
         kinds.setdefault(kind, []).append(prep(img))
     for kind, images in kinds.items():
         print(f"{'probe ' + kind:30s} " + " ".join(f"{x:22.2f}" for x in flagged(images)))

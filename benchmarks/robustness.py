@@ -55,6 +55,15 @@ def _gains(rgb: np.ndarray, g: tuple[float, float, float]) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) * np.array(g, np.float32), 0, 255).astype(np.uint8)
 
 
+def _camera(rgb: np.ndarray, gain: float, offset: float, seed: int) -> np.ndarray:
+    """Another camera: per-channel gains within 1 ± `gain` and black-level offsets within ± `offset`
+    (seeded per image), over the whole image, background included."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1 - gain, 1 + gain, 3).astype(np.float32)
+    o = rng.uniform(-offset, offset, 3).astype(np.float32)
+    return np.clip(rgb.astype(np.float32) * g + o, 0, 255).astype(np.uint8)
+
+
 def _gamma(rgb: np.ndarray, gamma: float) -> np.ndarray:
     lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
     return cv2.LUT(rgb, lut)
@@ -105,6 +114,11 @@ SHIFTS: dict[str, dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]]
     "white_balance": {
         "mild": ("gains R 1.2, G 1.0, B 0.85 (warm)", lambda x, s: _gains(x, (1.2, 1.0, 0.85))),
         "strong": ("gains R 1.4, G 1.0, B 0.7", lambda x, s: _gains(x, (1.4, 1.0, 0.7))),
+    },
+    "camera": {
+        "mild": ("per-channel gain 0.9-1.1, offset ±10", lambda x, s: _camera(x, 0.1, 10.0, s)),
+        # until 2026-11-30 an out-of-distribution probe ("stain_shift"); see convert/ood.py
+        "strong": ("per-channel gain 0.6-1.4, offset ±40", lambda x, s: _camera(x, 0.4, 40.0, s)),
     },
     "gamma": {
         "mild": ("gamma 1.3", lambda x, s: _gamma(x, 1.3)),
@@ -210,7 +224,7 @@ def run(
     part: str = "test",
     limit: int | None = None,
     seed: int = 0,
-    ood_per_kind: int = 12,
+    ood_per_kind: int = 48,
     shifts: list[str] | None = None,
 ) -> dict:
     ens = Ensemble.from_dirs([str(m) for m in models])
@@ -376,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", default="test")
     p.add_argument("--limit", type=int, help="stratified sample of this many images (CPU budget)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ood-per-kind", type=int, default=12)
+    p.add_argument("--ood-per-kind", type=int, default=48)
     p.add_argument("--shift", action="append", choices=sorted(SHIFTS), help="only these shifts (repeat)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(

@@ -1,8 +1,10 @@
 """Consistency of the red-cell scale estimator (device/optics/scale.py) across magnifications.
 
-    .venv/bin/python benchmarks/scale_estimator.py [--data DIR] [--n 400] [--seed 0] [--jobs 1]
+    .venv/bin/python benchmarks/scale_estimator.py [--data DIR] [--split-file F | --sample N] [--jobs 1]
 
-A seeded, class-stratified sample of dataset images (default: ../shared/datasets/all-4class) is rendered
+The test split the shipped models were measured on (`--split-file`, default the shipped MobileNetV2's
+`report/test_split.txt`: 515 images the models never trained on), or with `--sample N` a seeded,
+class-stratified sample of all the dataset's images (default data: ../shared/datasets/all-4class), is rendered
 at 0.5x, 0.75x, 1x, 1.5x and 2x its own scale (shrunk; enlargements made from a mirrored 2x2 mosaic,
 as a camera with more pixels would see them), as a 2x2 mosaic at 1x, and at 1x with a warm white
 balance (red x1.12, blue x0.85). For each rendering the estimate is compared with the 1x estimate of
@@ -37,6 +39,7 @@ from device.preprocess import read_image  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "all-4class"
 FALLBACK_DATA = Path("/work/shared/datasets/all-4class")
+DEFAULT_SPLIT = ROOT / "models" / "mobilenetv2-all4-int8" / "report" / "test_split.txt"
 #: condition -> magnification
 CONDITIONS: dict[str, float] = {
     "0.5x": 0.5,
@@ -78,6 +81,11 @@ def sample(data: Path, n: int, seed: int) -> list[str]:
         k = max(1, round(n * len(fs) / total))
         picked += list(rng.choice(fs, size=min(k, len(fs)), replace=False))
     return sorted(picked)
+
+
+def split_files(data: Path, split_file: Path) -> list[str]:
+    """The images listed in `split_file` (paths relative to `data`, one per line)."""
+    return [str(data / line.strip()) for line in split_file.read_text().splitlines() if line.strip()]
 
 
 def reference(name: str) -> str:
@@ -138,7 +146,13 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="folder of class folders (default: ../shared)")
-    ap.add_argument("--n", type=int, default=400, help="images in the seeded sample")
+    ap.add_argument(
+        "--split-file",
+        type=Path,
+        default=DEFAULT_SPLIT,
+        help="images to measure, relative to --data (default: the shipped models' test split)",
+    )
+    ap.add_argument("--sample", type=int, default=0, help="instead: a seeded sample of N dataset images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale_estimator.json")
@@ -148,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_dir():
         print(f"no dataset at {data}; give --data DIR", file=sys.stderr)
         return 2
-    paths = sample(data, args.n, args.seed)
+    if args.sample:
+        paths, source = sample(data, args.sample, args.seed), f"seeded sample of {args.sample} images"
+    else:
+        paths, source = split_files(data, args.split_file), str(args.split_file.relative_to(ROOT))
     t0 = time.perf_counter()
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
@@ -158,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["data"] = str(data)
-    summary["seed"] = args.seed
+    summary["images_from"] = source
+    if args.sample:
+        summary["seed"] = args.seed
     summary["images"] = [
         {"path": Path(r["path"]).name, **{k: r[k]["diameter_px"] for k in ["1x", *CONDITIONS]}} for r in rows
     ]
     summary["note"] = (
         "ratio = estimate of the rendering / (1x estimate of the same image x magnification); "
-        "'cannot tell' counts as a miss in within_10pct. Per-image sample of the dataset (no patient ids)."
+        "'cannot tell' counts as a miss in within_10pct. Per-image split or sample of the dataset "
+        "(no patient ids)."
     )
     print(
         f"{'condition':22} {'±10%':>7} {'±5%':>7} {'p5':>7} {'p50':>7} {'p95':>7} {'cannot':>6}  bar"

@@ -98,6 +98,15 @@ def test_a_warm_white_balance_does_not_change_the_estimate():
         assert b.diameter_px == pytest.approx(a.diameter_px, rel=0.08), (path.name, a, b)
 
 
+def test_a_clipped_red_background_does_not_change_the_estimate():
+    # Red x1.25 clips the whole background's red: against the clipped reading every red cell stayed too
+    # red, nuclei lost their violet hue and merged into the red cells (two samples read 0.43x and 0.68x).
+    for path in SAMPLES:
+        rgb = read_image(path)
+        a, b = estimate_scale(rgb), estimate_scale(tint(rgb, 1.25, 0.8))
+        assert b.diameter_px == pytest.approx(a.diameter_px, rel=0.08), (path.name, a, b)
+
+
 def test_every_sample_slide_gives_a_plausible_size():
     ests = [estimate_scale(read_image(p)) for p in SAMPLES]
     assert len(ests) == 16
