@@ -50,7 +50,10 @@ _MIN_RADIUS_PX = 2.5
 #: A confident estimate needs at least this many cells' worth of area at the peak radius ...
 MIN_CELLS = 8
 #: ... and a robust relative spread (IQR / median of the per-pixel radii near the peak) at most this.
-MAX_SPREAD = 0.35
+#: Chosen on 120 training-split images: at 0.35 only 72% of them were confident, at 0.45 96%, while the
+#: confident estimates' consistency at 0.5x / 2x the scale (within ±10%) went from 98.6/97.8% to
+#: 97.2/98.2%: a stricter gate turned away good estimates (and `auto` images with them), not bad ones.
+MAX_SPREAD = 0.45
 
 
 @dataclass(frozen=True)
