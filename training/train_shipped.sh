@@ -9,7 +9,8 @@
 # Phase 1: head on cached frozen features (15 epochs); phase 2: every layer but BatchNorm, half an epoch
 # of warm-up then cosine decay from 1e-4, the best validation-loss epoch kept.
 # Time: both runs side by side on 2 idle CPU cores, ~8.5 min per fine-tuning epoch each; the 65-minute
-# budget (--finetune-minutes) fitted 7 epochs (of 14 planned) and the whole script takes ~1 h 40 min.
+# budget (--finetune-minutes) fitted 7 epochs (of 14 planned); Lite0 then continues for 5 more (below).
+# The whole script takes ~2 h 30 min.
 # On a faster machine more epochs fit and the figures will differ a little: check the run reports.
 # The raw-colour models shipped before issue 11 are reproduced by training/train_shipped_v1.sh.
 set -eu
@@ -43,11 +44,18 @@ $S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288r \
 LITE0=$!
 wait $MNV2
 wait $LITE0
+# Lite0 had 7 of its 14 fine-tuning epochs (validation 98.84%): 5 more, alone on the machine, from its
+# best model at a lower rate (cosine from 3e-5; ~8 min per epoch with other work running). Kept because
+# it is better on VALIDATION (99.61%, loss 0.017 vs 0.029); the best validation-loss epoch is kept.
+$S train --data "$DATA" --split $SPLIT --out runs/efficientnet-lite0-all4-288r2 \
+  --backbone efficientnet-lite0 --size 288 --epochs-finetune 6 --finetune-layers 400 --batch 32 --seed 43 \
+  --lr-finetune 3e-5 --warmup-epochs 0.3 --patience 6 --augment robust --finetune-minutes 45 \
+  --init-model runs/efficientnet-lite0-all4-288r/model.keras --quiet
 
 # Convert (int8 + CAM output + content-check output, calibrated on the validation split), then the
 # ensemble figures and the robustness report the cards cite.
 $S convert runs/mobilenetv2-all4-288r --out models/mobilenetv2-all4-int8 --um-per-px $UM --content-strides 8,16
-$S convert runs/efficientnet-lite0-all4-288r --out models/efficientnet-lite0-all4-int8 --um-per-px $UM --content-strides 16
+$S convert runs/efficientnet-lite0-all4-288r2 --out models/efficientnet-lite0-all4-int8 --um-per-px $UM --content-strides 16
 TEST=$(mktemp -d)
 while read -r f; do
   mkdir -p "$TEST/$(dirname "$f")"
