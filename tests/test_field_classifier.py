@@ -77,6 +77,24 @@ def test_scale_check_on_a_shrunk_copy_and_its_verdicts():
     assert not check_scale(big, None, tolerance=0.2, rbc_um=7.5, estimator=est).ran
 
 
+def test_only_a_firm_estimate_refuses_a_frame():
+    from device.optics.scale import FIRM_SPREAD, MAX_SPREAD, ScaleEstimate
+
+    img = np.full((300, 300, 3), 230, np.uint8)
+    loose = (FIRM_SPREAD + MAX_SPREAD) / 2
+
+    def est(spread: float):
+        return lambda rgb, rbc_um: ScaleEstimate(15.0, 40, spread, True, None, rbc_um)  # 0.5 µm/px
+
+    firm = check_scale(img, 0.3, tolerance=0.2, rbc_um=7.5, estimator=est(0.2))
+    assert firm.ran and not firm.ok and firm.message.startswith(MISMATCH)
+    soft = check_scale(img, 0.3, tolerance=0.2, rbc_um=7.5, estimator=est(loose))
+    assert not soft.ran and soft.ok and "could not tell" in soft.message and "spread" in soft.message
+    # within the tolerance a loose estimate still confirms the scale
+    agree = check_scale(img, 0.5, tolerance=0.2, rbc_um=7.5, estimator=est(loose))
+    assert agree.ran and agree.ok
+
+
 def test_profile_scale_mismatch_is_not_classified(fields):
     frame = smear(400, 300, 0.5, [(0.5, 0.5)])
     fc = fields(0.25, RedCells(0.8, 400))  # the red cells say 0.8, the profile says 0.5

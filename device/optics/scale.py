@@ -54,6 +54,11 @@ MIN_CELLS = 8
 #: confident estimates' consistency at 0.5x / 2x the scale (within ±10%) went from 98.6/97.8% to
 #: 97.2/98.2%: a stricter gate turned away good estimates (and `auto` images with them), not bad ones.
 MAX_SPREAD = 0.45
+#: An estimate firm enough to REFUSE a frame on (the per-frame scale check): spread at most this. Between
+#: this and MAX_SPREAD an estimate may rescale an image (`--um-per-px auto`) but not turn one away: with
+#: the looser gate alone, the check refused 7.2% of the test images at the models' own scale (5.2% with
+#: this one), as the dataset's own red cells vary ±15% between images.
+FIRM_SPREAD = 0.35
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,11 @@ class ScaleEstimate:
     confident: bool
     reason: str | None = None
     rbc_um: float = RBC_DIAMETER_UM
+
+    @property
+    def firm(self) -> bool:
+        """Confident with a spread of at most FIRM_SPREAD: enough to refuse a frame on."""
+        return self.confident and self.spread is not None and self.spread <= FIRM_SPREAD
 
     def um_per_px(self, rbc_um: float | None = None) -> float | None:
         """µm per pixel taking a red cell as `rbc_um` µm (default: the value given to the estimator)."""

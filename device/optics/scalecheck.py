@@ -112,6 +112,15 @@ def check_scale(
         return c
     ratio = um / expected_um_per_px
     ok = abs(ratio - 1.0) <= tolerance
+    if not ok and not getattr(est, "firm", True):
+        # usable to rescale by, not firm enough to turn a frame away (device.optics.scale.FIRM_SPREAD)
+        c = not_run(
+            f"scale check could not tell (red cells say {um:.3g} µm/px, {ratio:.2f}x, but their sizes vary "
+            f"too much to refuse the frame on: spread {est.spread:.2f})",
+            expected_um_per_px,
+        )
+        c.n_cells = n
+        return c
     if ok:
         msg = f"scale check ok: red cells say {um:.3g} µm/px, {what} {expected_um_per_px:.3g} ({ratio:.2f}x)"
     else:
