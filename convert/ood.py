@@ -161,10 +161,13 @@ _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
 
 
+def _optical_density(smear: np.ndarray) -> np.ndarray:
+    return -np.log(np.maximum(smear.astype(np.float64), 1.0) / 255.0)
+
+
 def _od_stain(smear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Haematoxylin and eosin amounts scaled far outside training's ±15% (x0.3-0.5 or x1.8-2.5 each)."""
-    od = -np.log(np.maximum(smear.astype(np.float64), 1.0) / 255.0)
-    hed = od.reshape(-1, 3) @ _HED_FROM_RGB
+    hed = _optical_density(smear).reshape(-1, 3) @ _HED_FROM_RGB
     gains = _far_gains(rng, 3)
     gains[2] = 1.0
     rgb = 255.0 * np.exp(-(hed * gains) @ _RGB_FROM_HED)
@@ -179,8 +182,7 @@ def _far_gains(rng: np.random.Generator, k: int) -> np.ndarray:
 def _od_channels(smear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Every channel's optical density scaled by its own far gain: the stain's hue and depth changed,
     the (near-zero density) background left white, so no white reference can undo it."""
-    od = -np.log(np.maximum(smear.astype(np.float64), 1.0) / 255.0)
-    rgb = 255.0 * np.exp(-od * _far_gains(rng, 3))
+    rgb = 255.0 * np.exp(-_optical_density(smear) * _far_gains(rng, 3))
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 

@@ -56,7 +56,7 @@ MIN_CELLS = 8
 MAX_SPREAD = 0.45
 #: An estimate firm enough to REFUSE a frame on (the per-frame scale check): spread at most this. Between
 #: this and MAX_SPREAD an estimate may rescale an image (`--um-per-px auto`) but not turn one away: with
-#: the looser gate alone, the check refused 7.2% of the test images at the models' own scale (5.2% with
+#: the looser gate alone, the check refused 7.2% of the test images at the models' own scale (5.0% with
 #: this one), as the dataset's own red cells vary ±15% between images.
 FIRM_SPREAD = 0.35
 
