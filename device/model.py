@@ -125,9 +125,9 @@ class TFLiteModel:
         return (float(np.iinfo(self._dist_dtype).max) - zero) * (scale or 1.0)
 
     def _dequant(self, arr: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
-        if np.issubdtype(dtype, np.integer):
+        if arr.dtype.kind in "iu":  # the tensor's own dtype (np.issubdtype costs more than the maths)
             scale, zero = q
-            return (arr.astype(np.float32) - zero) * (scale or 1.0)
+            return (arr.astype(np.float32) - zero) * np.float32(scale or 1.0)
         return arr.astype(np.float32)
 
     def _input(self, rgb: np.ndarray) -> np.ndarray:

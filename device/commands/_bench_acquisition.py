@@ -67,7 +67,7 @@ def _fields(config, dirs: list[str], model_um: float | None):
 def measure_field(config, dirs: list[str], *, model_um: float | None, size: tuple[int, int],
                   magnification: float, rounds: int = 5) -> dict[str, Any]:  # fmt: skip
     from device.pipeline.smoothing import thumbnail
-    from device.quality import QualityThresholds, assess
+    from device.quality import QualityThresholds, assess, shrink
 
     fc = _fields(config, dirs, model_um)
     u_model = fc.spec.um_per_px
@@ -79,8 +79,9 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
     n_tiles = 0
     for _ in range(rounds + 1):
         t0 = time.perf_counter()
-        thumbnail(frame)
-        assess(frame, thresholds)
+        small = shrink(frame, thresholds.analysis_width)  # as the daemon's gate: one shrunk copy for both
+        thumbnail(small)
+        assess(small, thresholds)
         t1 = time.perf_counter()
         prepared = fc.prepare(frame, u_frame, source="profile:bench", defer_check=True)
         t2 = time.perf_counter()

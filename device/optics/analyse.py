@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from device.ensemble import Ensemble, Prediction
+from device.optics.colour import WhiteReference, measure_white
 from device.optics.field import RULE, FieldResult, combine
 from device.optics.nuclei import NucleusThresholds
 from device.optics.scalecheck import Estimator, ScaleCheck, check_scale, estimate_um_per_px, not_run
@@ -87,7 +88,7 @@ class Prepared:
     scale_source: str  # "given" | "profile:<name>" | "auto" | "assumed" | "unknown"
     check: ScaleCheck
     refused: str | None  # why the frame is not classified
-    image: np.ndarray  # the (white-referenced) frame the tiles were cut from
+    image: np.ndarray  # the frame as the camera gave it (the stitched heatmap is drawn over it)
     prechecks: list[list[str]] = field(default_factory=list)  # colour check per selected tile
     prepare_ms: float = 0.0
     check_ms: float = 0.0
@@ -167,12 +168,9 @@ class FieldClassifier:
     def scale_known(self) -> bool:
         return self.spec.um_per_px is not None
 
-    def _white(self, rgb: np.ndarray) -> np.ndarray:
-        if self.white_reference == "background":
-            from device.optics.colour import normalise_background
-
-            return normalise_background(rgb)
-        return rgb
+    def _white(self, rgb: np.ndarray) -> WhiteReference | None:
+        """The frame's white reference when the bundle was trained with one (applied by the tiling)."""
+        return measure_white(rgb) if self.white_reference == "background" else None
 
     def _check(self, rgb: np.ndarray, expected: float | None, what: str) -> ScaleCheck:
         s = self.settings
@@ -198,19 +196,19 @@ class FieldClassifier:
         the tiles but leave the red-cell check to `run_check(prepared)` (the daemon runs it on another
         core while the tiles are classified, and publishes nothing until it is done)."""
         t0 = time.perf_counter()
-        image = self._white(rgb)
+        white = self._white(rgb)
         spec = self.spec
         refused = None
         um: float | None = None
         deferred = None
         if spec.um_per_px is None:
-            plan = plan_tiles(image, None, spec)
+            plan = plan_tiles(rgb, None, spec, white)
             check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
             src = "unknown"
             if scale is not None and scale != AUTO:
                 um = float(scale)  # the frame's own scale is still known (and recorded), just not used
         elif scale is None:
-            plan = plan_tiles(image, None, spec)
+            plan = plan_tiles(rgb, None, spec, white)
             implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
             what = "the models' scale (the image resized to one tile)"
             # files (classify/evaluate/upload "model"): the check is reported, the call is today's;
@@ -229,17 +227,17 @@ class FieldClassifier:
             else:
                 check = ScaleCheck(True, True, None, um, None, f"scale from the red cells: {um:.3g} µm/px")
                 check.n_cells = int(getattr(est, "n_cells", 0) or 0)
-                plan = plan_tiles(image, um, spec)
+                plan = plan_tiles(rgb, um, spec, white)
         else:
             um = float(scale)
             src = source
             what = "the calibration" if source.startswith("profile") else "the given scale"
             deferred = (rgb, um, what, "", True)
             check = not_run("scale check pending", um)
-            plan = plan_tiles(image, um, spec)
+            plan = plan_tiles(rgb, um, spec, white)
         if plan is not None and plan.refused:
             refused = plan.refused
-        prepared = Prepared(plan, um, src, check, refused, image)
+        prepared = Prepared(plan, um, src, check, refused, rgb)
         prepared.deferred = deferred if refused is None else None
         if not defer_check:
             self.run_check(prepared)

@@ -159,14 +159,33 @@ def _rebuild_clipped(rgb: np.ndarray, out: np.ndarray, gains: np.ndarray, channe
         np.copyto(out[..., c], low, where=sat)  # a view: writes into `out`
 
 
+class WhiteReference:
+    """A frame's white reference: the background colour (a clipped channel extrapolated) and the gains
+    that map it to a neutral `target`. Measured once per frame and applied to the frame or to a rescaled
+    copy of it (the tiling path rescales first, so the lookup runs on fewer pixels)."""
+
+    def __init__(self, background: np.ndarray, target: float = WHITE_LEVEL):
+        self.background = np.asarray(background, np.float32)
+        self.gains = _gains(self.background, target)
+        self.extrapolated = [c for c in range(3) if self.background[c] > 255.0]
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """`rgb` (this frame, at any size) with its background mapped to the neutral target."""
+        out = apply_gains(rgb, self.gains)
+        if self.extrapolated:
+            _rebuild_clipped(np.asarray(rgb), out, self.gains, self.extrapolated)
+        return out
+
+
+def measure_white(rgb: np.ndarray, target: float = WHITE_LEVEL) -> WhiteReference | None:
+    """The frame's `WhiteReference`, or None when no background is seen (leave the frame as it is)."""
+    bg = reference_white(rgb)
+    return None if bg is None else WhiteReference(bg, target)
+
+
 def normalise_background(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray:
     """The image with its background mapped to neutral `target`; unchanged when no background is seen."""
-    bg = reference_white(rgb)
-    if bg is None:
+    ref = measure_white(rgb, target)
+    if ref is None:
         return np.ascontiguousarray(rgb, dtype=np.uint8)
-    gains = _gains(bg, target)
-    out = apply_gains(rgb, gains)
-    extrapolated = [c for c in range(3) if bg[c] > 255.0]
-    if extrapolated:
-        _rebuild_clipped(np.asarray(rgb), out, gains, extrapolated)
-    return out
+    return ref.apply(rgb)

@@ -9,6 +9,9 @@ tiles, and mark the tiles that hold a nucleated (white) cell.
   it still covers at least `min_cover` of the tile's side, and refused otherwise: a model never sees
   an image enlarged past its scale, nor a tile that is mostly padding.
 - Tiles with less than half a minimum-size nucleus (`device/optics/nuclei.py`) are skipped.
+- White reference (`white`, measured on the whole frame): applied after the rescale when shrinking (a
+  lookup table on fewer pixels), before it when enlarging; the gains are linear, so the order changes
+  nothing but the cost (and the rounding of pixels at the edge of a clipped background).
 - When the bundle declares no µm/px ("scale unknown") the plan is the legacy one: one tile, the
   centre crop of the whole frame resized to the model's size (`device.preprocess.prepare`).
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from device.optics.colour import WhiteReference
 from device.optics.nuclei import NucleusMap, NucleusThresholds, background_colour, find_nuclei
 from device.preprocess import prepare
 
@@ -152,11 +156,14 @@ def legacy_plan(rgb: np.ndarray, spec: TileSpec) -> TilePlan:
     )
 
 
-def plan_tiles(rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec) -> TilePlan:
+def plan_tiles(
+    rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec, white: WhiteReference | None = None
+) -> TilePlan:
     """Cut `rgb` (whose pixels are `frame_um_per_px` wide) into model tiles; see the module doc.
-    `frame_um_per_px` None or a spec without µm/px gives the legacy plan."""
+    `frame_um_per_px` None or a spec without µm/px gives the legacy plan. `white`: the frame's white
+    reference, applied to the tiles (and known to the nucleus test as the background)."""
     if spec.um_per_px is None or frame_um_per_px is None:
-        return legacy_plan(rgb, spec)
+        return legacy_plan(rgb if white is None else white.apply(rgb), spec)
     h, w = rgb.shape[:2]
     tw, th = spec.width, spec.height
     factor = frame_um_per_px / spec.um_per_px
@@ -167,7 +174,16 @@ def plan_tiles(rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec) -
             f"is {frame_um_per_px:.3g} µm/px right?"
         )
         return plan
-    scaled = rescale(rgb, factor)
+    background = None
+    if white is None:
+        scaled = rescale(rgb, factor)
+    elif factor < 1.0:
+        scaled = white.apply(rescale(rgb, factor))
+    else:
+        rgb = white.apply(rgb)
+        scaled = rescale(rgb, factor)
+    if white is not None:
+        background = np.minimum(white.background * white.gains, 255.0).astype(np.float32)
     sh, sw = scaled.shape[:2]
     plan.scaled_size = (sw, sh)
     if sw < tw or sh < th:
@@ -187,7 +203,9 @@ def plan_tiles(rgb: np.ndarray, frame_um_per_px: float | None, spec: TileSpec) -
         scaled, plan.pad = canvas, (px, py)
     # the nucleus map is made on a small copy: shrink whichever of frame and rescaled frame is smaller
     source = rgb if plan.pad == (0, 0) and rgb.shape[1] < scaled.shape[1] else None
-    nmap: NucleusMap = find_nuclei(scaled, spec.um_per_px, spec.nuclei, shrink_from=source)
+    nmap: NucleusMap = find_nuclei(
+        scaled, spec.um_per_px, spec.nuclei, background=background, shrink_from=source
+    )
     plan.n_nuclei = nmap.n_cells
     um2 = spec.um_per_px**2
     H, W = scaled.shape[:2]

@@ -36,7 +36,7 @@ from device.pipeline.settle import SettleTracker
 from device.pipeline.slot import LatestSlot
 from device.pipeline.smoothing import thumbnail
 from device.pipeline.worker import Watchdog, Worker
-from device.quality import Quality, QualityThresholds, assess, passed
+from device.quality import Quality, QualityThresholds, assess, passed, shrink
 from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
 
@@ -321,14 +321,16 @@ class Pipeline:
             return
         seq, frame = item
         w.stage = "settle check"
-        thumb = thumbnail(frame.rgb)
+        # one shrunk copy serves the settle thumbnail and the quality gate (which measures on it anyway)
+        small = shrink(frame.rgb, self.thresholds.analysis_width)
+        thumb = thumbnail(small)
         state = self.settle.observe(thumb)
         enabled = self.config.quality.enabled
         if state == "same":
             result = self._field_result
             if result is None:
                 return  # the classifier is still on this field
-            q = assess(frame.rgb, self.thresholds) if enabled else passed()
+            q = assess(small, self.thresholds) if enabled else passed()
             if not (q.ok and self._field_focus > 0 and q.focus > 1.5 * self._field_focus):
                 self._publish_field(result, seq, frame)
                 return
@@ -349,7 +351,7 @@ class Pipeline:
             self.telemetry.count("moving")
             return
         w.stage = "quality checks"
-        q = assess(frame.rgb, self.thresholds) if enabled else passed()
+        q = assess(small, self.thresholds) if enabled else passed()
         if not q.ok:
             self.settle.forget()  # re-judged on the next frame (a refocus hardly changes the thumbnail)
             self._reject(seq, frame, q, q.reasons, "rejected")
