@@ -160,3 +160,46 @@ def test_rescale_is_one_factor_on_both_axes_and_close_to_a_plain_area_resize():
         assert out.shape[:2] == (round(1080 * f), round(1920 * f))
         ref = cv2.resize(img, out.shape[1::-1], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
         assert np.abs(out.astype(int) - ref.astype(int)).mean() < 3.0  # the same picture
+
+
+@pytest.mark.parametrize("magnification", [2.5, 0.7])
+def test_white_reference_applied_after_the_shrink_gives_the_same_tiles(magnification):
+    """The tiling applies the frame's white reference to the rescaled frame when shrinking (fewer pixels)
+    and before the rescale when enlarging: the tiles must be those of the normalised frame, to rounding,
+    and the nucleus test (told the background) must pick the same tiles."""
+    from device.optics.colour import apply_gains, measure_white, normalise_background
+
+    u_model = 0.37
+    u_frame = u_model / magnification
+    raw = smear(900, 640, u_frame, [(0.2, 0.3), (0.7, 0.6), (0.5, 0.85)], seed=3)
+    warm = apply_gains(raw, (0.9, 1.0, 0.8))  # another camera's white balance, nothing clipped
+    spec = TileSpec(288, 288, u_model)
+    white = measure_white(warm)
+    assert white is not None and white.extrapolated == []
+    fast = plan_tiles(warm, u_frame, spec, white)
+    plain = plan_tiles(normalise_background(warm), u_frame, spec)
+    assert [(t.x, t.y, t.nucleated) for t in fast.tiles] == [(t.x, t.y, t.nucleated) for t in plain.tiles]
+    assert fast.selected, "the field has white cells"
+    for a, b in zip(fast.selected, plain.selected, strict=True):
+        diff = np.abs(a.rgb.astype(int) - b.rgb.astype(int))
+        assert diff.mean() < 0.6 and diff.max() <= 3
+    # and the tiles are white-referenced: the background is neutral again
+    bg = np.median(fast.selected[0].rgb.reshape(-1, 3), axis=0)
+    assert np.ptp(bg) <= 4
+
+
+def test_a_clipped_background_is_rebuilt_before_the_shrink():
+    """A warm camera clips red in the background; the rebuilt (extrapolated) channel must not leave
+    fringes where a shrink blended saturated pixels with their neighbours."""
+    from device.optics.colour import apply_gains, measure_white, normalise_background
+
+    u_model, u_frame = 0.37, 0.37 / 2.5
+    raw = smear(900, 640, u_frame, [(0.2, 0.3), (0.7, 0.6)], seed=4)
+    warm = apply_gains(raw, (1.25, 1.0, 0.8))
+    white = measure_white(warm)
+    assert white is not None and white.extrapolated == [0]
+    spec = TileSpec(288, 288, u_model)
+    fast = plan_tiles(warm, u_frame, spec, white)
+    plain = plan_tiles(normalise_background(warm), u_frame, spec)
+    for a, b in zip(fast.selected, plain.selected, strict=True):
+        assert np.array_equal(a.rgb, b.rgb)

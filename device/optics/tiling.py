@@ -11,7 +11,10 @@ tiles, and mark the tiles that hold a nucleated (white) cell.
 - Tiles with less than half a minimum-size nucleus (`device/optics/nuclei.py`) are skipped.
 - White reference (`white`, measured on the whole frame): applied after the rescale when shrinking (a
   lookup table on fewer pixels), before it when enlarging; the gains are linear, so the order changes
-  nothing but the cost (and the rounding of pixels at the edge of a clipped background).
+  nothing but the cost and rounding. Not so when a clipped channel was extrapolated: the saturated pixels
+  are rebuilt one by one, and a shrink would first blend them with their neighbours into values just
+  under 255 that are no longer recognised (coloured fringes round every cell), so those frames get the
+  gains first.
 - When the bundle declares no µm/px ("scale unknown") the plan is the legacy one: one tile, the
   centre crop of the whole frame resized to the model's size (`device.preprocess.prepare`).
 """
@@ -177,7 +180,7 @@ def plan_tiles(
     background = None
     if white is None:
         scaled = rescale(rgb, factor)
-    elif factor < 1.0:
+    elif factor < 1.0 and not white.extrapolated:
         scaled = white.apply(rescale(rgb, factor))
     else:
         rgb = white.apply(rgb)
