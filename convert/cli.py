@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "robust-augmented copy of each training image) and output the max of the normalised distances "
         "(convert/content.py); '' = the pooled embedding only",
     )
+    p.add_argument(
+        "--stain-outliers",
+        action="store_true",
+        help="add a stain-outlier score to the content check: a logistic regression on the pooled "
+        "embedding, training images (+ augmented copies) vs far re-colourings of them (convert/outliers.py)",
+    )
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
@@ -140,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         content_check=args.content_check,
         content_every=args.content_every,
         content_strides=tuple(int(x) for x in args.content_strides.split(",") if x.strip()),
+        stain_outliers=args.stain_outliers,
         ood_per_kind=args.ood_per_kind,
     )
     sizes = s["sizes"]

@@ -123,15 +123,33 @@ def _distance_head(features, stats: dict, name: str):
     return MinSquaredDistance(centres, name=name)(w)
 
 
+def _outlier_head(features, head: dict):
+    """The stain-outlier score (convert/outliers.py): sigmoid(z·w + b) / scale, capped."""
+    from convert.outliers import CAP
+
+    w = np.asarray(head["weights"], np.float32).reshape(-1, 1)
+    dense = keras.layers.Dense(1, activation="sigmoid", name="outlier_logit")
+    p = dense(features)
+    dense.set_weights([w, np.array([head["bias"]], np.float32)])
+    scaled = keras.layers.Rescaling(1.0 / float(head["scale"]), name="outlier_score_raw")(p)
+    return keras.layers.Lambda(lambda t: keras.ops.minimum(t, CAP), name="outlier_score")(scaled)
+
+
 def add_outputs(
-    model: keras.Model, stats: dict | None = None, *, cam: bool = True, mid_stats: Sequence[dict] = ()
+    model: keras.Model,
+    stats: dict | None = None,
+    *,
+    cam: bool = True,
+    mid_stats: Sequence[dict] = (),
+    outlier: dict | None = None,
 ) -> keras.Model:
     """The export model: outputs `[probabilities (1, K), cam (1, h, w, K)?, ood_distance (1, 1)?]`.
 
     Layers of the trained chain (image -> backbone -> pool -> dropout -> classifier) are re-applied to a
     fresh input; the backbone's map feeds the CAM (convert/cam.py) and the pooled features the distance.
     With `mid_stats` (one per earlier layer, each with its "layer"; all and `stats` with a "scale") the
-    distance is the max of the normalised scores (module docstring).
+    distance is the max of the normalised scores (module docstring); `outlier` (convert/outliers.py,
+    needs `stats["scale"]`) adds the stain-outlier score to that max.
     """
     _find(model, BACKBONE)
     _find(model, POOL)
@@ -146,7 +164,7 @@ def add_outputs(
         conv = keras.layers.Conv2D(k, 1, name="cam")
         outputs.append(conv(fmap))
         conv.set_weights([kernel.reshape(1, 1, channels, k).astype(np.float32), bias.astype(np.float32)])
-    if stats is not None and not mids:
+    if stats is not None and not mids and outlier is None:
         outputs.append(_distance_head(pooled, stats, "ood_distance"))
     elif stats is not None:
         scores = [
@@ -161,6 +179,8 @@ def add_outputs(
                     _distance_head(feats, st, f"mid{i}_distance")
                 )
             )
+        if outlier is not None:
+            scores.append(_outlier_head(pooled, outlier))
         outputs.append(keras.layers.Maximum(name="ood_distance")(scores))
     return keras.Model(inp, outputs, name=f"{model.name}_export")
 
@@ -179,12 +199,20 @@ def feature_model(model: keras.Model, mids: Sequence[str]) -> keras.Model:
 
 
 def combined_distances(
-    pooled: np.ndarray, mids: Sequence[np.ndarray], stats: dict, mid_stats: Sequence[dict]
+    pooled: np.ndarray,
+    mids: Sequence[np.ndarray],
+    stats: dict,
+    mid_stats: Sequence[dict],
+    outlier: dict | None = None,
 ) -> np.ndarray:
     """The combined score `add_outputs` computes, in numpy."""
     score = distances(pooled, stats) / float(stats["scale"])
     for f, st in zip(mids, mid_stats, strict=True):
         score = np.maximum(score, distances(f, st) / float(st["scale"]))
+    if outlier is not None:
+        from convert.outliers import scores
+
+        score = np.maximum(score, scores(pooled, outlier))
     return score
 
 

@@ -160,13 +160,14 @@ def _staged_bundle(
 
 
 def _content_statistics(
-    run, model, every: int, strides: tuple[int, ...], progress: bool, batch: int = 64
-) -> tuple[dict, list[dict], dict]:
+    run, model, every: int, strides: tuple[int, ...], progress: bool, batch: int = 64, outliers: bool = False
+) -> tuple[dict, list[dict], dict, dict | None]:
     """The content check's statistics (convert/content.py): pooled-embedding class means/covariance on
     every `every`-th training image (as preprocessed), and for each of `strides` those of the backbone's
     features at that stride on the same images plus one copy of each through the run's own training
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
-    held-out-class figures (pooled)."""
+    held-out-class figures (pooled), and with `outliers` the stain-outlier head (convert/outliers.py)
+    fitted on the same images, their augmented copies and one far re-colouring of each."""
     from tqdm import tqdm
 
     from convert import content
@@ -178,7 +179,7 @@ def _content_statistics(
     layers = [content.mid_layer(model, s) for s in strides]
     feats = content.feature_model(model, layers) if layers else content.embedding_model(model)
     augment = None
-    if layers:
+    if layers or outliers:
         import tensorflow as tf
 
         from training.augment import make_augmenter
@@ -200,23 +201,46 @@ def _content_statistics(
     pooled: list[np.ndarray] = []
     clean: list[list[np.ndarray]] = [[] for _ in layers]  # per layer: batches of the images as they are
     augmented: list[list[np.ndarray]] = [[] for _ in layers]  # ... and of one augmented copy of each
+    pooled_aug: list[np.ndarray] = []  # pooled features of the augmented copies (outlier head: familiar)
+    pooled_far: list[np.ndarray] = []  # ... and of one far re-colouring of each (outlier head: outliers)
+    rng = np.random.default_rng(int(run.config.get("seed", 0)) + 7)
     log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
     for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
         arrays = run.load_arrays(paths[i : i + batch])
         got = embed(arrays)
         pooled.append(got[0])
-        if layers:
+        if augment is not None:
             aug = np.clip(augment(tf.constant(arrays.astype(np.float32))).numpy(), 0, 255).astype(np.uint8)
-            for j, f in enumerate(embed(aug)[1:]):
+            got_aug = embed(aug)
+            pooled_aug.append(got_aug[0])
+            for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
+        if outliers:
+            from convert.outliers import recolour
+
+            pooled_far.append(embed(recolour(arrays, rng, run.white_reference))[0])
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
-    val = embed(run.load_arrays(val_paths))
+    val_arrays = run.load_arrays(val_paths)
+    val = embed(val_arrays)
     held_out = content.held_out_class(pooled_a, y, k, val[0], y_val)
     held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
+    head = None
+    if outliers:
+        from convert import outliers as oe
+
+        stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
+        head = oe.fit(np.concatenate([pooled_a, *pooled_aug]), np.concatenate(pooled_far), val[0])
+        val_far = embed(oe.recolour(val_arrays, np.random.default_rng(12345), run.white_reference))[0]
+        head["validation"] = {
+            "clean_over_1": float((oe.scores(val[0], head) > 1.0).mean()),
+            "far_over_1": float((oe.scores(val_far, head) > 1.0).mean()),
+            "n": len(val_paths),
+        }
+        log.info("stain-outlier head: %s", head["validation"])
     if not layers:
-        return stats, [], held_out
+        return stats, [], held_out, head
     stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
     mid_stats = []
     for j, layer in enumerate(layers):
@@ -224,7 +248,7 @@ def _content_statistics(
         st["layer"] = layer
         st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))
         mid_stats.append(st)
-    return stats, mid_stats, held_out
+    return stats, mid_stats, held_out, head
 
 
 def _check_content_headroom(bundle: Path, spec: dict) -> None:
@@ -242,11 +266,19 @@ def _check_content_headroom(bundle: Path, spec: dict) -> None:
         )
 
 
-def _statistics_note(stats: dict, mid_stats: list[dict], n: int) -> str:
+def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | None = None) -> str:
     note = (
         f"class means + Ledoit-Wolf shared covariance (shrinkage {stats['shrinkage']:.3f}) of {n} "
         "training images' pooled embeddings, inside model.tflite"
     )
+    if head is not None:
+        v = head["validation"]
+        note += (
+            f"; max with a stain-outlier score (convert/outliers.py: logistic regression on the pooled "
+            f"embedding, {n} training images and their augmented copies vs one far re-colouring of each; "
+            f"over 1 on {v['clean_over_1']:.1%} of the clean and {v['far_over_1']:.1%} of re-coloured "
+            f"validation images)"
+        )
     if not mid_stats:
         return note
     layers = ", ".join(f"{m['layer']} (shrinkage {m['shrinkage']:.3f})" for m in mid_stats)
@@ -277,6 +309,7 @@ def convert_run(
     content_check: bool = True,
     content_every: int = 2,
     content_strides: tuple[int, ...] = (16,),
+    stain_outliers: bool = False,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
     the scale the training run recorded."""
@@ -295,11 +328,14 @@ def convert_run(
     model = keras.models.load_model(run.path / "model.keras", compile=False)
     stats = held_out = None
     mid_stats: list[dict] = []
+    head = None
     if content_check:
-        stats, mid_stats, held_out = _content_statistics(run, model, content_every, content_strides, progress)
+        stats, mid_stats, held_out, head = _content_statistics(
+            run, model, content_every, content_strides, progress, outliers=stain_outliers
+        )
     export = model
     if cam or stats is not None:
-        export = content.add_outputs(model, stats, cam=cam, mid_stats=mid_stats)
+        export = content.add_outputs(model, stats, cam=cam, mid_stats=mid_stats, outlier=head)
     rep = representative_images(
         train_paths,
         run.size,
@@ -351,7 +387,7 @@ def convert_run(
         if stats is not None:
             calibration["content_check"].update(
                 {
-                    "statistics": _statistics_note(stats, mid_stats, len(train_paths[::content_every])),
+                    "statistics": _statistics_note(stats, mid_stats, len(train_paths[::content_every]), head),
                     "held_out_class": held_out,
                 }
             )

@@ -172,3 +172,51 @@ def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, tmp
     assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
     m = TFLiteModel(load_bundle(out))
     assert m.predict(images[3]).ood_distance == pytest.approx(float(want[3]), rel=1e-2, abs=1e-2)
+
+
+@pytest.mark.slow
+def test_stain_outlier_score_joins_the_max_in_keras_numpy_and_tflite(tiny, tmp_path: Path) -> None:
+    """convert/outliers.py: the logistic head fitted on familiar vs far re-coloured images' pooled
+    features flags the re-coloured ones, and the graph (Keras, TFLite) computes what numpy does."""
+    from convert import outliers
+
+    model, images, labels = tiny
+    rng = np.random.default_rng(3)
+    far = np.stack([outliers.far_stain(im, rng) for im in images])
+    assert not np.array_equal(far, images)
+    emb = content.embedding_model(model)
+    pooled = emb.predict(images.astype(np.float32), verbose=0)
+    pooled_far = emb.predict(far.astype(np.float32), verbose=0)
+    stats = content.fit_statistics(pooled, labels, len(LABELS))
+    stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
+    head = outliers.fit(pooled, pooled_far, pooled)
+    s_clean, s_far = outliers.scores(pooled, head), outliers.scores(pooled_far, head)
+    assert np.quantile(s_clean, 0.99) == pytest.approx(1.0, rel=1e-6)  # scaled to the clean 99% quantile
+    assert s_far.max() <= outliers.CAP
+    assert np.median(s_far) > np.median(s_clean)  # fitted on them: re-coloured images score higher
+
+    want = content.combined_distances(pooled_far, [], stats, [], head)
+    assert np.all(want >= s_far - 1e-9)
+    export = content.add_outputs(model, stats, cam=False, outlier=head)
+    probs, dist = export.predict(far.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(dist[:, 0], want, rtol=1e-3, atol=1e-3)
+
+    out = _float_bundle(export, tmp_path / "b")
+    assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
+    m = TFLiteModel(load_bundle(out))
+    assert m.predict(far[5]).ood_distance == pytest.approx(float(want[5]), rel=1e-2, abs=1e-2)
+
+
+def test_far_stain_families_move_the_stain_far_and_leave_white_white() -> None:
+    from convert import outliers
+
+    rng = np.random.default_rng(0)
+    img = np.full((16, 16, 3), 255, np.uint8)
+    img[4:12, 4:12] = (120, 60, 160)  # a nucleus on white
+    for name, fam in outliers.FAMILIES.items():
+        out = fam(img, rng)
+        assert out[0, 0].tolist() == [255, 255, 255], name  # zero density stays zero
+        od_in = -np.log(img[8, 8].astype(float) / 255)
+        od_out = -np.log(np.maximum(out[8, 8].astype(float), 1) / 255)
+        ratio = od_out / od_in
+        assert np.any((ratio < 0.6) | (ratio > 1.6)), (name, ratio)

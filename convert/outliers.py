@@ -1,0 +1,122 @@
+"""A stain-outlier score on the model's own pooled embedding (outlier exposure, linear).
+
+The robust training teaches the models to see through stain and camera shifts, so a smear re-coloured far
+past any real stain (haematoxylin or eosin at a third or at twice their amount, every channel's optical
+density scaled its own way) still sits close to a class mean in the pooled embedding: the class-conditional
+Mahalanobis distance (convert/content.py) cannot tell it from a familiar field. The embedding still
+carries the stain, though, in a few directions: a logistic regression separates such re-colourings from
+the training images and their robust-augmented copies (on the validation split, AUC 0.99 for the shipped
+MobileNetV2). This is Hendrycks et al.'s "outlier exposure" (ICLR 2019) reduced to a linear probe on
+frozen features: the model is not retrained, the probe is one Dense(1) sigmoid in the exported graph.
+
+What it is fitted on (every image is the device's prepared input, white-referenced):
+- familiar (0): the training images as they are, and one copy of each through the run's own robust
+  augmentation (stain ±15%, white balance, gamma, blur, noise, JPEG, ...): the shifts a real second
+  station shows must not fire it;
+- outliers (1): one far re-colouring of each training image, drawn from `far_stain` (module doc of
+  each family below); the ranges start well past the training jitter (x0.55 / x1.7 vs ±15%).
+
+Its score is the sigmoid over its 99% quantile on the clean validation split, capped at `CAP`, and joins
+the content check's max of normalised scores (one output, one threshold; the device is unchanged).
+The out-of-distribution probes of convert/ood.py are made from TEST images with their own seeds, so
+they are never among the images this was fitted on; they do share its families (OD scaling), which the
+note and model card say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+#: Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), as skimage's rgb_from_hed.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+#: The outlier score is capped here (in units of its clean 99% quantile): anything above the threshold is
+#: flagged anyway, and an unbounded score would widen the int8 output's range (coarser threshold).
+CAP = 4.0
+#: Far factors: below LOW or above HIGH (training's stain jitter is ±15%).
+LOW = (0.25, 0.55)
+HIGH = (1.7, 2.8)
+
+
+def _far(rng: np.random.Generator, k: int) -> np.ndarray:
+    return np.where(rng.random(k) < 0.5, rng.uniform(*LOW, k), rng.uniform(*HIGH, k))
+
+
+def _od(rgb: np.ndarray) -> np.ndarray:
+    return -np.log(np.maximum(rgb.astype(np.float64), 1.0) / 255.0)
+
+
+def _from_od(od: np.ndarray) -> np.ndarray:
+    return np.clip(255.0 * np.exp(-od), 0, 255).astype(np.uint8)
+
+
+def hed_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Haematoxylin and eosin amounts each scaled far (at least one of them)."""
+    hed = _od(rgb).reshape(-1, 3) @ _HED_FROM_RGB
+    gains = np.ones(3)
+    gains[:2] = _far(rng, 2)
+    if rng.random() < 0.3:  # only one of the two stains off
+        gains[int(rng.integers(0, 2))] = rng.uniform(0.9, 1.1)
+    return _from_od((hed * gains) @ _RGB_FROM_HED).reshape(rgb.shape)
+
+
+def channels_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every channel's optical density scaled by its own far factor (hue and depth changed)."""
+    return _from_od(_od(rgb) * _far(rng, 3))
+
+
+def depth_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The whole stain far lighter or darker (one factor for every channel)."""
+    return _from_od(_od(rgb) * _far(rng, 1)[0])
+
+
+FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "hed_far": hed_far,
+    "channels_far": channels_far,
+    "depth_far": depth_far,
+}
+
+
+def far_stain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One far re-colouring of `rgb` from a family drawn at random."""
+    fam = list(FAMILIES.values())[int(rng.integers(0, len(FAMILIES)))]
+    return fam(rgb, rng)
+
+
+def recolour(arrays: np.ndarray, rng: np.random.Generator, white_reference: str | None) -> np.ndarray:
+    """A far re-colouring of each prepared image, prepared again as the device would (white reference)."""
+    from device.optics.colour import normalise_background
+
+    out = np.empty_like(arrays)
+    for i, a in enumerate(arrays):
+        x = far_stain(a, rng)
+        out[i] = normalise_background(x) if white_reference == "background" else x
+    return out
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit(familiar: np.ndarray, outliers: np.ndarray, val_clean: np.ndarray, c: float = 0.1) -> dict:
+    """A logistic regression on (N, D) pooled features; returns the graph's weights (standardisation
+    folded in: logit = z·w + b) and the score's scale (its sigmoid's 99% quantile on `val_clean`)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([familiar, outliers]).astype(np.float64)
+    y = np.concatenate([np.zeros(len(familiar)), np.ones(len(outliers))])
+    sc = StandardScaler().fit(x)
+    clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(sc.transform(x), y)
+    w = clf.coef_[0] / sc.scale_
+    b = float(clf.intercept_[0] - (sc.mean_ / sc.scale_) @ clf.coef_[0])
+    scale = float(np.quantile(_sigmoid(np.asarray(val_clean, np.float64) @ w + b), 0.99))
+    return {"weights": w.astype(np.float32), "bias": b, "scale": max(scale, 1e-3), "c": c}
+
+
+def scores(features: np.ndarray, head: dict) -> np.ndarray:
+    """The normalised, capped score the graph computes, in numpy."""
+    p = _sigmoid(np.asarray(features, np.float64) @ np.asarray(head["weights"], np.float64) + head["bias"])
+    return np.minimum(p / head["scale"], CAP)
