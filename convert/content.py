@@ -124,15 +124,16 @@ def _distance_head(features, stats: dict, name: str):
 
 
 def _outlier_head(features, head: dict):
-    """The stain-outlier score (convert/outliers.py): sigmoid(z·w + b) / scale, capped."""
-    from convert.outliers import CAP
+    """The stain-outlier score (convert/outliers.py): CAP · sigmoid(STEEP · (z·w + b − L)), the step
+    folded into one Dense(1, sigmoid) and a Rescaling."""
+    from convert.outliers import CAP, STEEP
 
-    w = np.asarray(head["weights"], np.float32).reshape(-1, 1)
-    dense = keras.layers.Dense(1, activation="sigmoid", name="outlier_logit")
+    w = np.asarray(head["weights"], np.float64).reshape(-1, 1) * STEEP
+    bias = STEEP * (float(head["bias"]) - float(head["operating_logit"]))
+    dense = keras.layers.Dense(1, activation="sigmoid", name="outlier_step")
     p = dense(features)
-    dense.set_weights([w, np.array([head["bias"]], np.float32)])
-    scaled = keras.layers.Rescaling(1.0 / float(head["scale"]), name="outlier_score_raw")(p)
-    return keras.layers.Lambda(lambda t: keras.ops.minimum(t, CAP), name="outlier_score")(scaled)
+    dense.set_weights([w.astype(np.float32), np.array([bias], np.float32)])
+    return keras.layers.Rescaling(CAP, name="outlier_score")(p)
 
 
 def add_outputs(

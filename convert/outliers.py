@@ -16,8 +16,12 @@ What it is fitted on (every image is the device's prepared input, white-referenc
 - outliers (1): one far re-colouring of each training image, drawn from `far_stain` (module doc of
   each family below); the ranges start well past the training jitter (x0.55 / x1.7 vs ±15%).
 
-Its score is the sigmoid over its 99% quantile on the clean validation split, capped at `CAP`, and joins
-the content check's max of normalised scores (one output, one threshold; the device is unchanged).
+Its score is a steep step of the logit, `CAP · sigmoid(STEEP · (logit − L))`, where the operating logit L
+is the 99.5% quantile of the clean validation images' logits: about 0 below L, about `CAP` above it. It
+joins the content check's max of normalised scores (one output, one threshold; the device is unchanged):
+the threshold fitted on the validation split afterwards (1.5-2.6 for the shipped models, int8 outputs)
+sits between the two plateaus, so the step fires where the logit passes L, whatever that threshold is,
+and the clean images' scores stay near 0 and do not move it.
 The out-of-distribution probes of convert/ood.py are made from TEST images with their own seeds, so
 they are never among the images this was fitted on; they do share its families (OD scaling), which the
 note and model card say.
@@ -32,9 +36,13 @@ import numpy as np
 #: Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), as skimage's rgb_from_hed.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
-#: The outlier score is capped here (in units of its clean 99% quantile): anything above the threshold is
-#: flagged anyway, and an unbounded score would widen the int8 output's range (coarser threshold).
-CAP = 4.0
+#: The score's upper plateau: well above any content threshold (1.5-2.6), well inside the int8 output's
+#: range (~13), so the threshold keeps its resolution.
+CAP = 8.0
+#: Steepness of the step (per logit unit): 0.56 logit under L the score is already below 1.
+STEEP = 4.0
+#: The operating logit is this quantile of the clean validation images' logits.
+OPERATING_QUANTILE = 0.995
 #: Far factors: below LOW or above HIGH (training's stain jitter is ±15%).
 LOW = (0.25, 0.55)
 HIGH = (1.7, 2.8)
@@ -102,7 +110,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def fit(familiar: np.ndarray, outliers: np.ndarray, val_clean: np.ndarray, c: float = 0.1) -> dict:
     """A logistic regression on (N, D) pooled features; returns the graph's weights (standardisation
-    folded in: logit = z·w + b) and the score's scale (its sigmoid's 99% quantile on `val_clean`)."""
+    folded in: logit = z·w + b) and the operating logit (`OPERATING_QUANTILE` of `val_clean`'s)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -112,11 +120,14 @@ def fit(familiar: np.ndarray, outliers: np.ndarray, val_clean: np.ndarray, c: fl
     clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(sc.transform(x), y)
     w = clf.coef_[0] / sc.scale_
     b = float(clf.intercept_[0] - (sc.mean_ / sc.scale_) @ clf.coef_[0])
-    scale = float(np.quantile(_sigmoid(np.asarray(val_clean, np.float64) @ w + b), 0.99))
-    return {"weights": w.astype(np.float32), "bias": b, "scale": max(scale, 1e-3), "c": c}
+    operating = float(np.quantile(np.asarray(val_clean, np.float64) @ w + b, OPERATING_QUANTILE))
+    return {"weights": w.astype(np.float32), "bias": b, "operating_logit": operating, "c": c}
+
+
+def logits(features: np.ndarray, head: dict) -> np.ndarray:
+    return np.asarray(features, np.float64) @ np.asarray(head["weights"], np.float64) + head["bias"]
 
 
 def scores(features: np.ndarray, head: dict) -> np.ndarray:
-    """The normalised, capped score the graph computes, in numpy."""
-    p = _sigmoid(np.asarray(features, np.float64) @ np.asarray(head["weights"], np.float64) + head["bias"])
-    return np.minimum(p / head["scale"], CAP)
+    """The step score the graph computes, in numpy: CAP · sigmoid(STEEP · (logit − L))."""
+    return CAP * _sigmoid(STEEP * (logits(features, head) - head["operating_logit"]))

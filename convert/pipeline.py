@@ -233,9 +233,9 @@ def _content_statistics(
         stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
         head = oe.fit(np.concatenate([pooled_a, *pooled_aug]), np.concatenate(pooled_far), val[0])
         val_far = embed(oe.recolour(val_arrays, np.random.default_rng(12345), run.white_reference))[0]
-        head["validation"] = {
-            "clean_over_1": float((oe.scores(val[0], head) > 1.0).mean()),
-            "far_over_1": float((oe.scores(val_far, head) > 1.0).mean()),
+        head["validation"] = {  # the step's half height: where it fires whatever the final threshold
+            "clean_fired": float((oe.scores(val[0], head) > oe.CAP / 2).mean()),
+            "far_fired": float((oe.scores(val_far, head) > oe.CAP / 2).mean()),
             "n": len(val_paths),
         }
         log.info("stain-outlier head: %s", head["validation"])
@@ -276,8 +276,8 @@ def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | No
         note += (
             f"; max with a stain-outlier score (convert/outliers.py: logistic regression on the pooled "
             f"embedding, {n} training images and their augmented copies vs one far re-colouring of each; "
-            f"over 1 on {v['clean_over_1']:.1%} of the clean and {v['far_over_1']:.1%} of re-coloured "
-            f"validation images)"
+            f"operating logit {head['operating_logit']:.2f}: fires on {v['clean_fired']:.1%} of the clean and "
+            f"{v['far_fired']:.1%} of re-coloured validation images)"
         )
     if not mid_stats:
         return note

@@ -191,7 +191,8 @@ def test_stain_outlier_score_joins_the_max_in_keras_numpy_and_tflite(tiny, tmp_p
     stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
     head = outliers.fit(pooled, pooled_far, pooled)
     s_clean, s_far = outliers.scores(pooled, head), outliers.scores(pooled_far, head)
-    assert np.quantile(s_clean, 0.99) == pytest.approx(1.0, rel=1e-6)  # scaled to the clean 99% quantile
+    # the step sits at the clean images' 99.5% logit: at most 1 of 48 clean images is above half height
+    assert (s_clean > outliers.CAP / 2).sum() <= 1
     assert s_far.max() <= outliers.CAP
     assert np.median(s_far) > np.median(s_clean)  # fitted on them: re-coloured images score higher
 
