@@ -164,13 +164,24 @@ def fit_colour_check(
     }
 
 
-def fit_content_check(val_scores: np.ndarray, quantile: float = 0.99, margin: float = 1.1) -> dict:
+def fit_content_check(
+    val_scores: np.ndarray, quantile: float = 0.99, margin: float = 1.1, outlier_step: float | None = None
+) -> dict:
     """`calibration.content_check` from the device's `ood_distance` outputs on the validation split:
-    threshold = `margin` x their `quantile` quantile (convert/content.py computes the score)."""
+    threshold = `margin` x their `quantile` quantile (convert/content.py computes the score).
+
+    `outlier_step`: the height of the stain-outlier step inside the score (convert/outliers.py). The
+    validation images it fired on (int8 noise can lift a familiar image's logit over the step) sit on
+    its plateau; the threshold is fitted on the others, or it would land on the plateau and the step
+    could never fire. Those images are counted in `val_flagged`."""
     from convert.content import SCORE, choose_threshold
 
     scores = np.asarray(val_scores, np.float64)
-    threshold = choose_threshold(scores, quantile, margin)
+    fitted_on = scores if outlier_step is None else scores[scores < outlier_step / 2]
+    threshold = choose_threshold(fitted_on if len(fitted_on) else scores, quantile, margin)
+    extra = {}
+    if outlier_step is not None:
+        extra = {"outlier_step": outlier_step, "val_step_fired": float((scores >= outlier_step / 2).mean())}
     return {
         "score": SCORE,
         "output": "ood_distance",
@@ -181,5 +192,6 @@ def fit_content_check(val_scores: np.ndarray, quantile: float = 0.99, margin: fl
         "val_flagged": float((scores > threshold).mean()),
         "rule": "abstain when the model's ood_distance output (squared Mahalanobis distance of the pooled "
         "embedding to the nearest class mean, per feature; with earlier-layer scores, the max of each over "
-        "its validation 99% quantile) exceeds the threshold",
+        "its validation 99% quantile; with a stain-outlier step, the max with it) exceeds the threshold",
+        **extra,
     }

@@ -45,6 +45,12 @@ UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
 
 
+def oe_cap() -> float:
+    from convert.outliers import CAP
+
+    return CAP
+
+
 def split_note(split: dict) -> str:
     """The card's caveat: per image (optimistic) unless the run split by group (training/data.py)."""
     if str(split.get("note") or "").startswith("per-group"):
@@ -251,6 +257,22 @@ def _content_statistics(
     return stats, mid_stats, held_out, head
 
 
+#: The int8 stain-outlier step may fire on at most this fraction of the familiar validation images.
+MAX_STEP_FIRED = 0.03
+
+
+def _check_outlier_step(spec: dict) -> None:
+    """The stain-outlier step is computed from int8 features: when quantisation noise lifts familiar images
+    over it (the shipped EfficientNet-Lite0: 51% of the validation split), refuse the bundle."""
+    fired = spec.get("val_step_fired")
+    if fired is not None and fired > MAX_STEP_FIRED:
+        raise SmearscopeError(
+            f"content check: the int8 stain-outlier step fires on {fired:.1%} of the familiar validation "
+            f"images (at most {MAX_STEP_FIRED:.0%}): quantisation noise swamps it in this model; convert "
+            "without --stain-outliers"
+        )
+
+
 def _check_content_headroom(bundle: Path, spec: dict) -> None:
     """An int8 output saturates at the top of its quantised range: if that is not well above the content
     check's threshold, the check could never fire. Record the range; refuse the bundle if it cannot."""
@@ -381,6 +403,7 @@ def convert_run(
             colour_check=colour_check,
             ood_per_kind=ood_per_kind,
             progress=progress,
+            outlier_step=oe_cap() if head is not None else None,
         )
         del test_x
 
@@ -446,6 +469,7 @@ def calibrate_bundle(
     colour_check: bool = True,
     ood_per_kind: int = 12,
     progress: bool = True,
+    outlier_step: float | None = None,
 ) -> tuple[dict, dict, float, float]:
     """Fit temperature, threshold and the OOD checks on the validation split with the device code,
     then measure the test split and the OOD probes with the device's whole decision; writes them into
@@ -466,8 +490,9 @@ def calibrate_bundle(
     if val_energy is not None and ood_quantile > 0:
         calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
     if val_dist:
-        calibration["content_check"] = cal.fit_content_check(np.array(val_dist))
+        calibration["content_check"] = cal.fit_content_check(np.array(val_dist), outlier_step=outlier_step)
         _check_content_headroom(bundle, calibration["content_check"])
+        _check_outlier_step(calibration["content_check"])
     if colour_check:
         step = max(1, len(train_paths) // 600)
         train_x = run.load_arrays(train_paths[::step])
@@ -520,6 +545,7 @@ def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:
     # What only a conversion measures (the statistics inside model.tflite, the held-out-class figures)
     # is kept: model.tflite does not change here.
     before = dict(load_bundle(bundle).manifest.calibration.get("content_check") or {})
+    kw.setdefault("outlier_step", before.get("outlier_step"))
     metrics, calibration, temperature, threshold = calibrate_bundle(bundle, run, **kw)
     kept = {k: before[k] for k in ("statistics", "held_out_class") if k in before}
     if kept and "content_check" in calibration:

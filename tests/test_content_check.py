@@ -191,8 +191,8 @@ def test_stain_outlier_score_joins_the_max_in_keras_numpy_and_tflite(tiny, tmp_p
     stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
     head = outliers.fit(pooled, pooled_far, pooled)
     s_clean, s_far = outliers.scores(pooled, head), outliers.scores(pooled_far, head)
-    # the step sits at the clean images' 99.5% logit: at most 1 of 48 clean images is above half height
-    assert (s_clean > outliers.CAP / 2).sum() <= 1
+    # the step sits above every clean image's logit: none of them reaches half its height
+    assert (s_clean > outliers.CAP / 2).sum() == 0
     assert s_far.max() <= outliers.CAP
     assert np.median(s_far) > np.median(s_clean)  # fitted on them: re-coloured images score higher
 
@@ -221,3 +221,28 @@ def test_far_stain_families_move_the_stain_far_and_leave_white_white() -> None:
         od_out = -np.log(np.maximum(out[8, 8].astype(float), 1) / 255)
         ratio = od_out / od_in
         assert np.any((ratio < 0.6) | (ratio > 1.6)), (name, ratio)
+
+
+def test_content_threshold_is_not_fitted_on_the_outlier_step_plateau() -> None:
+    """Validation images the stain-outlier step fired on would put the 99% quantile on its plateau, and a
+    threshold above the plateau means the step can never fire: they are left out of the fit, counted."""
+    from convert.calibrate import fit_content_check
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.uniform(0.2, 2.0, 255), [8.0] * 4])  # 4 of 259 on the plateau
+    plain = fit_content_check(scores)
+    assert plain["threshold"] > 8.0  # the failure this guards against
+    fitted = fit_content_check(scores, outlier_step=8.0)
+    assert fitted["threshold"] < 2.5
+    assert fitted["val_step_fired"] == pytest.approx(4 / 259)
+    assert fitted["val_flagged"] >= 4 / 259
+
+
+def test_a_step_swamped_by_quantisation_noise_refuses_the_bundle() -> None:
+    from convert.pipeline import MAX_STEP_FIRED, _check_outlier_step
+    from device.errors import SmearscopeError
+
+    _check_outlier_step({"val_step_fired": MAX_STEP_FIRED / 2})
+    _check_outlier_step({})  # no step: nothing to check
+    with pytest.raises(SmearscopeError, match="stain-outlier step fires on 51"):
+        _check_outlier_step({"val_step_fired": 0.51})
