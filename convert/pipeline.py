@@ -298,8 +298,8 @@ def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | No
         note += (
             f"; max with a stain-outlier score (convert/outliers.py: logistic regression on the pooled "
             f"embedding, {n} training images and their augmented copies vs one far re-colouring of each; "
-            f"operating logit {head['operating_logit']:.2f}: fires on {v['clean_fired']:.1%} of the clean and "
-            f"{v['far_fired']:.1%} of re-coloured validation images)"
+            f"operating logit {head['operating_logit']:.2f}: fires on {v['clean_fired']:.1%} of the clean "
+            f"and {v['far_fired']:.1%} of re-coloured validation images, float features)"
         )
     if not mid_stats:
         return note
