@@ -156,21 +156,23 @@ def _jpeg(smear: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) if ok else smear
 
 
-#: The Ruifrok-Johnston stain vectors (haematoxylin, eosin, DAB), as training/augment.py.
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+#: The Ruifrok-Johnston stain vectors (rows: haematoxylin, eosin, DAB) as skimage's rgb_from_hed and
+#: training/augment.py (TensorFlow-side); shared with convert/outliers.py.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 
 
-def _optical_density(smear: np.ndarray) -> np.ndarray:
+def optical_density(smear: np.ndarray) -> np.ndarray:
+    """-log(I / 255) per channel (float64); a zero pixel counts as 1."""
     return -np.log(np.maximum(smear.astype(np.float64), 1.0) / 255.0)
 
 
 def _od_stain(smear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Haematoxylin and eosin amounts scaled far outside training's ±15% (x0.3-0.5 or x1.8-2.5 each)."""
-    hed = _optical_density(smear).reshape(-1, 3) @ _HED_FROM_RGB
+    hed = optical_density(smear).reshape(-1, 3) @ HED_FROM_RGB
     gains = _far_gains(rng, 3)
     gains[2] = 1.0
-    rgb = 255.0 * np.exp(-(hed * gains) @ _RGB_FROM_HED)
+    rgb = 255.0 * np.exp(-(hed * gains) @ RGB_FROM_HED)
     return np.clip(rgb, 0, 255).reshape(smear.shape).astype(np.uint8)
 
 
@@ -182,7 +184,7 @@ def _far_gains(rng: np.random.Generator, k: int) -> np.ndarray:
 def _od_channels(smear: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Every channel's optical density scaled by its own far gain: the stain's hue and depth changed,
     the (near-zero density) background left white, so no white reference can undo it."""
-    rgb = 255.0 * np.exp(-_optical_density(smear) * _far_gains(rng, 3))
+    rgb = 255.0 * np.exp(-optical_density(smear) * _far_gains(rng, 3))
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 

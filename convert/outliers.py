@@ -33,9 +33,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB), as skimage's rgb_from_hed.
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+from convert.ood import HED_FROM_RGB, RGB_FROM_HED, optical_density
+
 #: The score's upper plateau: well above any content threshold (1.5-2.6), well inside the int8 output's
 #: range (~13), so the threshold keeps its resolution.
 CAP = 8.0
@@ -55,32 +54,28 @@ def _far(rng: np.random.Generator, k: int) -> np.ndarray:
     return np.where(rng.random(k) < 0.5, rng.uniform(*LOW, k), rng.uniform(*HIGH, k))
 
 
-def _od(rgb: np.ndarray) -> np.ndarray:
-    return -np.log(np.maximum(rgb.astype(np.float64), 1.0) / 255.0)
-
-
-def _from_od(od: np.ndarray) -> np.ndarray:
+def _from_density(od: np.ndarray) -> np.ndarray:
     return np.clip(255.0 * np.exp(-od), 0, 255).astype(np.uint8)
 
 
 def hed_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Haematoxylin and eosin amounts each scaled far (at least one of them)."""
-    hed = _od(rgb).reshape(-1, 3) @ _HED_FROM_RGB
+    hed = optical_density(rgb).reshape(-1, 3) @ HED_FROM_RGB
     gains = np.ones(3)
     gains[:2] = _far(rng, 2)
     if rng.random() < 0.3:  # only one of the two stains off
         gains[int(rng.integers(0, 2))] = rng.uniform(0.9, 1.1)
-    return _from_od((hed * gains) @ _RGB_FROM_HED).reshape(rgb.shape)
+    return _from_density((hed * gains) @ RGB_FROM_HED).reshape(rgb.shape)
 
 
 def channels_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Every channel's optical density scaled by its own far factor (hue and depth changed)."""
-    return _from_od(_od(rgb) * _far(rng, 3))
+    return _from_density(optical_density(rgb) * _far(rng, 3))
 
 
 def depth_far(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The whole stain far lighter or darker (one factor for every channel)."""
-    return _from_od(_od(rgb) * _far(rng, 1)[0])
+    return _from_density(optical_density(rgb) * _far(rng, 1)[0])
 
 
 FAMILIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from convert import calibrate as cal
-from convert import card, ood, verify
+from convert import card, ood, outliers, verify
 from convert.bundle import update_manifest, write_bundle
 from device.bundle import load_bundle
 from device.ensemble import Ensemble, apply_temperature
@@ -43,12 +43,6 @@ INT8_MAX_RATIO = 0.33
 #: headroom its output must keep above the threshold.
 UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
-
-
-def oe_cap() -> float:
-    from convert.outliers import CAP
-
-    return CAP
 
 
 def split_note(split: dict) -> str:
@@ -166,13 +160,19 @@ def _staged_bundle(
 
 
 def _content_statistics(
-    run, model, every: int, strides: tuple[int, ...], progress: bool, batch: int = 64, outliers: bool = False
+    run,
+    model,
+    every: int,
+    strides: tuple[int, ...],
+    progress: bool,
+    batch: int = 64,
+    with_outliers: bool = False,
 ) -> tuple[dict, list[dict], dict, dict | None]:
     """The content check's statistics (convert/content.py): pooled-embedding class means/covariance on
     every `every`-th training image (as preprocessed), and for each of `strides` those of the backbone's
     features at that stride on the same images plus one copy of each through the run's own training
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
-    held-out-class figures (pooled), and with `outliers` the stain-outlier head (convert/outliers.py)
+    held-out-class figures (pooled), and with `with_outliers` the stain-outlier head (convert/outliers.py)
     fitted on the same images, their augmented copies and one far re-colouring of each."""
     from tqdm import tqdm
 
@@ -185,7 +185,7 @@ def _content_statistics(
     layers = [content.mid_layer(model, s) for s in strides]
     feats = content.feature_model(model, layers) if layers else content.embedding_model(model)
     augment = None
-    if layers or outliers:
+    if layers or with_outliers:
         import tensorflow as tf
 
         from training.augment import make_augmenter
@@ -222,32 +222,27 @@ def _content_statistics(
             for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
-        if outliers:
-            from convert.outliers import recolour
-
-            pooled_far.append(embed(recolour(arrays, rng, run.white_reference))[0])
+        if with_outliers:
+            pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val_arrays = run.load_arrays(val_paths)
     val = embed(val_arrays)
     held_out = content.held_out_class(pooled_a, y, k, val[0], y_val)
     held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
+    stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
     head = None
-    if outliers:
-        from convert import outliers as oe
-
-        stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
-        head = oe.fit(np.concatenate([pooled_a, *pooled_aug]), np.concatenate(pooled_far), val[0])
-        val_far = embed(oe.recolour(val_arrays, np.random.default_rng(12345), run.white_reference))[0]
+    if with_outliers:
+        head = outliers.fit(np.concatenate([pooled_a, *pooled_aug]), np.concatenate(pooled_far), val[0])
+        val_far = embed(outliers.recolour(val_arrays, np.random.default_rng(12345), run.white_reference))[0]
         head["validation"] = {  # the step's half height: where it fires whatever the final threshold
-            "clean_fired": float((oe.scores(val[0], head) > oe.CAP / 2).mean()),
-            "far_fired": float((oe.scores(val_far, head) > oe.CAP / 2).mean()),
+            "clean_fired": float((outliers.scores(val[0], head) > outliers.CAP / 2).mean()),
+            "far_fired": float((outliers.scores(val_far, head) > outliers.CAP / 2).mean()),
             "n": len(val_paths),
         }
         log.info("stain-outlier head: %s", head["validation"])
     if not layers:
         return stats, [], held_out, head
-    stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
     mid_stats = []
     for j, layer in enumerate(layers):
         st = content.fit_statistics(np.concatenate(clean[j] + augmented[j]), np.concatenate([y, y]), k)
@@ -353,7 +348,7 @@ def convert_run(
     head = None
     if content_check:
         stats, mid_stats, held_out, head = _content_statistics(
-            run, model, content_every, content_strides, progress, outliers=stain_outliers
+            run, model, content_every, content_strides, progress, with_outliers=stain_outliers
         )
     export = model
     if cam or stats is not None:
@@ -403,7 +398,7 @@ def convert_run(
             colour_check=colour_check,
             ood_per_kind=ood_per_kind,
             progress=progress,
-            outlier_step=oe_cap() if head is not None else None,
+            outlier_step=outliers.CAP if head is not None else None,
         )
         del test_x
 

@@ -124,7 +124,7 @@ class TFLiteModel:
         scale, zero = self._dist_q
         return (float(np.iinfo(self._dist_dtype).max) - zero) * (scale or 1.0)
 
-    def _dequant(self, arr: np.ndarray, q: tuple[float, int], dtype) -> np.ndarray:
+    def _dequant(self, arr: np.ndarray, q: tuple[float, int]) -> np.ndarray:
         if arr.dtype.kind in "iu":  # the tensor's own dtype (np.issubdtype costs more than the maths)
             scale, zero = q
             return (arr.astype(np.float32) - zero) * np.float32(scale or 1.0)
@@ -157,12 +157,12 @@ class TFLiteModel:
             probs = self.interpreter.get_tensor(self._prob_idx)[0]
             cam = self.interpreter.get_tensor(self._cam_idx)[0] if (with_cam and self.has_cam) else None
             dist = self.interpreter.get_tensor(self._dist_idx)[0] if self.has_distance else None
-        p = self._dequant(probs, self._prob_q, self._prob_dtype)
-        d = float(self._dequant(dist, self._dist_q, self._dist_dtype)[0]) if dist is not None else None
+        p = self._dequant(probs, self._prob_q)
+        d = float(self._dequant(dist, self._dist_q)[0]) if dist is not None else None
         p = np.clip(p, 0.0, None)
         total = float(p.sum())
         p = p / total if total > 0 else np.full_like(p, 1.0 / len(p))
-        c = self._dequant(cam, self._cam_q, self._cam_dtype) if cam is not None else None
+        c = self._dequant(cam, self._cam_q) if cam is not None else None
         return RawOutput(p.astype(np.float32), c, d)
 
     def invoke_only(self, batch: np.ndarray) -> None:

@@ -169,6 +169,11 @@ class WhiteReference:
         self.gains = _gains(self.background, target)
         self.extrapolated = [c for c in range(3) if self.background[c] > 255.0]
 
+    @property
+    def applied_background(self) -> np.ndarray:
+        """The background's colour once `apply`d: the target, unless a gain hit its clamp."""
+        return np.minimum(self.background * self.gains, 255.0).astype(np.float32)
+
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """`rgb` (this frame, at any size) with its background mapped to the neutral target."""
         out = apply_gains(rgb, self.gains)

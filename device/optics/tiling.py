@@ -177,7 +177,6 @@ def plan_tiles(
             f"is {frame_um_per_px:.3g} µm/px right?"
         )
         return plan
-    background = None
     if white is None:
         scaled = rescale(rgb, factor)
     elif factor < 1.0 and not white.extrapolated:
@@ -185,8 +184,7 @@ def plan_tiles(
     else:
         rgb = white.apply(rgb)
         scaled = rescale(rgb, factor)
-    if white is not None:
-        background = np.minimum(white.background * white.gains, 255.0).astype(np.float32)
+    background = white.applied_background if white is not None else None
     sh, sw = scaled.shape[:2]
     plan.scaled_size = (sw, sh)
     if sw < tw or sh < th:
