@@ -114,3 +114,23 @@ def test_every_sample_slide_gives_a_plausible_size():
     assert sum(e.confident for e in ests) >= 12
     sizes = np.array([e.diameter_px for e in ests if e.confident])
     assert np.percentile(sizes, 75) / np.percentile(sizes, 25) < 1.25  # one dataset, one scale
+
+
+@pytest.mark.parametrize(("diameter", "confident"), [(7.5, True), (10.0, True), (15.0, False), (40.0, False)])
+def test_the_spread_gate_allows_the_blur_of_enlarging_tiny_cells(monkeypatch, diameter, confident):
+    """A spread between MAX_SPREAD and MAX_SPREAD_SMALL is confident only for cells under SMALL_CELL_PX."""
+    from device.optics import scale
+
+    spread = (scale.MAX_SPREAD + scale.MAX_SPREAD_SMALL) / 2
+    monkeypatch.setattr(scale, "_coarse", lambda rgb: diameter / 2)
+
+    def analyse(img, radii, **kw):
+        up = min(scale._MAX_UPSAMPLE, scale._TARGET_RADIUS / (diameter / 2))
+        return scale._Pass(radius=diameter / 2 * up, n_cells=50, spread=spread, fg_fraction=0.3)
+
+    monkeypatch.setattr(scale, "_analyse", analyse)
+    est = estimate_scale(np.full((200, 200, 3), 200, np.uint8))
+    assert est.diameter_px == pytest.approx(diameter, rel=0.01)
+    assert est.confident is confident, est
+    if not confident:
+        assert "inconsistent" in (est.reason or "")
