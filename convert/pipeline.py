@@ -173,7 +173,7 @@ def _content_statistics(
     features at that stride on the same images plus one copy of each through the run's own training
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
     held-out-class figures (pooled), and with `with_outliers` the stain-outlier head (convert/outliers.py)
-    fitted on the same images, their augmented copies and one far re-colouring of each."""
+    fitted on the same images, their augmented copies and COPIES far re-colourings of each."""
     from tqdm import tqdm
 
     from convert import content
@@ -208,7 +208,7 @@ def _content_statistics(
     clean: list[list[np.ndarray]] = [[] for _ in layers]  # per layer: batches of the images as they are
     augmented: list[list[np.ndarray]] = [[] for _ in layers]  # ... and of one augmented copy of each
     pooled_aug: list[np.ndarray] = []  # pooled features of the augmented copies (outlier head: familiar)
-    pooled_far: list[np.ndarray] = []  # ... and of one far re-colouring of each (outlier head: outliers)
+    pooled_far: list[np.ndarray] = []  # ... and of COPIES far re-colourings of each (outlier head: outliers)
     rng = np.random.default_rng(int(run.config.get("seed", 0)) + 7)
     log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
     for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
@@ -223,7 +223,8 @@ def _content_statistics(
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
         if with_outliers:
-            pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
+            for _ in range(outliers.COPIES):
+                pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val_arrays = run.load_arrays(val_paths)
@@ -292,7 +293,8 @@ def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | No
         v = head["validation"]
         note += (
             f"; max with a stain-outlier score (convert/outliers.py: logistic regression on the pooled "
-            f"embedding, {n} training images and their augmented copies vs one far re-colouring of each; "
+            f"embedding, {n} training images and their augmented copies vs {outliers.COPIES} far "
+            "re-colourings of each; "
             f"operating logit {head['operating_logit']:.2f}: fires on {v['clean_fired']:.1%} of the clean "
             f"and {v['far_fired']:.1%} of re-coloured validation images, float features)"
         )
