@@ -11,7 +11,7 @@ resized to the model's input, i.e. µm/px = U x 288 / 224 for 224 px images):
 - `mosaic 1x`: 2x2 mosaics of four test images of one class (same scale, four times the area);
 - `0.5x`, `0.75x`, `1.5x`, `2x`: those mosaics resized by m (a camera with more pixels at a higher
   magnification, fewer at a lower one): at the models' scale every rendered image holds 2x2 tiles;
-- `tint r/b`: the native images with red and blue gains (white balance), 0.8-1.25.
+- `tint r/b`: the native images with red and blue gains (white balance), 0.8-1.25 (`--tints` for others).
 Test images: the shipped models' `report/test_split.txt` (seeded per-image split), grouped by class
 into mosaics in file order. Writes `<out>.json` and `<out>.md` (the table).
 """
@@ -65,7 +65,7 @@ def resize(rgb: np.ndarray, m: float) -> np.ndarray:
     return cv2.resize(rgb, (round(w * m), round(h * m)), interpolation=interp)
 
 
-def render(items: list[tuple[str, Path]], root: Path, limit: int | None) -> dict[str, dict]:
+def render(items: list[tuple[str, Path]], root: Path, limit: int | None, tints=TINTS) -> dict[str, dict]:
     """Render every condition into root/<condition>/<label>/*.png; returns {condition: info}."""
     by_label: dict[str, list[np.ndarray]] = {}
     native = []
@@ -98,7 +98,7 @@ def render(items: list[tuple[str, Path]], root: Path, limit: int | None) -> dict
         conds[name] = {"m": m, "kind": "mosaic"}
         for label, stem, mo in mosaics:
             write(root / name / label / f"{stem}.png", resize(mo, m))
-    for r, b in TINTS:
+    for r, b in tints:
         name = f"tint r{r:g} b{b:g}"
         conds[name] = {"m": 1.0, "kind": "tint", "gains": [r, 1.0, b]}
         for label, stem, rgb in native:
@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-um-per-px", type=float, help="the models' µm/px (default: their manifest)")
     ap.add_argument("--no-scale-check", action="store_true", help="[quality] scale_check = false")
     ap.add_argument("--conditions", help="comma list of condition names, in this order (default: all)")
+    ap.add_argument(
+        "--tints",
+        help="red/blue gain pairs, e.g. 1.25/0.8,1/1.25 (default: "
+        + ",".join(f"{r:g}/{b:g}" for r, b in TINTS)
+        + ")",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "acquisition_eval")
     args = ap.parse_args(argv)
     dirs = args.model or [str(d) for d in default_bundle_dirs()]
@@ -173,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = ens.models[0].manifest.input
     rows = []
     with tempfile.TemporaryDirectory(prefix="acq-eval-") as tmp:
-        conds = render(items, Path(tmp), args.limit)
+        tints = TINTS
+        if args.tints:
+            tints = tuple(tuple(float(v) for v in pair.split("/")) for pair in args.tints.split(","))
+        conds = render(items, Path(tmp), args.limit, tints)
         order = args.conditions.split(",") if args.conditions else list(conds)
         for name in order:  # in the order asked: a run cut short keeps the most wanted rows
             info = conds[name]

@@ -86,6 +86,7 @@ class CameraConfig:
 @dataclass
 class OpticsConfig:
     rbc_diameter_um: float = 7.5  # the red-cell ruler of device/optics/scale.py
+    clipped_white_choice: bool = True  # device/optics/analyse.py: a clipped background's alternatives
 
     def check(self) -> None:
         _need(4.0 <= self.rbc_diameter_um <= 12.0, "optics", "rbc_diameter_um", "must be in 4..12 µm")

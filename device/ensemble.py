@@ -259,6 +259,25 @@ class Ensemble:
         """`colour_reasons` of one model-scale tile (thread-safe; the daemon's gate runs it)."""
         return self._colour_reasons(self.tile_inputs(tile))
 
+    def unfamiliarity(self, tiles: Sequence[np.ndarray]) -> tuple[int, float]:
+        """How unlike the training images model-scale `tiles` look to the members' content and energy
+        checks: (how many of those checks fire, summed over tiles and members; the sum of each content
+        distance over its threshold). Lower is more familiar; compares renderings of one frame."""
+        fired, ratio = 0, 0.0
+        for tile in tiles:
+            prepared = self.tile_inputs(tile)
+            for m in self.models:
+                name = m.manifest.name
+                floor = self.ood_floors.get(name)
+                limit = self.content_thresholds.get(name)
+                out = m.predict(prepared[_input_key(m.manifest.input)], with_cam=floor is not None)
+                if floor is not None and out.cam is not None and energy(out.cam) < floor:
+                    fired += 1
+                if limit is not None and out.ood_distance is not None:
+                    fired += int(out.ood_distance > limit)
+                    ratio += out.ood_distance / limit
+        return fired, ratio
+
     def classify_tiles(
         self,
         tiles: Sequence[np.ndarray],

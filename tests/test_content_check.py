@@ -118,6 +118,11 @@ def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: P
     pred = ens.classify(noise, with_cam=False)
     assert pred.abstained and "content unlike the training cells" in pred.reason
     assert not ens.classify(images[0], with_cam=False).abstained
+    # what the field classifier compares renderings of one frame by: checks firing, then distances
+    fired, ratio = ens.unfamiliarity([noise, images[0]])
+    d_image = m.predict(images[0]).ood_distance
+    assert fired == 1 and ratio == pytest.approx((d_noise + d_image) / limit, rel=1e-3)
+    assert ens.unfamiliarity([images[0]]) < ens.unfamiliarity([noise])
     off = Ensemble([TFLiteModel(load_bundle(out))], threshold=0.0, content_check=False)
     assert not off.classify(noise, with_cam=False).abstained
 

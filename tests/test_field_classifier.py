@@ -160,3 +160,57 @@ def test_scale_check_looks_at_a_centre_square_then_one_twice_as_wide():
 
     um, _ = estimate_um_per_px(frame, rbc_um=7.5, expected_um_per_px=0.5, estimator=only_the_whole)
     assert seen == [(160, 160), (320, 320)] and um == pytest.approx(0.5)
+
+
+def _warm(fc: FieldClassifier, frame: np.ndarray) -> np.ndarray:
+    """A warm camera's frame (red clipped in the background); its red background is taken as 300,
+    i.e. extrapolated (how far is device/optics/colour.py's business, tested there)."""
+    from device.optics.colour import WhiteReference, apply_gains
+
+    fc.white_reference = "background"  # as the shipped bundles declare
+    fc._white = lambda rgb: WhiteReference(np.array([300.0, 236.0, 205.0]))
+    return apply_gains(frame, (1.3, 1.0, 0.85))
+
+
+def test_a_clipped_background_is_classified_at_the_white_the_models_know_best(fields, monkeypatch):
+    fc = fields(0.25, RedCells(0.5, 400))
+    warm = _warm(fc, smear(400, 300, 0.5, [(0.5, 0.5)]))
+    seen: list[float] = []
+
+    def unfamiliarity(tiles):  # these "models" know best the rendering whose tiles are least red
+        red = float(np.mean([t[..., 0].mean() for t in tiles]))
+        seen.append(red)
+        return 0, red
+
+    monkeypatch.setattr(fc.ensemble, "unfamiliarity", unfamiliarity)
+    prepared = fc.prepare(warm, 0.5)
+    assert prepared.white.extrapolated and len(prepared.alternatives) >= 2
+    options = [prepared.white, *(w for w, _ in prepared.alternatives)]
+    a = fc.classify(prepared)
+    assert len(seen) == len(options) and a.prepared.white_candidates == len(options)
+    assert a.prepared.white is options[int(np.argmin(seen))]
+    assert a.prepared.white.background[0] == max(w.background[0] for w in options)  # the least red
+    assert a.field.state in ("classified", "uncertain") and not a.prepared.alternatives
+    record = a.to_dict()["white_reference"]
+    assert record["extrapolated"] == ["R"] and record["candidates"] == len(options)
+    tile = a.prepared.plan.selected[0].rgb
+    assert tile[..., 0].mean() == pytest.approx(min(seen), abs=1e-6)
+
+
+def test_ties_keep_the_measured_white_and_the_choice_can_be_switched_off(fields, monkeypatch):
+    fc = fields(0.25, RedCells(0.5, 400))
+    warm = _warm(fc, smear(400, 300, 0.5, [(0.5, 0.5)]))
+    monkeypatch.setattr(fc.ensemble, "unfamiliarity", lambda tiles: (0, 1.0))
+    prepared = fc.prepare(warm, 0.5)
+    measured = prepared.white
+    assert fc.classify(prepared).prepared.white is measured
+    off = fields(0.25, RedCells(0.5, 400), clipped_white_choice=False)
+    _warm(off, warm)
+    p = off.prepare(warm, 0.5)
+    assert p.white.extrapolated and not p.alternatives
+    assert off.classify(p).prepared.white_candidates == 1
+    # a frame whose background is not clipped has nothing to choose between
+    plain = fields(0.25, RedCells(0.5, 400))
+    plain.white_reference = "background"
+    p = plain.prepare(smear(400, 300, 0.5, [(0.5, 0.5)]), 0.5)
+    assert p.white is not None and not p.white.extrapolated and not p.alternatives

@@ -131,3 +131,18 @@ def test_an_unclipped_background_is_the_reference_as_it_reads():
         rgb = read_image(path)
         dim = apply_gains(rgb, (0.9, 0.9, 0.9))  # nothing clipped: nothing to extrapolate
         assert np.array_equal(reference_white(dim), estimate_background(dim)), path.name
+
+
+def test_a_clipped_background_offers_its_neighbouring_guesses():
+    from device.optics.colour import _MAX_EXTRAPOLATION, WhiteReference
+
+    ref = WhiteReference(np.array([290.0, 240.0, 230.0]))
+    alts = ref.alternatives()
+    reds = [w.background[0] for w in alts]
+    assert len(alts) == 3 and len(set(reds)) == 3 and 290.0 not in reds
+    assert all(255.0 <= r <= 255.0 * _MAX_EXTRAPOLATION + 1e-3 for r in reds)
+    assert all(np.array_equal(w.background[1:], ref.background[1:]) for w in alts)  # red only
+    assert min(reds) == pytest.approx(290.0 * np.exp(-0.1), rel=1e-5)
+    edge = WhiteReference(np.array([350.0, 240.0, 230.0])).alternatives()  # near the ceiling
+    assert [w.background[0] for w in edge] == pytest.approx([350.0 * np.exp(-0.1), 357.0])
+    assert WhiteReference(np.array([250.0, 240.0, 230.0])).alternatives() == []  # nothing clipped

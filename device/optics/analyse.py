@@ -39,6 +39,8 @@ from device.optics.tiling import TilePlan, TileSpec, plan_tiles, stitch_heatmap
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
+#: How many of a frame's most nucleated tiles decide between white references (`settle_white`).
+_WHITE_PROBE_TILES = 2
 ScaleArg = float | str | None
 
 
@@ -53,13 +55,20 @@ class AcquisitionSettings:
     scale_check: bool = True
     scale_tolerance: float = 0.2
     rbc_um: float = 7.5
+    clipped_white_choice: bool = True
 
     @classmethod
     def from_config(cls, config) -> AcquisitionSettings:
-        t, q = config.tiling, config.quality
-        rbc = config.optics.rbc_diameter_um
+        t, q, o = config.tiling, config.quality, config.optics
         return cls(
-            t.overlap, t.max_tiles, t.min_cover, t.min_nucleus_um2, q.scale_check, q.scale_tolerance, rbc
+            t.overlap,
+            t.max_tiles,
+            t.min_cover,
+            t.min_nucleus_um2,
+            q.scale_check,
+            q.scale_tolerance,
+            o.rbc_diameter_um,
+            o.clipped_white_choice,
         )
 
 
@@ -93,6 +102,11 @@ class Prepared:
     prepare_ms: float = 0.0
     check_ms: float = 0.0
     deferred: tuple | None = None  # (rgb, expected µm/px, what, suffix) of a check not run yet
+    white: WhiteReference | None = None  # the white reference the tiles were cut with
+    # other renderings of a frame whose clipped background was extrapolated: (reference, plan); the
+    # classifier keeps the one its models find most familiar (`FieldClassifier.settle_white`)
+    alternatives: list[tuple[WhiteReference, TilePlan]] = field(default_factory=list)
+    white_candidates: int = 1  # how many references were compared (1: no choice was made)
 
 
 @dataclass
@@ -126,6 +140,8 @@ class FieldAnalysis:
             "tiles_abstained": self.field.n_abstained,
             "rule": RULE,
         }
+        if p.white is not None:
+            out["white_reference"] = {**p.white.describe(), "candidates": p.white_candidates}
         if outlines and p.plan is not None:
             out["outlines"] = p.plan.outlines(self.tile_labels())
         return out
@@ -237,11 +253,14 @@ class FieldClassifier:
             plan = plan_tiles(rgb, um, spec, white)
         if plan is not None and plan.refused:
             refused = plan.refused
-        prepared = Prepared(plan, um, src, check, refused, rgb)
+        prepared = Prepared(plan, um, src, check, refused, rgb, white=white)
+        if refused is None and plan is not None and white is not None and self.settings.clipped_white_choice:
+            frame_um = um if spec.um_per_px is not None else None
+            prepared.alternatives = [(w, plan_tiles(rgb, frame_um, spec, w)) for w in white.alternatives()]
         prepared.deferred = deferred if refused is None else None
         if not defer_check:
             self.run_check(prepared)
-        if prepared.refused is None and plan is not None:
+        if prepared.refused is None and plan is not None and not prepared.alternatives:
             prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
         prepared.prepare_ms = (time.perf_counter() - t0) * 1000
         return prepared
@@ -266,10 +285,11 @@ class FieldClassifier:
     def classify(self, prepared: Prepared, *, with_cam: bool = True) -> FieldAnalysis:
         """Interpreter + field rule + stitched heatmap."""
         labels = self.ensemble.label_ids
-        plan = prepared.plan
         t0 = time.perf_counter()
-        if prepared.refused is not None or plan is None:
+        if prepared.refused is not None or prepared.plan is None:
             return self.refused(prepared)
+        self.settle_white(prepared)
+        plan = prepared.plan
         tiles = plan.selected
         preds = self.ensemble.classify_tiles(
             [t.rgb for t in tiles], with_cam=with_cam, prechecks=prepared.prechecks or None
@@ -287,6 +307,29 @@ class FieldClassifier:
             else:
                 pred.cam, heat_base = stitch_heatmap(plan, cams), prepared.image
         return FieldAnalysis(prepared, fr, pred, heat_base, ms)
+
+    def settle_white(self, prepared: Prepared) -> Prepared:
+        """Choose among `prepared.alternatives` (a clipped background's neighbouring white references,
+        `device/optics/colour.py`): the rendering whose most nucleated tiles (up to `_WHITE_PROBE_TILES`)
+        the models' content and energy checks find most familiar (fewest checks firing, then the lowest
+        content distances); the measured estimate wins ties. A rendering with no nucleated tile is never
+        chosen over one with. Runs the interpreters, so it belongs to the classifier's thread."""
+        if not prepared.alternatives:
+            return prepared
+        options = [(prepared.white, prepared.plan), *prepared.alternatives]
+        prepared.alternatives = []
+        prepared.white_candidates = len(options)
+
+        def score(plan: TilePlan) -> tuple:
+            if plan.refused or not plan.selected:
+                return (1, 0, 0.0)
+            return (0, *self.ensemble.unfamiliarity([t.rgb for t in plan.selected[:_WHITE_PROBE_TILES]]))
+
+        scores = [score(p) for _, p in options]
+        best = min(range(len(options)), key=lambda i: (scores[i], i))
+        prepared.white, prepared.plan = options[best]
+        prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in prepared.plan.selected]
+        return prepared
 
     def refused(self, prepared: Prepared) -> FieldAnalysis:
         """The result of a frame that is not classified (`prepared.refused` says why)."""

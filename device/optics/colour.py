@@ -16,10 +16,12 @@ only known to be at least 255 (a censored value). For red it is then taken as th
 stained pixels' red/green ratio after the reference no redder than a typical May-Grünwald-Giemsa smear's
 upper quartile (`_CENSORED_LOG_RATIO`), never less than 255 and at most `_MAX_EXTRAPOLATION` times it;
 pixels saturated in red are then rebuilt no less than their other channels' lower one (a saturated
-background comes out neutral, not cyan; `_rebuild_clipped`). A channel not clipped in the background is
-never touched by this, so stain shifts stay visible to the colour check; a clipped red channel's excess
-red is taken as the camera's. Green (the ratio's reference, clipped in most B-ALL training images) and
-blue stay at 255 when clipped.
+background comes out neutral, not cyan; `_rebuild_clipped`). That value is a guess (the stain's own
+colour varies between smears): `WhiteReference.alternatives` offers the neighbouring guesses and the
+field classifier keeps the one whose tiles the models find most familiar. A channel not clipped in the
+background is never touched by this, so stain shifts stay visible to the colour check; a clipped red
+channel's excess red is taken as the camera's. Green (the ratio's reference, clipped in most B-ALL
+training images) and blue stay at 255 when clipped.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ _GAIN_RANGE = (0.5, 3.0)
 _CENSORED_LOG_RATIO = {0: -0.028}
 #: A clipped background is raised by at most this factor (a white-balance gain of ~1.4).
 _MAX_EXTRAPOLATION = 1.4
+#: The extrapolation is a guess within the stain's own variation: on the test split under red gains
+#: 1.12-1.32 its log error spans -0.21 to +0.12 (1st-99th percentile; median -0.02, it errs low by design),
+#: and an image left ~15% too red looks unfamiliar to the models. So a frame whose background was
+#: extrapolated also gets references at these log steps from the estimate (`WhiteReference.alternatives`)
+#: and the models' content and energy checks pick the one they know best (`device/optics/analyse.py`).
+CLIPPED_ALTERNATIVES = (-0.1, 0.1, 0.2)
 #: Stained pixels: mean of the referenced channels below this fraction of the background.
 _STAINED_BELOW = 0.85
 #: Fewer stained, unclipped pixels than this in the sample: no extrapolation (nothing to read it from).
@@ -166,8 +174,34 @@ class WhiteReference:
 
     def __init__(self, background: np.ndarray, target: float = WHITE_LEVEL):
         self.background = np.asarray(background, np.float32)
+        self.target = float(target)
         self.gains = _gains(self.background, target)
         self.extrapolated = [c for c in range(3) if self.background[c] > 255.0]
+
+    def alternatives(self) -> list[WhiteReference]:
+        """Other plausible references when a clipped channel was extrapolated (else none): its
+        background moved by each `CLIPPED_ALTERNATIVES` log step, kept within 255 and
+        `_MAX_EXTRAPOLATION` x 255, duplicates dropped. The caller decides between them
+        (`device/optics/analyse.py`: the one whose tiles look most familiar to the models)."""
+        out: list[WhiteReference] = []
+        seen = {tuple(np.round(self.background, 1))}
+        for step in CLIPPED_ALTERNATIVES if self.extrapolated else ():
+            bg = self.background.copy()
+            for c in self.extrapolated:
+                bg[c] = float(np.clip(bg[c] * np.exp(step), 255.0, 255.0 * _MAX_EXTRAPOLATION))
+            key = tuple(np.round(bg, 1))
+            if key not in seen:
+                seen.add(key)
+                out.append(WhiteReference(bg, self.target))
+        return out
+
+    def describe(self) -> dict:
+        """For records: the background read (clipped channels extrapolated) and the gains applied."""
+        return {
+            "background": [round(float(v), 1) for v in self.background],
+            "gains": [round(float(v), 4) for v in self.gains],
+            "extrapolated": ["RGB"[c] for c in self.extrapolated],
+        }
 
     @property
     def applied_background(self) -> np.ndarray:

@@ -570,6 +570,8 @@ class Pipeline:
             q["scale_check"] = a["scale_check"]
             q["tiles"] = a["tiles"]
             q["tile_labels"] = a["tile_labels"]
+            if "white_reference" in a:  # the white the tiles were classified at (a clipped red's choice)
+                q["white_reference"] = a["white_reference"]
         return q
 
     def _housekeeping(self) -> None:
