@@ -146,3 +146,17 @@ def test_a_clipped_background_offers_its_neighbouring_guesses():
     edge = WhiteReference(np.array([350.0, 240.0, 230.0])).alternatives()  # near the ceiling
     assert [w.background[0] for w in edge] == pytest.approx([350.0 * np.exp(-0.1), 357.0])
     assert WhiteReference(np.array([250.0, 240.0, 230.0])).alternatives() == []  # nothing clipped
+
+
+def test_a_background_clipped_in_blue_is_censored_and_offers_only_higher_guesses():
+    from device.optics.colour import WhiteReference, measure_white
+
+    blue = WhiteReference(np.array([240.0, 236.0, 255.0]), censored=[2])
+    assert [round(float(w.background[2]), 1) for w in blue.alternatives()] == [281.8, 311.5]
+    both = WhiteReference(np.array([290.0, 236.0, 255.0]), censored=[2])
+    assert both.censored == [0, 2] and len(both.alternatives()) == 4 * 3 - 1
+    for path in SAMPLES[::3]:
+        rgb = read_image(path)
+        ref = measure_white(apply_gains(rgb, (1.0, 1.0, 1.3)))  # a cool camera clips blue
+        assert 2 in ref.censored and 2 not in ref.extrapolated, path.name
+        assert measure_white(apply_gains(rgb, (0.9, 0.9, 0.9))).censored == [], path.name

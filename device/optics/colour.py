@@ -26,6 +26,8 @@ training images) and blue stay at 255 when clipped.
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 
@@ -91,16 +93,28 @@ def stained_pixels(small: np.ndarray, bg: np.ndarray) -> np.ndarray | None:
     return pix if len(pix) >= _MIN_STAINED else None
 
 
-def _extrapolate_clipped(small: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """`bg` with a background channel clipped at 255 (red) raised to its most plausible value."""
-    out = bg.copy()
-    clipped = [c for c in _CENSORED_LOG_RATIO if bg[c] >= 254.5]
-    if not clipped:
-        return out
-    gb = small[:, 1].astype(np.int32) + small[:, 2]
+def _censored(small: np.ndarray, bg: np.ndarray) -> list[int]:
+    """The colour channels (red, blue) whose background is clipped for real: it reads 255 and so do at
+    least `_MIN_CLIPPED_BRIGHT` of the brightest 30% of pixels by their other two channels. Its true
+    level is only known to be at least 255. Green is not counted: it reads 255 in most training images."""
+    out = []
     k = max(1, int(len(small) * 0.3))
-    bright = small[np.argpartition(gb, len(small) - k)[len(small) - k :]]
-    clipped = [c for c in clipped if (bright[:, c] == 255).mean() >= _MIN_CLIPPED_BRIGHT]
+    for c in (0, 2):
+        if bg[c] < 254.5:
+            continue
+        a, b = (j for j in range(3) if j != c)
+        others = small[:, a].astype(np.int32) + small[:, b]
+        bright = small[np.argpartition(others, len(small) - k)[len(small) - k :]]
+        if (bright[:, c] == 255).mean() >= _MIN_CLIPPED_BRIGHT:
+            out.append(c)
+    return out
+
+
+def _extrapolate_clipped(small: np.ndarray, bg: np.ndarray, censored: list[int]) -> np.ndarray:
+    """`bg` with a `censored` background channel that has a prior (red) raised to its most plausible
+    value."""
+    out = bg.copy()
+    clipped = [c for c in censored if c in _CENSORED_LOG_RATIO]
     if not clipped:
         return out
     pix = stained_pixels(small, bg)
@@ -131,9 +145,18 @@ def reference_white(rgb: np.ndarray) -> np.ndarray | None:
     the background extrapolated above 255 from the stained pixels (module docstring), or None."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
+    found = _reference(rgb)
+    return None if found is None else found[0]
+
+
+def _reference(rgb: np.ndarray) -> tuple[np.ndarray, list[int]] | None:
+    """(`reference_white`, the censored channels) or None."""
     small = _small(rgb).reshape(-1, 3)
     bg = _background_pool(small)
-    return None if bg is None else _extrapolate_clipped(small, bg)
+    if bg is None:
+        return None
+    censored = _censored(small, bg)
+    return _extrapolate_clipped(small, bg, censored), censored
 
 
 def _gains(bg: np.ndarray, target: float) -> np.ndarray:
@@ -172,27 +195,42 @@ class WhiteReference:
     that map it to a neutral `target`. Measured once per frame and applied to the frame or to a rescaled
     copy of it (the tiling path rescales first, so the lookup runs on fewer pixels)."""
 
-    def __init__(self, background: np.ndarray, target: float = WHITE_LEVEL):
+    def __init__(
+        self, background: np.ndarray, target: float = WHITE_LEVEL, censored: list[int] | None = None
+    ):
         self.background = np.asarray(background, np.float32)
         self.target = float(target)
         self.gains = _gains(self.background, target)
         self.extrapolated = [c for c in range(3) if self.background[c] > 255.0]
+        #: channels whose background is clipped in the frame (true level >= 255; red may be extrapolated)
+        self.censored = sorted(set(censored or []) | set(self.extrapolated))
 
     def alternatives(self) -> list[WhiteReference]:
-        """Other plausible references when a clipped channel was extrapolated (else none): its
-        background moved by each `CLIPPED_ALTERNATIVES` log step, kept within 255 and
-        `_MAX_EXTRAPOLATION` x 255, duplicates dropped. The caller decides between them
-        (`device/optics/analyse.py`: the one whose tiles look most familiar to the models)."""
+        """Other plausible references when the background is clipped in a channel (else none): each
+        censored channel's background moved by the `CLIPPED_ALTERNATIVES` log steps (a channel read as
+        255 has no estimate to err below: only the steps up), kept within 255 and `_MAX_EXTRAPOLATION`
+        x 255; with two such channels every combination; duplicates dropped. The caller decides between
+        them (`device/optics/analyse.py`: the one whose tiles look most familiar to the models)."""
+        per_channel = []
+        for c in self.censored:
+            start = float(self.background[c])
+            steps = (
+                (0.0, *CLIPPED_ALTERNATIVES)
+                if start > 255.0
+                else (0.0, *(d for d in CLIPPED_ALTERNATIVES if d > 0))
+            )
+            per_channel.append(
+                [float(np.clip(start * np.exp(d), 255.0, 255.0 * _MAX_EXTRAPOLATION)) for d in steps]
+            )
         out: list[WhiteReference] = []
         seen = {tuple(np.round(self.background, 1))}
-        for step in CLIPPED_ALTERNATIVES if self.extrapolated else ():
+        for values in itertools.product(*per_channel) if per_channel else ():
             bg = self.background.copy()
-            for c in self.extrapolated:
-                bg[c] = float(np.clip(bg[c] * np.exp(step), 255.0, 255.0 * _MAX_EXTRAPOLATION))
+            bg[self.censored] = values
             key = tuple(np.round(bg, 1))
             if key not in seen:
                 seen.add(key)
-                out.append(WhiteReference(bg, self.target))
+                out.append(WhiteReference(bg, self.target, self.censored))
         return out
 
     def describe(self) -> dict:
@@ -201,6 +239,7 @@ class WhiteReference:
             "background": [round(float(v), 1) for v in self.background],
             "gains": [round(float(v), 4) for v in self.gains],
             "extrapolated": ["RGB"[c] for c in self.extrapolated],
+            "clipped": ["RGB"[c] for c in self.censored],
         }
 
     @property
@@ -218,8 +257,10 @@ class WhiteReference:
 
 def measure_white(rgb: np.ndarray, target: float = WHITE_LEVEL) -> WhiteReference | None:
     """The frame's `WhiteReference`, or None when no background is seen (leave the frame as it is)."""
-    bg = reference_white(rgb)
-    return None if bg is None else WhiteReference(bg, target)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
+    found = _reference(rgb)
+    return None if found is None else WhiteReference(found[0], target, found[1])
 
 
 def normalise_background(rgb: np.ndarray, target: float = WHITE_LEVEL) -> np.ndarray:
