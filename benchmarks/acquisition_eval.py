@@ -39,7 +39,7 @@ from device.paths import default_bundle_dirs  # noqa: E402
 from device.preprocess import read_image  # noqa: E402
 
 SCALES = (0.5, 0.75, 1.5, 2.0)
-TINTS = ((1.25, 0.8), (0.8, 1.25), (1.12, 0.85))
+TINTS = ((1.25, 0.8), (0.8, 1.25), (1.12, 0.85), (1.25, 1.0), (1.0, 1.25), (1.25, 1.25), (0.8, 0.8))
 
 
 def test_items(data: Path, split_file: Path) -> list[tuple[str, Path]]:

@@ -27,7 +27,7 @@ def test_export_then_train_on_two_sources(tmp_path: Path, capsys) -> None:
     argv = ["train", "--data", str(tmp_path / "original"), "--data", str(export), "--out", str(run)]
     argv += ["--backbone", "mobilenetv2", "--alpha", "0.35", "--size", "32", "--weights", "none"]
     argv += ["--epochs-head", "3", "--epochs-finetune", "0", "--batch", "16", "--seed", "0"]
-    assert main([*argv, "--no-baselines", "--quiet"]) == 0
+    assert main([*argv, "--no-baselines", "--quiet", "--eager"]) == 0
 
     metrics = json.loads((run / "metrics.json").read_text())
     per_source = metrics["per_source"]

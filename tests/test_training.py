@@ -124,7 +124,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     run = tmp_path / "run"
     argv = ["train", "--data", str(data), "--out", str(run), "--backbone", "mobilenetv2", "--alpha", "0.35"]
     argv += ["--size", "32", "--weights", "none", "--epochs-head", "2", "--epochs-finetune", "1"]
-    argv += ["--finetune-layers", "10", "--batch", "8", "--seed", "3", "--quiet"]
+    argv += ["--finetune-layers", "10", "--batch", "8", "--seed", "3", "--quiet", "--eager"]
     assert main(argv) == 0
     expected = (
         "config.json split.json dataset_report.json history.csv training_curves.png confusion_matrix.png"
@@ -174,6 +174,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
         "0",
         "--no-baselines",
         "--quiet",
+        "--eager",
     ]
     assert main(argv2) == 0
     first = json.loads((run / "split.json").read_text())
@@ -186,7 +187,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "3", "--finetune-layers", "5"]
     # a wall-clock budget far shorter than one epoch: the first epoch completes, then training stops
     argv3 += ["--finetune-minutes", "0.0001"]
-    assert main([*argv3, "--no-baselines", "--quiet"]) == 0
+    assert main([*argv3, "--no-baselines", "--quiet", "--eager"]) == 0
     prov3 = json.loads((cont / "provenance.json").read_text())
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
     assert prov3["epochs_total"] == {"head": 2, "finetune": 2}

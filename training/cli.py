@@ -110,6 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--init-model", metavar="MODEL_KERAS", help="start from this model.keras (skips the head phase)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="run Keras eagerly (no graph tracing): twice as fast for a tiny run of a few dozen steps "
+        "(tests, smoke checks), far slower for real training",
+    )
     p.set_defaults(func=run)
 
 

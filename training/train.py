@@ -83,6 +83,7 @@ class TrainConfig:
     init_model: str | None = None
     dataset_citation: str = DATASET_CITATION
     verbose: int = 1
+    eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -262,6 +263,7 @@ def train(cfg: TrainConfig) -> dict:
                     optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
                     loss=loss,
                     metrics=["accuracy"],
+                    run_eagerly=cfg.eager,
                 )
             train_ds = (
                 train_aug
@@ -289,6 +291,7 @@ def train(cfg: TrainConfig) -> dict:
                     optimizer=_optimizer(cfg.optimizer, _lr(cfg, cfg.lr_head, cfg.epochs_head, steps)),
                     loss=loss,
                     metrics=["accuracy"],
+                    run_eagerly=cfg.eager,
                 )
             onehot = np.eye(k, dtype="float32")
             hist = head.fit(
@@ -328,7 +331,12 @@ def train(cfg: TrainConfig) -> dict:
                 lr = cfg.lr_finetune / 100
             else:
                 lr = _lr(cfg, cfg.lr_finetune, cfg.epochs_finetune, steps, cfg.warmup_epochs)
-            model.compile(optimizer=_optimizer(cfg.optimizer, lr), loss=loss, metrics=["accuracy"])
+            model.compile(
+                optimizer=_optimizer(cfg.optimizer, lr),
+                loss=loss,
+                metrics=["accuracy"],
+                run_eagerly=cfg.eager,
+            )
         log.info("fine-tuning %d weighted layers of the backbone (BatchNorm frozen)", unfrozen)
         callbacks = [
             keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True),
