@@ -29,7 +29,7 @@ def tiny():
     labels = np.arange(48) % 4
     images = np.stack([synth_smear(LABELS[i], rng, SIZE) for i in labels])
     model = build_model(SIZE, len(LABELS), seed=1)
-    fit_tiny(model, images.astype(np.float32), labels, epochs=8)
+    fit_tiny(model, images.astype(np.float32), labels, epochs=16)
     return model, images
 
 

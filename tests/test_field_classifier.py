@@ -180,7 +180,7 @@ def test_a_clipped_background_is_classified_at_the_white_the_models_know_best(fi
     def unfamiliarity(tiles):  # these "models" know best the rendering whose tiles are least red
         red = float(np.mean([t[..., 0].mean() for t in tiles]))
         seen.append(red)
-        return 0, red
+        return int(red > min(seen) + 0.5 or len(seen) == 1), red  # the measured one fires a check
 
     monkeypatch.setattr(fc.ensemble, "unfamiliarity", unfamiliarity)
     prepared = fc.prepare(warm, 0.5)
@@ -200,7 +200,8 @@ def test_a_clipped_background_is_classified_at_the_white_the_models_know_best(fi
 def test_ties_keep_the_measured_white_and_the_choice_can_be_switched_off(fields, monkeypatch):
     fc = fields(0.25, RedCells(0.5, 400))
     warm = _warm(fc, smear(400, 300, 0.5, [(0.5, 0.5)]))
-    monkeypatch.setattr(fc.ensemble, "unfamiliarity", lambda tiles: (0, 1.0))
+    distances = iter([5.0, 1.0, 0.5, 2.0])  # the measured one is the farthest, but no check fires
+    monkeypatch.setattr(fc.ensemble, "unfamiliarity", lambda tiles: (0, next(distances)))
     prepared = fc.prepare(warm, 0.5)
     measured = prepared.white
     assert fc.classify(prepared).prepared.white is measured

@@ -310,10 +310,13 @@ class FieldClassifier:
 
     def settle_white(self, prepared: Prepared) -> Prepared:
         """Choose among `prepared.alternatives` (a clipped background's neighbouring white references,
-        `device/optics/colour.py`): the rendering whose most nucleated tiles (up to `_WHITE_PROBE_TILES`)
-        the models' content and energy checks find most familiar (fewest checks firing, then the lowest
-        content distances); the measured estimate wins ties. A rendering with no nucleated tile is never
-        chosen over one with. Runs the interpreters, so it belongs to the classifier's thread."""
+        `device/optics/colour.py`): the measured estimate, unless another rendering's most nucleated
+        tiles (up to `_WHITE_PROBE_TILES`) make FEWER of the models' content and energy checks fire; among
+        those, the lowest content distances. A rendering with no nucleated tile is never chosen over one
+        with. Only the checks' verdicts can move it: on a measured rendering the models already know,
+        a slightly lower distance elsewhere is no evidence of the true white, and a tinted benign field
+        was seen called "Early" that way (acquisition_eval, red and blue x1.25, `auto`).
+        Runs the interpreters, so it belongs to the classifier's thread."""
         if not prepared.alternatives:
             return prepared
         options = [(prepared.white, prepared.plan), *prepared.alternatives]
@@ -327,6 +330,8 @@ class FieldClassifier:
 
         scores = [score(p) for _, p in options]
         best = min(range(len(options)), key=lambda i: (scores[i], i))
+        if scores[0][:2] == scores[best][:2]:  # as familiar to the checks as the best: keep the measured
+            best = 0
         prepared.white, prepared.plan = options[best]
         prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in prepared.plan.selected]
         return prepared
