@@ -200,11 +200,15 @@ def test_a_clipped_background_is_classified_at_the_white_the_models_know_best(fi
 def test_ties_keep_the_measured_white_and_the_choice_can_be_switched_off(fields, monkeypatch):
     fc = fields(0.25, RedCells(0.5, 400))
     warm = _warm(fc, smear(400, 300, 0.5, [(0.5, 0.5)]))
-    distances = iter([5.0, 1.0, 0.5, 2.0])  # the measured one is the farthest, but no check fires
+    distances = iter([1.1, 1.0, 0.95, 2.0])  # no check fires; the measured one is a little farther
     monkeypatch.setattr(fc.ensemble, "unfamiliarity", lambda tiles: (0, next(distances)))
     prepared = fc.prepare(warm, 0.5)
     measured = prepared.white
     assert fc.classify(prepared).prepared.white is measured
+    distances = iter([3.0, 1.0, 0.95, 2.0])  # ... far farther (beyond the margin): the closest wins
+    prepared = fc.prepare(warm, 0.5)
+    closest = prepared.alternatives[1][0]
+    assert fc.classify(prepared).prepared.white is closest
     off = fields(0.25, RedCells(0.5, 400), clipped_white_choice=False)
     _warm(off, warm)
     p = off.prepare(warm, 0.5)
