@@ -30,7 +30,7 @@ def make_run(root: Path) -> Path:
     argv += ["--lr-head", "3e-3", "--epochs-finetune", "1", "--finetune-layers", "20", "--batch", "16"]
     # Raw colour: these generated smears tell their classes mostly by their background's tint, which the
     # white reference removes; a from-scratch net then stayed near chance on the 26 test images (0.31-0.50
-    # over five runs on 2026-12-01's machine), and this test is about the path, not about learning. The
+    # over six runs on 2026-12-01's machine), and this test is about the path, not about learning. The
     # white reference's own path: test_white_reference.py, test_tiling.py, test_field_classifier.py.
     argv += ["--white-reference", "none"]
     assert main([*argv, "--seed", "0", "--no-baselines", "--quiet"]) == 0
