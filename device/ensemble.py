@@ -28,7 +28,7 @@ import numpy as np
 
 from device.bundle import InputSpec, Label
 from device.errors import BundleError
-from device.model import TFLiteModel
+from device.model import RawOutput, TFLiteModel
 from device.preprocess import prepare
 
 _EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
@@ -267,16 +267,35 @@ class Ensemble:
         for tile in tiles:
             prepared = self.tile_inputs(tile)
             for m in self.models:
-                name = m.manifest.name
-                floor = self.ood_floors.get(name)
-                limit = self.content_thresholds.get(name)
-                out = m.predict(prepared[_input_key(m.manifest.input)], with_cam=floor is not None)
-                if floor is not None and out.cam is not None and energy(out.cam) < floor:
-                    fired += 1
-                if limit is not None and out.ood_distance is not None:
-                    fired += int(out.ood_distance > limit)
-                    ratio += out.ood_distance / limit
+                _, reasons, r = self._member(m, prepared[_input_key(m.manifest.input)], with_cam=False)
+                fired += len(reasons)
+                ratio += r or 0.0
         return fired, ratio
+
+    def _member(
+        self, m: TFLiteModel, x: np.ndarray, *, with_cam: bool
+    ) -> tuple[RawOutput, list[str], float | None]:
+        """One member's raw output on its input `x`, the reasons its energy floor and content check
+        give for calling it unfamiliar (none: familiar), and its content distance over the threshold
+        (None without a content check)."""
+        name = m.manifest.name
+        floor = self.ood_floors.get(name)
+        out = m.predict(x, with_cam=with_cam or floor is not None)
+        reasons: list[str] = []
+        if floor is not None and out.cam is not None:
+            e = energy(out.cam)
+            if e < floor:
+                reasons.append(f"{name} energy {e:.1f} < {floor:.1f}")
+        limit = self.content_thresholds.get(name)
+        ratio = None
+        if limit is not None and out.ood_distance is not None:
+            ratio = out.ood_distance / limit
+            if out.ood_distance > limit:
+                reasons.append(
+                    f"{name}: content unlike the training cells, "
+                    f"distance {out.ood_distance:.2f} > {limit:.2f}"
+                )
+        return out, reasons, ratio
 
     def classify_tiles(
         self,
@@ -303,23 +322,11 @@ class Ensemble:
         stack = []
         cams = []
         for m in self.models:
-            spec = m.manifest.input
-            key = _input_key(spec)
-            floor = self.ood_floors.get(m.manifest.name)
-            out = m.predict(prepared[key], with_cam=with_cam or floor is not None)
+            out, reasons, _ = self._member(m, prepared[_input_key(m.manifest.input)], with_cam=with_cam)
             p = apply_temperature(out.probabilities, m.manifest.temperature)
             per_model[m.manifest.name] = p.tolist()
             stack.append(p)
-            if floor is not None and out.cam is not None:
-                e = energy(out.cam)
-                if e < floor:
-                    unfamiliar.append(f"{m.manifest.name} energy {e:.1f} < {floor:.1f}")
-            limit = self.content_thresholds.get(m.manifest.name)
-            if limit is not None and out.ood_distance is not None and out.ood_distance > limit:
-                unfamiliar.append(
-                    f"{m.manifest.name}: content unlike the training cells, "
-                    f"distance {out.ood_distance:.2f} > {limit:.2f}"
-                )
+            unfamiliar.extend(reasons)
             if with_cam and out.cam is not None:
                 cams.append(out.cam)
         probs = np.mean(stack, axis=0)

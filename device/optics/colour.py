@@ -143,14 +143,14 @@ def estimate_background(rgb: np.ndarray) -> np.ndarray | None:
 def reference_white(rgb: np.ndarray) -> np.ndarray | None:
     """The background's colour as the white reference: `estimate_background`, with a channel clipped in
     the background extrapolated above 255 from the stained pixels (module docstring), or None."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
     found = _reference(rgb)
     return None if found is None else found[0]
 
 
 def _reference(rgb: np.ndarray) -> tuple[np.ndarray, list[int]] | None:
     """(`reference_white`, the censored channels) or None."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
     small = _small(rgb).reshape(-1, 3)
     bg = _background_pool(small)
     if bg is None:
@@ -257,8 +257,6 @@ class WhiteReference:
 
 def measure_white(rgb: np.ndarray, target: float = WHITE_LEVEL) -> WhiteReference | None:
     """The frame's `WhiteReference`, or None when no background is seen (leave the frame as it is)."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an RGB image (H, W, 3), got {rgb.shape}")
     found = _reference(rgb)
     return None if found is None else WhiteReference(found[0], target, found[1])
 
