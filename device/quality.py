@@ -47,9 +47,15 @@ class Quality:
 
 
 def shrink(rgb: np.ndarray, width: int) -> np.ndarray:
+    """`rgb` `width` px wide (INTER_AREA). An even integer factor is taken as halvings first: OpenCV's
+    2x2 block average is SIMD, its k x k one for larger k is not (1920 -> 320 px: 2.2 ms in one step,
+    1.0 ms as 2x then 3x; the same averages, to rounding)."""
     h, w = rgb.shape[:2]
     if w <= width:
         return rgb
+    while w % (2 * width) == 0 and h % 2 == 0 and w // width > 2:
+        rgb = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
     return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 

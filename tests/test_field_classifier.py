@@ -35,7 +35,7 @@ class RedCells:
     def __init__(self, um: float | None, full_width: int, full_aspect: float = 4 / 3):
         self.um, self.full_width, self.aspect, self.seen = um, full_width, full_aspect, []
 
-    def __call__(self, rgb, *, rbc_um=7.5):
+    def __call__(self, rgb, *, rbc_um=7.5, expected_diameter_px=None):
         self.seen.append(rgb.shape[1])
         if self.um is None:
             return Estimate(None, 2, None, False, "too few red cells (2)")
@@ -84,7 +84,10 @@ def test_only_a_firm_estimate_refuses_a_frame():
     loose = (FIRM_SPREAD + MAX_SPREAD) / 2
 
     def est(spread: float):
-        return lambda rgb, rbc_um: ScaleEstimate(15.0, 40, spread, True, None, rbc_um)  # 0.5 µm/px
+        def estimate(rgb, rbc_um, expected_diameter_px=None):
+            return ScaleEstimate(15.0, 40, spread, True, None, rbc_um)  # 0.5 µm/px
+
+        return estimate
 
     firm = check_scale(img, 0.3, tolerance=0.2, rbc_um=7.5, estimator=est(0.2))
     assert firm.ran and not firm.ok and firm.message.startswith(MISMATCH)
@@ -146,7 +149,7 @@ def test_scale_check_looks_at_a_centre_square_then_one_twice_as_wide():
     frame = np.full((1080, 1920, 3), 230, np.uint8)
     seen = []
 
-    def red_cells_15px(rgb, *, rbc_um=7.5):  # cells 15 px wide at full resolution
+    def red_cells_15px(rgb, *, rbc_um=7.5, expected_diameter_px=None):  # cells 15 px wide at full resolution
         seen.append(rgb.shape[:2])
         return Estimate(15.0)
 
@@ -154,7 +157,7 @@ def test_scale_check_looks_at_a_centre_square_then_one_twice_as_wide():
     assert seen == [(160, 160)] and um == pytest.approx(0.5)  # 8 cell diameters (>= 160 px), not 2 Mpx
     seen.clear()
 
-    def only_the_whole(rgb, *, rbc_um=7.5):
+    def only_the_whole(rgb, *, rbc_um=7.5, expected_diameter_px=None):
         seen.append(rgb.shape[:2])
         return Estimate(15.0) if rgb.shape[0] == 320 else Estimate(None, 3, None, False, "few cells")
 

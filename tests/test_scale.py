@@ -25,6 +25,18 @@ def test_synthetic_overlapping_cells_at_every_scale(diameter):
     assert est.n_cells >= 10
 
 
+@pytest.mark.parametrize("expected", [24, 12, 48])
+def test_an_expected_size_starts_the_fine_passes_and_a_wrong_one_is_corrected(expected):
+    """The scale check passes the calibration's cell size instead of running the coarse pass: right,
+    it gives the free estimate; half or twice the true size, the passes still find the true one."""
+    rgb = synthetic_smear(24, cells=60, overlap=True, seed=11)
+    free = estimate_scale(rgb)
+    hinted = estimate_scale(rgb, expected_diameter_px=expected)
+    assert hinted.confident, hinted
+    assert hinted.diameter_px == pytest.approx(24, rel=0.10)
+    assert hinted.diameter_px == pytest.approx(free.diameter_px, rel=0.05)
+
+
 def test_white_cells_crowding_the_field_are_not_taken_for_red_cells():
     # Nucleated cells twice the red cells' size covering a large part of the field.
     rgb = synthetic_smear(20, cells=40, wbcs=14, seed=3)

@@ -155,7 +155,7 @@ def test_rescale_is_one_factor_on_both_axes_and_close_to_a_plain_area_resize():
     from device.optics.tiling import rescale
 
     img = smear(1920, 1080, 0.1, [(0.5, 0.5)])
-    for f in (0.514, 0.25, 0.5, 1.7):
+    for f in (0.514, 0.545, 0.36, 0.25, 0.5, 0.7, 1.7):  # near 1/2 and 1/3: blocks + a slight resample
         out = rescale(img, f)
         assert out.shape[:2] == (round(1080 * f), round(1920 * f))
         ref = cv2.resize(img, out.shape[1::-1], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)

@@ -55,14 +55,14 @@ def nuclear_pixels(rgb: np.ndarray, t: NucleusThresholds, background: np.ndarray
         for b in bg  # per channel R, G, B
     ]
     lut_r, lut_g, lut_b = (np.clip(o * 100.0, -1000, 1000).astype(np.int16) for o in od)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    odr, odg, odb = lut_r[r], lut_g[g], lut_b[b]  # OD x 100, int16
+    r, g, b = cv2.split(rgb)  # contiguous planes: `take` on them is ~2x faster than on strided views
+    odr, odg, odb = lut_r.take(r), lut_g.take(g), lut_b.take(b)  # OD x 100, int16
     mask = (
         (odg >= round(t.min_od_green * 100))
         & (odg - odb >= round(t.min_od_green_blue * 100))
         & (odg - odr >= round(t.min_od_green_red * 100))
     )
-    return mask.astype(np.uint8) * 255
+    return mask.view(np.uint8) * np.uint8(255)
 
 
 @dataclass

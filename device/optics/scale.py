@@ -269,15 +269,22 @@ def _coarse(rgb: np.ndarray) -> float | str:
     return res.radius / scale
 
 
-def estimate_scale(rgb: np.ndarray, *, rbc_um: float = RBC_DIAMETER_UM) -> ScaleEstimate:
-    """Median red-cell diameter (px) of one RGB uint8 image, with its confidence."""
+def estimate_scale(
+    rgb: np.ndarray, *, rbc_um: float = RBC_DIAMETER_UM, expected_diameter_px: float | None = None
+) -> ScaleEstimate:
+    """Median red-cell diameter (px) of one RGB uint8 image, with its confidence.
+
+    `expected_diameter_px` (the scale check: the calibration says how big the cells should be): the
+    fine passes start there instead of at the coarse pass's rough size, which is skipped (half the cost).
+    A wrong expectation costs a pass or two more, as a wrong rough size does: each fine pass measures
+    radii from 0.4x to 2.5x the one it was resampled for, and the passes repeat until they agree."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {rgb.dtype} {rgb.shape}")
 
     def cannot(reason: str, n: int = 0) -> ScaleEstimate:
         return ScaleEstimate(None, n, None, False, reason, rbc_um)
 
-    coarse = _coarse(rgb)
+    coarse = _coarse(rgb) if not expected_diameter_px else expected_diameter_px / 2
     if isinstance(coarse, str):
         return cannot(coarse)
     radius = coarse

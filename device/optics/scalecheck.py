@@ -19,7 +19,7 @@ CROP_CELLS = 8  # the check looks at the centre square this many red-cell diamet
 MIN_CROP_PX = 160  # cells in a monolayer) and at least this many pixels; then once at twice the side
 MISMATCH = "magnification differs from the calibration — objective changed?"
 
-Estimator = Callable[..., Any]  # estimate_scale(rgb, *, rbc_um) -> ScaleEstimate
+Estimator = Callable[..., Any]  # estimate_scale(rgb, *, rbc_um, expected_diameter_px=None) -> ScaleEstimate
 
 
 def default_estimator() -> Estimator:
@@ -82,9 +82,10 @@ def estimate_um_per_px(
         small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     side = max(MIN_CROP_PX, round(CROP_CELLS * expected_d * f))
     crop = _centre(small, side)
-    est = est_fn(crop, rbc_um=rbc_um)
+    hint = expected_d * f
+    est = est_fn(crop, rbc_um=rbc_um, expected_diameter_px=hint)
     if not est.confident and crop.shape != small.shape:  # once more on a square twice as wide
-        est = est_fn(_centre(small, 2 * side), rbc_um=rbc_um)
+        est = est_fn(_centre(small, 2 * side), rbc_um=rbc_um, expected_diameter_px=hint)
     um = est.um_per_px(rbc_um) if est.confident else None
     return (um * f if um is not None else None), est
 

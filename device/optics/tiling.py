@@ -31,6 +31,11 @@ from device.optics.colour import WhiteReference
 from device.optics.nuclei import NucleusMap, NucleusThresholds, background_colour, find_nuclei
 from device.preprocess import prepare
 
+#: A shrink whose 1/factor is within this fraction of an integer k >= 2 averages k x k blocks and then
+#: resamples by k x factor (0.9-1.1): at most 10% of the detail is lost, well inside the models' ±25% scale
+#: jitter, for a ~6x faster rescale (see `rescale`).
+NEAR_INTEGER = 0.1
+
 #: A frame enlarged past this many pixels at the models' scale is refused (a wrong µm/px, not a frame).
 MAX_SCALED_PIXELS = 64_000_000
 
@@ -130,14 +135,20 @@ def positions(length: int, tile: int, overlap: float) -> list[int]:
 def rescale(rgb: np.ndarray, factor: float) -> np.ndarray:
     """Both axes by `factor` (no stretching); INTER_AREA shrinking, INTER_LINEAR enlarging.
 
-    OpenCV's INTER_AREA is ~10x slower at a fractional factor than at an integer one, so a shrink by
-    more than 2 first averages k x k blocks (k = the integer part of 1/factor), then resamples the rest."""
+    OpenCV's INTER_AREA is ~10x slower at a fractional factor than at an integer one (1920x1080 at
+    x0.514: 5.5 ms, at x0.5: 0.3 ms), so a shrink first averages k x k blocks and resamples the rest
+    linearly: k = the integer nearest 1/factor when that leaves at most a ±`NEAR_INTEGER` resample
+    (x0.514: 2x2 blocks, then x1.03), else the integer part of 1/factor when that is at least 2.
+    Between (x0.56-x0.9 when not near 1/k) INTER_AREA does it all."""
     if abs(factor - 1.0) < 1e-3:
         return rgb
     h, w = rgb.shape[:2]
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    k = int(1.0 / factor) if factor < 1.0 else 1
-    if k >= 2 and w // k >= size[0] and h // k >= size[1]:
+    k = 1
+    if factor < 1.0:
+        near = round(1.0 / factor)
+        k = near if near >= 2 and abs(near * factor - 1.0) <= NEAR_INTEGER else int(1.0 / factor)
+    if k >= 2 and min(w // k, h // k) >= 1:
         rgb = cv2.resize(rgb, (w // k, h // k), interpolation=cv2.INTER_AREA)  # integer block average
         if (w // k, h // k) == size:
             return rgb
