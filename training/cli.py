@@ -102,6 +102,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="robust components to leave out (ablation), of: "
         "geometry,stain,white,illumination,defocus,noise,jpeg",
     )
+    p.add_argument(
+        "--outlier-exposure",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="re-colour this fraction of each augmented batch far past any real stain and teach it the "
+        "uniform label (outlier exposure, training/outlier_exposure.py); e.g. 0.1. Default: off",
+    )
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")

@@ -36,8 +36,11 @@ def make_dataset(
     resize: str = "center_crop",
     white_reference: str | None = None,
     cache: bool = True,
+    pairs: Callable[[tf.Tensor, tf.Tensor], tuple] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float32 0-255 images, one-hot labels), or images only when `labels` is None."""
+    """Batches of (float32 0-255 images, one-hot labels), or images only when `labels` is None.
+    `pairs`: a last per-batch step on (images, labels) after `augment`, e.g. outlier exposure
+    (training/outlier_exposure.py), which may add sample weights."""
     ds = tf.data.Dataset.from_tensor_slices(list(map(str, paths)))
 
     def load(p: tf.Tensor) -> tf.Tensor:
@@ -63,6 +66,8 @@ def make_dataset(
 
     if labels is not None:
         ds = ds.map(lambda x, y: (to_float(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if pairs is not None:
+            ds = ds.map(pairs, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -28,6 +28,7 @@ from training.augment import make_augmenter
 from training.budget import BudgetSchedule
 from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
+from training.outlier_exposure import outlier_exposure
 from training.pipeline import make_dataset
 from training.scale import given_scale, measure_training_scale
 from training.sources import parse_label_map
@@ -84,6 +85,7 @@ class TrainConfig:
     dataset_citation: str = DATASET_CITATION
     verbose: int = 1
     eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
+    outlier_exposure: float = 0.0  # fraction of each augmented batch re-coloured far, uniform label
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -208,7 +210,13 @@ def train(cfg: TrainConfig) -> dict:
         recipe=cfg.augment,
         skip=[c for c in cfg.augment_skip.split(",") if c],
     )
-    train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, **common)
+    pairs = None
+    if cfg.outlier_exposure > 0:
+        # the class weights travel as sample weights (a uniform label has no class): fit gets none
+        weights = [cw[i] for i in range(k)] if cw else None
+        pairs = outlier_exposure(cfg.outlier_exposure, weights)
+    fit_cw = None if pairs is not None else cw
+    train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, pairs=pairs, **common)
     val_ds = make_dataset(split.paths("val"), y_val, **common)
 
     with strategy.scope():
@@ -276,7 +284,7 @@ def train(cfg: TrainConfig) -> dict:
                 train_ds,
                 validation_data=val_ds,
                 epochs=cfg.epochs_head,
-                class_weight=cw,
+                class_weight=fit_cw if cfg.head_augment else cw,
                 callbacks=[csv_logger, tb] if scratch else [stop, csv_logger, tb],
                 verbose=cfg.verbose,
             )
@@ -355,7 +363,7 @@ def train(cfg: TrainConfig) -> dict:
             validation_data=val_ds,
             epochs=head_epochs_run + cfg.epochs_finetune,
             initial_epoch=head_epochs_run,
-            class_weight=cw,
+            class_weight=fit_cw,
             callbacks=callbacks,
             verbose=cfg.verbose,
         )
