@@ -40,9 +40,18 @@ SIGNATURE_FILE = "signature.json"
 FORMAT = "smearscope-bundle-signature/1"
 ALGORITHM = "ed25519"
 PUB_PREFIX = "smearscope-ed25519"
-PROJECT_KEY = Path(__file__).resolve().parent / "keys" / "smearscope-project.pub"
-#: `[models] trusted_keys` entry meaning the project key shipped with the code.
+PROJECT_KEYS_DIR = Path(__file__).resolve().parent / "keys"
+#: The first project release key (2026-11). Its private half was lost on 2026-12-01 (not leaked: no
+#: bundle it did not sign exists); bundles signed since are by the successor in the same folder.
+PROJECT_KEY = PROJECT_KEYS_DIR / "smearscope-project.pub"
+#: `[models] trusted_keys` entry meaning the project keys shipped with the code: every
+#: `device/keys/*.pub` (a key rotation adds a file; bundles signed by the older key stay valid).
 PROJECT_ALIAS = "project"
+
+
+def project_keys() -> list[Path]:
+    """The shipped project public keys, sorted by file name."""
+    return sorted(PROJECT_KEYS_DIR.glob("*.pub"))
 #: Extra trusted keys from the environment (os.pathsep-separated paths or inline keys), added to the
 #: config's list: for a systemd drop-in, and for the test suite's fixture key.
 ENV_TRUSTED_KEYS = "SMEARSCOPE_TRUSTED_KEYS"
@@ -141,7 +150,7 @@ class TrustedKeys:
 
 
 def load_trusted_keys(entries: Iterable[str], *, env: dict[str, str] | None = None) -> TrustedKeys:
-    """Each entry: `project` (the shipped key), a path to a `.pub` file, or an inline key; then the
+    """Each entry: `project` (the shipped keys, `project_keys()`), a path to a `.pub` file, or an inline key; then the
     entries of $SMEARSCOPE_TRUSTED_KEYS. A bad entry is an error, never silently skipped."""
     env = dict(os.environ) if env is None else env
     extra = [e for e in env.get(ENV_TRUSTED_KEYS, "").split(os.pathsep) if e.strip()]
@@ -149,12 +158,13 @@ def load_trusted_keys(entries: Iterable[str], *, env: dict[str, str] | None = No
     for entry in [*entries, *extra]:
         entry = entry.strip()
         if entry == PROJECT_ALIAS:
-            path = PROJECT_KEY
-        elif entry.startswith(PUB_PREFIX + " ") or INLINE_KEY_RE.fullmatch(entry):
+            for path in project_keys():
+                trust.add(parse_public_key(path.read_text(encoding="utf-8"), where=str(path)), str(path))
+            continue
+        if entry.startswith(PUB_PREFIX + " ") or INLINE_KEY_RE.fullmatch(entry):
             trust.add(parse_public_key(entry, where="[models] trusted_keys inline key"), "inline")
             continue
-        else:
-            path = Path(entry)
+        path = Path(entry)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:

@@ -11,4 +11,4 @@ bundles=$(find "$MODELS" -mindepth 2 -maxdepth 2 -name manifest.json -exec dirna
 # shellcheck disable=SC2086  # one argument per bundle folder (names have no spaces)
 "$BIN/smearscope" models sign --key "$KEY" $bundles
 # shellcheck disable=SC2086
-"$BIN/smearscope" models verify --trusted-key device/keys/smearscope-project.pub $bundles
+"$BIN/smearscope" models verify --trusted-key project $bundles

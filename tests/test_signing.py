@@ -97,6 +97,21 @@ def test_trusted_keys_entries(clinic, tmp_path: Path) -> None:
         load_config(system_config=None, env={}, overrides={"models": {"update_policy": "sometimes"}})
 
 
+def test_project_means_every_shipped_key_so_a_rotation_keeps_older_bundles_valid(tmp_path, monkeypatch):
+    import device.signing as signing
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    _, old_pub, old_id = generate_keypair(keys / "smearscope-project.key")
+    _, new_pub, new_id = generate_keypair(keys / "smearscope-project-2026-12.key")
+    for k in keys.glob("*.key"):
+        k.unlink()  # only public halves ship
+    monkeypatch.setattr(signing, "PROJECT_KEYS_DIR", keys)
+    trust = load_trusted_keys(["project"], env={})
+    assert set(trust.keys) == {old_id, new_id}
+    assert [p.name for p in signing.project_keys()] == [new_pub.name, old_pub.name]  # sorted by name
+
+
 def test_shipped_bundles_are_signed_by_the_project_key() -> None:
     trust = load_trusted_keys(["project"], env={})
     assert PROJECT_KEY.is_file()

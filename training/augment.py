@@ -19,9 +19,10 @@ Two recipes (`make_augmenter(recipe=...)`):
                         3×3 Ruifrok-Johnston matrix skimage's rgb2hed uses): each stain ×[0.85, 1.15]
                         and +[−0.04, 0.04] OD
   white/gamma     0.8   the RAW camera image is modelled: per-channel gains [0.8, 1.25] and gamma
-                        [0.8, 1.3] applied to the background-normalised image, then the background
-                        re-normalised to 235 as the device's prepare does — what is left is the
-                        residual (clipping, gamma's non-linearity), not a cast the device removes
+                        [0.8, 1.3] (top: `--gamma-max`) applied to the background-normalised image,
+                        then the background re-normalised to 235 as the device's prepare does — what
+                        is left is the residual (clipping, gamma's non-linearity), not a cast the
+                        device removes
   illumination    0.5   vignetting 1 − v·r², v ∈ [0, 0.35], centre ±30% off; plus a linear
                         gradient ±12% across the field (uneven Köhler illumination)
   defocus         0.3   Gaussian blur, σ ∈ [0.3, 1.6] px at the model's input size
@@ -156,6 +157,7 @@ def colour(
     p_stain: float = PROBABILITY["stain"],
     p_white: float = PROBABILITY["white"],
     p_light: float = PROBABILITY["illumination"],
+    gamma_range: tuple[float, float] = GAMMA,
 ) -> tf.Tensor:
     """Stain, uneven illumination, white balance and gamma in ONE pass through optical density.
 
@@ -175,7 +177,7 @@ def colour(
     white_on = tf.random.uniform([b]) < p_white
     lo, hi = (math.log(g) * strength for g in WB_GAIN)
     log_gain = _identity_unless(white_on, _uniform(b, lo, hi, (3,)), 0.0)
-    glo, ghi = (math.log(g) * strength for g in GAMMA)
+    glo, ghi = (math.log(g) * strength for g in gamma_range)
     gamma = _identity_unless(white_on, tf.exp(_uniform(b, glo, ghi)), 1.0)[:, None, None, None]
     light_on = tf.random.uniform([b]) < p_light
     field = illumination_field(b, h, w, light)
@@ -261,9 +263,15 @@ def on_subset(images: tf.Tensor, p: float, fn: Callable[[tf.Tensor], tf.Tensor])
 
 
 def robust_augmenter(
-    strength: float = 1.0, colour_strength: float = 1.0, skip: Iterable[str] = ()
+    strength: float = 1.0,
+    colour_strength: float = 1.0,
+    skip: Iterable[str] = (),
+    gamma_max: float = GAMMA[1],
 ) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The station-to-station recipe (module docstring). `skip` names components to leave out (ablation)."""
+    """The station-to-station recipe (module docstring). `skip` names components to leave out (ablation).
+    `gamma_max`: the top of the gamma range (a model trained with outlier exposure needs a margin
+    between the gammas it must call familiar, up to 1.3, and its far re-colourings)."""
+    gamma_range = (GAMMA[0], gamma_max)
     skip = set(skip)
     unknown = skip - set(COMPONENTS)
     if unknown:
@@ -284,6 +292,7 @@ def robust_augmenter(
                 p_stain=p["stain"],
                 p_white=p["white"],
                 p_light=p["illumination"],
+                gamma_range=gamma_range,
             )
         if p["defocus"] > 0 and strength > 0:
             images = on_subset(images, p["defocus"], lambda x: defocus(x, strength))
@@ -336,10 +345,11 @@ def make_augmenter(
     *,
     recipe: str = "robust",
     skip: Iterable[str] = (),
+    gamma_max: float = GAMMA[1],
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """Return fn(images) -> augmented images, for `dataset.map` after batching."""
     if recipe == "robust":
-        return robust_augmenter(strength, colour, skip)
+        return robust_augmenter(strength, colour, skip, gamma_max)
     if recipe == "basic":
         return basic_augmenter(seed, strength, colour)
     raise ValueError(f"unknown augmentation recipe {recipe!r}; choose from {RECIPES}")

@@ -110,6 +110,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="re-colour this fraction of each augmented batch far past any real stain and teach it the "
         "uniform label (outlier exposure, training/outlier_exposure.py); e.g. 0.1. Default: off",
     )
+    p.add_argument(
+        "--gamma-max",
+        type=float,
+        default=1.3,
+        help="top of the robust recipe's gamma range (default 1.3); with --outlier-exposure give a margin "
+        "above the gammas a second station shows (e.g. 1.45), so they stay familiar",
+    )
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")

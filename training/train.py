@@ -86,6 +86,7 @@ class TrainConfig:
     verbose: int = 1
     eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
     outlier_exposure: float = 0.0  # fraction of each augmented batch re-coloured far, uniform label
+    gamma_max: float = 1.3  # top of the robust recipe's gamma range (training/augment.py)
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -209,6 +210,7 @@ def train(cfg: TrainConfig) -> dict:
         cfg.colour_strength,
         recipe=cfg.augment,
         skip=[c for c in cfg.augment_skip.split(",") if c],
+        gamma_max=cfg.gamma_max,
     )
     pairs = None
     if cfg.outlier_exposure > 0:
