@@ -294,6 +294,7 @@ def render(bundle_dir: str | Path) -> str:
             "alpha",
             "weights",
             "seed",
+            "recipe",
             "epochs",
             "training_seconds",
             "training_seconds_total",

@@ -426,6 +426,9 @@ def convert_run(
                 "representative_split": "train",
             }
         )
+        recipe = training_recipe(run.config)
+        if recipe:
+            provenance["recipe"] = recipe
         if um_per_px is not None:  # convert --um-per-px overrides what training measured
             provenance["um_per_px"] = um_per_px
             provenance["um_per_px_method"] = "given on the command line (convert --um-per-px)"
@@ -607,6 +610,24 @@ def _write_report(
         )
         lines.append(str(rel if rel is not None else Path(Path(p).parent.name, Path(p).name)))
     atomic_write_bytes(rep / "test_split.txt", ("\n".join(lines) + "\n").encode())
+
+
+def training_recipe(cfg: dict | None) -> str | None:
+    """The run's augmentation recipe in one line for the card (its config.json), or None."""
+    if not cfg or not cfg.get("augment"):
+        return None
+    parts = [f"augment {cfg['augment']}"]
+    if cfg.get("augment_skip"):
+        parts.append(f"without {cfg['augment_skip']}")
+    if cfg.get("augment") == "robust" and cfg.get("gamma_max") not in (None, 1.3):
+        parts.append(f"gamma up to {cfg['gamma_max']}")
+    if cfg.get("outlier_exposure"):
+        parts.append(
+            f"outlier exposure {cfg['outlier_exposure']:.0%} of each fine-tuning batch (far stain "
+            "re-colourings, uniform label: the families of the far-stain probes, whose figures are "
+            "therefore in-family)"
+        )
+    return "; ".join(parts)
 
 
 def _swap_into_place(staged: Path, out: Path) -> None:

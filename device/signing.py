@@ -52,6 +52,8 @@ PROJECT_ALIAS = "project"
 def project_keys() -> list[Path]:
     """The shipped project public keys, sorted by file name."""
     return sorted(PROJECT_KEYS_DIR.glob("*.pub"))
+
+
 #: Extra trusted keys from the environment (os.pathsep-separated paths or inline keys), added to the
 #: config's list: for a systemd drop-in, and for the test suite's fixture key.
 ENV_TRUSTED_KEYS = "SMEARSCOPE_TRUSTED_KEYS"
@@ -150,8 +152,8 @@ class TrustedKeys:
 
 
 def load_trusted_keys(entries: Iterable[str], *, env: dict[str, str] | None = None) -> TrustedKeys:
-    """Each entry: `project` (the shipped keys, `project_keys()`), a path to a `.pub` file, or an inline key; then the
-    entries of $SMEARSCOPE_TRUSTED_KEYS. A bad entry is an error, never silently skipped."""
+    """Each entry: `project` (the shipped keys, `project_keys()`), a path to a `.pub` file, or an inline
+    key; then the entries of $SMEARSCOPE_TRUSTED_KEYS. A bad entry is an error, never silently skipped."""
     env = dict(os.environ) if env is None else env
     extra = [e for e in env.get(ENV_TRUSTED_KEYS, "").split(os.pathsep) if e.strip()]
     trust = TrustedKeys()

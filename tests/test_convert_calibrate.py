@@ -116,6 +116,17 @@ def test_model_card_renders_from_manifest(tiny_bundle) -> None:
     assert "| **Pro** | 0 | 1 | 0 | 0 |" in text
     assert "per-image split" in text and "| noise | 2 | 100.00% |" in text
 
+    # the training recipe (from the run's config.json) reaches the card, outlier exposure said plainly
+    from convert.pipeline import training_recipe
+
+    recipe = training_recipe({"augment": "robust", "gamma_max": 1.45, "outlier_exposure": 0.15})
+    assert recipe.startswith("augment robust; gamma up to 1.45; outlier exposure 15%")
+    assert "in-family" in recipe
+    assert training_recipe({"augment": "robust", "gamma_max": 1.3}) == "augment robust"
+    assert training_recipe({}) is None
+    update_manifest(tiny_bundle, provenance={"run_id": "r1", "recipe": recipe})
+    assert f"- recipe: `{recipe}`" in render(tiny_bundle)
+
 
 def test_add_to_default_keeps_order_and_dedupes(tmp_path) -> None:
     from convert.pipeline import add_to_default

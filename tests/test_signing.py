@@ -26,6 +26,7 @@ from device.signing import (
     SignaturePolicy,
     generate_keypair,
     load_trusted_keys,
+    project_keys,
     sign_bundle,
     verify_bundle,
 )
@@ -84,7 +85,8 @@ def test_keygen_private_key_is_0600_and_never_overwritten(tmp_path: Path, capsys
 def test_trusted_keys_entries(clinic, tmp_path: Path) -> None:
     inline = clinic[1].read_text().split()[1]
     t = load_trusted_keys(["project", inline, str(clinic[1])], env={})
-    assert len(t.keys) == 2  # the same clinic key inline and by path counts once
+    # the project keys (every device/keys/*.pub) plus the clinic key, inline and by path counted once
+    assert len(t.keys) == len(project_keys()) + 1
     slashy = "uGtx3c6iu+kQspf1MwWl+fGp5KyqaIQrdr+xTc0/Rzc="  # an inline key with "/" is not a path
     assert len(load_trusted_keys([slashy, f"smearscope-ed25519 {slashy} someone"], env={}).keys) == 1
     with pytest.raises(SmearscopeError, match="cannot read"):
