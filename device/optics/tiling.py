@@ -139,7 +139,7 @@ def rescale(rgb: np.ndarray, factor: float) -> np.ndarray:
     x0.514: 5.5 ms, at x0.5: 0.3 ms), so a shrink first averages k x k blocks and resamples the rest
     linearly: k = the integer nearest 1/factor when that leaves at most a ±`NEAR_INTEGER` resample
     (x0.514: 2x2 blocks, then x1.03), else the integer part of 1/factor when that is at least 2.
-    Between (x0.56-x0.9 when not near 1/k) INTER_AREA does it all."""
+    Otherwise (x0.56-x1 not near 1/k, e.g. x0.64 or x0.86) INTER_AREA does it all."""
     if abs(factor - 1.0) < 1e-3:
         return rgb
     h, w = rgb.shape[:2]
