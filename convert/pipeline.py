@@ -621,6 +621,8 @@ def training_recipe(cfg: dict | None) -> str | None:
         parts.append(f"without {cfg['augment_skip']}")
     if cfg.get("augment") == "robust" and cfg.get("gamma_max") not in (None, 1.3):
         parts.append(f"gamma up to {cfg['gamma_max']}")
+    if cfg.get("augment") == "robust" and cfg.get("white_residual"):
+        parts.append(f"an imperfect white reference's cast on {cfg['white_residual']:.0%} of images")
     if cfg.get("outlier_exposure"):
         parts.append(
             f"outlier exposure {cfg['outlier_exposure']:.0%} of each fine-tuning batch (far stain "

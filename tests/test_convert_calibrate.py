@@ -123,6 +123,7 @@ def test_model_card_renders_from_manifest(tiny_bundle) -> None:
     assert recipe.startswith("augment robust; gamma up to 1.45; outlier exposure 15%")
     assert "in-family" in recipe
     assert training_recipe({"augment": "robust", "gamma_max": 1.3}) == "augment robust"
+    assert "cast on 30% of images" in training_recipe({"augment": "robust", "white_residual": 0.3})
     assert training_recipe({}) is None
     update_manifest(tiny_bundle, provenance={"run_id": "r1", "recipe": recipe})
     assert f"- recipe: `{recipe}`" in render(tiny_bundle)

@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 
 import tensorflow as tf  # noqa: E402
 
-from training.augment import WHITE_LEVEL  # noqa: E402
+from training.augment import RESIDUAL_LOG, WHITE_LEVEL, make_augmenter, residual_cast  # noqa: E402
 from training.outlier_exposure import far_recolour, outlier_exposure  # noqa: E402
 from training.pipeline import make_dataset  # noqa: E402
 
@@ -66,3 +66,17 @@ def test_the_training_dataset_yields_weighted_outlier_batches(tmp_path):
     ds = make_dataset(paths, np.arange(8) % 2, size=32, num_classes=2, batch=8, pairs=outlier_exposure(0.5))
     x, y, w = next(iter(ds))
     assert x.shape == (8, 32, 32, 3) and y.shape == (8, 2) and w.shape == (8,)
+
+
+def test_residual_cast_gives_some_images_a_bounded_per_channel_cast_and_leaves_the_rest():
+    tf.random.set_seed(4)
+    x = _smear(200, 16) * 0.8  # room above: no clipping
+    y = residual_cast(tf.constant(x), 0.5).numpy()
+    ratio = y[:, 0, 0] / x[:, 0, 0]  # per image and channel
+    cast = np.any(np.abs(ratio - 1) > 1e-4, axis=1)
+    assert 0.35 < cast.mean() < 0.65
+    assert np.all(ratio >= np.exp(-RESIDUAL_LOG) - 1e-4) and np.all(ratio <= np.exp(RESIDUAL_LOG) + 1e-4)
+    np.testing.assert_array_equal(y[~cast], x[~cast])
+    # the robust augmenter takes it (off by default: the shipped recipe)
+    out = make_augmenter(0, white_residual=0.5)(tf.constant(_smear(4, 32)))
+    assert out.shape == (4, 32, 32, 3)

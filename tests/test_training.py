@@ -188,9 +188,10 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     # a wall-clock budget far shorter than one epoch: the first epoch completes, then training stops
     argv3 += ["--finetune-minutes", "0.0001"]
     # ... with outlier exposure: batches of (images, labels, sample weights), no class_weight in fit
-    argv3 += ["--outlier-exposure", "0.25"]
+    argv3 += ["--outlier-exposure", "0.25", "--white-residual", "0.3"]
     assert main([*argv3, "--no-baselines", "--quiet", "--eager"]) == 0
-    assert json.loads((cont / "config.json").read_text())["outlier_exposure"] == 0.25
+    cfg3 = json.loads((cont / "config.json").read_text())
+    assert cfg3["outlier_exposure"] == 0.25 and cfg3["white_residual"] == 0.3
     prov3 = json.loads((cont / "provenance.json").read_text())
     assert prov3["epochs"] == {"head": 0, "finetune": 1} and prov3["continued_from"]["run_id"] == "run"
     assert prov3["epochs_total"] == {"head": 2, "finetune": 2}

@@ -117,6 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="top of the robust recipe's gamma range (default 1.3); with --outlier-exposure give a margin "
         "above the gammas a second station shows (e.g. 1.45), so they stay familiar",
     )
+    p.add_argument(
+        "--white-residual",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="give this fraction of the images the cast an imperfect white reference leaves (per-channel "
+        "gain e^±0.2 after the background normalisation: a station whose background clips); default none",
+    )
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")

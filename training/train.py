@@ -87,6 +87,7 @@ class TrainConfig:
     eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
     outlier_exposure: float = 0.0  # fraction of each augmented batch re-coloured far, uniform label
     gamma_max: float = 1.3  # top of the robust recipe's gamma range (training/augment.py)
+    white_residual: float = 0.0  # fraction of images given an imperfect white reference's cast
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
@@ -211,6 +212,7 @@ def train(cfg: TrainConfig) -> dict:
         recipe=cfg.augment,
         skip=[c for c in cfg.augment_skip.split(",") if c],
         gamma_max=cfg.gamma_max,
+        white_residual=cfg.white_residual,
     )
     pairs = None
     if cfg.outlier_exposure > 0:
