@@ -25,11 +25,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from convert.outliers import HIGH, LOW  # the far factors, one definition for the probe head and this
 from training.augment import HED_FROM_RGB, RGB_FROM_HED, WHITE_LEVEL
-
-#: Far factors: below LOW or above HIGH (as convert/outliers.py).
-LOW = (0.25, 0.55)
-HIGH = (1.7, 2.8)
 
 
 def _far(b: tf.Tensor, k: int) -> tf.Tensor:
