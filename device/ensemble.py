@@ -19,8 +19,9 @@ what it catches alone; `ood_check=False` switches all three off.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -311,13 +312,23 @@ class Ensemble:
         for i, tile in enumerate(tiles):
             t0 = time.perf_counter()
             prepared = self.tile_inputs(tile)
-            pre = prechecks[i] if prechecks is not None else self._colour_reasons(prepared)
-            out.append(self._classify_prepared(prepared, list(pre), with_cam, t0))
+            if prechecks is None:
+                pre: list[str] | Callable[[], list[str]] = list(self._colour_reasons(prepared))
+            else:  # read after the invokes: the gate's thread may still be filling them (PendingChecks)
+                pre = functools.partial(_reasons_of, prechecks, i)
+            out.append(self._classify_prepared(prepared, pre, with_cam, t0))
         return out
 
     def _classify_prepared(
-        self, prepared: dict[tuple, np.ndarray], unfamiliar: list[str], with_cam: bool, t0: float
+        self,
+        prepared: dict[tuple, np.ndarray],
+        precheck: list[str] | Callable[[], list[str]],
+        with_cam: bool,
+        t0: float,
     ) -> Prediction:
+        """The members on one tile, then the verdict; `precheck`: the colour check's reasons (or how
+        to get them once the members are done)."""
+        unfamiliar: list[str] = []
         per_model: dict[str, list[float]] = {}
         stack = []
         cams = []
@@ -333,6 +344,7 @@ class Ensemble:
         idx = int(np.argmax(probs))
         conf = float(probs[idx])
         reason = None
+        unfamiliar = [*(precheck() if callable(precheck) else precheck), *unfamiliar]
         if unfamiliar:
             reason = "input unlike the training images (" + "; ".join(unfamiliar) + ")"
         elif conf < self.threshold:
@@ -353,6 +365,10 @@ class Ensemble:
             cam=cam,
             inference_ms=(time.perf_counter() - t0) * 1000,
         )
+
+
+def _reasons_of(prechecks: Sequence[list[str]], i: int) -> list[str]:
+    return list(prechecks[i])
 
 
 def _combine_cams(cams: list[np.ndarray], idx: int) -> np.ndarray:

@@ -4,6 +4,8 @@ bundle. The red-cell estimator is passed in, in the `device.optics.scale.ScaleEs
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from test_tiling import smear
 
 from device.ensemble import Ensemble
-from device.optics.analyse import AcquisitionSettings, FieldClassifier, parse_scale
+from device.optics.analyse import AcquisitionSettings, FieldClassifier, PendingChecks, parse_scale
 from device.optics.scalecheck import MISMATCH, check_scale
 
 
@@ -222,3 +224,38 @@ def test_ties_keep_the_measured_white_and_the_choice_can_be_switched_off(fields,
     plain.white_reference = "background"
     p = plain.prepare(smear(400, 300, 0.5, [(0.5, 0.5)]), 0.5)
     assert p.white is not None and not p.white.extrapolated and not p.alternatives
+
+
+def test_deferred_colour_checks_are_filled_on_the_gates_thread_while_the_tiles_are_classified(fields):
+    """The daemon's split: `prepare(defer_check=True)` leaves the tiles' colour checks (and the red-cell
+    check) to `run_check` on another thread; the classifier may start first and still gets the same
+    verdicts as the one-thread path, and a failing check surfaces as an error, never as a silent pass."""
+    frame = smear(400, 300, 0.5, [(0.3, 0.4), (0.7, 0.6)])
+    fc = fields(0.25, RedCells(0.5, 400))
+    reference = fc.analyse(frame, 0.5, source="profile:HQ 40x")
+    prepared = fc.prepare(frame, 0.5, source="profile:HQ 40x", defer_check=True)
+    assert isinstance(prepared.prechecks, PendingChecks) and len(prepared.prechecks) == len(
+        prepared.plan.selected
+    )
+    assert not prepared.check.ran  # pending
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(a=fc.classify(prepared, with_cam=False)))
+    worker.start()
+    time.sleep(0.05)
+    assert worker.is_alive()  # waiting for the first tile's colour check
+    fc.ensemble.tile_colour_reasons = lambda rgb: ["colour unlike the training images (test)"]
+    fc.run_check(prepared)
+    worker.join(5)
+    a = result["a"]
+    assert prepared.check.ran and prepared.check.ok
+    assert len(a.field.tiles) == len(reference.field.tiles)
+    assert all(p.abstained and "colour unlike" in p.reason for p in a.field.tiles)
+
+    pending = PendingChecks(2, timeout=0.05)
+    pending.put(0, [])
+    assert pending[0] == []
+    with pytest.raises(RuntimeError, match="did not finish"):
+        pending[1]
+    pending.fail("boom")
+    with pytest.raises(RuntimeError, match="colour check failed: boom"):
+        pending[0]

@@ -24,7 +24,9 @@ A bundle without `input.um_per_px` ("scale unknown") always gets today's behavio
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,43 @@ _WHITE_PROBE_TILES = 2
 #: "uncertain" (given scale) against 12.6% at 1.25 and 13.0% when only fewer firing checks can move it.
 _WHITE_DISTANCE_MARGIN = 1.1
 ScaleArg = float | str | None
+
+
+class PendingChecks(Sequence):
+    """The colour check's reasons per tile, filled on the gate's thread (`FieldClassifier.run_check`)
+    while the classifier already infers the first tiles: reading tile i waits until its check is in.
+    The check of one tile (~0.1 ms) is done long before the tile's two invokes (~4 ms), so the
+    classifier hardly ever waits, and ~1 ms of every frame leaves the critical path."""
+
+    def __init__(self, n: int, timeout: float = 60.0):
+        self._items: list[list[str] | None] = [None] * n
+        self._error: str | None = None
+        self._cond = threading.Condition()
+        self.timeout = timeout
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, i: int, reasons: list[str]) -> None:
+        with self._cond:
+            self._items[i] = reasons
+            self._cond.notify_all()
+
+    def fail(self, error: str) -> None:
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._items[i] is not None or self._error, self.timeout)
+            if self._error:
+                raise RuntimeError(f"the colour check failed: {self._error}")
+            if not ok:
+                raise RuntimeError(f"the colour check of tile {i} did not finish in {self.timeout:g} s")
+            return self._items[i]
 
 
 @dataclass(frozen=True)
@@ -104,7 +143,8 @@ class Prepared:
     check: ScaleCheck
     refused: str | None  # why the frame is not classified
     image: np.ndarray  # the frame as the camera gave it (the stitched heatmap is drawn over it)
-    prechecks: list[list[str]] = field(default_factory=list)  # colour check per selected tile
+    # colour check per selected tile (`PendingChecks` while the gate's thread still fills it)
+    prechecks: Sequence[list[str]] = field(default_factory=list)
     prepare_ms: float = 0.0
     check_ms: float = 0.0
     deferred: tuple | None = None  # (rgb, expected µm/px, what, suffix) of a check not run yet
@@ -215,8 +255,9 @@ class FieldClassifier:
         """Everything before the interpreter. `source` names where a numeric scale came from
         ("given" or "profile:<name>"): a profile's mismatch reads "objective changed?". `hint`: what
         to do when an image assumed at the models' scale (`scale` None) is not. `defer_check`: cut
-        the tiles but leave the red-cell check to `run_check(prepared)` (the daemon runs it on another
-        core while the tiles are classified, and publishes nothing until it is done)."""
+        the tiles but leave their colour checks and the red-cell check to `run_check(prepared)` (the
+        daemon runs it on another core while the tiles are classified, and publishes nothing until it
+        is done)."""
         t0 = time.perf_counter()
         white = self._white(rgb)
         spec = self.spec
@@ -264,15 +305,29 @@ class FieldClassifier:
             frame_um = um if spec.um_per_px is not None else None
             prepared.alternatives = [(w, plan_tiles(rgb, frame_um, spec, w)) for w in white.alternatives()]
         prepared.deferred = deferred if refused is None else None
-        if not defer_check:
-            self.run_check(prepared)
         if prepared.refused is None and plan is not None and not prepared.alternatives:
-            prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
+            if defer_check:
+                prepared.prechecks = PendingChecks(len(plan.selected))
+            else:
+                self.run_check(prepared)
+                if prepared.refused is None:
+                    prepared.prechecks = [self.ensemble.tile_colour_reasons(t.rgb) for t in plan.selected]
+        elif not defer_check:
+            self.run_check(prepared)
         prepared.prepare_ms = (time.perf_counter() - t0) * 1000
         return prepared
 
     def run_check(self, prepared: Prepared) -> Prepared:
-        """Run the red-cell scale check `prepare` left pending; a mismatch refuses the frame."""
+        """Run what `prepare(defer_check=True)` left pending: the tiles' colour checks, then the
+        red-cell scale check (a mismatch refuses the frame)."""
+        pending = prepared.prechecks
+        if isinstance(pending, PendingChecks) and prepared.plan is not None:
+            try:
+                for i, t in enumerate(prepared.plan.selected):
+                    pending.put(i, self.ensemble.tile_colour_reasons(t.rgb))
+            except BaseException as exc:
+                pending.fail(repr(exc))
+                raise
         if prepared.deferred is None:
             return prepared
         rgb, expected, what, suffix, refuse = prepared.deferred
