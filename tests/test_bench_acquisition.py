@@ -22,3 +22,6 @@ def test_the_field_bench_classifies_real_tiles_and_reports_each_ratio():
     alone = out["other_over_invoke_alone"]
     assert abs(alone - (wall - out["invoke_ms_per_frame_alone"]) / out["invoke_ms_per_frame_alone"]) < 0.01
     assert out["other_over_invoke_sequential"] >= out["other_over_invoke"] - 0.05  # the check adds, in series
+    settled = out["check_made_while_settling"]
+    assert settled["invoke_ms_per_frame"] > 0
+    assert abs(settled["other_ms_per_frame"] - (settled["field_ms"] - settled["invoke_ms_per_frame"])) < 0.2

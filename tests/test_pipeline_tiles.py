@@ -136,3 +136,31 @@ def test_upload_with_a_scale_is_tiled_and_auto_refuses_when_red_cells_cannot_tel
     assert rec["abstained"] and rec["field"]["state"] == "refused"
     assert rec["reason"].startswith("not classified: scale unknown")
     assert s.store.get_result(rec["id"])["abstained"]
+
+
+def test_a_settling_fields_scale_check_is_made_before_it_settles(tmp_path, tiny_bundle, services_factory):  # noqa: F811
+    """With a camera's settling (2 still frames), the red-cell check runs on the last frame before the
+    field settles and the classification takes it over (the check does not share the cores with the
+    interpreters); a mismatch found that way is refused without inferring a tile."""
+    frames = frames_dir(tmp_path)
+    cfg = make_config(tmp_path, tiny_bundle, frames, classifier={"settle_frames": 2})
+    s = services_factory(cfg)
+    calibrated(s, 0.5, 0.5)
+    s.start()
+    assert wait_for(lambda: s.telemetry.counts.get("republished", 0) >= 3)
+    assert s.status()["frames_classified"] == 1
+    assert s.telemetry.counts.get("scale_checked_ahead") == 1
+    live = s.live.latest_result()[1]
+    assert live["scale_check"]["ok"] and live["scale_check"]["ran"]
+    assert s.pipeline.scale_status["state"] == "ok"
+    s.stop()
+
+    s = services_factory(make_config(tmp_path, tiny_bundle, frames, classifier={"settle_frames": 2}))
+    calibrated(s, 0.5, 0.8)  # another objective than the profile's
+    s.start()
+    assert wait_for(lambda: (s.live.latest_result() or (0, {}))[1].get("frame_seq", 0) > 6)
+    live = s.live.latest_result()[1]
+    assert live["rejected"] and MISMATCH in live["display"]
+    assert s.telemetry.counts.get("scale_checked_ahead", 0) >= 1
+    assert s.status()["frames_classified"] == 0
+    assert sum(m.invoke_ns for m in s.pipeline.fields.ensemble.models) == 0  # no tile was inferred

@@ -23,6 +23,7 @@ A bundle without `input.um_per_px` ("scale unknown") always gets today's behavio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -148,6 +149,8 @@ class Prepared:
     prepare_ms: float = 0.0
     check_ms: float = 0.0
     deferred: tuple | None = None  # (rgb, expected µm/px, what, suffix) of a check not run yet
+    # the red-cell check already made on an earlier frame of this settling field (`check_ahead`)
+    check_ahead: ScaleCheck | None = None
     white: WhiteReference | None = None  # the white reference the tiles were cut with
     # other renderings of a frame whose clipped background was extrapolated: (reference, plan); the
     # classifier keeps the one its models find most familiar (`FieldClassifier.settle_white`)
@@ -317,6 +320,14 @@ class FieldClassifier:
         prepared.prepare_ms = (time.perf_counter() - t0) * 1000
         return prepared
 
+    def check_ahead(self, rgb: np.ndarray, um_per_px: float, *, source: str = "profile") -> ScaleCheck:
+        """The red-cell check of a frame at `um_per_px`, made before the frame is classified: the daemon
+        runs it on the last frame of a field that is still settling, and when the next frame settles
+        unchanged it hands the result over (`Prepared.check_ahead`), so the check does not share the
+        cores with the interpreters. Only for a numeric (profile or given) scale."""
+        what = "the calibration" if source.startswith("profile") else "the given scale"
+        return self._check(rgb, float(um_per_px), what)
+
     def run_check(self, prepared: Prepared) -> Prepared:
         """Run what `prepare(defer_check=True)` left pending: the tiles' colour checks, then the
         red-cell scale check (a mismatch refuses the frame)."""
@@ -333,7 +344,11 @@ class FieldClassifier:
         rgb, expected, what, suffix, refuse = prepared.deferred
         prepared.deferred = None
         t0 = time.perf_counter()
-        check = self._check(rgb, expected, what)
+        ahead = prepared.check_ahead
+        if ahead is not None and ahead.expected_um_per_px == expected:
+            check = dataclasses.replace(ahead)  # made on the same field while it settled
+        else:
+            check = self._check(rgb, expected, what)
         prepared.check_ms = (time.perf_counter() - t0) * 1000
         prepared.check = check
         if check.ran and not check.ok and prepared.refused is None:

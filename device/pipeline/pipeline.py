@@ -31,6 +31,7 @@ from device.camera import CameraError, FrameSource, open_source
 from device.config import Config
 from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, Prepared
+from device.optics.scalecheck import ScaleCheck
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.settle import SettleTracker
 from device.pipeline.slot import LatestSlot
@@ -114,6 +115,7 @@ class Pipeline:
         self.last_seen_ns = 0  # when the newest classified field was last seen unchanged (capture_field)
         self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
         self._field_focus = 0.0
+        self._ahead: tuple[np.ndarray, ScaleCheck] | None = None  # (thumbnail, check) of a settling field
         self.scale_status: dict[str, Any] = (
             {"state": "pending", "message": "no frame checked yet"}
             if self.fields.scale_known
@@ -349,6 +351,9 @@ class Pipeline:
                 }
             )
             self.telemetry.count("moving")
+            if self.settle.about_to_settle:
+                w.stage = "scale check ahead"
+                self._check_ahead(frame.rgb, thumb)
             return
         w.stage = "quality checks"
         q = assess(small, self.thresholds) if enabled else passed()
@@ -366,6 +371,11 @@ class Pipeline:
             defer_check=True,
             refuse_assumed=True,
         )
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self.settle.same_field(thumb, ahead[0]):
+            prepared.check_ahead = ahead[1]  # run_check takes it when it was made at this frame's µm/px
+            if not ahead[1].ok:
+                self.fields.run_check(prepared)  # a known mismatch: refused without inferring a tile
         self.settle.mark(thumb)
         self._field_focus = q.focus
         if prepared.refused is not None:
@@ -389,6 +399,20 @@ class Pipeline:
         self.scale_status = self._scale_state(prepared, profile)
         w.stage = "waiting for the classifier"
         self.gated_slot.wait_empty(0.5)  # prepare the next frame only once the classifier took this one
+
+    def _check_ahead(self, rgb: np.ndarray, thumb: np.ndarray) -> None:
+        """The red-cell check on the last frame before the field settles (the classifier is idle then):
+        when the next frame settles unchanged it is classified without the check on the cores beside the
+        interpreters (device/optics/analyse.py `check_ahead`)."""
+        self._ahead = None
+        if not self.fields.scale_known or not self.fields.settings.scale_check:
+            return
+        um, profile = self._scale()
+        if um is None:
+            return
+        source = f"profile:{profile}" if profile else "profile"
+        self._ahead = (thumb, self.fields.check_ahead(rgb, um, source=source))
+        self.telemetry.count("scale_checked_ahead")
 
     def _scale_state(self, prepared: Prepared, profile: str | None) -> dict[str, Any]:
         c = prepared.check

@@ -37,6 +37,16 @@ class SettleTracker:
             return MOVING
         return SETTLED
 
+    @property
+    def about_to_settle(self) -> bool:
+        """The next frame settles the field if it is still too (only with `settle_frames` >= 2: this
+        frame is itself still, so it already shows the field the next one will)."""
+        return self.settle_frames >= 2 and self.still == self.settle_frames - 1
+
+    def same_field(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Two thumbnails of one field (as "same": within 2 x `threshold`)."""
+        return float(np.mean(np.abs(a - b))) <= 2 * self.threshold
+
     def mark(self, thumb: np.ndarray) -> None:
         """This frame's field is being classified (or refused): later unchanged frames are "same"."""
         self._field = thumb
