@@ -624,10 +624,13 @@ def training_recipe(cfg: dict | None) -> str | None:
     if cfg.get("augment") == "robust" and cfg.get("white_residual"):
         parts.append(f"an imperfect white reference's cast on {cfg['white_residual']:.0%} of images")
     if cfg.get("outlier_exposure"):
+        fams = {
+            "stain": "far haematoxylin/eosin re-colourings",
+            "channels": "far per-channel optical-density re-colourings",
+        }.get(cfg.get("outlier_families") or "both", "far stain re-colourings")
         parts.append(
-            f"outlier exposure {cfg['outlier_exposure']:.0%} of each fine-tuning batch (far stain "
-            "re-colourings, uniform label: the families of the far-stain probes, whose figures are "
-            "therefore in-family)"
+            f"outlier exposure {cfg['outlier_exposure']:.0%} of each fine-tuning batch ({fams}, uniform "
+            "label: the families of the far-stain probes, whose figures are therefore in-family)"
         )
     return "; ".join(parts)
 

@@ -80,3 +80,21 @@ def test_residual_cast_gives_some_images_a_bounded_per_channel_cast_and_leaves_t
     # the robust augmenter takes it (off by default: the shipped recipe)
     out = make_augmenter(0, white_residual=0.5)(tf.constant(_smear(4, 32)))
     assert out.shape == (4, 32, 32, 3)
+
+
+def test_the_outlier_families_can_be_chosen():
+    """"channels" scales each channel's optical density on its own (a red-only density stays red-only);
+    "stain" scales haematoxylin and eosin, which mixes the channels; anything else is refused."""
+    tf.random.set_seed(5)
+    x = np.full((64, 8, 8, 3), WHITE_LEVEL, np.float32)
+    x[:, 2:6, 2:6, 0] = 120.0  # density in red only
+    ch = far_recolour(tf.constant(x), "channels").numpy()
+    np.testing.assert_allclose(ch[:, 3, 3, 1:], WHITE_LEVEL, atol=0.5)
+    st = far_recolour(tf.constant(x), "stain").numpy()
+    moved = np.abs(st[:, 3, 3, 1:] - WHITE_LEVEL).max(axis=1) > 2.0
+    assert moved.mean() > 0.9
+    np.testing.assert_allclose(st[:, 0, 0], WHITE_LEVEL, atol=0.5)  # the background stays white
+    with pytest.raises(ValueError, match="outlier families"):
+        far_recolour(tf.constant(x), "hue")
+    with pytest.raises(ValueError, match="outlier families"):
+        outlier_exposure(0.1, None, "hue")

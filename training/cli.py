@@ -111,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "uniform label (outlier exposure, training/outlier_exposure.py); e.g. 0.1. Default: off",
     )
     p.add_argument(
+        "--outlier-families",
+        choices=("both", "stain", "channels"),
+        default="both",
+        help="which far re-colourings --outlier-exposure uses: haematoxylin/eosin amounts (stain), each "
+        "channel's optical density (channels, which also makes strong colour casts), or both (default)",
+    )
+    p.add_argument(
         "--gamma-max",
         type=float,
         default=1.3,
