@@ -83,8 +83,9 @@ def test_residual_cast_gives_some_images_a_bounded_per_channel_cast_and_leaves_t
 
 
 def test_the_outlier_families_can_be_chosen():
-    """The "channels" family scales each channel's optical density on its own (a red-only density stays red-only);
-    "stain" one scales haematoxylin and eosin, which mixes the channels; anything else is refused."""
+    """The "channels" family scales each channel's optical density on its own (a red-only density
+    stays red-only); the "stain" one scales haematoxylin and eosin, which mixes the channels; anything
+    else is refused."""
     tf.random.set_seed(5)
     x = np.full((64, 8, 8, 3), WHITE_LEVEL, np.float32)
     x[:, 2:6, 2:6, 0] = 120.0  # density in red only
