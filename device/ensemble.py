@@ -19,9 +19,8 @@ what it catches alone; `ood_check=False` switches all three off.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -56,9 +55,15 @@ def energy(cam: np.ndarray) -> float:
     """log-sum-exp of the image's class logits, i.e. of the CAM's spatial mean (global average pooling
     is linear). Low energy = the features look unlike anything the classifier was trained on
     (Liu et al., "Energy-based out-of-distribution detection", NeurIPS 2020)."""
-    logits = cam.reshape(-1, cam.shape[-1]).mean(axis=0).astype(np.float64)
-    top = logits.max()
-    return float(top + np.log(np.exp(logits - top).sum()))
+    return float(energies(cam[None])[0])
+
+
+def energies(cams: np.ndarray) -> np.ndarray:
+    """`energy` of each of N activation maps (N, h, w, K), float64 (N,)."""
+    n, k = cams.shape[0], cams.shape[-1]
+    logits = cams.reshape(n, -1, k).mean(axis=1).astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def ood_floor(manifest) -> float | None:
@@ -241,8 +246,8 @@ class Ensemble:
         `precheck`: the result of `colour_reasons(rgb)` when the caller already ran it."""
         t0 = time.perf_counter()
         prepared = self._prepared(rgb)
-        unfamiliar: list[str] = list(precheck) if precheck is not None else self.colour_reasons(rgb)
-        return self._classify_prepared(prepared, unfamiliar, with_cam, t0)
+        unfamiliar: list[str] = list(precheck) if precheck is not None else self._colour_reasons(prepared)
+        return self._verdicts([prepared], [unfamiliar], with_cam, t0)[0]
 
     def tile_inputs(self, tile: np.ndarray) -> dict[tuple, np.ndarray]:
         """Each model's input from a model-scale tile (`device.optics.tiling`): the tile itself when
@@ -305,70 +310,82 @@ class Ensemble:
         with_cam: bool = True,
         prechecks: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
-        """Classify model-scale tiles, one invoke each. LiteRT can batch (`resize_tensor_input`),
-        but on the shipped int8 bundles a batch of 8-24 tiles was up to 2.6x slower per tile on the
-        build machine (equal at best): `smearscope bench` measures both on the device at hand."""
-        out = []
-        for i, tile in enumerate(tiles):
-            t0 = time.perf_counter()
-            prepared = self.tile_inputs(tile)
-            if prechecks is None:
-                pre: list[str] | Callable[[], list[str]] = list(self._colour_reasons(prepared))
-            else:  # read after the invokes: the gate's thread may still be filling them (PendingChecks)
-                pre = functools.partial(_reasons_of, prechecks, i)
-            out.append(self._classify_prepared(prepared, pre, with_cam, t0))
-        return out
+        """Classify model-scale tiles: each member invokes them one by one (LiteRT can batch with
+        `resize_tensor_input`, but re-allocating the tensors costs 20-75 ms and on the shipped int8
+        bundles a batch was at best as fast per tile; `smearscope bench` measures both), then the
+        outputs are post-processed together. The same verdicts as `classify` per tile (tested).
+        `prechecks`: the tiles' colour-check reasons, read only after the invokes (a `PendingChecks`
+        may still be filling on the gate's thread)."""
+        t0 = time.perf_counter()
+        return self._verdicts([self.tile_inputs(t) for t in tiles], prechecks, with_cam, t0)
 
-    def _classify_prepared(
+    def _verdicts(
         self,
-        prepared: dict[tuple, np.ndarray],
-        precheck: list[str] | Callable[[], list[str]],
+        inputs: list[dict[tuple, np.ndarray]],
+        prechecks: Sequence[list[str]] | None,
         with_cam: bool,
         t0: float,
-    ) -> Prediction:
-        """The members on one tile, then the verdict; `precheck`: the colour check's reasons (or how
-        to get them once the members are done)."""
-        unfamiliar: list[str] = []
-        per_model: dict[str, list[float]] = {}
-        stack = []
-        cams = []
+    ) -> list[Prediction]:
+        """Every member on every image's inputs, then each image's verdict: the colour check's reasons
+        (`prechecks`, or measured here), then per member its energy floor and content check, then the
+        confidence threshold, then member agreement."""
+        n = len(inputs)
+        if n == 0:
+            return []
+        names, probs, cams, reasons = [], [], [], [[] for _ in range(n)]
         for m in self.models:
-            out, reasons, _ = self._member(m, prepared[_input_key(m.manifest.input)], with_cam=with_cam)
-            p = apply_temperature(out.probabilities, m.manifest.temperature)
-            per_model[m.manifest.name] = p.tolist()
-            stack.append(p)
-            unfamiliar.extend(reasons)
-            if with_cam and out.cam is not None:
-                cams.append(out.cam)
-        probs = np.mean(stack, axis=0)
-        idx = int(np.argmax(probs))
-        conf = float(probs[idx])
-        reason = None
-        unfamiliar = [*(precheck() if callable(precheck) else precheck), *unfamiliar]
-        if unfamiliar:
-            reason = "input unlike the training images (" + "; ".join(unfamiliar) + ")"
-        elif conf < self.threshold:
-            reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
-        elif self.abstain_on_disagreement and len(stack) > 1:
-            votes = {int(np.argmax(p)) for p in stack}
-            if len(votes) > 1:
-                reason = "models disagree"
-        cam = _combine_cams(cams, idx) if cams else None
-        return Prediction(
-            labels=list(self.label_ids),
-            probabilities={lb: float(v) for lb, v in zip(self.label_ids, probs, strict=True)},
-            label=self.label_ids[idx],
-            confidence=conf,
-            abstained=reason is not None,
-            reason=reason,
-            per_model=per_model,
-            cam=cam,
-            inference_ms=(time.perf_counter() - t0) * 1000,
+            name = m.manifest.name
+            floor = self.ood_floors.get(name)
+            key = _input_key(m.manifest.input)
+            p, cam, dist = m.predict_many([x[key] for x in inputs], with_cam=with_cam or floor is not None)
+            if floor is not None and cam is not None:
+                e = energies(cam)
+                for i in np.flatnonzero(e < floor):
+                    reasons[i].append(f"{name} energy {e[i]:.1f} < {floor:.1f}")
+            limit = self.content_thresholds.get(name)
+            if limit is not None and dist is not None:
+                for i in np.flatnonzero(dist > limit):
+                    reasons[i].append(
+                        f"{name}: content unlike the training cells, distance {dist[i]:.2f} > {limit:.2f}"
+                    )
+            names.append(name)
+            probs.append(apply_temperature(p, m.manifest.temperature))
+            if with_cam and cam is not None:
+                cams.append(cam)
+        stack = np.stack(probs)  # (members, tiles, K)
+        mean = stack.mean(axis=0)
+        idx = mean.argmax(axis=1)
+        votes = stack.argmax(axis=2)  # (members, tiles)
+        pre: Sequence[list[str]] = (
+            prechecks if prechecks is not None else [self._colour_reasons(x) for x in inputs]
         )
-
-
-def _reasons_of(prechecks: Sequence[list[str]], i: int) -> list[str]:
-    return list(prechecks[i])
+        ms = (time.perf_counter() - t0) * 1000 / n
+        out = []
+        for i in range(n):
+            k = int(idx[i])
+            conf = float(mean[i, k])
+            unfamiliar = [*pre[i], *reasons[i]]
+            reason = None
+            if unfamiliar:
+                reason = "input unlike the training images (" + "; ".join(unfamiliar) + ")"
+            elif conf < self.threshold:
+                reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
+            elif self.abstain_on_disagreement and len(names) > 1 and len(set(votes[:, i].tolist())) > 1:
+                reason = "models disagree"
+            out.append(
+                Prediction(
+                    labels=list(self.label_ids),
+                    probabilities={lb: float(v) for lb, v in zip(self.label_ids, mean[i], strict=True)},
+                    label=self.label_ids[k],
+                    confidence=conf,
+                    abstained=reason is not None,
+                    reason=reason,
+                    per_model={nm: p[i].tolist() for nm, p in zip(names, probs, strict=True)},
+                    cam=_combine_cams([c[i] for c in cams], k) if cams else None,
+                    inference_ms=ms,
+                )
+            )
+        return out
 
 
 def _combine_cams(cams: list[np.ndarray], idx: int) -> np.ndarray:

@@ -30,8 +30,16 @@ class StubModel:
     def has_cam(self) -> bool:
         return self._out.cam is not None
 
+    has_distance = False
+
     def predict(self, rgb, *, with_cam=True):
         return RawOutput(self._out.probabilities, self._out.cam if with_cam else None)
+
+    def predict_many(self, xs, *, with_cam=True):
+        n = len(xs)
+        cam = self._out.cam
+        cams = np.repeat(cam[None], n, 0) if with_cam and cam is not None else None
+        return np.repeat(self._out.probabilities[None], n, 0), cams, None
 
 
 @pytest.fixture
