@@ -11,7 +11,9 @@ blocking classification. Each worker has a heartbeat; the watchdog restarts a st
 The gate classifies a field once (device/pipeline/settle.py): while the stage moves it waits; once the
 field has settled it runs the quality gate, the scale check against the active calibration profile and
 the tiling (device/optics/analyse.py `prepare`); a field that has not changed since it was classified
-is not classified again, its result is re-published with the new frame.
+is not classified again, its result is re-published with the new frame. With a camera's settling the
+scale check is made on the last frame before the field settles (`_check_ahead`), when the classifier is
+idle; the tiles' colour checks run on the gate's thread while the classifier infers (`PendingChecks`).
 """
 
 from __future__ import annotations
