@@ -624,10 +624,14 @@ def training_recipe(cfg: dict | None) -> str | None:
     if cfg.get("augment") == "robust" and cfg.get("white_residual"):
         parts.append(f"an imperfect white reference's cast on {cfg['white_residual']:.0%} of images")
     if cfg.get("outlier_exposure"):
-        fams = {
-            "stain": "far haematoxylin/eosin re-colourings",
-            "channels": "far per-channel optical-density re-colourings",
-        }.get(cfg.get("outlier_families") or "both", "far stain re-colourings")
+        share = cfg.get("outlier_channel_share")
+        if share is None:  # runs of 2026-12-01 named the families
+            share = {"stain": 0.0, "channels": 1.0}.get(cfg.get("outlier_families") or "both", 0.5)
+        fams = (
+            "far haematoxylin/eosin re-colourings"
+            if share == 0
+            else f"far stain re-colourings, {share:.0%} of them per-channel optical density"
+        )
         parts.append(
             f"outlier exposure {cfg['outlier_exposure']:.0%} of each fine-tuning batch ({fams}, uniform "
             "label: the families of the far-stain probes, whose figures are therefore in-family)"

@@ -124,8 +124,10 @@ def test_model_card_renders_from_manifest(tiny_bundle) -> None:
     assert "in-family" in recipe
     assert training_recipe({"augment": "robust", "gamma_max": 1.3}) == "augment robust"
     assert "cast on 30% of images" in training_recipe({"augment": "robust", "white_residual": 0.3})
-    one = training_recipe({"augment": "robust", "outlier_exposure": 0.1, "outlier_families": "stain"})
+    one = training_recipe({"augment": "robust", "outlier_exposure": 0.1, "outlier_channel_share": 0.0})
     assert "outlier exposure 10% of each fine-tuning batch (far haematoxylin/eosin re-colourings" in one
+    one = training_recipe({"augment": "robust", "outlier_exposure": 0.1, "outlier_channel_share": 0.25})
+    assert "25% of them per-channel optical density" in one
     assert training_recipe({}) is None
     update_manifest(tiny_bundle, provenance={"run_id": "r1", "recipe": recipe})
     assert f"- recipe: `{recipe}`" in render(tiny_bundle)

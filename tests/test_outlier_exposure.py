@@ -82,20 +82,20 @@ def test_residual_cast_gives_some_images_a_bounded_per_channel_cast_and_leaves_t
     assert out.shape == (4, 32, 32, 3)
 
 
-def test_the_outlier_families_can_be_chosen():
-    """The "channels" family scales each channel's optical density on its own (a red-only density
-    stays red-only); the "stain" one scales haematoxylin and eosin, which mixes the channels; anything
-    else is refused."""
+def test_the_share_of_per_channel_outliers_can_be_chosen():
+    """Per-channel re-colourings (share 1) scale each channel's optical density on its own (a red-only
+    density stays red-only); stain ones (share 0) scale haematoxylin and eosin, which mixes the
+    channels; a share outside [0, 1] is refused."""
     tf.random.set_seed(5)
     x = np.full((64, 8, 8, 3), WHITE_LEVEL, np.float32)
     x[:, 2:6, 2:6, 0] = 120.0  # density in red only
-    ch = far_recolour(tf.constant(x), "channels").numpy()
+    ch = far_recolour(tf.constant(x), 1.0).numpy()
     np.testing.assert_allclose(ch[:, 3, 3, 1:], WHITE_LEVEL, atol=0.5)
-    st = far_recolour(tf.constant(x), "stain").numpy()
+    st = far_recolour(tf.constant(x), 0.0).numpy()
     moved = np.abs(st[:, 3, 3, 1:] - WHITE_LEVEL).max(axis=1) > 2.0
     assert moved.mean() > 0.9
     np.testing.assert_allclose(st[:, 0, 0], WHITE_LEVEL, atol=0.5)  # the background stays white
-    with pytest.raises(ValueError, match="outlier families"):
-        far_recolour(tf.constant(x), "hue")
-    with pytest.raises(ValueError, match="outlier families"):
-        outlier_exposure(0.1, None, "hue")
+    with pytest.raises(ValueError, match="channel share"):
+        far_recolour(tf.constant(x), 1.5)
+    with pytest.raises(ValueError, match="channel share"):
+        outlier_exposure(0.1, None, -0.1)

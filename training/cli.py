@@ -111,11 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "uniform label (outlier exposure, training/outlier_exposure.py); e.g. 0.1. Default: off",
     )
     p.add_argument(
-        "--outlier-families",
-        choices=("both", "stain", "channels"),
-        default="both",
-        help="which far re-colourings --outlier-exposure uses: haematoxylin/eosin amounts (stain), each "
-        "channel's optical density (channels, which also makes strong colour casts), or both (default)",
+        "--outlier-channel-share",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="of --outlier-exposure's re-colourings, the share that scales each channel's optical density "
+        "on its own (which also makes strong colour casts inside cells); the rest scale haematoxylin and "
+        "eosin. Default 0.5",
     )
     p.add_argument(
         "--gamma-max",

@@ -35,17 +35,13 @@ def _far(b: tf.Tensor, k: int) -> tf.Tensor:
     return tf.where(tf.random.uniform([b, k]) < 0.5, lo, hi)
 
 
-FAMILIES = ("both", "stain", "channels")
-
-
-def far_recolour(images: tf.Tensor, families: str = "both") -> tf.Tensor:
+def far_recolour(images: tf.Tensor, channel_share: float = 0.5) -> tf.Tensor:
     """Each float32 0-255 image (B, H, W, 3) re-coloured far outside the training ranges (module doc):
-    by their haematoxylin/eosin amounts (DAB kept; in 30% of those only one stain is off), or by every
-    channel's optical density (`families`: "both" half and half, "stain" or "channels" only); the
-    background (the white level) stays where it was. Each channel's own OD scaling also makes strong
-    colour casts inside the cells; "stain" leaves those out (a whole stain twice as dark is in both)."""
-    if families not in FAMILIES:
-        raise ValueError(f"outlier families must be one of {FAMILIES}, got {families!r}")
+    by their haematoxylin/eosin amounts (DAB kept; in 30% of those only one stain is off), or, for a
+    `channel_share` of them, by every channel's optical density; the background (the white level) stays
+    where it was. Each channel's own OD scaling also makes strong colour casts inside the cells (0: none
+    of those; a whole stain twice as dark is in both families)."""
+    _check_share(channel_share)
     b = tf.shape(images)[0]
     hed_from_rgb = tf.constant(HED_FROM_RGB, tf.float32)
     rgb_from_hed = tf.constant(RGB_FROM_HED, tf.float32)
@@ -61,8 +57,7 @@ def far_recolour(images: tf.Tensor, families: str = "both") -> tf.Tensor:
     gains = tf.concat([stains, tf.ones([b, 1])], axis=1)
     mix_hed = tf.einsum("cd,bd,de->bce", hed_from_rgb, gains, rgb_from_hed)
     mix_channels = tf.linalg.diag(_far(b, 3))
-    p_stain = {"both": 0.5, "stain": 1.0, "channels": 0.0}[families]
-    mix = tf.where((tf.random.uniform([b]) < p_stain)[:, None, None], mix_hed, mix_channels)
+    mix = tf.where((tf.random.uniform([b]) >= channel_share)[:, None, None], mix_hed, mix_channels)
     od_white = -math.log(WHITE_LEVEL / 255.0)
     od = -tf.math.log(tf.maximum(images, 1.0) / 255.0)
     od = tf.einsum("bhwc,bce->bhwe", od, mix)
@@ -71,15 +66,19 @@ def far_recolour(images: tf.Tensor, families: str = "both") -> tf.Tensor:
     return tf.clip_by_value(255.0 * tf.exp(-od), 0.0, 255.0)
 
 
+def _check_share(share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the outlier channel share must be in [0, 1], got {share}")
+
+
 def outlier_exposure(
-    fraction: float, class_weights: Sequence[float] | None = None, families: str = "both"
+    fraction: float, class_weights: Sequence[float] | None = None, channel_share: float = 0.5
 ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """fn(images, one-hot labels) -> (images, labels, sample weights) for `dataset.map` after the
     augmentation: a random `fraction` of each batch re-coloured (`far_recolour`) with a uniform label."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"outlier-exposure fraction must be in (0, 1), got {fraction}")
-    if families not in FAMILIES:
-        raise ValueError(f"outlier families must be one of {FAMILIES}, got {families!r}")
+    _check_share(channel_share)
     cw = None if class_weights is None else tf.constant(list(class_weights), tf.float32)
 
     def apply(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -87,7 +86,7 @@ def outlier_exposure(
         chosen = tf.where(tf.random.uniform([b]) < fraction)[:, 0]
 
         def recolour() -> tf.Tensor:
-            far = far_recolour(tf.gather(images, chosen), families)
+            far = far_recolour(tf.gather(images, chosen), channel_share)
             return tf.tensor_scatter_nd_update(images, chosen[:, None], far)
 
         images = tf.cond(tf.size(chosen) > 0, recolour, lambda: images)

@@ -86,7 +86,7 @@ class TrainConfig:
     verbose: int = 1
     eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
     outlier_exposure: float = 0.0  # fraction of each augmented batch re-coloured far, uniform label
-    outlier_families: str = "both"  # which far re-colourings: both, stain (H&E amounts), channels
+    outlier_channel_share: float = 0.5  # of those, per-channel OD re-colourings (the rest: H&E amounts)
     gamma_max: float = 1.3  # top of the robust recipe's gamma range (training/augment.py)
     white_residual: float = 0.0  # fraction of images given an imperfect white reference's cast
 
@@ -219,7 +219,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.outlier_exposure > 0:
         # the class weights travel as sample weights (a uniform label has no class): fit gets none
         weights = [cw[i] for i in range(k)] if cw else None
-        pairs = outlier_exposure(cfg.outlier_exposure, weights, cfg.outlier_families)
+        pairs = outlier_exposure(cfg.outlier_exposure, weights, cfg.outlier_channel_share)
     fit_cw = None if pairs is not None else cw
     train_aug = make_dataset(split.paths("train"), y_train, shuffle=True, augment=aug, pairs=pairs, **common)
     val_ds = make_dataset(split.paths("val"), y_val, **common)
