@@ -69,7 +69,7 @@ def _fields(config, dirs: list[str], model_um: float | None):
 
 
 def measure_field(config, dirs: list[str], *, model_um: float | None, size: tuple[int, int],
-                  magnification: float, rounds: int = 5) -> dict[str, Any]:  # fmt: skip
+                  magnification: float, rounds: int = 15) -> dict[str, Any]:  # fmt: skip
     from device.pipeline.smoothing import thumbnail
     from device.quality import QualityThresholds, assess, shrink
 
@@ -80,38 +80,39 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
     thresholds = QualityThresholds.from_config(config.quality)
     keys = ("gate", "scale_check", "prepare", "classify", "invoke", "wall")
 
-    def run(ahead: bool) -> tuple[dict[str, float], Any, Any]:
-        parts: dict[str, list[float]] = {k: [] for k in keys}
-        prepared = analysis = None
-        for _ in range(rounds + 1):
-            # a camera's settling field: the red-cell check was made on the frame before (not timed here)
-            early = fc.check_ahead(frame, u_frame, source="profile:bench") if ahead else None
-            t0 = time.perf_counter()
-            small = shrink(frame, thresholds.analysis_width)  # as the daemon's gate: one shrunk copy for both
-            thumbnail(small)
-            assess(small, thresholds)
-            t1 = time.perf_counter()
-            prepared = fc.prepare(frame, u_frame, source="profile:bench", defer_check=True)
-            prepared.check_ahead = early
-            t2 = time.perf_counter()
-            # as the daemon: the colour checks and the scale check on the gate's thread while the
-            # classifier infers the tiles
-            checker = threading.Thread(target=fc.run_check, args=(prepared,))
-            checker.start()
-            before = sum(m.invoke_ns for m in fc.ensemble.models)
-            analysis = fc.classify(prepared, with_cam=config.classifier.heatmap)
-            # the time inside interpreter.invoke() during this very classification (same load)
-            inv = (sum(m.invoke_ns for m in fc.ensemble.models) - before) / 1e9
-            t3a = time.perf_counter()
-            checker.join()
-            t3 = time.perf_counter()
-            for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3a - t2), ("invoke", inv),
-                         ("scale_check", prepared.check_ms / 1000), ("wall", t3 - t0)):  # fmt: skip
-                parts[k].append(v * 1000)
-        return {k: float(np.median(v[1:])) for k, v in parts.items()}, prepared, analysis  # 1st warms up
+    def one(ahead: bool, parts: dict[str, list[float]]) -> tuple[Any, Any]:
+        # a camera's settling field: the red-cell check was made on the frame before (not timed here)
+        early = fc.check_ahead(frame, u_frame, source="profile:bench") if ahead else None
+        t0 = time.perf_counter()
+        small = shrink(frame, thresholds.analysis_width)  # as the daemon's gate: one shrunk copy for both
+        thumbnail(small)
+        assess(small, thresholds)
+        t1 = time.perf_counter()
+        prepared = fc.prepare(frame, u_frame, source="profile:bench", defer_check=True)
+        prepared.check_ahead = early
+        t2 = time.perf_counter()
+        # as the daemon: the colour checks and the scale check on the gate's thread while the
+        # classifier infers the tiles
+        checker = threading.Thread(target=fc.run_check, args=(prepared,))
+        checker.start()
+        before = sum(m.invoke_ns for m in fc.ensemble.models)
+        analysis = fc.classify(prepared, with_cam=config.classifier.heatmap)
+        # the time inside interpreter.invoke() during this very classification (same load)
+        inv = (sum(m.invoke_ns for m in fc.ensemble.models) - before) / 1e9
+        t3a = time.perf_counter()
+        checker.join()
+        t3 = time.perf_counter()
+        for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3a - t2), ("invoke", inv),
+                     ("scale_check", prepared.check_ms / 1000), ("wall", t3 - t0)):  # fmt: skip
+            parts[k].append(v * 1000)
+        return prepared, analysis
 
-    med, prepared, analysis = run(ahead=False)
-    settled, _, _ = run(ahead=True)
+    # both ways in turn, round by round, so a drifting load touches both alike; the first round warms up
+    runs: dict[bool, dict[str, list[float]]] = {a: {k: [] for k in keys} for a in (False, True)}
+    for _ in range(rounds + 1):
+        prepared, analysis = one(False, runs[False])
+        one(True, runs[True])
+    med, settled = ({k: float(np.median(v[1:])) for k, v in runs[a].items()} for a in (False, True))
     n_tiles = len(prepared.plan.selected)
     # The same tiles with nothing beside them: the interpreters' own time on an idle second core. The
     # check's CPU slows the 2-thread invoke above; measured against this, that slowdown counts as
