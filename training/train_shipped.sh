@@ -9,7 +9,8 @@
 # Phase 1: head on cached frozen features (15 epochs); phase 2: every layer but BatchNorm, half an epoch
 # of warm-up then cosine decay from 1e-4, the best validation-loss epoch kept.
 # Measured, not shipped (2026-12-01): the same MobileNetV2 line with `--out runs/mobilenetv2-all4-288oe
-# --outlier-exposure 0.15 --gamma-max 1.45` (README, "Outlier exposure: measured, not shipped").
+# --outlier-exposure 0.15 --gamma-max 1.45`, and `--outlier-channel-share 0.25` (runs/mobilenetv2-all4-288oe5:
+# every issue-11 bar met, issue 10's red-and-blue tint not; README, "Outlier exposure: measured, not shipped").
 # Time: both runs side by side on 2 idle CPU cores, ~8.5 min per fine-tuning epoch each; the 65-minute
 # budget (--finetune-minutes) fitted 7 epochs (of 14 planned); Lite0 then continues for 5 more (below).
 # The whole script takes ~2 h 30 min.
