@@ -124,5 +124,5 @@ def find_nuclei(
     min_small = min_area_px * f * f
     big = stats[1:, cv2.CC_STAT_AREA] >= max(min_small, 1.0)
     keep[1:][big] = 1
-    mask = keep[labels]
+    mask = keep.take(labels)  # identical to keep[labels], ~2x faster
     return NucleusMap(mask, f, min_area_px, cv2.integral(mask), int(big.sum()))
