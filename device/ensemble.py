@@ -311,8 +311,9 @@ class Ensemble:
         prechecks: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
         """Classify model-scale tiles: each member invokes them one by one (LiteRT can batch with
-        `resize_tensor_input`, but re-allocating the tensors costs 20-75 ms and on the shipped int8
-        bundles a batch was at best as fast per tile; `smearscope bench` measures both), then the
+        `resize_tensor_input`, but re-allocating the tensors for a frame's tile count costs 20-75 ms,
+        and a batch was 2.6x slower per tile on one build machine, 7% faster on another; `smearscope
+        bench` measures both), then the
         outputs are post-processed together. The same verdicts as `classify` per tile (tested).
         `prechecks`: the tiles' colour-check reasons, read only after the invokes (a `PendingChecks`
         may still be filling on the gate's thread)."""
