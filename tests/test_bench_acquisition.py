@@ -20,7 +20,9 @@ def test_the_field_bench_classifies_real_tiles_and_reports_each_ratio():
     wall = out["field_ms"]
     assert abs(out["other_ms_per_frame"] - (wall - out["invoke_ms_per_frame"])) < 0.2
     alone = out["other_over_invoke_alone"]
-    assert abs(alone - (wall - out["invoke_ms_per_frame_alone"]) / out["invoke_ms_per_frame_alone"]) < 0.01
+    inv = out["invoke_ms_per_frame_alone"]
+    rounding = 0.05 * (1 / inv + wall / inv**2)  # both figures are reported to 0.1 ms
+    assert abs(alone - (wall - inv) / inv) < rounding + 0.002
     assert out["other_over_invoke_sequential"] >= out["other_over_invoke"] - 0.05  # the check adds, in series
     settled = out["check_made_while_settling"]
     assert settled["invoke_ms_per_frame"] > 0
