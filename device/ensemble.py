@@ -28,7 +28,7 @@ import numpy as np
 
 from device.bundle import InputSpec, Label
 from device.errors import BundleError
-from device.model import RawOutput, TFLiteModel
+from device.model import TFLiteModel
 from device.preprocess import prepare
 
 _EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
@@ -269,39 +269,38 @@ class Ensemble:
         """How unlike the training images model-scale `tiles` look to the members' content and energy
         checks: (how many of those checks fire, summed over tiles and members; the sum of each content
         distance over its threshold). Lower is more familiar; compares renderings of one frame."""
+        if not tiles:
+            return 0, 0.0
+        inputs = [self.tile_inputs(t) for t in tiles]
         fired, ratio = 0, 0.0
-        for tile in tiles:
-            prepared = self.tile_inputs(tile)
-            for m in self.models:
-                _, reasons, r = self._member(m, prepared[_input_key(m.manifest.input)], with_cam=False)
-                fired += len(reasons)
-                ratio += r or 0.0
+        for m in self.models:
+            name = m.manifest.name
+            key = _input_key(m.manifest.input)
+            _, cam, dist = m.predict_many([x[key] for x in inputs], with_cam=name in self.ood_floors)
+            reasons, ratios = self._member_checks(name, cam, dist, len(inputs))
+            fired += sum(len(r) for r in reasons)
+            ratio += float(ratios.sum()) if ratios is not None else 0.0
         return fired, ratio
 
-    def _member(
-        self, m: TFLiteModel, x: np.ndarray, *, with_cam: bool
-    ) -> tuple[RawOutput, list[str], float | None]:
-        """One member's raw output on its input `x`, the reasons its energy floor and content check
-        give for calling it unfamiliar (none: familiar), and its content distance over the threshold
-        (None without a content check)."""
-        name = m.manifest.name
+    def _member_checks(
+        self, name: str, cam: np.ndarray | None, dist: np.ndarray | None, n: int
+    ) -> tuple[list[list[str]], np.ndarray | None]:
+        """One member's energy floor and content check on n images' outputs: the reasons each image is
+        unfamiliar (none: familiar) and each content distance over its threshold (None without a check)."""
+        reasons: list[list[str]] = [[] for _ in range(n)]
         floor = self.ood_floors.get(name)
-        out = m.predict(x, with_cam=with_cam or floor is not None)
-        reasons: list[str] = []
-        if floor is not None and out.cam is not None:
-            e = energy(out.cam)
-            if e < floor:
-                reasons.append(f"{name} energy {e:.1f} < {floor:.1f}")
+        if floor is not None and cam is not None:
+            e = energies(cam)
+            for i in np.flatnonzero(e < floor):
+                reasons[i].append(f"{name} energy {e[i]:.1f} < {floor:.1f}")
         limit = self.content_thresholds.get(name)
-        ratio = None
-        if limit is not None and out.ood_distance is not None:
-            ratio = out.ood_distance / limit
-            if out.ood_distance > limit:
-                reasons.append(
-                    f"{name}: content unlike the training cells, "
-                    f"distance {out.ood_distance:.2f} > {limit:.2f}"
-                )
-        return out, reasons, ratio
+        if limit is None or dist is None:
+            return reasons, None
+        for i in np.flatnonzero(dist > limit):
+            reasons[i].append(
+                f"{name}: content unlike the training cells, distance {dist[i]:.2f} > {limit:.2f}"
+            )
+        return reasons, dist / limit
 
     def classify_tiles(
         self,
@@ -310,11 +309,11 @@ class Ensemble:
         with_cam: bool = True,
         prechecks: Sequence[list[str]] | None = None,
     ) -> list[Prediction]:
-        """Classify model-scale tiles: each member invokes them one by one (LiteRT can batch with
-        `resize_tensor_input`, but re-allocating the tensors for a frame's tile count costs 20-75 ms,
-        and a batch was 2.6x slower per tile on one build machine, 7% faster on another; `smearscope
-        bench` measures both), then the
-        outputs are post-processed together. The same verdicts as `classify` per tile (tested).
+        """Classify model-scale tiles: each member invokes them one by one, then the outputs are
+        post-processed together; the same verdicts as `classify` per tile (tested). LiteRT can batch
+        (`resize_tensor_input`), but re-allocating the tensors for a frame's tile count costs 20-75 ms,
+        and a batch was 2.6x slower per tile on one build machine, 7% faster on another (`smearscope
+        bench` measures both).
         `prechecks`: the tiles' colour-check reasons, read only after the invokes (a `PendingChecks`
         may still be filling on the gate's thread)."""
         t0 = time.perf_counter()
@@ -339,16 +338,8 @@ class Ensemble:
             floor = self.ood_floors.get(name)
             key = _input_key(m.manifest.input)
             p, cam, dist = m.predict_many([x[key] for x in inputs], with_cam=with_cam or floor is not None)
-            if floor is not None and cam is not None:
-                e = energies(cam)
-                for i in np.flatnonzero(e < floor):
-                    reasons[i].append(f"{name} energy {e[i]:.1f} < {floor:.1f}")
-            limit = self.content_thresholds.get(name)
-            if limit is not None and dist is not None:
-                for i in np.flatnonzero(dist > limit):
-                    reasons[i].append(
-                        f"{name}: content unlike the training cells, distance {dist[i]:.2f} > {limit:.2f}"
-                    )
+            for i, r in enumerate(self._member_checks(name, cam, dist, n)[0]):
+                reasons[i].extend(r)
             names.append(name)
             probs.append(apply_temperature(p, m.manifest.temperature))
             if with_cam and cam is not None:

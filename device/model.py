@@ -147,24 +147,10 @@ class TFLiteModel:
 
     def predict(self, rgb: np.ndarray, *, with_cam: bool = True) -> RawOutput:
         """`rgb` must already be `device.preprocess.prepare`d to the model's size."""
-        m = self.manifest.input
-        if rgb.shape != (m.height, m.width, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"expected uint8 ({m.height}, {m.width}, 3), got {rgb.dtype} {rgb.shape}")
-        with self._lock:
-            self.interpreter.set_tensor(self._in["index"], self._input(rgb))
-            t0 = time.perf_counter_ns()
-            self.interpreter.invoke()
-            self.invoke_ns += time.perf_counter_ns() - t0
-            probs = self.interpreter.get_tensor(self._prob_idx)[0]
-            cam = self.interpreter.get_tensor(self._cam_idx)[0] if (with_cam and self.has_cam) else None
-            dist = self.interpreter.get_tensor(self._dist_idx)[0] if self.has_distance else None
-        p = self._dequant(probs, self._prob_q)
-        d = float(self._dequant(dist, self._dist_q)[0]) if dist is not None else None
-        p = np.clip(p, 0.0, None)
-        total = float(p.sum())
-        p = p / total if total > 0 else np.full_like(p, 1.0 / len(p))
-        c = self._dequant(cam, self._cam_q) if cam is not None else None
-        return RawOutput(p.astype(np.float32), c, d)
+        p, cam, dist = self.predict_many([rgb], with_cam=with_cam)
+        return RawOutput(
+            p[0], cam[0] if cam is not None else None, float(dist[0]) if dist is not None else None
+        )
 
     def predict_many(
         self, xs: Sequence[np.ndarray], *, with_cam: bool = True

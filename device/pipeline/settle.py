@@ -31,7 +31,7 @@ class SettleTracker:
         self.motion = float(np.mean(np.abs(thumb - self._prev))) if self._prev is not None else 1e9
         self._prev = thumb
         self.still = self.still + 1 if self.motion <= self.threshold else 0
-        if self._field is not None and float(np.mean(np.abs(thumb - self._field))) <= 2 * self.threshold:
+        if self._field is not None and self.same_field(thumb, self._field):
             return SAME
         if self.still < self.settle_frames:
             return MOVING
