@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add a stain-outlier score to the content check: a logistic regression on the pooled "
         "embedding, training images (+ augmented copies) vs far re-colourings of them (convert/outliers.py)",
     )
+    p.add_argument(
+        "--camera-copies",
+        action="store_true",
+        help="fit the content check's stride statistics and stain-outlier step also on one copy of each "
+        "training image through another camera's white balance (red/blue gains 0.8-1.25, clipped; "
+        "convert/cameras.py)",
+    )
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")
     p.add_argument("--json", metavar="OUT", help="also write the summary here")
     p.add_argument(
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         content_every=args.content_every,
         content_strides=tuple(int(x) for x in args.content_strides.split(",") if x.strip()),
         stain_outliers=args.stain_outliers,
+        camera_copies=args.camera_copies,
         ood_per_kind=args.ood_per_kind,
     )
     sizes = s["sizes"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from convert import calibrate as cal
-from convert import card, ood, outliers, verify
+from convert import cameras, card, ood, outliers, verify
 from convert.bundle import update_manifest, write_bundle
 from device.bundle import load_bundle
 from device.ensemble import Ensemble, apply_temperature
@@ -167,13 +167,16 @@ def _content_statistics(
     progress: bool,
     batch: int = 64,
     with_outliers: bool = False,
+    with_cameras: bool = False,
 ) -> tuple[dict, list[dict], dict, dict | None]:
     """The content check's statistics (convert/content.py): pooled-embedding class means/covariance on
     every `every`-th training image (as preprocessed), and for each of `strides` those of the backbone's
     features at that stride on the same images plus one copy of each through the run's own training
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
     held-out-class figures (pooled), and with `with_outliers` the stain-outlier head (convert/outliers.py)
-    fitted on the same images, their augmented copies and COPIES far re-colourings of each."""
+    fitted on the same images, their augmented copies and COPIES far re-colourings of each. With
+    `with_cameras`, one camera copy of each image (convert/cameras.py) joins the augmented copies on the
+    familiar side of the stride statistics and the stain-outlier head."""
     from tqdm import tqdm
 
     from convert import content
@@ -210,6 +213,7 @@ def _content_statistics(
     pooled_aug: list[np.ndarray] = []  # pooled features of the augmented copies (outlier head: familiar)
     pooled_far: list[np.ndarray] = []  # ... and of COPIES far re-colourings of each (outlier head: outliers)
     rng = np.random.default_rng(int(run.config.get("seed", 0)) + 7)
+    camera_rng = np.random.default_rng(int(run.config.get("seed", 0)) + 11)
     log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
     for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
         arrays = run.load_arrays(paths[i : i + batch])
@@ -222,9 +226,22 @@ def _content_statistics(
             for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
+        if with_cameras:
+            shots = cameras.camera_copies(
+                paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
+            )
+            got_cam = embed(shots)
+            pooled_aug.append(got_cam[0])
+            for j, f in enumerate(got_cam[1:]):
+                augmented[j].append(f)
         if with_outliers:
             for _ in range(outliers.COPIES):
                 pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
+    # labels of the stride statistics' copies: per batch, the augmented copies (then the camera copies)
+    per_batch = 2 if with_cameras else 1
+    copies_labels = np.concatenate(
+        [np.tile(y[i : i + batch], per_batch) for i in range(0, len(paths), batch)]
+    )
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val_arrays = run.load_arrays(val_paths)
@@ -246,7 +263,9 @@ def _content_statistics(
         return stats, [], held_out, head
     mid_stats = []
     for j, layer in enumerate(layers):
-        st = content.fit_statistics(np.concatenate(clean[j] + augmented[j]), np.concatenate([y, y]), k)
+        st = content.fit_statistics(
+            np.concatenate(clean[j] + augmented[j]), np.concatenate([y, copies_labels]), k
+        )
         st["layer"] = layer
         st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))
         mid_stats.append(st)
@@ -329,6 +348,7 @@ def convert_run(
     content_every: int = 2,
     content_strides: tuple[int, ...] = (16,),
     stain_outliers: bool = False,
+    camera_copies: bool = False,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
     the scale the training run recorded."""
@@ -350,7 +370,13 @@ def convert_run(
     head = None
     if content_check:
         stats, mid_stats, held_out, head = _content_statistics(
-            run, model, content_every, content_strides, progress, with_outliers=stain_outliers
+            run,
+            model,
+            content_every,
+            content_strides,
+            progress,
+            with_outliers=stain_outliers,
+            with_cameras=camera_copies,
         )
     export = model
     if cam or stats is not None:
