@@ -75,9 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--camera-copies",
-        action="store_true",
-        help="fit the content check's stride statistics and stain-outlier step also on one copy of each "
-        "training image through another camera's white balance (red/blue gains 0.8-1.25, clipped; "
+        type=int,
+        default=0,
+        metavar="N",
+        help="fit the content check's stride statistics and stain-outlier step also on N copies of each "
+        "training image through other cameras' white balance (red/blue gains 0.8-1.25, clipped; "
         "convert/cameras.py)",
     )
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")

@@ -167,7 +167,7 @@ def _content_statistics(
     progress: bool,
     batch: int = 64,
     with_outliers: bool = False,
-    with_cameras: bool = False,
+    with_cameras: int = 0,
 ) -> tuple[dict, list[dict], dict, dict | None]:
     """The content check's statistics (convert/content.py): pooled-embedding class means/covariance on
     every `every`-th training image (as preprocessed), and for each of `strides` those of the backbone's
@@ -175,8 +175,8 @@ def _content_statistics(
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
     held-out-class figures (pooled), and with `with_outliers` the stain-outlier head (convert/outliers.py)
     fitted on the same images, their augmented copies and COPIES far re-colourings of each. With
-    `with_cameras`, one camera copy of each image (convert/cameras.py) joins the augmented copies on the
-    familiar side of the stride statistics and the stain-outlier head."""
+    `with_cameras` = N, N camera copies of each image (convert/cameras.py) join the augmented copies on
+    the familiar side of the stride statistics and the stain-outlier head."""
     from tqdm import tqdm
 
     from convert import content
@@ -226,7 +226,7 @@ def _content_statistics(
             for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
-        if with_cameras:
+        for _ in range(with_cameras):
             shots = cameras.camera_copies(
                 paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
             )
@@ -238,7 +238,7 @@ def _content_statistics(
             for _ in range(outliers.COPIES):
                 pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
     # labels of the stride statistics' copies: per batch, the augmented copies (then the camera copies)
-    per_batch = 2 if with_cameras else 1
+    per_batch = 1 + with_cameras
     copies_labels = np.concatenate(
         [np.tile(y[i : i + batch], per_batch) for i in range(0, len(paths), batch)]
     )
@@ -303,7 +303,9 @@ def _check_content_headroom(bundle: Path, spec: dict) -> None:
         )
 
 
-def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | None = None) -> str:
+def _statistics_note(
+    stats: dict, mid_stats: list[dict], n: int, head: dict | None = None, cameras: int = 0
+) -> str:
     note = (
         f"class means + Ledoit-Wolf shared covariance (shrinkage {stats['shrinkage']:.3f}) of {n} "
         "training images' pooled embeddings, inside model.tflite"
@@ -312,7 +314,8 @@ def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | No
         v = head["validation"]
         note += (
             f"; max with a stain-outlier score (convert/outliers.py: logistic regression on the pooled "
-            f"embedding, {n} training images and their augmented copies vs {outliers.COPIES} far "
+            f"embedding, {n} training images and their augmented{' and camera' if cameras else ''} copies "
+            f"vs {outliers.COPIES} far "
             "re-colourings of each; "
             f"operating logit {head['operating_logit']:.2f}: fires on {v['clean_fired']:.1%} of the clean "
             f"and {v['far_fired']:.1%} of re-coloured validation images, float features)"
@@ -323,7 +326,14 @@ def _statistics_note(stats: dict, mid_stats: list[dict], n: int, head: dict | No
     scales = " / ".join(f"{m['scale']:.3f}" for m in [stats, *mid_stats])
     return note + (
         f"; max with the same distance on earlier backbone features, globally averaged: {layers}, fitted "
-        f"on those {n} images plus one robust-augmented copy of each; each distance over its 99% quantile "
+        f"on those {n} images plus one robust-augmented copy of each"
+        + (
+            f" and {cameras} through other cameras' white balance (red/blue gains 0.8-1.25, clipped; "
+            "convert/cameras.py)"
+            if cameras
+            else ""
+        )
+        + "; each distance over its 99% quantile "
         f"on the validation split ({scales})"
     )
 
@@ -348,7 +358,7 @@ def convert_run(
     content_every: int = 2,
     content_strides: tuple[int, ...] = (16,),
     stain_outliers: bool = False,
-    camera_copies: bool = False,
+    camera_copies: int = 0,
 ) -> dict:
     """Convert, verify, calibrate and write the bundle; returns a summary dict. `um_per_px` overrides
     the scale the training run recorded."""
@@ -433,7 +443,9 @@ def convert_run(
         if stats is not None:
             calibration["content_check"].update(
                 {
-                    "statistics": _statistics_note(stats, mid_stats, len(train_paths[::content_every]), head),
+                    "statistics": _statistics_note(
+                        stats, mid_stats, len(train_paths[::content_every]), head, camera_copies
+                    ),
                     "held_out_class": held_out,
                 }
             )

@@ -113,7 +113,7 @@ def test_content_statistics_fit_the_stride_statistics_on_the_camera_copies_too(
     real_copies = cameras.camera_copies
     monkeypatch.setattr(cameras, "camera_copies", lambda *a, **k: calls.append(1) or real_copies(*a, **k))
 
-    _content_statistics(run, model, 1, (16,), False, batch=5, with_outliers=True, with_cameras=True)
+    _content_statistics(run, model, 1, (16,), False, batch=5, with_outliers=True, with_cameras=1)
     y = np.arange(12) % 4
     assert len(calls) == 3  # one per batch of 5, 5, 2
     pooled_fit, stride_fit = fitted[0], fitted[-1]
@@ -124,6 +124,12 @@ def test_content_statistics_fit_the_stride_statistics_on_the_camera_copies_too(
     assert familiar_sizes == [36]  # clean + augmented + camera copies
 
     fitted.clear(), familiar_sizes.clear()
-    _content_statistics(run, model, 1, (16,), False, batch=5, with_outliers=True, with_cameras=False)
+    _content_statistics(run, model, 1, (16,), False, batch=5, with_outliers=True, with_cameras=0)
     assert fitted[-1][0] == 24 and familiar_sizes == [24]
     np.testing.assert_array_equal(fitted[-1][1], np.concatenate([y, y]))
+
+    fitted.clear(), familiar_sizes.clear()
+    _content_statistics(run, model, 1, (16,), False, batch=5, with_outliers=True, with_cameras=2)
+    assert fitted[-1][0] == 48 and familiar_sizes == [48]
+    want = np.concatenate([y, *[np.tile(y[i : i + 5], 3) for i in range(0, 12, 5)]])
+    np.testing.assert_array_equal(fitted[-1][1], want)
