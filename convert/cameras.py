@@ -12,12 +12,13 @@ A camera copy is a TRAINING image as another station's camera would deliver it: 
 by gains from the white-balance range a second station shows (issue 10's tints, `GAIN_RANGE`), clipped
 at 255, through a tone curve from the gamma range a second station shows (issue 11's mild shifts,
 `GAMMA_RANGE`), then prepared exactly as the device prepares a frame (background white reference,
-resize). Half of each range's draws sit at its edges, where clipping and the darkest tones happen
-(`EDGE_SHARE`). The copies join the
-familiar side of the content statistics at every stride and of the stain-outlier step; the pooled
-embedding's statistics and every threshold stay fitted on clean images as before, so the check does not
-loosen on unshifted input. The out-of-distribution probes (convert/ood.py) are made from test images;
-these copies are made from training images only.
+resize). Half of the gains' draws sit at the range's edges, where the clipping happens (`EDGE_SHARE`);
+gamma is drawn log-uniform (no cliff at its ends; a tone curve scales every channel's optical density by
+gamma, the direction in which the far-stain probes' twice-darker fields lie, so its end is not stressed).
+The copies join the familiar side of the content statistics at every stride and of the stain-outlier
+step; the pooled embedding's statistics and every threshold stay fitted on clean images as before, so
+the check does not loosen on unshifted input. The out-of-distribution probes (convert/ood.py) are made
+from test images; these copies are made from training images only.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ EDGE_SHARE = 0.5
 EDGE_WIDTH = 0.04
 
 
-def _draw(rng: np.random.Generator, span: tuple[float, float]) -> float:
-    """Log-uniform over `span`, or (`EDGE_SHARE` of the time) within `EDGE_WIDTH` of one of its ends."""
+def _draw(rng: np.random.Generator, span: tuple[float, float], edges: float = EDGE_SHARE) -> float:
+    """Log-uniform over `span`, or (`edges` of the time) within `EDGE_WIDTH` of one of its ends."""
     lo, hi = np.log(span)
-    if rng.random() < EDGE_SHARE:
+    if rng.random() < edges:
         return float(
             np.exp(
                 hi - rng.uniform(0.0, EDGE_WIDTH) if rng.random() < 0.5 else lo + rng.uniform(0.0, EDGE_WIDTH)
@@ -59,7 +60,8 @@ def draw_gains(rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_gamma(rng: np.random.Generator) -> float:
-    return _draw(rng, GAMMA_RANGE)
+    """A tone curve's gamma, log-uniform over `GAMMA_RANGE`."""
+    return _draw(rng, GAMMA_RANGE, edges=0.0)
 
 
 def camera_copy(
