@@ -79,8 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         metavar="N",
         help="fit the content check's stride statistics and stain-outlier step also on N copies of each "
-        "training image through other cameras' white balance and tone curve (red/blue gains 0.8-1.25, "
-        "clipped; gamma 0.8-1.3; "
+        "training image through other cameras' white balance (red/blue gains 0.8-1.25, clipped; "
         "convert/cameras.py)",
     )
     p.add_argument("--ood-per-kind", type=int, default=12, help="out-of-distribution probes per kind")

@@ -328,8 +328,7 @@ def _statistics_note(
         f"; max with the same distance on earlier backbone features, globally averaged: {layers}, fitted "
         f"on those {n} images plus one robust-augmented copy of each"
         + (
-            f" and {cameras} through other cameras' white balance and tone curve (red/blue gains "
-            "0.8-1.25, clipped; gamma 0.8-1.3; "
+            f" and {cameras} through other cameras' white balance (red/blue gains 0.8-1.25, clipped; "
             "convert/cameras.py)"
             if cameras
             else ""
