@@ -16,13 +16,6 @@ familiar side of the content statistics at every stride and of the stain-outlier
 embedding's statistics and every threshold stay fitted on clean images as before, so the check does not
 loosen on unshifted input. The out-of-distribution probes (convert/ood.py) are made from test images;
 these copies are made from training images only.
-
-Measured on the shipped MobileNetV2 (runs/mobilenetv2-all4-288oe5, int8, with the shipped Lite0; the
-ensemble's "uncertain" on red and blue x1.25 over native, `benchmarks/acquisition_eval.py`): +8.8
-without copies, +5.6 with one copy (strides 8 and 16), +3.5 with one copy and stride 16 only (the shipped
-conversion). Two copies per image, or copies that also draw a camera gamma (0.8-1.3), loosened the
-stain-outlier step until two of 48 twice-darker far-stain probes were called malignant (a tone curve
-scales every channel's optical density, the direction those probes lie in), so neither is used.
 """
 
 from __future__ import annotations

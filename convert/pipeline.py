@@ -175,8 +175,8 @@ def _content_statistics(
     augmentation; each score's scale is its 99% quantile on the clean validation split. Also the
     held-out-class figures (pooled), and with `with_outliers` the stain-outlier head (convert/outliers.py)
     fitted on the same images, their augmented copies and COPIES far re-colourings of each. With
-    `with_cameras` = N, N camera copies of each image (convert/cameras.py) join the augmented copies in
-    the stride statistics, and the first of them the stain-outlier head's familiar side."""
+    `with_cameras` = N, N camera copies of each image (convert/cameras.py) join the augmented copies on
+    the familiar side of the stride statistics and the stain-outlier head."""
     from tqdm import tqdm
 
     from convert import content
@@ -226,13 +226,12 @@ def _content_statistics(
             for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
-        for c in range(with_cameras):
+        for _ in range(with_cameras):
             shots = cameras.camera_copies(
                 paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
             )
             got_cam = embed(shots)
-            if c == 0:  # the stain-outlier step: one copy (more pulled it toward the far stains)
-                pooled_aug.append(got_cam[0])
+            pooled_aug.append(got_cam[0])
             for j, f in enumerate(got_cam[1:]):
                 augmented[j].append(f)
         if with_outliers:
