@@ -8,6 +8,14 @@ on the pooled embedding, and for each earlier layer given with --map HxWxC its g
 whitening Dense and distance, the max of the scores) is converted alone to full-int8 TFLite, the same
 way as the models, and its invoke time is compared with the bundle's whole invoke (same runtime, one
 thread, median of many runs). Its weights' values do not change its cost, so random statistics are used.
+Each part alone pays an interpreter's own per-invoke overhead and input quantisation, so on a machine whose
+model invoke is short (2.6 ms) that figure overstates the head (12.7% for MobileNetV2 on 2026-12-01's
+machine). `--without B` measures what the device pays: the bundle's invoke against the same model converted
+with `--no-content-check` (bundle B), interleaved, with 1 and 2 threads:
+
+    .venv/bin/smearscope convert RUN --out /tmp/nocc --no-content-check --no-float-reference
+    .venv/bin/python benchmarks/content_cost.py models/mobilenetv2-all4-int8 --map 36x36x192 --map 18x18x576 \
+        --without /tmp/nocc
 """
 
 from __future__ import annotations
@@ -51,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map", action="append", default=[], help="an earlier layer's map, HxWxC (repeat)")
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--runs", type=int, default=50)
+    p.add_argument(
+        "--without",
+        type=Path,
+        metavar="BUNDLE",
+        help="the same model converted with --no-content-check: also measure the in-graph cost",
+    )
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     maps = [tuple(int(v) for v in m.lower().split("x")) for m in args.map]
@@ -91,7 +105,37 @@ def main(argv: list[str] | None = None) -> int:
         f"{model_ms:.2f} ms; ratio {100 * total_ms / model_ms:.2f}% (target <= 10%); head files "
         f"{total_bytes / 1e6:.2f} MB"
     )
+    if args.without is not None:
+        for threads in (1, 2):
+            with_ms, without_ms = _interleaved(args.bundle, args.without, threads, args.runs * 8)
+            print(
+                f"in the graph, {threads} thread(s): invoke {with_ms:.3f} ms with the content output, "
+                f"{without_ms:.3f} ms without; extra {with_ms - without_ms:.3f} ms = "
+                f"{100 * (with_ms - without_ms) / without_ms:.1f}% of the invoke (target <= 10%)"
+            )
     return 0
+
+
+def _interleaved(bundle: Path, without: Path, threads: int, runs: int) -> tuple[float, float]:
+    """Median invoke ms of two bundles' models on the same input, alternating which goes first."""
+    from device.runtime import make_interpreter
+
+    interps = []
+    for b in (bundle, without):
+        interp, _ = make_interpreter(str(b / "model.tflite"), threads)
+        d = interp.get_input_details()[0]
+        x = np.random.default_rng(0).integers(0, 255, tuple(d["shape"])).astype(d["dtype"])
+        interp.set_tensor(d["index"], x)
+        for _ in range(10):
+            interp.invoke()
+        interps.append(interp)
+    times: list[list[float]] = [[], []]
+    for r in range(runs):
+        for i in (0, 1) if r % 2 else (1, 0):
+            t = time.perf_counter()
+            interps[i].invoke()
+            times[i].append((time.perf_counter() - t) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 if __name__ == "__main__":
