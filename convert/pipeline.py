@@ -367,6 +367,8 @@ def convert_run(
     from convert import content
     from convert.tflite import convert, representative_images
 
+    if camera_copies < 0:
+        raise SmearscopeError(f"--camera-copies must be 0 or more, got {camera_copies}")
     t0 = time.perf_counter()
     run = read_run(run_dir)
     out = Path(out_dir)

@@ -133,3 +133,13 @@ def test_content_statistics_fit_the_stride_statistics_on_the_camera_copies_too(
     assert fitted[-1][0] == 48 and familiar_sizes == [48]
     want = np.concatenate([y, *[np.tile(y[i : i + 5], 3) for i in range(0, 12, 5)]])
     np.testing.assert_array_equal(fitted[-1][1], want)
+
+
+def test_a_negative_number_of_camera_copies_is_refused_before_any_work(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from convert.pipeline import convert_run
+    from device.errors import SmearscopeError
+
+    with pytest.raises(SmearscopeError, match="camera-copies"):
+        convert_run(tmp_path / "no-run", tmp_path / "out", camera_copies=-1)
+    assert not (tmp_path / "out").exists()
