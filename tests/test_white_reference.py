@@ -160,3 +160,45 @@ def test_a_background_clipped_in_blue_is_censored_and_offers_only_higher_guesses
         ref = measure_white(apply_gains(rgb, (1.0, 1.0, 1.3)))  # a cool camera clips blue
         assert 2 in ref.censored and 2 not in ref.extrapolated, path.name
         assert measure_white(apply_gains(rgb, (0.9, 0.9, 0.9))).censored == [], path.name
+
+
+def test_a_channel_saturated_across_the_field_is_named_for_the_technician():
+    """`saturation_hint`: a channel clipped in the background AND at 255 in >= 90% of the field has lost
+    its stain to the camera; the advice names it. A clipped background alone is not that."""
+    from device.optics.colour import SATURATED_FIELD, saturation_hint
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(120, 250, (200, 300, 3)).astype(np.uint8)
+    img[..., 2] = 255
+    img[:10, :, 2] = 200  # 5% unsaturated
+    hint = saturation_hint(img, [2])
+    assert hint is not None and "blue" in hint and "95%" in hint and "smearscope calibrate" in hint
+    assert saturation_hint(img, [0]) is None  # red is not saturated; only the channels asked about count
+    img[: int(200 * (1 - SATURATED_FIELD)) + 20, :, 2] = 200  # background clipped, the cells not
+    assert saturation_hint(img, [2]) is None
+    img[..., 0] = 255  # red saturated everywhere, blue (now ~70%) not enough: red is named alone
+    hint = saturation_hint(img, [0, 2])
+    assert hint is not None and hint.startswith("the camera saturates red across") and "blue" not in hint
+    img[..., 2] = 255
+    assert "saturates red and blue" in (saturation_hint(img, [0, 2]) or "")
+
+
+def test_a_doubted_field_from_a_camera_that_saturates_blue_says_so():
+    """The shipped pair doubts a sample field shot with red and blue gains of 1.25 (blue reads 255 in ~90%
+    of it); its reason then tells the technician what to change. The same field untinted: no hint."""
+    from device.config import load_config
+    from device.ensemble import Ensemble
+    from device.optics.analyse import AcquisitionSettings, FieldClassifier
+
+    root = Path(__file__).resolve().parents[1]
+    ens = Ensemble.from_dirs(
+        [root / "models" / "mobilenetv2-all4-int8", root / "models" / "efficientnet-lite0-all4-int8"], 2
+    )
+    fc = FieldClassifier(ens, AcquisitionSettings.from_config(load_config(None)))
+    raw = read_image(root / "device" / "samples" / "Pre__WBC-Malignant-Pre-074.jpg")
+    tinted = np.clip(raw.astype(np.float32) * np.array([1.25, 1, 1.25], np.float32), 0, 255).astype(np.uint8)
+    doubted = fc.analyse(tinted, 0.47899).field
+    assert doubted.state == "uncertain"
+    assert "the camera saturates blue" in doubted.reason and "smearscope calibrate" in doubted.reason
+    native = fc.analyse(raw, 0.47899).field
+    assert "saturates" not in (native.reason or "")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from device.ensemble import Ensemble, Prediction
-from device.optics.colour import WhiteReference, measure_white
+from device.optics.colour import WhiteReference, measure_white, saturation_hint
 from device.optics.field import RULE, FieldResult, combine
 from device.optics.nuclei import NucleusThresholds
 from device.optics.scalecheck import Estimator, ScaleCheck, check_scale, estimate_um_per_px, not_run
@@ -371,6 +371,10 @@ class FieldClassifier:
             [t.rgb for t in tiles], with_cam=with_cam, prechecks=prepared.prechecks or None
         )
         fr = combine(preds, labels, self.malignant)
+        if fr.state == "uncertain" and prepared.white is not None and prepared.white.censored:
+            hint = saturation_hint(prepared.image, prepared.white.censored)
+            if hint:
+                fr.reason = f"{fr.reason}; {hint}" if fr.reason else hint
         ms = (time.perf_counter() - t0) * 1000
         pred = fr.to_prediction(labels, ms)
         if len(preds) == 1:

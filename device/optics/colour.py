@@ -27,6 +27,7 @@ training images) and blue stay at 255 when clipped.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -253,6 +254,29 @@ class WhiteReference:
         if self.extrapolated:
             _rebuild_clipped(np.asarray(rgb), out, self.gains, self.extrapolated)
         return out
+
+
+#: A channel at 255 in at least this fraction of the field has lost its stain to the camera, not only its
+#: background: the B-ALL images under red and blue gains of 1.25 read 255 in blue in 99.9% of the pixels.
+SATURATED_FIELD = 0.9
+
+
+def saturation_hint(rgb: np.ndarray, channels: Sequence[int]) -> str | None:
+    """For a field the models doubt: which of `channels` (those clipped in the background) read 255 in
+    at least `SATURATED_FIELD` of the pixels, as advice for the technician; None when none does."""
+    small = _small(rgb).reshape(-1, 3)
+    if not len(small):
+        return None
+    found = [(c, float((small[:, c] == 255).mean())) for c in channels]
+    found = [(c, f) for c, f in found if f >= SATURATED_FIELD]
+    if not found:
+        return None
+    colours = " and ".join(("red", "green", "blue")[c] for c, _ in found)
+    shares = ", ".join(f"{('red', 'green', 'blue')[c]} in {f:.0%} of the pixels" for c, f in found)
+    return (
+        f"the camera saturates {colours} across the field (255 {shares}: the stain there is lost): lower "
+        f"the camera's {colours} gain or its exposure, or run `smearscope calibrate`"
+    )
 
 
 def measure_white(rgb: np.ndarray, target: float = WHITE_LEVEL) -> WhiteReference | None:
