@@ -210,6 +210,7 @@ def _content_statistics(
     pooled: list[np.ndarray] = []
     clean: list[list[np.ndarray]] = [[] for _ in layers]  # per layer: batches of the images as they are
     augmented: list[list[np.ndarray]] = [[] for _ in layers]  # ... and of one augmented copy of each
+    copies_y: list[np.ndarray] = []  # the labels of those copies' batches, in the same order
     pooled_aug: list[np.ndarray] = []  # pooled features of the augmented copies (outlier head: familiar)
     pooled_far: list[np.ndarray] = []  # ... and of COPIES far re-colourings of each (outlier head: outliers)
     rng = np.random.default_rng(int(run.config.get("seed", 0)) + 7)
@@ -226,6 +227,7 @@ def _content_statistics(
             for j, f in enumerate(got_aug[1:]):
                 clean[j].append(got[1 + j])
                 augmented[j].append(f)
+            copies_y.append(y[i : i + batch])
         for _ in range(with_cameras):
             shots = cameras.camera_copies(
                 paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
@@ -234,14 +236,10 @@ def _content_statistics(
             pooled_aug.append(got_cam[0])
             for j, f in enumerate(got_cam[1:]):
                 augmented[j].append(f)
+            copies_y.append(y[i : i + batch])
         if with_outliers:
             for _ in range(outliers.COPIES):
                 pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
-    # labels of the stride statistics' copies: per batch, the augmented copies (then the camera copies)
-    per_batch = 1 + with_cameras
-    copies_labels = np.concatenate(
-        [np.tile(y[i : i + batch], per_batch) for i in range(0, len(paths), batch)]
-    )
     pooled_a = np.concatenate(pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val_arrays = run.load_arrays(val_paths)
@@ -264,7 +262,7 @@ def _content_statistics(
     mid_stats = []
     for j, layer in enumerate(layers):
         st = content.fit_statistics(
-            np.concatenate(clean[j] + augmented[j]), np.concatenate([y, copies_labels]), k
+            np.concatenate(clean[j] + augmented[j]), np.concatenate([y, *copies_y]), k
         )
         st["layer"] = layer
         st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))

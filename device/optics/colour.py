@@ -267,15 +267,16 @@ def saturation_hint(rgb: np.ndarray, channels: Sequence[int]) -> str | None:
     small = _small(rgb).reshape(-1, 3)
     if not len(small):
         return None
-    found = [(c, float((small[:, c] == 255).mean())) for c in channels]
-    found = [(c, f) for c, f in found if f >= SATURATED_FIELD]
+    names = ("red", "green", "blue")
+    shares = {names[c]: float((small[:, c] == 255).mean()) for c in channels}
+    found = {name: f for name, f in shares.items() if f >= SATURATED_FIELD}
     if not found:
         return None
-    colours = " and ".join(("red", "green", "blue")[c] for c, _ in found)
-    shares = ", ".join(f"{('red', 'green', 'blue')[c]} in {f:.0%} of the pixels" for c, f in found)
+    colours = " and ".join(found)
+    shares_text = ", ".join(f"{name} in {f:.0%} of the pixels" for name, f in found.items())
     return (
-        f"the camera saturates {colours} across the field (255 {shares}: the stain there is lost): lower "
-        f"the camera's {colours} gain or its exposure, or run `smearscope calibrate`"
+        f"the camera saturates {colours} across the field (255 {shares_text}: the stain there is "
+        f"lost): lower the camera's {colours} gain or its exposure, or run `smearscope calibrate`"
     )
 
 
