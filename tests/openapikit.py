@@ -94,3 +94,13 @@ def check(spec: dict, path: str, method: str, response) -> Any:
         f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
     )
     return body
+
+
+def check_request(spec: dict, path: str, method: str, body: Any, media: str = "application/json") -> None:
+    """Validate a request body (what a client sends) against the document's requestBody schema."""
+    content = spec["paths"][path][method.lower()]["requestBody"]["content"]
+    root = {**content[media]["schema"], "components": spec.get("components", {})}
+    errors = list(OAS30Validator(root, format_checker=oas30_format_checker).iter_errors(body))
+    assert not errors, f"{method} {path} request: " + "; ".join(
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+    )
