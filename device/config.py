@@ -19,16 +19,31 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from device.bounds import Bounds, BoundsError
 from device.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/smearscope/config.toml")
 ENV_SECRET_KEY = "SMEARSCOPE_SECRET_KEY"
 ENV_SYNC_TOKEN = "SMEARSCOPE_SYNC_TOKEN"
 CAMERA_SOURCES = ("replay", "opencv", "picamera2", "jetson")
+DAY_S = 86_400.0
+
+
+def _num(default: float, lo: float | None, hi: float | None, unit: str = "", **kw: bool) -> Any:
+    """A numeric field with its range: `Config.check` refuses a value outside it (and NaN, inf)."""
+    return field(default=default, metadata={"bounds": Bounds(lo, hi, unit, **kw)})
+
+
+class _Section:
+    """A config section: numbers are checked against their fields' `Bounds` (Config.check); `check`
+    holds the rules that span fields."""
+
+    def check(self) -> None:
+        pass
 
 
 @dataclass
-class DeviceConfig:
+class DeviceConfig(_Section):
     id: str = ""
     data_dir: str = "var"
 
@@ -37,44 +52,34 @@ class DeviceConfig:
 
 
 @dataclass
-class CameraConfig:
+class CameraConfig(_Section):
     source: str = "replay"
     path: str = ""
     device: str = "0"
-    width: int = 1280
-    height: int = 960
-    fps: float = 5.0
+    width: int = _num(1280, 1, 16384, "px")
+    height: int = _num(960, 1, 16384, "px")
+    fps: float = _num(5.0, 0, 120, "frames/s", lo_open=True)
     loop: bool = True
-    reopen_initial_s: float = 0.5
-    reopen_max_s: float = 30.0
+    reopen_initial_s: float = _num(0.5, 0, 3600, "s", lo_open=True)
+    reopen_max_s: float = _num(30.0, 0, 3600, "s", lo_open=True)
     # replay only: a virtual microscope (device/optics/virtual.py) renders width x height frames
     virtual: bool = False
-    um_per_px: float = 0.0  # µm per pixel of the rendered frames; 0 = the source images' own
-    source_um_per_px: float = 0.0  # µm per pixel of the images in `path`; 0 = the shipped samples'
-    tint_r: float = 1.0
-    tint_b: float = 1.0
-    vignetting: float = 0.0
-    noise: float = 0.0
-    blur: float = 0.0
+    um_per_px: float = _num(0.0, 0, 20, "µm/px (0: the source images' scale)")  # of the rendered frames
+    source_um_per_px: float = _num(0.0, 0, 20, "µm/px")  # of the images in `path`; 0 = the shipped samples'
+    tint_r: float = _num(1.0, 0, 4, "(a gain)", lo_open=True)
+    tint_b: float = _num(1.0, 0, 4, "(a gain)", lo_open=True)
+    vignetting: float = _num(0.0, 0, 0.95, hi_open=True)
+    noise: float = _num(0.0, 0, 100, "(grey levels)")
+    blur: float = _num(0.0, 0, 50, "px")
     pan: bool = True
-    dwell_s: float = 4.0
-    move_s: float = 1.0
-    seed: int = 0
+    dwell_s: float = _num(4.0, 0, 3600, "s", lo_open=True)
+    move_s: float = _num(1.0, 0, 3600, "s")
+    seed: int = _num(0, 0, 2**32 - 1)
 
     def check(self) -> None:
         _need(
             self.source in CAMERA_SOURCES, "camera", "source", f"must be one of {', '.join(CAMERA_SOURCES)}"
         )
-        _need(self.um_per_px >= 0, "camera", "um_per_px", "must be >= 0 (0: the source images' scale)")
-        _need(self.source_um_per_px >= 0, "camera", "source_um_per_px", "must be >= 0")
-        _need(0 < self.tint_r <= 4 and 0 < self.tint_b <= 4, "camera", "tint_r", "tint gains must be in 0..4")
-        _need(0 <= self.vignetting < 0.95, "camera", "vignetting", "must be in 0..0.95")
-        _need(self.noise >= 0 and self.blur >= 0, "camera", "noise", "noise and blur must be >= 0")
-        _need(self.dwell_s > 0 and self.move_s >= 0, "camera", "dwell_s", "dwell_s > 0 and move_s >= 0")
-        _need(self.fps > 0, "camera", "fps", "must be > 0")
-        _need(self.width > 0, "camera", "width", "must be > 0")
-        _need(self.height > 0, "camera", "height", "must be > 0")
-        _need(self.reopen_initial_s > 0, "camera", "reopen_initial_s", "must be > 0")
         _need(
             self.reopen_max_s >= self.reopen_initial_s,
             "camera",
@@ -84,136 +89,93 @@ class CameraConfig:
 
 
 @dataclass
-class OpticsConfig:
-    rbc_diameter_um: float = 7.5  # the red-cell ruler of device/optics/scale.py
+class OpticsConfig(_Section):
+    rbc_diameter_um: float = _num(7.5, 4, 12, "µm")  # the red-cell ruler of device/optics/scale.py
     clipped_white_choice: bool = True  # device/optics/analyse.py: a clipped background's alternatives
 
-    def check(self) -> None:
-        _need(4.0 <= self.rbc_diameter_um <= 12.0, "optics", "rbc_diameter_um", "must be in 4..12 µm")
-
 
 @dataclass
-class QualityConfig:
+class QualityConfig(_Section):
     enabled: bool = True
-    analysis_width: int = 320
-    min_focus: float = 20.0
-    max_clipped_high: float = 0.6
-    max_clipped_low: float = 0.25
-    min_stain: float = 0.025
-    min_contrast: float = 10.0
+    analysis_width: int = _num(320, 32, 4096, "px")
+    min_focus: float = _num(20.0, 0, 1e6, "(variance of the Laplacian)")
+    max_clipped_high: float = _num(0.6, 0, 1, "(a fraction)")
+    max_clipped_low: float = _num(0.25, 0, 1, "(a fraction)")
+    min_stain: float = _num(0.025, 0, 1, "(a fraction)")
+    min_contrast: float = _num(10.0, 0, 255, "(grey levels)")
     scale_check: bool = True
-    scale_tolerance: float = 0.2
-
-    def check(self) -> None:
-        _need(0.01 <= self.scale_tolerance <= 1.0, "quality", "scale_tolerance", "must be between 0.01 and 1")
-        _need(self.analysis_width >= 32, "quality", "analysis_width", "must be >= 32")
-        _need(self.min_focus >= 0, "quality", "min_focus", "must be >= 0")
-        for key in ("max_clipped_high", "max_clipped_low", "min_stain"):
-            _need(0.0 <= getattr(self, key) <= 1.0, "quality", key, "must be between 0 and 1")
-        _need(self.min_contrast >= 0, "quality", "min_contrast", "must be >= 0")
+    scale_tolerance: float = _num(0.2, 0.01, 1, "(a fraction)")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(_Section):
     models: list[str] = field(default_factory=list)
-    threads: int = 2
-    abstain_threshold: float = 0.0
+    threads: int = _num(2, 1, 64)
+    abstain_threshold: float = _num(0.0, 0, 1, "(a probability)", hi_open=True)
     abstain_on_disagreement: bool = True
-    smoothing_alpha: float = 0.5
-    field_change: float = 18.0
+    smoothing_alpha: float = _num(0.5, 0, 1, lo_open=True)
+    field_change: float = _num(18.0, 0, 255, "(grey levels)", lo_open=True)
     heatmap: bool = True
-    settle_frames: int = -1
-    settle_threshold: float = 3.0
-
-    def check(self) -> None:
-        _need(self.settle_frames >= -1, "classifier", "settle_frames", "must be >= 0 (or -1: auto)")
-        _need(self.settle_threshold > 0, "classifier", "settle_threshold", "must be > 0")
-        _need(1 <= self.threads <= 64, "classifier", "threads", "must be between 1 and 64")
-        _need(0.0 <= self.abstain_threshold < 1.0, "classifier", "abstain_threshold", "must be in [0, 1)")
-        _need(0.0 < self.smoothing_alpha <= 1.0, "classifier", "smoothing_alpha", "must be in (0, 1]")
-        _need(self.field_change > 0, "classifier", "field_change", "must be > 0")
+    settle_frames: int = _num(-1, -1, 1000, "frames (-1: auto)")
+    settle_threshold: float = _num(3.0, 0, 255, "(grey levels)", lo_open=True)
 
 
 @dataclass
-class TilingConfig:
-    overlap: float = 0.125
-    max_tiles: int = 24
-    min_cover: float = 0.5
-    min_nucleus_um2: float = 12.0
-
-    def check(self) -> None:
-        _need(0.0 <= self.overlap <= 0.75, "tiling", "overlap", "must be between 0 and 0.75")
-        _need(1 <= self.max_tiles <= 256, "tiling", "max_tiles", "must be between 1 and 256")
-        _need(0.1 <= self.min_cover <= 1.0, "tiling", "min_cover", "must be between 0.1 and 1")
-        _need(self.min_nucleus_um2 > 0, "tiling", "min_nucleus_um2", "must be > 0")
+class TilingConfig(_Section):
+    overlap: float = _num(0.125, 0, 0.75, "(a fraction of a tile)")
+    max_tiles: int = _num(24, 1, 256)
+    min_cover: float = _num(0.5, 0.1, 1, "(a fraction)")
+    min_nucleus_um2: float = _num(12.0, 0, 1000, "µm²", lo_open=True)
 
 
 @dataclass
-class StoreConfig:
-    every_s: float = 10.0
+class StoreConfig(_Section):
+    every_s: float = _num(10.0, 0, DAY_S, "s")
     on_label_change: bool = True
-    jpeg_quality: int = 90
-    reserve_mb: int = 200
-    budget_mb: int = 0
-    queue_size: int = 16
-
-    def check(self) -> None:
-        _need(self.every_s >= 0, "store", "every_s", "must be >= 0")
-        _need(10 <= self.jpeg_quality <= 100, "store", "jpeg_quality", "must be between 10 and 100")
-        _need(self.reserve_mb >= 0, "store", "reserve_mb", "must be >= 0")
-        _need(self.budget_mb >= 0, "store", "budget_mb", "must be >= 0 (0 means no budget)")
-        _need(self.queue_size >= 1, "store", "queue_size", "must be >= 1")
+    jpeg_quality: int = _num(90, 10, 100)
+    reserve_mb: int = _num(200, 0, 10**7, "MB")
+    budget_mb: int = _num(0, 0, 10**9, "MB (0: no budget)")
+    queue_size: int = _num(16, 1, 4096)
 
 
 @dataclass
-class WebConfig:
+class WebConfig(_Section):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = _num(8080, 0, 65535)
     secret_key: str = ""
     open_live_view: bool = False
-    mjpeg_fps: float = 5.0
-    session_minutes: int = 480
-    max_upload_mb: int = 20
-    max_streams: int = 8
-    max_streams_per_user: int = 4
-    stream_write_timeout_s: float = 10.0
-    stream_buffer_kb: int = 256
-    max_decode_megapixels: float = 16.0
-    decode_slots: int = 2
+    mjpeg_fps: float = _num(5.0, 0, 30, "frames/s", lo_open=True)
+    session_minutes: int = _num(480, 1, 43_200, "minutes")
+    max_upload_mb: int = _num(20, 1, 1000, "MB")
+    # A stream holds a server thread: keep at least 8 of the 24 for pages, logins and /healthz.
+    max_streams: int = _num(8, 1, 16)
+    max_streams_per_user: int = _num(4, 1, 16)
+    stream_write_timeout_s: float = _num(10.0, 0, 600, "s", lo_open=True)
+    stream_buffer_kb: int = _num(256, 16, 16384, "KiB")
+    max_decode_megapixels: float = _num(16.0, 1, 50, "megapixels")
+    decode_slots: int = _num(2, 1, 8)
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
-        _need(0 <= self.port <= 65535, "web", "port", "must be between 0 and 65535")
-        _need(self.mjpeg_fps > 0, "web", "mjpeg_fps", "must be > 0")
-        _need(self.session_minutes > 0, "web", "session_minutes", "must be > 0")
-        _need(self.max_upload_mb > 0, "web", "max_upload_mb", "must be > 0")
-        # A stream holds a server thread: keep at least 8 of the 24 for pages, logins and /healthz.
-        _need(1 <= self.max_streams <= 16, "web", "max_streams", "must be between 1 and 16")
         _need(
-            1 <= self.max_streams_per_user <= self.max_streams,
+            self.max_streams_per_user <= self.max_streams,
             "web",
             "max_streams_per_user",
             "must be between 1 and max_streams",
         )
-        _need(self.stream_write_timeout_s > 0, "web", "stream_write_timeout_s", "must be > 0")
-        _need(16 <= self.stream_buffer_kb <= 16384, "web", "stream_buffer_kb", "must be between 16 and 16384")
-        _need(
-            1 <= self.max_decode_megapixels <= 50, "web", "max_decode_megapixels", "must be between 1 and 50"
-        )
-        _need(1 <= self.decode_slots <= 8, "web", "decode_slots", "must be between 1 and 8")
 
 
 @dataclass
-class SyncConfig:
+class SyncConfig(_Section):
     enabled: bool = False
     hub_url: str = ""
     token: str = ""
     ca_file: str = ""
-    interval_s: float = 30.0
-    batch_size: int = 100
-    max_backoff_s: float = 600.0
+    interval_s: float = _num(30.0, 0, DAY_S, "s", lo_open=True)
+    batch_size: int = _num(100, 1, 10_000)
+    max_backoff_s: float = _num(600.0, 0, DAY_S, "s", lo_open=True)
     proxy: str = ""
-    timeout_s: float = 20.0
+    timeout_s: float = _num(20.0, 0, 600, "s", lo_open=True)
 
     def check(self) -> None:
         if self.enabled:
@@ -225,21 +187,17 @@ class SyncConfig:
                 "hub_url",
                 "must start with https:// (or http:// on a trusted network)",
             )
-        _need(self.interval_s > 0, "sync", "interval_s", "must be > 0")
-        _need(1 <= self.batch_size <= 10_000, "sync", "batch_size", "must be between 1 and 10000")
-        _need(self.max_backoff_s > 0, "sync", "max_backoff_s", "must be > 0")
-        _need(self.timeout_s > 0, "sync", "timeout_s", "must be > 0")
 
 
 UPDATE_POLICIES = ("manual", "auto")
 
 
 @dataclass
-class ModelsConfig:
+class ModelsConfig(_Section):
     trusted_keys: list[str] = field(default_factory=lambda: ["project"])
     allow_unsigned: bool = False
     update_policy: str = "manual"
-    poll_s: float = 300.0
+    poll_s: float = _num(300.0, 0, DAY_S, "s", lo_open=True)
 
     def check(self) -> None:
         _need(
@@ -248,7 +206,6 @@ class ModelsConfig:
             "update_policy",
             f"must be one of {', '.join(UPDATE_POLICIES)}",
         )
-        _need(self.poll_s > 0, "models", "poll_s", "must be > 0")
         _need(
             bool(self.trusted_keys) or self.allow_unsigned,
             "models",
@@ -258,18 +215,12 @@ class ModelsConfig:
 
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(_Section):
     profiles_file: str = ""
-    frames: int = 20
-    min_confident: float = 0.6
-    max_spread: float = 0.15
-    white_target: float = 230.0
-
-    def check(self) -> None:
-        _need(3 <= self.frames <= 500, "calibration", "frames", "must be between 3 and 500")
-        _need(0.0 < self.min_confident <= 1.0, "calibration", "min_confident", "must be in (0, 1]")
-        _need(0.0 < self.max_spread < 1.0, "calibration", "max_spread", "must be in (0, 1)")
-        _need(100.0 <= self.white_target <= 250.0, "calibration", "white_target", "must be in [100, 250]")
+    frames: int = _num(20, 3, 500)
+    min_confident: float = _num(0.6, 0, 1, "(a fraction)", lo_open=True)
+    max_spread: float = _num(0.15, 0, 1, "(IQR / median)", lo_open=True, hi_open=True)
+    white_target: float = _num(230.0, 100, 250, "(grey level)")
 
 
 @dataclass
@@ -293,7 +244,9 @@ class Config:
 
     def check(self) -> None:
         for f in _sections():
-            getattr(self, f.name).check()
+            section = getattr(self, f.name)
+            _check_bounds(f.name, section)
+            section.check()
 
     def to_dict(self, *, redact: bool = True) -> dict[str, dict[str, Any]]:
         """The effective configuration; secrets are shown as "***" unless redact=False."""
@@ -307,6 +260,20 @@ class Config:
 
 def _sections() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(Config) if f.name != "source"]
+
+
+def _check_bounds(name: str, section: Any) -> None:
+    """Every numeric field against its declared `Bounds` (typed, finite, in range)."""
+    for f in dataclasses.fields(section):
+        bounds = f.metadata.get("bounds")
+        if bounds is not None:
+            value = getattr(section, f.name)
+            if f.type in ("int", int):
+                bounds = dataclasses.replace(bounds, integer=True)
+            try:
+                setattr(section, f.name, bounds.check(f"[{name}] {f.name}", value))
+            except BoundsError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 def _need(ok: bool, section: str, key: str, message: str) -> None:

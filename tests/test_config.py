@@ -67,6 +67,13 @@ def test_sync_token_from_env(tmp_path):
         ("[quality]\nmax_clipped_high = 2\n", "[quality] max_clipped_high"),
         ("[classifier]\nmodels = 3\n", "[classifier] models: must be a list"),
         ("[nope]\na = 1\n", "unknown section [nope]"),
+        ("[web]\nmjpeg_fps = inf\n", "[web] mjpeg_fps: must be a finite number, not inf"),
+        ("[web]\nmjpeg_fps = 1000\n", "[web] mjpeg_fps: must be > 0 and <= 30 frames/s"),
+        ("[camera]\nfps = nan\n", "[camera] fps: must be a finite number, not nan"),
+        ("[camera]\nwidth = -5\n", "[camera] width: must be between 1 and 16384 px, not -5"),
+        ("[sync]\ntimeout_s = -inf\n", "[sync] timeout_s: must be a finite number"),
+        ("[store]\njpeg_quality = 95.5\n", "[store] jpeg_quality: must be an integer"),
+        ("[calibration]\nmax_spread = 1\n", "[calibration] max_spread: must be > 0 and < 1"),
         ("[web\n", "not valid TOML"),
     ],
 )
@@ -87,3 +94,18 @@ def test_cli_arguments(tmp_path):
     args = p.parse_args(["--config", str(write(tmp_path, "")), "--port", "8181", "--data-dir", str(tmp_path)])
     cfg = config_from_args(args)
     assert cfg.web.port == 8181 and cfg.device.data_dir == str(tmp_path.resolve())
+
+
+def test_every_number_in_the_config_has_a_range():
+    """A new numeric key cannot slip in unchecked: each declares its Bounds (typed, finite, in range)."""
+    import dataclasses
+
+    from device.config import Config
+
+    cfg = Config()
+    for section in dataclasses.fields(cfg):
+        if section.name == "source":
+            continue
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            if f.type in ("int", "float"):
+                assert "bounds" in f.metadata, f"[{section.name}] {f.name} has no Bounds"
