@@ -89,10 +89,9 @@ def test_picamera2_controls_are_clamped_and_confirmed_by_metadata(picam):
     src, cam = picam
     got = src.set_controls(
         {"AwbEnable": False, "AeEnable": False, "ExposureTime": 12345.6, "AnalogueGain": 40.0,
-         "ColourGains": [1.9, 1.4], "Brightness": 0.3}
+         "ColourGains": [1.9, 1.4]}
     )  # fmt: skip
     assert cam.sent[0]["AnalogueGain"] == 16.0  # clamped to the sensor's limit
-    assert "Brightness" not in cam.sent[0]  # not a control we use
     assert got["AwbEnable"] is False and got["AeEnable"] is False
     assert got["ExposureTime"] == 12330  # what the sensor really uses
     assert got["AnalogueGain"] == 16.0 and got["ColourGains"] == (1.9, 1.4)
@@ -222,3 +221,25 @@ def test_apply_gains_saturates():
     rgb = np.array([[[100, 200, 250]]], np.uint8)
     assert apply_gains(rgb, [2.0, 1.0, 0.5]).tolist() == [[[200, 200, 125]]]
     assert apply_gains(rgb, [3.0, 1.5, 1.0]).tolist() == [[[255, 255, 250]]]
+
+
+@pytest.mark.parametrize(
+    "controls, message",
+    [
+        ({"ExposureTime": -5}, "controls.ExposureTime: must be > 0 and <= 1e+07 µs, not -5"),
+        ({"AnalogueGain": float("nan")}, "controls.AnalogueGain: must be a finite number, not nan"),
+        ({"AnalogueGain": "4"}, "controls.AnalogueGain: must be a number, not '4'"),
+        ({"ColourGains": [1.5]}, "controls.ColourGains: must be two gains"),
+        ({"ColourGains": [1.5, float("inf")]}, "controls.ColourGains[1]: must be a finite number"),
+        ({"AeEnable": 0}, "controls.AeEnable: must be true or false"),
+        ({"Brightness": 0.3}, "unknown camera controls ['Brightness']"),
+    ],
+)
+def test_bad_controls_are_refused_before_any_camera_sees_them(picam, controls, message):
+    from device.camera.controls import ControlError
+
+    src, cam = picam
+    with pytest.raises(ControlError) as exc:
+        src.set_controls(controls)
+    assert message in str(exc.value)
+    assert cam.sent == []  # nothing reached libcamera

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from device.camera.base import CameraError, FrameSource
+from device.camera.controls import check_controls
 from device.preprocess import to_rgb8
 
 
@@ -103,6 +104,7 @@ class OpenCVSource(FrameSource):
         """Set what the camera has; a control took effect when `set` returned True AND reading it back
         gives the value (many UVC cameras accept a set and ignore it). Enable flags go first, since a
         camera ignores a manual exposure while its auto exposure is on."""
+        controls = check_controls(controls)  # typed, finite, in range: never a negative exposure
         if self._cap is None:
             raise CameraError(f"camera {self.device} is not open")
         applied: dict[str, Any] = {}

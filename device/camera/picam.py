@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from device.camera.base import CameraError, FrameSource
+from device.camera.controls import check_controls
 
 INSTALL_HINT = (
     "picamera2 is not installed: `sudo apt install python3-picamera2` and make the venv with "
@@ -53,6 +54,7 @@ class Picamera2Source(FrameSource):
         """libcamera controls: those the camera lacks are skipped, values are clamped to its limits,
         and a control counts as applied once the frame metadata reports it (enable flags, which the
         metadata does not echo, count when the camera accepted them)."""
+        controls = check_controls(controls)  # typed, finite, in range: never NaN to libcamera
         if self._cam is None:
             raise CameraError("Pi camera is not open")
         available = self._cam.camera_controls  # {name: (min, max, default)}

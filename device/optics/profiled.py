@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from device.camera.base import FrameSource
+from device.camera.controls import check_controls
 from device.optics.colour import apply_gains
 from device.optics.profiles import Profile, ProfileError, ProfileStore
 
@@ -92,7 +93,8 @@ class ProfiledSource(FrameSource):
     def request(self, controls: Mapping[str, Any] | None) -> Future:
         """Set (or with None, read) controls from another thread; done by the next read()."""
         fut: Future = Future()
-        self._requests.put((dict(controls) if controls is not None else None, fut))
+        # checked here, so the asking thread gets the ControlError, not the capture thread
+        self._requests.put((check_controls(controls) if controls is not None else None, fut))
         return fut
 
     def read(self) -> np.ndarray:

@@ -25,6 +25,8 @@ from typing import Any
 
 import tomli_w
 
+from device.bounds import Bounds, BoundsError, text
+from device.camera.controls import ControlError, check_controls
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
 
@@ -36,6 +38,12 @@ MAX_NAME = 80
 # values outside are typing mistakes (e.g. px/µm instead of µm/px, or nm).
 UM_PER_PX_RANGE = (0.005, 20.0)
 CONTROL_KEYS = ("AwbEnable", "AeEnable", "ColourGains", "ExposureTime", "AnalogueGain")
+SPREAD = Bounds(0, 10, "(IQR / median of the per-frame diameters)")
+N_FRAMES = Bounds(1, 100_000, "frames", integer=True)
+WHITE_GAIN = Bounds(0.2, 5.0, "(a gain)")
+MICROMETER_UM = Bounds(0, 100_000, "µm", lo_open=True)
+MICROMETER_PX = Bounds(0, 100_000, "px", lo_open=True)
+POINT_PX = Bounds(-100_000, 100_000, "px")
 HEADER = (
     "# smearscope calibration profiles: one per camera + objective. Copy this file to another\n"
     "# station's data directory (or [calibration] profiles_file) to share them;\n"
@@ -69,10 +77,14 @@ class Profile:
     controls: dict[str, Any] = field(default_factory=dict)  # camera controls fixed by --white
 
     def check(self) -> Profile:
-        self.name = " ".join(str(self.name or "").split())
+        """Every field typed, finite and in range (a profile file is edited by hand and copied between
+        stations); ProfileError names the profile and the key."""
+        if not isinstance(self.name, str):
+            raise ProfileError(f"a profile's name must be a string (camera + objective), not {self.name!r}")
+        self.name = " ".join(self.name.split())
         if not self.name or len(self.name) > MAX_NAME:
             raise ProfileError(f"a profile needs a name of 1 to {MAX_NAME} characters (camera + objective)")
-        if self.method not in METHODS:
+        if not isinstance(self.method, str) or self.method not in METHODS:
             raise ProfileError(f"profile {self.name!r}: method must be one of {', '.join(METHODS)}")
         lo, hi = UM_PER_PX_RANGE
         u = self.um_per_px
@@ -82,15 +94,29 @@ class Profile:
                 f"(got {u!r}); did you type pixels per µm?"
             )
         self.um_per_px = float(u)
-        if self.white_gains is not None:
-            g = [float(x) for x in self.white_gains]
-            if len(g) != 3 or not all(0.2 <= x <= 5.0 for x in g):
-                raise ProfileError(f"profile {self.name!r}: white_gains must be 3 numbers in [0.2, 5]")
-            self.white_gains = g
-        unknown = set(self.controls) - set(CONTROL_KEYS)
-        if unknown:
-            raise ProfileError(f"profile {self.name!r}: unknown camera controls {sorted(unknown)}")
+        try:
+            self._check_fields()
+        except (BoundsError, ControlError) as exc:
+            raise ProfileError(f"profile {self.name!r}: {exc}") from None
         return self
+
+    def _check_fields(self) -> None:
+        self.created_at = text("created_at", self.created_at, 40) or ""
+        self.created_by = text("created_by", self.created_by, 200, optional=True)
+        self.camera = text("camera", self.camera, 200) or ""
+        self.notes = text("notes", self.notes, 10_000) or ""
+        if self.spread is not None:
+            self.spread = SPREAD.check("spread", self.spread)
+        if self.n_frames is not None:
+            self.n_frames = N_FRAMES.check("n_frames", self.n_frames)
+        if self.white_gains is not None:
+            g = self.white_gains
+            if not isinstance(g, list | tuple) or len(g) != 3:
+                raise BoundsError(f"white_gains: must be 3 numbers [R, G, B], not {g!r}")
+            self.white_gains = [WHITE_GAIN.check(f"white_gains[{i}]", x) for i, x in enumerate(g)]
+        if self.micrometer is not None:
+            self.micrometer = _check_micrometer(self.micrometer)
+        self.controls = check_controls(self.controls, "controls")
 
     def to_dict(self) -> dict[str, Any]:
         """TOML/JSON form; None values are left out (TOML has no null)."""
@@ -118,7 +144,7 @@ class Profile:
             raise ProfileError(f"profile {d.get('name')!r}: unknown keys {sorted(extra)}")
         if "um_per_px" not in known:
             raise ProfileError(f"profile {d.get('name')!r}: um_per_px is missing")
-        known["controls"] = dict(known.get("controls") or {})
+        known["controls"] = known.get("controls") or {}
         return cls(**known).check()
 
     def summary(self) -> str:
@@ -127,6 +153,27 @@ class Profile:
             how += f", {self.n_frames} frames, spread {100 * self.spread:.1f}%"
         colour = ", colour fixed" if self.controls or self.white_gains else ""
         return f"{self.um_per_px:.4f} µm/px ({how}{colour})"
+
+
+def _check_micrometer(m: Any) -> dict[str, Any]:
+    """{"length_um", "length_px", "points": [[x, y], [x, y]]}: what a micrometer calibration keeps."""
+    if not isinstance(m, dict) or set(m) - {"length_um", "length_px", "points"}:
+        raise BoundsError(f"micrometer: must be a table of length_um, length_px and points, not {m!r}")
+    out: dict[str, Any] = {}
+    if "length_um" in m:
+        out["length_um"] = MICROMETER_UM.check("micrometer.length_um", m["length_um"])
+    if "length_px" in m:
+        out["length_px"] = MICROMETER_PX.check("micrometer.length_px", m["length_px"])
+    if "points" in m:
+        pts = m["points"]
+        if (
+            not isinstance(pts, list)
+            or len(pts) != 2
+            or not all(isinstance(p, list) and len(p) == 2 for p in pts)
+        ):
+            raise BoundsError(f"micrometer.points: must be two [x, y] points, not {pts!r}")
+        out["points"] = [[POINT_PX.check("micrometer.points", v) for v in p] for p in pts]
+    return out
 
 
 def profiles_path(config) -> Path:
@@ -171,8 +218,14 @@ class ProfileStore:
         if version != SCHEMA_VERSION:
             raise ProfileError(f"{self.path}: schema_version {version} is not {SCHEMA_VERSION}")
         profiles: dict[str, Profile] = {}
-        for raw in data.get("profile", []):
-            p = Profile.from_dict(raw)
+        raws = data.get("profile", [])
+        if not isinstance(raws, list) or not all(isinstance(r, dict) for r in raws):
+            raise ProfileError(f"{self.path}: `profile` must be a list of [[profile]] tables")
+        for i, raw in enumerate(raws):
+            try:
+                p = Profile.from_dict(raw)
+            except ProfileError as exc:
+                raise ProfileError(f"{self.path}: [[profile]] #{i + 1}: {exc}") from None
             if p.name in profiles:
                 raise ProfileError(f"{self.path}: two profiles are named {p.name!r}")
             profiles[p.name] = p
