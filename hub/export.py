@@ -11,6 +11,12 @@ reviews: the device's own order, which a clock jump cannot scramble). A review t
 model's label, so it keeps it. Records without a review are left out unless `include_unreviewed`; they
 then go under the model's call with `reviewed: false`. The group id (for splitting) is the sample id,
 or the record id for a field taken outside a sample.
+
+Labels are device text and become folder names: one that `hub.names` refuses (reserved, unsafe) is
+skipped and counted. Labels equal ignoring case are one class (`Benign` and `benign` would otherwise be
+two classes, and one folder on macOS or Windows): the class is named by the spelling most of its images
+carry, ties going to the first in code-point order (`Benign` before `benign`); `reviewed_label` and
+`model_label` keep what was sent, `label_spellings` in the manifest lists every merge.
 """
 
 from __future__ import annotations
@@ -19,13 +25,12 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import uuid
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,15 +38,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub import csvsafe
+from hub import csvsafe, names
 from hub.models import Device, Image, Result
 from hub.records import RecordError, parse_time
 
 FORMAT = "smearscope-dataset"
 VERSION = 1
 DISCLAIMER = "A screening aid for trained staff, not a diagnosis."
-# A label becomes a folder name: device text, so only plain names pass (no separators, no dot-dot).
-SAFE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}$")
+LABEL_FOLD_RULE = (
+    "labels equal ignoring case (Unicode NFC + casefold) are one class, named by the spelling most of its "
+    "images carry (ties: the first in code-point order)"
+)
 CSV_COLUMNS = [
     "path",
     "label",
@@ -111,6 +118,7 @@ class ExportEntry:
 class Selection:
     entries: list[ExportEntry] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    spellings: dict[str, list[str]] = field(default_factory=dict)  # class -> its spellings (when > 1)
 
 
 def parse_since(text: str) -> datetime:
@@ -176,7 +184,7 @@ def select_entries(session: Session, flt: ExportFilter) -> Selection:
         if rv is None and not flt.include_unreviewed:
             out.skipped["not reviewed"] += 1
             continue
-        if flt.disagreements_only and (rv is None or rv.label == r.label):
+        if flt.disagreements_only and (rv is None or names.fold(rv.label) == names.fold(r.label)):
             out.skipped["agrees with the model" if rv else "not reviewed"] += 1
             continue
         when = rv.captured_at if rv is not None else r.captured_at
@@ -184,7 +192,7 @@ def select_entries(session: Session, flt: ExportFilter) -> Selection:
             out.skipped["before --since"] += 1
             continue
         label = rv.label if rv is not None else r.label
-        if not SAFE_LABEL.match(label) or label.endswith("."):
+        if names.problem(label) is not None:
             out.skipped["label not usable as a folder name"] += 1
             continue
         rec = json.loads(r.record_json)
@@ -214,8 +222,28 @@ def select_entries(session: Session, flt: ExportFilter) -> Selection:
     kept = [e for e in out.entries if e.image_sha256 in have]
     if len(kept) < len(out.entries):
         out.skipped["image not on the hub"] += len(out.entries) - len(kept)
-    out.entries = sorted(kept, key=lambda e: e.path)
+    out.entries, out.spellings = fold_labels(kept)
+    out.entries.sort(key=lambda e: e.path)
     return out
+
+
+def fold_labels(entries: list[ExportEntry]) -> tuple[list[ExportEntry], dict[str, list[str]]]:
+    """One class per label ignoring case (LABEL_FOLD_RULE); returns the entries under their class's
+    spelling and, for classes sent in more than one spelling, those spellings."""
+    by_fold: dict[str, Counter[str]] = {}
+    for e in entries:
+        by_fold.setdefault(names.fold(e.label), Counter())[e.label] += 1
+    chosen: dict[str, str] = {}
+    spellings: dict[str, list[str]] = {}
+    for key, counts in by_fold.items():
+        chosen[key] = min(counts, key=lambda s: (-counts[s], s))
+        if len(counts) > 1:
+            spellings[chosen[key]] = sorted(counts)
+    out = []
+    for e in entries:
+        label = chosen[names.fold(e.label)]
+        out.append(e if label == e.label else replace(e, label=label, path=f"{label}/{e.record_id}.jpg"))
+    return out, dict(sorted(spellings.items()))
 
 
 def manifest(sel: Selection, flt: ExportFilter) -> dict[str, Any]:
@@ -231,12 +259,16 @@ def manifest(sel: Selection, flt: ExportFilter) -> dict[str, Any]:
             "images": len(entries),
             "reviewed": sum(e.reviewed for e in entries),
             "unreviewed": sum(not e.reviewed for e in entries),
-            "disagreements": sum(e.reviewed and e.label != e.model_label for e in entries),
+            "disagreements": sum(
+                e.reviewed and names.fold(e.label) != names.fold(e.model_label) for e in entries
+            ),
             "per_label": dict(sorted(Counter(e.label for e in entries).items())),
             "groups": len({e.group for e in entries}),
             "skipped": dict(sorted(sel.skipped.items())),
         },
         "label_rule": "the latest technician review (highest device seq); unreviewed: the model's call",
+        "label_fold_rule": LABEL_FOLD_RULE,
+        "label_spellings": sel.spellings,
         "group_rule": "sample id; record id for a field outside a sample",
         "images": [asdict(e) for e in entries],
     }

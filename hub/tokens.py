@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from hub import names
 from hub.models import Device, User, UserSession
 
 
@@ -23,7 +24,13 @@ def token_hash(token: str) -> str:
 
 
 def add_device(session: Session, name: str) -> str:
-    """Register a device; returns its token (the only time it is visible)."""
+    """Register a device; returns its token (the only time it is visible). A device's name is checked
+    like an export label (`hub.names`: it names folders and files of exports and reports), and must
+    differ from every other device's name ignoring case."""
+    name = names.check(name.strip(), "device name")
+    clash = [d for d in session.scalars(select(Device.name)) if names.fold(d) == names.fold(name)]
+    if clash and clash != [name]:
+        raise ValueError(f"device {clash[0]!r} already exists (names are compared ignoring case)")
     return _add(session, Device, name)
 
 
