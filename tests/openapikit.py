@@ -80,6 +80,16 @@ def response_schema(spec: dict, path: str, method: str, status: int, media: str 
     return content[media]["schema"]
 
 
+def check_status(spec: dict, path: str, method: str, response) -> None:
+    """The answer's status is documented, and so is its media type when the document gives one."""
+    resp = spec["paths"][path][method.lower()]["responses"].get(str(response.status_code))
+    assert resp is not None, f"{method} {path}: status {response.status_code} is not documented"
+    if "$ref" in resp:
+        resp = spec["components"]["responses"][resp["$ref"].rsplit("/", 1)[1]]
+    if resp.get("content"):
+        assert response.mimetype in resp["content"], f"{method} {path}: {response.mimetype} not documented"
+
+
 def check(spec: dict, path: str, method: str, response) -> Any:
     """Validate a Flask test response's JSON body against the document; returns the body."""
     schema = response_schema(spec, path, method, response.status_code)

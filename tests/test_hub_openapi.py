@@ -11,7 +11,15 @@ import uuid
 import pytest
 from hubkit import Hub, fill_store
 from make_tiny_bundle import SIGNED_TINY, TEST_PUB
-from openapikit import check, check_request, documented_operations, flask_operations, load, problems
+from openapikit import (
+    check,
+    check_request,
+    check_status,
+    documented_operations,
+    flask_operations,
+    load,
+    problems,
+)
 from updatekit import publish
 
 from device.store import Store
@@ -42,6 +50,7 @@ def test_the_hubs_answers_match_the_document(hub, tmp_path):
 
     def call(method: str, url: str, path: str, headers: dict, **kw):
         r = c.open(url, method=method, headers=headers, **kw)
+        check_status(SPEC, path, method, r)
         if r.mimetype == "application/json":
             check(SPEC, path, method, r)
         seen.add((path, method, r.status_code))

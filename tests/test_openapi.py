@@ -8,7 +8,7 @@ import io
 
 import cv2
 import pytest
-from openapikit import check, documented_operations, flask_operations, load, problems
+from openapikit import check, check_status, documented_operations, flask_operations, load, problems
 from test_pipeline import make_config, wait_for
 
 from device.web import auth, create_app
@@ -99,6 +99,7 @@ def test_the_stations_answers_match_the_document(station):
 
     def call(method: str, url: str, path: str, **kw):
         r = client.open(url, method=method, headers=bearer, **kw)
+        check_status(SPEC, path, method, r)
         if r.mimetype == "application/json":
             check(SPEC, path, method, r)
         seen.add((path, method, r.status_code))
@@ -113,6 +114,7 @@ def test_the_stations_answers_match_the_document(station):
         if path != "/metrics":
             check(SPEC, path, method, r)
     call("GET", "/api/status", "/api/status")
+    assert call("GET", "/metrics", "/metrics").mimetype == "text/plain"
     call("GET", "/api/v1/status", "/api/v1/status")
     call("GET", "/api/v1/live", "/api/v1/live")
     sample = call("POST", "/api/v1/samples", "/api/v1/samples", json={"slide_id": "S-1", "notes": "n"})
