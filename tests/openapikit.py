@@ -28,17 +28,20 @@ def load(name: str) -> dict:
 
 
 def _enum_problems(node: Any, where: str) -> list[str]:
-    """Enum values whose YAML type differs from the schema's `type` (`[yes, no]` loads as booleans)."""
+    """Enum and default values whose YAML type differs from the schema's `type` (`[yes, no]` loads as
+    booleans, `default: 1.0` under `type: string` as a number)."""
     out: list[str] = []
     if isinstance(node, dict):
         kind = node.get("type")
-        if isinstance(node.get("enum"), list) and kind in TYPES:
-            for v in node["enum"]:
+        values = list(node["enum"]) if isinstance(node.get("enum"), list) else []
+        values += [node["default"]] if "default" in node else []
+        if kind in TYPES:
+            for v in values:
                 ok = isinstance(v, TYPES[kind]) and not (
                     kind in ("integer", "number") and isinstance(v, bool)
                 )
                 if not ok and not (v is None and node.get("nullable")):
-                    out.append(f"{where}: enum value {v!r} is not a {kind}")
+                    out.append(f"{where}: enum/default value {v!r} is not a {kind}")
         for k, v in node.items():
             out += _enum_problems(v, f"{where}/{k}")
     elif isinstance(node, list):

@@ -25,7 +25,7 @@ def test_the_checks_catch_yaml_typing_and_wrong_bodies():
     bad = {**SPEC, "paths": {"/x": {"get": {"parameters": [
         {"name": "u", "in": "query", "schema": {"type": "string", "enum": [True, False, "any"]}}
     ], "responses": {"200": {"description": "x"}}}}}}  # fmt: skip
-    assert any("enum value True is not a string" in p for p in problems(bad))
+    assert any("value True is not a string" in p for p in problems(bad))
 
     class Fake:
         status_code = 200
