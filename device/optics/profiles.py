@@ -37,7 +37,6 @@ MAX_NAME = 80
 # A microscope camera sees between ~0.02 µm/px (100x oil, big sensor, 2x adapter) and ~5 µm/px (4x):
 # values outside are typing mistakes (e.g. px/µm instead of µm/px, or nm).
 UM_PER_PX_RANGE = (0.005, 20.0)
-CONTROL_KEYS = ("AwbEnable", "AeEnable", "ColourGains", "ExposureTime", "AnalogueGain")
 SPREAD = Bounds(0, 10, "(IQR / median of the per-frame diameters)")
 N_FRAMES = Bounds(1, 100_000, "frames", integer=True)
 WHITE_GAIN = Bounds(0.2, 5.0, "(a gain)")
