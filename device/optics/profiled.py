@@ -109,7 +109,7 @@ class ProfiledSource(FrameSource):
         return rgb
 
     def set_controls(self, controls: Mapping[str, Any]) -> dict[str, Any]:
-        return self.inner.set_controls(controls)
+        return self.inner.set_controls(check_controls(controls))
 
     def get_controls(self) -> dict[str, Any]:
         return self.inner.get_controls()
