@@ -11,7 +11,14 @@ import pytest
 from device.cli import build_parser
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-GUIDES = ["README.md", "hardware.md", "technician-guide.md", "admin-guide.md", "training-guide.md"]
+GUIDES = [
+    "README.md",
+    "hardware.md",
+    "technician-guide.md",
+    "admin-guide.md",
+    "training-guide.md",
+    "results.md",
+]
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -50,3 +57,24 @@ def test_documented_commands_exist() -> None:
     assert used and used_hub
     assert used <= device, f"docs use smearscope {sorted(used - device)}, which do not exist"
     assert used_hub <= hub, f"docs use smearscope-hub {sorted(used_hub - hub)}, which do not exist"
+
+
+ROOT = DOCS.parent
+
+
+def test_front_door_readme_is_short_true_and_runs_what_ci_runs() -> None:
+    """The README is a user's front door: two set-up commands (the test one is what CI runs), links that
+    exist, the safety statement, every command it shows is real, and it stays short."""
+    text = (ROOT / "README.md").read_text()
+    assert "not a diagnosis" in text
+    assert len(text.splitlines()) <= 160
+    first_block = re.search(r"```sh\n(.*?)```", text, flags=re.S).group(1)
+    commands = [ln.split("#")[0].strip() for ln in first_block.splitlines() if ln.strip()]
+    assert commands == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", ci, flags=re.M), ".ci/run must run the README's test command"
+    targets = [t for t in LINK.findall(text) if not re.match(r"^[a-z]+:", t)]
+    assert not [t for t in targets if not (ROOT / t).exists()]
+    device = _subcommands(build_parser())
+    used = set(re.findall(r"(?:^|`|sudo |/bin/)smearscope ([a-z][a-z-]*)", text, flags=re.M))
+    assert used and used <= device, f"README uses smearscope {sorted(used - device)}"
