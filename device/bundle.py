@@ -252,6 +252,16 @@ class Manifest:
         )
 
 
+def is_downgrade(new: Manifest, installed: Manifest) -> bool:
+    """True when `new` is an older release than `installed`, or cannot be shown to be newer (it has
+    no version and the installed one has). Installed bundles without a version order nothing."""
+    theirs = installed.release_order
+    if theirs is None:
+        return False
+    ours = new.release_order
+    return ours is None or ours < theirs
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
