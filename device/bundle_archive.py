@@ -268,7 +268,8 @@ def extract_archive(archive: Path, dest: Path, *, trusted: TrustedKeys | None = 
         raise BundleError(f"{archive}: cannot read the archive ({exc.strerror or exc})") from exc
     if size > MAX_ARCHIVE_BYTES:
         raise BundleError(
-            f"{archive}: {size >> 20} MB is more than a model bundle archive may be ({MAX_ARCHIVE_MB} MB)"
+            f"{archive}: {size / (1 << 20):.1f} MB is more than a model bundle archive may be "
+            f"({MAX_ARCHIVE_MB} MB)"
         )
     kind = "zip" if archive.name.lower().endswith(".zip") else "tar"
     try:
