@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from device.bundle import MANIFEST, Bundle, Manifest, is_downgrade, load_bundle, read_manifest
-from device.bundle_archive import (
+from device.bundle_archive import (  # the archive limits stay importable from here too
     ARCHIVE_SUFFIXES,
-    MAX_ARCHIVE_BYTES,
-    MAX_ARCHIVE_MEMBERS,
+    MAX_ARCHIVE_BYTES,  # noqa: F401
+    MAX_ARCHIVE_MEMBERS,  # noqa: F401
     extract_archive,
     is_archive,
 )
@@ -58,7 +58,6 @@ ADOPTING = ".adopting"
 ADOPTED_VERSION = "00000000T000000Z-adopted"
 DEFAULT_LIST = "DEFAULT"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-__all__ = ["ARCHIVE_SUFFIXES", "MAX_ARCHIVE_BYTES", "MAX_ARCHIVE_MEMBERS", "extract_archive", "is_archive"]
 
 
 def _after_step(step: str) -> None:
@@ -510,9 +509,15 @@ def list_bundles(root: str | Path, *, verify: bool = True) -> list[dict[str, Any
         row: dict[str, Any] = {
             "name": name,
             "active_version": store.active_version(name),
-            "versions": store.history(name),
+            "versions": [],
             "in_ensemble": name in ensemble,
         }
+        try:
+            row["versions"] = store.history(name)
+        except SmearscopeError as exc:  # a damaged history file is reported, the rest still listed
+            row.update(ok=False, error=str(exc))
+            out.append(row)
+            continue
         try:
             b = load_bundle(store.root / name, check_hash=verify)
             m = b.manifest
