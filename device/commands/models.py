@@ -501,7 +501,22 @@ def _rollback(
     return {"name": name, "version": target, "previous": active}
 
 
+def _repair_if_free(root: Path) -> None:
+    """Finish a killed command's half-done step when this process may write and no command runs
+    (`models list` run by an admin); otherwise leave it to the next install/rollback."""
+    lock_path = root / VERSIONS / ".lock"
+    if not lock_path.is_file():
+        return
+    try:
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ModelStore(root).repair()
+    except OSError:
+        pass
+
+
 def list_bundles(root: str | Path, *, verify: bool = True) -> list[dict[str, Any]]:
+    _repair_if_free(Path(root))
     store = ModelStore(root)
     ensemble = set(store.ensemble_names())
     out = []
