@@ -115,10 +115,12 @@ def write_bundle(
 
 
 def update_manifest(out_dir: str | Path, **fields: Any) -> Manifest:
-    """Re-read a bundle's manifest, set fields, and write it back atomically."""
+    """Re-read a bundle's manifest, set fields, and write it back atomically. An edited manifest is a
+    new release (`version` now), so its older signed form can never replace it on a station."""
     from device.bundle import read_manifest
 
     manifest = read_manifest(out_dir)
+    manifest.version = new_version()
     for key, value in fields.items():
         if not hasattr(manifest, key):
             raise TypeError(f"unknown manifest field {key!r}")
