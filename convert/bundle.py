@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import MODEL_FILE, InputSpec, Label, Manifest, OutputSpec, sha256_file, write_manifest
+from device.bundle import (
+    MODEL_FILE,
+    InputSpec,
+    Label,
+    Manifest,
+    OutputSpec,
+    new_version,
+    sha256_file,
+    write_manifest,
+)
 from device.fsutil import atomic_write_bytes
 
 #: Display names and malignancy of known class folders: the B-ALL dataset's (hematogones are benign
@@ -95,6 +104,7 @@ def write_bundle(
         quantization=quantization,
         temperature=float(temperature),
         abstain_threshold=float(abstain_threshold),
+        version=new_version(),  # signed with the manifest: stations refuse an older release over it
     )
     for key, value in extra.items():
         if not hasattr(manifest, key):
@@ -105,10 +115,12 @@ def write_bundle(
 
 
 def update_manifest(out_dir: str | Path, **fields: Any) -> Manifest:
-    """Re-read a bundle's manifest, set fields, and write it back atomically."""
+    """Re-read a bundle's manifest, set fields, and write it back atomically. An edited manifest is a
+    new release (`version` now), so its older signed form can never replace it on a station."""
     from device.bundle import read_manifest
 
     manifest = read_manifest(out_dir)
+    manifest.version = new_version()
     for key, value in fields.items():
         if not hasattr(manifest, key):
             raise TypeError(f"unknown manifest field {key!r}")

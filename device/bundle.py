@@ -12,6 +12,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,39 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
+#: `version`: the UTC time convert wrote the bundle, the order in which releases supersede each other.
+VERSION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def check_plain_name(name: str, *, where: str, what: str) -> str:
+    """A file the manifest names is one plain file name inside the bundle: no folder, no separator,
+    not absolute, not `.`/`..` (so no manifest can point the device at a file outside its bundle)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or (len(name) >= 2 and name[1] == ":")
+    ):
+        raise BundleError(f"{where}: {what} {name!r} is not a plain file name inside the bundle")
+    return name
+
+
+def parse_version(value: Any) -> datetime | None:
+    """A release version (`YYYY-MM-DDTHH:MM:SSZ`, UTC) as a datetime; None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, VERSION_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def new_version() -> str:
+    """The version string of a bundle written now."""
+    return datetime.now(UTC).strftime(VERSION_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,8 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: release order (VERSION_FORMAT); None in bundles made before it existed: see `release_order`
+    version: str | None = None
     intended_use: str = (
         "Screening aid for trained laboratory staff. Not a diagnosis: every result must be reviewed "
         "by a qualified hematologist."
@@ -85,10 +121,23 @@ class Manifest:
     def output(self, name: str) -> OutputSpec | None:
         return next((o for o in self.outputs if o.name == name), None)
 
+    @property
+    def release_order(self) -> datetime | None:
+        """When this release was made, for refusing downgrades: `version`, else (bundles made before
+        the field existed) `provenance.converted_at`; None when neither says (order unknown). Both
+        live in manifest.json, which the bundle's signature covers."""
+        return parse_version(self.version) or parse_version(self.provenance.get("converted_at"))
+
+    @property
+    def release_label(self) -> str:
+        """The version as people read it (`version`, the conversion time, or "unversioned")."""
+        return self.version or str(self.provenance.get("converted_at") or "unversioned")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
             "name": self.name,
+            "version": self.version,
             "architecture": self.architecture,
             "quantization": self.quantization,
             "model_file": self.model_file,
@@ -123,11 +172,11 @@ class Manifest:
                 raise BundleError(f"{where}: missing key '{ctx}{key}'")
             return obj[key]
 
-        version = need("schema_version")
-        if version != SCHEMA_VERSION:
+        schema_version = need("schema_version")
+        if schema_version != SCHEMA_VERSION:
             raise BundleError(
-                f"{where}: schema_version {version} is not supported (this device reads {SCHEMA_VERSION}); "
-                "update smearscope or re-export the bundle"
+                f"{where}: schema_version {schema_version} is not supported (this device reads "
+                f"{SCHEMA_VERSION}); update smearscope or re-export the bundle"
             )
         raw_labels = need("labels")
         if not isinstance(raw_labels, list) or len(raw_labels) < 2:
@@ -175,6 +224,10 @@ class Manifest:
         temperature = float(d.get("temperature", 1.0))
         if not 0.05 <= temperature <= 20:
             raise BundleError(f"{where}: temperature {temperature} is outside 0.05..20")
+        model_file = check_plain_name(d.get("model_file", MODEL_FILE), where=where, what="model_file")
+        version = d.get("version")
+        if version is not None and parse_version(version) is None:
+            raise BundleError(f"{where}: version {version!r} is not a UTC time like 2026-12-01T13:37:38Z")
         threshold = float(d.get("abstain_threshold", 0.5))
         if not 0.0 <= threshold < 1.0:
             raise BundleError(f"{where}: abstain_threshold {threshold} is outside 0..1")
@@ -185,8 +238,9 @@ class Manifest:
             input=input_spec,
             outputs=outputs,
             sha256=str(need("sha256")).lower(),
-            schema_version=version,
-            model_file=str(d.get("model_file", MODEL_FILE)),
+            schema_version=schema_version,
+            model_file=model_file,
+            version=version,
             quantization=str(d.get("quantization", "unknown")),
             temperature=temperature,
             abstain_threshold=threshold,
@@ -196,6 +250,16 @@ class Manifest:
             provenance=dict(d.get("provenance") or {}),
             intended_use=str(d.get("intended_use") or cls.intended_use),
         )
+
+
+def is_downgrade(new: Manifest, installed: Manifest) -> bool:
+    """True when `new` is an older release than `installed`, or cannot be shown to be newer (it has
+    no version and the installed one has). Installed bundles without a version order nothing."""
+    theirs = installed.release_order
+    if theirs is None:
+        return False
+    ours = new.release_order
+    return ours is None or ours < theirs
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -231,6 +295,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     mpath = bundle_dir / MANIFEST
     if not bundle_dir.is_dir():
         raise BundleError(f"{bundle_dir}: not a model bundle directory (it does not exist)")
+    if mpath.is_symlink():
+        raise BundleError(f"{bundle_dir}: {MANIFEST} is a symbolic link; a bundle holds its own files")
     if not mpath.is_file():
         raise BundleError(f"{bundle_dir}: no {MANIFEST} (not a model bundle)")
     try:
@@ -248,8 +314,14 @@ def load_bundle(bundle_dir: str | Path, *, check_hash: bool = True) -> Bundle:
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     model = bundle_dir / manifest.model_file
+    if model.is_symlink():
+        raise BundleError(
+            f"{bundle_dir}: {manifest.model_file} is a symbolic link; a bundle holds its own files"
+        )
     if not model.is_file():
         raise BundleError(f"{bundle_dir}: model file {manifest.model_file} is missing")
+    if model.resolve().parent != bundle_dir.resolve():
+        raise BundleError(f"{bundle_dir}: model file {manifest.model_file} resolves outside the bundle")
     if check_hash:
         actual = sha256_file(model)
         if actual != manifest.sha256:

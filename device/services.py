@@ -309,11 +309,12 @@ class Services:
         updater = getattr(self.sync_worker, "updater", None)
         return updater.status() if updater is not None else None
 
-    def accept_model_update(self) -> dict[str, Any]:
-        """An admin accepts the staged bundle set (`[models] update_policy = "manual"`)."""
+    def accept_model_update(self, *, allow_downgrade: bool = False) -> dict[str, Any]:
+        """An admin accepts the staged bundle set (`[models] update_policy = "manual"`; an older set
+        than what runs only with `allow_downgrade`)."""
         if self.sync_worker is None or self.sync_worker.updater is None:
             raise SmearscopeError("model updates come through the hub sync, which is not enabled")
-        return self.sync_worker.accept_models()
+        return self.sync_worker.accept_models(allow_downgrade=allow_downgrade)
 
     def heatmap_jpeg(self, rgb: np.ndarray, cam: np.ndarray) -> bytes:
         return encode_jpeg(heatmap_overlay(rgb, cam))

@@ -278,6 +278,81 @@ class Verification:
             raise BundleError(self.problem())
 
 
+def check_signed_path(path: Any) -> str:
+    """A path in a signed file list is relative, inside the bundle, in POSIX form: no absolute path,
+    no `.`/`..`/empty component, no backslash or drive (so no listing can name a file outside)."""
+    parts = path.split("/") if isinstance(path, str) else []
+    if (
+        not parts
+        or any(part in ("", ".", "..") for part in parts)
+        or "\\" in path
+        or "\x00" in path
+        or ":" in parts[0]
+    ):
+        raise ValueError(f"the signed file list names an unsafe path {path!r}")
+    return path
+
+
+@dataclass
+class SignedListing:
+    """A signature document that passed: who signed it and the files it lists."""
+
+    bundle: str
+    key_id: str
+    files: dict[str, dict[str, Any]]  # path -> {"sha256", "size"}
+
+
+def check_signature_doc(data: bytes, trusted: TrustedKeys, v: Verification) -> SignedListing | None:
+    """Run the checks on `signature.json` alone (format, trusted key, Ed25519 over the payload, safe
+    paths) into `v`; the signed listing when they pass. Archives and downloads run this before any
+    large file is unpacked or fetched."""
+    try:
+        doc = json.loads(data)
+        payload_text = doc["payload"]
+        signature = base64.b64decode(doc["signature"], validate=True)
+        kid = str(doc["key_id"])
+        if doc.get("format") != FORMAT or doc.get("algorithm") != ALGORITHM:
+            raise ValueError(
+                f"format {doc.get('format')!r} / algorithm {doc.get('algorithm')!r} not supported"
+            )
+        payload = json.loads(payload_text)
+        listed = {
+            check_signed_path(f["path"]): {"sha256": str(f["sha256"]).lower(), "size": int(f["size"])}
+            for f in payload["files"]
+        }
+        if len(listed) != len(payload["files"]):
+            raise ValueError("the signed file list names a file twice")
+        bundle = str(payload["bundle"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        v.add("signature file", False, f"{SIGNATURE_FILE} is unreadable or malformed ({exc})")
+        return None
+    v.key_id = kid
+    pub = trusted.keys.get(kid)
+    if not v.add(
+        "trusted key",
+        pub is not None,
+        f"signed by key {kid} ({trusted.sources[kid]})"
+        if pub is not None
+        else f"signed by key {kid}, which is not in [models] trusted_keys "
+        f"(trusted: {', '.join(trusted.keys) or 'none'})",
+    ):
+        return None
+    try:
+        pub.verify(signature, payload_text.encode("utf-8"))
+        good = True
+    except InvalidSignature:
+        good = False
+    if not v.add(
+        "signature",
+        good,
+        "Ed25519 signature over the file list is valid"
+        if good
+        else f"the Ed25519 signature does not match {SIGNATURE_FILE}'s file list (it was edited or forged)",
+    ):
+        return None
+    return SignedListing(bundle, kid, listed)
+
+
 def verify_bundle(bundle_dir: str | Path, trusted: TrustedKeys) -> Verification:
     """Check `signature.json` against the trusted keys and every file against the signed listing."""
     bundle_dir = Path(bundle_dir)
@@ -292,43 +367,14 @@ def verify_bundle(bundle_dir: str | Path, trusted: TrustedKeys) -> Verification:
     ):
         return v
     try:
-        doc = json.loads(sig_path.read_text(encoding="utf-8"))
-        payload_text = doc["payload"]
-        signature = base64.b64decode(doc["signature"], validate=True)
-        kid = str(doc["key_id"])
-        if doc.get("format") != FORMAT or doc.get("algorithm") != ALGORITHM:
-            raise ValueError(
-                f"format {doc.get('format')!r} / algorithm {doc.get('algorithm')!r} not supported"
-            )
-        payload = json.loads(payload_text)
-        listed = {str(f["path"]): f for f in payload["files"]}
-    except (OSError, ValueError, KeyError, TypeError, binascii.Error) as exc:
-        v.add("signature file", False, f"{SIGNATURE_FILE} is unreadable or malformed ({exc})")
+        data = sig_path.read_bytes()
+    except OSError as exc:
+        v.add("signature file", False, f"{SIGNATURE_FILE} is unreadable ({exc.strerror or exc})")
         return v
-    v.key_id = kid
-    pub = trusted.keys.get(kid)
-    if not v.add(
-        "trusted key",
-        pub is not None,
-        f"signed by key {kid} ({trusted.sources[kid]})"
-        if pub is not None
-        else f"signed by key {kid}, which is not in [models] trusted_keys "
-        f"(trusted: {', '.join(trusted.keys) or 'none'})",
-    ):
+    signed = check_signature_doc(data, trusted, v)
+    if signed is None:
         return v
-    try:
-        pub.verify(signature, payload_text.encode("utf-8"))
-        good = True
-    except InvalidSignature:
-        good = False
-    if not v.add(
-        "signature",
-        good,
-        "Ed25519 signature over the file list is valid"
-        if good
-        else f"the Ed25519 signature does not match {SIGNATURE_FILE}'s file list (it was edited or forged)",
-    ):
-        return v
+    listed = signed.files
     try:
         present = {rel.as_posix() for rel in bundle_files(bundle_dir)}
     except BundleError as exc:

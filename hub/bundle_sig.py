@@ -3,7 +3,9 @@
 that read it are repeated here, and tests/test_fleet_hub.py checks both sides agree).
 
 The payload is the exact signed text: {"bundle": name, "files": [{"path", "sha256", "size"}]}, every
-file of the folder except signature.json.
+file of the folder except signature.json. `release()` reads what publishing needs from the signed
+manifest.json: its `model_file` (a plain name, as on the device) and its release order (`version`, else
+`provenance.converted_at`; the device's `Manifest.release_order`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SIGNATURE_FILE = "signature.json"
+MANIFEST = "manifest.json"
 FORMAT = "smearscope-bundle-signature/1"
 PUB_PREFIX = "smearscope-ed25519"
+VERSION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class SignatureError(ValueError):
@@ -94,9 +99,17 @@ def verify_signature_doc(data: bytes, trusted: dict[str, Ed25519PublicKey]) -> S
     except InvalidSignature as exc:
         raise SignatureError("the Ed25519 signature does not match the signed file list") from exc
     for f in files:
-        p = Path(f["path"])
-        if p.is_absolute() or ".." in p.parts or not f["path"] or len(f["sha256"]) != 64:
+        parts = f["path"].split("/")
+        if (
+            any(part in ("", ".", "..") for part in parts)
+            or "\\" in f["path"]
+            or "\x00" in f["path"]
+            or ":" in parts[0]
+            or len(f["sha256"]) != 64
+        ):
             raise SignatureError(f"signed file entry {f['path']!r} is not a safe relative path")
+    if len({f["path"] for f in files}) != len(files):
+        raise SignatureError("the signed file list names a file twice")
     return SignedBundle(name, kid, files, data)
 
 
@@ -108,6 +121,11 @@ def verify_dir(bundle_dir: str | Path, trusted: dict[str, Ed25519PublicKey]) -> 
         raise SignatureError(f"{bundle_dir}: no {SIGNATURE_FILE}: the bundle is unsigned")
     signed = verify_signature_doc(sig.read_bytes(), trusted)
     listed = {f["path"]: f for f in signed.files}
+    for p in bundle_dir.rglob("*"):
+        if p.is_symlink():
+            raise SignatureError(
+                f"{bundle_dir}: {p.relative_to(bundle_dir)} is a symbolic link; a bundle holds files"
+            )
     present = {
         p.relative_to(bundle_dir).as_posix()
         for p in bundle_dir.rglob("*")
@@ -121,3 +139,58 @@ def verify_dir(bundle_dir: str | Path, trusted: dict[str, Ed25519PublicKey]) -> 
         if _sha256(bundle_dir / path) != listed[path]["sha256"]:
             raise SignatureError(f"{bundle_dir}: {path} changed after signing")
     return signed
+
+
+@dataclass(frozen=True)
+class Release:
+    """What publishing reads from a bundle's signed manifest.json."""
+
+    name: str
+    model_file: str
+    order: datetime | None  # None: the manifest says nothing about its release order
+    label: str
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value, VERSION_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def release(manifest_bytes: bytes, signed: SignedBundle) -> Release:
+    """The manifest's release facts; refuses a `model_file` that is not a plain name of a signed file."""
+    try:
+        m = json.loads(manifest_bytes)
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"{MANIFEST} is unreadable ({exc})") from exc
+    model_file = m.get("model_file", "model.tflite")
+    if (
+        not isinstance(model_file, str)
+        or model_file in ("", ".", "..")
+        or any(c in model_file for c in "/\\\x00")
+        or model_file[1:2] == ":"
+    ):
+        raise SignatureError(
+            f"{MANIFEST}: model_file {model_file!r} is not a plain file name inside the bundle"
+        )
+    if model_file not in {f["path"] for f in signed.files}:
+        raise SignatureError(f"{MANIFEST}: model_file {model_file!r} is not one of the signed files")
+    version = m.get("version")
+    if version is not None and _parse_time(version) is None:
+        raise SignatureError(f"{MANIFEST}: version {version!r} is not a UTC time like 2026-12-01T13:37:38Z")
+    provenance = m.get("provenance") if isinstance(m.get("provenance"), dict) else {}
+    order = _parse_time(version) or _parse_time(provenance.get("converted_at"))
+    label = str(version or provenance.get("converted_at") or "unversioned")
+    return Release(str(m.get("name", signed.name)), model_file, order, label)
+
+
+def is_downgrade(new: Release, current: Release) -> bool:
+    """`new` is older than `current`, or cannot be shown newer (the device's rule, device/bundle.py)."""
+    if current.order is None:
+        return False
+    return new.order is None or new.order < current.order

@@ -1,9 +1,12 @@
 """Updates flowing down: publishing signed bundles, bundle sets per group, what each station runs.
 
 `publish()` checks each bundle folder's signature against the hub's trusted keys (table
-`trusted_keys`, `smearscope-hub keys add`), stores every file by its sha256 and records a bundle set as
-current for every station or for one group. A station's current set is the newest set made for its
-group or for all stations (so a set published for all later replaces a group's older one).
+`trusted_keys`, `smearscope-hub keys add`) and its signed manifest (`model_file` a plain name, release
+order), refuses a bundle older than the one of the same name in a set it would replace unless the admin
+says `allow_downgrade`, stores every file by its sha256 and records a bundle set as current for every
+station or for one group. A station's current set is the newest set made for its group or for all
+stations (so a set published for all later replaces a group's older one). Stations check the order
+again themselves and install an older set only on their own admin's accept.
 """
 
 from __future__ import annotations
@@ -17,17 +20,26 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from hub.bundle_sig import (
+    MANIFEST,
     SIGNATURE_FILE,
+    Release,
     SignatureError,
+    SignedBundle,
+    is_downgrade,
     key_id,
     parse_public_key,
     public_key_b64,
+    release,
     verify_dir,
 )
 from hub.fleet_models import BundleBlob, BundleSet, DeviceFleet, PublishedBundle, TrustedKey
 from hub.models import Device
 
 GROUP_MAX = 100
+
+
+class DowngradeRefused(ValueError):
+    """A bundle is an older release than the one of its name in a set it would replace."""
 
 
 def _now() -> datetime:
@@ -66,11 +78,65 @@ def _store_blob(s: Session, sha: str, data: bytes) -> None:
         s.add(BundleBlob(sha256=sha, size=len(data), data=data, created_at=_now()))
 
 
+def _stored_release(s: Session, row: PublishedBundle) -> Release | None:
+    """The release facts of a published bundle, from its stored manifest (None if unreadable)."""
+    files = json.loads(row.files_json)
+    entry = next((f for f in files if f["path"] == MANIFEST), None)
+    if entry is None:
+        return None
+    data = s.scalar(select(BundleBlob.data).where(BundleBlob.sha256 == entry["sha256"]))
+    signed = SignedBundle(row.name, row.key_id, [f for f in files if f["path"] != SIGNATURE_FILE], b"")
+    try:
+        return release(bytes(data or b""), signed)
+    except SignatureError:
+        return None
+
+
+def _sets_replaced(s: Session, group: str | None) -> list[BundleSet]:
+    """The sets in force that a new set for `group` replaces somewhere: that group's current set, or
+    for every station (None) the current set of stations without a group and of every group."""
+    groups: set[str | None] = {group}
+    if group is None:
+        groups |= set(s.scalars(select(BundleSet.group_name).distinct()))
+        groups |= set(s.scalars(select(DeviceFleet.group_name).distinct()))
+    out: list[BundleSet] = []
+    for g in sorted(groups, key=lambda x: (x is not None, x or "")):
+        cond = BundleSet.group_name.is_(None)
+        if g is not None:
+            cond = or_(cond, BundleSet.group_name == g)
+        row = s.scalar(select(BundleSet).where(cond).order_by(BundleSet.id.desc()).limit(1))
+        if row is not None and row not in out:
+            out.append(row)
+    return out
+
+
+def downgrades(s: Session, releases: dict[str, Release], group: str | None) -> list[str]:
+    """Each bundle of `releases` older than the bundle of its name in a set it would replace."""
+    problems = []
+    for bset in _sets_replaced(s, group):
+        for bid in json.loads(bset.bundle_ids_json):
+            row = s.get(PublishedBundle, bid)
+            new = releases.get(row.name) if row is not None else None
+            current = _stored_release(s, row) if new is not None else None
+            if new is not None and current is not None and is_downgrade(new, current):
+                problems.append(
+                    f"{row.name}: {new.label} is older than {current.label} in set #{bset.id} "
+                    f"({bset.group_name or 'every station'})"
+                )
+    return problems
+
+
 def publish(
-    s: Session, bundle_dirs: list[str | Path], *, group: str | None = None, set_name: str | None = None
+    s: Session,
+    bundle_dirs: list[str | Path],
+    *,
+    group: str | None = None,
+    set_name: str | None = None,
+    allow_downgrade: bool = False,
 ) -> dict[str, Any]:
     """Verify and store the bundles, then make them (in this order) the current set for `group`
-    (None: every station). Raises SignatureError before anything is stored if one bundle fails."""
+    (None: every station). Raises SignatureError before anything is stored if one bundle fails, and
+    DowngradeRefused when one is older than what it replaces and `allow_downgrade` is false."""
     import hashlib
 
     if group is not None and not (0 < len(group) <= GROUP_MAX):
@@ -85,6 +151,21 @@ def publish(
     names = [sb.name for _, sb in signed]
     if len(set(names)) != len(names):
         raise ValueError(f"two bundles named the same in one set: {names}")
+    releases: dict[str, Release] = {}
+    for d, sb in signed:
+        data = (d / MANIFEST).read_bytes()
+        listed = {f["path"]: f["sha256"] for f in sb.files}
+        if hashlib.sha256(data).hexdigest() != listed.get(MANIFEST):
+            raise SignatureError(f"{d}: {MANIFEST} is not the signed one")
+        releases[sb.name] = release(data, sb)
+    problems = downgrades(s, releases, group)
+    if problems and not allow_downgrade:
+        raise DowngradeRefused(
+            "older than what the stations are given now: "
+            + "; ".join(problems)
+            + " — publish it with --allow-downgrade if that is meant (each station's admin still has "
+            "to accept a downgrade)"
+        )
     ids = []
     for d, sb in signed:
         sig_sha = hashlib.sha256(sb.signature_bytes).hexdigest()
@@ -115,7 +196,7 @@ def publish(
     )
     s.add(bset)
     s.commit()
-    return {"set_id": bset.id, "name": bset.name, "group": group, "bundles": names}
+    return {"set_id": bset.id, "name": bset.name, "group": group, "bundles": names, "downgrade": problems}
 
 
 # ------------------------------------------------------------------------------- devices/groups

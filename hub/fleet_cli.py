@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundles", nargs="+", metavar="BUNDLE_DIR")
     p.add_argument("--group", help="current for this group only (default: every station)")
     p.add_argument("--set-name", help="a name for the set (default: the bundle names)")
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="publish bundles older than the ones they replace (stations still ask their admin)",
+    )
     _db_arg(p)
     p.set_defaults(func=cmd_publish)
     lm = ms.add_parser("list", help="published sets and which station runs what")
@@ -115,13 +120,21 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     with _sessions(args)() as s:
         try:
-            r = publish(s, args.bundles, group=args.group, set_name=args.set_name)
+            r = publish(
+                s,
+                args.bundles,
+                group=args.group,
+                set_name=args.set_name,
+                allow_downgrade=args.allow_downgrade,
+            )
         except (SignatureError, ValueError, OSError) as exc:
             return _fail(f"not published: {exc}")
     print(
         f"set #{r['set_id']} {r['name']} ({', '.join(r['bundles'])}) is current for "
         f"{'group ' + r['group'] if r['group'] else 'every station'}"
     )
+    for problem in r["downgrade"]:
+        print(f"downgrade (stations hold it for their admin's accept): {problem}")
     return 0
 
 

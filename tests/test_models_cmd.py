@@ -70,7 +70,7 @@ def test_install_same_bundle_twice_changes_nothing(installed: Path, tiny_bundle:
     result = cmd.install(tiny_bundle, installed, log=_quiet)
     assert result["changed"] is False
     assert _active(installed) == before
-    assert len(list((installed / ".versions" / NAME).iterdir())) == 2  # one version + history.json
+    assert len(list((installed / ".versions" / NAME).iterdir())) == 2  # one version + its history file
 
 
 def test_new_version_keeps_previous_and_rollback_returns(installed: Path, tiny_bundle: Path, tmp_path: Path):

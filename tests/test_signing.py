@@ -350,8 +350,10 @@ def test_models_page_accept_button_for_admins(tmp_path: Path) -> None:
         "last_check": None,
         "last_error": None,
     }
-    accepted: list[int] = []
-    services.accept_model_update = lambda: accepted.append(1) or {"state": "installed", "bundles": [NAME]}
+    accepted: list[dict] = []
+    services.accept_model_update = lambda **kw: (
+        accepted.append(kw) or {"state": "installed", "bundles": [NAME]}
+    )
     tech = app.test_client()
     login(tech)
     html = tech.get("/models").get_data(as_text=True)
@@ -365,4 +367,10 @@ def test_models_page_accept_button_for_admins(tmp_path: Path) -> None:
     login(admin, "admin")
     assert "Install these models now" in admin.get("/models").get_data(as_text=True)
     r = admin.post("/admin/models/accept-update", data={"csrf_token": csrf_of(admin)}, follow_redirects=True)
-    assert accepted and "Model update installed" in r.get_data(as_text=True)
+    assert accepted == [{"allow_downgrade": False}] and "Model update installed" in r.get_data(as_text=True)
+    # a set older than what runs: the page says so, and only the ticked box asks for the downgrade
+    staged["downgrade"] = [f"{NAME}: this bundle (2026-11-01T00:00:00Z) is an older release"]
+    html = admin.get("/models").get_data(as_text=True)
+    assert "Older than the models this station runs" in html and "Install these models now" not in html
+    admin.post("/admin/models/accept-update", data={"csrf_token": csrf_of(admin), "allow_downgrade": "1"})
+    assert accepted[-1] == {"allow_downgrade": True}

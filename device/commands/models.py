@@ -5,15 +5,18 @@ Layout of the models directory (SMEARSCOPE_MODELS_DIR, /var/lib/smearscope/model
     DEFAULT                               bundle names forming the ensemble, one per line
     mobilenetv2-all4-int8 -> .versions/mobilenetv2-all4-int8/20261122T020304Z-3f2a9c1b2d3e
     .versions/mobilenetv2-all4-int8/
-        20261122T020304Z-3f2a9c1b2d3e/    model.tflite, manifest.json, MODEL.md, report/
-        history.json                      activation order, the last one is active
+        20261122T020304Z-3f2a9c1b2d3e/              model.tflite, manifest.json, MODEL.md, report/
+        20261122T020304Z-3f2a9c1b2d3e.history.json  activation order while that version is active
 
-A new bundle is checked (manifest, sha256, the interpreter loads it with the tensor shapes of the
-manifest, one inference runs, labels match the rest of the ensemble) before anything changes, copied
-into its own version directory, and made active by renaming a new symlink over the old one — one
-atomic step, so a reader sees the old bundle or the new one, never half. If the bundle does not load
-through the switched link, the link goes back to the previous version. Older versions are kept
-(`--keep`) so `models rollback NAME` can return to them.
+A new bundle is checked (signature, manifest, release order, sha256, the interpreter loads it with the
+tensor shapes of the manifest, one inference runs, labels match the rest of the ensemble) before
+anything changes, copied into its own version directory, and made active by renaming a new symlink over
+the old one. The history of activations belongs to the version it ends with and is written before the
+rename, so the rename alone switches both the model and its history: a process killed at any point
+leaves the old or the new version active, each with its own history, and `models rollback` works from
+either. If the bundle does not load through the switched link, the link goes back to the previous
+version. Older versions are kept (`--keep`) so `models rollback NAME` can return to them. A bundle whose
+signed release version is older than the active one is refused unless `--allow-downgrade` is given.
 """
 
 from __future__ import annotations
@@ -25,30 +28,41 @@ import json
 import os
 import re
 import shutil
-import stat
-import tarfile
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device.bundle import MANIFEST, Bundle, load_bundle, read_manifest
+from device.bundle import MANIFEST, Bundle, Manifest, is_downgrade, load_bundle, read_manifest
+from device.bundle_archive import (  # the archive limits stay importable from here too
+    ARCHIVE_SUFFIXES,
+    MAX_ARCHIVE_BYTES,  # noqa: F401
+    MAX_ARCHIVE_MEMBERS,  # noqa: F401
+    extract_archive,
+    is_archive,
+)
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes, fsync_dir
 from device.paths import models_dir as default_models_dir
 from device.signing import SignaturePolicy
 
 VERSIONS = ".versions"
-HISTORY = "history.json"
+#: The history file of stores made before each version carried its own (read, never written).
+LEGACY_HISTORY = "history.json"
+HISTORY_SUFFIX = ".history.json"
+#: Marks a hand-copied folder being moved into `.versions` (finished by the next locked command).
+ADOPTING = ".adopting"
+ADOPTED_VERSION = "00000000T000000Z-adopted"
 DEFAULT_LIST = "DEFAULT"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MAX_ARCHIVE_BYTES = 1 << 30  # uncompressed: a bundle is a few MB; refuse archive bombs
-MAX_ARCHIVE_MEMBERS = 10_000
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def _after_step(step: str) -> None:
+    """Called after every durable step of install/rollback/adoption; tests replace it to kill the
+    process there and check that what is left on disk still serves and rolls back."""
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -82,108 +96,11 @@ def check_loads(path: Path, *, others: list[Path] | None = None) -> Bundle:
     return bundle
 
 
-# -------------------------------------------------------------------------------------- archives
-
-
-def _safe_member_path(name: str, archive: Path) -> PurePosixPath:
-    p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise BundleError(f"{archive}: member {name!r} has an absolute path; refusing the archive")
-    if any(part == ".." for part in p.parts):
-        raise BundleError(f"{archive}: member {name!r} leaves the archive folder (..); refusing the archive")
-    return p
-
-
-def _extract_tar(archive: Path, dest: Path) -> None:
-    try:
-        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with` below
-    except (tarfile.TarError, OSError) as exc:
-        raise BundleError(f"{archive}: not a readable tar archive ({exc})") from exc
-    with tf:
-        members = tf.getmembers()
-        if len(members) > MAX_ARCHIVE_MEMBERS:
-            raise BundleError(f"{archive}: {len(members)} members is too many for a model bundle")
-        total = 0
-        for m in members:
-            _safe_member_path(m.name, archive)
-            if not (m.isfile() or m.isdir()):
-                raise BundleError(
-                    f"{archive}: member {m.name!r} is a link or special file; a bundle holds only files"
-                )
-            total += m.size
-            if total > MAX_ARCHIVE_BYTES:
-                raise BundleError(f"{archive}: unpacks to more than {MAX_ARCHIVE_BYTES >> 20} MB; refusing")
-        for m in members:
-            target = dest / _safe_member_path(m.name, archive)
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            if src is None:
-                raise BundleError(f"{archive}: cannot read member {m.name!r}")
-            with src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-
-
-def _extract_zip(archive: Path, dest: Path) -> None:
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"{archive}: not a readable zip archive ({exc})") from exc
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ARCHIVE_MEMBERS:
-            raise BundleError(f"{archive}: {len(infos)} members is too many for a model bundle")
-        total = 0
-        for info in infos:
-            _safe_member_path(info.filename, archive)
-            kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no file type
-            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-                raise BundleError(
-                    f"{archive}: member {info.filename!r} is a link or special file; "
-                    "a bundle holds only files"
-                )
-            total += info.file_size
-            if total > MAX_ARCHIVE_BYTES:
-                raise BundleError(f"{archive}: unpacks to more than {MAX_ARCHIVE_BYTES >> 20} MB; refusing")
-        for info in infos:
-            target = dest / _safe_member_path(info.filename, archive)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
-            except (zipfile.BadZipFile, OSError) as exc:  # CRC errors: a damaged download
-                raise BundleError(f"{archive}: member {info.filename!r} is damaged ({exc})") from exc
-
-
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Unpack `archive` into `dest` without letting it write outside; return the bundle folder inside
-    (the top level, or the single folder at the top level)."""
-    if archive.name.lower().endswith(".zip"):
-        _extract_zip(archive, dest)
-    else:
-        _extract_tar(archive, dest)
-    if (dest / MANIFEST).is_file():
-        return dest
-    subdirs = [p for p in dest.iterdir() if p.is_dir()]
-    if len(subdirs) == 1 and (subdirs[0] / MANIFEST).is_file():
-        return subdirs[0]
-    raise BundleError(f"{archive}: no {MANIFEST} at the top of the archive or in its single folder")
-
-
 # -------------------------------------------------------------------------------- the store dir
 
 
 class ModelStore:
-    """The models directory: active links, versions, history, DEFAULT."""
+    """The models directory: active links, versions, each version's activation history, DEFAULT."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -191,25 +108,59 @@ class ModelStore:
     def versions_dir(self, name: str) -> Path:
         return self.root / VERSIONS / name
 
-    def history(self, name: str) -> list[str]:
-        path = self.versions_dir(name) / HISTORY
+    def _history_file(self, name: str, version: str) -> Path:
+        return self.versions_dir(name) / f"{version}{HISTORY_SUFFIX}"
+
+    def _read_list(self, path: Path) -> list[str] | None:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return []
-        except (OSError, json.JSONDecodeError) as exc:
+            return None
+        except (OSError, ValueError) as exc:
             raise SmearscopeError(f"{path}: unreadable ({exc}); fix or delete it") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("activated", []), list):
+            raise SmearscopeError(f"{path}: not an activation history; fix or delete it")
         return [str(v) for v in data.get("activated", [])]
 
-    def _write_history(self, name: str, history: list[str]) -> None:
+    def history(self, name: str) -> list[str]:
+        """Versions in activation order, the active one last, only those still on disk. It is the
+        history the active version was switched in with; a store from before per-version histories
+        is read from its `history.json`, with the active version added when a killed install left it
+        out."""
+        active = self.active_version(name)
+        listed = self._read_list(self._history_file(name, active)) if active else None
+        if listed is None:
+            listed = self._read_list(self.versions_dir(name) / LEGACY_HISTORY) or []
+            if active and active not in listed:
+                listed.append(active)
+        return [v for v in listed if (self.versions_dir(name) / v).is_dir()]
+
+    def _write_history(self, name: str, version: str, history: list[str]) -> None:
         text = json.dumps({"activated": history}, indent=2) + "\n"
-        atomic_write_bytes(self.versions_dir(name) / HISTORY, text.encode())
+        atomic_write_bytes(self._history_file(name, version), text.encode())
+
+    def activate(self, name: str, version: str, history: list[str]) -> None:
+        """Make `version` active with `history` (ending with it): the history file first, then the
+        link rename, which switches both at once."""
+        self._write_history(name, version, history)
+        _after_step("history written")
+        self.switch(name, version)
+        _after_step("switched")
+        with contextlib.suppress(OSError):  # superseded by the per-version histories
+            (self.versions_dir(name) / LEGACY_HISTORY).unlink()
 
     def active_version(self, name: str) -> str | None:
         link = self.root / name
         if link.is_symlink():
             return Path(os.readlink(link)).name
         return None
+
+    def active_manifest(self, name: str) -> Manifest | None:
+        """The manifest of what `name` runs now (None when nothing, or nothing readable)."""
+        try:
+            return read_manifest(self.root / name)
+        except BundleError:
+            return None
 
     def names(self) -> list[str]:
         """Every active bundle name: links into .versions, and plain bundle folders."""
@@ -255,21 +206,51 @@ class ModelStore:
         fsync_dir(self.root)
 
     def adopt_plain_dir(self, name: str) -> str | None:
-        """A bundle folder copied in by hand (or by an older installer) becomes version 0 so the
-        switch can be a rename and a rollback can return to it."""
+        """A bundle folder copied in by hand (or by an older installer) becomes a version so the
+        switch can be a rename and a rollback can return to it. A folder cannot be replaced by a link
+        in one rename, so a marker names the move first and `repair()` finishes it after a kill."""
         path = self.root / name
         if path.is_symlink() or not path.is_dir():
             return None
-        version = "00000000T000000Z-adopted"
         vdir = self.versions_dir(name)
         vdir.mkdir(parents=True, exist_ok=True)
-        os.replace(path, vdir / version)
-        self.switch(name, version)
-        self._write_history(name, [*self.history(name), version])
+        version, n = ADOPTED_VERSION, 1
+        while (vdir / version).exists():
+            n += 1
+            version = f"{ADOPTED_VERSION}-{n}"
+        self._write_history(name, version, [version])
+        atomic_write_bytes(vdir / ADOPTING, (version + "\n").encode())
+        _after_step("adoption marked")
+        self._finish_adoption(name)
         return version
 
+    def _finish_adoption(self, name: str) -> None:
+        vdir = self.versions_dir(name)
+        marker = vdir / ADOPTING
+        try:
+            version = marker.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return
+        path, target = self.root / name, vdir / version
+        if version and not path.is_symlink() and path.is_dir() and not target.exists():
+            os.replace(path, target)
+            fsync_dir(vdir)
+            fsync_dir(self.root)
+            _after_step("adopted folder moved")
+        if version and target.is_dir() and not path.exists() and not path.is_symlink():
+            self.switch(name, version)
+            _after_step("adopted folder linked")
+        marker.unlink()
+        fsync_dir(vdir)
+
+    def repair(self) -> None:
+        """Finish what a killed command left half done (an adoption between its two renames)."""
+        for marker in sorted((self.root / VERSIONS).glob(f"*/{ADOPTING}")):
+            self._finish_adoption(marker.parent.name)
+
     def prune(self, name: str, keep: int) -> list[str]:
-        """Delete versions beyond the newest `keep` in the history (never the active one)."""
+        """Delete versions beyond the newest `keep` in the history (never the active one), and the
+        history files of versions that are gone."""
         history = self.history(name)
         active = self.active_version(name)
         keep_set = set(history[-keep:]) | ({active} if active else set())
@@ -278,8 +259,10 @@ class ModelStore:
             if p.is_dir() and p.name not in keep_set:
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p.name)
-        if removed:
-            self._write_history(name, [v for v in history if v not in removed])
+        for p in self.versions_dir(name).glob(f"*{HISTORY_SUFFIX}"):
+            if not (self.versions_dir(name) / p.name[: -len(HISTORY_SUFFIX)]).is_dir():
+                with contextlib.suppress(OSError):
+                    p.unlink()
         return removed
 
 
@@ -330,7 +313,27 @@ def _locked(root: Path) -> Iterator[None]:
         for stale in root.glob(".tmp-link-*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+        ModelStore(root).repair()
         yield
+
+
+class DowngradeRefused(BundleError):
+    """The bundle is an older release than the active one, and no downgrade was asked for."""
+
+
+def downgrade_problem(name: str, new: Manifest, installed: Manifest | None) -> str | None:
+    """Why installing `new` over `installed` is a downgrade, or None when it is not."""
+    if installed is None or not is_downgrade(new, installed):
+        return None
+    if new.release_order is None:
+        return (
+            f"{name}: this bundle has no release version and the active one is "
+            f"{installed.release_label}, so it cannot be shown to be newer"
+        )
+    return (
+        f"{name}: this bundle ({new.release_label}) is an older release than the active one "
+        f"({installed.release_label})"
+    )
 
 
 def install(
@@ -343,15 +346,19 @@ def install(
     check: Callable[..., Bundle] = check_loads,
     log: Callable[[str], None] = print,
     policy: SignaturePolicy | None = None,
+    allow_downgrade: bool = False,
 ) -> dict[str, Any]:
     """Install a bundle folder or archive into the models directory `root` and make it active.
 
     Raises BundleError (nothing changed, or the switch undone) when the bundle's signature is not
-    good under `policy` (default: the station's `[models]` config) or it does not load.
+    good under `policy` (default: the station's `[models]` config), it does not load, or it is an
+    older release than the active one (`DowngradeRefused`) and `allow_downgrade` is false.
     """
     policy = policy or default_policy()
     with _locked(Path(root)):
-        return _install(Path(source), ModelStore(root), name, add_to_default, keep, check, log, policy)
+        return _install(
+            Path(source), ModelStore(root), name, add_to_default, keep, check, log, policy, allow_downgrade
+        )
 
 
 def default_policy() -> SignaturePolicy:
@@ -375,6 +382,7 @@ def _install(
     check: Callable[..., Bundle],
     log: Callable[[str], None],
     policy: SignaturePolicy,
+    allow_downgrade: bool,
 ) -> dict[str, Any]:
     if not source.exists():
         raise BundleError(f"{source}: no such bundle folder or archive")
@@ -382,7 +390,9 @@ def _install(
         if source.is_dir():
             bundle_dir = source
         elif is_archive(source):
-            bundle_dir = extract_archive(source, Path(tmp) / "unpacked")
+            # with signatures required, signature.json is checked before the payload is unpacked
+            trusted = None if policy.allow_unsigned else policy.trusted
+            bundle_dir = extract_archive(source, Path(tmp) / "unpacked", trusted=trusted)
         else:
             raise BundleError(f"{source}: neither a bundle folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
         _check_signature(bundle_dir, policy, log)  # first: nothing unsigned is parsed or loaded
@@ -393,6 +403,14 @@ def _install(
                 f"bundle name {name!r} is not usable as a folder name (letters, digits, . _ -; "
                 "max 64); pass --name"
             )
+        problem = downgrade_problem(name, manifest, store.active_manifest(name))
+        if problem and not allow_downgrade:
+            raise DowngradeRefused(
+                f"{problem}; refusing a downgrade. To go back on purpose: `smearscope models rollback "
+                f"{name}` (to the version active before), or install this bundle with --allow-downgrade"
+            )
+        if problem:
+            log(f"WARNING: {problem}; installing it as asked (--allow-downgrade)")
         in_ensemble = add_to_default or name in store.ensemble_names()
         others = [store.root / n for n in store.ensemble_names() if n != name] if in_ensemble else []
         log(f"checking {bundle_dir} …")
@@ -402,6 +420,8 @@ def _install(
         store.adopt_plain_dir(name)
         previous = store.active_version(name)
         if previous and _same_bundle(store.root / name, bundle_dir):
+            if add_to_default:
+                store.add_default(name)
             log(f"{name}: this bundle ({sha[:12]}) is already active; nothing to do")
             return {"name": name, "version": previous, "previous": previous, "changed": False}
 
@@ -412,6 +432,7 @@ def _install(
             version = f"{_version_id(sha)}-{n}"
         vpath = store.versions_dir(name) / version
         _copy_bundle(bundle_dir, vpath)
+        _after_step("copied")
     try:
         policy.check([vpath])  # the copy, as it will be read (a failing SD card shows here)
         check(vpath, others=others)
@@ -419,22 +440,23 @@ def _install(
         shutil.rmtree(vpath, ignore_errors=True)
         raise
 
-    store.switch(name, version)
+    store.activate(name, version, [*store.history(name), version])
     try:
         check(store.root / name, others=others)
     except BundleError as exc:
         if previous:
-            store.switch(name, previous)
+            store.switch(name, previous)  # its own history file still says what it was
         else:
             (store.root / name).unlink()
         shutil.rmtree(vpath, ignore_errors=True)
         raise BundleError(
             f"{exc}\nrolled back: {name} is {'back at ' + previous if previous else 'not installed'}"
         ) from exc
-    store._write_history(name, [*store.history(name), version])
     if add_to_default:
         store.add_default(name)
+        _after_step("default listed")
     removed = store.prune(name, keep)
+    _after_step("pruned")
     log(
         f"{name}: {version} is active"
         + (
@@ -453,7 +475,8 @@ def rollback(
     check: Callable[..., Bundle] = check_loads,
     policy: SignaturePolicy | None = None,
 ) -> dict[str, Any]:
-    """Make the version activated before the current one active again (its signature re-checked)."""
+    """Make the version activated before the current one active again (its signature re-checked).
+    An admin's explicit step back: no release-order check."""
     policy = policy or default_policy()
     with _locked(Path(root)):
         return _rollback(name, ModelStore(root), check, policy)
@@ -466,20 +489,34 @@ def _rollback(
     active = store.active_version(name)
     if active is None or active not in history:
         raise SmearscopeError(f"{name}: not installed with `smearscope models install`; nothing to roll back")
-    earlier = [v for v in history[: history.index(active)] if (store.versions_dir(name) / v).is_dir()]
+    earlier = history[: history.index(active)]
     if not earlier:
         raise SmearscopeError(f"{name}: no earlier version is kept (active {active})")
     target = earlier[-1]
     _check_signature(store.versions_dir(name) / target, policy, lambda _m: None)
     check(store.versions_dir(name) / target)
-    store.switch(name, target)
-    # drop the rolled-back version from the history, so a second rollback goes further back; its
-    # folder stays until the next install prunes it
-    store._write_history(name, [v for v in history if v != active])
+    # the rolled-back version leaves the history, so a second rollback goes further back; its folder
+    # stays until the next install prunes it
+    store.activate(name, target, earlier)
     return {"name": name, "version": target, "previous": active}
 
 
+def _repair_if_free(root: Path) -> None:
+    """Finish a killed command's half-done step when this process may write and no command runs
+    (`models list` run by an admin); otherwise leave it to the next install/rollback."""
+    lock_path = root / VERSIONS / ".lock"
+    if not lock_path.is_file():
+        return
+    try:
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            ModelStore(root).repair()
+    except OSError:
+        pass
+
+
 def list_bundles(root: str | Path, *, verify: bool = True) -> list[dict[str, Any]]:
+    _repair_if_free(Path(root))
     store = ModelStore(root)
     ensemble = set(store.ensemble_names())
     out = []
@@ -487,15 +524,22 @@ def list_bundles(root: str | Path, *, verify: bool = True) -> list[dict[str, Any
         row: dict[str, Any] = {
             "name": name,
             "active_version": store.active_version(name),
-            "versions": store.history(name),
+            "versions": [],
             "in_ensemble": name in ensemble,
         }
+        try:
+            row["versions"] = store.history(name)
+        except SmearscopeError as exc:  # a damaged history file is reported, the rest still listed
+            row.update(ok=False, error=str(exc))
+            out.append(row)
+            continue
         try:
             b = load_bundle(store.root / name, check_hash=verify)
             m = b.manifest
             row.update(
                 ok=True,
                 sha256=m.sha256,
+                release=m.release_label,
                 architecture=m.architecture,
                 quantization=m.quantization,
                 labels=m.label_ids,
@@ -529,6 +573,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pi.add_argument("--name", help="install under this name (default: the manifest's name)")
     pi.add_argument("--no-default", action="store_true", help="do not add it to the ensemble (DEFAULT)")
     pi.add_argument("--keep", type=int, default=3, help="versions kept per bundle for rollback (default 3)")
+    pi.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="install it even when its signed release version is older than the active one",
+    )
     pi.add_argument("--restart", action="store_true", help="then `systemctl try-restart smearscope`")
     pi.set_defaults(func=_run_install)
 
@@ -577,6 +626,7 @@ def _run_install(args: argparse.Namespace) -> int:
         add_to_default=not args.no_default,
         keep=args.keep,
         policy=policy_from_args(args),
+        allow_downgrade=args.allow_downgrade,
     )
     if result["changed"]:
         _restart_hint(args)
@@ -596,8 +646,8 @@ def _run_list(args: argparse.Namespace) -> int:
         if r["ok"]:
             acc = f" accuracy {r['accuracy']:.4f}" if isinstance(r.get("accuracy"), int | float) else ""
             print(
-                f"{mark} {r['name']}  {r['sha256'][:12]}  {r['architecture']} {r['quantization']} "
-                f"{r['input']}  labels {','.join(r['labels'])}{acc}"
+                f"{mark} {r['name']}  {r['sha256'][:12]}  version {r['release']}  {r['architecture']} "
+                f"{r['quantization']} {r['input']}  labels {','.join(r['labels'])}{acc}"
             )
         else:
             print(f"{mark} {r['name']}  BROKEN: {r['error']}")

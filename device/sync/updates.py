@@ -4,16 +4,22 @@ One `ModelUpdater.check(client)` pass:
 
 1. ask the hub for the bundle set current for this station (`GET /api/v1/models/current`);
 2. if it differs from what runs (compared by each bundle's signature.json sha256, in ensemble order),
-   download the missing files into `<data_dir>/staging/blobs/<sha256>` — through `<sha256>.part`
-   and `Range` requests, so a cut download resumes where it stopped — and check each sha256;
-3. assemble the bundles under `<data_dir>/staging/set-<id>/<name>/` and verify every signature
-   against the station's own `[models] trusted_keys` (a download is always verified, whatever
-   `allow_unsigned` says). A failure is refused: reported to the hub and as an event, never staged;
-4. `update_policy = "auto"`: install at once (`apply()`); "manual": wait for an admin's accept on the
-   Models page. Installing reuses `smearscope models install` (atomic switch, rollback) bundle by
-   bundle; if one fails, or the reloaded ensemble does not load, every bundle of the set goes back
-   to its previous version and the station keeps running what it ran;
-5. report what runs to the hub (`POST /api/v1/models/installed`).
+   fetch each new bundle's signature.json first and check it against the station's own `[models]
+   trusted_keys` (a download is always verified, whatever `allow_unsigned` says) and the hub's file
+   list against the signed one (paths, sha256, sizes, at most `MAX_ARCHIVE_MB` a bundle), so nothing
+   large is fetched that the signature does not name; then download the files into
+   `<data_dir>/staging/blobs/<sha256>` — through `<sha256>.part` and `Range` requests, so a cut
+   download resumes where it stopped — and check each sha256;
+3. assemble the bundles under `<data_dir>/staging/set-<id>/<name>/` and verify every signature again
+   over the assembled folders. A failure is refused: reported to the hub and as an event, never staged;
+4. a set holding an older release of a bundle than the one running (the signed manifest's version,
+   `device.bundle.is_downgrade`) is staged but never installed by itself: only an admin's accept that
+   names it a downgrade installs it, whatever `update_policy` says (a hub cannot roll stations back);
+5. otherwise `update_policy = "auto"`: install at once (`apply()`); "manual": wait for an admin's
+   accept on the Models page. Installing reuses `smearscope models install` (atomic switch, rollback)
+   bundle by bundle; if one fails, or the reloaded ensemble does not load, every bundle of the set goes
+   back to its previous version and the station keeps running what it ran;
+6. report what runs to the hub (`POST /api/v1/models/installed`).
 
 The classifier keeps running throughout: the daemon swaps the new ensemble in between two frames.
 """
@@ -31,9 +37,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from device.bundle import read_manifest, sha256_file
+from device.bundle_archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MB, MAX_SIGNATURE_BYTES
 from device.commands.models import (
     DEFAULT_LIST,
     ModelStore,
+    downgrade_problem,
     install,
 )
 from device.commands.models import (
@@ -42,7 +50,15 @@ from device.commands.models import (
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.paths import models_dir as default_models_dir
-from device.signing import SIGNATURE_FILE, SignaturePolicy, load_trusted_keys, verify_bundle
+from device.signing import (
+    SIGNATURE_FILE,
+    SignaturePolicy,
+    TrustedKeys,
+    Verification,
+    check_signature_doc,
+    load_trusted_keys,
+    verify_bundle,
+)
 from device.sync.transport import HubClient, HubError
 
 log = logging.getLogger(__name__)
@@ -187,6 +203,15 @@ class ModelUpdater:
                 shutil.rmtree(self.dir / f"set-{old}", ignore_errors=True)
             state["staged"] = staged
             self._save(state)
+        if staged.get("downgrade"):
+            detail = (
+                "older than what this station runs (" + "; ".join(staged["downgrade"]) + "): waiting for "
+                "an admin to accept it as a downgrade"
+            )
+            if fresh:
+                self._event("warning", f"model update set #{set_id} held back: {detail}")
+            self._report(client, "downgrade", detail, set_id)
+            return {"state": "downgrade", "set_id": set_id, "reason": detail}
         if self.config.models.update_policy == "auto":
             return self._apply(client)
         if fresh:
@@ -229,22 +254,68 @@ class ModelUpdater:
         part.replace(dest)
         return dest
 
+    def _signed_files(
+        self, client: HubClient, b: dict[str, Any], trusted: TrustedKeys
+    ) -> list[dict[str, Any]]:
+        """The hub's file list of bundle `b`, once its signature.json (fetched alone, small) is good
+        and names exactly these files with these sha256s and sizes; nothing else is fetched before."""
+        name = str(b.get("name", ""))
+        files = b.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise UpdateRefused(f"the hub's file list of {name!r} is malformed")
+        listed: dict[str, dict[str, Any]] = {}
+        for f in files:
+            path = _safe_rel(str(f.get("path", ""))).as_posix()
+            sha = str(f.get("sha256", ""))
+            if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                raise UpdateRefused(f"the hub's file list has a bad sha256 {sha!r}")
+            try:
+                size = int(f.get("size", -1))
+            except (TypeError, ValueError):
+                size = -1
+            if size < 0 or path in listed:
+                raise UpdateRefused(f"the hub's file list of {name!r} is malformed at {path!r}")
+            listed[path] = {"path": path, "sha256": sha, "size": size}
+        sig = listed.pop(SIGNATURE_FILE, None)
+        if sig is None:
+            raise UpdateRefused(f"{name}: the hub lists no {SIGNATURE_FILE}; the bundle is unsigned")
+        if sig["size"] > MAX_SIGNATURE_BYTES:
+            raise UpdateRefused(f"{name}: the hub lists a {sig['size']}-byte {SIGNATURE_FILE}")
+        total = sum(f["size"] for f in listed.values())
+        if total > MAX_ARCHIVE_BYTES:
+            raise UpdateRefused(
+                f"{name}: {total >> 20} MB is more than a bundle may be ({MAX_ARCHIVE_MB} MB)"
+            )
+        v = Verification(Path(name))
+        signed = check_signature_doc(self._fetch(client, sig["sha256"], sig["size"]).read_bytes(), trusted, v)
+        if signed is None:
+            raise UpdateRefused(v.problem())
+        for path in sorted(set(listed) | set(signed.files)):
+            if path not in listed:
+                raise UpdateRefused(f"{name}: {path} was signed but the hub does not list it")
+            if path not in signed.files:
+                raise UpdateRefused(f"{name}: {path} was added after signing (the hub lists it)")
+            ours, theirs = signed.files[path], listed[path]
+            if (ours["sha256"], ours["size"]) != (theirs["sha256"], theirs["size"]):
+                raise UpdateRefused(
+                    f"{name}: {path} changed after signing (the hub lists sha256 {theirs['sha256'][:12]}…, "
+                    f"the signature {ours['sha256'][:12]}…)"
+                )
+        return [*listed.values(), sig]
+
     def _download_and_stage(self, client: HubClient, cur: dict[str, Any]) -> dict[str, Any]:
         set_id = cur.get("id")
         running = {m["name"]: m["signature_sha256"] for m in installed_models(self.root)}
+        trusted = load_trusted_keys(self.config.models.trusted_keys)
         for b in cur["bundles"]:
             if running.get(b.get("name")) == b.get("signature_sha256"):
                 continue  # already runs here: staged from the installed copy, nothing downloaded
-            for f in b.get("files", []):
-                _safe_rel(str(f.get("path", "")))
-                sha = str(f.get("sha256", ""))
-                if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-                    raise UpdateRefused(f"the hub's file list has a bad sha256 {sha!r}")
-                self._fetch(client, sha, int(f.get("size", 0)))
+            for f in self._signed_files(client, b, trusted):
+                self._fetch(client, f["sha256"], f["size"])
         set_dir = self.dir / f"set-{set_id}"
         shutil.rmtree(set_dir, ignore_errors=True)
-        trusted = load_trusted_keys(self.config.models.trusted_keys)
         bundles = []
+        downgrades: list[str] = []
         for b in cur["bundles"]:
             name = str(b.get("name", ""))
             bdir = set_dir / name
@@ -261,27 +332,38 @@ class ModelUpdater:
             if not v.ok:
                 raise UpdateRefused(v.problem())
             try:
-                manifest_name = read_manifest(bdir).name
+                manifest = read_manifest(bdir)
             except BundleError as exc:
                 raise UpdateRefused(str(exc)) from exc
-            if manifest_name != name:
-                raise UpdateRefused(f"{bdir}: the hub calls it {name!r}, its manifest {manifest_name!r}")
+            if manifest.name != name:
+                raise UpdateRefused(f"{bdir}: the hub calls it {name!r}, its manifest {manifest.name!r}")
+            problem = downgrade_problem(name, manifest, ModelStore(self.root).active_manifest(name))
+            if problem:
+                downgrades.append(problem)
             bundles.append(
                 {"name": name, "dir": str(bdir), "signature_sha256": sha256_file(bdir / SIGNATURE_FILE)}
             )
         log.info("models: set #%s staged (%d bundles)", set_id, len(bundles))
-        return {"set_id": set_id, "name": cur.get("name"), "bundles": bundles}
+        return {"set_id": set_id, "name": cur.get("name"), "bundles": bundles, "downgrade": downgrades}
 
     # -- install --------------------------------------------------------------------------------
 
-    def accept(self, client: HubClient | None = None) -> dict[str, Any]:
-        """An admin's accept of the staged set (manual policy)."""
+    def accept(self, client: HubClient | None = None, *, allow_downgrade: bool = False) -> dict[str, Any]:
+        """An admin's accept of the staged set (manual policy, or a downgrade under any policy: only
+        with `allow_downgrade`, the admin's explicit word that going back is meant)."""
         with self._lock:
-            if not (self._state().get("staged")):
+            staged = self._state().get("staged")
+            if not staged:
                 raise SmearscopeError("no model update is staged")
-            return self._apply(client)
+            if staged.get("downgrade") and not allow_downgrade:
+                raise SmearscopeError(
+                    "the staged set is older than what runs ("
+                    + "; ".join(staged["downgrade"])
+                    + "); accept it as a downgrade to install it"
+                )
+            return self._apply(client, allow_downgrade=allow_downgrade)
 
-    def _apply(self, client: HubClient | None) -> dict[str, Any]:
+    def _apply(self, client: HubClient | None, *, allow_downgrade: bool = False) -> dict[str, Any]:
         state = self._state()
         staged = state["staged"]
         set_id = staged["set_id"]
@@ -291,7 +373,14 @@ class ModelUpdater:
         done: list[dict[str, Any]] = []
         try:
             for b in staged["bundles"]:
-                r = install(Path(b["dir"]), self.root, add_to_default=False, policy=policy, log=log.info)
+                r = install(
+                    Path(b["dir"]),
+                    self.root,
+                    add_to_default=False,
+                    policy=policy,
+                    log=log.info,
+                    allow_downgrade=allow_downgrade,
+                )
                 done.append(r)
             names = "\n".join(b["name"] for b in staged["bundles"]) + "\n"
             atomic_write_bytes(default_path, names.encode())

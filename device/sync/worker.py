@@ -257,8 +257,9 @@ class SyncWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    def accept_models(self) -> dict[str, Any]:
-        """Install the staged bundle set now (an admin's accept); reports to the hub when it can."""
+    def accept_models(self, *, allow_downgrade: bool = False) -> dict[str, Any]:
+        """Install the staged bundle set now (an admin's accept, `allow_downgrade` for an older set);
+        reports to the hub when it can."""
         if self.updater is None:
             raise RuntimeError("no model updater")
         client = None
@@ -267,7 +268,7 @@ class SyncWorker:
         except Exception:  # noqa: BLE001 - installing must not depend on the hub being configured
             client = None
         try:
-            return self.updater.accept(client)
+            return self.updater.accept(client, allow_downgrade=allow_downgrade)
         finally:
             if client is not None:
                 client.close()

@@ -108,12 +108,14 @@ def accept_model_update():
     from device.errors import SmearscopeError
 
     ext = current_app.extensions["smearscope"]
+    allow_downgrade = request.form.get("allow_downgrade") == "1"  # the admin ticked it, on purpose
     try:
-        result = ext.services.accept_model_update()
+        result = ext.services.accept_model_update(allow_downgrade=allow_downgrade)
     except SmearscopeError as exc:
         flash(f"Not installed: {exc}")
         return redirect(url_for("system.models_page"))
-    ext.store.add_event("info", "models", f"{g.user.name} accepted the model update: {result.get('state')}")
+    what = "a model downgrade" if allow_downgrade else "the model update"
+    ext.store.add_event("info", "models", f"{g.user.name} accepted {what}: {result.get('state')}")
     if result.get("state") == "installed":
         flash(f"Model update installed and in service: {', '.join(result.get('bundles', []))}.")
     else:
