@@ -60,11 +60,13 @@ def inspect_db(db_path: Path) -> DbState:
         size = db_path.stat().st_size
     except FileNotFoundError:
         return DbState("missing")
-    if size == 0:
+    wal = db_path.with_name(db_path.name + "-wal")
+    wal_pages = wal.is_file() and wal.stat().st_size > 0  # pages not yet checkpointed: SQLite reads them
+    if size == 0 and not wal_pages:
         return DbState("empty", "the file is 0 bytes long")
     with db_path.open("rb") as f:
         header = f.read(len(SQLITE_HEADER))
-    if header != SQLITE_HEADER:
+    if header != SQLITE_HEADER and not (size == 0 and wal_pages):
         return DbState("corrupt", "its header is not SQLite's: the file is garbled or not a database")
     conn = sqlite3.connect(db_path, timeout=10)
     try:
