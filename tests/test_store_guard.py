@@ -194,3 +194,9 @@ def test_daemon_refuses_an_emptied_store(tmp_path, tiny_bundle, sample_images):
     out = finish(p)
     assert p.returncode == EXIT_NEEDS_ADMIN, out
     assert "is empty" in out and "smearscope restore" in out and "Traceback" not in out
+
+
+def test_unit_does_not_restart_on_exit_3():
+    unit = (Path(__file__).resolve().parents[1] / "systemd" / "smearscope.service").read_text()
+    (line,) = [ln for ln in unit.splitlines() if ln.startswith("RestartPreventExitStatus=")]
+    assert str(EXIT_NEEDS_ADMIN) in line.split("=", 1)[1].split()
