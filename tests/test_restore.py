@@ -248,3 +248,15 @@ def test_restore_without_renameat2(station, monkeypatch):
     assert result_ids(station["data"]) == sorted(station["ids"])
     (before,) = station["data"].parent.glob("smearscope.before-restore-*")
     assert (before / "smearscope.db").stat().st_size == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_restore_as_root_gives_the_store_to_the_service_user(station):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    assert restore_cli(station, "--owner", "nobody") == 0
+    data = station["data"]
+    for p in [data, data / "smearscope.db", data / "device-id", *(data / "images").rglob("*")]:
+        assert (p.stat().st_uid, p.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), p
+    assert (data / "models" / "DEFAULT").stat().st_uid == 0  # models stay root's, as installed

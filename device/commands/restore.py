@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--owner",
         metavar="USER",
-        help="owner of the restored files when run as root (default: the data directory's owner)",
+        help="owner of the restored files when run as root (default: the data directory's, else smearscope)",
     )
     p.add_argument(
         "--allow-missing-images",

@@ -10,7 +10,8 @@
 3. Swap: one `renameat2(RENAME_EXCHANGE)` (atomic: the path names the old data or the new, never
    nothing), then the old directory is renamed to `<data_dir>.before-restore-<time>` and kept.
    Any failure before the swap removes the staging directory and leaves the old data as it was.
-Run as root, the new files get the owner of the old data directory (the service user).
+Run as root, the new files get the owner of the old data directory, else the service user
+(`smearscope`, made by scripts/install.sh).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import pwd
 import shutil
 import sqlite3
 import time
@@ -33,6 +35,8 @@ from device.store.db import connect, migrate
 from device.store.guard import DEVICE_ID_NAME, write_device_id
 from device.store.store import DB_NAME, IMAGES_DIR, utc_now
 
+#: the service user scripts/install.sh creates: owner of restored files when the data dir is root's
+SERVICE_USER = "smearscope"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 #: entries of a data directory that the backup replaces (the rest is carried across)
@@ -130,9 +134,12 @@ def restore(
     if not os.access(parent, os.W_OK):
         raise BackupError(f"cannot write {parent} (restore renames {data_dir} there): run it with sudo")
     existed = data_dir.is_dir()
-    if owner is None and existed:
-        st = data_dir.stat()
-        owner = (st.st_uid, st.st_gid)
+    if owner is None and existed and data_dir.stat().st_uid != 0:
+        owner = (data_dir.stat().st_uid, data_dir.stat().st_gid)
+    if owner is None:
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(SERVICE_USER)
+            owner = (pw.pw_uid, pw.pw_gid)
     if os.geteuid() != 0:
         owner = None  # only root can give files away; a user restores its own data as itself
     mode = data_dir.stat().st_mode & 0o7777 if existed else 0o750
