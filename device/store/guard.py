@@ -72,7 +72,8 @@ def inspect_db(db_path: Path) -> DbState:
     try:
         rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
         if rows != ["ok"]:
-            return DbState("corrupt", "SQLite's quick_check: " + "; ".join(rows))
+            found = "; ".join(r.replace("\n", "; ") for r in rows)
+            return DbState("corrupt", f"SQLite's quick_check: {found}")
         tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
