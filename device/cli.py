@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except SmearscopeError as exc:
         prio = "<3>" if under_journal() else ""  # journald: store it as an error, not as info
         print(f"{prio}smearscope {args.command}: error: {exc}".replace("\n", f"\n{prio}"), file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_status", 2))  # 3: the store needs a person (device.store.lock)
     except KeyboardInterrupt:
         return 130
 

@@ -9,6 +9,7 @@
     smearscope-hub devices add NAME --group G | set-group NAME G|--none
     smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
     smearscope-hub models publish DIR... [--group G] [--set-name N] | list
+    smearscope-hub backup OUT | restore IN [--check] [--keep-before DIR]   (hub/backup.py)
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -24,8 +25,9 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import db, export_cli, tokens
+from hub import backup_cli, db, export_cli, tokens
 from hub.app import DISCLAIMER, HubSettings, create_app
+from hub.backup import HubBackupError
 from hub.models import Device, User
 
 ENV_DB = "SMEARSCOPE_HUB_DB"
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
             ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ad.set_defaults(func=cmd_admin)
     export_cli.register(sub)
+    backup_cli.register(sub)
     from hub.fleet_cli import register
 
     register(sub)
@@ -264,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except OperationalError as exc:
         print(f"smearscope-hub: cannot use the database: {exc.orig}", file=sys.stderr)
+        return 2
+    except HubBackupError as exc:
+        print(f"smearscope-hub {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -4,8 +4,9 @@ DEST/smearscope-<UTC time>/ gets: `smearscope.db` from SQLite's online backup AP
 the daemon writes; integrity-checked), then `images/` (taken after the database, so every image the
 copied database refers to is there — images are written before their record and never change; an
 image already in the previous backup is hard-linked, not copied again), `models/`, the config
-file and the calibration profiles (`profiles.toml`). `--keep N` deletes all but the newest N
-backups. Restore: docs/admin-guide.md.
+file and the calibration profiles (`profiles.toml`), and `BACKUP.json` with the checksum of every
+file that is not an image (format: `device.store.backup_format`). `--keep N` deletes all but the newest
+N backups. Restore: `smearscope restore` (docs/admin-guide.md).
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes
 from device.optics.profiles import profiles_path
 from device.paths import models_dir
+from device.store.backup_format import FORMAT, INFO_NAME, PREFIX, PROFILES_NAME, file_entries
 from device.store.store import DB_NAME, IMAGES_DIR
 
-PREFIX = "smearscope-"
-PROFILES_NAME = "profiles.toml"
+__all__ = ["PREFIX", "PROFILES_NAME", "backup_db", "backups", "copy_images", "run_backup"]
 
 
 def backup_db(src: Path, dest: Path) -> int:
     """Online backup of `src` into `dest`; returns the number of result rows. Raises on corruption."""
+    return _backup_db(src, dest)[0]
+
+
+def _backup_db(src: Path, dest: Path) -> tuple[int, int, str | None]:
+    """(result rows, schema version, device id) of the online copy of `src` in `dest`."""
     source = sqlite3.connect(src, timeout=30)
     target = sqlite3.connect(dest)
     try:
@@ -41,7 +47,10 @@ def backup_db(src: Path, dest: Path) -> int:
         check = target.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             raise SmearscopeError(f"{dest}: the copied database fails its integrity check ({check})")
-        return int(target.execute("SELECT count(*) FROM results").fetchone()[0])
+        records = int(target.execute("SELECT count(*) FROM results").fetchone()[0])
+        version = int(target.execute("PRAGMA user_version").fetchone()[0])
+        row = target.execute("SELECT value FROM meta WHERE key = 'device_id'").fetchone()
+        return records, version, row[0] if row else None
     finally:
         target.close()
         source.close()
@@ -71,7 +80,7 @@ def copy_images(src: Path, dest: Path, previous: Path | None) -> tuple[int, int]
 
 
 def backups(dest: Path) -> list[Path]:
-    return sorted(p for p in dest.glob(f"{PREFIX}*") if p.is_dir() and (p / "BACKUP.json").is_file())
+    return sorted(p for p in dest.glob(f"{PREFIX}*") if p.is_dir() and (p / INFO_NAME).is_file())
 
 
 def run_backup(
@@ -93,7 +102,7 @@ def run_backup(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     started = time.monotonic()
-    records = backup_db(db, work / DB_NAME)  # 1. the database first ...
+    records, schema, device_id = _backup_db(db, work / DB_NAME)  # 1. the database first ...
     images_dir = data_dir / IMAGES_DIR
     copied, linked = (
         copy_images(images_dir, work / IMAGES_DIR, previous and previous / IMAGES_DIR)  # 2. ... then images
@@ -109,7 +118,10 @@ def run_backup(
     if profiles is not None and profiles.is_file():  # calibration profiles (maybe outside data_dir)
         shutil.copy2(profiles, work / PROFILES_NAME)
     info: dict[str, Any] = {
+        "format": FORMAT,
         "created": stamp,
+        "schema_version": schema,
+        "device_id": device_id,
         "data_dir": str(data_dir),
         "records": records,
         "images_copied": copied,
@@ -117,8 +129,9 @@ def run_backup(
         "config": str(config_file) if config_file else None,
         "profiles": str(profiles) if profiles is not None and profiles.is_file() else None,
         "seconds": round(time.monotonic() - started, 2),
+        "files": file_entries(work),  # images are their own checksum (named by sha256)
     }
-    atomic_write_bytes(work / "BACKUP.json", (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_bytes(work / INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
     final, n = dest / f"{PREFIX}{stamp}", 1
     while final.exists():  # two backups within one second
         n += 1

@@ -2,7 +2,9 @@
 
 All workers plus the web server (waitress). SIGTERM/SIGINT stop it cleanly within 5 s with everything
 written; under systemd it sends READY=1 once serving and WATCHDOG=1 while the workers are healthy.
-A bad config or a tampered/mismatched bundle stops start-up with the reason and exit status 2.
+A bad config or a tampered/mismatched bundle stops start-up with the reason and exit status 2; a store
+that needs a person (database missing, empty, corrupt or another station's while the station's images
+or `device-id` are there; the data directory held by another smearscope) with exit status 3.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import signal
 import threading
 import time
 
-from device.config import add_config_args, config_from_args
+from device.config import Config, add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.notify import notify, watchdog_interval_s
+from device.store import lock as datadir_lock
 from device.web import create_app
 from device.web.server import make_server
 
@@ -48,11 +51,17 @@ def _watchdog_pinger() -> object | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from device.services import Services
-
     config = config_from_args(args)
     if args.model:
         config.classifier.models = list(args.model)
+    # one daemon per data directory (DataDirBusy → exit 3, no systemd restart loop); held until exit
+    with datadir_lock.holding(config.device.data_dir, "smearscope run"):
+        return _serve(config)
+
+
+def _serve(config: Config) -> int:
+    from device.services import Services
+
     services = Services(config, notify_watchdog=_watchdog_pinger())  # BundleError → exit 2 in cli
     stop = threading.Event()
 

@@ -32,7 +32,18 @@ from typing import Any
 from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes, remove_stale_temps
 from device.sample_summary import summarise
+from device.store import lock as datadir_lock
 from device.store.db import connect, migrate
+from device.store.guard import (
+    RESTORE_HINT,
+    StoreDamaged,
+    check_before_open,
+    check_device_id,
+    is_corruption,
+    read_device_id,
+    write_device_id,
+)
+from device.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +207,53 @@ class Store:
         # is taken to have been classified at (set by Services; None: no profiles)
         self.acquisition_defaults: Callable[[], Mapping[str, Any]] | None = None
         try:
+            check_before_open(self.data_dir, self.db_path, self.images_dir)  # StoreDamaged: refuse
             self.images_dir.mkdir(parents=True, exist_ok=True)
             removed = _remove_temps(self.data_dir, temps_older_than_s)
-            migrate(self.conn)
-        except (OSError, sqlite3.Error) as exc:
+            self._migrate()
+            check_device_id(self.data_dir, self.get_meta("device_id"))
+        except StoreDamaged:
+            self.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            if is_corruption(exc):
+                raise StoreDamaged(
+                    f"the station's database {self.db_path} is damaged ({exc}); {RESTORE_HINT}"
+                ) from exc
+            raise StoreError(
+                f"cannot use the data directory {self.data_dir}: {exc}; check its owner and permissions "
+                "(on a device: `sudo chown -R smearscope: /var/lib/smearscope`) or pass --data-dir"
+            ) from exc
+        except OSError as exc:
+            self.close()
             raise StoreError(
                 f"cannot use the data directory {self.data_dir}: {exc}; check its owner and permissions "
                 "(on a device: `sudo chown -R smearscope: /var/lib/smearscope`) or pass --data-dir"
             ) from exc
         except RuntimeError as exc:  # a database from a newer smearscope
+            self.close()
             raise StoreError(f"{self.db_path}: {exc}") from exc
-        self.device_id = device_id or self.get_meta("device_id") or ""
-        if not self.device_id:
-            self.device_id = str(uuid.uuid4())
+        stored_id = self.get_meta("device_id") or read_device_id(self.data_dir)
+        self.device_id = device_id or stored_id or str(uuid.uuid4())
         if self.get_meta("device_id") != self.device_id:
             self.set_meta("device_id", self.device_id)
+        if read_device_id(self.data_dir) != self.device_id:
+            write_device_id(self.data_dir, self.device_id)  # the station's id outside the database too
         if removed:
             self.add_event("warning", "store", f"removed {removed} temp file(s) left by an interrupted write")
         with contextlib.suppress(OSError, sqlite3.Error):
             self.sweep_orphans(files=True)
+
+    def _migrate(self) -> None:
+        """Apply pending migrations under the data directory's lock (a running daemon of an older
+        version must not find its schema changed under it); the daemon already holds the lock."""
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= len(MIGRATIONS):
+            migrate(self.conn)  # up to date (or newer: migrate() says so)
+            return
+        with datadir_lock.holding(self.data_dir, "schema migration"):
+            migrate(self.conn)
 
     @classmethod
     def from_config(cls, config, **kw) -> Store:
