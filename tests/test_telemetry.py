@@ -194,3 +194,27 @@ def test_services_count_uploads_camera_fields_and_models(tmp_path, tiny_bundle, 
     )
     text = generate_latest(tel.registry).decode()
     assert "smearscope_abstentions_total{" in text and "smearscope_refusals_total{" in text
+
+
+def test_frames_failing_the_quality_gate_are_refusals(tmp_path, tiny_bundle):
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(blank / f"{i}.png"), np.full((96, 96, 3), 200 + i, np.uint8))
+    s = Services(_config(tmp_path, tiny_bundle, blank))
+    tel = s.telemetry
+    try:
+        s.start()
+        end = time.monotonic() + 20
+        while (
+            time.monotonic() < end
+            and (value(tel, "smearscope_refusals_total", reason="quality", source="camera") or 0) < 3
+        ):
+            time.sleep(0.05)
+    finally:
+        s.stop()
+    assert value(tel, "smearscope_refusals_total", reason="quality", source="camera") >= 3
+    # a frame refused by the gate is no field: nothing classified, nothing abstained
+    states = ("classified", "uncertain", "no_cells", "refused")
+    assert _total(tel, "smearscope_fields_total", "state", states, "camera") == 0
+    assert _total(tel, "smearscope_abstentions_total", "reason", ABSTENTION_REASONS, "camera") == 0
