@@ -27,6 +27,7 @@ import tempfile
 import tomllib
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,12 @@ def run_check(
     return Result(check, True, wheels)
 
 
+def run_checks(checks: list[Check] | tuple[Check, ...], index_url: str = DEFAULT_INDEX) -> list[Result]:
+    """Several checks at once: each pip mostly waits on the index, so they overlap well."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda c: run_check(c, index_url=index_url), checks))
+
+
 def index_unreachable(index_url: str = DEFAULT_INDEX, timeout: float = 10) -> str | None:
     """None when the index answers, else why not (the check cannot run offline)."""
     try:
@@ -210,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIP: {reason}", file=sys.stderr)
         return 3
     failed = 0
-    for check in checks:
-        res = run_check(check, index_url=args.index_url)
+    for check, res in zip(checks, run_checks(checks, args.index_url), strict=True):
         print(
             f"{'OK  ' if res.ok else 'FAIL'} {check.describe()}: {len(res.wheels)} wheels{res.error and ': '}"
             f"{res.error}"

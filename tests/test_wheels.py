@@ -1,7 +1,7 @@
 """The pinned dependencies have wheels for the stations (scripts/check_wheels.py).
 
-The `network` tests ask PyPI (about 20 s) and skip when it is unreachable; the others test the
-checker's parsing offline.
+The `network` tests ask PyPI (under a minute, the pip runs overlapping) and skip when it is
+unreachable; the others test the checker's parsing offline.
 """
 
 from __future__ import annotations
@@ -88,10 +88,15 @@ def pypi():
         pytest.skip(reason)
 
 
+@pytest.fixture(scope="module")
+def station_results(pypi):
+    return dict(zip(cw.STATION_CHECKS, cw.run_checks(cw.STATION_CHECKS), strict=True))
+
+
 @pytest.mark.network
 @pytest.mark.parametrize("check", cw.STATION_CHECKS, ids=lambda c: c.describe())
-def test_station_pins_have_wheels(pypi, check):
-    result = cw.run_check(check)
+def test_station_pins_have_wheels(station_results, check):
+    result = station_results[check]
     assert result.ok, f"{check.describe()}: {result.error}"
     assert any(name == "numpy" for name in result.wheels)
     assert all(wheel.endswith(".whl") for wheel in result.wheels.values())
