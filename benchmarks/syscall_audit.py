@@ -17,6 +17,7 @@ the replay source: picamera2/libcamera (ioctl, mmap of dma-buf) and V4L2 are not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -140,14 +141,17 @@ def traced(cmd: list[str], out: Path, env: dict[str, str], cwd: Path) -> subproc
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the traced program (strace's child), not to strace: strace writes its table once
-    the program has exited."""
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    """SIGTERM to the traced program (strace's child), not to strace: strace writes its log once
+    the program has exited. A program that does not exit is killed, never left behind."""
+    children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     for pid in children:
-        os.kill(int(pid), signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait(10)
 
