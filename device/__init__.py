@@ -4,4 +4,14 @@ Runs without TensorFlow. training/ and convert/ import this package for the shar
 (preprocessing, bundle format); this package never imports them.
 """
 
+import sys
+
+# pip refuses other Pythons (requires-python); this says so when a checkout is run directly
+if sys.version_info < (3, 11):  # noqa: UP036 - the check is for interpreters older than the target
+    raise ImportError(
+        f"smearscope needs Python 3.11-3.13, not {sys.version.split()[0]}; on JetPack 6 install "
+        "python3.11 (docs/hardware.md: Operating system and Python)"
+    )
+
+
 __version__ = "0.1.0"

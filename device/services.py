@@ -17,9 +17,9 @@ import numpy as np
 from device import __version__
 from device.camera import FrameSource, open_source
 from device.config import Config
-from device.ensemble import Ensemble, heatmap_overlay
+from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
-from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg
+from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, ScaleArg
 from device.optics.field import RULE
 from device.optics.jobs import CalibrationJobs
 from device.optics.profiled import ProfiledSource
@@ -29,8 +29,10 @@ from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.smoothing import thumbnail
 from device.quality import QualityThresholds, assess
-from device.store import Store, StoreError, utc_now
-from device.telemetry import Telemetry
+from device.reason_categories import abstention_category, refusal_category
+from device.signing import signature_key_id
+from device.store import DiskFullError, Store, StoreError, utc_now
+from device.telemetry import ModelInfo, Telemetry
 
 log = logging.getLogger(__name__)
 DISCLAIMER = "Screening aid for trained staff — not a diagnosis."
@@ -102,6 +104,7 @@ class Services:
             return self.camera_source
 
         self.telemetry = telemetry or Telemetry()
+        self._publish_model_info()
         self.live = LiveView()
         self.pipeline = Pipeline(
             config,
@@ -213,7 +216,11 @@ class Services:
                 f"{age_s:.0f} s old: not stored. Check the camera (status page) and try again"
             )
         job = StoreJob(c, source="camera", sample_id=sample_id, require_image=True)
-        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
+        try:
+            rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
+        except DiskFullError:
+            self.telemetry.refused("disk_full", "upload")
+            raise
         self._wake_sync()
         return rec
 
@@ -276,15 +283,44 @@ class Services:
             pred.reason = "image quality: " + ", ".join(q.reasons)
         if analysis.field.state in ("no_cells", "refused") and not pred.reason:
             pred.reason = analysis.field.display
+        self._count_upload(analysis, pred)
         frame = LiveFrame(rgb, utc_now(), time.monotonic_ns())
         base = analysis.heat_base if analysis.heat_base is not None else rgb
         gated = Gated(0, frame, base, thumbnail(rgb), q, analysis.prepared, profile)
         name = filename[:255] if filename else None
         c = Classified(gated, pred, {}, analysis)
         job = StoreJob(c, source="upload", sample_id=sample_id, filename=name, require_image=True)
-        rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
+        try:
+            rec = self.pipeline.write(job)  # DiskFullError (nothing stored) when the image cannot be kept
+        except DiskFullError:
+            self.telemetry.refused("disk_full", "upload")
+            raise
         self._wake_sync()
         return {**rec, "field": analysis.to_dict(outlines=True)}
+
+    def _count_upload(self, analysis: FieldAnalysis, pred: Prediction) -> None:
+        """Metrics for one classified upload: its field's outcome, and why it abstained or got no call
+        (an upload failing the quality gate is classified and marked uncertain: an abstention)."""
+        state = analysis.field.state
+        if state == "refused":
+            self.telemetry.refused(refusal_category(analysis.prepared), "upload")
+        elif state != "no_cells" and pred.abstained:
+            state = "uncertain"
+            self.telemetry.abstained(abstention_category(pred.reason), "upload")
+        self.telemetry.field_outcome(state, "upload")
+
+    def _model_infos(self) -> list[ModelInfo]:
+        return [
+            ModelInfo(m.manifest.name, m.manifest.sha256, signature_key_id(Path(m.bundle.path)))
+            for m in self.ensemble.models
+        ]
+
+    def _publish_model_info(self) -> None:
+        try:
+            self.telemetry.set_models(self._model_infos())
+        except Exception:  # noqa: BLE001 - a metric must never stop the models from loading
+            log.exception("cannot publish the model info metric")
+        self.telemetry.signatures_ok.set(0 if self.signature_problems else 1)
 
     def reload_models(self) -> dict[str, Any]:
         """Load the configured bundles again (after `models install`/an update) and swap them in
@@ -301,6 +337,7 @@ class Services:
                 self._upload_fields = FieldClassifier(uploader, AcquisitionSettings.from_config(self.config))
             self.ensemble, self.bundle_dirs, self.signature_problems = ensemble, dirs, problems
             self.store.set_labels({lb.id: lb.malignant for lb in ensemble.labels})
+            self._publish_model_info()
         self.store.add_event("info", "models", f"models reloaded: {', '.join(ensemble.names)}")
         return {"models": [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]}
 

@@ -193,6 +193,17 @@ def bundle_files(bundle_dir: Path) -> list[Path]:
     return out
 
 
+def signature_key_id(bundle_dir: Path) -> str | None:
+    """The key id a bundle's signature.json names (not verified: `verify_bundle` does that), or None
+    when the bundle has no readable signature."""
+    try:
+        doc = json.loads((Path(bundle_dir) / SIGNATURE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kid = doc.get("key_id") if isinstance(doc, dict) else None
+    return kid if isinstance(kid, str) and re.fullmatch(r"[0-9a-f]{1,64}", kid) else None
+
+
 def file_listing(bundle_dir: Path) -> list[dict[str, Any]]:
     return [
         {

@@ -1,24 +1,130 @@
 """Prometheus counters for a fleet dashboard, plus the rolling figures `/api/status` shows.
 
 Each daemon has its own CollectorRegistry (`telemetry.registry`), served at `/metrics` with
-`prometheus_client.generate_latest(registry)`.
+`prometheus_client.generate_latest(registry)`. A registry of its own holds only what is registered
+on it, so the process, platform and garbage-collector collectors are added explicitly
+(`process_resident_memory_bytes`, `python_info`...). Labels come from fixed sets
+(`device/reason_categories.py`), never from free text.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from device import __version__
+from device.reason_categories import ABSTENTION_REASONS, REFUSAL_REASONS
+
+SOURCES = ("camera", "upload")
+FIELD_STATES = ("classified", "uncertain", "no_cells", "refused")
 
 _MS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_commit() -> str:
+    """The code's git commit: `$SMEARSCOPE_GIT_COMMIT` (set by whoever builds an image), else the
+    checkout's HEAD when running from one, else "unknown" (an installed copy has no .git)."""
+    commit = os.environ.get("SMEARSCOPE_GIT_COMMIT", "").strip()
+    if commit:
+        return commit[:40]
+    if not (_ROOT / ".git").exists():
+        return "unknown"
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_ROOT), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `smearscope_model_info` says about one loaded bundle."""
+
+    name: str
+    sha256: str
+    key_id: str | None  # the signing key's id; None for an unsigned bundle
 
 
 class Telemetry:
-    def __init__(self, window: int = 512):
+    def __init__(self, window: int = 512, commit: str | None = None):
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:
+            GCCollector(registry=r)
+        self.build = Info("smearscope_build", "The daemon's version and code", registry=r)
+        self.build.info(
+            {
+                "version": __version__,
+                "commit": commit if commit is not None else build_commit(),
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            }
+        )
+        self.model_info = Gauge(
+            "smearscope_model_info",
+            "1 for each model bundle the ensemble runs (sha256 and signing key id prefixes)",
+            ["name", "sha256", "key_id"],
+            registry=r,
+        )
+        self.signatures_ok = Gauge(
+            "smearscope_model_signatures_ok",
+            "1 when every bundle's signature verified against the trusted keys, 0 when loaded anyway",
+            registry=r,
+        )
+        self.abstentions = Counter(
+            "smearscope_abstentions",
+            "Results shown as 'uncertain - refer', by reason category",
+            ["reason", "source"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "smearscope_refusals",
+            "Frames (per frame at the quality gate, per field for scale) and uploads given no call, "
+            "by reason category",
+            ["reason", "source"],
+            registry=r,
+        )
+        self.fields = Counter(
+            "smearscope_fields",
+            "Fields of view and uploads by outcome (a field is counted once, not per frame)",
+            ["state", "source"],
+            registry=r,
+        )
+        for source in SOURCES:  # every series exists from the start, at 0
+            for reason in ABSTENTION_REASONS:
+                self.abstentions.labels(reason, source)
+            for reason in REFUSAL_REASONS:
+                self.refusals.labels(reason, source)
+            for state in FIELD_STATES:
+                self.fields.labels(state, source)
         self.frames_captured = Counter(
             "smearscope_frames_captured", "Frames read from the camera", registry=r
         )
@@ -58,6 +164,21 @@ class Telemetry:
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._classified_at: deque[float] = deque(maxlen=window)
         self.counts = {"captured": 0, "rejected": 0, "classified": 0, "dropped": 0, "stored": 0}
+
+    def set_models(self, models: Iterable[ModelInfo]) -> None:
+        """Replace the model series (after a start or a reload)."""
+        self.model_info.clear()
+        for m in models:
+            self.model_info.labels(m.name, m.sha256[:12], (m.key_id or "unsigned")[:16]).set(1)
+
+    def abstained(self, category: str, source: str) -> None:
+        self.abstentions.labels(_known(category, ABSTENTION_REASONS), _known(source, SOURCES)).inc()
+
+    def refused(self, category: str, source: str) -> None:
+        self.refusals.labels(_known(category, REFUSAL_REASONS), _known(source, SOURCES)).inc()
+
+    def field_outcome(self, state: str, source: str) -> None:
+        self.fields.labels(_known(state, FIELD_STATES, "refused"), _known(source, SOURCES)).inc()
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -99,3 +220,10 @@ class Telemetry:
             "latency_ms_p50": pct(lat, 50),
             "latency_ms_p95": pct(lat, 95),
         }
+
+
+def _known(value: str, allowed: tuple[str, ...], fallback: str = "other") -> str:
+    """Keep a label inside its fixed set (a caller's slip must not mint new series)."""
+    if value in allowed:
+        return value
+    return fallback if fallback in allowed else allowed[-1]

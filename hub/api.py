@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub import jsonbody, tokens
 from hub.app import hub_ext, session
+from hub.metrics import hub_metrics
 from hub.models import Device, Image, ImageDevice, Result, Sample
 from hub.records import SHA256, RecordError, parse_time, time_flag, validate, validate_sample
 
@@ -341,6 +342,7 @@ def post_results() -> tuple[Response, int]:
     counts = {
         k: sum(1 for a in out if a["status"] == k) for k in ("accepted", "duplicate", "deferred", "rejected")
     }
+    hub_metrics().count_records(counts)
     ok = not records or counts["rejected"] < len(records)
     resp = {"results": out, "counts": counts, "received_at": _iso(now), "clock_skew_s": skew}
     if not ok:

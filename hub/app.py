@@ -19,6 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub import db
 from hub.limits import init_limits
+from hub.metrics import init_metrics
 from hub.models import Setting
 
 log = logging.getLogger("smearscope.hub")
@@ -77,6 +78,7 @@ def create_app(
     if settings.proxy_hops > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     app.extensions["hub"]["limiter"] = init_limits(app, settings.rate_limit, settings.auth_fail_limit)
+    init_metrics(app, engine)
 
     from hub.api import api
     from hub.dashboard import dashboard

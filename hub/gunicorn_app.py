@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from gunicorn.app.base import BaseApplication
 
 from hub.app import HubSettings, create_app
+from hub.metrics import MULTIPROC_ENV, remove_multiprocess_dir, use_multiprocess_dir, worker_exited
 from hub.slowclient import BodyDeadline
 
 
@@ -34,5 +37,13 @@ def run_gunicorn(
         "timeout": 60,
         "graceful_timeout": 10,
         "accesslog": None,
+        "child_exit": worker_exited,
     }
-    _HubApplication(url, settings, options).run()
+    # every worker counts into files here; a scrape of any worker sums them (hub/metrics.py)
+    given = os.environ.get(MULTIPROC_ENV)
+    folder = use_multiprocess_dir()
+    try:
+        _HubApplication(url, settings, options).run()
+    finally:
+        if not given:
+            remove_multiprocess_dir(folder)

@@ -216,9 +216,9 @@ if [ "$REUSE_VENV" = 1 ]; then
   [ -x "$VENV_RUN/bin/python" ] || die "--venv $VENV has no bin/python"
   echo "  using the existing venv as is (--venv): no pip"
 else
-  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || die \
-    "$PYTHON is not Python 3.11+ ($("$PYTHON" -V 2>&1)). Raspberry Pi OS Bookworm and Ubuntu 24.04 \
-(JetPack 7) ship 3.11/3.12; JetPack 6 ships 3.10: install python3.11 and pass --python python3.11 \
+  "$PYTHON" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || die \
+    "$PYTHON is not Python 3.11-3.13 ($("$PYTHON" -V 2>&1)). Raspberry Pi OS Bookworm/Trixie and Ubuntu 24.04 \
+(JetPack 7) ship 3.11/3.13/3.12; JetPack 6 ships 3.10: install python3.11 and pass --python python3.11 \
 (then the apt OpenCV is not visible: use a USB camera with --camera opencv)"
   SITE=()
   # picamera2/libcamera (Pi) and GStreamer-enabled OpenCV (Jetson) come from apt: the venv must see them

@@ -40,6 +40,7 @@ from device.pipeline.slot import LatestSlot
 from device.pipeline.smoothing import thumbnail
 from device.pipeline.worker import Watchdog, Worker
 from device.quality import Quality, QualityThresholds, assess, passed, shrink
+from device.reason_categories import abstention_category, refusal_category
 from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
 
@@ -299,10 +300,23 @@ class Pipeline:
             return None, getattr(prof, "name", None)
         return float(prof.um_per_px), prof.name
 
-    def _reject(self, seq: int, frame: LiveFrame, q: Quality, reasons: list[str], state: str) -> dict:
+    def _reject(
+        self,
+        seq: int,
+        frame: LiveFrame,
+        q: Quality,
+        reasons: list[str],
+        state: str,
+        category: str = "quality",
+    ) -> dict:
+        """Publish a frame with no call: `state` "rejected" (quality gate, `category` "quality") or
+        "scale" (the field is refused; `category` from `refusal_category`)."""
         for reason in reasons:
             self.telemetry.frames_rejected.labels(reason if state == "rejected" else "scale").inc()
         self.telemetry.count("rejected")
+        self.telemetry.refused(category, "camera")
+        if state != "rejected":
+            self.telemetry.field_outcome("refused", "camera")
         result = {
             "frame_seq": seq,
             "captured_at": frame.captured_at,
@@ -382,7 +396,9 @@ class Pipeline:
         self._field_focus = q.focus
         if prepared.refused is not None:
             self.scale_status = self._scale_state(prepared, profile)
-            self._field_result = self._reject(seq, frame, q, [prepared.refused], "scale")
+            self._field_result = self._reject(
+                seq, frame, q, [prepared.refused], "scale", refusal_category(prepared)
+            )
             return
         self._field_result = None  # pending: the classifier publishes the new field's result
         plan = prepared.plan
@@ -453,7 +469,9 @@ class Pipeline:
             self.settle.forget()  # the gate must not wait for this field's result forever
             raise
         if g.prepared.refused is not None:  # the red cells say another magnification: nothing is called
-            self._field_result = self._reject(g.seq, g.frame, g.quality, [g.prepared.refused], "scale")
+            self._field_result = self._reject(
+                g.seq, g.frame, g.quality, [g.prepared.refused], "scale", refusal_category(g.prepared)
+            )
             return
         pred = analysis.prediction
         fr = analysis.field
@@ -484,6 +502,9 @@ class Pipeline:
             **analysis.to_dict(outlines=True),
         }
         self.live.publish_result(live, analysis.heat_base, pred.cam)
+        self.telemetry.field_outcome(fr.state, "camera")
+        if fr.state == "uncertain":
+            self.telemetry.abstained(abstention_category(fr.reason), "camera")
         self._field_result = live
         self.last_seen_ns = g.frame.t_ns
         if no_cells:
