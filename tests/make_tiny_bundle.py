@@ -1,6 +1,7 @@
 """Build the tiny test bundle committed at tests/data/tiny-bundle/ (and the helpers tests share).
 
     .venv/bin/python tests/make_tiny_bundle.py [OUT_DIR]
+    .venv/bin/python tests/make_tiny_bundle.py --tiny32     # remake tests/data/tiny-mobilenetv2-32.npz
 
 A MobileNetV2 (alpha 0.35, weights=None) at 64x64 with the shipped models' exact structure
 (image -> backbone -> pool -> dropout -> classifier), trained for a few epochs on generated "smears"
@@ -31,6 +32,10 @@ STYLES = {
 }
 SIZE = 64
 OUT = Path(__file__).resolve().parent / "data" / "tiny-bundle"
+#: A tiny MobileNetV2 (alpha 0.35, 32 px) trained once by `trained_tiny32(make=True)` and committed
+#: (float16 weights): a model trained in the test would differ from one CPU to the next, and so would
+#: every figure measured on it.
+TINY32 = Path(__file__).resolve().parent / "data" / "tiny-mobilenetv2-32.npz"
 
 
 def _test_key() -> Path:
@@ -124,6 +129,25 @@ def fit_tiny(model, x: np.ndarray, y: np.ndarray, epochs: int = 12, seed: int = 
     return float((model.predict(x, verbose=0).argmax(1) == y).mean())
 
 
+def tiny32_images() -> tuple[np.ndarray, np.ndarray]:
+    """The 48 generated 32 px smears (12 per label) TINY32 was trained on, and their label indices."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(48) % 4
+    return np.stack([synth_smear(LABELS[i], rng, 32) for i in labels]), labels
+
+
+def trained_tiny32(make: bool = False):
+    """The committed tiny model (TINY32) with its weights loaded; `make=True` trains and writes it."""
+    model = build_model(32, len(LABELS), seed=1)
+    if make:
+        images, labels = tiny32_images()
+        fit_tiny(model, images.astype(np.float32), labels, epochs=16)
+        np.savez_compressed(TINY32, *[w.astype(np.float16) for w in model.get_weights()])
+    with np.load(TINY32) as saved:
+        model.set_weights([saved[f"arr_{i}"].astype(np.float32) for i in range(len(saved.files))])
+    return model
+
+
 def build(out: Path = OUT, *, seed: int = 0) -> Path:
     import tempfile
 
@@ -171,4 +195,7 @@ def build(out: Path = OUT, *, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    build(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
+    if sys.argv[1:] == ["--tiny32"]:
+        trained_tiny32(make=True)
+    else:
+        build(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
