@@ -209,6 +209,9 @@ def test_sample_capture_summary_finish(client, app_svc):
     page = client.get(f"/samples/{sample['id']}").get_data(as_text=True)
     assert "3 fields" in page and page.count('class="thumb"') == 3
     r = client.post(f"/samples/{sample['id']}/finish", data={"csrf_token": tok})
+    assert r.status_code == 200 and "Finish sample LAB-1?" in r.get_data(as_text=True)  # asks first
+    assert svc.store.get_sample(sample["id"])["status"] == "open"
+    r = client.post(f"/samples/{sample['id']}/finish", data={"csrf_token": tok, "confirm": "yes"})
     assert r.status_code == 302
     assert svc.store.get_sample(sample["id"])["status"] == "finished"
     r = client.post("/api/v1/capture", json={"sample": sample["id"]}, headers={"X-CSRF-Token": tok})
