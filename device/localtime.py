@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +35,8 @@ def system_zone_name(localtime: Path = LOCALTIME, timezone_file: Path = TIMEZONE
             candidates.append(target.split("zoneinfo/", 1)[1])
     except OSError:
         pass
-    try:
+    with contextlib.suppress(OSError):
         candidates.append(timezone_file.read_text(encoding="utf-8").strip())
-    except OSError:
-        pass
     for name in candidates:
         if name and is_zone(name):
             return name
@@ -55,7 +54,7 @@ def parse_utc(iso: str) -> datetime:
 
 
 def local_text(iso: str | None, zone: ZoneInfo) -> str:
-    """"2026-11-22 02:02 CET" for people; "" when there is no time."""
+    """ "2026-11-22 02:02 CET" for people; "" when there is no time."""
     if not iso:
         return ""
     return parse_utc(iso).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -49,7 +49,9 @@ def shrink_jpeg(path: Path, max_px: int = REPORT_IMAGE_PX, quality: int = JPEG_Q
     h, w = bgr.shape[:2]
     scale = max_px / max(h, w)
     if scale < 1:
-        bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        bgr = cv2.resize(
+            bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return np.asarray(buf).tobytes() if ok else None
 
@@ -143,7 +145,12 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
             table.row([doc.t(x) for x in ("Label", "Fields", "Fraction", "Malignant")])
             for lb in report.labels:
                 table.row(
-                    [doc.t(lb.display), str(lb.count), f"{100 * lb.fraction:.1f}%", "yes" if lb.malignant else "no"]
+                    [
+                        doc.t(lb.display),
+                        str(lb.count),
+                        f"{100 * lb.fraction:.1f}%",
+                        "yes" if lb.malignant else "no",
+                    ]
                 )
     doc.line_text(f"Rule: {report.rule}", 7.5)
 
@@ -156,7 +163,8 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
         for rv in report.reviews[:MAX_REVIEWS]:
             comment = f" — {rv.comment[:120]}" if rv.comment else ""
             doc.line_text(
-                f"{rv.when} · {rv.reviewer}: field {rv.field} (model {rv.model_label}) {rv.verdict}{comment}", 8
+                f"{rv.when} · {rv.reviewer}: field {rv.field} (model {rv.model_label}) {rv.verdict}{comment}",
+                8,
             )
         if len(report.reviews) > MAX_REVIEWS:
             doc.line_text(f"… and {len(report.reviews) - MAX_REVIEWS} more on the station's sample page", 8)
@@ -172,7 +180,9 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
 
     doc.ln(1)
     doc.line_text(
-        f"{report.disclaimer} Every slide is reviewed by a hematologist; uncertain fields are referred.", 8, bold=True
+        f"{report.disclaimer} Every slide is reviewed by a hematologist; uncertain fields are referred.",
+        8,
+        bold=True,
     )
     return bytes(doc.output())
 

@@ -163,9 +163,7 @@ def _profile_text(fields: list[dict]) -> str:
     for f in fields:
         name = f.get("profile")
         um = f.get("um_per_px")
-        text = (
-            f"{name} ({um:.4g} µm/px)" if name and um else (name or (f"{um:.4g} µm/px" if um else "none"))
-        )
+        text = f"{name} ({um:.4g} µm/px)" if name and um else (name or (f"{um:.4g} µm/px" if um else "none"))
         seen.setdefault(text, None)
     return "; ".join(seen) or "none"
 

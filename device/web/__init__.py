@@ -96,9 +96,7 @@ def create_app(config, services) -> Flask:
         decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
     )
 
-    from device.web import (
-        account, admin, api, calibration, history, live, report, samples, system, upload,
-    )  # fmt: skip
+    from device.web import account, admin, api, calibration, history, live, report, samples, system, upload
 
     for module in (account, live, samples, report, history, upload, system, admin, calibration, api):
         app.register_blueprint(module.bp)
