@@ -17,6 +17,8 @@ from webkit import encode, login, make_app, smear, token_of
 from device.config import load_config
 from device.errors import ConfigError
 from device.localtime import local_text, station_zone, system_zone_name
+from device.report.pdf import find_font, render_pdf
+from device.report.slide import build_slide_report
 from device.telemetry import rate
 
 KEY_ID = "0123456789abcdef0123456789abcdef"
@@ -78,6 +80,8 @@ def _pdf_text(data: bytes) -> tuple[int, str, tuple[float, float]]:
 
 
 def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_path):
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
     app, svc = app_svc
     s = _slide(app, svc, tmp_path)
     summary = svc.store.sample_summary(s["id"])
@@ -100,6 +104,14 @@ def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_pa
     assert pages == 1 and (round(size[0]), round(size[1])) == (612, 792)
     assert client.get(f"/samples/{s['id']}/report.pdf?paper=a3").status_code == 400
     assert client.get("/samples/nope/report.pdf").status_code == 404
+
+
+def test_without_dejavu_the_pdf_falls_back_to_a_latin1_font(app_svc, tmp_path):
+    app, svc = app_svc
+    s = _slide(app, svc, tmp_path, fields=2)
+    report = build_slide_report(svc.store, s["id"], zone=station_zone("UTC"), in_service=svc.ensemble_info())
+    pages, text, _ = _pdf_text(render_pdf(report, font_dirs=(tmp_path / "no-fonts",)))
+    assert pages == 1 and "42" in text and "not a diagnosis" in text and KEY_ID in text
 
 
 def test_the_report_page_prints_the_same_and_the_sample_page_links_it(client, app_svc, tmp_path):
