@@ -281,3 +281,9 @@ def test_upload_says_when_auto_cannot_tell_and_offers_the_typed_scale(client, ap
         client.post("/upload", data=data, content_type="multipart/form-data").get_data(as_text=True)
     )
     assert "could not be told from this image's red cells" in page and 'href="#scale-typed"' in page
+
+
+@pytest.mark.parametrize("path", ["/samples/x/report", "/samples/x/report.pdf", "/admin"])
+def test_new_pages_need_login(app_svc, path):
+    r = app_svc[0].test_client().get(path)
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
