@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from test_browser import ARGS, CHROMIUM, daemon  # noqa: F401 - fixture
+from test_clinic import crowded_slide
 
 from device.paths import SAMPLES_DIR
+from device.store.store import Store
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +47,7 @@ def _pages(page) -> int:
     return len(PdfReader(io.BytesIO(page)).pages)
 
 
-def test_clinic_pages_in_a_browser(daemon):  # noqa: F811
+def test_clinic_pages_in_a_browser(daemon, tmp_path):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     upload = sorted(SAMPLES_DIR.glob("*.jpg"))[0]
@@ -103,15 +105,19 @@ def test_clinic_pages_in_a_browser(daemon):  # noqa: F811
                         name = url.strip("/").replace("/", "-")[-30:] or "live"
                         page.screenshot(path=str(Path(keep) / f"{vp['width']}-{name}.png"), full_page=True)
 
-            # the report prints on one page, A4 and Letter (the browser's own print)
-            page.goto(daemon + f"/samples/{sample_id}/report")
-            page.emulate_media(media="print")
-            for fmt in ("A4", "Letter"):
-                pdf = page.pdf(format=fmt, print_background=True)
-                assert _pages(pdf) == 1, fmt
-                if keep:
-                    (Path(keep) / f"report-print-{fmt}.pdf").write_bytes(pdf)
-            page.emulate_media(media="screen")
+            # the report prints on one page, A4 and Letter (the browser's own print), also a crowded one
+            store = Store(tmp_path / "data", temps_older_than_s=3600)
+            crowded = crowded_slide(store, upload.read_bytes())
+            store.close()
+            for sid, what in ((sample_id, "report"), (crowded, "crowded")):
+                page.goto(daemon + f"/samples/{sid}/report")
+                page.emulate_media(media="print")
+                for fmt in ("A4", "Letter"):
+                    pdf = page.pdf(format=fmt, print_background=True)
+                    if keep:
+                        (Path(keep) / f"{what}-print-{fmt}.pdf").write_bytes(pdf)
+                    assert _pages(pdf) == 1, (what, fmt)
+                page.emulate_media(media="screen")
 
             # Finish asks first: cancel keeps the sample open, confirm finishes it
             page.goto(daemon + sample_url)

@@ -106,6 +106,34 @@ def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_pa
     assert client.get("/samples/nope/report.pdf").status_code == 404
 
 
+def crowded_slide(store, image_jpeg: bytes) -> str:
+    """The longest slide a report must still fit on one page: a 200-character slide id, long notes,
+    four labels, six images, nine reviews with long comments."""
+    s = store.open_sample("W" * 200, "n" * 2000, "a-rather-long-user-name")
+    labels = ["Benign", "Early", "Pre", "Pro"]
+    sha = store.put_image(image_jpeg)
+    for i in range(18):
+        lb = labels[i % 4]
+        rec = store.add_result(
+            {"source": "camera", "sample_id": s["id"], "image_sha256": sha, "label": lb, "confidence": 0.9,
+             "abstained": False, "probabilities": {x: 0.25 for x in labels}, "quality": {"ok": True},
+             "models": [{"name": "m", "sha256": "e" * 64}]}
+        )  # fmt: skip
+        if i % 2 == 0:
+            store.add_review(rec["id"], labels[(i + 1) % 4], "c" * 400, "Reviewer " + "X" * 40)
+    return s["id"]
+
+
+def test_a_crowded_slide_still_fits_one_page(app_svc):
+    _, svc = app_svc
+    sid = crowded_slide(svc.store, encode(smear(2, 400), ".jpg"))
+    report = build_slide_report(svc.store, sid, zone=station_zone("UTC"))
+    assert len(report.images) == 6 and len(report.reviews) == 9
+    for paper in ("a4", "letter"):
+        pages, text, _ = _pdf_text(render_pdf(report, paper))
+        assert pages == 1 and "3 more on the station's sample page" in text and "not a diagnosis" in text
+
+
 def test_without_dejavu_the_pdf_falls_back_to_a_latin1_font(app_svc, tmp_path):
     app, svc = app_svc
     s = _slide(app, svc, tmp_path, fields=2)

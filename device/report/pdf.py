@@ -27,7 +27,8 @@ REPORT_IMAGE_PX = 480
 JPEG_QUALITY = 80
 #: Lines kept on the page; the rest are counted ("... and 4 more"): the report stays one page.
 MAX_REVIEWS = 6
-MAX_NOTES_CHARS = 300
+MAX_NOTES_CHARS = 160
+LINE_MM = 3.6  # one 8 pt line
 
 # What the core (Latin-1) font cannot draw, for the fallback when DejaVu is not installed.
 _LATIN1 = str.maketrans({"≥": ">=", "→": "->", "—": "-", "–": "-", "…": "...", "“": '"', "”": '"'})
@@ -81,6 +82,17 @@ class _Doc(FPDF):
     def line_text(self, text: str, size: float = 9, bold: bool = False, h: float | None = None) -> None:
         self.font(size, bold)
         self.multi_cell(0, h or size * 0.45, self.t(text), new_x="LMARGIN", new_y="NEXT")
+
+    def one_line(self, text: str, size: float = 8) -> None:
+        """One line, cut with "…" to the page width (reviews: the page stays one page)."""
+        self.font(size)
+        text = self.t(text)
+        if self.get_string_width(text) > self.epw:
+            ell = self.t("…")
+            while text and self.get_string_width(text + ell) > self.epw:
+                text = text[: max(0, int(len(text) * 0.95) - 1)]
+            text += ell
+        self.cell(0, size * 0.45, text, new_x="LMARGIN", new_y="NEXT")
 
     def kv(self, rows: list[tuple[str, str]], key_w: float = 28) -> None:
         for key, value in rows:
@@ -154,22 +166,24 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
                 )
     doc.line_text(f"Rule: {report.rule}", 7.5)
 
+    # What follows the images is reserved first, so the images give way when the page is full.
+    review_lines = min(len(report.reviews), MAX_REVIEWS) + (len(report.reviews) > MAX_REVIEWS) or 1
+    tail_mm = 2 * 7.0 + (review_lines + 2 * max(1, len(report.models)) + 2 * 2) * LINE_MM
     if report.images:
         doc.heading("Representative fields")
-        _images(doc, report)
+        _images(doc, report, reserve_mm=tail_mm)
 
     doc.heading("Reviews")
     if report.reviews:
         for rv in report.reviews[:MAX_REVIEWS]:
-            comment = f" — {rv.comment[:120]}" if rv.comment else ""
-            doc.line_text(
-                f"{rv.when} · {rv.reviewer}: field {rv.field} (model {rv.model_label}) {rv.verdict}{comment}",
-                8,
+            comment = f" — {rv.comment}" if rv.comment else ""
+            doc.one_line(
+                f"{rv.when} · {rv.reviewer}: field {rv.field} (model {rv.model_label}) {rv.verdict}{comment}"
             )
         if len(report.reviews) > MAX_REVIEWS:
-            doc.line_text(f"… and {len(report.reviews) - MAX_REVIEWS} more on the station's sample page", 8)
+            doc.one_line(f"… and {len(report.reviews) - MAX_REVIEWS} more on the station's sample page")
     else:
-        doc.line_text("No field reviewed yet.", 8)
+        doc.one_line("No field reviewed yet.")
 
     doc.heading("Models")
     for m in report.models:
@@ -187,14 +201,14 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
     return bytes(doc.output())
 
 
-def _images(doc: _Doc, report: SlideReport, per_row: int = 3, gap: float = 3.0) -> None:
+def _images(doc: _Doc, report: SlideReport, reserve_mm: float, per_row: int = 3, gap: float = 3.0) -> None:
     cell_w = (doc.epw - gap * (per_row - 1)) / per_row
     img_h = cell_w * 0.5
     for start in range(0, len(report.images), per_row):
         row = report.images[start : start + per_row]
         y = doc.get_y()
-        if y + img_h + 5 > doc.h - doc.b_margin:
-            doc.line_text(f"{len(report.images) - start} more field(s) on the station's sample page", 8)
+        if y + img_h + 5 + LINE_MM > doc.h - doc.b_margin - reserve_mm:
+            doc.one_line(f"{len(report.images) - start} more field(s) on the station's sample page")
             return
         for i, im in enumerate(row):
             x = doc.l_margin + i * (cell_w + gap)
