@@ -1,5 +1,5 @@
 """Clinic-ready pages in a real browser (Debian's chromium under the page's own CSP): no sideways
-scrolling on a phone (390x844) or a tablet (768x1024), the report prints on one A4 and one Letter page,
+scrolling on a phone (390x844, 360x740) or a tablet (768x1024), the report prints on one A4 and one Letter page,
 the typed scale works through upload.js, Capture says why it is disabled, Finish asks first.
 SMEARSCOPE_SCREENSHOTS=DIR keeps the screenshots and the printed PDFs."""
 
@@ -19,7 +19,7 @@ from device.store.store import Store
 
 pytestmark = pytest.mark.browser
 
-VIEWPORTS = ({"width": 390, "height": 844}, {"width": 768, "height": 1024})
+VIEWPORTS = ({"width": 390, "height": 844}, {"width": 768, "height": 1024}, {"width": 360, "height": 740})
 SLIDE = "CLINIC-ŁÓDŹ-2026-000000000000000000000000000000000000000000001"  # long ids must wrap
 
 

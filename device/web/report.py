@@ -8,7 +8,7 @@ import re
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from device.localtime import station_zone
-from device.report.pdf import PAPERS, render_pdf
+from device.report.pdf import MAX_REVIEWS, PAPERS, render_pdf
 from device.report.slide import ReportError, SlideReport, build_slide_report
 
 bp = Blueprint("report", __name__)
@@ -36,7 +36,7 @@ def _report(sample_id: str) -> SlideReport:
 
 @bp.route("/samples/<sample_id>/report")
 def page(sample_id: str):
-    return render_template("report.html", report=_report(sample_id))
+    return render_template("report.html", report=_report(sample_id), max_reviews=MAX_REVIEWS)
 
 
 @bp.route("/samples/<sample_id>/report.pdf")
