@@ -1,6 +1,6 @@
 """Clinic-ready pages in a real browser (Debian's chromium under the page's own CSP): no sideways
-scrolling on a phone (390x844, 360x740) or a tablet (768x1024), the report prints on one A4 and one Letter page,
-the typed scale works through upload.js, Capture says why it is disabled, Finish asks first.
+scrolling on a phone (390x844, 360x740) or a tablet (768x1024), the report prints on one A4 and one
+Letter page, the typed scale works through upload.js, Capture says why it is disabled, Finish asks first.
 SMEARSCOPE_SCREENSHOTS=DIR keeps the screenshots and the printed PDFs."""
 
 from __future__ import annotations
