@@ -57,6 +57,9 @@ class ModelLine:
 
 @dataclass
 class SlideReport:
+    """One slide's report. `images` are whole fields; any picture with a caption (a cell crop) fits the
+    same `ReportImage` slot, and the label rows take any per-label count."""
+
     station: str
     profile: str
     slide_id: str
