@@ -261,9 +261,11 @@ def test_finish_asks_first_without_inline_script(client, app_svc):
 def test_status_figures_are_rounded(client, app_svc):
     _, svc = app_svc
     base = svc.status()
-    svc.status = lambda: {**base, "fps": 4.98, "inference_ms_p50": 842.598, "inference_ms_p95": 1203.25}
+    svc.status = lambda: {**base, "fps": 4.98, "inference_ms_p50": 842.598, "inference_ms_p95": 1203.25,
+                          "uptime_s": 123456.78, "ratio": 1.023456}  # fmt: skip
     html = client.get("/status").get_data(as_text=True)
     assert "842.6" in html and "842.598" not in html and "1203.2" in html and "5.0" in html
+    assert "123456.8" in html and "1.023<" in html and "e+0" not in html
 
 
 def test_frame_rate_counts_frames_not_classifications():
