@@ -46,9 +46,14 @@ class _Section:
 class DeviceConfig(_Section):
     id: str = ""
     data_dir: str = "var"
+    timezone: str = ""  # IANA name for dates people read (reports); empty: the system's zone
 
     def check(self) -> None:
         _need(bool(self.data_dir), "device", "data_dir", "must not be empty")
+        if self.timezone:
+            from device.localtime import is_zone
+
+            _need(is_zone(self.timezone), "device", "timezone", "not an IANA time zone (e.g. Europe/Berlin)")
 
 
 @dataclass

@@ -163,6 +163,7 @@ class Telemetry:
         self._inference_ms: deque[float] = deque(maxlen=window)
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._classified_at: deque[float] = deque(maxlen=window)
+        self._captured_at: deque[float] = deque(maxlen=window)
         self.counts = {"captured": 0, "rejected": 0, "classified": 0, "dropped": 0, "stored": 0}
 
     def set_models(self, models: Iterable[ModelInfo]) -> None:
@@ -183,6 +184,8 @@ class Telemetry:
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + n
+            if key == "captured":
+                self._captured_at.append(time.monotonic())
 
     def classified(self, inference_ms: float, latency_ms: float) -> None:
         self.frames_classified.inc()
@@ -195,26 +198,22 @@ class Telemetry:
             self._classified_at.append(time.monotonic())
 
     def rolling(self) -> dict[str, float | None]:
-        """fps over the last few seconds and inference/latency percentiles over the last frames."""
+        """Frame rates over the last few seconds and inference/latency percentiles (ms, one decimal) over
+        the last frames. `fps` counts the camera's frames; `classified_fps` the classifications, which
+        stop while the field stays the same (a field is classified once)."""
         with self._lock:
             inf = np.array(self._inference_ms)
             lat = np.array(self._latency_ms)
-            times = list(self._classified_at)
+            classified = list(self._classified_at)
+            captured = list(self._captured_at)
         now = time.monotonic()
-        recent = [t for t in times if now - t <= 5.0]
-        fps = (
-            (len(recent) - 1) / (recent[-1] - recent[0])
-            if len(recent) > 2 and recent[-1] > recent[0]
-            else 0.0
-        )
-        if recent and now - recent[-1] > 5.0:
-            fps = 0.0
 
         def pct(a: np.ndarray, q: float) -> float | None:
-            return round(float(np.percentile(a, q)), 3) if a.size else None
+            return round(float(np.percentile(a, q)), 1) if a.size else None
 
         return {
-            "fps": round(fps, 2),
+            "fps": rate(captured, now),
+            "classified_fps": rate(classified, now),
             "inference_ms_p50": pct(inf, 50),
             "inference_ms_p95": pct(inf, 95),
             "latency_ms_p50": pct(lat, 50),
@@ -227,3 +226,11 @@ def _known(value: str, allowed: tuple[str, ...], fallback: str = "other") -> str
     if value in allowed:
         return value
     return fallback if fallback in allowed else allowed[-1]
+
+
+def rate(times: list[float], now: float, window_s: float = 5.0) -> float:
+    """Events per second over the last `window_s` (0.0 when fewer than three, or none lately)."""
+    recent = [t for t in times if now - t <= window_s]
+    if len(recent) <= 2 or recent[-1] <= recent[0]:
+        return 0.0
+    return round((len(recent) - 1) / (recent[-1] - recent[0]), 1)

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
 from hub import csvsafe, tokens
-from hub.app import session
+from hub.app import DISCLAIMER, session
 from hub.models import Device, Image, Result, Sample, User, UserSession
 from hub.records import SHA256
 
@@ -265,6 +265,10 @@ CSV_COLUMNS = [
     "time_flag",
     "um_per_px",
     "profile",
+    "reviewer",
+    "comment",
+    "reviewed_label",
+    "disclaimer",
 ]
 
 
@@ -278,12 +282,20 @@ def export_csv() -> Response:
         w = csvsafe.writer(buf)
         w.writerow(CSV_COLUMNS)
         s = sessions()
+        review = aliased(Result)
+        latest_review = (
+            select(review.label)
+            .where(review.review_of == Result.id, review.device_id == Result.device_id)
+            .order_by(review.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
         q = (
-            select(Result, Device.name)
+            select(Result, Device.name, latest_review)
             .join(Device, Device.id == Result.device_id)
             .order_by(Device.name, Result.seq)
         )
-        for r, name in s.execute(q.execution_options(yield_per=1000)):
+        for r, name, reviewed_label in s.execute(q.execution_options(yield_per=1000)):
             rec = json.loads(r.record_json)
             w.writerow(
                 [
@@ -307,6 +319,10 @@ def export_csv() -> Response:
                     r.time_flag or "",
                     "" if r.um_per_px is None else f"{r.um_per_px:.6g}",
                     r.profile or "",
+                    rec.get("reviewer") or "",
+                    rec.get("comment") or "",
+                    (r.label if r.kind == "review" else reviewed_label) or "",
+                    DISCLAIMER,
                 ]
             )
             yield buf.getvalue()

@@ -148,7 +148,7 @@ say "smearscope $ROLE on $PLATFORM (camera $CAMERA); source $SRC${PREFIX:+; pref
 
 # ------------------------------------------------------------------------------------ 1. packages
 say "1. system packages"
-PKGS=(python3-venv python3-pip ca-certificates sqlite3)
+PKGS=(python3-venv python3-pip ca-certificates sqlite3 fonts-dejavu-core)  # DejaVu: the PDF report's font
 case "$PLATFORM" in
   pi) PKGS+=(python3-picamera2) ;;                       # libcamera + picamera2, built for this kernel
   jetson) PKGS+=(python3-opencv gstreamer1.0-tools) ;;   # JetPack's OpenCV has GStreamer (CSI camera)

@@ -68,7 +68,7 @@ def test_csv_export_has_the_columns():
         "probabilities": PROBS, "um_per_px": 0.0725, "profile": "HQ cam, 100x oil",
     }  # fmt: skip
     lines = list(csv_rows([r], ["Benign", "Pre"], {}))
-    head, row = lines[1].strip().split(","), lines[2]
+    head, row = lines[0].strip().split(","), lines[1]  # the header first
     assert head[CSV_COLUMNS.index("um_per_px")] == "um_per_px"
     assert "0.0725" in row and "HQ cam" in row
 

@@ -209,6 +209,9 @@ def test_sample_capture_summary_finish(client, app_svc):
     page = client.get(f"/samples/{sample['id']}").get_data(as_text=True)
     assert "3 fields" in page and page.count('class="thumb"') == 3
     r = client.post(f"/samples/{sample['id']}/finish", data={"csrf_token": tok})
+    assert r.status_code == 200 and "Finish sample LAB-1?" in r.get_data(as_text=True)  # asks first
+    assert svc.store.get_sample(sample["id"])["status"] == "open"
+    r = client.post(f"/samples/{sample['id']}/finish", data={"csrf_token": tok, "confirm": "yes"})
     assert r.status_code == 302
     assert svc.store.get_sample(sample["id"])["status"] == "finished"
     r = client.post("/api/v1/capture", json={"sample": sample["id"]}, headers={"X-CSRF-Token": tok})
@@ -249,9 +252,9 @@ def test_history_filters_pagination_detail_review_export(client, app_svc):
     r = client.get(f"/export.csv?sample={s['id']}")
     assert r.status_code == 200 and r.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(r.get_data(as_text=True))))
-    assert "not a diagnosis" in rows[0][0]
-    assert rows[1][:3] == ["id", "seq", "captured_at"] and len(rows) == 2 + 61  # 60 fields + 1 review
-    assert rows[2][4] == "SLIDE-9"
+    assert rows[0][:3] == ["id", "seq", "captured_at"] and len(rows) == 1 + 61  # 60 fields + 1 review
+    assert rows[0][-1] == "disclaimer" and "not a diagnosis" in rows[1][-1]
+    assert rows[1][4] == "SLIDE-9"
     r = client.get(f"/api/v1/export?format=json&sample={s['id']}")
     data = json.loads(r.get_data(as_text=True))
     assert len(data["records"]) == 61 and data["sample"]["slide_id"] == "SLIDE-9"

@@ -96,9 +96,9 @@ def create_app(config, services) -> Flask:
         decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
     )
 
-    from device.web import account, admin, api, calibration, history, live, samples, system, upload
+    from device.web import account, admin, api, calibration, history, live, report, samples, system, upload
 
-    for module in (account, live, samples, history, upload, system, admin, calibration, api):
+    for module in (account, live, samples, report, history, upload, system, admin, calibration, api):
         app.register_blueprint(module.bp)
 
     app.before_request(security.load_user)

@@ -1,4 +1,4 @@
-"""Admin-only pages: user accounts and API keys, and the effective settings."""
+"""Admin-only pages: the index, user accounts and API keys, the effective settings, sync quarantine."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 def _conn():
     return current_app.extensions["smearscope"].conn()
+
+
+@bp.route("")
+@admin_required
+def index():
+    """The admins' pages in one place."""
+    return render_template("admin.html")
 
 
 @bp.route("/users")

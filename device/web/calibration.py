@@ -79,6 +79,7 @@ def page():
         error=error,
         path=str(svc.profiles.path),
         cal=svc.config.calibration,
+        rbc_um=svc.config.optics.rbc_diameter_um,
         job=svc.calibration.state(),
     )
 

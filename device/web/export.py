@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from device.web import DISCLAIMER
 
 CSV_COLUMNS = [
     "id", "seq", "captured_at", "sample_id", "slide_id", "source", "kind", "review_of", "label",
     "confidence", "abstained", "reason", "quality_ok", "focus", "models", "image_sha256", "filename",
-    "reviewer", "comment", "um_per_px", "profile",
+    "reviewer", "comment", "reviewed_label", "um_per_px", "profile",
 ]  # fmt: skip
 
 
@@ -39,21 +39,41 @@ def _safe_cell(value):
     return value
 
 
-def csv_rows(records: Iterable[dict], labels: list[str], slides: dict[str, str]) -> Iterator[str]:
-    yield _csv_line([f"# {DISCLAIMER}"])
-    yield _csv_line(CSV_COLUMNS + [f"p_{lb}" for lb in labels])
-    for r in records:
-        q = r.get("quality") or {}
-        row = [
-            r["id"], r["seq"], r["captured_at"], r["sample_id"], slides.get(r["sample_id"] or "", ""),
-            r["source"], r["kind"], r["review_of"], r["label"], f"{r['confidence']:.4f}",
-            int(r["abstained"]), r["reason"], q.get("ok"), q.get("focus"),
-            ";".join(f"{m.get('name')}@{(m.get('sha256') or '')[:12]}" for m in r.get("models") or []),
-            r["image_sha256"], r["filename"], r["reviewer"], r["comment"],
-            r.get("um_per_px"), r.get("profile"),
-        ]  # fmt: skip
-        row += [f"{r['probabilities'].get(lb, 0.0):.4f}" for lb in labels]
-        yield _csv_line([_safe_cell(v) if v is not None else "" for v in row])
+def _row(r: dict, labels: list[str], slides: Mapping[str, str], reviewed_label: str | None) -> str:
+    q = r.get("quality") or {}
+    row = [
+        r["id"], r["seq"], r["captured_at"], r["sample_id"], slides.get(r["sample_id"] or "", ""),
+        r["source"], r["kind"], r["review_of"], r["label"], f"{r['confidence']:.4f}",
+        int(r["abstained"]), r["reason"], q.get("ok"), q.get("focus"),
+        ";".join(f"{m.get('name')}@{(m.get('sha256') or '')[:12]}" for m in r.get("models") or []),
+        r["image_sha256"], r["filename"], r["reviewer"], r["comment"], reviewed_label,
+        r.get("um_per_px"), r.get("profile"),
+    ]  # fmt: skip
+    row += [f"{r['probabilities'].get(lb, 0.0):.4f}" for lb in labels]
+    row.append(DISCLAIMER)
+    return _csv_line([_safe_cell(v) if v is not None else "" for v in row])
+
+
+def header(labels: list[str]) -> list[str]:
+    return CSV_COLUMNS + [f"p_{lb}" for lb in labels] + ["disclaimer"]
+
+
+def csv_group_rows(
+    groups: Iterable[tuple[dict, list[dict]]], labels: list[str], slides: Mapping[str, str]
+) -> Iterator[str]:
+    """The header first (a spreadsheet opens the file as a table), then each classification with its
+    latest reviewed label, followed by its review rows (reviewer, comment, reviewed label). The
+    disclaimer is the last column of every row, so it survives sorting and filtering."""
+    yield _csv_line(header(labels))
+    for rec, reviews in groups:
+        yield _row(rec, labels, slides, reviews[-1]["label"] if reviews else None)
+        for rv in reviews:
+            yield _row(rv, labels, slides, rv["label"])
+
+
+def csv_rows(records: Iterable[dict], labels: list[str], slides: Mapping[str, str]) -> Iterator[str]:
+    """Records as CSV lines (header first), one row each, in the order given."""
+    return csv_group_rows(((r, []) for r in records), labels, slides)
 
 
 def json_stream(records: Iterable[dict], meta: dict) -> Iterator[str]:

@@ -22,7 +22,7 @@ from flask import (
 
 from device.store.store import StoreError
 from device.web import queries
-from device.web.export import csv_rows, json_stream
+from device.web.export import csv_group_rows, json_stream
 from device.web.live import labels_info
 from device.web.thumbs import SHA_RE, thumbnail
 
@@ -143,14 +143,13 @@ def export_response(filters: queries.Filters, fmt: str) -> Response:
     sample = store.get_sample(filters.sample) if filters.sample else None
     if filters.sample and sample is None:
         abort(404, description=f"no sample {filters.sample}")
-    records = queries.iter_records(ext.conn(), filters)
     if fmt == "csv":
         slides = {sample["id"]: sample["slide_id"]} if sample else _SlideLookup(ext.conn())
-        body = csv_rows(records, labels, slides)
+        body = csv_group_rows(queries.iter_record_groups(ext.conn(), filters), labels, slides)
         mimetype = "text/csv"
     elif fmt == "json":
         meta = {"filters": filters.query_args(), "labels": labels, "sample": sample, "exported_at": stamp}
-        body = json_stream(records, meta)
+        body = json_stream(queries.iter_records(ext.conn(), filters), meta)
         mimetype = "application/json"
     else:
         abort(400, description=f"format: expected csv or json, not {fmt!r}")

@@ -189,16 +189,38 @@ def list_results(
     return rows, nxt
 
 
-def iter_records(
-    conn: sqlite3.Connection, filters: Filters, *, include_reviews: bool = True, page: int = 500
-) -> Iterator[dict]:
-    """Every record matching `filters`, newest first, fetched page by page (exports of any size)."""
+def all_reviews_for(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[dict]]:
+    """Every review record of each of `ids`, oldest first."""
+    if not ids:
+        return {}
+    marks = ",".join("?" for _ in ids)
+    out: dict[str, list[dict]] = {}
+    for r in conn.execute(f"SELECT * FROM results WHERE review_of IN ({marks}) ORDER BY seq", ids):
+        out.setdefault(r["review_of"], []).append(record_json(r))
+    return out
+
+
+def iter_record_groups(
+    conn: sqlite3.Connection, filters: Filters, *, page: int = 500
+) -> Iterator[tuple[dict, list[dict]]]:
+    """(classification record, its reviews oldest first) for every record matching `filters`, newest
+    first, fetched page by page (exports of any size). The filters choose the classifications; their
+    reviews always come with them (a "reviewed" export carries who reviewed what)."""
     f = replace(filters, before=None)
     while True:
-        rows, f.before = list_results(conn, f, kind=None if include_reviews else "classification", limit=page)
-        yield from rows
+        rows, f.before = list_results(conn, f, kind="classification", limit=page)
+        reviews = all_reviews_for(conn, [r["id"] for r in rows])
+        for r in rows:
+            yield r, reviews.get(r["id"], [])
         if f.before is None:
             return
+
+
+def iter_records(conn: sqlite3.Connection, filters: Filters, *, page: int = 500) -> Iterator[dict]:
+    """The records of `iter_record_groups`, each classification followed by its reviews."""
+    for rec, reviews in iter_record_groups(conn, filters, page=page):
+        yield rec
+        yield from reviews
 
 
 def sample_slides(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:

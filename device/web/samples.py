@@ -70,6 +70,13 @@ def detail(sample_id: str):
 
 @bp.route("/samples/<sample_id>/finish", methods=["POST"])
 def finish(sample_id: str):
+    """Finishing freezes the summary for good, so it needs `confirm=yes` (the page's dialog sets it);
+    without it the answer is a page that asks."""
+    if request.form.get("confirm") != "yes":
+        sample = _store().get_sample(sample_id)
+        if sample is None:
+            abort(404, description=f"no sample {sample_id}")
+        return render_template("finish_confirm.html", sample=sample)
     try:
         sample = _store().finish_sample(sample_id)
     except StoreError as exc:

@@ -10,6 +10,15 @@ from device.web.upload_check import UploadRejected
 
 bp = Blueprint("upload", __name__)
 
+#: A file uploaded through the page usually comes from another microscope: its scale is estimated from
+#: its red cells unless the technician says otherwise (the JSON API keeps "profile", as documented).
+DEFAULT_SCALE = "auto"
+
+
+def form_scale(form) -> str:
+    """The form's scale: a typed number whenever one is filled in, else the chosen radio."""
+    return (form.get("um_per_px_typed") or "").strip() or form.get("um_per_px") or DEFAULT_SCALE
+
 
 @bp.route("/upload", methods=["GET", "POST"])
 def page():
@@ -17,9 +26,11 @@ def page():
     open_samples = ext.store.list_samples(status="open", limit=50)
     results, error, status = [], None, 200
     chosen = request.form.get("sample") if request.method == "POST" else session.get("sample")
-    scale_value = (request.form.get("um_per_px_typed") or "").strip() or request.form.get("um_per_px")
+    scale_value = form_scale(request.form)
     if request.method == "POST":
         try:
+            if scale_value == "typed":
+                raise UploadRejected(400, "type the images' scale in µm per pixel, or choose another scale")
             results = classify_files(
                 request.files.getlist("file"),
                 request.form.get("sample"),
@@ -38,7 +49,7 @@ def page():
             labels=labels_info(ext.services),
             max_mb=ext.config.web.max_upload_mb,
             scale=ext.services.scale_info(),
-            scale_choice=(scale_value or "profile") if request.method == "POST" else "profile",
+            scale_choice=scale_value if request.method == "POST" else DEFAULT_SCALE,
         ),
         status,
     )

@@ -26,3 +26,35 @@ window.smearscope = (function () {
   }
   return { csrf: csrf, postJSON: postJSON, pct: pct, conf: conf, el: el };
 })();
+
+// A form with data-confirm asks first (the page's <dialog>); confirming sets its hidden "confirm" field,
+// which the server requires (without this script it shows its own confirmation page instead).
+document.addEventListener("submit", function (ev) {
+  var form = ev.target;
+  var question = form.getAttribute && form.getAttribute("data-confirm");
+  if (!question) return;
+  ev.preventDefault();
+  function go() {
+    var field = form.querySelector('input[name="confirm"]');
+    if (field) field.value = "yes";
+    form.submit();
+  }
+  var dlg = document.getElementById("confirm-dialog");
+  if (!dlg || typeof dlg.showModal !== "function") {
+    if (window.confirm(question)) go();
+    return;
+  }
+  document.getElementById("confirm-text").textContent = question;
+  dlg.returnValue = "";
+  dlg.addEventListener("close", function onClose() {
+    dlg.removeEventListener("close", onClose);
+    if (dlg.returnValue === "yes") go();
+  });
+  dlg.showModal();
+});
+
+// Buttons with data-print print the page (the report's print stylesheet does the layout).
+document.addEventListener("click", function (ev) {
+  var btn = ev.target.closest && ev.target.closest("[data-print]");
+  if (btn) { ev.preventDefault(); window.print(); }
+});

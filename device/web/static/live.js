@@ -112,6 +112,35 @@
         (r.tiles && !r.tiles.legacy ? r.tiles.classified + "/" + r.tiles.tiles + " tiles · " : "") + sc.message) : "";
     }
     ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
+    captureState(r);
+  }
+
+  // Capture is enabled only when the station would store this field; otherwise the button says why
+  // (its title and the visible hint below it), mirroring services.capture_field's refusals.
+  var captureBusy = false;
+  function captureWhy(r) {
+    var btn = document.getElementById("capture");
+    if (!btn) return null;
+    if (btn.dataset.hasSample !== "1") return "Start a sample first (Sample, below): captured fields go into it.";
+    if (!r) return "No classified field yet: wait for the live call.";
+    if (r.rejected || r.state === "rejected") return "This field failed the quality check: " + (r.display || "see Quality") + ".";
+    if (r.state === "no_cells") return "No white cells in view: move to a field with white cells.";
+    if (r.state === "moving") return "The field is moving: hold the stage still until it is classified.";
+    if (r.state === "scale") return "This field was not classified (scale): " + (r.display || "") + ".";
+    if (!r.label) return "No classified field yet: wait for the live call.";
+    return null;
+  }
+  var lastResult = null;
+  function captureState(r) {
+    if (r !== undefined) lastResult = r;
+    var btn = document.getElementById("capture");
+    var why = document.getElementById("capture-why");
+    if (!btn) return;
+    var reason = lastAt && Date.now() - lastAt > 10000 ? "No live result lately: is the camera running? (see Status)"
+                                                       : captureWhy(lastResult);
+    btn.disabled = captureBusy || reason !== null;
+    btn.title = reason || "Store this field in the sample";
+    if (why) { why.textContent = reason || ""; why.hidden = reason === null; }
   }
 
   // When the server's stream budget is spent (503) EventSource gives up: poll the newest result
@@ -146,6 +175,7 @@
     if (lastAt && Date.now() - lastAt > 10000) {
       setCall("stale", "No live result for " + Math.round((Date.now() - lastAt) / 1000) + " s",
               "camera or classifier stopped? see Status");
+      captureState();
     }
   }, 2000);
 
@@ -223,6 +253,7 @@
 
   if (captureBtn) {
     captureBtn.addEventListener("click", function () {
+      captureBusy = true;
       captureBtn.disabled = true;
       msg.textContent = "Capturing…";
       S.postJSON(root.dataset.capture, { sample: sampleSel ? sampleSel.value : null })
@@ -237,7 +268,7 @@
           }
         })
         .catch(function (e) { msg.textContent = "Not stored: " + e; })
-        .finally(function () { captureBtn.disabled = false; });
+        .finally(function () { captureBusy = false; captureState(); });
     });
   }
 })();

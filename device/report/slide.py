@@ -1,0 +1,247 @@
+"""Gather what a slide report shows from the store: the sample, its summary (frozen when finished),
+representative fields, the reviews, and the models with the key that signed them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from device.localtime import local_text
+from device.sample_summary import DISCLAIMER, is_malignant
+from device.store.store import record_json
+
+#: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
+MAX_IMAGES = 6
+SIGNATURE_FILE = "signature.json"
+
+
+@dataclass
+class LabelRow:
+    label: str
+    display: str
+    count: int
+    fraction: float
+    malignant: bool
+
+
+@dataclass
+class ReportImage:
+    sha256: str
+    path: Path | None  # None: the image is not on this station (removed after syncing)
+    caption: str
+    record_id: str
+
+
+@dataclass
+class ReviewLine:
+    when: str  # local time with the zone
+    reviewer: str
+    field: str  # "#seq"
+    model_label: str
+    verdict: str  # "agreed" | "→ <label>"
+    comment: str
+
+
+@dataclass
+class ModelLine:
+    name: str
+    sha256: str
+    key_id: str  # the signing key's id, or why there is none
+    signed_at: str
+
+
+@dataclass
+class SlideReport:
+    """One slide's report. `images` are whole fields; any picture with a caption (a cell crop) fits the
+    same `ReportImage` slot, and the label rows take any per-label count."""
+
+    station: str
+    profile: str
+    slide_id: str
+    sample_id: str
+    status: str
+    created_by: str
+    notes: str
+    started: str
+    finished: str
+    generated: str
+    zone: str
+    fields: int
+    confident_fields: int
+    uncertain_fields: int
+    reviewed_fields: int
+    malignant_fields: int
+    labels: list[LabelRow]
+    call: str
+    call_text: str
+    rule: str
+    images: list[ReportImage] = field(default_factory=list)
+    reviews: list[ReviewLine] = field(default_factory=list)
+    models: list[ModelLine] = field(default_factory=list)
+    disclaimer: str = DISCLAIMER
+
+
+class ReportError(LookupError):
+    """No such sample."""
+
+
+def _pct(x: float) -> str:
+    return "≥ 99.9%" if x >= 0.999 else f"{100 * x:.1f}%"
+
+
+def signature_of(bundle_dir: str | Path) -> tuple[str, str]:
+    """(key id, signed at) from a bundle's signature.json (verified when the daemon loaded it)."""
+    path = Path(bundle_dir) / SIGNATURE_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return str(doc["key_id"]), str(doc.get("signed_at") or "")
+    except FileNotFoundError:
+        return "unsigned", ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return "signature file unreadable", ""
+
+
+def model_lines(records: Iterable[Mapping[str, Any]], in_service: list[dict]) -> list[ModelLine]:
+    """Each model (name, sha256) the sample's fields were classified with, in first-seen order, with the
+    key that signed the bundle when that bundle is in service here."""
+    by_sha = {b.get("sha256"): b for b in in_service if b.get("sha256")}
+    seen: dict[tuple[str, str], ModelLine] = {}
+    for r in records:
+        for m in r.get("models") or []:
+            key = (str(m.get("name") or "?"), str(m.get("sha256") or ""))
+            if key in seen:
+                continue
+            bundle = by_sha.get(key[1])
+            if bundle is not None and bundle.get("path"):
+                kid, at = signature_of(bundle["path"])
+            else:
+                kid, at = "bundle not in service on this station", ""
+            seen[key] = ModelLine(key[0], key[1], kid, at)
+    return list(seen.values())
+
+
+def pick_images(
+    fields: list[dict], reviewed: Mapping[str, str], image_path, limit: int = MAX_IMAGES
+) -> list[ReportImage]:
+    """The most confident field of each label (most frequent label first), then uncertain fields, then
+    the rest; only fields whose image was stored."""
+    with_image = [f for f in fields if f.get("image_sha256")]
+
+    def label_of(f: dict) -> str:
+        return reviewed.get(f["id"]) or f["label"]
+
+    confident = [f for f in with_image if f["id"] in reviewed or not f.get("abstained")]
+    counts: dict[str, int] = {}
+    for f in confident:
+        counts[label_of(f)] = counts.get(label_of(f), 0) + 1
+    chosen: list[dict] = []
+    for label in sorted(counts, key=lambda lb: (-counts[lb], lb)):
+        best = max((f for f in confident if label_of(f) == label), key=lambda f: f.get("confidence") or 0)
+        chosen.append(best)
+    rest = [f for f in with_image if f not in chosen]
+    rest.sort(key=lambda f: (not f.get("abstained"), -(f.get("confidence") or 0), f["seq"]))
+    chosen += rest[: max(0, limit - len(chosen))]
+    out = []
+    for f in chosen[:limit]:
+        if f["id"] in reviewed:
+            what = f"{reviewed[f['id']]} (reviewed; model: {f['label']})"
+        elif f.get("abstained"):
+            what = f"uncertain (top {f['label']})"
+        else:
+            what = f"{f['label']} {_pct(f.get('confidence') or 0)}"
+        path = image_path(f["image_sha256"])
+        out.append(
+            ReportImage(f["image_sha256"], path if path.is_file() else None, f"#{f['seq']} · {what}", f["id"])
+        )
+    return out
+
+
+def _profile_text(fields: list[dict]) -> str:
+    seen: dict[str, None] = {}
+    for f in fields:
+        name = f.get("profile")
+        um = f.get("um_per_px")
+        text = f"{name} ({um:.4g} µm/px)" if name and um else (name or (f"{um:.4g} µm/px" if um else "none"))
+        seen.setdefault(text, None)
+    return "; ".join(seen) or "none"
+
+
+def build_slide_report(
+    store,
+    sample_id: str,
+    *,
+    zone: ZoneInfo,
+    in_service: list[dict] | None = None,
+    station: str = "",
+    max_images: int = MAX_IMAGES,
+) -> SlideReport:
+    """Everything the report prints, from the store; `in_service` = `services.ensemble_info()`."""
+    sample = store.get_sample(sample_id)
+    if sample is None:
+        raise ReportError(f"no sample {sample_id}")
+    summary = (sample["status"] == "finished" and sample.get("summary")) or store.sample_summary(sample_id)
+    rows = store.conn.execute(
+        "SELECT * FROM results WHERE sample_id = ? ORDER BY seq", (sample_id,)
+    ).fetchall()
+    records = [record_json(r) for r in rows]
+    fields = [r for r in records if r["kind"] == "classification"]
+    by_id = {f["id"]: f for f in fields}
+    review_rows = [r for r in records if r["kind"] == "review" and r["review_of"] in by_id]
+    latest_review = {r["review_of"]: r["label"] for r in review_rows}  # seq order: the newest wins
+
+    in_service = in_service or []
+    display = {lb["id"]: lb.get("display") or lb["id"] for b in in_service for lb in b.get("labels") or []}
+    flags: dict[str, bool | None] = {
+        lb["id"]: lb.get("malignant") for b in in_service for lb in b.get("labels") or []
+    }
+    flags = {**store.malignant_labels(), **{k: v for k, v in flags.items() if v is not None}}
+    counts = summary.get("label_counts") or {}
+    fractions = summary.get("label_fractions") or {}
+    labels = [
+        LabelRow(lb, display.get(lb, lb), int(counts.get(lb, 0)), float(fractions.get(lb, 0.0)),
+                 is_malignant(lb, flags))
+        for lb in sorted(counts, key=lambda k: (-counts[k], k))
+    ]  # fmt: skip
+    reviews = []
+    for r in review_rows:
+        orig = by_id[r["review_of"]]
+        verdict = "agreed" if r["label"] == orig["label"] else f"→ {r['label']}"
+        comment = r.get("comment") or ""
+        reviews.append(
+            ReviewLine(
+                local_text(r["captured_at"], zone), r.get("reviewer") or "?", f"#{orig['seq']}",
+                orig["label"], verdict, "" if comment == "agree" else comment,
+            )
+        )  # fmt: skip
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return SlideReport(
+        station=station or store.device_id,
+        profile=_profile_text(fields),
+        slide_id=sample["slide_id"],
+        sample_id=sample["id"],
+        status=sample["status"],
+        created_by=sample.get("created_by") or "?",
+        notes=sample.get("notes") or "",
+        started=local_text(sample["started_at"], zone),
+        finished=local_text(sample.get("finished_at"), zone),
+        generated=local_text(now, zone),
+        zone=zone.key,
+        fields=int(summary.get("fields", 0)),
+        confident_fields=int(summary.get("confident_fields", 0)),
+        uncertain_fields=int(summary.get("uncertain_fields", 0)),
+        reviewed_fields=int(summary.get("reviewed_fields", 0)),
+        malignant_fields=int(summary.get("malignant_fields", 0)),
+        labels=labels,
+        call=summary.get("call", "insufficient"),
+        call_text=summary.get("call_text", ""),
+        rule=summary.get("rule", ""),
+        images=pick_images(fields, latest_review, store.image_path, max_images),
+        reviews=reviews,
+        models=model_lines(fields, in_service),
+        disclaimer=summary.get("disclaimer") or DISCLAIMER,
+    )
