@@ -180,9 +180,16 @@ class WebConfig:
     stream_buffer_kb: int = 256
     max_decode_megapixels: float = 16.0
     decode_slots: int = 2
+    secure_cookies: str = "auto"
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
+        _need(
+            self.secure_cookies in ("auto", "always", "never"),
+            "web",
+            "secure_cookies",
+            'must be "auto", "always" or "never"',
+        )
         _need(0 <= self.port <= 65535, "web", "port", "must be between 0 and 65535")
         _need(self.mjpeg_fps > 0, "web", "mjpeg_fps", "must be > 0")
         _need(self.session_minutes > 0, "web", "session_minutes", "must be > 0")
