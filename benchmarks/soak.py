@@ -88,6 +88,7 @@ class Sample:
     threads: int
     frames_seen: int
     events_seen: int
+    cpu_s: float
 
 
 def _free_port() -> int:
@@ -104,6 +105,12 @@ def proc_status(pid: int) -> tuple[float, float, int]:
         values[key] = rest.strip()
     kb = lambda k: float(values[k].split()[0]) / 1024  # noqa: E731
     return kb("VmRSS"), kb("VmHWM"), int(values["Threads"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads) from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def viewer_mjpeg(base: str, stop: threading.Event, counters: Counters) -> None:
@@ -164,6 +171,7 @@ def summarise(samples: list[Sample]) -> dict:
     rss = np.array([s.rss_mb for s in samples])
     start = t[-1] / 3
     late = t >= start
+    i0 = int(late.argmax())
     slope = float(np.polyfit(t[late] / 60, rss[late], 1)[0]) if late.sum() >= 3 else float("nan")
     late_range = float(rss[late].max() - rss[late].min()) if late.any() else float("nan")
     return {
@@ -178,6 +186,9 @@ def summarise(samples: list[Sample]) -> dict:
         "late_range_mb": round(late_range, 1),
         "late_slope_mb_per_min": round(slope, 3),
         "hwm_mb": round(max(s.hwm_mb for s in samples), 1),
+        "cpu_percent_late": round(
+            100 * (samples[-1].cpu_s - samples[i0].cpu_s) / max(1e-9, t[-1] - t[i0]), 1
+        ),
         "flat_after_warmup": bool(abs(slope) < FLAT_MB_PER_MIN and late_range < FLAT_RANGE_MB),
         "flat_rule": f"|slope| < {FLAT_MB_PER_MIN} MB/min and range < {FLAT_RANGE_MB} MB over the last 2/3",
         "ceiling_target_mb": CEILING_TARGET_MB,
@@ -268,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads,
                         counters.frames,
                         counters.events,
+                        round(cpu_seconds(proc.pid), 2),
                     )
                 )
                 if len(samples) % 12 == 1:

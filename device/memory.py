@@ -1,42 +1,60 @@
-"""Bounded allocator slack for the daemon.
+"""Bounded allocator slack for the daemon (glibc malloc).
 
-glibc gives every thread that allocates concurrently its own malloc arena (up to 8 per core), and
-memory freed in one arena is reused only by that arena. The daemon's frames (a 2028x1520 RGB frame
-is 9 MB) are made and dropped across the camera, pipeline, store and ~24 web server threads, so with
-unbounded arenas RSS grows with the number of viewers towards the sum of each arena's high-water mark
-(benchmarks/soak.py measures it). Two arenas keep RSS flat at a few per cent of CPU time.
+A 2028x1520 RGB frame is 9 MB, and the daemon makes and drops several per frame across the camera,
+pipeline, store and ~24 web server threads. Two glibc defaults turn that into RSS that climbs with
+the number of viewers and with time (benchmarks/soak.py measures it):
 
-`limit_arenas()` runs first in `smearscope`'s `main()`, before any worker thread exists, so `make run`,
-the systemd unit and every command get the same allocator. An explicit `MALLOC_ARENA_MAX` in the
-environment wins (glibc reads it itself).
+- every thread that allocates concurrently gets its own arena (up to 8 per core), and memory freed
+  in one arena is reused only by that arena: capped at `ARENA_MAX`;
+- the mmap threshold adapts upwards to the largest block freed (up to 32 MB), after which frame-sized
+  buffers come from the arenas' heaps, where fragmentation keeps them: fixed at
+  `MMAP_THRESHOLD_BYTES`, so a frame-sized buffer is its own mapping, returned to the system when freed.
+  The price is a page-fault pass over each new frame buffer (about 1.5 ms per 9 MB here).
+
+`bound_malloc()` runs first in `smearscope`'s `main()`, before any worker thread exists, so `make
+run`, the systemd unit and every command get the same allocator. `MALLOC_ARENA_MAX` /
+`MALLOC_MMAP_THRESHOLD_` in the environment win (glibc reads them itself).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 import platform
 
-log = logging.getLogger("smearscope.memory")
-
 ARENA_MAX = 2
-M_ARENA_MAX = -8  # glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 2 * 1024 * 1024
+# glibc's malloc.h
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
-def limit_arenas(n: int = ARENA_MAX) -> bool:
-    """Cap glibc's malloc arenas at `n`. True when the limit is in force (set here or by the
-    environment); False on a C library without `mallopt` (musl, macOS), where nothing changes."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return True
+def _libc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = bool(libc.mallopt(ctypes.c_int(M_ARENA_MAX), ctypes.c_int(n)))
+        libc.mallopt  # noqa: B018 - present on glibc
     except (OSError, AttributeError):
-        return False
-    if not ok:
-        log.debug("mallopt(M_ARENA_MAX, %d) was refused", n)
-    return ok
+        return None
+    return libc
+
+
+def bound_malloc(
+    arena_max: int = ARENA_MAX, mmap_threshold: int = MMAP_THRESHOLD_BYTES, env: dict | None = None
+) -> dict[str, bool]:
+    """Cap glibc's arenas and fix its mmap threshold. Returns which limit is in force (set here or by
+    the environment); both False on a C library without `mallopt` (musl, macOS): nothing changes."""
+    env = os.environ if env is None else env
+    libc = _libc()
+    done = {"arena_max": False, "mmap_threshold": False}
+    for key, var, option, value in (
+        ("arena_max", "MALLOC_ARENA_MAX", M_ARENA_MAX, arena_max),
+        ("mmap_threshold", "MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, mmap_threshold),
+    ):
+        if env.get(var):
+            done[key] = libc is not None
+        elif libc is not None:
+            done[key] = bool(libc.mallopt(ctypes.c_int(option), ctypes.c_int(value)))
+    return done
