@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(min(args.interval, max(0.0, end - now)))
         finally:
             stop.set()
+            time.sleep(2)  # viewers close their streams first: the shutdown is then a quiet one
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
