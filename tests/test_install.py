@@ -291,5 +291,9 @@ def test_uninstall_keeps_data_unless_purge(tmp_path: Path) -> None:
     assert not (root / "opt/smearscope").exists()
     assert (root / "var/lib/smearscope/smearscope.db").is_file()
     assert (root / "etc/smearscope/config.toml").is_file()
+    assert not (root / "etc/nginx/sites-enabled/smearscope").exists()
+    assert not (root / "etc/nginx/sites-available/smearscope").exists()
+    assert (root / "etc/smearscope/tls/ca.key").is_file()  # tablets' trust survives a re-install
     sh(UNINSTALL, "--prefix", root, "--purge")
     assert not (root / "var/lib/smearscope").exists() and not (root / "etc/smearscope/config.toml").exists()
+    assert not (root / "etc/smearscope/tls").exists()
