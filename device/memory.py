@@ -13,7 +13,8 @@ the number of viewers and with time (benchmarks/soak.py measures it):
 
 `bound_malloc()` runs first in `smearscope`'s `main()`, before any worker thread exists, so `make
 run`, the systemd unit and every command get the same allocator. `MALLOC_ARENA_MAX` /
-`MALLOC_MMAP_THRESHOLD_` in the environment win (glibc reads them itself).
+`MALLOC_MMAP_THRESHOLD_` in the environment win (glibc reads them itself);
+`SMEARSCOPE_MALLOC=glibc` leaves glibc's defaults alone (the soak benchmark's comparison run).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ def bound_malloc(
     """Cap glibc's arenas and fix its mmap threshold. Returns which limit is in force (set here or by
     the environment); both False on a C library without `mallopt` (musl, macOS): nothing changes."""
     env = os.environ if env is None else env
-    libc = _libc()
     done = {"arena_max": False, "mmap_threshold": False}
+    if env.get("SMEARSCOPE_MALLOC") == "glibc":
+        return done
+    libc = _libc()
     for key, var, option, value in (
         ("arena_max", "MALLOC_ARENA_MAX", M_ARENA_MAX, arena_max),
         ("mmap_threshold", "MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, mmap_threshold),

@@ -57,3 +57,4 @@ def test_both_bounds_are_reported_in_force() -> None:
         "arena_max": True,
         "mmap_threshold": True,
     }
+    assert bound_malloc(env={"SMEARSCOPE_MALLOC": "glibc"}) == {"arena_max": False, "mmap_threshold": False}
