@@ -269,6 +269,7 @@ def test_served_certificate_is_the_station_certificate(proxied) -> None:
     assert hashlib.sha256(ssl.PEM_cert_to_DER_cert(served)).hexdigest() == fingerprint(tls / "server.crt")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh)")
 def test_headless_chromium_loads_the_page_over_tls(proxied, tmp_path: Path) -> None:
     https, _, tls, _ = proxied
