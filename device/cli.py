@@ -14,6 +14,7 @@ import device.commands
 from device import __version__
 from device.errors import SmearscopeError
 from device.logging_setup import setup_logging, under_journal
+from device.memory import bound_malloc
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def _unavailable(name: str, exc: Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    bound_malloc()  # before any thread allocates: bounded RSS with many server threads (device/memory.py)
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)

@@ -159,9 +159,16 @@ class WebConfig(_Section):
     stream_buffer_kb: int = _num(256, 16, 16384, "KiB")
     max_decode_megapixels: float = _num(16.0, 1, 50, "megapixels")
     decode_slots: int = _num(2, 1, 8)
+    secure_cookies: str = "auto"
 
     def check(self) -> None:
         _need(bool(self.host), "web", "host", "must not be empty")
+        _need(
+            self.secure_cookies in ("auto", "always", "never"),
+            "web",
+            "secure_cookies",
+            'must be "auto", "always" or "never"',
+        )
         _need(
             self.max_streams_per_user <= self.max_streams,
             "web",

@@ -8,6 +8,9 @@
 #   scripts/install.sh --dry-run                 # print every action, change nothing
 #   scripts/install.sh --prefix /tmp/root ...    # act under a root prefix (tests, image builds)
 #
+# The device's page is served over HTTPS by nginx (scripts/station-https.sh: the station's own CA and
+# certificate, or the clinic's with --tls-cert/--tls-key); the daemon listens on 127.0.0.1 behind it.
+#
 # Safe to run twice: an existing user, venv, config (and its secret key), admin account and models
 # are kept; the code and the unit files are updated and the service restarted.
 set -euo pipefail
@@ -25,8 +28,15 @@ WHEELHOUSE=""
 ADMIN_USER="admin"
 ADMIN_PASSWORD_FILE=""
 CAMERA=""
-WEB_HOST=0.0.0.0
+WEB_HOST=""
 WEB_PORT=8080
+HTTPS=1
+HTTPS_PORT=443
+HTTP_PORT=80
+TLS_CERT=""
+TLS_KEY=""
+TLS_CA=""
+TLS_RENEW=0
 APT=1
 START=1
 USER_NAME=smearscope
@@ -54,7 +64,13 @@ usage: $0 [options]
   --admin-password-file F  its password (default: \$SMEARSCOPE_ADMIN_PASSWORD, else generated and shown once)
   --camera SOURCE          replay|opencv|picamera2|jetson (default: from the platform)
   --models-from DIR        install the bundles in DIR (its DEFAULT, else all; default: the repo's models/)
-  --host H --port P        web page address (default: 0.0.0.0:8080)
+  --host H --port P        the daemon's address (default: 127.0.0.1:8080 behind HTTPS; 0.0.0.0:8080 with --no-https)
+  --no-https               no nginx: the daemon serves plain HTTP on the network itself
+  --https-port P --http-port P
+                           nginx ports (default: 443, and 80 redirecting to HTTPS)
+  --tls-cert F --tls-key F the clinic's certificate (PEM, full chain) and key instead of the station's own
+  --tls-ca F               the clinic CA certificate tablets download from http://STATION/station-ca.crt
+  --tls-renew              issue a new station server certificate now (the station CA is kept)
   --no-apt                 do not install Debian packages
   --no-start               enable the service but do not (re)start it
 EOF
@@ -78,6 +94,13 @@ while [ $# -gt 0 ]; do
     --port) WEB_PORT="$2"; shift 2 ;;
     --no-apt) APT=0; shift ;;
     --no-start) START=0; shift ;;
+    --no-https) HTTPS=0; shift ;;
+    --https-port) HTTPS_PORT="$2"; shift 2 ;;
+    --http-port) HTTP_PORT="$2"; shift 2 ;;
+    --tls-cert) TLS_CERT="$(realpath "$2")"; shift 2 ;;
+    --tls-key) TLS_KEY="$(realpath "$2")"; shift 2 ;;
+    --tls-ca) TLS_CA="$(realpath "$2")"; shift 2 ;;
+    --tls-renew) TLS_RENEW=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -117,7 +140,12 @@ set_owner() {  # set_owner OWNER PATH...
 case "$ROLE" in device|hub) ;; *) die "--role must be device or hub" ;; esac
 case "$PLATFORM" in auto|pi|jetson|generic) ;; *) die "--platform must be auto, pi, jetson or generic" ;; esac
 [ -z "$PREFIX" ] || [ "${PREFIX:0:1}" = / ] || PREFIX="$(pwd)/$PREFIX"
-if [ "$ROLE" = hub ]; then USER_NAME=smearscope-hub; STATE_DIR=/var/lib/smearscope-hub; fi
+if [ "$ROLE" = hub ]; then USER_NAME=smearscope-hub; STATE_DIR=/var/lib/smearscope-hub; HTTPS=0; fi
+if [ -z "$WEB_HOST" ]; then
+  # behind nginx only the proxy on this machine reaches the daemon
+  if [ "$HTTPS" = 1 ]; then WEB_HOST=127.0.0.1; else WEB_HOST=0.0.0.0; fi
+fi
+if [ "$HTTPS" = 0 ] && [ -n "$TLS_CERT$TLS_KEY$TLS_CA" ]; then die "--tls-cert/--tls-key/--tls-ca need HTTPS (drop --no-https)"; fi
 R="$PREFIX"  # every path this script writes is "$R$path"; file contents name the target paths
 
 if [ "$DRY_RUN" = 0 ] && [ -z "$PREFIX" ] && [ "$(id -u)" != 0 ]; then
@@ -154,6 +182,7 @@ case "$PLATFORM" in
   jetson) PKGS+=(python3-opencv gstreamer1.0-tools) ;;   # JetPack's OpenCV has GStreamer (CSI camera)
 esac
 [ "$ROLE" = hub ] && PKGS+=(postgresql)
+[ "$HTTPS" = 1 ] && PKGS+=(nginx openssl)
 if [ "$APT" = 0 ]; then
   echo "  skip (--no-apt): apt-get install ${PKGS[*]}"
 elif host_only "apt-get install ${PKGS[*]}"; then
@@ -436,9 +465,60 @@ else
   fi
 fi
 
+# ------------------------------------------------------------------------------------ 11. HTTPS
+if [ "$ROLE" = device ]; then
+  if [ "$HTTPS" = 0 ]; then
+    say "11. HTTPS: not set up (--no-https); the page is plain HTTP on $WEB_HOST:$WEB_PORT"
+  else
+    say "11. HTTPS: nginx on :$HTTPS_PORT (and :$HTTP_PORT -> HTTPS) in front of 127.0.0.1:$WEB_PORT"
+    MAX_UPLOAD_MB=20
+    if [ "$DRY_RUN" = 0 ]; then
+      MAX_UPLOAD_MB="$("$VENV_RUN/bin/python" -c 'import sys; from device.config import load_config
+print(load_config(sys.argv[1], data_dir="/").web.max_upload_mb)' "$R$CONFIG")" || die "cannot read $CONFIG"
+      DAEMON_HOST="$("$VENV_RUN/bin/python" -c 'import sys; from device.config import load_config
+print(load_config(sys.argv[1], data_dir="/").web.host)' "$R$CONFIG")"
+      case "$DAEMON_HOST" in
+        127.*|localhost|::1) ;;
+        *) NOTES+=("$CONFIG has [web] host = \"$DAEMON_HOST\": the page is also plain HTTP on the network; set host = \"127.0.0.1\" and restart smearscope") ;;
+      esac
+    fi
+    TLS_ARGS=(--upstream "127.0.0.1:$WEB_PORT" --http-port "$HTTP_PORT" --https-port "$HTTPS_PORT"
+      --max-upload-mb "$MAX_UPLOAD_MB" --tls-dir "$CONF_DIR/tls" --site /etc/nginx/sites-available/smearscope)
+    [ -n "$PREFIX" ] && TLS_ARGS+=(--prefix "$PREFIX")
+    [ "$DRY_RUN" = 1 ] && TLS_ARGS+=(--dry-run)
+    [ "$TLS_RENEW" = 1 ] && TLS_ARGS+=(--renew)
+    [ -n "$TLS_CERT" ] && TLS_ARGS+=(--cert "$TLS_CERT")
+    [ -n "$TLS_KEY" ] && TLS_ARGS+=(--key "$TLS_KEY")
+    [ -n "$TLS_CA" ] && TLS_ARGS+=(--ca "$TLS_CA")
+    bash "$SRC/scripts/station-https.sh" "${TLS_ARGS[@]}" || die "HTTPS set-up failed (see above)"
+    run mkdir -p "$R/etc/nginx/sites-enabled"
+    run ln -sfn ../sites-available/smearscope "$R/etc/nginx/sites-enabled/smearscope"
+    # Debian's example site is the default server on :80 and would answer instead of the redirect
+    if [ -L "$R/etc/nginx/sites-enabled/default" ]; then run rm -f "$R/etc/nginx/sites-enabled/default"; fi
+    if host_only "nginx -t; systemctl enable nginx; systemctl reload-or-restart nginx"; then
+      if [ "$DRY_RUN" = 1 ] || command -v nginx >/dev/null 2>&1; then
+        run nginx -t -q || die "nginx refused its configuration: nginx -t"
+        if [ "$DRY_RUN" = 1 ] || [ -d /run/systemd/system ]; then
+          run systemctl enable nginx
+          run systemctl reload-or-restart nginx
+        else
+          echo "  systemd is not running here: start nginx by hand (nginx)"
+        fi
+      else
+        NOTES+=("nginx is not installed (--no-apt?): apt-get install nginx, then run this installer again")
+      fi
+    fi
+  fi
+fi
+
 say "done"
 if [ "$ROLE" = device ]; then
-  echo "  page:   http://$(hostname -I 2>/dev/null | awk '{print $1}' || echo localhost):$WEB_PORT/"
+  if [ "$HTTPS" = 1 ]; then
+    PAGE_HOST="$(hostname 2>/dev/null || echo localhost)"
+    echo "  page:   https://$PAGE_HOST$([ "$HTTPS_PORT" = 443 ] || echo ":$HTTPS_PORT")/  (tablets first trust the station: docs/technician-guide.md)"
+  else
+    echo "  page:   http://$(hostname -I 2>/dev/null | awk '{print $1}' || echo localhost):$WEB_PORT/"
+  fi
   echo "  check:  sudo smearscope doctor      logs: journalctl -u smearscope -f"
 else
   echo "  hub on 127.0.0.1:8090 behind your TLS proxy; register devices: sudo smearscope-hub devices add NAME"

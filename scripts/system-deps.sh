@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses: chromium (real-browser test), PostgreSQL (hub tests),
-# systemd (systemd-analyze verify of the units) and shellcheck (installer scripts).
+# systemd (systemd-analyze verify of the units), shellcheck (installer scripts) and nginx + openssl (the
+# station's HTTPS proxy, tests/test_https_proxy.py).
 # Installs them only when missing and when we are root; otherwise those tests skip with a reason.
 set -u
 need=()
@@ -9,6 +10,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pg_ctlcluster >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: not root or no apt-get; tests needing ${need[*]} will be skipped" >&2

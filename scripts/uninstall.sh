@@ -59,6 +59,13 @@ say "2. unit files, command wrapper"
 for u in "${UNITS[@]}"; do run rm -f "$R/etc/systemd/system/$u"; done
 run rm -f "$R/usr/local/bin/$WRAPPER"
 [ -z "$PREFIX" ] && [ -d /run/systemd/system ] && run systemctl daemon-reload
+if [ "$ROLE" = device ] && [ -e "$R/etc/nginx/sites-available/smearscope" ]; then
+  # the HTTPS proxy's site (scripts/station-https.sh); nginx itself stays, the certificates stay in /etc/smearscope/tls
+  run rm -f "$R/etc/nginx/sites-enabled/smearscope" "$R/etc/nginx/sites-available/smearscope"
+  if [ -z "$PREFIX" ] && [ -d /run/systemd/system ] && systemctl is-active --quiet nginx; then
+    run systemctl reload nginx || true
+  fi
+fi
 
 say "3. code and virtualenv in $APP_DIR"
 OTHER=smearscope-hub.service
@@ -74,6 +81,7 @@ if [ "$PURGE" = 1 ]; then
   run rm -rf "$R$STATE_DIR"
   [ "$ROLE" = device ] && run rm -rf "$R/var/backups/smearscope"
   for f in "${CONF_FILES[@]}"; do run rm -f "$R$f"; done
+  [ "$ROLE" = device ] && run rm -rf "$R/etc/smearscope/tls"
   run rmdir --ignore-fail-on-non-empty "$R/etc/smearscope" 2>/dev/null || true
   if [ -z "$PREFIX" ] && id -u "$USER_NAME" >/dev/null 2>&1; then run userdel "$USER_NAME"; fi
 else

@@ -76,7 +76,7 @@ def test_dry_run_lists_every_step_and_changes_nothing(platform: str) -> None:
     before = {p: p.exists() for p in SYSTEM_PATHS}
     out = sh(INSTALL, "--dry-run", "--platform", platform).stdout
     steps = [ln for ln in out.splitlines() if ln.startswith("==> ") and ln[4:5].isdigit()]
-    assert [s.split(".")[0][4:] for s in steps] == [str(i) for i in range(1, 11)], out
+    assert [s.split(".")[0][4:] for s in steps] == [str(i) for i in range(1, 12)], out
     assert "apt-get install" in out and "useradd --system" in out
     assert "-m venv" in out and "pip install" in out
     assert "write /etc/smearscope/config.toml" in out
@@ -91,6 +91,17 @@ def test_dry_run_lists_every_step_and_changes_nothing(platform: str) -> None:
     if platform == "generic":
         assert "--system-site-packages" not in out and "picamera2" not in out
     assert {p: p.exists() for p in SYSTEM_PATHS} == before
+
+
+def test_dry_run_sets_up_https_unless_told_not_to() -> None:
+    out = sh(INSTALL, "--dry-run", "--platform", "generic").stdout
+    assert re.search(r"apt-get install .*\bnginx\b.*\bopenssl\b", out), out
+    assert "write /etc/nginx/sites-available/smearscope" in out and "nginx -t" in out
+    assert "systemctl reload-or-restart nginx" in out and "page:   https://" in out
+    plain = sh(INSTALL, "--dry-run", "--platform", "generic", "--no-https").stdout
+    assert "nginx" not in plain and "not set up (--no-https)" in plain and "page:   http://" in plain
+    r = sh(INSTALL, "--dry-run", "--no-https", "--tls-cert", INSTALL, check=False)
+    assert r.returncode != 0 and "need HTTPS" in r.stderr
 
 
 def test_dry_run_offline_from_a_wheelhouse(tmp_path: Path) -> None:
@@ -156,6 +167,20 @@ def test_prefix_install_lays_out_a_station(installed: tuple[Path, str]) -> None:
     assert os.access(wrapper, os.X_OK) and "SMEARSCOPE_MODELS_DIR" in wrapper.read_text()
     assert (root / "opt/smearscope/src/pyproject.toml").is_file()
     assert not (root / "opt/smearscope/src/.git").exists()
+
+
+def test_prefix_install_puts_the_daemon_behind_https(installed: tuple[Path, str]) -> None:
+    root, out = installed
+    cfg = tomllib.loads((root / "etc/smearscope/config.toml").read_text())
+    assert cfg["web"]["host"] == "127.0.0.1"  # only nginx reaches the daemon
+    tls = root / "etc/smearscope/tls"
+    assert (tls / "ca.crt").is_file() and (tls / "server.crt").is_file()
+    assert (tls / "server.key").stat().st_mode & 0o077 == 0 and (tls / "ca.key").stat().st_mode & 0o077 == 0
+    site = (root / "etc/nginx/sites-available/smearscope").read_text()
+    assert "ssl_certificate /etc/smearscope/tls/server.crt;" in site  # the target path, not the prefix
+    assert "server 127.0.0.1:8080;" in site and "listen 443 ssl;" in site
+    assert os.readlink(root / "etc/nginx/sites-enabled/smearscope") == "../sites-available/smearscope"
+    assert "CA to trust: http://" in out
 
 
 def test_prefix_install_creates_the_first_admin(installed: tuple[Path, str]) -> None:
@@ -232,6 +257,7 @@ def test_second_run_keeps_config_admin_and_models(installed: tuple[Path, str]) -
     out = _install(root, "--models-from", root.parent / "bundles").stdout
     assert "config.toml exists: kept" in out and "admin exists: kept" in out
     assert "already active; nothing to do" in out
+    assert "server certificate kept" in out
     assert (root / "etc/smearscope/config.toml").read_text() == cfg  # same secret key
     assert {p.name: os.readlink(p) for p in models.iterdir() if p.is_symlink()} == links
     conn = sqlite3.connect(root / "var/lib/smearscope/smearscope.db")
@@ -265,5 +291,9 @@ def test_uninstall_keeps_data_unless_purge(tmp_path: Path) -> None:
     assert not (root / "opt/smearscope").exists()
     assert (root / "var/lib/smearscope/smearscope.db").is_file()
     assert (root / "etc/smearscope/config.toml").is_file()
+    assert not (root / "etc/nginx/sites-enabled/smearscope").exists()
+    assert not (root / "etc/nginx/sites-available/smearscope").exists()
+    assert (root / "etc/smearscope/tls/ca.key").is_file()  # tablets' trust survives a re-install
     sh(UNINSTALL, "--prefix", root, "--purge")
     assert not (root / "var/lib/smearscope").exists() and not (root / "etc/smearscope/config.toml").exists()
+    assert not (root / "etc/smearscope/tls").exists()

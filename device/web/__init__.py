@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from device import __version__
 from device.fsutil import atomic_write_bytes
 from device.store.store import DiskFullError, is_disk_full
-from device.web import auth, security
+from device.web import auth, proxy, security
 from device.web.streams import StreamBudget
 
 DISCLAIMER = "Screening aid for trained staff — not a diagnosis"
@@ -89,6 +89,7 @@ def create_app(config, services) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
+    proxy.install(app, config.web.secure_cookies)  # HTTPS behind nginx: forwarded headers, Secure cookies
     app.extensions["smearscope"] = WebContext(
         config,
         services,

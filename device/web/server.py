@@ -73,6 +73,8 @@ def make_server(
         channel_timeout=120,
         outbuf_high_watermark=buffer_bytes,
         ident="smearscope",
+        # X-Forwarded-* reach the app, which believes them from the loopback proxy only (device/web/proxy.py)
+        clear_untrusted_proxy_headers=False,
         **kw,
     )
     # One listening socket gives a server; several (host lists) a MultiSocketServer whose map holds them.
