@@ -11,6 +11,7 @@ import sys
 from importlib.metadata import entry_points
 
 import device.commands
+from common.wording import DISCLAIMER
 from device import __version__
 from device.errors import SmearscopeError
 from device.logging_setup import setup_logging, under_journal
@@ -22,7 +23,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     not loaded (they may import TensorFlow: seconds and hundreds of MB the daemon must not pay)."""
     parser = argparse.ArgumentParser(
         prog="smearscope",
-        description="Offline leukemia screening station. A screening aid for trained staff, not a diagnosis.",
+        description=f"Offline leukemia screening station. {DISCLAIMER}",
     )
     parser.add_argument("--version", action="version", version=f"smearscope {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

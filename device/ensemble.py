@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from common.wording import UNCERTAIN
 from device.bundle import InputSpec, Label
 from device.errors import BundleError
 from device.model import TFLiteModel
@@ -136,7 +137,7 @@ class Prediction:
 
     @property
     def display(self) -> str:
-        return "uncertain — refer to a hematologist" if self.abstained else self.label
+        return UNCERTAIN if self.abstained else self.label
 
     def to_dict(self) -> dict:
         return {

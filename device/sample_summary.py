@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from common.wording import DISCLAIMER
+
 MIN_MALIGNANT = 3
 MIN_MALIGNANT_FRACTION = 0.2
 MIN_FIELDS = 10
@@ -26,7 +28,6 @@ RULE = (
     f"{MIN_FIELDS} confident fields and none malignant; otherwise insufficient. Uncertain fields are "
     "counted but never decide; a reviewed field counts by its reviewed label."
 )
-DISCLAIMER = "Screening aid for trained staff, not a diagnosis."
 
 
 def is_malignant(label: str, malignant: Mapping[str, bool | None]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from common.wording import DISCLAIMER
 from device import __version__
 from device.camera import FrameSource, open_source
 from device.config import Config
@@ -35,7 +36,6 @@ from device.store import DiskFullError, Store, StoreError, utc_now
 from device.telemetry import ModelInfo, Telemetry
 
 log = logging.getLogger(__name__)
-DISCLAIMER = "Screening aid for trained staff — not a diagnosis."
 MAX_CAPTURE_AGE_S = 5.0  # a captured field must be what the technician sees now
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from webkit import encode, login, make_app, smear, token_of
 
+from common.wording import DISCLAIMER
 from device.config import load_config
 from device.errors import ConfigError
 from device.localtime import local_text, station_zone, system_zone_name
@@ -94,7 +95,7 @@ def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_pa
         SLIDE, s["id"], summary["call_text"], "Rule: suspicious if", "12 fields",
         f"{summary['confident_fields']} confident", f"{summary['uncertain_fields']} uncertain",
         "2 reviewed", "Asia/Kolkata", "IST", "fake", KEY_ID, REVIEWER, "looks reactive",
-        "Screening aid for trained staff, not a diagnosis", "EDTA, 3 h", svc.store.device_id,
+        DISCLAIMER.rstrip("."), "EDTA, 3 h", svc.store.device_id,
     ):  # fmt: skip
         assert needed in text, needed
     start = local_text(s["started_at"], station_zone("Asia/Kolkata"))

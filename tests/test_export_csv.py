@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from device.web.export import _safe_cell, csv_rows
+from common.csvsafe import safe_cell as _safe_cell
+from device.web.export import csv_rows
 
 
 @pytest.mark.parametrize(

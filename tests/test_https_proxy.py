@@ -22,6 +22,7 @@ import pytest
 import requests
 from webkit import make_app
 
+from common.wording import DISCLAIMER
 from device.pipeline.live import LiveFrame
 from device.store.store import utc_now
 from device.web import request_limit
@@ -234,7 +235,7 @@ def proxied(tmp_path: Path):
 def test_page_over_tls_verified_against_the_station_ca(proxied) -> None:
     https, _, tls, _ = proxied
     r = requests.get(https + "/login", verify=str(tls / "ca.crt"), timeout=10)
-    assert r.status_code == 200 and "Screening aid for trained staff" in r.text
+    assert r.status_code == 200 and DISCLAIMER in r.text
     assert r.headers["Strict-Transport-Security"].startswith("max-age=")
     cookie = next(v for k, v in r.raw.headers.items() if k.lower() == "set-cookie")
     assert "; Secure" in cookie, "the daemon did not see the request as HTTPS through the proxy"
@@ -278,4 +279,4 @@ def test_headless_chromium_loads_the_page_over_tls(proxied, tmp_path: Path) -> N
            "--ignore-certificate-errors", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
            https + "/login"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    assert 'name="username"' in r.stdout and "Screening aid for trained staff" in r.stdout, r.stderr[-2000:]
+    assert 'name="username"' in r.stdout and DISCLAIMER in r.stdout, r.stderr[-2000:]

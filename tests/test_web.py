@@ -10,6 +10,7 @@ import re
 import pytest
 from webkit import PASSWORD, csrf_of, login, make_app, smear, token_of
 
+from common.wording import DISCLAIMER
 from device.web import auth
 
 PAGES = [
@@ -59,7 +60,7 @@ def test_healthz_is_open(app_svc):
 def test_every_page_says_not_a_diagnosis(client):
     for path in ["/", "/samples", "/history", "/upload", "/models", "/status", "/account", "/login"]:
         html = client.get(path).get_data(as_text=True)
-        assert "Screening aid for trained staff — not a diagnosis" in html, path
+        assert DISCLAIMER in html, path
 
 
 def test_login_sets_httponly_samesite_cookie(app_svc):

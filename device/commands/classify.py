@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from common.wording import DISCLAIMER
 from device.commands._scale_args import add_scale_arg, field_classifier
 from device.errors import ImageError, SmearscopeError
 from device.paths import default_bundle_dirs
@@ -76,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if not args.json:
-        print("Screening aid for trained staff, not a diagnosis.", file=sys.stderr)
+        print(DISCLAIMER, file=sys.stderr)
     return 1 if failed else 0

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 
+from common.wording import DISCLAIMER
 from device.config import Config, add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.notify import notify, watchdog_interval_s
@@ -94,10 +95,11 @@ def _serve(config: Config) -> int:
         server.effective_port if hasattr(server, "effective_port") else config.web.port,
     )
     log.info(
-        "serving http://%s:%s/ (data in %s). Screening aid for trained staff, not a diagnosis.",
+        "serving http://%s:%s/ (data in %s). %s",
         host,
         port,
         config.device.data_dir,
+        DISCLAIMER,
     )
     notify(f"READY=1\nSTATUS=serving on {host}:{port}")
     while not stop.wait(0.5):

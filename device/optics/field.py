@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.wording import UNCERTAIN
 from device.ensemble import Prediction
 
 NO_CELLS = "no white cells in view"
-UNCERTAIN = "uncertain — refer to a hematologist"
 RULE = (
     "Field rule: tiles without a white cell are skipped (none at all: 'no white cells in view'); "
     "confident tiles that disagree between benign and malignant, or on the malignant subtype, make the "

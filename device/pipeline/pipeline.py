@@ -45,7 +45,6 @@ from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-UNCERTAIN = "uncertain — refer to a hematologist"
 
 
 @dataclass

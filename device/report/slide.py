@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.wording import DISCLAIMER
 from device.localtime import local_text
-from device.sample_summary import DISCLAIMER, is_malignant
+from device.sample_summary import is_malignant
 from device.store.store import record_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.

@@ -18,13 +18,13 @@ from typing import Any
 from flask import Flask, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from common.wording import DISCLAIMER
 from device import __version__
 from device.fsutil import atomic_write_bytes
 from device.store.store import DiskFullError, is_disk_full
 from device.web import auth, proxy, security
 from device.web.streams import StreamBudget
 
-DISCLAIMER = "Screening aid for trained staff — not a diagnosis"
 SECRET_FILE = "web_secret_key"
 
 

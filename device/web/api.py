@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, session
 
+from common.wording import DISCLAIMER
 from device.errors import SmearscopeError
 from device.optics.profiles import ProfileError
 from device.store.store import DiskFullError, StoreError
-from device.web import DISCLAIMER, queries
+from device.web import queries
 from device.web.classify import classify_files
 from device.web.history import export_response
 from device.web.live import live_payload

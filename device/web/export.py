@@ -7,7 +7,8 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 
-from device.web import DISCLAIMER
+from common.csvsafe import safe_cell
+from common.wording import DISCLAIMER
 
 CSV_COLUMNS = [
     "id", "seq", "captured_at", "sample_id", "slide_id", "source", "kind", "review_of", "label",
@@ -22,23 +23,6 @@ def _csv_line(values: list) -> str:
     return buf.getvalue()
 
 
-#: A spreadsheet reads a cell as a formula when its first non-blank character is one of these (after
-#: any leading spaces, tabs, CR/LF or other whitespace, which Excel and LibreOffice skip).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
-
-
-def _safe_cell(value):
-    """Defuse spreadsheet formulas in free text (CSV injection): a cell whose first non-whitespace
-    character starts a formula (= + - @, or their full-width forms), or that starts with a tab, CR
-    or LF, gets a leading quote."""
-    if not isinstance(value, str) or not value:
-        return value
-    stripped = value.lstrip(" \t\r\n\x0b\x0c\u00a0\u3000")
-    if value[:1] in ("\t", "\r", "\n") or stripped[:1] in _FORMULA_START:
-        return "'" + value
-    return value
-
-
 def _row(r: dict, labels: list[str], slides: Mapping[str, str], reviewed_label: str | None) -> str:
     q = r.get("quality") or {}
     row = [
@@ -51,7 +35,7 @@ def _row(r: dict, labels: list[str], slides: Mapping[str, str], reviewed_label: 
     ]  # fmt: skip
     row += [f"{r['probabilities'].get(lb, 0.0):.4f}" for lb in labels]
     row.append(DISCLAIMER)
-    return _csv_line([_safe_cell(v) if v is not None else "" for v in row])
+    return _csv_line([safe_cell(v) if v is not None else "" for v in row])
 
 
 def header(labels: list[str]) -> list[str]:
