@@ -14,8 +14,9 @@ Steps, on a copy of the image at about `DetectParams.work_um_per_px` (masks need
    eosinophil are one cell, not 2-4. Two pieces that are each a whole nucleus's size stay apart.
 5. Each group is named: a white cell (nucleus area within the white cells' range), a platelet (a small
    purple body of 2-4 µm standing alone), or other (too large or too pale: smudges, stain debris, clumps).
-6. The cell's body: a marker watershed on the colour image from the nuclei over stained pixels, at most
-   `cytoplasm_um` beyond the nucleus; its bounding box is the cell's box.
+6. The cell's body: the stained pixels connected to the nucleus, at most `cytoplasm_um` beyond it and
+   nearer to it than to another nucleus; its bounding box is the cell's box (a red cell touching the
+   cell can add up to `cytoplasm_um` to it: the box is generous, the centre is the nucleus's).
 
 Red cells (no nucleus) are never seeds, so they are not reported. Erythroblasts (nucleated red cells) pass
 as white cells here: naming them is the cell classifier's job when its vocabulary has them.
@@ -281,7 +282,7 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     bg = background_colour(small)
     od = _optical_density(small, bg)
     raw = nuclear_pixels(small, p.nucleus, bg)
-    raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8)) // 255
+    raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) // 255
     closed = _fill_holes(cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / px_um)))
     labels = _split_touching(closed, p.split_peak_um / px_um, p.split_saddle)
     groups = _group_lobes(_pieces(labels), px_um, p)
@@ -304,26 +305,29 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     if not found:
         return []
 
-    # each cell's body: watershed from the nuclei over stained pixels near them
-    markers = np.zeros((h, w), np.int32)
-    nuclei = np.zeros((h, w), np.uint8)
+    # each cell's body: the stained pixels near its nucleus, connected to it, nearer to it than to another
+    owner = np.zeros((h, w), np.int32)
     for i, (g, _, _) in enumerate(found):
         for pc in g:
-            markers[pc.ys, pc.xs] = i + 2
-            nuclei[pc.ys, pc.xs] = 1
-    near = cv2.distanceTransform(1 - nuclei, cv2.DIST_L2, 5) <= p.cytoplasm_um / px_um
-    stained = od.mean(axis=2) >= p.stain_od
-    markers[~(near & stained) & (markers == 0)] = 1
-    body = cv2.watershed(np.ascontiguousarray(small), markers)
+            owner[pc.ys, pc.xs] = i + 1
+    nuclei = (owner > 0).view(np.uint8)
+    dist, nearest = cv2.distanceTransformWithLabels(
+        1 - nuclei, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    lut = np.zeros(int(nearest.max()) + 1, np.int32)
+    lut[nearest[nuclei > 0]] = owner[nuclei > 0]
+    owner = lut[nearest]
+    body = ((dist <= p.cytoplasm_um / px_um) & ((od.mean(axis=2) >= p.stain_od) | (nuclei > 0))).view(
+        np.uint8
+    )
+    _, piece_of = cv2.connectedComponents(body, connectivity=8)
 
     cells = []
     for i, (g, kind, score) in enumerate(found):
-        region = (body == i + 2).view(np.uint8)
-        for pc in g:
-            region[pc.ys, pc.xs] = 1
-        bx, by, bw, bh = cv2.boundingRect(region)
         ys = np.concatenate([pc.ys for pc in g])
         xs = np.concatenate([pc.xs for pc in g])
+        region = ((owner == i + 1) & np.isin(piece_of, np.unique(piece_of[ys, xs]))).view(np.uint8)
+        bx, by, bw, bh = cv2.boundingRect(region)
         box = (
             max(0, int(np.floor(bx / f))),
             max(0, int(np.floor(by / f))),
