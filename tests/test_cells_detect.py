@@ -190,3 +190,29 @@ def test_crop_reflects_outside_the_frame():
     assert np.array_equal(out, expected)
     tiny = crop_cell(img[:1, :1], _cell(0, 0), 1.0, side_um=9, size=9)  # a one-pixel image
     assert tiny.shape == (9, 9, 3) and (tiny == img[0, 0]).all()
+
+
+GRANULAR = (
+    190,
+    150,
+    200,
+)  # a neutrophil's lilac cytoplasm: passes the nuclear colour test, paler than chromatin
+
+
+def lobed_cell(img: np.ndarray, x: float, y: float) -> None:
+    cv2.circle(img, (px(x), px(y)), px(6), GRANULAR, -1, cv2.LINE_AA)
+    for dx, dy in ((-3.0, -1.5), (0.0, 2.0), (3.0, -1.5)):
+        cv2.circle(img, (px(x + dx), px(y + dy)), px(1.7), NUCLEUS, -1, cv2.LINE_AA)
+
+
+def test_overlapping_cells_with_granular_cytoplasm_are_separated_by_their_chromatin():
+    img = scene(rbcs=[(10, 10), (70, 50)])
+    lobed_cell(img, 20, 30)  # alone: its cytoplasm and lobes are one cell
+    lobed_cell(img, 45, 30)
+    lobed_cell(img, 52, 30)  # overlapping the previous one by 40% of its width: no waist in the mask
+    w = whites(detect_cells(img, UM))
+    assert len(w) == 3
+    # without the chromatin cores the overlapping pair is one cell
+    assert len(whites(detect_cells(img, UM, params=DetectParams(core_min_od=100.0)))) == 2
+    for x in (20, 45, 52):
+        assert sum(near(c, x, 30, 2.5) for c in w) == 1

@@ -6,14 +6,19 @@ Steps, on a copy of the image at about `DetectParams.work_um_per_px` (masks need
    matter, then optical density (OD) per channel relative to the plasma background.
 2. Nuclear pixels: the `device.optics.nuclei` colour test (strong green absorption, clearly more than
    blue and red: purple-blue chromatin; red cells absorb the three alike). A small closing joins a
-   lobed nucleus's pieces and the nuclei's holes are filled.
-3. Touching nuclei are split by a watershed on the distance transform, seeded by its local maxima at
-   least `split_peak_um` deep; two neighbouring regions stay one when the distance at the line between
-   them (the neck) is above `split_saddle` x the smaller region's peak (no real waist between them).
-4. Pieces that lie within one nucleus's span are grouped again: lobes of a segmented neutrophil or an
-   eosinophil are one cell, not 2-4. Two pieces that are each a whole nucleus's size stay apart.
-5. Each group is named: a white cell (nucleus area within the white cells' range), a platelet (a small
-   purple body of 2-4 µm standing alone), or other (too large or too pale: smudges, stain debris, clumps).
+   lobed nucleus's pieces; small holes (pale chromatin) are filled.
+3. Touching nuclei are split by the distance transform: its local maxima at least `split_peak_um` deep
+   are seeds, each pixel goes to the seed minimising (distance - seed depth), and two neighbouring
+   regions stay one when the depth at the line between them (the neck) is above `split_saddle` x the
+   smaller seed's depth (no real waist between them).
+4. In a strongly stained smear granular cytoplasm passes the colour test too, so overlapping
+   neutrophils make one region without a waist: a region holding the dark chromatin cores of several
+   cells is divided between them (`_split_by_cores`).
+   Pieces that lie within one nucleus's span are then grouped again: lobes of a segmented neutrophil or
+   an eosinophil are one cell, not 2-4. Two pieces that are each a whole nucleus's size stay apart.
+5. Each group is named: a white cell (nucleus 12-450 µm², purple: median OD green - blue at least
+   `min_purple`, or very dark), a platelet (2-12 µm²: 2-4 µm across), or other (larger: smudges, clumps,
+   stain deposits). Bodies not purple enough (pink red cells' rims, specks) are dropped.
 6. The cell's body: the stained pixels connected to the nucleus, at most `cytoplasm_um` beyond it and
    nearer to it than to another nucleus; its bounding box is the cell's box (a red cell touching the
    cell can add up to `cytoplasm_um` to it: the box is generous, the centre is the nucleus's).
@@ -57,6 +62,8 @@ class DetectParams:
     nucleus: NucleusThresholds = field(default_factory=NucleusThresholds)
     #: Closing radius that joins a lobed nucleus's pieces separated by thin, faint strands.
     close_um: float = 0.8
+    #: Holes in the nuclear mask up to this area are pale chromatin and filled; larger ones are not nucleus.
+    max_hole_um2: float = 8.0
     #: Smallest nucleus of a white cell (a small lymphocyte's is ~40 µm²; a neutrophil's lobes ~10 each).
     min_nucleus_um2: float = 12.0
     #: Larger purple bodies are smudges, clumps or stain deposits, not one cell's nucleus.
@@ -68,10 +75,15 @@ class DetectParams:
     #: Keep two regions one when their neck's depth is above this fraction of the smaller peak.
     split_saddle: float = 0.8
     #: Pieces whose centres are this close and whose union fits in `lobe_span_um` are one nucleus.
-    lobe_reach_um: float = 8.0
-    lobe_span_um: float = 12.0
+    lobe_reach_um: float = 10.0
+    lobe_span_um: float = 15.0
     #: Two pieces both at least this large are two nuclei, whatever their distance.
     whole_nucleus_um2: float = 28.0
+    #: Chromatin cores: green OD >= max(core_min_od, core_fraction x the 95th percentile of nuclear
+    #: pixels), in pieces of at least core_min_um2 (a neutrophil lobe's dark part).
+    core_fraction: float = 0.6
+    core_min_od: float = 0.4
+    core_min_um2: float = 3.0
     #: A cell's body reaches at most this far beyond its nucleus.
     cytoplasm_um: float = 3.5
     #: Mean OD (over R, G, B) above which a pixel is stained (a cell, not plasma).
@@ -113,7 +125,12 @@ def _working_copy(rgb: np.ndarray, um_per_px: float, work_um: float) -> tuple[np
     if f >= 1.0:
         return rgb, 1.0
     size = (max(1, round(w * f)), max(1, round(h * f)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    k = int(1.0 / f)
+    if k >= 2 and w // k >= size[0] and h // k >= size[1]:
+        # INTER_AREA by a whole factor is a fast box filter; at a fractional factor it is ~5x slower, so
+        # the rest of the way (less than 2x) is linear
+        rgb = cv2.resize(rgb, (w // k, h // k), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if rgb.shape[1] == w else cv2.INTER_LINEAR)
     return small, size[0] / w
 
 
@@ -127,10 +144,16 @@ def _optical_density(rgb: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.zeros_like(mask)
-    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+def _fill_holes(mask: np.ndarray, max_hole_px: float) -> np.ndarray:
+    """`mask` (0/1) with its holes up to `max_hole_px` filled (pale chromatin inside a nucleus); larger
+    holes stay open (cytoplasm enclosed by two touching cells' nuclei is not nucleus)."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    out = mask.copy()
+    if hierarchy is None:
+        return out
+    for c, (_, _, _, parent) in zip(contours, hierarchy[0], strict=True):
+        if parent >= 0 and cv2.contourArea(c) <= max_hole_px:
+            cv2.drawContours(out, [c], -1, 1, thickness=cv2.FILLED)
     return out
 
 
@@ -230,6 +253,53 @@ def _pieces(labels: np.ndarray) -> list[_Piece]:
     return [_Piece(y, x) for y, x in zip(np.split(ys, cuts), np.split(xs, cuts), strict=True)]
 
 
+def _split_by_cores(pieces: list[_Piece], odg: np.ndarray, px_um: float, p: DetectParams) -> list[_Piece]:
+    """Split pieces that hold the dark chromatin cores of several cells. In a strongly stained smear the
+    granular cytoplasm of neutrophils and their kin passes the nuclear colour test too, so two
+    overlapping cells make one piece with no waist; their chromatin (green OD above `core_fraction` x
+    the image's 95th percentile of nuclear pixels) still shows each nucleus. Cores are grouped like
+    lobes; a piece with two or more groups is divided between them (nearest core). A piece with one
+    group, or none (pale blasts in a frame with darker cells), stays whole."""
+    if not pieces:
+        return pieces
+    values = np.concatenate([odg[pc.ys, pc.xs] for pc in pieces])
+    t_core = max(p.core_min_od, p.core_fraction * float(np.percentile(values, 95)))
+    min_core = p.core_min_um2 / px_um**2
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    out: list[_Piece] = []
+    for pc in pieces:
+        dark = odg[pc.ys, pc.xs] >= t_core
+        if dark.sum() < 2 * min_core:
+            out.append(pc)
+            continue
+        x0, y0 = int(pc.xs.min()), int(pc.ys.min())
+        shape = (int(pc.ys.max()) - y0 + 1, int(pc.xs.max()) - x0 + 1)
+        local = np.zeros(shape, np.uint8)
+        local[pc.ys[dark] - y0, pc.xs[dark] - x0] = 1
+        local = cv2.morphologyEx(local, cv2.MORPH_OPEN, cross)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(local, connectivity=8)
+        cores = []
+        for k in range(1, n):
+            if stats[k, cv2.CC_STAT_AREA] >= min_core:
+                ys, xs = np.nonzero(lab == k)
+                cores.append(_Piece(ys + y0, xs + x0))
+        groups = _group_lobes(cores, px_um, p) if len(cores) >= 2 else []
+        if len(groups) < 2:
+            out.append(pc)
+            continue
+        seeds = np.zeros(shape, np.int32)
+        for gi, g in enumerate(groups):
+            for c in g:
+                seeds[c.ys - y0, c.xs - x0] = gi + 1
+        free = (seeds == 0).astype(np.uint8)
+        _, nearest = cv2.distanceTransformWithLabels(free, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+        lut = np.zeros(int(nearest.max()) + 1, np.int32)
+        lut[nearest[seeds > 0]] = seeds[seeds > 0]
+        owner = lut[nearest][pc.ys - y0, pc.xs - x0]
+        out.extend(_Piece(pc.ys[owner == gi], pc.xs[owner == gi]) for gi in range(1, len(groups) + 1))
+    return out
+
+
 def _span(pieces: list[_Piece]) -> float:
     """Diameter (px) of the smallest circle around the pieces' pixels."""
     pts = np.concatenate([np.stack([p.xs, p.ys], axis=1) for p in pieces]).astype(np.float32)
@@ -283,9 +353,11 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     od = _optical_density(small, bg)
     raw = nuclear_pixels(small, p.nucleus, bg)
     raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) // 255
-    closed = _fill_holes(cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / px_um)))
+    closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / px_um))
+    closed = _fill_holes(closed, p.max_hole_um2 / px_area)
     labels = _split_touching(closed, p.split_peak_um / px_um, p.split_saddle)
-    groups = _group_lobes(_pieces(labels), px_um, p)
+    pieces = _split_by_cores(_pieces(labels), od[..., 1], px_um, p)
+    groups = _group_lobes(pieces, px_um, p)
     if not groups:
         return []
 
@@ -296,6 +368,8 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
         ys = np.concatenate([pc.ys for pc in g])
         xs = np.concatenate([pc.xs for pc in g])
         area_um2 = len(xs) * px_area
+        if area_um2 < p.platelet_um2[0]:
+            continue  # a speck
         purple = float(np.median(odg[ys, xs] - odb[ys, xs]))
         if float(np.median(odg[ys, xs])) >= p.min_dark:
             purple = max(purple, p.min_purple)
@@ -322,12 +396,19 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     )
     _, piece_of = cv2.connectedComponents(body, connectivity=8)
 
+    reach = int(np.ceil(p.cytoplasm_um / px_um)) + 1
     cells = []
     for i, (g, kind, score) in enumerate(found):
         ys = np.concatenate([pc.ys for pc in g])
         xs = np.concatenate([pc.xs for pc in g])
-        region = ((owner == i + 1) & np.isin(piece_of, np.unique(piece_of[ys, xs]))).view(np.uint8)
+        # only the window the body can reach: a frame holds many cells
+        wx0, wy0 = max(0, int(xs.min()) - reach), max(0, int(ys.min()) - reach)
+        wx1, wy1 = min(w, int(xs.max()) + reach + 1), min(h, int(ys.max()) + reach + 1)
+        win = piece_of[wy0:wy1, wx0:wx1]
+        mine = (owner[wy0:wy1, wx0:wx1] == i + 1) & np.isin(win, np.unique(piece_of[ys, xs]))
+        region = mine.view(np.uint8)
         bx, by, bw, bh = cv2.boundingRect(region)
+        bx, by = bx + wx0, by + wy0
         box = (
             max(0, int(np.floor(bx / f))),
             max(0, int(np.floor(by / f))),
