@@ -60,6 +60,10 @@ class DetectParams:
     #: The masks are computed at about this scale (a nucleus lobe is >= ~2 µm: 4 px).
     work_um_per_px: float = 0.5
     nucleus: NucleusThresholds = field(default_factory=NucleusThresholds)
+    #: A second pixel test for blue-violet chromatin (green OD >= a, green - blue >= b, green - red >= c):
+    #: in blue-toned stains a nucleus absorbs red as much as green and fails the purple test's green-red
+    #: margin; blue-grey red cells absorb red clearly more than green (green - red ~ -0.1 to -0.2).
+    blue_nucleus: tuple[float, float, float] | None = (0.3, 0.3, -0.06)
     #: Closing radius that joins a lobed nucleus's pieces separated by thin, faint strands.
     close_um: float = 0.8
     #: Holes in the nuclear mask up to this area are pale chromatin and filled; larger ones are not nucleus.
@@ -352,6 +356,11 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     bg = background_colour(small)
     od = _optical_density(small, bg)
     raw = nuclear_pixels(small, p.nucleus, bg)
+    if p.blue_nucleus is not None:
+        min_g, min_gb, min_gr = p.blue_nucleus
+        odr, odg, odb = od[..., 0], od[..., 1], od[..., 2]
+        blue = (odg >= min_g) & (odg - odb >= min_gb) & (odg - odr >= min_gr)
+        raw[blue] = 255
     raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) // 255
     closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / px_um))
     closed = _fill_holes(closed, p.max_hole_um2 / px_area)
