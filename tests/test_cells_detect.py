@@ -216,3 +216,19 @@ def test_overlapping_cells_with_granular_cytoplasm_are_separated_by_their_chroma
     assert len(whites(detect_cells(img, UM, params=DetectParams(core_min_od=100.0)))) == 2
     for x in (20, 45, 52):
         assert sum(near(c, x, 30, 2.5) for c in w) == 1
+
+
+def test_blue_toned_nuclei_among_blue_grey_red_cells():
+    navy, grey_rbc = (
+        (70, 70, 190),
+        (190, 205, 225),
+    )  # a blue-toned stain: chromatin absorbs red as much as green
+    img = scene()
+    for x, y in RBC_GRID:
+        cv2.circle(img, (px(x), px(y)), px(3.75), grey_rbc, -1, cv2.LINE_AA)
+    for x, y in ((30, 30), (52, 30)):
+        cv2.circle(img, (px(x), px(y)), px(6), CYTOPLASM, -1, cv2.LINE_AA)
+        cv2.circle(img, (px(x), px(y)), px(4), navy, -1, cv2.LINE_AA)
+    found = detect_cells(img, UM)
+    assert len(whites(found)) == 2 and len(found) == 2  # the blue-grey red cells are not nuclei
+    assert whites(detect_cells(img, UM, params=DetectParams(blue_nucleus=None))) == []
