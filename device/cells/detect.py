@@ -88,6 +88,9 @@ class DetectParams:
     core_fraction: float = 0.6
     core_min_od: float = 0.4
     core_min_um2: float = 3.0
+    #: ... and only in a region wider than one cell (two overlapping cells span more): a large single
+    #: cell with patchy chromatin stays whole.
+    divide_span_um: float = 17.0
     #: A cell's body reaches at most this far beyond its nucleus.
     cytoplasm_um: float = 3.5
     #: Mean OD (over R, G, B) above which a pixel is stained (a cell, not plasma).
@@ -273,7 +276,7 @@ def _split_by_cores(pieces: list[_Piece], odg: np.ndarray, px_um: float, p: Dete
     out: list[_Piece] = []
     for pc in pieces:
         dark = odg[pc.ys, pc.xs] >= t_core
-        if dark.sum() < 2 * min_core:
+        if dark.sum() < 2 * min_core or _span([pc]) < p.divide_span_um / px_um:
             out.append(pc)
             continue
         x0, y0 = int(pc.xs.min()), int(pc.ys.min())
