@@ -95,11 +95,11 @@ class DetectParams:
     cytoplasm_um: float = 3.5
     #: Mean OD (over R, G, B) above which a pixel is stained (a cell, not plasma).
     stain_od: float = 0.06
-    #: ... or its median green OD at least this (very dark bodies: a basophil's granules absorb blue too).
-    min_dark: float = 0.8
     #: A nucleus's median (OD green - OD blue) is at least this: chromatin is purple. Pink red cells'
     #: rims pass the pixel test here and there (their median is ~0.1-0.2); pale Pro-B blasts are ~0.3.
     min_purple: float = 0.22
+    #: ... or its median green OD at least this (very dark bodies: a basophil's granules absorb blue too).
+    min_dark: float = 0.8
 
 
 @dataclass
@@ -383,9 +383,7 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
         if area_um2 < p.platelet_um2[0]:
             continue  # a speck
         purple = float(np.median(odg[ys, xs] - odb[ys, xs]))
-        if float(np.median(odg[ys, xs])) >= p.min_dark:
-            purple = max(purple, p.min_purple)
-        kind, score = _name(area_um2, purple, p)
+        kind, score = _name(area_um2, purple, float(np.median(odg[ys, xs])), p)
         if kind is not None:
             found.append((g, kind, score))
     if not found:
@@ -397,15 +395,13 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
         for pc in g:
             owner[pc.ys, pc.xs] = i + 1
     nuclei = (owner > 0).view(np.uint8)
-    dist, nearest = cv2.distanceTransformWithLabels(
-        1 - nuclei, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
-    )
+    label_type = cv2.DIST_LABEL_PIXEL
+    dist, nearest = cv2.distanceTransformWithLabels(1 - nuclei, cv2.DIST_L2, 5, labelType=label_type)
     lut = np.zeros(int(nearest.max()) + 1, np.int32)
     lut[nearest[nuclei > 0]] = owner[nuclei > 0]
     owner = lut[nearest]
-    body = ((dist <= p.cytoplasm_um / px_um) & ((od.mean(axis=2) >= p.stain_od) | (nuclei > 0))).view(
-        np.uint8
-    )
+    stained = (od.mean(axis=2) >= p.stain_od) | (nuclei > 0)
+    body = ((dist <= p.cytoplasm_um / px_um) & stained).view(np.uint8)
     _, piece_of = cv2.connectedComponents(body, connectivity=8)
 
     reach = int(np.ceil(p.cytoplasm_um / px_um)) + 1
@@ -444,14 +440,17 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     return cells
 
 
-def _name(area_um2: float, purple: float, p: DetectParams) -> tuple[str | None, float]:
-    """(kind, score) of a nucleus group from its area and median OD green - blue; kind None = not a
-    nucleated body at all (a red cell's rim, a speck), dropped."""
-    lo, _ = p.platelet_um2
+def _name(area_um2: float, purple: float, dark: float, p: DetectParams) -> tuple[str | None, float]:
+    """(kind, score) of a nucleus group from its area, median OD green - blue and median green OD; kind
+    None = not a nucleated body at all (a red cell's rim, a speck), dropped. The score is a rough
+    0.5-1 margin (size and colour beyond the thresholds), not a calibrated probability."""
+    lo, hi = p.platelet_um2
+    if dark >= p.min_dark:
+        purple = max(purple, p.min_purple)
     if area_um2 < lo or purple < p.min_purple:
         return None, 0.0
     if area_um2 < p.min_nucleus_um2:
-        return PLATELET, 0.6
+        return (PLATELET, 0.6) if area_um2 <= hi else (None, 0.0)
     if area_um2 > p.max_nucleus_um2:
         return OTHER, float(min(1.0, 0.5 + (area_um2 / p.max_nucleus_um2 - 1.0)))
     size = min(1.0, area_um2 / (2.0 * p.min_nucleus_um2))
