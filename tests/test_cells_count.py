@@ -106,3 +106,8 @@ def test_undeclared_or_unknown_labels_are_refused():
         label_infos([{"id": UNCLASSIFIED, "malignant": False}])
     with pytest.raises(ValueError):
         differential([], LABELS, threshold=5)
+
+
+def test_unclassified_shown_while_counting():
+    d = differential(["lymphocyte"] * 30 + [None] * 2, LABELS)
+    assert d.call == COUNT_MORE and d.call_text == "count more cells: 30 of 100; 2 unclassified"

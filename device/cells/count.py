@@ -172,7 +172,7 @@ def differential(
             )
         elif n >= target and too_many_unclassified:
             text += f" ({unclassified} of {total_white} white cells unclassified: review them)"
-    if unclassified and call != COUNT_MORE:
+    if unclassified and "unclassified" not in text:
         text += f"; {unclassified} unclassified"
     return Differential(
         counts=counts,
