@@ -253,10 +253,16 @@ def composite_eval(pbc: Path, src_um: float, um: float, per_type: int, fields: i
     layouts = {k: {"n": 0, "found": 0} for k in ("single", "touching", "overlapping")}
     pairs_ww = {k: {"pairs": 0, "both_found": 0} for k in ("touching", "overlapping")}
     white_det = white_tp = plt_det = plt_tp = white_on_platelet = 0
+    errors: list[float] = []
     for _ in range(fields):
         img, truths = compose_field(rng, sprites, squares, um, FIELD_UM)
         cells = detect_cells(img, um)
         m = match(truths, cells, MATCH_UM / um)
+        errors += [
+            float(np.hypot(cells[j].x - truths[i].x, cells[j].y - truths[i].y)) * um
+            for i, j in m.items()
+            if cells[j].kind == WHITE and EXPECTED[truths[i].kind] == WHITE
+        ]
         for i, t in enumerate(truths):
             s = per_type_stats[t.kind]
             s["n"] += 1
@@ -295,6 +301,9 @@ def composite_eval(pbc: Path, src_um: float, um: float, per_type: int, fields: i
         "background_squares": len(squares),
         "white_recall": round(found_white / n_white, 3),
         "white_precision": round(white_tp / white_det, 3) if white_det else None,
+        "white_centre_error_um_p50_p90": np.percentile(errors, [50, 90]).round(2).tolist()
+        if errors
+        else None,
         "white_detections": white_det,
         "white_detections_on_platelets": white_on_platelet,
         "white_precision_without_platelets": (
@@ -469,6 +478,8 @@ def markdown(res: dict) -> str:
             f"White cells: recall {c['white_recall']}, precision {c['white_precision']}"
             f" ({c['white_detections']} white detections; {c['white_detections_on_platelets']} of them on a"
             f" pasted platelet; precision without those {c['white_precision_without_platelets']})."
+            f" Centre error of the white cells found (µm, median / 90th percentile):"
+            f" {c['white_centre_error_um_p50_p90']}."
             f" Platelets: precision {c['platelet_precision']}"
             f" ({c['platelet_detections']} detections).",
             "",
