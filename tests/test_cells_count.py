@@ -111,3 +111,11 @@ def test_undeclared_or_unknown_labels_are_refused():
 def test_unclassified_shown_while_counting():
     d = differential(["lymphocyte"] * 30 + [None] * 2, LABELS)
     assert d.call == COUNT_MORE and d.call_text == "count more cells: 30 of 100; 2 unclassified"
+
+
+def test_one_blast_in_a_hundred_asks_for_more_cells():
+    d = differential(["lymphocyte"] * 99 + ["Pro"], LABELS)
+    assert d.call == COUNT_MORE
+    assert (
+        d.call_text == "count more cells: 100 of 200 (1 blast, 1.0%, 95% CI 0.0%–5.4%: not clearly above 2%)"
+    )

@@ -111,6 +111,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _blasts(k: int) -> str:
+    return f"{k} blast" if k == 1 else f"{k} blasts"
+
+
 def differential(
     labels_of_cells: Iterable[str | None],
     bundle_labels: Sequence[Any],
@@ -122,7 +126,7 @@ def differential(
     """Counts per type, blast share and interval, and the slide call for the white cells whose
     classifier labels are `labels_of_cells` (None or "unclassified" = not named).
 
-    `threshold`: screening threshold on the blast fraction (0.05 = 5%); `max_unclassified`: above this
+    `threshold`: screening threshold on the blast fraction (default 0.02 = 2%); `max_unclassified`: above this
     fraction of unclassified white cells no "no blasts seen" call is made (they could hide blasts)."""
     if target < 1:
         raise ValueError("target must be at least 1")
@@ -155,7 +159,7 @@ def differential(
     if low is not None and low > threshold:
         call = SUSPICIOUS
         text = (
-            f"suspicious — refer: {blasts} blasts in {n} white cells ({_pct(fraction or 0.0)}, 95% CI "
+            f"suspicious — refer: {_blasts(blasts)} in {n} white cells ({_pct(fraction or 0.0)}, 95% CI "
             f"{_pct(low)}–{_pct(high or 0.0)}), clearly above the {100 * threshold:g}% screening threshold"
         )
     elif n >= target and blasts == 0 and not too_many_unclassified:
@@ -167,8 +171,8 @@ def differential(
         text = f"count more cells: {n} of {goal}"
         if blasts:
             text += (
-                f" ({blasts} blasts, {_pct(fraction or 0.0)}, 95% CI {_pct(low or 0.0)}–{_pct(high or 0.0)}:"
-                f" not clearly above {100 * threshold:g}%)"
+                f" ({_blasts(blasts)}, {_pct(fraction or 0.0)}, 95% CI"
+                f" {_pct(low or 0.0)}–{_pct(high or 0.0)}: not clearly above {100 * threshold:g}%)"
             )
         elif n >= target and too_many_unclassified:
             text += f" ({unclassified} of {total_white} white cells unclassified: review them)"
