@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import tomllib
 import typing
@@ -21,6 +22,8 @@ from typing import Any
 
 from device.bounds import Bounds, BoundsError
 from device.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SYSTEM_CONFIG = Path("/etc/smearscope/config.toml")
 ENV_SECRET_KEY = "SMEARSCOPE_SECRET_KEY"
@@ -118,8 +121,6 @@ class ClassifierConfig(_Section):
     threads: int = _num(2, 1, 64)
     abstain_threshold: float = _num(0.0, 0, 1, "(a probability)", hi_open=True)
     abstain_on_disagreement: bool = True
-    smoothing_alpha: float = _num(0.5, 0, 1, lo_open=True)
-    field_change: float = _num(18.0, 0, 255, "(grey levels)", lo_open=True)
     heatmap: bool = True
     settle_frames: int = _num(-1, -1, 1000, "frames (-1: auto)")
     settle_threshold: float = _num(3.0, 0, 255, "(grey levels)", lo_open=True)
@@ -338,6 +339,13 @@ def _coerce(section: str, key: str, value: Any, typ: Any) -> Any:
     raise ConfigError(f"{where}: unsupported type")  # pragma: no cover - a programming error
 
 
+#: Keys that no longer do anything: a file that still sets one loads, with a warning naming the key.
+RETIRED_KEYS = {
+    ("classifier", "smoothing_alpha"): "a field is classified once when it settles: nothing is averaged",
+    ("classifier", "field_change"): "a new field is told by [classifier] settle_threshold",
+}
+
+
 def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
     sections = {f.name: f for f in _sections()}
     for section, values in data.items():
@@ -349,6 +357,12 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> None:
         hints = typing.get_type_hints(type(obj))
         names = {f.name for f in dataclasses.fields(obj)}
         for key, value in values.items():
+            if (section, key) in RETIRED_KEYS:
+                log.warning(
+                    "%s: [%s] %s is no longer used and is ignored (%s); remove it",
+                    origin, section, key, RETIRED_KEYS[section, key],
+                )  # fmt: skip
+                continue
             if key not in names:
                 raise ConfigError(f"{origin}: unknown key [{section}] {key}")
             setattr(obj, key, _coerce(section, key, value, hints[key]))

@@ -28,7 +28,7 @@ from device.optics.profiles import Profile, ProfileError, ProfileStore
 from device.paths import default_bundle_dirs
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
-from device.pipeline.smoothing import thumbnail
+from device.pipeline.settle import thumbnail
 from device.quality import QualityThresholds, assess
 from device.reason_categories import abstention_category, refusal_category
 from device.signing import signature_key_id

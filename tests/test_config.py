@@ -109,3 +109,16 @@ def test_every_number_in_the_config_has_a_range():
         for f in dataclasses.fields(getattr(cfg, section.name)):
             if f.type in ("int", "float"):
                 assert "bounds" in f.metadata, f"[{section.name}] {f.name} has no Bounds"
+
+
+def test_retired_keys_load_with_a_warning_and_do_nothing(tmp_path, caplog) -> None:
+    from device.config import RETIRED_KEYS, load_config
+
+    path = tmp_path / "old.toml"
+    path.write_text("[classifier]\nsmoothing_alpha = 0.3\nfield_change = 12.0\nthreads = 1\n")
+    with caplog.at_level("WARNING", logger="device.config"):
+        cfg = load_config(path)
+    assert cfg.classifier.threads == 1
+    assert not hasattr(cfg.classifier, "smoothing_alpha") and not hasattr(cfg.classifier, "field_change")
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert all(f"[classifier] {key} is no longer used" in warned for _, key in RETIRED_KEYS)

@@ -1,4 +1,4 @@
-"""Pipeline: slots, smoothing, watchdog, and the workers end to end with the tiny bundle."""
+"""Pipeline: slots, watchdog, and the workers end to end with the tiny bundle."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from make_tiny_bundle import sign_test
 from device.config import load_config
 from device.errors import SmearscopeError
 from device.pipeline.slot import LatestSlot, Published
-from device.pipeline.smoothing import FieldSmoother
 from device.pipeline.worker import Watchdog, Worker
 from device.services import Services
 
@@ -71,17 +70,6 @@ def test_published_wait_returns_newer_only():
     assert pub.wait(seq, 0.01) is None
     threading.Timer(0.05, pub.publish, args=("b",)).start()
     assert pub.wait(seq, 5.0) == (seq + 1, "b")
-
-
-def test_smoother_averages_within_a_field_and_resets_on_change():
-    sm = FieldSmoother(alpha=0.5, change_threshold=10)
-    a = np.full((48, 64), 100, np.float32)
-    p1, new = sm.update(a, np.array([1.0, 0.0], np.float32))
-    assert new and p1.tolist() == [1.0, 0.0]
-    p2, new = sm.update(a + 1, np.array([0.0, 1.0], np.float32))
-    assert not new and np.allclose(p2, [0.5, 0.5])  # one flickering frame does not flip the label
-    p3, new = sm.update(a + 80, np.array([0.0, 1.0], np.float32))
-    assert new and p3.tolist() == [0.0, 1.0] and sm.field == 2
 
 
 def test_watchdog_restarts_a_stuck_worker():
@@ -229,7 +217,7 @@ def test_store_policy_only_on_label_change(tmp_path, tiny_bundle, sample_images,
 def test_unfamiliar_input_stays_uncertain_in_the_live_view(
     tmp_path, tiny_bundle, sample_images, services_factory
 ):
-    """Temporal smoothing must never turn an out-of-distribution abstention into a confident label."""
+    """Re-publishing a still field never turns an out-of-distribution abstention into a confident label."""
     import json
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
@@ -251,7 +239,7 @@ def test_unfamiliar_input_stays_uncertain_in_the_live_view(
 
 
 def test_thumbnail_of_a_large_frame_matches_one_area_shrink():
-    from device.pipeline.smoothing import THUMB, thumbnail
+    from device.pipeline.settle import THUMB, thumbnail
 
     rng = np.random.default_rng(5)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), (0, 0), 6)

@@ -70,7 +70,7 @@ def _fields(config, dirs: list[str], model_um: float | None):
 
 def measure_field(config, dirs: list[str], *, model_um: float | None, size: tuple[int, int],
                   magnification: float, rounds: int = 15) -> dict[str, Any]:  # fmt: skip
-    from device.pipeline.smoothing import thumbnail
+    from device.pipeline.settle import thumbnail
     from device.quality import QualityThresholds, assess, shrink
 
     fc = _fields(config, dirs, model_um)

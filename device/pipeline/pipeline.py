@@ -35,9 +35,8 @@ from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, Prepared
 from device.optics.scalecheck import ScaleCheck
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
-from device.pipeline.settle import SettleTracker
+from device.pipeline.settle import SettleTracker, thumbnail
 from device.pipeline.slot import LatestSlot
-from device.pipeline.smoothing import thumbnail
 from device.pipeline.worker import Watchdog, Worker
 from device.quality import Quality, QualityThresholds, assess, passed, shrink
 from device.reason_categories import abstention_category, refusal_category
