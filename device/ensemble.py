@@ -8,7 +8,7 @@ out-of-distribution checks, fitted by convert/calibrate.py:
 - `calibration.colour_check`: Mahalanobis distance of the model input's colour statistics (CIELAB mean
   and log standard deviation per channel) from the training images'; above the threshold = unfamiliar;
 - `calibration.ood_floor`: the logit energy (from the CAM output) below the floor = unfamiliar;
-- `calibration.content_check` (issue 11): the model's own `ood_distance` output — the squared
+- `calibration.content_check`: the model's own `ood_distance` output — the squared
   Mahalanobis distance of its pooled embedding to the nearest class mean, max-combined with the same
   score on earlier backbone features in newer bundles (convert/content.py) — above the threshold = the
   CONTENT is unlike anything it was taught (another cell type, no white cell, a texture, a stain far
@@ -88,8 +88,8 @@ def colour_stats(rgb: np.ndarray) -> np.ndarray:
     The log makes featureless inputs (blank fields, heavy blur: std near 0) stand far out.
 
     A model-size input is measured on every other pixel of each axis (an exact 2x nearest-neighbour
-    subsample: mean and standard deviation are sampled, not smoothed): a third of the cost per tile, and
-    on the 515 test images the distances moved by at most 0.11 (thresholds ~8.6), no verdict changed."""
+    subsample: mean and standard deviation are sampled, not smoothed): a third of the cost per tile, for
+    distances far inside the thresholds' margin (`benchmarks/acquisition_eval.py` checks the verdicts)."""
     h, w = rgb.shape[:2]
     if h >= 128 and w >= 128:
         rgb = cv2.resize(rgb, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
@@ -312,9 +312,8 @@ class Ensemble:
     ) -> list[Prediction]:
         """Classify model-scale tiles: each member invokes them one by one, then the outputs are
         post-processed together; the same verdicts as `classify` per tile (tested). LiteRT can batch
-        (`resize_tensor_input`), but re-allocating the tensors for a frame's tile count costs 20-75 ms,
-        and a batch was 2.6x slower per tile on one build machine, 7% faster on another (`smearscope
-        bench` measures both).
+        (`resize_tensor_input`), but a frame's tile count changes from field to field and re-allocating
+        the tensors for it costs more than a batch saves (`smearscope bench` measures both).
         `prechecks`: the tiles' colour-check reasons, read only after the invokes (a `PendingChecks`
         may still be filling on the gate's thread)."""
         t0 = time.perf_counter()

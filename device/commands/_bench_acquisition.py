@@ -1,4 +1,4 @@
-"""`smearscope bench`'s acquisition figures (issue 10): one camera frame at a calibrated scale → field
+"""`smearscope bench`'s acquisition figures: one camera frame at a calibrated scale → field
 result, and the daemon's CPU on a static field.
 
 - `field`: a frame (default 1920x1080) rendered from the sample slides at `magnification` x the

@@ -45,7 +45,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="store a result every S seconds regardless of label (default: the config's policy)",
     )
-    a = p.add_argument_group("acquisition (frame → tiles → field result; issue 10)")
+    a = p.add_argument_group("acquisition (frame → tiles → field result)")
     a.add_argument("--no-acquisition", action="store_true", help="skip the acquisition figures")
     a.add_argument(
         "--frame-size", default="1920x1080", metavar="WxH", help="camera frame (default 1920x1080)"

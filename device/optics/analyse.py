@@ -14,11 +14,11 @@ The frame's scale (`scale`):
   it and a frame outside the tolerance is not classified;
 - "auto": estimated from the frame's red cells; when the estimator cannot tell the image is not
   classified ("uncertain — refer", with the reason);
-- None: today's behaviour, the image is assumed to be at the model's scale (centre crop resized to one
-  tile), and the scale check compares the red cells with the scale that implies: files get today's
-  call with the check reported (so `evaluate` reproduces a model card); the daemon
-  (`refuse_assumed`) does not call a frame that fails it.
-A bundle without `input.um_per_px` ("scale unknown") always gets today's behaviour and no check.
+- None: the image is assumed to be at the model's scale (centre crop resized to one tile), and the
+  scale check compares the red cells with the scale that implies: files get the call with the check
+  reported (so `evaluate` reproduces a model card); the daemon (`refuse_assumed`) does not call a frame
+  that fails it.
+A bundle without `input.um_per_px` ("scale unknown") always gets the centre crop and no check.
 """
 
 from __future__ import annotations
@@ -45,10 +45,9 @@ AUTO = "auto"
 #: How many of a frame's most nucleated tiles decide between white references (`settle_white`).
 _WHITE_PROBE_TILES = 2
 #: ... and how much farther (summed content distance) the measured white may be before an alternative
-#: that makes as few checks fire is preferred anyway. Measured on the test split at red and blue x1.25:
-#: no margin (the lowest distance wins) called one tinted benign field "Early" at 0.92 (its measured white
-#: was 4% farther and gave disagreeing tiles, i.e. "uncertain"); 1.1: no confidently wrong call, 10.9%
-#: "uncertain" (given scale) against 12.6% at 1.25 and 13.0% when only fewer firing checks can move it.
+#: that makes as few checks fire is preferred anyway. Without a margin a near-tie flips to a guessed white
+#: that can be confidently wrong; a wide one keeps clipped frames "uncertain" more often. The choice is
+#: measured by `benchmarks/acquisition_eval.py` (tint rows, benchmarks/results/acquisition_eval.md).
 _WHITE_DISTANCE_MARGIN = 1.1
 ScaleArg = float | str | None
 
@@ -277,7 +276,7 @@ class FieldClassifier:
             plan = plan_tiles(rgb, None, spec, white)
             implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
             what = "the models' scale (the image resized to one tile)"
-            # files (classify/evaluate/upload "model"): the check is reported, the call is today's;
+            # files (classify/evaluate/upload "model"): the check is reported beside the call;
             # the daemon (refuse_assumed) does not call a frame whose red cells disagree
             deferred = (rgb, implied, what, f" — {hint}", refuse_assumed)
             check = not_run("scale check pending", implied)

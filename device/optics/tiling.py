@@ -71,7 +71,7 @@ class TilePlan:
     pad: tuple[int, int]  # (x, y) offset of the frame inside the padded image, model px
     scaled_size: tuple[int, int]  # (w, h) of the rescaled frame before padding
     tiles: list[Tile]
-    legacy: bool = False  # scale unknown: one centre-cropped tile, today's behaviour
+    legacy: bool = False  # scale unknown: one centre-cropped tile of the whole frame
     refused: str | None = None  # why no tile can be cut (frame too small at the model's scale)
     n_nuclei: int = 0
     dropped: int = 0  # nucleated tiles beyond max_tiles
@@ -158,7 +158,7 @@ def rescale(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def legacy_plan(rgb: np.ndarray, spec: TileSpec) -> TilePlan:
-    """Scale unknown: today's behaviour, one centre crop of the whole frame at the model's size."""
+    """Scale unknown: one centre crop of the whole frame at the model's size."""
     h, w = rgb.shape[:2]
     tile = prepare(rgb, (spec.width, spec.height), spec.resize)
     side = min(w / spec.width, h / spec.height) if spec.resize == "center_crop" else w / spec.width

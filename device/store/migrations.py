@@ -106,7 +106,7 @@ CREATE INDEX results_heatmap ON results (heatmap_sha256);  -- the orphan sweep l
 """
 
 M003_ACQUISITION = """
--- issue 10: the scale each record was classified at and the calibration profile in force
+-- the scale each record was classified at and the calibration profile in force
 ALTER TABLE results ADD COLUMN um_per_px REAL;      -- µm per pixel of the image as classified (NULL: unknown)
 ALTER TABLE results ADD COLUMN profile TEXT;        -- name of the station's calibration profile (NULL: none)
 """
