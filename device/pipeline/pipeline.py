@@ -44,6 +44,16 @@ from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+#: How long a worker waits on a slot before it looks round again (its watchdog heartbeat), seconds.
+SLOT_WAIT_S = 0.5
+#: A still field refocused to this many times its focus measure when classified is classified again.
+REFOCUS_GAIN = 1.5
+#: The same error message is recorded as an event at most once in this many seconds ...
+EVENT_REPEAT_S = 60.0
+#: ... remembering at most this many distinct messages (a burst of new ones starts the memory afresh).
+EVENT_MEMORY = 256
+#: The classifier gives up on a field whose red-cell check has not finished after this many seconds.
+SCALE_CHECK_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -202,10 +212,10 @@ class Pipeline:
         if level != "info":
             self.last_error = {"at": utc_now(), "source": source, "message": message}
         now = time.monotonic()
-        if now - self._event_times.get(message, -1e9) < 60.0:
+        if now - self._event_times.get(message, -1e9) < EVENT_REPEAT_S:
             return
         self._event_times[message] = now
-        if len(self._event_times) > 256:
+        if len(self._event_times) > EVENT_MEMORY:
             self._event_times.clear()
         try:
             self.store.add_event(level, source, message)
@@ -243,7 +253,7 @@ class Pipeline:
         if self._source is None:
             wait = self._reopen_at - time.monotonic()
             if wait > 0:
-                w.stop_event.wait(min(wait, 0.5))
+                w.stop_event.wait(min(wait, SLOT_WAIT_S))
                 return
             w.stage = "opening camera"
             src = self.source_factory()
@@ -257,7 +267,7 @@ class Pipeline:
             self._source = src
             self.camera.update(state="running", detail=src.describe(), error=None, retry_in_s=None)
             self.telemetry.camera_up.set(1)
-        if not self.pace and not self.frame_slot.wait_demand(0.5):
+        if not self.pace and not self.frame_slot.wait_demand(SLOT_WAIT_S):
             return  # unpaced replay: produce a frame only when the gate asks for one
         w.stage = "reading a frame"
         src = self._source
@@ -332,7 +342,7 @@ class Pipeline:
     def _gate_step(self) -> None:
         w = self.workers[1]
         w.stage = "waiting for a frame"
-        item = self.frame_slot.take(0.5)
+        item = self.frame_slot.take(SLOT_WAIT_S)
         if item is None:
             return
         seq, frame = item
@@ -341,40 +351,57 @@ class Pipeline:
         small = shrink(frame.rgb, self.thresholds.analysis_width)
         thumb = thumbnail(small)
         state = self.settle.observe(thumb)
-        enabled = self.config.quality.enabled
-        if state == "same":
-            result = self._field_result
-            if result is None:
-                return  # the classifier is still on this field
-            q = assess(small, self.thresholds) if enabled else passed()
-            if not (q.ok and self._field_focus > 0 and q.focus > 1.5 * self._field_focus):
-                self._publish_field(result, seq, frame)
-                return
-            # refocused: the same field, markedly sharper than when it was classified: classify again
-        elif state == "moving":
-            self.live.publish_result(
-                {
-                    "frame_seq": seq,
-                    "captured_at": frame.captured_at,
-                    "rejected": True,
-                    "state": "moving",
-                    "display": "field moving — classified once it is still",
-                    "label": None,
-                    "abstained": None,
-                    "motion": round(self.settle.motion, 2),
-                }
-            )
-            self.telemetry.count("moving")
-            if self.settle.about_to_settle:
-                w.stage = "scale check ahead"
-                self._check_ahead(frame.rgb, thumb)
+        if state == "same" and self._keep_field_result(seq, frame, small):
+            return
+        if state == "moving":
+            self._publish_moving(seq, frame, thumb)
             return
         w.stage = "quality checks"
-        q = assess(small, self.thresholds) if enabled else passed()
+        q = self._assess(small)
         if not q.ok:
             self.settle.forget()  # re-judged on the next frame (a refocus hardly changes the thumbnail)
             self._reject(seq, frame, q, q.reasons, "rejected")
             return
+        self._gate_new_field(seq, frame, thumb, q)
+
+    def _assess(self, small: np.ndarray) -> Quality:
+        return assess(small, self.thresholds) if self.config.quality.enabled else passed()
+
+    def _keep_field_result(self, seq: int, frame: LiveFrame, small: np.ndarray) -> bool:
+        """The same field as the last one classified: re-publish its result with this frame (True), unless
+        it was refocused to markedly sharper than when it was classified (False: classify it again).
+        True too while the classifier is still on the field (nothing to publish yet)."""
+        result = self._field_result
+        if result is None:
+            return True
+        q = self._assess(small)
+        if q.ok and self._field_focus > 0 and q.focus > REFOCUS_GAIN * self._field_focus:
+            return False
+        self._publish_field(result, seq, frame)
+        return True
+
+    def _publish_moving(self, seq: int, frame: LiveFrame, thumb: np.ndarray) -> None:
+        self.live.publish_result(
+            {
+                "frame_seq": seq,
+                "captured_at": frame.captured_at,
+                "rejected": True,
+                "state": "moving",
+                "display": "field moving — classified once it is still",
+                "label": None,
+                "abstained": None,
+                "motion": round(self.settle.motion, 2),
+            }
+        )
+        self.telemetry.count("moving")
+        if self.settle.about_to_settle:
+            self.workers[1].stage = "scale check ahead"
+            self._check_ahead(frame.rgb, thumb)
+
+    def _gate_new_field(self, seq: int, frame: LiveFrame, thumb: np.ndarray, q: Quality) -> None:
+        """A settled new field that passed the quality gate: prepare its tiles, hand them to the
+        classifier, and run the red-cell scale check on this core while the classifier infers."""
+        w = self.workers[1]
         w.stage = "scale check and tiles"
         um, profile = self._scale()
         prepared = self.fields.prepare(
@@ -405,8 +432,7 @@ class Pipeline:
         if not self.gated_slot.put(gated):
             self.telemetry.frames_dropped.labels("gate").inc()
             self.telemetry.count("dropped")
-        # the red-cell scale check runs here, on the gate's core, while the classifier infers the tiles;
-        # the classifier publishes nothing before it is done (`gated.checked`)
+        # the classifier publishes nothing before the check is done (`gated.checked`)
         w.stage = "scale check"
         try:
             self.fields.run_check(prepared)
@@ -414,7 +440,7 @@ class Pipeline:
             gated.checked.set()
         self.scale_status = self._scale_state(prepared, profile)
         w.stage = "waiting for the classifier"
-        self.gated_slot.wait_empty(0.5)  # prepare the next frame only once the classifier took this one
+        self.gated_slot.wait_empty(SLOT_WAIT_S)  # prepare the next frame once the classifier took this one
 
     def _check_ahead(self, rgb: np.ndarray, thumb: np.ndarray) -> None:
         """The red-cell check on the last frame before the field settles (the classifier is idle then):
@@ -451,7 +477,7 @@ class Pipeline:
     def _classify_step(self) -> None:
         w = self.workers[2]
         w.stage = "waiting for a frame"
-        g = self.gated_slot.take(0.5)
+        g = self.gated_slot.take(SLOT_WAIT_S)
         if g is None:
             return
         w.stage = "inference"
@@ -461,8 +487,8 @@ class Pipeline:
             fields = self.fields
             analysis = fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
             w.stage = "waiting for the scale check"
-            if not g.checked.wait(60.0):
-                raise RuntimeError("the scale check did not finish in 60 s")
+            if not g.checked.wait(SCALE_CHECK_TIMEOUT_S):
+                raise RuntimeError(f"the scale check did not finish in {SCALE_CHECK_TIMEOUT_S:.0f} s")
         except BaseException:
             self.settle.forget()  # the gate must not wait for this field's result forever
             raise
@@ -537,7 +563,7 @@ class Pipeline:
         w = self.workers[3]
         w.stage = "waiting for a result"
         try:
-            job = self.store_q.get(timeout=0.5)
+            job = self.store_q.get(timeout=SLOT_WAIT_S)
         except queue.Empty:
             self._housekeeping()
             return
