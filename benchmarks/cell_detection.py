@@ -537,7 +537,8 @@ def markdown(res: dict) -> str:
                 r["other_mean"],
             )
         )
-    lines += ["", "Contact sheet: `cell_detection_sheet.png` (green white, orange platelet, red other; written locally, not committed: it shows dataset images).", ""]
+    sheet = "`cell_detection_sheet.png` (green white, orange platelet, red other)"
+    lines += ["", f"Contact sheet: {sheet}; written locally, not committed: it shows dataset images.", ""]
     s = res["speed"]
     lines += [
         f"## (d) Speed: 1920 x 1080 frame at {s['um_per_px']} µm/px",
