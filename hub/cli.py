@@ -26,8 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from hub import backup_cli, db, export_cli, tokens
-from hub.app import DISCLAIMER, HubSettings, create_app
+from hub.app import HubSettings, create_app
 from hub.backup import HubBackupError
+from hub.extensions import DISCLAIMER
 from hub.models import Device, User
 
 ENV_DB = "SMEARSCOPE_HUB_DB"
@@ -117,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202
-    engine = db.make_engine(args.db)
-    db.upgrade(engine)
-    return engine
+    return db.upgraded_engine(args.db)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

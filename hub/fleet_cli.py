@@ -64,9 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sessions(args: argparse.Namespace):  # noqa: ANN202
-    from hub.cli import _engine
-
-    return db.session_factory(_engine(args))
+    return db.session_factory(db.upgraded_engine(args.db))
 
 
 def _fail(msg: str) -> int:

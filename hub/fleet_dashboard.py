@@ -7,8 +7,8 @@ import json
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
-from hub.app import session
 from hub.dashboard import login_required
+from hub.extensions import session
 from hub.fleet import fleet_overview, set_json
 from hub.fleet_models import BundleSet
 
