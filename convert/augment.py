@@ -1,4 +1,6 @@
-"""Training-only augmentation on float32 0-255 RGB batches (B, H, W, 3), applied on the fly after batching.
+"""The training augmentation on float32 0-255 RGB batches (B, H, W, 3), applied on the fly after batching.
+Training trains with it and convert re-runs it for the content check's statistics; it lives in convert,
+the layer below training, so both may import it.
 
 Two recipes (`make_augmenter(recipe=...)`):
 
