@@ -50,7 +50,7 @@ import tensorflow as tf
 
 RECIPES = ("robust", "basic")
 COMPONENTS = ("geometry", "stain", "white", "illumination", "defocus", "noise", "jpeg")
-WHITE_LEVEL = 235.0  # device.optics.colour.WHITE_LEVEL (kept literal: training must not import cv2 here)
+WHITE_LEVEL = 235.0  # device.colour.WHITE_LEVEL (kept literal: training must not import cv2 here)
 
 #: The Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) as skimage's `rgb_from_hed`.
 RGB_FROM_HED = np.array(

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from device.camera import open_source
+from device.colour import estimate_background
 from device.config import load_config
 from device.errors import ConfigError
-from device.optics.colour import estimate_background
 from device.optics.scale import estimate_scale
 from device.optics.virtual import SAMPLES_UM_PER_PX, VirtualMicroscope, VirtualOptics, build_slide
 

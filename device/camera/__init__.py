@@ -1,4 +1,6 @@
-"""Camera sources behind one small interface (`FrameSource`), chosen by `[camera] source`."""
+"""Camera sources behind one small interface (`FrameSource`), chosen by `[camera] source`; their
+controls (`controls.py`), the calibration profiles (`profiles.py`) and the source that applies the
+active profile to every frame (`profiled.py`)."""
 
 from __future__ import annotations
 
