@@ -38,7 +38,7 @@ from device.config import load_config  # noqa: E402
 from device.paths import SAMPLES_DIR  # noqa: E402
 from device.services import Services  # noqa: E402
 from device.signing import PROJECT_KEY  # noqa: E402
-from hub import fleet  # noqa: E402
+from hub.fleet import updates as fleet  # noqa: E402
 
 SHIPPED = [REPO / "models" / "mobilenetv2-all4-int8", REPO / "models" / "efficientnet-lite0-all4-int8"]
 

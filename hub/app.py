@@ -80,9 +80,9 @@ def create_app(
 
     from hub.api import api
     from hub.dashboard import dashboard
-    from hub.export_routes import dataset_export
-    from hub.fleet_api import fleet_api
-    from hub.fleet_dashboard import fleet_dashboard
+    from hub.export.routes import dataset_export
+    from hub.fleet.api import fleet_api
+    from hub.fleet.dashboard import fleet_dashboard
 
     app.register_blueprint(api)
     app.register_blueprint(fleet_api)

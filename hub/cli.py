@@ -25,9 +25,10 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import backup_cli, db, export_cli, tokens
+from hub import backup_cli, db, tokens
 from hub.app import HubSettings, create_app
 from hub.backup import HubBackupError
+from hub.export import cli as export_cli
 from hub.extensions import DISCLAIMER
 from hub.models import Device, User
 
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
-            from hub.fleet_cli import register_device_actions
+            from hub.fleet.cli import register_device_actions
 
             register_device_actions(ks)
         else:
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
             ad.set_defaults(func=cmd_admin)
     export_cli.register(sub)
     backup_cli.register(sub)
-    from hub.fleet_cli import register
+    from hub.fleet.cli import register
 
     register(sub)
     return p
@@ -134,7 +135,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             if args.kind == "devices":
                 token = tokens.add_device(s, args.name)
                 if getattr(args, "group", None):
-                    from hub.fleet import set_group
+                    from hub.fleet.updates import set_group
 
                     set_group(s, args.name, args.group)
             else:

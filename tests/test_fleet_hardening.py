@@ -18,9 +18,9 @@ from device import modelstore
 from device.errors import SmearscopeError
 from device.signing import SignaturePolicy, load_trusted_keys
 from device.sync import HubClient
-from hub import fleet
-from hub.bundle_sig import SignatureError
-from hub.fleet_models import BundleBlob, PublishedBundle
+from hub.fleet import updates as fleet
+from hub.fleet.bundle_sig import SignatureError
+from hub.fleet.tables import BundleBlob, PublishedBundle
 
 OLD, NEW = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"
 

@@ -118,7 +118,7 @@ class CutDownloads:
 
 
 def publish(hub: Any, dirs: list[Path], pub: Path, **kw: Any) -> dict[str, Any]:
-    from hub import fleet
+    from hub.fleet import updates as fleet
 
     with hub.sessions() as s:
         fleet.add_key(s, pub.read_text())

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 
 from hub.api_common import check_sha, json_body, requires
 from hub.extensions import session
-from hub.fleet import current_set, fleet_overview, record_report, set_json
-from hub.fleet_models import BundleBlob
+from hub.fleet.tables import BundleBlob
+from hub.fleet.updates import current_set, fleet_overview, record_report, set_json
 
 fleet_api = Blueprint("fleet_api", __name__, url_prefix="/api/v1")
 

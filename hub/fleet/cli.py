@@ -10,9 +10,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from hub import db
-from hub.bundle_sig import SignatureError
-from hub.fleet import add_key, fleet_overview, publish, remove_key, set_group, set_json
-from hub.fleet_models import BundleSet, TrustedKey
+from hub.fleet.bundle_sig import SignatureError
+from hub.fleet.tables import BundleSet, TrustedKey
+from hub.fleet.updates import add_key, fleet_overview, publish, remove_key, set_group, set_json
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
