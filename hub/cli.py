@@ -9,7 +9,7 @@
     smearscope-hub devices add NAME --group G | set-group NAME G|--none
     smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
     smearscope-hub models publish DIR... [--group G] [--set-name N] | list
-    smearscope-hub backup OUT | restore IN [--check] [--keep-before DIR]   (hub/backup.py)
+    smearscope-hub backup OUT | restore IN [--check] [--keep-before DIR]   (hub/backup/database.py)
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -25,9 +25,10 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import backup_cli, db, tokens
+from hub import db, tokens
 from hub.app import HubSettings, create_app
-from hub.backup import HubBackupError
+from hub.backup import cli as backup_cli
+from hub.backup.database import HubBackupError
 from hub.export import cli as export_cli
 from hub.extensions import DISCLAIMER
 from hub.models import Device, User
