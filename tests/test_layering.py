@@ -230,3 +230,19 @@ def test_no_circles_between_rooms() -> None:
 def test_room_graph_sees_a_package_circle() -> None:
     graph = {"d.p.a": {"d.q.b"}, "d.q.c": {"d.p.e"}, "d.p.e": set(), "d.q.b": set()}
     assert find_cycles(room_graph(graph)) == [["d.p", "d.q"]]
+
+
+# Rooms that stay apart (DEVELOPERS.md, Layout): camera sources know nothing of frame analysis and the
+# analysis takes frames, not cameras.
+APART = [("device.camera", "device.optics"), ("device.optics", "device.camera")]
+
+
+def test_rooms_that_stay_apart() -> None:
+    bad = [
+        f"{name} -> {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        for a, b in APART
+        if (name == a or name.startswith(a + ".")) and (target == b or target.startswith(b + "."))
+    ]
+    assert not bad, "imports between rooms kept apart:\n" + "\n".join(sorted(bad))
