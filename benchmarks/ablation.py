@@ -5,7 +5,7 @@
         --size 160 --epochs 6 --out runs/ablation-mobilenetv2-160 [--report-into runs/RUN]
 
 One model per variant, all from the same ImageNet backbone, the same seed and the same number of steps:
-`basic` (the recipe before issue 11), `robust` (all components of training/augment.py), `none` (no
+`basic` (the recipe before issue 11), `robust` (all components of convert/augment.py), `none` (no
 augmentation at all) and `robust` minus each component in turn. To fit several variants on a 2-core CPU
 this is a PROXY of the shipped recipe: the backbone stays frozen (or only its top `--finetune-layers`
 train) and the images are smaller than the shipped 288 px; the head learns on augmented batches each
@@ -90,7 +90,7 @@ def score(proba: np.ndarray, y: np.ndarray) -> dict:
 def train_variant(args, split, recipe: str, skip: tuple[str, ...], val_sets: dict, y_val: np.ndarray) -> dict:
     import keras
 
-    from training.augment import make_augmenter
+    from convert.augment import make_augmenter
     from training.data import class_weights
     from training.models import build_model, set_finetune
     from training.pipeline import make_dataset
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-into", type=Path, help="run directory whose REPORT.md gets the table")
     args = ap.parse_args(argv)
 
-    from training.augment import COMPONENTS
+    from convert.augment import COMPONENTS
     from training.data import load_split
 
     split = load_split(args.split)

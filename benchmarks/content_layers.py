@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    from training.augment import make_augmenter
+    from convert.augment import make_augmenter
     from training.data import load_split
 
     model = keras.models.load_model(args.run / "model.keras", compile=False)

@@ -33,12 +33,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from hubkit import Hub, Server  # noqa: E402
 
-from device.commands import models as cmd  # noqa: E402
+from device import modelstore  # noqa: E402
 from device.config import load_config  # noqa: E402
 from device.paths import SAMPLES_DIR  # noqa: E402
 from device.services import Services  # noqa: E402
 from device.signing import PROJECT_KEY  # noqa: E402
-from hub import fleet  # noqa: E402
+from hub.fleet import updates as fleet  # noqa: E402
 
 SHIPPED = [REPO / "models" / "mobilenetv2-all4-int8", REPO / "models" / "efficientnet-lite0-all4-int8"]
 
@@ -60,7 +60,7 @@ class CountBytes:
 
 def _station(root: Path, hub_url: str, token: str, poll_s: float) -> Services:
     models = root / "models"
-    cmd.install(SHIPPED[0], models, log=lambda _m: None)
+    modelstore.install(SHIPPED[0], models, log=lambda _m: None)
     (models / "DEFAULT").write_text(f"{SHIPPED[0].name}\n")
     os.environ["SMEARSCOPE_MODELS_DIR"] = str(models)
     config = load_config(

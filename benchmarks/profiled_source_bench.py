@@ -1,4 +1,4 @@
-"""Cost of the active calibration profile per camera frame (device/optics/profiled.py).
+"""Cost of the active calibration profile per camera frame (device/camera/profiled.py).
 
     .venv/bin/python benchmarks/profiled_source_bench.py [--frames N] [--json OUT]
 
@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.camera.base import FrameSource  # noqa: E402
-from device.optics.profiled import ProfiledSource  # noqa: E402
-from device.optics.profiles import Profile, ProfileStore  # noqa: E402
+from device.camera.profiled import ProfiledSource  # noqa: E402
+from device.camera.profiles import Profile, ProfileStore  # noqa: E402
 
 
 class Still(FrameSource):

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/white_reference_eval.py [--split runs/split-all4-seed42.json] [--every 3]
 
 1. On the split's training images: the stained pixels' log(red/green) and log(blue/green) after the
-   white reference, as quantiles. Their upper quartile is `device.optics.colour._CENSORED_LOG_RATIO`,
+   white reference, as quantiles. Their upper quartile is `device.colour._CENSORED_LOG_RATIO`,
    the prior a clipped background channel (red) is extrapolated from.
 2. On its test images under red/blue gains (0.8-1.25): the white reference's red and blue estimate over
    the true one (the untinted image's reference times the gain), and the mean absolute difference per
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device.optics import colour  # noqa: E402
+from device import colour  # noqa: E402
 from device.preprocess import read_image  # noqa: E402
 
 TINTS = ((1.25, 0.8), (1.2, 0.85), (1.12, 0.85), (0.8, 1.25), (0.85, 1.2), (1.0, 1.0))

@@ -1,6 +1,6 @@
 """Other stations' cameras for the content check's statistics (`convert --camera-copies`).
 
-The device white-references every frame on the smear's background (`device/optics/colour.py`). Where a
+The device white-references every frame on the smear's background (`device/colour.py`). Where a
 camera's white balance clips the background in red AND blue (gains ~1.2-1.25 on the B-ALL images, whose
 blue background already reads ~249), nearly every pixel of the clipped channel reads 255: its stain is
 gone, and no reference can bring it back. The robust training's white-balance jitter reaches such corners

@@ -19,7 +19,6 @@ import numpy as np  # noqa: E402
 
 from device.bundle import read_manifest  # noqa: E402
 from device.fsutil import atomic_write_bytes  # noqa: E402
-from training.report import plot_confusion  # noqa: E402,F401  (one plot for runs and cards)
 
 DISCLAIMER = (
     "**A screening aid for trained laboratory staff, not a diagnosis.** Every result, and above all "
@@ -31,6 +30,32 @@ SPLIT_CAVEAT = (
     "Tehran) and one camera/microscope set-up. The figures are therefore optimistic for new patients and "
     "unknown for other labs, stains and cameras."
 )
+
+
+def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, title: str) -> None:
+    cm_a = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=110)
+    ax.imshow(cm_a, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    thresh = cm_a.max() / 2 if cm_a.size else 0
+    for i in range(cm_a.shape[0]):
+        for j in range(cm_a.shape[1]):
+            ax.text(
+                j,
+                i,
+                str(cm_a[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm_a[i, j] > thresh else "black",
+            )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_reliability(

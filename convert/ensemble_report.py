@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from convert import card, ood
-from device.commands.evaluate import evaluate
 from device.dataset import scan
 from device.ensemble import Ensemble
+from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
 from device.preprocess import read_image
 

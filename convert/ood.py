@@ -157,7 +157,7 @@ def _jpeg(smear: np.ndarray, quality: int) -> np.ndarray:
 
 
 #: The Ruifrok-Johnston stain vectors (rows: haematoxylin, eosin, DAB) as skimage's rgb_from_hed and
-#: training/augment.py (TensorFlow-side); shared with convert/outliers.py.
+#: convert/augment.py (TensorFlow-side); shared with convert/outliers.py.
 RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
 

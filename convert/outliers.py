@@ -116,7 +116,7 @@ def far_stain(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def recolour(arrays: np.ndarray, rng: np.random.Generator, white_reference: str | None) -> np.ndarray:
     """A far re-colouring of each prepared image, prepared again as the device would (white reference)."""
-    from device.optics.colour import normalise_background
+    from device.colour import normalise_background
 
     out = np.empty_like(arrays)
     for i, a in enumerate(arrays):

@@ -191,7 +191,7 @@ def _content_statistics(
     if layers or with_outliers:
         import tensorflow as tf
 
-        from training.augment import make_augmenter
+        from convert.augment import make_augmenter
 
         cfg = run.config
         augment = make_augmenter(

@@ -1,6 +1,6 @@
 """Typed, finite, in-range numbers: the one check every value read from a file goes through.
 
-The config's dataclasses (`device/config.py`), calibration profiles (`device/optics/profiles.py`) and
+The config's dataclasses (`device/config.py`), calibration profiles (`device/camera/profiles.py`) and
 camera controls (`device/camera/controls.py`) declare a `Bounds` per number and call `Bounds.check(key,
 value)`, which refuses booleans, strings, NaN and infinities as well as values out of range, with a
 message naming the key, e.g. ``[web] mjpeg_fps: must be > 0 and <= 30 frames/s, not inf``.

@@ -70,7 +70,7 @@ class CameraConfig(_Section):
     loop: bool = True
     reopen_initial_s: float = _num(0.5, 0, 3600, "s", lo_open=True)
     reopen_max_s: float = _num(30.0, 0, 3600, "s", lo_open=True)
-    # replay only: a virtual microscope (device/optics/virtual.py) renders width x height frames
+    # replay only: a virtual microscope (device/camera/virtual.py) renders width x height frames
     virtual: bool = False
     um_per_px: float = _num(0.0, 0, 20, "µm/px (0: the source images' scale)")  # of the rendered frames
     source_um_per_px: float = _num(0.0, 0, 20, "µm/px")  # of the images in `path`; 0 = the shipped samples'

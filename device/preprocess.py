@@ -18,7 +18,7 @@ from device.errors import ImageError
 RESIZE_MODES = ("center_crop", "stretch")
 #: How a model's input colour is referenced: None = raw camera colour (bundles made before the white
 #: reference existed keep getting exactly what they were trained on); "background" = the smear's bright
-#: background is mapped to neutral white first (device.optics.colour.normalise_background).
+#: background is mapped to neutral white first (device.colour.normalise_background).
 WHITE_REFERENCES = (None, "background")
 
 #: Refuse images whose pixel count would blow memory up (decompression bombs).
@@ -74,7 +74,7 @@ def apply_white_reference(rgb: np.ndarray, white_reference: str | None) -> np.nd
     """The colour step of `prepare` alone (for callers that tile a frame after it)."""
     check_white_reference(white_reference)
     if white_reference == "background":
-        from device.optics.colour import normalise_background
+        from device.colour import normalise_background
 
         return normalise_background(rgb)
     return rgb

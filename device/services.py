@@ -17,14 +17,14 @@ import numpy as np
 from common.wording import DISCLAIMER
 from device import __version__
 from device.camera import FrameSource, open_source
+from device.camera.profiled import ProfiledSource
+from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.config import Config
 from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, ScaleArg
 from device.optics.field import RULE
 from device.optics.jobs import CalibrationJobs
-from device.optics.profiled import ProfiledSource
-from device.optics.profiles import Profile, ProfileError, ProfileStore
 from device.paths import default_bundle_dirs
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
@@ -152,7 +152,7 @@ class Services:
                 self.store.add_event("info", "daemon", "stopped")
         self.store.close()
 
-    # -- calibration profiles (device/optics/profiles.py) ---------------------------------------
+    # -- calibration profiles (device/camera/profiles.py) ---------------------------------------
 
     def active_profile(self) -> Profile | None:
         """The station's active calibration profile (µm/px, white gains), None when there is none.

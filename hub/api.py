@@ -16,12 +16,9 @@ the body still carries the per-record answers.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import uuid
-import zlib
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,104 +27,15 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from hub import jsonbody, tokens
-from hub.app import hub_ext, session
+from hub.api_common import check_sha, json_body, request_body, requires
+from hub.extensions import hub_ext, session
 from hub.metrics import hub_metrics
 from hub.models import Device, Image, ImageDevice, Result, Sample
 from hub.records import SHA256, RecordError, parse_time, time_flag, validate, validate_sample
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
-LAST_SEEN_EVERY_S = 5.0  # write a device's last contact at most this often
-MAX_TOKEN = 200  # tokens are 43 characters; anything much longer is not one
 JPEG_MAGIC = b"\xff\xd8"  # every JPEG starts with SOI; refusing other bytes keeps HTML etc. out
-
-
-# --- authentication -------------------------------------------------------------------------------
-
-
-def _bearer() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        abort(401, "missing bearer token (Authorization: Bearer <token>)")
-    if len(token) > MAX_TOKEN:
-        abort(401, "bad token: not a registered token")
-    return token.strip()
-
-
-def _authenticate(kinds: tuple[str, ...]) -> None:
-    token = _bearer()
-    s = session()
-    if "device" in kinds:
-        dev = tokens.find_device(s, token)
-        if dev is not None:
-            g.device, g.user = dev, None
-            _touch(dev)
-            return
-    if "user" in kinds:
-        user = tokens.find_user(s, token)
-        if user is not None:
-            g.device, g.user = None, user
-            return
-    abort(401, f"bad token: not a registered {' or '.join(kinds)} token")
-
-
-def _touch(dev: Device) -> None:
-    now = datetime.now(UTC)
-    last = dev.last_seen_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
-    if last is None or (now - last).total_seconds() >= LAST_SEEN_EVERY_S:
-        s = session()
-        s.execute(
-            update(Device)
-            .where(Device.id == dev.id)
-            .values(last_seen_at=now, last_address=(request.remote_addr or "")[:100])  # column width
-        )
-        s.commit()
-
-
-def requires(*kinds: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _authenticate(kinds)
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    return deco
-
-
-# --- bodies ---------------------------------------------------------------------------------------
-
-
-def _body() -> bytes:
-    """The request body, gunzipped when Content-Encoding says gzip; bounded before and after."""
-    limit = int(hub_ext()["settings"].max_body_mb * 1024 * 1024)
-    raw = request.get_data(cache=False)  # MAX_CONTENT_LENGTH already gives 413 on the raw size
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding != "gzip":
-        abort(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        abort(400, f"body is not valid gzip: {exc}")
-    if len(out) > limit or d.unconsumed_tail:
-        abort(413, f"decompressed body is larger than {limit} bytes")
-    return out
-
-
-def _json_body() -> Any:
-    """The JSON body; 400 when nested deeper than jsonbody.MAX_DEPTH, 422 when not strict JSON."""
-    try:
-        return jsonbody.loads(_body())
-    except jsonbody.BodyError as exc:
-        abort(exc.status, str(exc))
 
 
 def _insert(model: type) -> Any:
@@ -153,7 +61,7 @@ def ping() -> Response:
 @api.route("/images/<sha>", methods=["GET", "HEAD"])
 @requires("device", "user")
 def get_image(sha: str) -> Response:
-    _check_sha(sha)
+    check_sha(sha)
     if request.method == "HEAD":
         q = select(Image.size).where(Image.sha256 == sha)
         if g.device is not None:  # a device sees only what it uploaded itself
@@ -175,8 +83,8 @@ def get_image(sha: str) -> Response:
 @api.put("/images/<sha>")
 @requires("device")
 def put_image(sha: str) -> tuple[Response, int]:
-    _check_sha(sha)
-    data = _body()
+    check_sha(sha)
+    data = request_body()
     if not data:
         abort(422, "empty body")
     actual = hashlib.sha256(data).hexdigest()
@@ -207,7 +115,7 @@ def put_image(sha: str) -> tuple[Response, int]:
 @api.post("/images/have")
 @requires("device")
 def have_images() -> Response:
-    body = _json_body()
+    body = json_body()
     shas = body.get("sha256") if isinstance(body, dict) else None
     if not isinstance(shas, list) or not all(isinstance(x, str) and SHA256.match(x) for x in shas):
         abort(422, 'body must be {"sha256": [64-hex, ...]}')
@@ -245,7 +153,7 @@ def _foreign(column: Any, owner: Any, ids: set[str], device_id: int) -> set[str]
 @requires("device")
 def post_results() -> tuple[Response, int]:
     settings = hub_ext()["settings"]
-    body = _json_body()
+    body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
         abort(422, 'body must be {"records": [record, ...], "sent_at": "<device time>"}')
     records: list[Any] = body["records"]
@@ -356,7 +264,7 @@ def post_results() -> tuple[Response, int]:
 def post_samples() -> tuple[Response, int]:
     """Upsert samples (slide id, status, the device's summary). Per sample: `stored` or `rejected` +
     reason. A finished sample never goes back to open; another device's sample id is rejected."""
-    body = _json_body()
+    body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("samples"), list):
         abort(422, 'body must be {"samples": [sample, ...]}')
     if len(body["samples"]) > hub_ext()["settings"].max_batch:
@@ -485,11 +393,6 @@ def result_json(r: Result, device_name: str) -> dict[str, Any]:
         "time_flag": r.time_flag,
     }
     return rec
-
-
-def _check_sha(sha: str) -> None:
-    if not SHA256.match(sha):
-        abort(404, "not a sha256 (64 lowercase hex digits)")
 
 
 def _iso(t: datetime | None) -> str | None:

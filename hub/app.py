@@ -8,7 +8,6 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
@@ -18,13 +17,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from hub import db
+from hub.extensions import DISCLAIMER
 from hub.limits import init_limits
 from hub.metrics import init_metrics
 from hub.models import Setting
 
 log = logging.getLogger("smearscope.hub")
-
-DISCLAIMER = "A screening aid for trained staff, not a diagnosis."
 
 
 @dataclass
@@ -82,9 +80,9 @@ def create_app(
 
     from hub.api import api
     from hub.dashboard import dashboard
-    from hub.export_routes import dataset_export
-    from hub.fleet_api import fleet_api
-    from hub.fleet_dashboard import fleet_dashboard
+    from hub.export.routes import dataset_export
+    from hub.fleet.api import fleet_api
+    from hub.fleet.dashboard import fleet_dashboard
 
     app.register_blueprint(api)
     app.register_blueprint(fleet_api)
@@ -156,19 +154,6 @@ class _HttpsAwareSessions(SecureCookieSessionInterface):
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(request.is_secure)
-
-
-def hub_ext(app: Flask | None = None) -> dict[str, Any]:
-    from flask import current_app
-
-    return (app or current_app).extensions["hub"]
-
-
-def session():  # noqa: ANN201
-    """The request's database session (closed at the end of the request)."""
-    if "db" not in g:
-        g.db = hub_ext()["sessions"]()
-    return g.db
 
 
 def _shared_secret(app: Flask) -> str:

@@ -9,7 +9,7 @@
     smearscope-hub devices add NAME --group G | set-group NAME G|--none
     smearscope-hub keys add PUBFILE | list | remove KEYID       (signing keys `models publish` trusts)
     smearscope-hub models publish DIR... [--group G] [--set-name N] | list
-    smearscope-hub backup OUT | restore IN [--check] [--keep-before DIR]   (hub/backup.py)
+    smearscope-hub backup OUT | restore IN [--check] [--keep-before DIR]   (hub/backup/database.py)
 
 --db defaults to $SMEARSCOPE_HUB_DB, else sqlite:///hub.db (a file in the working directory).
 Tokens are printed once and stored only as sha256.
@@ -25,9 +25,12 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hub import backup_cli, db, export_cli, tokens
-from hub.app import DISCLAIMER, HubSettings, create_app
-from hub.backup import HubBackupError
+from hub import db, tokens
+from hub.app import HubSettings, create_app
+from hub.backup import cli as backup_cli
+from hub.backup.database import HubBackupError
+from hub.export import cli as export_cli
+from hub.extensions import DISCLAIMER
 from hub.models import Device, User
 
 ENV_DB = "SMEARSCOPE_HUB_DB"
@@ -99,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             ls = ks.add_parser("list", help="registered devices and last contact")
             ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
             ls.set_defaults(func=cmd_list_devices)
-            from hub.fleet_cli import register_device_actions
+            from hub.fleet.cli import register_device_actions
 
             register_device_actions(ks)
         else:
@@ -110,16 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
             ad.set_defaults(func=cmd_admin)
     export_cli.register(sub)
     backup_cli.register(sub)
-    from hub.fleet_cli import register
+    from hub.fleet.cli import register
 
     register(sub)
     return p
 
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202
-    engine = db.make_engine(args.db)
-    db.upgrade(engine)
-    return engine
+    return db.upgraded_engine(args.db)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -135,7 +136,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             if args.kind == "devices":
                 token = tokens.add_device(s, args.name)
                 if getattr(args, "group", None):
-                    from hub.fleet import set_group
+                    from hub.fleet.updates import set_group
 
                     set_group(s, args.name, args.group)
             else:

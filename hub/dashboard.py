@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
 from hub import csvsafe, tokens
-from hub.app import DISCLAIMER, session
+from hub.extensions import DISCLAIMER, session
 from hub.models import Device, Image, Result, Sample, User, UserSession
 from hub.records import SHA256
 

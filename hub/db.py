@@ -59,3 +59,10 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
+
+
+def upgraded_engine(url: str) -> Engine:
+    """An engine on `url` with the schema brought up to date (what every CLI action starts with)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine

@@ -205,7 +205,7 @@ def init_metrics(app: Any, engine: Engine) -> HubMetrics:
 
 @metrics_bp.get("/metrics")
 def metrics() -> Response:
-    from hub.api import requires
+    from hub.api_common import requires
 
     @requires("user")
     def _scrape() -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from test_browser import ARGS, CHROMIUM, daemon  # noqa: F401 - fixture
 
-from device.optics.profiles import ProfileStore
+from device.camera.profiles import ProfileStore
 from device.store.store import Store
 from device.web import auth
 

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 from make_tiny_bundle import sign_test
 
+from device import modelstore
 from device.bundle import load_bundle, read_manifest
 from device.bundle_archive import extract_archive
 from device.cli import main
-from device.commands import models as cmd
 from device.errors import BundleError
 from device.signing import load_trusted_keys, verify_bundle
 
@@ -96,26 +96,28 @@ def test_an_older_release_is_refused_unless_asked(tiny_bundle: Path, tmp_path: P
     root = tmp_path / "models"
     new = _variant(tiny_bundle, tmp_path / "new", version=V2, temperature=1.2)
     old = _variant(tiny_bundle, tmp_path / "old", version=V1, temperature=1.1)
-    cmd.install(new, root, check=_light_check, log=_quiet)
-    with pytest.raises(cmd.DowngradeRefused, match="older release"):
-        cmd.install(old, root, check=_light_check, log=_quiet)
+    modelstore.install(new, root, check=_light_check, log=_quiet)
+    with pytest.raises(modelstore.DowngradeRefused, match="older release"):
+        modelstore.install(old, root, check=_light_check, log=_quiet)
     assert _temperature(root) == 1.2
     assert main(["models", "--models-dir", str(root), "install", str(old)]) == 2
     assert "--allow-downgrade" in capsys.readouterr().err
     assert main(["models", "--models-dir", str(root), "install", str(old), "--allow-downgrade"]) == 0
     assert _temperature(root) == 1.1
     # a rollback is the admin's own explicit step back: never refused for its order
-    cmd.rollback(NAME, root, check=_light_check)
+    modelstore.rollback(NAME, root, check=_light_check)
     assert _temperature(root) == 1.2
 
 
 def test_an_unversioned_bundle_cannot_replace_a_versioned_one(tiny_bundle: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
-    cmd.install(_variant(tiny_bundle, tmp_path / "v", version=V1), root, check=_light_check, log=_quiet)
-    with pytest.raises(cmd.DowngradeRefused, match="no release version"):
-        cmd.install(tiny_bundle, root, check=_light_check, log=_quiet)
+    modelstore.install(
+        _variant(tiny_bundle, tmp_path / "v", version=V1), root, check=_light_check, log=_quiet
+    )
+    with pytest.raises(modelstore.DowngradeRefused, match="no release version"):
+        modelstore.install(tiny_bundle, root, check=_light_check, log=_quiet)
     newer = _variant(tiny_bundle, tmp_path / "v2", version=V2, temperature=1.3)
-    assert cmd.install(newer, root, check=_light_check, log=_quiet)["changed"]
+    assert modelstore.install(newer, root, check=_light_check, log=_quiet)["changed"]
 
 
 def test_bundles_without_version_order_by_conversion_time(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -126,9 +128,9 @@ def test_bundles_without_version_order_by_conversion_time(tiny_bundle: Path, tmp
     earlier = _variant(
         tiny_bundle, tmp_path / "b", provenance={"converted_at": "2026-11-30T14:41:33Z"}, temperature=1.4
     )
-    cmd.install(later, root, check=_light_check, log=_quiet)
-    with pytest.raises(cmd.DowngradeRefused, match="2026-11-30T14:41:33Z"):
-        cmd.install(earlier, root, check=_light_check, log=_quiet)
+    modelstore.install(later, root, check=_light_check, log=_quiet)
+    with pytest.raises(modelstore.DowngradeRefused, match="2026-11-30T14:41:33Z"):
+        modelstore.install(earlier, root, check=_light_check, log=_quiet)
     shipped = read_manifest(Path(__file__).resolve().parents[1] / "models" / "mobilenetv2-all4-int8")
     assert shipped.version is None and shipped.release_label == "2026-12-01T13:37:38Z"
 
@@ -164,7 +166,7 @@ def _killed_at(step_index: int, action) -> int:
             if seen == step_index:
                 os._exit(9)
 
-        cmd._after_step = die
+        modelstore._after_step = die
         try:
             action()
         except BaseException:  # noqa: BLE001
@@ -176,9 +178,9 @@ def _killed_at(step_index: int, action) -> int:
 
 def _steps_of(action, monkeypatch) -> list[str]:
     rec = _Recorder()
-    monkeypatch.setattr(cmd, "_after_step", rec)
+    monkeypatch.setattr(modelstore, "_after_step", rec)
     action()
-    monkeypatch.setattr(cmd, "_after_step", lambda _s: None)
+    monkeypatch.setattr(modelstore, "_after_step", lambda _s: None)
     return rec.steps
 
 
@@ -186,7 +188,7 @@ def _serves_and_rolls_back(root: Path, allowed: set[float]) -> None:
     """What a kill may leave: a loadable active bundle from `allowed`, and a rollback that works."""
     before = _temperature(root)
     assert before in allowed
-    back = cmd.rollback(NAME, root, check=_light_check)
+    back = modelstore.rollback(NAME, root, check=_light_check)
     assert back["previous"] != back["version"]
     assert _temperature(root) < before  # every scenario activates ever higher temperatures
     assert load_bundle(root / NAME)
@@ -207,19 +209,19 @@ def test_install_killed_at_every_step_leaves_a_working_store(
 
     def prepare(dest: Path) -> None:
         shutil.rmtree(dest, ignore_errors=True)
-        cmd.install(v1, dest, check=_light_check, log=_quiet)
-        cmd.install(v2, dest, check=_light_check, log=_quiet)
+        modelstore.install(v1, dest, check=_light_check, log=_quiet)
+        modelstore.install(v2, dest, check=_light_check, log=_quiet)
 
     probe = tmp_path / "probe"
     prepare(probe)
-    steps = _steps_of(lambda: cmd.install(v3, probe, check=_light_check, log=_quiet), monkeypatch)
+    steps = _steps_of(lambda: modelstore.install(v3, probe, check=_light_check, log=_quiet), monkeypatch)
     assert steps == ["copied", "history written", "switched", "default listed", "pruned"]
     for i, step in enumerate(steps, start=1):
         prepare(root)
-        assert _killed_at(i, lambda: cmd.install(v3, root, check=_light_check, log=_quiet)) == 9, step
+        assert _killed_at(i, lambda: modelstore.install(v3, root, check=_light_check, log=_quiet)) == 9, step
         _serves_and_rolls_back(root, {1.2, 1.3})
         # and the next install goes through
-        cmd.install(v3, root, check=_light_check, log=_quiet, keep=5)
+        modelstore.install(v3, root, check=_light_check, log=_quiet, keep=5)
         assert _temperature(root) == 1.3, step
 
 
@@ -231,15 +233,15 @@ def test_rollback_killed_at_every_step_leaves_a_working_store(
     def prepare(dest: Path) -> None:
         shutil.rmtree(dest, ignore_errors=True)
         for src in srcs:
-            cmd.install(src, dest, check=_light_check, log=_quiet)
+            modelstore.install(src, dest, check=_light_check, log=_quiet)
 
     probe = tmp_path / "probe"
     prepare(probe)
-    steps = _steps_of(lambda: cmd.rollback(NAME, probe, check=_light_check), monkeypatch)
+    steps = _steps_of(lambda: modelstore.rollback(NAME, probe, check=_light_check), monkeypatch)
     assert steps == ["history written", "switched"]
     for i, step in enumerate(steps, start=1):
         prepare(root)
-        assert _killed_at(i, lambda: cmd.rollback(NAME, root, check=_light_check)) == 9, step
+        assert _killed_at(i, lambda: modelstore.rollback(NAME, root, check=_light_check)) == 9, step
         _serves_and_rolls_back(root, {1.2, 1.3})
 
 
@@ -255,17 +257,19 @@ def test_adoption_killed_at_every_step_is_finished_by_the_next_command(
 
     probe = tmp_path / "probe"
     prepare(probe)
-    steps = _steps_of(lambda: cmd.install(newer, probe, check=_light_check, log=_quiet), monkeypatch)
+    steps = _steps_of(lambda: modelstore.install(newer, probe, check=_light_check, log=_quiet), monkeypatch)
     assert steps[:3] == ["adoption marked", "adopted folder moved", "adopted folder linked"]
     for i, step in enumerate(steps, start=1):
         prepare(root)
-        assert _killed_at(i, lambda: cmd.install(newer, root, check=_light_check, log=_quiet)) == 9, step
-        rows = cmd.list_bundles(root, verify=False)  # an admin's `models list` finishes the adoption
+        assert _killed_at(i, lambda: modelstore.install(newer, root, check=_light_check, log=_quiet)) == 9, (
+            step
+        )
+        rows = modelstore.list_bundles(root, verify=False)  # an admin's `models list` finishes the adoption
         assert [r["name"] for r in rows] == [NAME] and rows[0]["ok"], step
         assert _temperature(root) in {1.0, 1.5}, step
-        cmd.install(newer, root, check=_light_check, log=_quiet)
+        modelstore.install(newer, root, check=_light_check, log=_quiet)
         assert _temperature(root) == 1.5, step
-        cmd.rollback(NAME, root, check=_light_check)
+        modelstore.rollback(NAME, root, check=_light_check)
         assert _temperature(root) == 1.0, step
 
 
@@ -275,15 +279,15 @@ def test_a_store_left_by_the_old_installer_after_a_kill_can_roll_back(
     """The single history.json an older installer wrote after the switch: a kill in between left the
     active version out of it, and rollback said "nothing to roll back"."""
     root, (v1, v2, _) = _three_versions(tiny_bundle, tmp_path)
-    cmd.install(v1, root, check=_light_check, log=_quiet)
-    cmd.install(v2, root, check=_light_check, log=_quiet)
+    modelstore.install(v1, root, check=_light_check, log=_quiet)
+    modelstore.install(v2, root, check=_light_check, log=_quiet)
     vdir = root / ".versions" / NAME
     versions = sorted(p.name for p in vdir.iterdir() if p.is_dir())
     for p in vdir.glob("*.history.json"):
         p.unlink()
     (vdir / "history.json").write_text(json.dumps({"activated": versions[:1]}))  # v2 missing
-    assert cmd.ModelStore(root).history(NAME) == versions
-    cmd.rollback(NAME, root, check=_light_check)
+    assert modelstore.ModelStore(root).history(NAME) == versions
+    modelstore.rollback(NAME, root, check=_light_check)
     assert _temperature(root) == 1.1
 
 
@@ -330,7 +334,7 @@ def test_malformed_member_lists_are_refused(
     archive = _tar_of(tmp_path / "bad.tar.gz", [*_bundle_entries(signed), *extra])
     root = tmp_path / "models"
     with pytest.raises(BundleError, match=message):
-        cmd.install(archive, root, check=_light_check, log=_quiet)
+        modelstore.install(archive, root, check=_light_check, log=_quiet)
     assert main(["models", "--models-dir", str(root), "install", str(archive)]) == 2
     assert "refusing the archive" in capsys.readouterr().err
     assert not (root / NAME).exists()

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.cli import main
 from device.optics import calibrate as cal
-from device.optics.profiles import Profile, ProfileError, ProfileStore
 
 
 @dataclass

@@ -13,10 +13,10 @@ import pytest
 from device.camera.base import FrameSource
 from device.camera.opencv import OpenCVSource
 from device.camera.picam import Picamera2Source
+from device.camera.profiled import ProfiledSource
+from device.camera.profiles import Profile, ProfileStore
 from device.camera.replay import ReplaySource
-from device.optics.colour import apply_gains
-from device.optics.profiled import ProfiledSource
-from device.optics.profiles import Profile, ProfileStore
+from device.colour import apply_gains
 
 
 class FakePicamera2:

@@ -169,8 +169,8 @@ def test_scale_check_looks_at_a_centre_square_then_one_twice_as_wide():
 
 def _warm(fc: FieldClassifier, frame: np.ndarray) -> np.ndarray:
     """A warm camera's frame (red clipped in the background); its red background is taken as 300,
-    i.e. extrapolated (how far is device/optics/colour.py's business, tested there)."""
-    from device.optics.colour import WhiteReference, apply_gains
+    i.e. extrapolated (how far is device/colour.py's business, tested there)."""
+    from device.colour import WhiteReference, apply_gains
 
     fc.white_reference = "background"  # as the shipped bundles declare
     fc._white = lambda rgb: WhiteReference(np.array([300.0, 236.0, 205.0]))

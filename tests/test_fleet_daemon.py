@@ -9,7 +9,7 @@ from pathlib import Path
 from hubkit import Hub, Server
 from updatekit import NAME, clinic_key, publish, quiet, variant
 
-from device.commands import models as cmd
+from device import modelstore
 from device.config import load_config
 from device.services import Services
 
@@ -28,7 +28,7 @@ def _station(
     tmp_path: Path, tiny_bundle: Path, frames: Path, hub_url: str, token: str, pub: Path, monkeypatch
 ):
     models = tmp_path / "models"
-    cmd.install(tiny_bundle, models, log=quiet)
+    modelstore.install(tiny_bundle, models, log=quiet)
     (models / "DEFAULT").write_text(f"{NAME}\n")
     monkeypatch.setenv("SMEARSCOPE_MODELS_DIR", str(models))
     config = load_config(

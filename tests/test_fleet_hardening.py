@@ -14,13 +14,13 @@ from hubkit import Hub, Server
 from sqlalchemy import select
 from updatekit import NAME, Station, clinic_key, publish, quiet, variant
 
-from device.commands import models as cmd
+from device import modelstore
 from device.errors import SmearscopeError
 from device.signing import SignaturePolicy, load_trusted_keys
 from device.sync import HubClient
-from hub import fleet
-from hub.bundle_sig import SignatureError
-from hub.fleet_models import BundleBlob, PublishedBundle
+from hub.fleet import updates as fleet
+from hub.fleet.bundle_sig import SignatureError
+from hub.fleet.tables import BundleBlob, PublishedBundle
 
 OLD, NEW = "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"
 
@@ -42,7 +42,7 @@ def test_an_older_set_from_the_hub_waits_for_an_explicit_downgrade(
     station = Station(tmp_path / "st", tiny_bundle, key[1], policy="auto")
     newer = variant(tiny_bundle, tmp_path / "new", key[0], version=NEW, temperature=1.2)
     trust = SignaturePolicy(load_trusted_keys([str(key[1])]))
-    cmd.install(newer, station.models, log=quiet, policy=trust)
+    modelstore.install(newer, station.models, log=quiet, policy=trust)
     older = variant(tiny_bundle, tmp_path / "old", key[0], version=OLD, temperature=1.1)
     publish(hub, [older], key[1])  # the hub has no newer set: it publishes
     client = HubClient(server.url, hub.device_token, timeout_s=10)

@@ -17,8 +17,9 @@ from updatekit import NAME, CutDownloads, Station, broken_model, clinic_key, pub
 
 from device.bundle import sha256_file
 from device.sync import HubClient, HubError, HubUnreachable
-from hub import fleet, tokens
-from hub.fleet_models import BundleBlob, PublishedBundle
+from hub import tokens
+from hub.fleet import updates as fleet
+from hub.fleet.tables import BundleBlob, PublishedBundle
 
 
 @pytest.fixture
@@ -294,7 +295,7 @@ def test_manual_policy_waits_for_an_admin(tmp_path: Path, tiny_bundle: Path, key
 def test_an_unknown_key_is_refused_by_the_hub_and_by_the_station(
     tmp_path: Path, tiny_bundle: Path, key
 ) -> None:
-    from hub.bundle_sig import SignatureError
+    from hub.fleet.bundle_sig import SignatureError
 
     hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
     other = clinic_key(tmp_path / "other")

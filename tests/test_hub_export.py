@@ -18,7 +18,7 @@ from test_hub_api import record
 
 from hub import tokens
 from hub.cli import main as hub_main
-from hub.export import ExportError, ExportFilter, select_entries, write_export
+from hub.export.dataset import ExportError, ExportFilter, select_entries, write_export
 
 
 class Fleet:

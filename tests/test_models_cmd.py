@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from make_tiny_bundle import sign_test
 
+from device import modelstore
 from device.bundle import load_bundle, sha256_file
 from device.cli import main
-from device.commands import models as cmd
 from device.ensemble import Ensemble
 from device.errors import BundleError
 
@@ -50,7 +50,7 @@ def _quiet(msg: str) -> None:
 @pytest.fixture
 def installed(tiny_bundle: Path, tmp_path: Path) -> Path:
     root = tmp_path / "models"
-    cmd.install(tiny_bundle, root, log=_quiet)
+    modelstore.install(tiny_bundle, root, log=_quiet)
     return root
 
 
@@ -59,7 +59,7 @@ def test_install_makes_a_versioned_active_link(installed: Path, tiny_bundle: Pat
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))  # relative: survives a move
     bundle = load_bundle(link)
     assert bundle.manifest.sha256 == sha256_file(tiny_bundle / "model.tflite")
-    assert cmd.ModelStore(installed).history(NAME) == [_active(installed)]
+    assert modelstore.ModelStore(installed).history(NAME) == [_active(installed)]
     # the daemon's default discovery (device.paths) sees exactly the active bundle
     ens = Ensemble.from_dirs([str(p) for p in sorted(installed.iterdir()) if (p / "manifest.json").is_file()])
     assert ens.names == [NAME]
@@ -67,7 +67,7 @@ def test_install_makes_a_versioned_active_link(installed: Path, tiny_bundle: Pat
 
 def test_install_same_bundle_twice_changes_nothing(installed: Path, tiny_bundle: Path) -> None:
     before = _active(installed)
-    result = cmd.install(tiny_bundle, installed, log=_quiet)
+    result = modelstore.install(tiny_bundle, installed, log=_quiet)
     assert result["changed"] is False
     assert _active(installed) == before
     assert len(list((installed / ".versions" / NAME).iterdir())) == 2  # one version + its history file
@@ -76,23 +76,25 @@ def test_install_same_bundle_twice_changes_nothing(installed: Path, tiny_bundle:
 def test_new_version_keeps_previous_and_rollback_returns(installed: Path, tiny_bundle: Path, tmp_path: Path):
     v1 = _active(installed)
     v2_src = _variant(tiny_bundle, tmp_path / "v2", temperature=1.5)  # a recalibrated bundle
-    result = cmd.install(v2_src, installed, log=_quiet)
+    result = modelstore.install(v2_src, installed, log=_quiet)
     v2 = _active(installed)
     assert result["changed"] and result["previous"] == v1 and v2 != v1
     assert load_bundle(installed / NAME).manifest.temperature == 1.5
     assert (installed / ".versions" / NAME / v1).is_dir()  # kept for rollback
 
-    back = cmd.rollback(NAME, installed)
+    back = modelstore.rollback(NAME, installed)
     assert back == {"name": NAME, "version": v1, "previous": v2}
     assert _active(installed) == v1
     assert load_bundle(installed / NAME).manifest.temperature == 1.0
     with pytest.raises(Exception, match="no earlier version"):
-        cmd.rollback(NAME, installed)
+        modelstore.rollback(NAME, installed)
 
 
 def test_keep_prunes_old_versions(installed: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     for i, t in enumerate((1.1, 1.2, 1.3)):
-        cmd.install(_variant(tiny_bundle, tmp_path / f"v{i}", temperature=t), installed, keep=2, log=_quiet)
+        modelstore.install(
+            _variant(tiny_bundle, tmp_path / f"v{i}", temperature=t), installed, keep=2, log=_quiet
+        )
     versions = [p for p in (installed / ".versions" / NAME).iterdir() if p.is_dir()]
     assert len(versions) == 2
     assert _active(installed) in {p.name for p in versions}
@@ -132,12 +134,12 @@ def test_broken_bundle_is_refused_and_previous_stays_active(
     installed: Path, tiny_bundle: Path, tmp_path: Path, breaker, message: str
 ) -> None:
     before = _active(installed)
-    history = cmd.ModelStore(installed).history(NAME)
+    history = modelstore.ModelStore(installed).history(NAME)
     broken = breaker(tiny_bundle, tmp_path / "broken")
     with pytest.raises(BundleError, match=message):
-        cmd.install(broken, installed, log=_quiet)
+        modelstore.install(broken, installed, log=_quiet)
     assert _active(installed) == before
-    assert cmd.ModelStore(installed).history(NAME) == history
+    assert modelstore.ModelStore(installed).history(NAME) == history
     assert [p.name for p in (installed / ".versions" / NAME).iterdir() if p.is_dir()] == [before]
     Ensemble.from_dirs([str(installed / NAME)])  # the previous bundle still serves
 
@@ -152,11 +154,11 @@ def test_failure_after_the_switch_rolls_back(installed: Path, tiny_bundle: Path,
         calls.append(Path(path))
         if len(calls) == 3:
             raise BundleError(f"{path}: simulated failure after the switch")
-        return cmd.check_loads(path, others=others)
+        return modelstore.check_loads(path, others=others)
 
     v2 = _variant(tiny_bundle, tmp_path / "v2", temperature=2.0)
     with pytest.raises(BundleError, match="rolled back"):
-        cmd.install(v2, installed, check=flaky_check, log=_quiet)
+        modelstore.install(v2, installed, check=flaky_check, log=_quiet)
     assert calls[2] == installed / NAME
     assert _active(installed) == before
     assert load_bundle(installed / NAME).manifest.temperature == 1.0
@@ -170,10 +172,10 @@ def test_first_install_that_fails_after_switch_leaves_nothing(tiny_bundle: Path,
         calls.append(path)
         if len(calls) == 3:
             raise BundleError("simulated")
-        return cmd.check_loads(path, others=others)
+        return modelstore.check_loads(path, others=others)
 
     with pytest.raises(BundleError, match="not installed"):
-        cmd.install(tiny_bundle, root, check=flaky_check, log=_quiet)
+        modelstore.install(tiny_bundle, root, check=flaky_check, log=_quiet)
     assert not (root / NAME).exists() and not (root / NAME).is_symlink()
 
 
@@ -183,25 +185,25 @@ def test_labels_must_match_the_ensemble(installed: Path, tiny_bundle: Path, tmp_
     labels = [{**lb, "id": lb["id"] + "X"} for lb in data["labels"]]
     other = _variant(tiny_bundle, tmp_path / "other", name="other-labels", labels=labels)
     with pytest.raises(BundleError, match="labels"):
-        cmd.install(other, installed, log=_quiet)
+        modelstore.install(other, installed, log=_quiet)
     assert not (installed / "other-labels").exists()
     # outside the ensemble it may be installed
-    cmd.install(other, installed, add_to_default=False, log=_quiet)
+    modelstore.install(other, installed, add_to_default=False, log=_quiet)
     assert (installed / "DEFAULT").read_text().split() == [NAME]
 
 
 def test_new_name_joins_default(installed: Path, tiny_bundle: Path, tmp_path: Path) -> None:
     (installed / "DEFAULT").write_text(f"{NAME}\n")
-    cmd.install(_variant(tiny_bundle, tmp_path / "b", name="second"), installed, log=_quiet)
+    modelstore.install(_variant(tiny_bundle, tmp_path / "b", name="second"), installed, log=_quiet)
     assert (installed / "DEFAULT").read_text().split() == [NAME, "second"]
 
 
 def test_a_hand_copied_bundle_folder_is_adopted(tiny_bundle: Path, tmp_path: Path) -> None:
     root = tmp_path / "models"
     shutil.copytree(tiny_bundle, root / NAME)
-    cmd.install(_variant(tiny_bundle, tmp_path / "v2", temperature=1.7), root, log=_quiet)
+    modelstore.install(_variant(tiny_bundle, tmp_path / "v2", temperature=1.7), root, log=_quiet)
     assert (root / NAME).is_symlink()
-    cmd.rollback(NAME, root)
+    modelstore.rollback(NAME, root)
     assert load_bundle(root / NAME).manifest.temperature == 1.0
 
 
@@ -213,7 +215,7 @@ def test_install_from_tar_gz_and_zip(tiny_bundle: Path, tmp_path: Path) -> None:
     with tarfile.open(tgz, "w:gz") as tf:
         tf.add(tiny_bundle, arcname="tiny")  # one top-level folder
     root = tmp_path / "models"
-    assert cmd.install(tgz, root, log=_quiet)["changed"]
+    assert modelstore.install(tgz, root, log=_quiet)["changed"]
 
     z = tmp_path / "bundle.zip"
     recal = _variant(tiny_bundle, tmp_path / "recal", temperature=1.3)
@@ -221,7 +223,7 @@ def test_install_from_tar_gz_and_zip(tiny_bundle: Path, tmp_path: Path) -> None:
         for p in recal.rglob("*"):
             if p.is_file():
                 zf.writestr(str(p.relative_to(recal)), p.read_bytes())
-    assert cmd.install(z, root, log=_quiet)["changed"]
+    assert modelstore.install(z, root, log=_quiet)["changed"]
     assert load_bundle(root / NAME).manifest.temperature == 1.3
 
 
@@ -242,7 +244,7 @@ def test_archive_path_traversal_is_refused(tiny_bundle: Path, tmp_path: Path, me
     archive = _tar_with(tmp_path, tiny_bundle, info)
     root = tmp_path / "deep" / "models"
     with pytest.raises(BundleError, match="refusing"):
-        cmd.install(archive, root, log=_quiet)
+        modelstore.install(archive, root, log=_quiet)
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not Path("/tmp/absolute-escape.txt").exists()
     assert not (root / NAME).exists()
@@ -254,7 +256,7 @@ def test_archive_links_are_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     info.linkname = "/etc/passwd"
     archive = _tar_with(tmp_path, tiny_bundle, info)
     with pytest.raises(BundleError, match="link"):
-        cmd.install(archive, tmp_path / "models", log=_quiet)
+        modelstore.install(archive, tmp_path / "models", log=_quiet)
 
 
 def test_zip_traversal_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -263,7 +265,7 @@ def test_zip_traversal_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
         zf.write(tiny_bundle / "manifest.json", "manifest.json")
         zf.writestr("../escaped.txt", b"x")
     with pytest.raises(BundleError, match="refusing"):
-        cmd.install(z, tmp_path / "models", log=_quiet)
+        modelstore.install(z, tmp_path / "models", log=_quiet)
     assert not list(tmp_path.rglob("escaped.txt"))
 
 
@@ -271,11 +273,11 @@ def test_not_an_archive(tmp_path: Path) -> None:
     bogus = tmp_path / "bundle.tar.gz"
     bogus.write_bytes(b"not a tar at all")
     with pytest.raises(BundleError, match="not a readable tar"):
-        cmd.install(bogus, tmp_path / "models", log=_quiet)
+        modelstore.install(bogus, tmp_path / "models", log=_quiet)
     other = tmp_path / "bundle.rar"
     other.write_bytes(b"x")
     with pytest.raises(BundleError, match="neither"):
-        cmd.install(other, tmp_path / "models", log=_quiet)
+        modelstore.install(other, tmp_path / "models", log=_quiet)
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -322,7 +324,7 @@ def test_zip_symlink_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(BundleError, match="link"):
-        cmd.install(z, tmp_path / "models", log=_quiet)
+        modelstore.install(z, tmp_path / "models", log=_quiet)
 
 
 def test_leftovers_of_a_killed_install_are_cleared(
@@ -330,6 +332,6 @@ def test_leftovers_of_a_killed_install_are_cleared(
 ) -> None:
     (installed / ".versions" / ".incoming-dead").mkdir()
     os.symlink(f".versions/{NAME}/{_active(installed)}", installed / ".tmp-link-x-1")
-    cmd.install(_variant(tiny_bundle, tmp_path / "v2", temperature=1.9), installed, log=_quiet)
+    modelstore.install(_variant(tiny_bundle, tmp_path / "v2", temperature=1.9), installed, log=_quiet)
     assert not (installed / ".versions" / ".incoming-dead").exists()
     assert not (installed / ".tmp-link-x-1").is_symlink()

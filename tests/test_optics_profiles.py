@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.optics import calibrate as cal
-from device.optics.profiles import Profile, ProfileError, ProfileStore
 
 
 def test_profiles_round_trip_and_first_is_active(tmp_path):

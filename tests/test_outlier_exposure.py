@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 
 import tensorflow as tf  # noqa: E402
 
-from training.augment import RESIDUAL_LOG, WHITE_LEVEL, make_augmenter, residual_cast  # noqa: E402
+from convert.augment import RESIDUAL_LOG, WHITE_LEVEL, make_augmenter, residual_cast  # noqa: E402
 from training.outlier_exposure import far_recolour, outlier_exposure  # noqa: E402
 from training.pipeline import make_dataset  # noqa: E402
 

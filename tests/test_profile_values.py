@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.cli import main
-from device.optics.profiles import Profile, ProfileError, ProfileStore
 
 GOOD = (
     'schema_version = 1\nactive = "HQ, 100x"\n'
@@ -104,7 +104,7 @@ def test_a_bad_file_on_disk_is_named_by_list_and_doctor(tmp_path, tiny_bundle, c
 def test_controls_asked_of_the_capture_thread_are_checked_in_the_asking_thread(tmp_path):
     from device.camera.base import FrameSource
     from device.camera.controls import ControlError
-    from device.optics.profiled import ProfiledSource
+    from device.camera.profiled import ProfiledSource
 
     class Cam(FrameSource):
         def open(self):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from smearkit import synthetic_smear
 
-from device.optics.colour import estimate_background
+from device.colour import estimate_background
 from device.optics.render import mirror_mosaic, render_at_scale, tint
 from device.optics.scale import RBC_DIAMETER_UM, ScaleEstimate, estimate_scale
 from device.preprocess import read_image

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 from test_pipeline import make_config, services_factory, wait_for  # noqa: F401 - fixture
 
-from device.optics.colour import apply_gains
-from device.optics.profiles import Profile, ProfileStore
+from device.camera.profiles import Profile, ProfileStore
+from device.colour import apply_gains
 
 
 def test_active_profile_reaches_frames_records_and_status(

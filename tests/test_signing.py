@@ -14,8 +14,8 @@ import pytest
 from make_tiny_bundle import TEST_PUB
 from webkit import login, make_app
 
+from device import modelstore
 from device.cli import main
-from device.commands import models as cmd
 from device.config import load_config
 from device.errors import BundleError, ConfigError, SmearscopeError
 from device.paths import REPO_ROOT
@@ -221,7 +221,7 @@ def test_install_refuses_and_keeps_the_active_version(
     signed: Path, clinic, tmp_path: Path, tamper, message: str
 ) -> None:
     root = tmp_path / "models"
-    cmd.install(signed, root, log=_quiet, policy=_policy(clinic[1]))
+    modelstore.install(signed, root, log=_quiet, policy=_policy(clinic[1]))
     before = os.readlink(root / NAME)
     bad = tmp_path / "bad"
     shutil.copytree(signed, bad)
@@ -230,7 +230,7 @@ def test_install_refuses_and_keeps_the_active_version(
     sign_bundle(bad, clinic[0])
     tamper(bad)
     with pytest.raises(BundleError, match=message):
-        cmd.install(bad, root, log=_quiet, policy=_policy(clinic[1]))
+        modelstore.install(bad, root, log=_quiet, policy=_policy(clinic[1]))
     assert os.readlink(root / NAME) == before
 
 
@@ -238,10 +238,10 @@ def test_install_refuses_another_key_then_allow_unsigned_lets_it_in(signed: Path
     _, stranger, _ = generate_keypair(tmp_path / "stranger.key")
     root = tmp_path / "models"
     with pytest.raises(BundleError, match="trusted key"):
-        cmd.install(signed, root, log=_quiet, policy=_policy(stranger))
+        modelstore.install(signed, root, log=_quiet, policy=_policy(stranger))
     assert not (root / NAME).exists()
     said: list[str] = []
-    cmd.install(signed, root, log=said.append, policy=_policy(stranger, allow_unsigned=True))
+    modelstore.install(signed, root, log=said.append, policy=_policy(stranger, allow_unsigned=True))
     assert (root / NAME).is_symlink()
     assert any("allow_unsigned" in m for m in said)
 

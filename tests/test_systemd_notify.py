@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from device.commands import models as models_cmd
+from device import modelstore
 
 SMEARSCOPE = Path(sys.prefix) / "bin" / "smearscope"
 
@@ -50,7 +50,7 @@ def _receive(sock: socket.socket, want: str, deadline: float, proc: subprocess.P
 @pytest.mark.skipif(not SMEARSCOPE.exists(), reason="smearscope entry point not installed")
 def test_run_speaks_sd_notify_and_journal(tiny_bundle: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    models_cmd.install(tiny_bundle, models, log=lambda _m: None)
+    modelstore.install(tiny_bundle, models, log=lambda _m: None)
     config = tmp_path / "config.toml"
     config.write_text(
         f'[device]\ndata_dir = "{tmp_path / "data"}"\n[camera]\nsource = "replay"\nfps = 5.0\n'

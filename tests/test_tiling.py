@@ -167,7 +167,7 @@ def test_white_reference_applied_after_the_shrink_gives_the_same_tiles(magnifica
     """The tiling applies the frame's white reference to the rescaled frame when shrinking (fewer pixels)
     and before the rescale when enlarging: the tiles must be those of the normalised frame, to rounding,
     and the nucleus test (told the background) must pick the same tiles."""
-    from device.optics.colour import apply_gains, measure_white, normalise_background
+    from device.colour import apply_gains, measure_white, normalise_background
 
     u_model = 0.37
     u_frame = u_model / magnification
@@ -191,7 +191,7 @@ def test_white_reference_applied_after_the_shrink_gives_the_same_tiles(magnifica
 def test_a_clipped_background_is_rebuilt_before_the_shrink():
     """A warm camera clips red in the background; the rebuilt (extrapolated) channel must not leave
     fringes where a shrink blended saturated pixels with their neighbours."""
-    from device.optics.colour import apply_gains, measure_white, normalise_background
+    from device.colour import apply_gains, measure_white, normalise_background
 
     u_model, u_frame = 0.37, 0.37 / 2.5
     raw = smear(900, 640, u_frame, [(0.2, 0.3), (0.7, 0.6)], seed=4)

@@ -14,8 +14,8 @@ pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 
+from convert.augment import make_augmenter  # noqa: E402
 from device.cli import main  # noqa: E402
-from training.augment import make_augmenter  # noqa: E402
 from training.models import build_model, feature_extractor, set_finetune  # noqa: E402
 
 COLOURS = {"Blue": (40, 60, 200), "Green": (40, 190, 60), "Red": (210, 50, 50)}
@@ -75,7 +75,7 @@ def test_augmenter_keeps_shape_and_range() -> None:
 def test_robust_components_stay_in_their_documented_ranges() -> None:
     import tensorflow as tf
 
-    from training import augment as A
+    from convert import augment as A
 
     rng = np.random.default_rng(0)
     # a "smear": background at the white level, darker cells

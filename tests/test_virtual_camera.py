@@ -1,4 +1,4 @@
-"""The virtual microscope (device/optics/virtual.py) behind the replay camera."""
+"""The virtual microscope (device/camera/virtual.py) behind the replay camera."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from device.camera import open_source
+from device.camera.virtual import SAMPLES_UM_PER_PX, VirtualMicroscope, VirtualOptics, build_slide
+from device.colour import estimate_background
 from device.config import load_config
 from device.errors import ConfigError
-from device.optics.colour import estimate_background
 from device.optics.scale import estimate_scale
-from device.optics.virtual import SAMPLES_UM_PER_PX, VirtualMicroscope, VirtualOptics, build_slide
 
 
 def _camera(**keys):

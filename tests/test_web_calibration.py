@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from webkit import login, make_app, smear, token_of
 
-from device.optics.profiles import Profile
+from device.camera.profiles import Profile
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_colour_run_drives_the_running_camera_then_saves(app_svc, admin):
     thread-safe), measures raw frames, and keeps the result in the chosen profile."""
     from test_optics_profiles import SimCamera
 
-    from device.optics.profiled import ProfiledSource
+    from device.camera.profiled import ProfiledSource
 
     svc = app_svc[1]
     svc.profiles.save(Profile("HQ cam, 100x oil", 0.0725))

@@ -1,4 +1,4 @@
-"""The white reference (device.optics.colour) and the bundle's scale/colour fields."""
+"""The white reference (device.colour) and the bundle's scale/colour fields."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from device.bundle import Manifest, load_bundle
+from device.colour import WHITE_LEVEL, apply_gains, estimate_background, normalise_background
 from device.errors import BundleError
-from device.optics.colour import WHITE_LEVEL, apply_gains, estimate_background, normalise_background
 from device.preprocess import prepare, read_image
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
@@ -105,7 +105,7 @@ def test_bundle_without_scale_loads_with_a_warning(tiny_bundle, caplog):
 def test_a_white_balance_that_clips_the_background_is_undone(gains):
     # Red x1.2-1.25 saturates the background's red channel: it reads 255 whatever the gain was, so only
     # the stained pixels can tell how red the camera made them (colour.reference_white).
-    from device.optics.colour import reference_white
+    from device.colour import reference_white
 
     for path in SAMPLES[::3]:
         rgb = read_image(path)
@@ -125,7 +125,7 @@ def test_a_white_balance_that_clips_the_background_is_undone(gains):
 
 
 def test_an_unclipped_background_is_the_reference_as_it_reads():
-    from device.optics.colour import reference_white
+    from device.colour import reference_white
 
     for path in SAMPLES:
         rgb = read_image(path)
@@ -134,7 +134,7 @@ def test_an_unclipped_background_is_the_reference_as_it_reads():
 
 
 def test_a_clipped_background_offers_its_neighbouring_guesses():
-    from device.optics.colour import _MAX_EXTRAPOLATION, WhiteReference
+    from device.colour import _MAX_EXTRAPOLATION, WhiteReference
 
     ref = WhiteReference(np.array([290.0, 240.0, 230.0]))
     alts = ref.alternatives()
@@ -149,7 +149,7 @@ def test_a_clipped_background_offers_its_neighbouring_guesses():
 
 
 def test_a_background_clipped_in_blue_is_censored_and_offers_only_higher_guesses():
-    from device.optics.colour import WhiteReference, measure_white
+    from device.colour import WhiteReference, measure_white
 
     blue = WhiteReference(np.array([240.0, 236.0, 255.0]), censored=[2])
     assert [round(float(w.background[2]), 1) for w in blue.alternatives()] == [281.8, 311.5]
@@ -165,7 +165,7 @@ def test_a_background_clipped_in_blue_is_censored_and_offers_only_higher_guesses
 def test_a_channel_saturated_across_the_field_is_named_for_the_technician():
     """`saturation_hint`: a channel clipped in the background AND at 255 in >= 90% of the field has lost
     its stain to the camera; the advice names it. A clipped background alone is not that."""
-    from device.optics.colour import SATURATED_FIELD, saturation_hint
+    from device.colour import SATURATED_FIELD, saturation_hint
 
     rng = np.random.default_rng(0)
     img = rng.integers(120, 250, (200, 300, 3)).astype(np.uint8)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device.commands import models as cmd
+from device import modelstore
 from device.config import load_config
 from device.signing import generate_keypair, sign_bundle
 from device.store import Store
@@ -72,7 +72,7 @@ class Station:
             overrides={"models": {"trusted_keys": [str(trusted_pub)], "update_policy": policy}},
         )
         self.store = Store(self.config.device.data_dir, reserve_bytes=0)
-        cmd.install(tiny_bundle, self.models, log=quiet)  # signed by the test key (trusted by env)
+        modelstore.install(tiny_bundle, self.models, log=quiet)  # signed by the test key (trusted by env)
         (self.models / "DEFAULT").write_text(f"{NAME}\n")
         self.updater = ModelUpdater(
             self.config, self.store, models_root=self.models, on_installed=on_installed
@@ -118,7 +118,7 @@ class CutDownloads:
 
 
 def publish(hub: Any, dirs: list[Path], pub: Path, **kw: Any) -> dict[str, Any]:
-    from hub import fleet
+    from hub.fleet import updates as fleet
 
     with hub.sessions() as s:
         fleet.add_key(s, pub.read_text())

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
+from device.camera.profiles import ProfileStore
 from device.config import load_config
 from device.errors import SmearscopeError
 from device.optics.jobs import CalibrationJobs
-from device.optics.profiles import ProfileStore
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.store.store import Store, utc_now
 from device.web import auth, create_app

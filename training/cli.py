@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--augment",
         choices=("robust", "basic"),
         default="robust",
-        help="robust: scale/stain/white-balance/gamma/illumination/blur/noise/JPEG (training/augment.py); "
+        help="robust: scale/stain/white-balance/gamma/illumination/blur/noise/JPEG (convert/augment.py); "
         "basic: flips, small rotation/zoom, hue/saturation (the recipe before issue 11)",
     )
     p.add_argument(

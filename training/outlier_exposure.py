@@ -3,7 +3,7 @@ ICLR 2019): a fraction of every training batch is re-coloured far past any real 
 UNIFORM label, so the classifier itself learns to be unsure on such fields, instead of only a probe on
 frozen features (convert/outliers.py) trying to separate them afterwards.
 
-Why: the robust augmentation (training/augment.py) teaches the backbone to see through stain, white
+Why: the robust augmentation (convert/augment.py) teaches the backbone to see through stain, white
 balance and gamma; fields whose whole stain is about twice as dark then sit inside the familiar region of
 the pooled embedding, and neither the class-conditional Mahalanobis distance nor a probe fitted on frozen
 features can tell them from real fields (measured on the shipped MobileNetV2: 1 of 48 of each far-stain
@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from convert.augment import HED_FROM_RGB, RGB_FROM_HED, WHITE_LEVEL
 from convert.outliers import HIGH, LOW  # the far factors, one definition for the probe head and this
-from training.augment import HED_FROM_RGB, RGB_FROM_HED, WHITE_LEVEL
 
 
 def _far(b: tf.Tensor, k: int) -> tf.Tensor:

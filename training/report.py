@@ -89,32 +89,6 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, labels: list[s
     return out
 
 
-def plot_confusion(cm: list[list[int]], labels: list[str], path: str | Path, title: str) -> None:
-    cm_a = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=110)
-    ax.imshow(cm_a, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    thresh = cm_a.max() / 2 if cm_a.size else 0
-    for i in range(cm_a.shape[0]):
-        for j in range(cm_a.shape[1]):
-            ax.text(
-                j,
-                i,
-                str(cm_a[i, j]),
-                ha="center",
-                va="center",
-                color="white" if cm_a[i, j] > thresh else "black",
-            )
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def read_history(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():

@@ -21,10 +21,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from convert.augment import make_augmenter
+from convert.card import plot_confusion
 from device.dataset import fingerprint
 from device.errors import SmearscopeError
 from training import report
-from training.augment import make_augmenter
 from training.budget import BudgetSchedule
 from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
@@ -87,7 +88,7 @@ class TrainConfig:
     eager: bool = False  # Keras run_eagerly: no graph tracing (tiny runs: tests, smoke checks)
     outlier_exposure: float = 0.0  # fraction of each augmented batch re-coloured far, uniform label
     outlier_channel_share: float = 0.5  # of those, per-channel OD re-colourings (the rest: H&E amounts)
-    gamma_max: float = 1.3  # top of the robust recipe's gamma range (training/augment.py)
+    gamma_max: float = 1.3  # top of the robust recipe's gamma range (convert/augment.py)
     white_residual: float = 0.0  # fraction of images given an imperfect white reference's cast
 
 
@@ -388,7 +389,7 @@ def train(cfg: TrainConfig) -> dict:
     metrics["per_source"] = report.per_source_metrics(split.parts["test"], y_test, proba, labels)
     report.write_json(run / "metrics.json", metrics)
     np.save(run / "test_probabilities.npy", proba.astype("float32"))
-    report.plot_confusion(
+    plot_confusion(
         metrics["confusion_matrix"],
         labels,
         run / "confusion_matrix.png",

@@ -3,7 +3,7 @@
 # (Lite0 since 2026-11-30, MobileNetV2 since 2026-12-01). Usage: training/train_shipped.sh [SHARED_DIR] [SIGNING_KEY]   (default ../shared; no key =
 # unsigned bundles, which stations refuse until `make sign-shipped KEY=...`). Writes runs/* and models/*.
 #
-# Recipe: the robust on-the-fly augmentation of training/augment.py (scale x0.75-1.33, any rotation,
+# Recipe: the robust on-the-fly augmentation of convert/augment.py (scale x0.75-1.33, any rotation,
 # stain jitter in optical density, white balance/gamma with the background re-normalised, vignetting,
 # defocus, sensor noise, JPEG) and the background white reference (input.white_reference "background").
 # Phase 1: head on cached frozen features (15 epochs); phase 2: every layer but BatchNorm, half an epoch

@@ -1,4 +1,7 @@
-"""Camera sources behind one small interface (`FrameSource`), chosen by `[camera] source`."""
+"""Camera sources behind one small interface (`FrameSource`), chosen by `[camera] source`; their
+controls (`controls.py`), the calibration profiles (`profiles.py`), the source that applies the
+active profile to every frame (`profiled.py`) and the virtual microscope behind the replay source
+(`virtual.py`). Imports nothing of `device/optics/`."""
 
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ def open_source(cfg: CameraConfig, *, pace: bool = True) -> FrameSource:
 
 
 def virtual_optics(cfg: CameraConfig):
-    """The `[camera]` keys of the virtual microscope as `device.optics.virtual.VirtualOptics`."""
-    from device.optics.virtual import SAMPLES_UM_PER_PX, VirtualOptics
+    """The `[camera]` keys of the virtual microscope as `device.camera.virtual.VirtualOptics`."""
+    from device.camera.virtual import SAMPLES_UM_PER_PX, VirtualOptics
 
     return VirtualOptics(
         width=cfg.width,

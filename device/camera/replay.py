@@ -1,6 +1,6 @@
 """Replay camera: a folder of images or a video file, looping at a set pace (the default source).
 
-With `virtual` optics (device/optics/virtual.py) a folder of images becomes a virtual microscope: the
+With `virtual` optics (device/camera/virtual.py) a folder of images becomes a virtual microscope: the
 images are laid out as one slide and frames are rendered at a chosen size, µm/px, tint, vignetting and
 noise, with a stage that moves between fields.
 """
@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from device.camera.base import CameraError, FrameSource
+from device.camera.virtual import VirtualMicroscope, VirtualOptics
 from device.errors import ImageError
-from device.optics.virtual import VirtualMicroscope, VirtualOptics
 from device.paths import SAMPLES_DIR
 from device.preprocess import read_image, to_rgb8
 

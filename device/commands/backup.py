@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.camera.profiles import profiles_path
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes
-from device.optics.profiles import profiles_path
 from device.paths import models_dir
 from device.store.backup_format import FORMAT, INFO_NAME, PREFIX, PROFILES_NAME, file_entries
 from device.store.store import DB_NAME, IMAGES_DIR

@@ -1,4 +1,4 @@
-"""`smearscope calibrate`: calibration profiles per camera + objective (device/optics/profiles.py).
+"""`smearscope calibrate`: calibration profiles per camera + objective (device/camera/profiles.py).
 
     smearscope calibrate --name "HQ cam, 100x oil"                       # automatic: red cells, N frames
     smearscope calibrate --name "HQ cam, 40x" --um-per-px 0.181          # typed
@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 
 from device.camera import open_source
+from device.camera.profiles import Profile, ProfileStore
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
 from device.optics import calibrate as cal
-from device.optics.profiles import Profile, ProfileStore
 
 ACTIONS = ("list", "activate", "remove", "export", "import")
 

@@ -459,7 +459,7 @@ def check_web(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
 
 def check_calibration(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
     """The calibration profiles file: readable, and a profile active (else the scale is unknown)."""
-    from device.optics.profiles import ProfileError, ProfileStore
+    from device.camera.profiles import ProfileError, ProfileStore
 
     store = ProfileStore.from_config(cfg)
     try:

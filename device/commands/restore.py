@@ -11,9 +11,9 @@ import argparse
 import pwd
 from pathlib import Path
 
+from device.camera.profiles import profiles_path
 from device.config import add_config_args, config_from_args
 from device.errors import SmearscopeError
-from device.optics.profiles import profiles_path
 from device.paths import models_dir
 from device.store.backup_format import backup_images, check_backup
 from device.store.restore import restore

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from device.colour import WhiteReference, measure_white, saturation_hint
 from device.ensemble import Ensemble, Prediction
-from device.optics.colour import WhiteReference, measure_white, saturation_hint
 from device.optics.field import RULE, FieldResult, combine
 from device.optics.nuclei import NucleusThresholds
 from device.optics.scalecheck import Estimator, ScaleCheck, check_scale, estimate_um_per_px, not_run
@@ -389,7 +389,7 @@ class FieldClassifier:
 
     def settle_white(self, prepared: Prepared) -> Prepared:
         """Choose among `prepared.alternatives` (a clipped background's neighbouring white references,
-        `device/optics/colour.py`): the measured estimate, unless another rendering's most nucleated
+        `device/colour.py`): the measured estimate, unless another rendering's most nucleated
         tiles (up to `_WHITE_PROBE_TILES`) make FEWER of the models' content and energy checks fire, or
         as few with a summed content distance more than `_WHITE_DISTANCE_MARGIN` times lower; among
         those, the fewest firing, then the lowest distance. A rendering with no nucleated tile is never

@@ -4,7 +4,7 @@ white balance fixed on a blank area of the slide, OpenFlexure-style).
 
 Each takes callables (`read_frame`, `set_controls`, `get_controls`) rather than a camera, so the
 command drives a camera it opened itself and the daemon drives its running one through the capture
-thread (`device.optics.profiled.ProfiledSource`).
+thread (`device.camera.profiled.ProfiledSource`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from device.optics.colour import WHITE_LEVEL, estimate_background
+from device.colour import WHITE_LEVEL, estimate_background
 
 #: Above this many pixels the mask is computed on a shrunk copy (speed; a nucleus is >= ~10 px wide).
 ANALYSIS_MAX_SIDE = 640
@@ -37,7 +37,7 @@ class NucleusThresholds:
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:
-    """RGB of the bright plasma background (`device.optics.colour.estimate_background`; a neutral
+    """RGB of the bright plasma background (`device.colour.estimate_background`; a neutral
     235 grey when none is visible). Used to pad frames and to make the nucleus test independent of
     the camera's white balance."""
     bg = estimate_background(rgb)

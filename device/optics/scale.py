@@ -8,7 +8,7 @@ smear seen at another magnification gives the same estimate times the magnificat
 
 How (OpenCV + numpy only):
 1. Optical density of the green channel against the smear's own background
-   (`device.optics.colour.reference_white`: a red channel clipped in the background is extrapolated,
+   (`device.colour.reference_white`: a red channel clipped in the background is extrapolated,
    so a warm camera's red cells keep the hue that tells them from nuclei), so white balance and
    exposure do not move the threshold. Foreground = darker than half the red cells' typical density;
    nucleated cells (violet compared with the red cells, or far denser) are masked out with a margin.
@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.optics.colour import reference_white
+from device.colour import reference_white
 
 #: Reference mean diameter of a normal red blood cell, µm (normal range about 6.2-8.2 µm).
 RBC_DIAMETER_UM = 7.5

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device.optics.colour import WhiteReference
+from device.colour import WhiteReference
 from device.optics.nuclei import NucleusMap, NucleusThresholds, background_colour, find_nuclei
 from device.preprocess import prepare
 

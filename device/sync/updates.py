@@ -38,17 +38,10 @@ from typing import Any
 
 from device.bundle import read_manifest, sha256_file
 from device.bundle_archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MB, MAX_SIGNATURE_BYTES
-from device.commands.models import (
-    DEFAULT_LIST,
-    ModelStore,
-    downgrade_problem,
-    install,
-)
-from device.commands.models import (
-    rollback as rollback_bundle,
-)
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes
+from device.modelstore import DEFAULT_LIST, ModelStore, downgrade_problem, install
+from device.modelstore import rollback as rollback_bundle
 from device.paths import models_dir as default_models_dir
 from device.signing import (
     SIGNATURE_FILE,

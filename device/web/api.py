@@ -8,8 +8,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, jsonify, request, session
 
 from common.wording import DISCLAIMER
+from device.camera.profiles import ProfileError
 from device.errors import SmearscopeError
-from device.optics.profiles import ProfileError
 from device.store.store import DiskFullError, StoreError
 from device.web import queries
 from device.web.classify import classify_files

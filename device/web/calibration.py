@@ -1,4 +1,4 @@
-"""Admin page for calibration profiles (device/optics/profiles.py): automatic scale on live frames
+"""Admin page for calibration profiles (device/camera/profiles.py): automatic scale on live frames
 (progress polled as JSON), stage micrometer on a frozen frame (two clicks + the known length), a
 typed value, the colour reference, and the list (activate, delete, download the file)."""
 
@@ -18,10 +18,10 @@ from flask import (
     url_for,
 )
 
+from device.camera.profiles import Profile, ProfileError
 from device.errors import SmearscopeError
 from device.optics import calibrate as cal
 from device.optics.jobs import JobBusy
-from device.optics.profiles import Profile, ProfileError
 from device.pipeline.live import encode_jpeg
 from device.web.security import admin_required
 

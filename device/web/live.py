@@ -22,8 +22,8 @@ from flask import (
     url_for,
 )
 
+from device.camera.profiles import ProfileError
 from device.optics.field import RULE
-from device.optics.profiles import ProfileError
 from device.web import security
 
 bp = Blueprint("live", __name__)

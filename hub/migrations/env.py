@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import hub.fleet_models  # noqa: F401 - its tables join Base.metadata
+import hub.fleet.tables  # noqa: F401 - its tables join Base.metadata
 from hub.models import Base
 
 config = context.config

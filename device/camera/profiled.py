@@ -20,8 +20,8 @@ import numpy as np
 
 from device.camera.base import FrameSource
 from device.camera.controls import check_controls
-from device.optics.colour import apply_gains
-from device.optics.profiles import Profile, ProfileError, ProfileStore
+from device.camera.profiles import Profile, ProfileError, ProfileStore
+from device.colour import apply_gains
 
 log = logging.getLogger(__name__)
 AUTO = {"AeEnable": True, "AwbEnable": True}

@@ -14,10 +14,10 @@ import re
 from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import func, select
 
-from hub.api import _check_sha, _json_body, requires
-from hub.app import session
-from hub.fleet import current_set, fleet_overview, record_report, set_json
-from hub.fleet_models import BundleBlob
+from hub.api_common import check_sha, json_body, requires
+from hub.extensions import session
+from hub.fleet.tables import BundleBlob
+from hub.fleet.updates import current_set, fleet_overview, record_report, set_json
 
 fleet_api = Blueprint("fleet_api", __name__, url_prefix="/api/v1")
 
@@ -34,7 +34,7 @@ def models_current() -> Response:
 @fleet_api.get("/models/files/<sha>")
 @requires("device", "user")
 def models_file(sha: str) -> Response | tuple[Response, int]:
-    _check_sha(sha)
+    check_sha(sha)
     s = session()
     size = s.scalar(select(BundleBlob.size).where(BundleBlob.sha256 == sha))
     if size is None:
@@ -68,7 +68,7 @@ def models_file(sha: str) -> Response | tuple[Response, int]:
 @fleet_api.post("/models/installed")
 @requires("device")
 def models_installed() -> tuple[Response, int]:
-    body = _json_body()
+    body = json_body()
     if not isinstance(body, dict):
         abort(422, "body must be a JSON object")
     try:

@@ -1,4 +1,4 @@
-"""`smearscope-hub export-dataset`: reviewed fields as a training folder (see hub/export.py)."""
+"""`smearscope-hub export-dataset`: reviewed fields as a training folder (see hub/export/dataset.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import json
 import sys
 
 from hub import db
-from hub.export import ExportError, ExportFilter, image_loader, parse_since, select_entries, write_export
+from hub.export.dataset import (
+    ExportError,
+    ExportFilter,
+    image_loader,
+    parse_since,
+    select_entries,
+    write_export,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -70,7 +70,7 @@ def _harmonise(images: Sequence[np.ndarray], trim_bottom: float) -> list[np.ndar
     """Give every image the median background colour of them all (each dataset image has its own white
     balance; one slide under one camera has one), and trim a fraction off the bottom (where the
     dataset's images carry a scale-bar label)."""
-    from device.optics.colour import apply_gains, estimate_background
+    from device.colour import apply_gains, estimate_background
 
     bgs = [estimate_background(im) for im in images]
     known = [b for b in bgs if b is not None]

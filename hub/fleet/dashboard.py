@@ -7,12 +7,12 @@ import json
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
-from hub.app import session
 from hub.dashboard import login_required
-from hub.fleet import fleet_overview, set_json
-from hub.fleet_models import BundleSet
+from hub.extensions import session
+from hub.fleet.tables import BundleSet
+from hub.fleet.updates import fleet_overview, set_json
 
-fleet_dashboard = Blueprint("fleet_dashboard", __name__, template_folder="templates")
+fleet_dashboard = Blueprint("fleet_dashboard", __name__)
 SETS_SHOWN = 20
 
 

@@ -1,4 +1,6 @@
-"""Training-only augmentation on float32 0-255 RGB batches (B, H, W, 3), applied on the fly after batching.
+"""The training augmentation on float32 0-255 RGB batches (B, H, W, 3), applied on the fly after batching.
+Training trains with it and convert re-runs it for the content check's statistics; it lives in convert,
+the layer below training, so both may import it.
 
 Two recipes (`make_augmenter(recipe=...)`):
 
@@ -48,7 +50,7 @@ import tensorflow as tf
 
 RECIPES = ("robust", "basic")
 COMPONENTS = ("geometry", "stain", "white", "illumination", "defocus", "noise", "jpeg")
-WHITE_LEVEL = 235.0  # device.optics.colour.WHITE_LEVEL (kept literal: training must not import cv2 here)
+WHITE_LEVEL = 235.0  # device.colour.WHITE_LEVEL (kept literal: training must not import cv2 here)
 
 #: The Ruifrok & Johnston stain vectors (rows: haematoxylin, eosin, DAB) as skimage's `rgb_from_hed`.
 RGB_FROM_HED = np.array(

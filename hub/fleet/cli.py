@@ -10,9 +10,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from hub import db
-from hub.bundle_sig import SignatureError
-from hub.fleet import add_key, fleet_overview, publish, remove_key, set_group, set_json
-from hub.fleet_models import BundleSet, TrustedKey
+from hub.fleet.bundle_sig import SignatureError
+from hub.fleet.tables import BundleSet, TrustedKey
+from hub.fleet.updates import add_key, fleet_overview, publish, remove_key, set_group, set_json
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
@@ -64,9 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sessions(args: argparse.Namespace):  # noqa: ANN202
-    from hub.cli import _engine
-
-    return db.session_factory(_engine(args))
+    return db.session_factory(db.upgraded_engine(args.db))
 
 
 def _fail(msg: str) -> int:

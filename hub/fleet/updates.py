@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from hub.bundle_sig import (
+from hub.fleet.bundle_sig import (
     MANIFEST,
     SIGNATURE_FILE,
     Release,
@@ -32,7 +32,7 @@ from hub.bundle_sig import (
     release,
     verify_dir,
 )
-from hub.fleet_models import BundleBlob, BundleSet, DeviceFleet, PublishedBundle, TrustedKey
+from hub.fleet.tables import BundleBlob, BundleSet, DeviceFleet, PublishedBundle, TrustedKey
 from hub.models import Device
 
 GROUP_MAX = 100

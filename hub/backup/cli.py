@@ -1,11 +1,11 @@
-"""`smearscope-hub backup OUT` and `smearscope-hub restore IN` (hub/backup.py)."""
+"""`smearscope-hub backup OUT` and `smearscope-hub restore IN` (hub/backup/database.py)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from hub import backup as hub_backup
+from hub.backup import database as hub_backup
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,5 +1,5 @@
 """Dashboard: hub admins download reviewed fields as a training folder (a zip stream of the same
-layout `smearscope-hub export-dataset` writes; see hub/export.py)."""
+layout `smearscope-hub export-dataset` writes; see hub/export/dataset.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 from sqlalchemy import select
 
-from hub.app import session
 from hub.dashboard import current_user, login_required
-from hub.export import ExportError, ExportFilter, image_loader, iter_zip, parse_since, select_entries
+from hub.export.dataset import ExportError, ExportFilter, image_loader, iter_zip, parse_since, select_entries
+from hub.extensions import session
 from hub.models import Device, User
 
 dataset_export = Blueprint("dataset_export", __name__)
