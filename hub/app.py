@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from common.wording import DISCLAIMER
 from hub import db
-from hub.extensions import DISCLAIMER
 from hub.limits import init_limits
 from hub.metrics import init_metrics
 from hub.models import Setting

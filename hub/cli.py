@@ -25,12 +25,12 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from common.wording import DISCLAIMER
 from hub import db, tokens
 from hub.app import HubSettings, create_app
 from hub.backup import cli as backup_cli
 from hub.backup.database import HubBackupError
 from hub.export import cli as export_cli
-from hub.extensions import DISCLAIMER
 from hub.models import Device, User
 
 ENV_DB = "SMEARSCOPE_HUB_DB"

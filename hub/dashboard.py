@@ -29,8 +29,10 @@ from flask import (
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
-from hub import csvsafe, tokens
-from hub.extensions import DISCLAIMER, session
+from common import csvsafe
+from common.wording import DISCLAIMER
+from hub import tokens
+from hub.extensions import session
 from hub.models import Device, Image, Result, Sample, User, UserSession
 from hub.records import SHA256
 

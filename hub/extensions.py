@@ -1,14 +1,12 @@
 """What the app factory sets up and every blueprint reaches: the app's shared objects (`hub_ext`:
-engine, session factory, settings, limiter), the request's database session (`session`) and the
-disclaimer every page shows. Blueprints import this, never `hub.app`, so the factory can import them."""
+engine, session factory, settings, limiter) and the request's database session (`session`). Blueprints
+import this, never `hub.app`, so the factory can import them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Flask, current_app, g
-
-DISCLAIMER = "A screening aid for trained staff, not a diagnosis."
 
 
 def hub_ext(app: Flask | None = None) -> dict[str, Any]:

@@ -38,13 +38,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub import csvsafe, names
+from common import csvsafe
+from common.wording import DISCLAIMER
+from hub import names
 from hub.models import Device, Image, Result
 from hub.records import RecordError, parse_time
 
 FORMAT = "smearscope-dataset"
 VERSION = 1
-DISCLAIMER = "A screening aid for trained staff, not a diagnosis."
 LABEL_FOLD_RULE = (
     "labels equal ignoring case (Unicode NFC + casefold) are one class, named by the spelling most of its "
     "images carry (ties: the first in code-point order)"
@@ -275,7 +276,7 @@ def manifest(sel: Selection, flt: ExportFilter) -> dict[str, Any]:
 
 
 def manifest_csv(entries: list[ExportEntry]) -> bytes:
-    """The manifest for a spreadsheet: device text defused (hub.csvsafe), booleans as true/false."""
+    """The manifest for a spreadsheet: device text defused (common.csvsafe), booleans as true/false."""
     buf = io.StringIO()
     w = csvsafe.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
