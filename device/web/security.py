@@ -20,7 +20,7 @@ from device.web import auth
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Endpoints anyone may reach.
-PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "static"})
+PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "account.language", "static"})
 #: Endpoints reachable without login when [web] open_live_view = true (read-only).
 LIVE_ENDPOINTS = frozenset(
     {"live.page", "live.stream", "live.events", "live.heatmap", "live.frame", "live.result"}
