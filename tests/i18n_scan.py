@@ -15,7 +15,7 @@ from jinja2 import Environment
 
 TRANSLATABLE_ATTRS = {"title", "placeholder", "aria-label", "alt", "data-confirm", "label"}
 #: Text that is not a word in any language: the brand, units, symbols.
-ALLOWED = {"smearscope", "µm/px", "µm", "px", "sha256"}
+ALLOWED = {"smearscope", "µm", "px", "sha"}
 WORD = re.compile(r"[^\W\d_]{2,}")
 CALLS = {"_", "gettext", "ngettext", "lazy_gettext"}
 
@@ -68,7 +68,7 @@ def untranslated(source: str) -> list[str]:
         if kind == "string" and depth == 0 and re.search(r"[^\W\d_]{2,}\s+[^\W\d_]", value):
             prev = [v for _l, k, v in tokens[max(0, i - 2) : i] if k not in ("whitespace",)]
             if not (len(prev) == 2 and prev[0] in CALLS and prev[1] == "("):
-                found.append(repr(value))
+                found.append(value)
         if kind.endswith("_begin"):
             html.append(" ")
     parser = _Collector()

@@ -13,6 +13,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -97,7 +98,11 @@ def switch_profile():
     except ProfileError as exc:
         abort(400, description=str(exc))
     flash(
-        gettext("Calibration profile: %(name)s (%(um)s µm/px).", name=p.name, um=i18n.scale_text(p.um_per_px))
+        gettext(
+            "Calibration profile: %(name)s (camera %(um)s µm/px).",
+            name=p.name,
+            um=i18n.scale_text(p.um_per_px),
+        )
     )
     return redirect(url_for("live.page"))
 
@@ -241,7 +246,8 @@ def live_payload(result: dict) -> dict:
         "republished",
     )
     payload = {k: result[k] for k in keep if k in result}
-    payload["view"] = live_words.view(result)
+    # the reader's words need the reader (a request); without one the figures go alone
+    payload["view"] = live_words.view(result) if has_request_context() else None
     return payload
 
 
