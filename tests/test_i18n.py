@@ -43,7 +43,8 @@ def test_the_scanner_finds_bare_words():
     src = (
         '<p>Hello there</p><a title="Do it" href="{{ x }}">{{ _("Fine") }}</a>'
         '{% set why = \'two words\' %}<input type="submit" value="Send now">'
-        '<img alt="{{ _("ok") }}">{% block title %}{{ _("Live") }}{% endblock %} µm/px <code>smearscope run</code>'
+        '<img alt="{{ _("ok") }}">{% block title %}{{ _("Live") }}{% endblock %}'
+        " µm/px <code>smearscope run</code>"
     )
     assert untranslated(src) == [
         "'two words'",
