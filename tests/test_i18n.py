@@ -189,10 +189,8 @@ def test_refusals_say_what_happened_and_what_to_do(app_svc):
         a = advice.refusal("not classified: " + small)
         assert a.kind == "image_size" and a.refused and a.details == small
         assert a.sentence.startswith("The picture is too small to judge")
-        assert (
-            advice.refusal("scale unknown: the red cells cannot tell the magnification (x)").kind
-            == "scale_unknown"
-        )
+        unknown = "scale unknown: the red cells cannot tell the magnification (x)"
+        assert advice.refusal(unknown).kind == "scale_unknown"
         mismatch = (
             "magnification differs from the calibration — objective changed? (red cells say 0.14 µm/px)"
         )
@@ -202,6 +200,8 @@ def test_refusals_say_what_happened_and_what_to_do(app_svc):
         assert b.kind == "unfamiliar_input" and not b.refused and "efficientnet" not in b.sentence
         assert "efficientnet" in b.details
         assert advice.for_record({"abstained": False, "label": "Benign"}) is None
+        stored = advice.for_record({"abstained": True, "reason": unknown, "label": None})
+        assert stored.refused and stored.kind == "scale_unknown"
     with _in_request(app, "fr"):
         a = advice.refusal("not classified: " + small)
         assert a.sentence.startswith("L’image est trop petite pour juger") and a.details == small

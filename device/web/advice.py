@@ -21,6 +21,10 @@ DISCLAIMER_TEXT = lazy_gettext("A screening aid for trained staff, not a diagnos
 UNCERTAIN_TEXT = lazy_gettext("uncertain — refer to a hematologist")
 
 
+#: How a record's reason starts when the field got no call at all (field.py's wording).
+REFUSAL_PREFIXES = ("no white cells", "not classified")
+
+
 @dataclass(frozen=True)
 class Advice:
     """What the page says about a result with no trustworthy call."""
@@ -148,7 +152,11 @@ def for_record(rec: dict[str, Any]) -> Advice | None:
     if not rec.get("abstained"):
         return None
     reason = rec.get("reason") or ""
-    if reason.startswith(("no white cells", "not classified")):
+    field = rec.get("field") if isinstance(rec.get("field"), dict) else {}
+    if field.get("state") in ("refused", "no_cells") or reason.startswith(REFUSAL_PREFIXES):
+        return refusal(reason)
+    # a stored refusal keeps only its reason: one the refusal wording knows is not a doubt
+    if abstention_category(reason) == "other" and _refusal(reason)[0] != "other":
         return refusal(reason)
     return abstention(reason)
 
