@@ -83,7 +83,28 @@ def page():
         rbc_um=svc.config.optics.rbc_diameter_um,
         job=svc.calibration.state(),
         scale=svc.scale_info() if hasattr(svc, "scale_info") else {},
+        words=page_words(),
     )
+
+
+def page_words() -> dict[str, str]:
+    """Strings calibration.js shows, by key, in the reader's language ({name} placeholders)."""
+    return {
+        "delete": gettext("Delete the calibration profile “{name}”?"),
+        "starting": gettext("starting…"),
+        "refused": gettext("refused"),
+        "auto_result": gettext(
+            "{um} µm/px · red cell {px} px · {confident}/{frames} frames confident · spread {spread}%"
+        ),
+        "white_result": gettext("background {before} → {after} · camera controls applied: {took}"),
+        "white_ignored": gettext(" · ignored by this camera: {which}"),
+        "white_gain": gettext(" · software gain: {gains}"),
+        "none": gettext("none"),
+        "none_needed": gettext("none needed"),
+        "mic_first": gettext("Click the first end of the known length."),
+        "mic_second": gettext("Now click the other end."),
+        "mic_px": gettext("{px} px between the points. Type the known length (click again to re-mark)."),
+    }
 
 
 @bp.route("/run", methods=["POST"])
