@@ -8,6 +8,7 @@ Set SMEARSCOPE_SCREENSHOTS=DIR to also keep the screenshots (docs/screenshots/ i
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -171,5 +172,26 @@ def test_browser_session(daemon, tmp_path):
             strict.screenshot(path=str(shots / "history.png"))
             assert_not_blank(shots / "history.png")
             strict.close()
+
+            # a French-speaking technician: the picker on the login page, then the live page in French
+            # with the overlay's time in the station's zone, the zone written after it
+            fr = browser.new_page(viewport={"width": 1024, "height": 600}, bypass_csp=True)
+            fr.goto(daemon + "/login")
+            fr.select_option("#lang-pick select", "fr")
+            fr.click("#lang-pick input[type=submit]")
+            fr.wait_for_selector("text=Se connecter")
+            fr.fill("input[name=username]", "tech")
+            fr.fill("input[name=password]", "browser-pass-1")
+            fr.click("main button[type=submit]")
+            fr.wait_for_selector("#live")
+            assert fr.get_attribute("html", "lang") == "fr"
+            assert "Aide au dépistage pour personnel formé, pas un diagnostic." in fr.inner_text("body")
+            assert fr.inner_text("#capture") == "Capturer le champ"
+            fr.wait_for_function("document.getElementById('ov-time').textContent.length > 0", timeout=30000)
+            assert re.fullmatch(r"\d\d:\d\d:\d\d \S+", fr.inner_text("#ov-time")), fr.inner_text("#ov-time")
+            assert fr.inner_text("#q-state") in ("bonne", "mauvaise")
+            fr.screenshot(path=str(shots / "live-fr.png"))
+            assert_not_blank(shots / "live-fr.png")
+            fr.close()
         finally:
             browser.close()

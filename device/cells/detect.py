@@ -2,7 +2,7 @@
 
 Steps, on a copy of the image at about `DetectParams.work_um_per_px` (masks need no finer detail):
 
-1. White reference (`device.optics.colour.normalise_background`), so a camera's white balance does not
+1. White reference (`device.colour.normalise_background`), so a camera's white balance does not
    matter, then optical density (OD) per channel relative to the plasma background.
 2. Nuclear pixels: the `device.optics.nuclei` colour test (strong green absorption, clearly more than
    blue and red: purple-blue chromatin; red cells absorb the three alike). A small closing joins a
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from device.optics.colour import normalise_background
+from device.colour import normalise_background
 from device.optics.nuclei import NucleusThresholds, background_colour, nuclear_pixels
 
 WHITE = "white"

@@ -85,6 +85,7 @@ class SlideReport:
     reviews: list[ReviewLine] = field(default_factory=list)
     models: list[ModelLine] = field(default_factory=list)
     disclaimer: str = DISCLAIMER
+    top_malignant_label: str | None = None  # the suspicious call's most frequent malignant label
 
 
 class ReportError(LookupError):
@@ -240,6 +241,7 @@ def build_slide_report(
         labels=labels,
         call=summary.get("call", "insufficient"),
         call_text=summary.get("call_text", ""),
+        top_malignant_label=summary.get("top_malignant_label"),
         rule=summary.get("rule", ""),
         images=pick_images(fields, latest_review, store.image_path, max_images),
         reviews=reviews,

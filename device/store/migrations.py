@@ -111,4 +111,9 @@ ALTER TABLE results ADD COLUMN um_per_px REAL;      -- µm per pixel of the imag
 ALTER TABLE results ADD COLUMN profile TEXT;        -- name of the station's calibration profile (NULL: none)
 """
 
-MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION]
+M004_USER_LANGUAGE = """
+-- the page's language each user chose (NULL: the browser's Accept-Language)
+ALTER TABLE users ADD COLUMN language TEXT;
+"""
+
+MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION, M004_USER_LANGUAGE]

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
+from flask_babel import gettext, lazy_gettext
 from werkzeug.exceptions import HTTPException
 
 from common.wording import DISCLAIMER
 from device import __version__
 from device.fsutil import atomic_write_bytes
 from device.store.store import DiskFullError, is_disk_full
-from device.web import auth, proxy, security
+from device.web import auth, i18n, proxy, security
 from device.web.streams import StreamBudget
 
 SECRET_FILE = "web_secret_key"
@@ -106,11 +107,12 @@ def create_app(config, services) -> Flask:
     app.before_request(security.enforce)
 
     app.add_template_filter(confidence_text, "confidence")
+    i18n.init_app(app)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
         return {
-            "disclaimer": DISCLAIMER,
+            "disclaimer": lazy_gettext(DISCLAIMER),
             "current_user": g.get("user"),
             "csrf_token": security.csrf_token,
             "version": __version__,
@@ -144,23 +146,31 @@ def create_app(config, services) -> Flask:
             raise exc
         with contextlib.suppress(Exception):
             services.store.disk_full = True
-        msg = "storage full: nothing was stored; free disk space (see Status) and try again"
+        msg = gettext("storage full: nothing was stored; free disk space (see Status) and try again")
         if security.wants_json() or request.path.startswith("/api/"):
             return jsonify({"error": msg}), 507
-        return render_template("error.html", code=507, name="Storage full", message=msg), 507
+        return render_template("error.html", code=507, name=gettext("Storage full"), message=msg), 507
 
     @app.errorhandler(413)
     def _too_large(exc):
         got = request.content_length
+        limits = {"total": f"{request_limit(config) / 1e6:.0f}", "each": config.web.max_upload_mb}
         msg = (
-            f"upload too large: this request is {got / 1e6:.1f} MB; one request may carry at most "
-            f"{request_limit(config) / 1e6:.0f} MB in all, each file at most {config.web.max_upload_mb} MB"
+            gettext(
+                "upload too large: this request is %(got)s MB; one request may carry at most %(total)s MB "
+                "in all, each file at most %(each)s MB",
+                got=f"{got / 1e6:.1f}",
+                **limits,
+            )
             if got
-            else f"upload too large: one request may carry at most {request_limit(config) / 1e6:.0f} MB "
-            f"in all, each file at most {config.web.max_upload_mb} MB"
+            else gettext(
+                "upload too large: one request may carry at most %(total)s MB in all, each file at most "
+                "%(each)s MB",
+                **limits,
+            )
         )
         if security.wants_json() or request.path.startswith("/api/"):
             return jsonify({"error": msg}), 413
-        return render_template("error.html", code=413, name="Too large", message=msg), 413
+        return render_template("error.html", code=413, name=gettext("Too large"), message=msg), 413
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext, ngettext
 
 from device.web import auth
 from device.web.security import admin_required
@@ -30,7 +31,7 @@ def users():
 def _keep_an_admin(conn, name: str, *, removing_admin: bool) -> None:
     user = auth.get_user(conn, name)
     if removing_admin and user and user.is_admin and not user.disabled and auth.count_admins(conn) <= 1:
-        abort(400, description="this is the last admin account: make another admin first")
+        abort(400, description=gettext("this is the last admin account: make another admin first"))
 
 
 @bp.route("/users", methods=["POST"])
@@ -44,30 +45,47 @@ def user_action():
             auth.add_user(
                 conn, name, request.form.get("role", "technician"), request.form.get("password", "")
             )
-            flash(f"User {name} added.")
+            flash(gettext("User %(name)s added.", name=name))
         elif action == "role":
             role = request.form.get("role", "")
             _keep_an_admin(conn, name, removing_admin=role != "admin")
             auth.set_role(conn, name, role)
-            flash(f"{name} is now {role}.")
+            flash(
+                gettext(
+                    "%(name)s is now %(role)s.",
+                    name=name,
+                    role=gettext("admin") if role == "admin" else gettext("technician"),
+                )
+            )
         elif action in ("disable", "enable"):
             if action == "disable":
                 _keep_an_admin(conn, name, removing_admin=True)
             auth.set_disabled(conn, name, action == "disable")
-            flash(f"User {name} {action}d.")
+            flash(
+                gettext("User %(name)s disabled.", name=name)
+                if action == "disable"
+                else gettext("User %(name)s enabled.", name=name)
+            )
         elif action == "password":
             auth.set_password(conn, name, request.form.get("password", ""))
-            flash(f"Password of {name} changed; their sessions are logged out.")
+            flash(gettext("Password of %(name)s changed; their sessions are logged out.", name=name))
         elif action == "remove":
             _keep_an_admin(conn, name, removing_admin=True)
             auth.remove_user(conn, name)
-            flash(f"User {name} removed.")
+            flash(gettext("User %(name)s removed.", name=name))
         elif action == "apikey":
             key = auth.new_api_key(conn, name)
             return render_template("users.html", users=auth.list_users(conn), new_key=key, key_user=name)
         elif action == "revoke":
             n = auth.revoke_api_keys(conn, name)
-            flash(f"{n} API key(s) of {name} revoked.")
+            flash(
+                ngettext(
+                    "%(num)d API key of %(name)s revoked.",
+                    "%(num)d API keys of %(name)s revoked.",
+                    n,
+                    name=name,
+                )
+            )
         else:
             abort(400, description=f"unknown action {action!r}")
     except auth.AuthError as exc:
@@ -104,7 +122,7 @@ def sync_retry():
     ext = current_app.extensions["smearscope"]
     n = Outbox(ext.store).retry_rejected()
     ext.store.add_event("info", "sync", f"{g.user.name} queued {n} quarantined record(s) again")
-    flash(f"{n} record(s) queued for sync again.")
+    flash(ngettext("%(num)d record queued for sync again.", "%(num)d records queued for sync again.", n))
     return redirect(url_for("admin.sync"))
 
 
@@ -119,12 +137,23 @@ def accept_model_update():
     try:
         result = ext.services.accept_model_update(allow_downgrade=allow_downgrade)
     except SmearscopeError as exc:
-        flash(f"Not installed: {exc}")
+        flash(gettext("Not installed: %(why)s", why=exc))
         return redirect(url_for("system.models_page"))
     what = "a model downgrade" if allow_downgrade else "the model update"
     ext.store.add_event("info", "models", f"{g.user.name} accepted {what}: {result.get('state')}")
     if result.get("state") == "installed":
-        flash(f"Model update installed and in service: {', '.join(result.get('bundles', []))}.")
+        flash(
+            gettext(
+                "Model update installed and in service: %(bundles)s.",
+                bundles=", ".join(result.get("bundles", [])),
+            )
+        )
     else:
-        flash(f"Model update {result.get('state')}: {result.get('reason', '')} — the current models stay.")
+        flash(
+            gettext(
+                "Model update %(state)s: %(reason)s — the current models stay.",
+                state=result.get("state"),
+                reason=result.get("reason", ""),
+            )
+        )
     return redirect(url_for("system.models_page"))

@@ -41,6 +41,7 @@ class User:
     role: str
     disabled: bool = False
     password_hash: str = ""
+    language: str | None = None  # the page's language this user chose; None: the browser's
 
     @property
     def is_admin(self) -> bool:
@@ -83,7 +84,7 @@ def hash_password(password: str) -> str:
 def _row_user(row: sqlite3.Row | None) -> User | None:
     if row is None:
         return None
-    return User(row["name"], row["role"], bool(row["disabled"]), row["password_hash"])
+    return User(row["name"], row["role"], bool(row["disabled"]), row["password_hash"], row["language"])
 
 
 def get_user(conn: sqlite3.Connection, name: str) -> User | None:
@@ -140,6 +141,13 @@ def set_disabled(conn: sqlite3.Connection, name: str, disabled: bool) -> None:
         raise AuthError(f"no user {name!r}")
     if disabled:
         end_sessions(conn, name)
+
+
+def set_language(conn: sqlite3.Connection, name: str, language: str | None) -> None:
+    """The page's language for `name` (a code the page speaks, checked by the caller; None: the
+    browser's)."""
+    if conn.execute("UPDATE users SET language = ? WHERE name = ?", (language, name)).rowcount == 0:
+        raise AuthError(f"no user {name!r}")
 
 
 def count_admins(conn: sqlite3.Connection) -> int:

@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext
 
 from device.camera.profiles import Profile, ProfileError
 from device.errors import SmearscopeError
@@ -50,7 +51,7 @@ def _save(profile: Profile) -> Response:
     except ProfileError as exc:
         abort(400, description=str(exc))
     svc.store.add_event("info", "calibration", f"{g.user.name} saved profile {saved.name}: {saved.summary()}")
-    flash(f"Profile {saved.name} saved: {saved.summary()}.")
+    flash(gettext("Profile %(name)s saved: %(summary)s.", name=saved.name, summary=saved.summary()))
     return redirect(url_for("calibration.page"))
 
 
@@ -81,7 +82,29 @@ def page():
         cal=svc.config.calibration,
         rbc_um=svc.config.optics.rbc_diameter_um,
         job=svc.calibration.state(),
+        scale=svc.scale_info() if hasattr(svc, "scale_info") else {},
+        words=page_words(),
     )
+
+
+def page_words() -> dict[str, str]:
+    """Strings calibration.js shows, by key, in the reader's language ({name} placeholders)."""
+    return {
+        "delete": gettext("Delete the calibration profile “{name}”?"),
+        "starting": gettext("starting…"),
+        "refused": gettext("refused"),
+        "auto_result": gettext(
+            "{um} µm/px · red cell {px} px · {confident}/{frames} frames confident · spread {spread}%"
+        ),
+        "white_result": gettext("background {before} → {after} · camera controls applied: {took}"),
+        "white_ignored": gettext(" · ignored by this camera: {which}"),
+        "white_gain": gettext(" · software gain: {gains}"),
+        "none": gettext("none"),
+        "none_needed": gettext("none needed"),
+        "mic_first": gettext("Click the first end of the known length."),
+        "mic_second": gettext("Now click the other end."),
+        "mic_px": gettext("{px} px between the points. Type the known length (click again to re-mark)."),
+    }
 
 
 @bp.route("/run", methods=["POST"])
@@ -121,7 +144,7 @@ def save():
     state = svc.calibration.state() or {}
     result = svc.calibration.result(request.form.get("job", ""))
     if result is None:
-        abort(400, description="no finished calibration with that id: run it again")
+        abort(400, description=gettext("no finished calibration with that id: run it again"))
     name = request.form.get("name", "")
     if state.get("kind") == "white":
         try:
@@ -129,7 +152,7 @@ def save():
         except ProfileError as exc:
             abort(400, description=str(exc))
         svc.store.add_event("info", "calibration", f"{g.user.name} fixed the colour of profile {p.name}")
-        flash(f"Colour reference saved in {p.name}.")
+        flash(gettext("Colour reference saved in %(name)s.", name=p.name))
         return redirect(url_for("calibration.page"))
     camera = svc.camera_source.describe() if getattr(svc, "camera_source", None) else ""
     prof = _new(name, round(result["um_per_px"], 6), "auto", camera=camera)
@@ -159,7 +182,7 @@ def freeze():
 def frozen(token: str):
     rgb = _services().calibration.frozen(token)
     if rgb is None:
-        abort(404, description="that frozen frame is gone: freeze a new one")
+        abort(404, description=gettext("that frozen frame is gone: freeze a new one"))
     return Response(encode_jpeg(rgb, 92), mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
@@ -168,7 +191,7 @@ def frozen(token: str):
 def micrometer():
     token = request.form.get("token", "")
     if _services().calibration.frozen(token) is None:
-        abort(400, description="freeze a frame and mark two points on it first")
+        abort(400, description=gettext("freeze a frame and mark two points on it first"))
     p1, p2 = (_float("x1"), _float("y1")), (_float("x2"), _float("y2"))
     length = _float("length_um")
     try:
@@ -192,7 +215,7 @@ def activate():
         p = _services().set_active_profile(request.form.get("name", ""), g.user.name)
     except ProfileError as exc:
         abort(400, description=str(exc))
-    flash(f"Active profile: {p.name}.")
+    flash(gettext("Active profile: %(name)s.", name=p.name))
     return redirect(url_for("calibration.page"))
 
 
@@ -206,7 +229,7 @@ def remove():
     except ProfileError as exc:
         abort(400, description=str(exc))
     svc.store.add_event("info", "calibration", f"{g.user.name} removed profile {name}")
-    flash(f"Profile {name} removed.")
+    flash(gettext("Profile %(name)s removed.", name=name))
     return redirect(url_for("calibration.page"))
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 
 from flask import current_app
+from flask_babel import gettext
 from werkzeug.datastructures import FileStorage
 
 from device.optics.analyse import ScaleArg, parse_scale
@@ -29,7 +30,9 @@ DECODE_WAIT_S = 30.0
 @contextlib.contextmanager
 def decode_slot(slots: threading.Semaphore, wait_s: float = DECODE_WAIT_S) -> Iterator[None]:
     if not slots.acquire(timeout=wait_s):
-        raise UploadRejected(503, "the station is busy decoding other uploads: try again in a minute")
+        raise UploadRejected(
+            503, gettext("the station is busy decoding other uploads: try again in a minute")
+        )
     try:
         yield
     finally:
@@ -42,9 +45,11 @@ def resolve_sample(store, sample_id: str | None) -> str | None:
         return None
     sample = store.get_sample(sample_id)
     if sample is None:
-        raise UploadRejected(404, f"no sample {sample_id}")
+        raise UploadRejected(404, gettext("no sample %(id)s", id=sample_id))
     if sample["status"] != "open":
-        raise UploadRejected(409, f"sample {sample['slide_id']} is finished: start a new sample")
+        raise UploadRejected(
+            409, gettext("sample %(slide)s is finished: start a new sample", slide=sample["slide_id"])
+        )
     return sample_id
 
 
@@ -70,9 +75,11 @@ def check_files(
 ) -> list[tuple[FileStorage, CheckedImage]]:
     files = [f for f in files if f is not None and (f.filename or f.content_length)]
     if not files:
-        raise UploadRejected(400, "no file: send one or more images in the form field 'file'")
+        raise UploadRejected(400, gettext("no file: send one or more images in the form field 'file'"))
     if len(files) > MAX_FILES:
-        raise UploadRejected(413, f"{len(files)} files in one upload; at most {MAX_FILES}")
+        raise UploadRejected(
+            413, gettext("%(n)s files in one upload; at most %(max)s", n=len(files), max=MAX_FILES)
+        )
     out = []
     for fs in files:
         size = file_size(fs)
@@ -113,7 +120,9 @@ def classify_files(
     scale = resolve_scale(um_per_px)
     sample_id = resolve_sample(ext.store, sample_id)
     if ext.store.refresh_disk_state():
-        raise UploadRejected(507, "storage full: nothing was stored; free disk space and upload again")
+        raise UploadRejected(
+            507, gettext("storage full: nothing was stored; free disk space and upload again")
+        )
     max_decode = int(ext.config.web.max_decode_megapixels * 1e6)
     checked = check_files(files, max_bytes, max_decode, ext.decode_slots)
     out = []

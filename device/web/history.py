@@ -19,6 +19,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext
 
 from device.store.store import StoreError
 from device.web import queries
@@ -76,7 +77,7 @@ def detail(result_id: str):
     ext = _ext()
     rec = ext.store.get_result(result_id)
     if rec is None:
-        abort(404, description=f"no record {result_id}")
+        abort(404, description=gettext("no record %(id)s", id=result_id))
     reviews = ext.store.reviews_of(rec["id"]) if rec["kind"] == "classification" else []
     original = ext.store.get_result(rec["review_of"]) if rec["review_of"] else None
     sample = ext.store.get_sample(rec["sample_id"]) if rec["sample_id"] else None
@@ -97,13 +98,13 @@ def review(result_id: str):
     verdict = request.form.get("verdict", "agree")
     label = None if verdict == "agree" else request.form.get("label") or None
     if verdict != "agree" and not label:
-        abort(400, description="choose the correct label, or agree")
+        abort(400, description=gettext("choose the correct label, or agree"))
     comment = (request.form.get("comment") or "").strip()[:2000]
     try:
         new = ext.store.add_review(result_id, label, comment, g.user.name)
     except StoreError as exc:
         abort(404 if "no result" in str(exc) else 400, description=str(exc))
-    flash("Review saved as a new record; the original is kept unchanged.")
+    flash(gettext("Review saved as a new record; the original is kept unchanged."))
     return redirect(url_for("history.detail", result_id=new["review_of"]))
 
 
@@ -142,7 +143,7 @@ def export_response(filters: queries.Filters, fmt: str) -> Response:
     stem = f"smearscope-{filters.sample[:8] if filters.sample else 'records'}-{stamp}"
     sample = store.get_sample(filters.sample) if filters.sample else None
     if filters.sample and sample is None:
-        abort(404, description=f"no sample {filters.sample}")
+        abort(404, description=gettext("no sample %(id)s", id=filters.sample))
     if fmt == "csv":
         slides = {sample["id"]: sample["slide_id"]} if sample else _SlideLookup(ext.conn())
         body = csv_group_rows(queries.iter_record_groups(ext.conn(), filters), labels, slides)

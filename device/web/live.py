@@ -13,6 +13,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -21,10 +22,10 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext
 
 from device.camera.profiles import ProfileError
-from device.optics.field import RULE
-from device.web import security
+from device.web import advice, i18n, live_words, security
 
 bp = Blueprint("live", __name__)
 
@@ -64,8 +65,17 @@ def page():
         readonly=g.user is None,
         profiles=profiles,
         active_profile=active,
-        field_rule=RULE,
+        field_rule=advice.FIELD_RULE_TEXT,
+        words=live_words.page_words(),
+        scale=_scale_info(ext.services),
     )
+
+
+def _scale_info(services) -> dict:
+    try:
+        return services.scale_info()
+    except Exception:  # noqa: BLE001 - a stand-in without models: the page says "unknown"
+        return {}
 
 
 def profile_choices(services) -> tuple[list, str | None]:
@@ -87,7 +97,13 @@ def switch_profile():
         p = ext.services.set_active_profile(request.form.get("profile", ""), g.user.name)
     except ProfileError as exc:
         abort(400, description=str(exc))
-    flash(f"Calibration profile: {p.name} ({p.um_per_px:.4f} µm/px).")
+    flash(
+        gettext(
+            "Calibration profile: %(name)s (camera %(um)s µm/px).",
+            name=p.name,
+            um=i18n.scale_text(p.um_per_px),
+        )
+    )
     return redirect(url_for("live.page"))
 
 
@@ -229,7 +245,10 @@ def live_payload(result: dict) -> dict:
         "rule",
         "republished",
     )
-    return {k: result[k] for k in keep if k in result}
+    payload = {k: result[k] for k in keep if k in result}
+    # the reader's words need the reader (a request); without one the figures go alone
+    payload["view"] = live_words.view(result) if has_request_context() else None
+    return payload
 
 
 def sse_events(live, last_seq: int, max_s: float = SSE_MAX_S, keepalive_s: float = 5.0) -> Iterator[str]:

@@ -14,6 +14,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_babel import gettext
 
 from device.store.store import StoreError
 from device.web import queries
@@ -43,7 +44,7 @@ def start():
     except StoreError as exc:
         abort(400, description=str(exc))
     session["sample"] = sample["id"]
-    flash(f"Sample {sample['slide_id']} started: captured fields now go into it.")
+    flash(gettext("Sample %(slide)s started: captured fields now go into it.", slide=sample["slide_id"]))
     if request.form.get("back") == "live":
         return redirect(url_for("live.page"))
     return redirect(url_for("samples.detail", sample_id=sample["id"]))
@@ -54,7 +55,7 @@ def detail(sample_id: str):
     store = _store()
     sample = store.get_sample(sample_id)
     if sample is None:
-        abort(404, description=f"no sample {sample_id}")
+        abort(404, description=gettext("no sample %(id)s", id=sample_id))
     try:
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
@@ -75,7 +76,7 @@ def finish(sample_id: str):
     if request.form.get("confirm") != "yes":
         sample = _store().get_sample(sample_id)
         if sample is None:
-            abort(404, description=f"no sample {sample_id}")
+            abort(404, description=gettext("no sample %(id)s", id=sample_id))
         return render_template("finish_confirm.html", sample=sample)
     try:
         sample = _store().finish_sample(sample_id)
@@ -83,7 +84,7 @@ def finish(sample_id: str):
         abort(404, description=str(exc))
     if session.get("sample") == sample_id:
         session.pop("sample")
-    flash(f"Sample {sample['slide_id']} finished; its summary is frozen.")
+    flash(gettext("Sample %(slide)s finished; its summary is frozen.", slide=sample["slide_id"]))
     return redirect(url_for("samples.detail", sample_id=sample_id))
 
 
@@ -93,6 +94,6 @@ def select():
     sample_id = request.form.get("sample", "")
     sample = _store().get_sample(sample_id) if sample_id else None
     if sample is None or sample["status"] != "open":
-        abort(400, description="only an open sample can receive fields")
+        abort(400, description=gettext("only an open sample can receive fields"))
     session["sample"] = sample_id
     return redirect(url_for("live.page"))

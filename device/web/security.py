@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import abort, current_app, g, jsonify, redirect, request, session, url_for
+from flask_babel import gettext
 
 from device.web import auth
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Endpoints anyone may reach.
-PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "static"})
+PUBLIC_ENDPOINTS = frozenset({"system.healthz", "account.login", "account.language", "static"})
 #: Endpoints reachable without login when [web] open_live_view = true (read-only).
 LIVE_ENDPOINTS = frozenset(
     {"live.page", "live.stream", "live.events", "live.heatmap", "live.frame", "live.result"}
@@ -70,7 +71,7 @@ def load_user() -> None:
     if header.lower().startswith("bearer "):
         user = auth.verify_api_key(conn, header[7:].strip())
         if user is None:
-            _deny(401, "invalid or revoked API key")
+            _deny(401, gettext("invalid or revoked API key"))
         g.user, g.via = user, "apikey"
         return
     name = session.get("user")
@@ -97,14 +98,14 @@ def enforce() -> None:
         ext.config.web.open_live_view and endpoint in LIVE_ENDPOINTS and request.method in SAFE_METHODS
     )
     if g.user is None and not open_live:
-        _deny(401, "login required")
+        _deny(401, gettext("login required"))
     if request.method not in SAFE_METHODS and g.via != "apikey":
         given = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
         if not auth.csrf_ok(session.get("csrf"), given):
-            _deny(400, "missing or wrong CSRF token: reload the page and try again")
+            _deny(400, gettext("missing or wrong CSRF token: reload the page and try again"))
     view = current_app.view_functions.get(endpoint)
     if view is not None and getattr(view, ADMIN_ATTR, False) and not (g.user and g.user.is_admin):
-        _deny(403, "admins only")
+        _deny(403, gettext("admins only"))
 
 
 def login_session(user: auth.User) -> None:
@@ -133,4 +134,4 @@ def client_addr() -> str:
 
 def require_admin() -> None:
     if not (g.user and g.user.is_admin):
-        _deny(403, "admins only")
+        _deny(403, gettext("admins only"))

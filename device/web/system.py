@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, send_from_directory
+from flask_babel import gettext
 
 from device.web.models_info import IMAGE_SUFFIXES, find_bundle_dir, installed_bundles
 
@@ -51,10 +52,22 @@ def metrics():
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+def _scale_info(services) -> dict:
+    try:
+        return services.scale_info()
+    except Exception:  # noqa: BLE001 - a stand-in without models: the page says "unknown"
+        return {}
+
+
 @bp.route("/status")
 def status_page():
     ext = _ext()
-    return render_template("status.html", status=status_body(), events=ext.store.recent_events(30))
+    return render_template(
+        "status.html",
+        status=status_body(),
+        events=ext.store.recent_events(30),
+        scale=_scale_info(ext.services),
+    )
 
 
 @bp.route("/models")
@@ -76,5 +89,5 @@ def model_file(name: str, filename: str):
         abort(404)
     bundle_dir = find_bundle_dir(ext.config, ext.services, name)
     if bundle_dir is None:
-        abort(404, description=f"no bundle {name}")
+        abort(404, description=gettext("no bundle %(name)s", name=name))
     return send_from_directory(bundle_dir, filename, max_age=3600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g, render_template, request, session
+from flask_babel import gettext
 
 from device.web.classify import classify_files
 from device.web.live import labels_info
@@ -30,7 +31,9 @@ def page():
     if request.method == "POST":
         try:
             if scale_value == "typed":
-                raise UploadRejected(400, "type the images' scale in µm per pixel, or choose another scale")
+                raise UploadRejected(
+                    400, gettext("type the images' scale in µm per pixel, or choose another scale")
+                )
             results = classify_files(
                 request.files.getlist("file"),
                 request.form.get("sample"),

@@ -1,12 +1,20 @@
 // Calibration page: start a run and poll its progress; freeze a frame and mark a micrometer on it.
 "use strict";
 (function () {
+  var holder = document.getElementById("calibration");
+  var words = JSON.parse((holder && holder.dataset.words) || "{}");
+  // a translated sentence from the page's words, "{name}" placeholders filled in
+  function T(key, args) {
+    return (words[key] || key).replace(/\{(\w+)\}/g, function (m, k) {
+      return args && args[k] !== undefined ? String(args[k]) : m;
+    });
+  }
   document.querySelectorAll("#profiles form").forEach(function (f) {
     var b = f.querySelector("button.danger");
     if (!b) return;
     f.addEventListener("submit", function (e) {
       var name = f.querySelector('input[name="name"]').value;
-      if (!window.confirm("Delete the calibration profile \u201c" + name + "\u201d?")) e.preventDefault();
+      if (!window.confirm(T("delete", {name: name}))) e.preventDefault();
     });
   });
   var root = document.getElementById("calibration");
@@ -38,9 +46,9 @@
   function start(prefix, body, onDone) {
     var msg = document.getElementById(prefix + "-msg");
     msg.className = "hint";
-    msg.textContent = "starting…";
+    msg.textContent = T("starting");
     S.postJSON(root.dataset.run, body).then(function (res) {
-      if (!res.ok) { msg.textContent = res.data.error || "refused"; msg.className = "error"; return; }
+      if (!res.ok) { msg.textContent = res.data.error || T("refused"); msg.className = "error"; return; }
       poll(prefix, onDone);
     });
   }
@@ -57,8 +65,8 @@
     start("auto", { kind: "auto", frames: frames }, function (job) {
       var r = job.result;
       document.getElementById("auto-msg").textContent =
-        r.um_per_px.toFixed(4) + " µm/px · red cell " + r.diameter_px.toFixed(1) + " px · " +
-        r.n_confident + "/" + r.n_frames + " frames confident · spread " + (100 * r.spread).toFixed(1) + "%";
+        T("auto_result", {um: r.um_per_px.toFixed(4), px: r.diameter_px.toFixed(1), confident: r.n_confident,
+                          frames: r.n_frames, spread: (100 * r.spread).toFixed(1)});
       showSave("auto-save", job);
     });
   });
@@ -67,11 +75,11 @@
   white.addEventListener("click", function () {
     start("white", { kind: "white" }, function (job) {
       var r = job.result;
-      var took = Object.keys(r.controls).join(", ") || "none";
+      var took = Object.keys(r.controls).join(", ") || T("none");
       document.getElementById("white-msg").textContent =
-        "background " + r.before.join("/") + " → " + r.after.join("/") + " · camera controls applied: " + took +
-        (r.ignored.length ? " · ignored by this camera: " + r.ignored.join(", ") : "") +
-        " · software gain: " + (r.white_gains ? r.white_gains.join(", ") : "none needed");
+        T("white_result", {before: r.before.join("/"), after: r.after.join("/"), took: took}) +
+        (r.ignored.length ? T("white_ignored", {which: r.ignored.join(", ")}) : "") +
+        T("white_gain", {gains: r.white_gains ? r.white_gains.join(", ") : T("none_needed")});
       showSave("white-save", job);
     });
   });
@@ -107,7 +115,7 @@
         points = [];
         form.querySelector('input[name="token"]').value = res.data.token;
         micMsg.className = "hint";
-        micMsg.textContent = "Click the first end of the known length.";
+        micMsg.textContent = T("mic_first");
         draw();
       };
       img.src = res.data.url;
@@ -121,12 +129,12 @@
     if (points.length === 2) points = [];
     points.push([Math.round(x * 10) / 10, Math.round(y * 10) / 10]);
     draw();
-    if (points.length === 1) { micMsg.textContent = "Now click the other end."; form.hidden = true; return; }
+    if (points.length === 1) { micMsg.textContent = T("mic_second"); form.hidden = true; return; }
     var px = Math.hypot(points[1][0] - points[0][0], points[1][1] - points[0][1]);
     ["x1", "y1", "x2", "y2"].forEach(function (k, i) {
       form.querySelector('input[name="' + k + '"]').value = points[i >> 1][i & 1];
     });
-    micMsg.textContent = px.toFixed(1) + " px between the points. Type the known length (click again to re-mark).";
+    micMsg.textContent = T("mic_px", {px: px.toFixed(1)});
     form.hidden = false;
   });
 })();

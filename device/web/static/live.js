@@ -14,6 +14,15 @@
   var qState = document.getElementById("q-state");
   var qWhy = document.getElementById("q-why");
   var heat = document.getElementById("heatmap");
+  var words = JSON.parse(root.dataset.words || "{}");
+  // a translated sentence from the page's words, "{name}" placeholders filled in
+  function T(key, args) {
+    return (words[key] || key).replace(/\{(\w+)\}/g, function (m, k) {
+      return args && args[k] !== undefined ? String(args[k]) : m;
+    });
+  }
+  var adviceBox = document.getElementById("advice");
+  var barsNone = document.getElementById("bars-none");
   var lastAt = 0;
   var results = 0;
   root.dataset.results = "0";
@@ -77,41 +86,53 @@
     root.dataset.results = String(results);
     var q = r.quality || {};
     var qOk = q.ok !== false;
-    qState.textContent = qOk ? "good" : "poor";
+    qState.textContent = qOk ? T("good") : T("poor");
     qState.className = qOk ? "ok" : "bad";
-    qWhy.textContent = (q.reasons || []).join("; ");
-    if (r.state === "no_cells") {
-      setCall("poor", "No white cells in view", "move to a field with white cells; nothing is called here");
-    } else if (r.state === "moving") {
-      setCall("stale", "Field moving…", "classified once the stage is still");
-    } else if (r.state === "scale") {
-      setCall("poor", "Not classified", (r.display || "").replace(/^not classified: /, ""));
-    } else if (!r.label) {
-      setCall("poor", "No call — fix the field", (q.reasons || []).join("; ") || "image quality too low");
-    } else if (r.abstained) {
-      setCall("uncertain", "UNCERTAIN — refer", (r.reason || "the models are not sure") + " · top: " + r.label);
+    qWhy.textContent = ((r.view || {}).quality || q.reasons || []).join("; ");
+    var view = r.view || {};
+    var adv = view.advice;
+    if (r.state === "moving") {
+      setCall("stale", T("moving"), T("moving_sub"));
+    } else if (adv && adv.refused) {
+      setCall("poor", adv.title, "");
+    } else if (adv) {
+      setCall("uncertain", adv.title, T("uncertain_sub", {label: r.label}));
     } else if (!qOk) {
-      setCall("poor", r.label + " (poor quality field)", "confidence " + S.conf(r.confidence));
+      setCall("poor", T("poor_quality", {label: r.label}), T("confidence", {conf: S.conf(r.confidence)}));
     } else {
       var row = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"]');
       var malignant = row ? row.querySelector(".bar-fill").classList.contains("malignant") : false;
       var name = row ? row.querySelector(".bar-name").textContent : r.label;
-      setCall(malignant ? "malignant" : "ok", name, "confidence " + S.conf(r.confidence));
+      setCall(malignant ? "malignant" : "ok", name, T("confidence", {conf: S.conf(r.confidence)}));
+    }
+    if (r.state !== "moving") {
+      // what happened and what to do; the engineer's reason behind "details"
+      adviceBox.hidden = !adv;
+      document.getElementById("advice-text").textContent = adv ? adv.sentence : "";
+      document.getElementById("advice-details").textContent = adv ? adv.details : "";
+      adviceBox.querySelector("details").hidden = !(adv && adv.details);
+      // no bars read as a call when none was made
+      var called = view.has_call !== false;
+      document.getElementById("bars").classList.toggle("no-call", !called);
+      barsNone.hidden = called;
     }
     callBox.dataset.label = r.label || "";
     if (heat && r.has_heatmap === false && !heat.checked) {
       heat.disabled = true;
-      heat.parentNode.title = "the models in service have no heatmap output";
+      heat.parentNode.title = T("no_heatmap");
     } else if (heat && r.has_heatmap) {
       heat.disabled = false;
     }
     if (r.state !== "moving") { setBars(r.probabilities); drawTiles(r); }
     var sc = r.scale_check;
     if (scaleLine && r.state !== "moving") {
-      scaleLine.textContent = sc ? ((r.um_per_px ? r.um_per_px + " µm/px" + (r.profile ? " (" + r.profile + ")" : "") + " · " : "") +
-        (r.tiles && !r.tiles.legacy ? r.tiles.classified + "/" + r.tiles.tiles + " tiles · " : "") + sc.message) : "";
+      var camera = r.um_per_px ? T(r.profile ? "camera_scale_profile" : "camera_scale",
+                                   {um: Number(r.um_per_px).toPrecision(3), profile: r.profile}) : "";
+      var tiles = r.tiles && !r.tiles.legacy ? T("tiles_line", {classified: r.tiles.classified, tiles: r.tiles.tiles}) : "";
+      scaleLine.textContent = [camera, tiles].filter(Boolean).join(" · ");
+      scaleLine.title = sc ? sc.message : "";  // the engineer's scale-check figures
     }
-    ovTime.textContent = (r.captured_at || "").replace("T", " ").slice(11, 19);
+    ovTime.textContent = view.time || "";
     captureState(r);
   }
 
@@ -121,13 +142,12 @@
   function captureWhy(r) {
     var btn = document.getElementById("capture");
     if (!btn) return null;
-    if (btn.dataset.hasSample !== "1") return "Start a sample first (Sample, below): captured fields go into it.";
-    if (!r) return "No classified field yet: wait for the live call.";
-    if (r.rejected || r.state === "rejected") return "This field failed the quality check: " + (r.display || "see Quality") + ".";
-    if (r.state === "no_cells") return "No white cells in view: move to a field with white cells.";
-    if (r.state === "moving") return "The field is moving: hold the stage still until it is classified.";
-    if (r.state === "scale") return "This field was not classified (scale): " + (r.display || "") + ".";
-    if (!r.label) return "No classified field yet: wait for the live call.";
+    if (btn.dataset.hasSample !== "1") return T("need_sample");
+    if (!r) return T("no_field");
+    if (r.state === "moving") return T("moving_capture");
+    var adv = (r.view || {}).advice;
+    if (adv && adv.refused) return T("cannot_capture", {why: adv.sentence});
+    if (!r.label) return T("no_field");
     return null;
   }
   var lastResult = null;
@@ -136,10 +156,10 @@
     var btn = document.getElementById("capture");
     var why = document.getElementById("capture-why");
     if (!btn) return;
-    var reason = lastAt && Date.now() - lastAt > 10000 ? "No live result lately: is the camera running? (see Status)"
+    var reason = lastAt && Date.now() - lastAt > 10000 ? T("stale_capture")
                                                        : captureWhy(lastResult);
     btn.disabled = captureBusy || reason !== null;
-    btn.title = reason || "Store this field in the sample";
+    btn.title = reason || T("store_field");
     if (why) { why.textContent = reason || ""; why.hidden = reason === null; }
   }
 
@@ -173,8 +193,7 @@
 
   setInterval(function () {
     if (lastAt && Date.now() - lastAt > 10000) {
-      setCall("stale", "No live result for " + Math.round((Date.now() - lastAt) / 1000) + " s",
-              "camera or classifier stopped? see Status");
+      setCall("stale", T("stale", {n: Math.round((Date.now() - lastAt) / 1000)}), T("stale_sub"));
       captureState();
     }
   }, 2000);
@@ -224,16 +243,17 @@
     if (!summary) return;
     summary.textContent = "";
     if (!s) return;
-    var call = S.el("p", "sum-call " + (s.call || ""), s.call_text || "");
+    var callText = words["call_" + s.call] ? T("call_" + s.call, {label: s.top_malignant_label}) : s.call_text;
+    var call = S.el("p", "sum-call " + (s.call || ""), callText || "");
     summary.appendChild(call);
-    summary.appendChild(S.el("p", "", s.fields + " fields · " + s.confident_fields + " confident · " +
-      s.uncertain_fields + " uncertain · " + s.reviewed_fields + " reviewed"));
+    summary.appendChild(S.el("p", "", T("summary_counts", {fields: s.fields, confident: s.confident_fields,
+      uncertain: s.uncertain_fields, reviewed: s.reviewed_fields})));
     var ul = S.el("ul", "fractions");
     Object.keys(s.label_fractions || {}).forEach(function (k) {
       ul.appendChild(S.el("li", "", k + ": " + S.pct(s.label_fractions[k]) + " (" + s.label_counts[k] + ")"));
     });
     summary.appendChild(ul);
-    summary.appendChild(S.el("p", "hint", "Rule: " + (s.rule || "")));
+    summary.appendChild(S.el("p", "hint", T("rule", {rule: words.slide_rule || s.rule || ""})));
   }
 
   function loadSummary() {
@@ -255,19 +275,19 @@
     captureBtn.addEventListener("click", function () {
       captureBusy = true;
       captureBtn.disabled = true;
-      msg.textContent = "Capturing…";
+      msg.textContent = T("capturing");
       S.postJSON(root.dataset.capture, { sample: sampleSel ? sampleSel.value : null })
         .then(function (res) {
           if (res.ok) {
             var rec = res.data.record || {};
-            msg.textContent = "Field stored: " + (rec.abstained ? "uncertain — refer" : rec.label) +
-              " (" + (res.data.summary ? res.data.summary.fields : "?") + " fields in this sample)";
+            msg.textContent = T("stored", {call: rec.abstained ? T("uncertain_short") : rec.label,
+                                          n: res.data.summary ? res.data.summary.fields : "?"});
             renderSummary(res.data.summary);
           } else {
-            msg.textContent = "Not stored: " + (res.data.error || res.status);
+            msg.textContent = T("not_stored", {why: res.data.error || res.status});
           }
         })
-        .catch(function (e) { msg.textContent = "Not stored: " + e; })
+        .catch(function (e) { msg.textContent = T("not_stored", {why: e}); })
         .finally(function () { captureBusy = false; captureState(); });
     });
   }
