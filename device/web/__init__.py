@@ -23,7 +23,7 @@ from common.wording import DISCLAIMER
 from device import __version__
 from device.fsutil import atomic_write_bytes
 from device.store.store import DiskFullError, is_disk_full
-from device.web import auth, i18n, proxy, security
+from device.web import advice, auth, i18n, proxy, security
 from device.web.streams import StreamBudget
 
 SECRET_FILE = "web_secret_key"
@@ -108,6 +108,7 @@ def create_app(config, services) -> Flask:
 
     app.add_template_filter(confidence_text, "confidence")
     i18n.init_app(app)
+    advice.init_app(app)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

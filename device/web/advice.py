@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flask import Flask
 from flask_babel import gettext, lazy_gettext, ngettext
 
 from device.reason_categories import abstention_category
+from device.web.i18n import scale_text
 
 #: The safety sentences of common/wording.py, translated where the page shows them (the English
 #: constants stay for logs, CLI and exports; tests check both spell the same words).
@@ -194,8 +196,6 @@ FIELD_RULE_TEXT = lazy_gettext(
 def models_scale_text(scale: dict[str, Any] | None) -> str:
     """The one name and number for the models' µm/px (the bundles' `input.um_per_px`): the scale every
     image is brought to before the models see it. The camera's own scale is the calibration profile's."""
-    from device.web.i18n import scale_text
-
     um = (scale or {}).get("models_um_per_px")
     if not um:
         return gettext("Models' scale: unknown (the models declare none; images are not rescaled).")
@@ -237,4 +237,14 @@ def summary_rule() -> str:
         n=MIN_MALIGNANT,
         pct=int(MIN_MALIGNANT_FRACTION * 100),
         min=MIN_FIELDS,
+    )
+
+
+def init_app(app: Flask) -> None:
+    """The template helpers that turn results, scales and summaries into the reader's words."""
+    app.jinja_env.globals.update(
+        advice_for=for_record,
+        models_scale_text=models_scale_text,
+        summary_call=summary_call,
+        summary_rule=summary_rule,
     )

@@ -89,14 +89,5 @@ def init_app(app: Flask) -> Babel:
     app.add_template_filter(when, "when")
     app.add_template_filter(clock, "clock")
     app.add_template_filter(scale_text, "scale")
-    from device.web import advice
-
-    app.jinja_env.globals.update(
-        languages=LANGUAGES,
-        page_lang=lang,
-        advice_for=advice.for_record,
-        models_scale_text=advice.models_scale_text,
-        summary_call=advice.summary_call,
-        summary_rule=advice.summary_rule,
-    )
+    app.jinja_env.globals.update(languages=LANGUAGES, page_lang=lang)
     return babel
