@@ -20,6 +20,7 @@ from training.cells.detect import FoundCell, nucleus_centres
 from training.cells.image_rule import CellCall, field_call
 from training.cells.labels import CellLabel, read_labels, write_labels
 from training.cells.stain import LabStats, lab_stats, reinhard
+from training.sources import scan_sources
 
 NUCLEUS = (90, 40, 150)  # RGB of a stained nucleus (dark purple)
 
@@ -89,17 +90,23 @@ def test_nucleus_centres_finds_cells_not_specks():
     assert np.abs(np.array(got) - [(60, 60), (160, 150)]).max() <= 1.5
 
 
+def noisy(img: np.ndarray, seed: int) -> np.ndarray:
+    """Distinct bytes in every crop (the dataset scan drops exact duplicates)."""
+    n = np.random.default_rng(seed).integers(-3, 4, img.shape)
+    return np.clip(img.astype(int) + n, 0, 255).astype(np.uint8)
+
+
 def _datasets(tmp_path: Path) -> tuple[Path, Path]:
     ball, pbc = tmp_path / "ball", tmp_path / "pbc"
     for i, folder in enumerate(build_crops.BALL_LABELS):
         for k in range(2):
             img = smear(224, 224, [(70, 70, 8.0), (150, 150, 8.0)], 0.479)
-            img[0, 0] = (i, k, 0)  # distinct bytes per file
+            img = noisy(img, 10 * i + k)
             (ball / folder).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(ball / folder / f"img-{folder}-{k}.png"), img)
     for i, folder in enumerate(build_crops.PBC_LABELS):
         img = smear(363, 360, [(180, 181, 10.0)], 0.108)
-        img[0, 0] = (i, 9, 9)
+        img = noisy(img, 100 + i)
         (pbc / folder).mkdir(parents=True)
         cv2.imwrite(str(pbc / folder / f"p{i}.png"), img)
     return ball, pbc
@@ -146,9 +153,13 @@ def test_build_crops_writes_dataset_manifest_labels_and_groups(tmp_path, monkeyp
     copies = [r for r in doc["crops"] if r["copy_of"]]
     originals = {r["path"]: r for r in doc["crops"] if not r["copy_of"]}
     assert all(originals[c["copy_of"]]["group"] == c["group"] for c in copies)
-    assert json.loads((out / "manifest.json").read_text())["crop"]["um_per_px_at_input"] == pytest.approx(
+    assert json.loads((out / "crops.json").read_text())["crop"]["um_per_px_at_input"] == pytest.approx(
         24 / 64
     )
+    # `smearscope train --group-regex` keeps each source image's crops (and copies) in one group
+    items, _, rep = scan_sources([out], group_regex=build_crops.GROUP_REGEX)
+    assert rep["grouping"].startswith("per group") and len(items) == len(doc["crops"])
+    assert len({it.group for it in items}) == 8 + 8
     labels = read_labels(out)
     assert labels["blast_early"].malignant is True and labels["hematogone"].malignant is False
     assert labels["lymphocyte"].malignant is False

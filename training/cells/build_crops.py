@@ -2,7 +2,7 @@
 
 Writes `OUT/<label>/<lab>.<image>.<n>.png` (one white cell each, at one physical scale and at the B-ALL
 pitch's detail: training/cells/crops.py), `labels.json` (every label and whether it is a blast:
-training/cells/labels.py) and `manifest.json` (per crop: source lab, source image, cell box in the
+training/cells/labels.py) and `crops.json` (per crop: source lab, source image, cell box in the
 source image, split group = the source image, whether it is a stain copy). Every crop of one source image
 shares the first two dot-separated parts of its file name, so `smearscope train --group-regex
 '^([^.]+\\.[^.]+)\\.'` keeps an image's crops on one side of the split.
@@ -44,7 +44,8 @@ from training.cells.stain import lab_stats, reinhard
 
 log = logging.getLogger("smearscope.cells")
 
-MANIFEST = "manifest.json"
+#: Not "manifest.json": that name marks a hub export to `smearscope train` (training/sources.py).
+MANIFEST = "crops.json"
 MANIFEST_FORMAT = "smearscope-cell-crops/1"
 GROUP_REGEX = r"^([^.]+\.[^.]+)\."
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
