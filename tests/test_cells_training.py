@@ -202,3 +202,29 @@ def test_field_rule_is_safety_first():
     assert field_call([c("hematogone", 0.99, False), c("neutrophil", 0.98, False)], blast).state == "benign"
     assert field_call([], blast).state == "no_cells"
     assert field_call([c("unknown", 0.99, False)], blast).state == "malignant"  # undeclared counts as a blast
+
+
+def test_cell_metrics_count_blasts_by_declared_flags():
+    from training.cells.evaluate import cell_metrics
+
+    labels = ["blast_pre", "hematogone", "neutrophil"]
+    blast = {"blast_pre": True, "hematogone": False, "neutrophil": False}
+    truth = ["blast_pre", "blast_pre", "blast_pre", "blast_pre", "neutrophil", "neutrophil", "hematogone"]
+    c = CellCall
+    calls = [
+        c("blast_pre", 0.99, False),
+        c("blast_pre", 0.5, True),  # uncertain, right arg-max
+        c("neutrophil", 0.95, False),  # a blast confidently called normal
+        c("hematogone", 0.4, True),  # uncertain, wrong arg-max
+        c("neutrophil", 0.99, False),
+        c("blast_pre", 0.97, False),  # a normal cell confidently called a blast
+        c("hematogone", 0.9, False),
+    ]
+    m = cell_metrics(truth, calls, labels, blast, ["neutrophil"])
+    assert m["blast_sensitivity"] == pytest.approx(2 / 4)
+    assert m["blast_specificity"] == pytest.approx(2 / 3)
+    assert m["confident_blast_on_normal"] == pytest.approx(1 / 3)
+    assert m["blast_called_normal_confident"] == pytest.approx(1 / 4)
+    assert m["uncertain"] == pytest.approx(2 / 7)
+    assert m["confidently_wrong"] == pytest.approx(2 / 7)
+    assert m["macro_f1_normal_types"] == pytest.approx(2 * 0.5 * 0.5 / 1.0)  # neutrophil P = R = 1/2

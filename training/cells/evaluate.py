@@ -198,6 +198,60 @@ def field_metrics(crops: list[TestCrop], calls: list[CellCall], blast: dict[str,
     }
 
 
+def device_detector_fields(
+    test: list[TestCrop], manifest: dict, configs: dict[str, Ensemble], blast: dict[str, bool]
+) -> dict:
+    """The B-ALL test fields as the station reads them: `device.cells.detect_cells` (white cells, edge
+    cells included) and `device.cells.crop_cell` (reflected border), then the field rule."""
+    from device.cells import crop as cells_crop
+    from device.cells import detect as cells_detect
+
+    spec = CropSpec(**{k: manifest["crop"][k] for k in ("side_um", "size", "pitch_um")})
+    um = float(manifest["sources"]["ball"]["um_per_px"])
+    root = Path(manifest["sources"]["ball"]["path"])
+    truth = {c.source_image: c.label for c in test if c.lab == "ball"}
+    fields = []
+    for img, label in sorted(truth.items()):
+        rgb = apply_white_reference(read_image(root / img), "background")
+        cells = [c for c in cells_detect.detect_cells(rgb, um) if c.kind == "white"]
+        crops = [
+            (c.touches_edge, cells_crop.crop_cell(rgb, c, um, side_um=spec.side_um, size=spec.size))
+            for c in cells
+        ]
+        fields.append((label, crops))
+    out: dict = {"n_fields": len(fields), "rule": RULE}
+    for cname, ens in configs.items():
+        res = {}
+        for mode in ("all_cells", "inner_cells"):
+            exact = binary = 0
+            states: dict[str, int] = defaultdict(int)
+            for label, crops in fields:
+                calls = []
+                for edge, x in crops:
+                    if mode == "inner_cells" and edge:
+                        continue
+                    p = ens.classify(x, with_cam=False)
+                    calls.append(CellCall(p.label, p.confidence, p.abstained))
+                f = field_call(calls, blast)
+                states[f.state] += 1
+                if blast[label]:
+                    binary += f.state == "malignant"
+                    exact += f.state == "malignant" and f.label == label
+                else:
+                    ok = f.state == "benign"
+                    binary += ok
+                    exact += ok
+            n = len(fields)
+            res[mode] = {
+                "accuracy_4class": exact / n if n else None,
+                "accuracy_malignant_vs_benign": binary / n if n else None,
+                "states": dict(states),
+            }
+        out[cname] = res
+        print(f"device detector  {cname:32s} " + json.dumps(res), flush=True)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     run_dir = Path(args.run)
     split = json.loads((run_dir / "split.json").read_text())
@@ -254,6 +308,8 @@ def run(args: argparse.Namespace) -> dict:
             }
             print(f"{vname:16s} {cname:32s} " + summary_line(res[cname]), flush=True)
         out["variants"][vname] = res
+    if args.device_detector:
+        out["device_detector"] = device_detector_fields(test, manifest, configs, blast)
     return out
 
 
@@ -303,6 +359,21 @@ def markdown(doc: dict) -> str:
                 f"| {_pct(c['confidently_wrong'])} | {_pct(c['confident_blast_on_normal'])} "
                 f"| {_pct(c['blast_called_normal_confident'])} | {fa} |"
             )
+    dd = doc.get("device_detector")
+    if dd:
+        lines += [
+            "",
+            f"B-ALL test fields read by the station's detector and crop (`device.cells`), "
+            f"{dd['n_fields']} fields, field accuracy 4-class / malignant-vs-benign (states):",
+            "",
+        ]
+        for cname, res in dd.items():
+            if isinstance(res, dict):
+                for mode, r in res.items():
+                    lines.append(
+                        f"- {cname}, {mode}: {_pct(r['accuracy_4class'])} / "
+                        f"{_pct(r['accuracy_malignant_vs_benign'])} ({r['states']})"
+                    )
     ens = next(iter(doc["variants"].get("original", {}).values()), None)
     if ens:
         lines += [
@@ -326,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="the run dir whose split.json and data the bundles share")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.json and PREFIX.md")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument(
+        "--device-detector",
+        action="store_true",
+        help="also read the B-ALL test fields with device.cells (detector + crop_cell)",
+    )
     p.add_argument("--limit", type=int, default=0, help="about N test crops (evenly spaced; smoke runs)")
     args = p.parse_args(argv)
     try:
