@@ -175,11 +175,13 @@ def field_metrics(crops: list[TestCrop], calls: list[CellCall], blast: dict[str,
         by_image[c.source_image].append(call)
         truth[c.source_image] = c.label
     states: dict[str, int] = defaultdict(int)
+    by_truth: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     exact = binary = 0
     for img, cells in by_image.items():
         f = field_call(cells, blast)
         states[f.state] += 1
         t = truth[img]
+        by_truth[t][f.state if f.state != "malignant" else f"malignant:{f.label}"] += 1
         if blast[t]:
             binary += f.state == "malignant"
             exact += f.state == "malignant" and f.label == t
@@ -193,6 +195,7 @@ def field_metrics(crops: list[TestCrop], calls: list[CellCall], blast: dict[str,
         "accuracy_4class": exact / n if n else None,
         "accuracy_malignant_vs_benign": binary / n if n else None,
         "states": dict(states),
+        "states_by_truth": {t: dict(v) for t, v in sorted(by_truth.items())},
         "note": "uncertain and no_cells count as not correct; fields in which no cell was found never "
         "reach the split (see the crop manifest's counts)",
     }
@@ -225,6 +228,7 @@ def device_detector_fields(
         for mode in ("all_cells", "inner_cells"):
             exact = binary = 0
             states: dict[str, int] = defaultdict(int)
+            by_truth: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             for label, crops in fields:
                 calls = []
                 for edge, x in crops:
@@ -234,6 +238,7 @@ def device_detector_fields(
                     calls.append(CellCall(p.label, p.confidence, p.abstained))
                 f = field_call(calls, blast)
                 states[f.state] += 1
+                by_truth[label][f.state if f.state != "malignant" else f"malignant:{f.label}"] += 1
                 if blast[label]:
                     binary += f.state == "malignant"
                     exact += f.state == "malignant" and f.label == label
@@ -246,6 +251,7 @@ def device_detector_fields(
                 "accuracy_4class": exact / n if n else None,
                 "accuracy_malignant_vs_benign": binary / n if n else None,
                 "states": dict(states),
+                "states_by_truth": {t: dict(v) for t, v in sorted(by_truth.items())},
             }
         out[cname] = res
         print(f"device detector  {cname:32s} " + json.dumps(res), flush=True)
@@ -372,14 +378,15 @@ def markdown(doc: dict) -> str:
                 for mode, r in res.items():
                     lines.append(
                         f"- {cname}, {mode}: {_pct(r['accuracy_4class'])} / "
-                        f"{_pct(r['accuracy_malignant_vs_benign'])} ({r['states']})"
+                        f"{_pct(r['accuracy_malignant_vs_benign'])} ({r['states_by_truth']})"
                     )
     ens = next(iter(doc["variants"].get("original", {}).values()), None)
     if ens:
         lines += [
             "",
             f"Field rule: {ens['fields']['rule']}. Field states: {ens['fields']['states']} "
-            f"({ens['fields']['n_fields']} B-ALL test fields).",
+            f"({ens['fields']['n_fields']} B-ALL test fields); by true field label: "
+            f"{ens['fields']['states_by_truth']}.",
             "",
             "Per class (original, first model row), recall / precision / support:",
             "",
