@@ -36,9 +36,19 @@ KNOWN_LABELS: dict[str, tuple[str, bool]] = {
 }
 
 
-def make_labels(ids: Sequence[str]) -> list[Label]:
+def make_labels(ids: Sequence[str], data_roots: Sequence[Path] = ()) -> list[Label]:
+    """Labels with display names and malignancy: a data folder's `labels.json` (training/cells/labels.py)
+    declares its own; otherwise KNOWN_LABELS, else malignant=None (refer, never miss)."""
+    from training.cells.labels import read_labels
+
+    declared: dict = {}
+    for root in data_roots:
+        declared.update(read_labels(Path(root)) or {})
     out = []
     for lid in ids:
+        if lid in declared:
+            out.append(Label(lid, declared[lid].display, declared[lid].malignant))
+            continue
         display, malignant = KNOWN_LABELS.get(lid, (lid, None))
         out.append(Label(lid, display, malignant))
     return out
@@ -77,6 +87,7 @@ def write_bundle(
     architecture: str,
     labels: Sequence[str],
     input_size: tuple[int, int],
+    data_roots: Sequence[Path] = (),
     input_dtype: str,
     resize: str = "center_crop",
     white_reference: str | None = None,
@@ -86,8 +97,9 @@ def write_bundle(
     abstain_threshold: float = 0.5,
     **extra: dict[str, Any],
 ) -> Manifest:
-    """Write model.tflite and manifest.json atomically. `extra` sets metrics, calibration,
-    verification, provenance (dicts)."""
+    """Write model.tflite and manifest.json atomically. `data_roots`: the training data folders (their
+    `labels.json`, if any, declares the labels). `extra` sets metrics, calibration, verification,
+    provenance (dicts)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_FILE
@@ -95,7 +107,7 @@ def write_bundle(
     manifest = Manifest(
         name=name,
         architecture=architecture,
-        labels=make_labels(labels),
+        labels=make_labels(labels, data_roots),
         input=InputSpec(
             int(input_size[0]), int(input_size[1]), input_dtype, resize, um_per_px, white_reference
         ),

@@ -150,6 +150,7 @@ def _staged_bundle(
         architecture=architecture_name(run.config),
         labels=run.labels,
         input_size=run.size,
+        data_roots=run.data_roots,
         input_dtype=input_dtype,
         resize=run.resize,
         white_reference=run.white_reference,
