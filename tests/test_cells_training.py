@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from convert.bundle import make_labels
+from device.dataset_labels import DatasetLabel, read_labels, write_labels
 from device.errors import SmearscopeError
 from training.cells import build_crops
 from training.cells.crops import CropOutside, CropSpec, cell_crop, degrade_detail, to_pitch
 from training.cells.detect import FoundCell, nucleus_centres
 from training.cells.image_rule import CellCall, field_call
-from training.cells.labels import CellLabel, read_labels, write_labels
 from training.cells.stain import LabStats, lab_stats, reinhard
 from training.sources import scan_sources
 
@@ -173,7 +173,7 @@ def test_build_crops_writes_dataset_manifest_labels_and_groups(tmp_path, monkeyp
 
 def test_malignant_flags_come_from_the_dataset(tmp_path):
     write_labels(
-        tmp_path, [CellLabel("odd", "Odd cell", True, "test"), CellLabel("Pre", "Pre here", False, "t")]
+        tmp_path, [DatasetLabel("odd", "Odd cell", True, "test"), DatasetLabel("Pre", "Pre here", False, "t")]
     )
     labels = {lb.id: lb for lb in make_labels(["odd", "Pre", "mystery"], [tmp_path])}
     assert labels["odd"].malignant is True and labels["odd"].display == "Odd cell"

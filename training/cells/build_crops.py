@@ -2,7 +2,7 @@
 
 Writes `OUT/<label>/<lab>.<image>.<n>.png` (one white cell each, at one physical scale and at the B-ALL
 pitch's detail: training/cells/crops.py), `labels.json` (every label and whether it is a blast:
-training/cells/labels.py) and `crops.json` (per crop: source lab, source image, cell box in the
+device/dataset_labels.py) and `crops.json` (per crop: source lab, source image, cell box in the
 source image, split group = the source image, whether it is a stain copy). Every crop of one source image
 shares the first two dot-separated parts of its file name, so `smearscope train --group-regex
 '^([^.]+\\.[^.]+)\\.'` keeps an image's crops on one side of the split.
@@ -14,7 +14,7 @@ Label scheme (weak, multiple-instance supervision: a B-ALL folder names the imag
 `training.cells.screen` afterwards drops B-ALL crops that a classifier trained on PBC alone calls a
 non-lymphoid normal type (a neutrophil beside the blasts must not be taught as a blast).
 
-Colour: every source image is white-referenced first (device.optics.colour, as the station does before
+Colour: every source image is white-referenced first (device.colour, as the station does before
 it crops). `--stain-copies F` adds, for a fraction F of the crops, a copy moved onto the Reinhard
 statistics of a random crop of the OTHER lab (training/cells/stain.py), so colour cannot tell the labs
 apart; copies share their original's group and are marked in the manifest.
@@ -34,12 +34,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.dataset_labels import DatasetLabel, write_labels
 from device.errors import ImageError, SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.preprocess import apply_white_reference, read_image
 from training.cells.crops import BALL_UM_PER_PX, PBC_UM_PER_PX, CropOutside, CropSpec, cell_crop, crop_box
 from training.cells.detect import white_cells
-from training.cells.labels import CellLabel, write_labels
 from training.cells.stain import lab_stats, reinhard
 
 log = logging.getLogger("smearscope.cells")
@@ -237,10 +237,10 @@ def build(args: argparse.Namespace) -> dict:
             crops[rec.path] = crop
     copies = add_stain_copies(tmp, records, crops, args.stain_copies, random.Random(args.seed))
     labels = [
-        CellLabel(lb, disp, blast, f"B-ALL folder {folder}")
+        DatasetLabel(lb, disp, blast, f"B-ALL folder {folder}")
         for folder, (lb, disp, blast) in BALL_LABELS.items()
     ]
-    labels += [CellLabel(lb, disp, False, f"PBC folder {lb}") for lb, disp in PBC_LABELS.items()]
+    labels += [DatasetLabel(lb, disp, False, f"PBC folder {lb}") for lb, disp in PBC_LABELS.items()]
     write_labels(tmp, labels)
     per_label: dict[str, int] = {}
     for r in records:

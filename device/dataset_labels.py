@@ -1,8 +1,9 @@
-"""The crop dataset's label file, `labels.json`: every label's display name and whether it is a blast.
+"""A dataset's label file, `labels.json`: every label's display name and whether it is malignant (a
+blast, for a cell dataset).
 
-The dataset declares its labels; `smearscope convert` copies them into the bundle's manifest
+A dataset declares its labels; `smearscope convert` copies them into the bundle's manifest
 (convert/bundle.make_labels reads this file when the run's data folder holds one), so no code holds a
-list of which cell types are malignant.
+list of which labels are malignant. Written by dataset builders (training/cells/build_crops.py).
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ FORMAT = "smearscope-labels/1"
 
 
 @dataclass(frozen=True)
-class CellLabel:
+class DatasetLabel:
     id: str  # the dataset folder name
     display: str
     malignant: bool
     source: str  # which dataset and rule gave it (documentation)
 
 
-def write_labels(root: Path, labels: list[CellLabel]) -> None:
+def write_labels(root: Path, labels: list[DatasetLabel]) -> None:
     doc = {"format": FORMAT, "labels": [asdict(lb) for lb in labels]}
     atomic_write_bytes(root / LABELS_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
 
-def read_labels(root: Path) -> dict[str, CellLabel] | None:
+def read_labels(root: Path) -> dict[str, DatasetLabel] | None:
     """The labels declared in `root/labels.json` by id, or None when the folder has no such file."""
     path = Path(root) / LABELS_FILE
     if not path.is_file():
@@ -44,7 +45,7 @@ def read_labels(root: Path) -> dict[str, CellLabel] | None:
         for e in doc["labels"]:
             if not isinstance(e.get("malignant"), bool):
                 raise ValueError(f"label {e.get('id')!r}: malignant must be true or false")
-            out[str(e["id"])] = CellLabel(
+            out[str(e["id"])] = DatasetLabel(
                 str(e["id"]), str(e["display"]), e["malignant"], str(e.get("source", ""))
             )
         return out
