@@ -158,6 +158,11 @@ class ScaleVerdicts:
     disagreeing: int = 0  # checked fields in a row whose red cells disagree
     agreeing: int = 0  # ... and agree
 
+    def reset(self) -> None:
+        """Start afresh (another calibration profile: the earlier fields' evidence was about another
+        expected scale)."""
+        self.state, self.disagreeing, self.agreeing = PENDING, 0, 0
+
     def observe(self, check: ScaleCheck) -> str:
         if not check.ran:
             return self.state

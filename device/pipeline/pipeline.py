@@ -138,6 +138,7 @@ class Pipeline:
         self.settle = SettleTracker(settle_frames(config), cc.settle_threshold)
         q = config.quality
         self.scale_verdicts = ScaleVerdicts(q.scale_mismatch_fields, q.scale_ok_fields)
+        self._verdicts_for: tuple[str | None, float | None] = (None, None)  # (profile, µm/px) judged
         self.field = 0  # increments on every field classified
         self.last_seen_ns = 0  # when the newest classified field was last seen unchanged (capture_field)
         self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
@@ -503,6 +504,10 @@ class Pipeline:
         "objective changed?"; True for such a field."""
         c = prepared.check
         verdicts = self.scale_verdicts
+        expected = (profile, c.expected_um_per_px)
+        if expected != self._verdicts_for:
+            verdicts.reset()  # a profile switched (or its scale re-calibrated): judged afresh
+            self._verdicts_for = expected
         verdicts.observe(c)
         refused = prepared.refused
         doubt = (
