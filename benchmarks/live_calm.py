@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,16 @@ def _call(r: dict[str, Any]) -> tuple:
     return (state, r.get("label"), display)
 
 
-def run(minutes: float, config_path: Path, um_per_px: float | None, models: list[str]) -> dict[str, Any]:
+def run(
+    minutes: float,
+    config_path: Path,
+    um_per_px: float | None,
+    models: list[str],
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    every_s: float = 60.0,
+) -> dict[str, Any]:
+    """The run's summary; `checkpoint(partial summary)` every `every_s` of wall time (a slow machine's
+    long run leaves figures behind even when it is stopped)."""
     with tempfile.TemporaryDirectory() as tmp:
         over: dict[str, Any] = {"store": {"every_s": 3600.0, "reserve_mb": 0}}
         if models:
@@ -103,18 +113,26 @@ def run(minutes: float, config_path: Path, um_per_px: float | None, models: list
 
         pipe.live.publish_result = recording
         t0 = time.monotonic()
+        next_checkpoint = t0 + every_s
         services.start()
         try:
             while pipe.telemetry.counts["captured"] < n_frames:
                 time.sleep(0.2)
                 if time.monotonic() - t0 > 3600 * 3:
                     raise RuntimeError("benchmark took over 3 hours")
+                if checkpoint is not None and time.monotonic() > next_checkpoint:
+                    next_checkpoint += every_s
+                    done = max(0, pipe.telemetry.counts["captured"] - 2)  # the newest may be in flight
+                    with lock:
+                        snap, states = list(records), list(scale_states)
+                    part = summarise(snap, states, optics, fps, done, um, time.monotonic() - t0)
+                    checkpoint({**part, "complete": False})
             pipe.paused.set()
             time.sleep(1.0)
         finally:
             services.stop()
         wall = time.monotonic() - t0
-    return summarise(records, scale_states, optics, fps, n_frames, um, wall)
+    return {**summarise(records, scale_states, optics, fps, n_frames, um, wall), "complete": True}
 
 
 def summarise(
@@ -181,7 +199,8 @@ def write_md(res: dict[str, Any], path: Path, command: str) -> None:
         f"{res['minutes']:.1f} simulated minutes, {res['frames']} frames at {res['fps']:g} fps "
         f"(unpaced: every frame processed), {res['optics']['width']}x{res['optics']['height']} at "
         f"{res['optics']['um_per_px']:.4g} µm/px, profile {res['profile_um_per_px']:.4g} µm/px; "
-        f"{res['wall_s']:.0f} s wall time on {res['machine']}.",
+        f"{res['wall_s']:.0f} s wall time on {res['machine']}."
+        + ("" if res.get("complete") else " **Partial: the run was still going when this was written.**"),
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -209,12 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=[])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/live_calm")
     a = ap.parse_args(argv)
-    res = run(a.minutes, a.config, a.um_per_px, a.model)
     command = "PYTHONPATH=. .venv/bin/python benchmarks/live_calm.py " + " ".join(argv or sys.argv[1:])
-    res["command"] = command
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    write_md(res, a.out.with_suffix(".md"), command)
+
+    def save(res: dict[str, Any]) -> None:
+        res["command"] = command
+        a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+        write_md(res, a.out.with_suffix(".md"), command)
+
+    res = run(a.minutes, a.config, a.um_per_px, a.model, checkpoint=save)
+    save(res)
     print(a.out.with_suffix(".md").read_text())
     return 0
 
