@@ -17,7 +17,8 @@ frame is in. Counted per dwell, from the first call published on its frames:
 - changes: how often the published call changed within the dwell (the target is 0);
 - fields classified (new_field results), and scale refusals ("objective changed?" on the frame);
 - calls or scale refusals published for frames taken while the stage moved (the page should say
-  "field moving" then);
+  "field moving" then), apart from the one frame that holds the field's result (`held`);
+- fields not classified because their own red cells disagree (`scale_doubt`, "uncertain for this field");
 - scale-state changes to "mismatch" (the status page's "objective changed?" alarm) over the run.
 
 Writes `<out>.json` (per-dwell rows and totals) and `<out>.md` (the summary).
@@ -104,6 +105,8 @@ def run(
                         "frame_seq": result.get("frame_seq"),
                         "call": _call(result),
                         "new": bool(result.get("new_field")),
+                        "kept": bool(result.get("republished")),  # an unchanged (or held) field's result
+                        "doubt": bool(result.get("scale_doubt")),
                     }
                 )
                 st = pipe.scale_status.get("state")
@@ -141,6 +144,7 @@ def summarise(
     period = optics.dwell_s + optics.move_s
     dwells: dict[int, dict[str, Any]] = {}
     moving_fields = 0  # fields classified (or refused) on a frame taken while the stage moved
+    held = 0  # a field's result kept on the one frame after it that differed (Pipeline.HOLD_FRAMES)
     for r in records:
         seq = r["frame_seq"]
         if seq is None or seq > n_frames:
@@ -148,11 +152,14 @@ def summarise(
         i = seq - 1  # the live view numbers frames from 1, the virtual camera from 0
         t = i / fps
         k, phase = divmod(t, period)
-        if phase >= optics.dwell_s:
-            moving_fields += r["new"] or r["call"][0] == "scale"
+        if phase > optics.dwell_s:  # at exactly dwell_s the stage has not moved yet (VirtualMicroscope)
+            if r["kept"] and r["call"][0] != "moving":
+                held += 1
+            else:
+                moving_fields += r["new"] or r["call"][0] == "scale"
             continue
         d = dwells.setdefault(
-            int(k), {"dwell": int(k), "calls": [], "changes": 0, "fields": 0, "refusals": 0}
+            int(k), {"dwell": int(k), "calls": [], "changes": 0, "fields": 0, "refusals": 0, "doubts": 0}
         )
         if r["new"]:
             d["fields"] += 1
@@ -164,6 +171,7 @@ def summarise(
             d["calls"].append(list(r["call"]))
         if r["call"][1] is None and r["call"][2] == "objective changed?":
             d["refusals"] += 1
+        d["doubts"] += r["doubt"] and not r["kept"]
     rows = [dwells[k] for k in sorted(dwells)]
     n = len(rows)
     changed = sum(1 for d in rows if d["changes"])
@@ -180,6 +188,8 @@ def summarise(
         "fields_classified": sum(d["fields"] for d in rows),
         "dwells_classified_more_than_once": sum(1 for d in rows if d["fields"] > 1),
         "results_on_moving_frames": moving_fields,
+        "held_frames": held,
+        "fields_uncertain_by_scale": sum(d["doubts"] for d in rows),
         "scale_refused_frames": sum(d["refusals"] for d in rows),
         "dwells_with_a_scale_refusal": sum(1 for d in rows if d["refusals"]),
         "scale_state_changes": scale_states,
@@ -210,6 +220,9 @@ def write_md(res: dict[str, Any], path: Path, command: str) -> None:
         f"| fields classified | {res['fields_classified']} | one per dwell |",
         f"| dwells classified more than once | {res['dwells_classified_more_than_once']} | 0 |",
         f"| calls or scale refusals on frames taken while moving | {res['results_on_moving_frames']} | 0 |",
+        f"| fields not classified, uncertain for their own red cells (scale_doubt) | "
+        f"{res.get('fields_uncertain_by_scale', '-')} | few |",
+        f"| first moving frame showing the kept result (held) | {res.get('held_frames', '-')} | |",
         f'| frames refused "objective changed?" | {res["scale_refused_frames"]} | 0 |',
         f"| dwells with such a refusal | {res['dwells_with_a_scale_refusal']} | 0 |",
         f'| scale state -> mismatch ("objective changed?" alarm) | {res["objective_changed_alarms"]} | 0 |',
