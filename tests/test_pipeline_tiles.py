@@ -53,7 +53,9 @@ def calibrated(s, profile_um: float, red_cells_um: float, width: int = 320):
 
 
 def test_magnification_change_is_refused_with_the_reason(tmp_path, tiny_bundle, services_factory):  # noqa: F811
-    s = services_factory(make_config(tmp_path, tiny_bundle, frames_dir(tmp_path)))
+    # one static field: it alone decides "objective changed?" here (tests/test_live_calm.py: 3 fields)
+    cfg = make_config(tmp_path, tiny_bundle, frames_dir(tmp_path), quality={"scale_mismatch_fields": 1})
+    s = services_factory(cfg)
     calibrated(s, 0.5, 0.8)  # a lower-power objective than the profile's
     s.start()
     assert wait_for(lambda: (s.live.latest_result() or (0, {}))[1].get("frame_seq", 0) > 5)
@@ -155,7 +157,10 @@ def test_a_settling_fields_scale_check_is_made_before_it_settles(tmp_path, tiny_
     assert s.pipeline.scale_status["state"] == "ok"
     s.stop()
 
-    s = services_factory(make_config(tmp_path, tiny_bundle, frames, classifier={"settle_frames": 2}))
+    cfg = make_config(
+        tmp_path, tiny_bundle, frames, classifier={"settle_frames": 2}, quality={"scale_mismatch_fields": 1}
+    )
+    s = services_factory(cfg)
     calibrated(s, 0.5, 0.8)  # another objective than the profile's
     s.start()
     assert wait_for(lambda: (s.live.latest_result() or (0, {}))[1].get("frame_seq", 0) > 6)

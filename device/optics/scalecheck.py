@@ -133,3 +133,67 @@ def check_scale(
             f"µm/px ({ratio:.2f}x, tolerance ±{tolerance:.0%})"
         )
     return ScaleCheck(True, ok, expected_um_per_px, um, ratio, msg, n)
+
+
+#: `ScaleVerdicts.state` values: no field checked yet | the calibration holds | "objective changed?" |
+#: the last fields disagreed, but fewer in a row than it takes to say so.
+PENDING, AGREES, MISMATCHED, DOUBT = "pending", "ok", "mismatch", "doubt"
+
+
+@dataclass
+class ScaleVerdicts:
+    """The station's scale state, decided on several fields with hysteresis.
+
+    One field's red cells can mislead the estimator (a clump, a field of spherocytes): on one objective
+    it was seen saying 0.118-0.206 µm/px for a 0.155 camera, beyond ±20% on 3 fields in 27. So a field
+    whose check disagrees is only not classified (uncertain for that field); the state becomes
+    "mismatch" ("objective changed?") after `mismatch_fields` checked fields in a row disagree, and
+    returns to "ok" after `ok_fields` in a row agree. A field the estimator cannot judge counts neither
+    way. Fed once per field (`observe`), not per frame: frames of one field share its red cells, so
+    they are not independent evidence."""
+
+    mismatch_fields: int = 3
+    ok_fields: int = 2
+    state: str = PENDING
+    disagreeing: int = 0  # checked fields in a row whose red cells disagree
+    agreeing: int = 0  # ... and agree
+
+    def reset(self) -> None:
+        """Start afresh (another calibration profile: the earlier fields' evidence was about another
+        expected scale)."""
+        self.state, self.disagreeing, self.agreeing = PENDING, 0, 0
+
+    def observe(self, check: ScaleCheck) -> str:
+        if not check.ran:
+            return self.state
+        if check.ok:
+            self.agreeing += 1
+            self.disagreeing = 0
+            if self.state != MISMATCHED or self.agreeing >= self.ok_fields:
+                self.state = AGREES
+            return self.state
+        self.disagreeing += 1
+        self.agreeing = 0
+        if self.disagreeing >= self.mismatch_fields:
+            self.state = MISMATCHED
+        elif self.state != MISMATCHED:
+            self.state = DOUBT
+        return self.state
+
+    @property
+    def confirmed(self) -> bool:
+        """True once enough fields in a row disagreed to say the objective changed."""
+        return self.state == MISMATCHED
+
+    def field_message(self, check: ScaleCheck, what: str = "the calibration") -> str:
+        """What a field whose red cells disagree says while the objective is not judged changed."""
+        um, exp = check.estimated_um_per_px, check.expected_um_per_px
+        figures = (
+            f"its red cells say {um:.3g} µm/px, {what} {exp:.3g} µm/px ({check.ratio:.2f}x)"
+            if um is not None and exp is not None and check.ratio is not None
+            else "its red cells disagree"
+        )
+        return (
+            f"uncertain for this field: {figures}; move to another field "
+            f"({self.disagreeing} of {self.mismatch_fields} fields in a row before 'objective changed?')"
+        )

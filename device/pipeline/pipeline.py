@@ -33,7 +33,7 @@ from device.camera import CameraError, FrameSource, open_source
 from device.config import Config
 from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, Prepared
-from device.optics.scalecheck import ScaleCheck
+from device.optics.scalecheck import MISMATCH, ScaleCheck, ScaleVerdicts
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg
 from device.pipeline.settle import SettleTracker, thumbnail
 from device.pipeline.slot import LatestSlot
@@ -48,12 +48,28 @@ log = logging.getLogger(__name__)
 SLOT_WAIT_S = 0.5
 #: A still field refocused to this many times its focus measure when classified is classified again.
 REFOCUS_GAIN = 1.5
+#: With a camera's settling, this many frames in a row that differ from the classified field (a glitch, a
+#: flash of bad exposure) re-publish its result marked "held" before the page says "moving" or
+#: "rejected": a still field's call does not blink on one bad frame. A stage move shows up one frame later.
+HOLD_FRAMES = 1
 #: The same error message is recorded as an event at most once in this many seconds ...
 EVENT_REPEAT_S = 60.0
 #: ... remembering at most this many distinct messages (a burst of new ones starts the memory afresh).
 EVENT_MEMORY = 256
 #: The classifier gives up on a field whose red-cell check has not finished after this many seconds.
 SCALE_CHECK_TIMEOUT_S = 60.0
+
+
+def settle_frames(config: Config) -> int:
+    """`[classifier] settle_frames`, auto (-1) resolved: 0 for a replay camera showing its stills (unrelated
+    images, each one a new field), 2 for a camera or the virtual microscope (frames taken while its stage
+    moves and eases into a field are not fields to classify)."""
+    n = config.classifier.settle_frames
+    if n >= 0:
+        return n
+    cam = config.camera
+    stills = cam.source == "replay" and not cam.virtual
+    return 0 if stills else 2
 
 
 @dataclass
@@ -66,6 +82,7 @@ class Gated:
     prepared: Prepared | None = None  # tiles, scale check and colour checks, made in the gate
     profile: str | None = None  # the calibration profile's name the frame was taken with
     checked: threading.Event = field(default_factory=threading.Event)  # the gate's scale check is done
+    scale_doubt: bool = False  # refused: this field's red cells disagree, the objective is not judged changed
 
 
 @dataclass
@@ -118,14 +135,15 @@ class Pipeline:
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.profile = profile or (lambda: None)  # the active calibration profile (.name, .um_per_px)
         self.fields = field_classifier or FieldClassifier(ensemble, AcquisitionSettings.from_config(config))
-        settle = cc.settle_frames
-        if settle < 0:  # auto: a replay camera's frames are unrelated stills, each one a new field
-            settle = 0 if config.camera.source == "replay" else 2
-        self.settle = SettleTracker(settle, cc.settle_threshold)
+        self.settle = SettleTracker(settle_frames(config), cc.settle_threshold)
+        q = config.quality
+        self.scale_verdicts = ScaleVerdicts(q.scale_mismatch_fields, q.scale_ok_fields)
+        self._verdicts_for: tuple[str | None, float | None] = (None, None)  # (profile, µm/px) judged
         self.field = 0  # increments on every field classified
         self.last_seen_ns = 0  # when the newest classified field was last seen unchanged (capture_field)
         self._field_result: dict[str, Any] | None = None  # the newest field's result (re-published)
         self._field_focus = 0.0
+        self._held = 0  # frames in a row that differed from the classified field, its result held
         self._ahead: tuple[np.ndarray, ScaleCheck] | None = None  # (thumbnail, check) of a settling field
         self.scale_status: dict[str, Any] = (
             {"state": "pending", "message": "no frame checked yet"}
@@ -316,9 +334,11 @@ class Pipeline:
         reasons: list[str],
         state: str,
         category: str = "quality",
+        scale_doubt: bool = False,
     ) -> dict:
         """Publish a frame with no call: `state` "rejected" (quality gate, `category` "quality") or
-        "scale" (the field is refused; `category` from `refusal_category`)."""
+        "scale" (the field is refused; `category` from `refusal_category`; `scale_doubt`: only this
+        field's red cells disagree, the objective is not judged changed)."""
         for reason in reasons:
             self.telemetry.frames_rejected.labels(reason if state == "rejected" else "scale").inc()
         self.telemetry.count("rejected")
@@ -336,6 +356,8 @@ class Pipeline:
             "abstained": None,
             "quality": q.to_dict(),
         }
+        if state == "scale":
+            result["scale_doubt"] = scale_doubt
         self.live.publish_result(result)
         return result
 
@@ -351,7 +373,11 @@ class Pipeline:
         small = shrink(frame.rgb, self.thresholds.analysis_width)
         thumb = thumbnail(small)
         state = self.settle.observe(thumb)
-        if state == "same" and self._keep_field_result(seq, frame, small):
+        if state == "same":
+            self._held = 0
+            if self._keep_field_result(seq, frame, small):
+                return
+        elif self._hold_field_result(seq, frame):
             return
         if state == "moving":
             self._publish_moving(seq, frame, thumb)
@@ -359,7 +385,7 @@ class Pipeline:
         w.stage = "quality checks"
         q = self._assess(small)
         if not q.ok:
-            self.settle.forget()  # re-judged on the next frame (a refocus hardly changes the thumbnail)
+            # the classified field stays marked: when its frames come back they re-publish its result
             self._reject(seq, frame, q, q.reasons, "rejected")
             return
         self._gate_new_field(seq, frame, thumb, q)
@@ -378,6 +404,21 @@ class Pipeline:
         if q.ok and self._field_focus > 0 and q.focus > REFOCUS_GAIN * self._field_focus:
             return False
         self._publish_field(result, seq, frame)
+        return True
+
+    def _hold_field_result(self, seq: int, frame: LiveFrame) -> bool:
+        """A frame that differs from the classified field right after frames that showed it: re-publish
+        the field's result marked "held" (True) for up to `HOLD_FRAMES` frames in a row. Only with a
+        camera's settling: on a replay of unrelated stills each frame is a new field."""
+        result = self._field_result
+        if self.settle.settle_frames < 1 or result is None or self._held >= HOLD_FRAMES:
+            self._held = HOLD_FRAMES  # once the field is left, a moving frame is not held again
+            return False
+        self._held += 1
+        self.live.publish_result(
+            {**result, "frame_seq": seq, "republished": True, "new_field": False, "held": True}
+        )
+        self.telemetry.count("held")
         return True
 
     def _publish_moving(self, seq: int, frame: LiveFrame, thumb: np.ndarray) -> None:
@@ -420,9 +461,9 @@ class Pipeline:
         self.settle.mark(thumb)
         self._field_focus = q.focus
         if prepared.refused is not None:
-            self.scale_status = self._scale_state(prepared, profile)
+            doubt = self._judge_scale(prepared, profile)
             self._field_result = self._reject(
-                seq, frame, q, [prepared.refused], "scale", refusal_category(prepared)
+                seq, frame, q, [prepared.refused], "scale", refusal_category(prepared), doubt
             )
             return
         self._field_result = None  # pending: the classifier publishes the new field's result
@@ -436,9 +477,9 @@ class Pipeline:
         w.stage = "scale check"
         try:
             self.fields.run_check(prepared)
+            gated.scale_doubt = self._judge_scale(prepared, profile)
         finally:
             gated.checked.set()
-        self.scale_status = self._scale_state(prepared, profile)
         w.stage = "waiting for the classifier"
         self.gated_slot.wait_empty(SLOT_WAIT_S)  # prepare the next frame once the classifier took this one
 
@@ -456,15 +497,50 @@ class Pipeline:
         self._ahead = (thumb, self.fields.check_ahead(rgb, um, source=source))
         self.telemetry.count("scale_checked_ahead")
 
+    def _judge_scale(self, prepared: Prepared, profile: str | None) -> bool:
+        """Count this field's red-cell check towards the station's scale state (`ScaleVerdicts`: once
+        per field) and update `scale_status`. A field refused because its red cells disagree with the
+        calibration says "uncertain for this field" until enough fields in a row disagree to say
+        "objective changed?"; True for such a field."""
+        c = prepared.check
+        verdicts = self.scale_verdicts
+        expected = (profile, c.expected_um_per_px)
+        if expected != self._verdicts_for:
+            verdicts.reset()  # a profile switched (or its scale re-calibrated): judged afresh
+            self._verdicts_for = expected
+        verdicts.observe(c)
+        refused = prepared.refused
+        doubt = (
+            refused is not None
+            and c.ran
+            and not c.ok
+            and refused.startswith(MISMATCH)
+            and not verdicts.confirmed
+        )
+        if doubt:
+            prepared.refused = verdicts.field_message(c)
+        self.scale_status = self._scale_state(prepared, profile)
+        return doubt
+
     def _scale_state(self, prepared: Prepared, profile: str | None) -> dict[str, Any]:
         c = prepared.check
+        v = self.scale_verdicts
+        message = c.message
         if not self.fields.scale_known:
             st = "unknown"
         elif prepared.um_per_px is None and profile is None:
             st = "no_profile"
+        elif v.confirmed:
+            st = "mismatch"
+            if c.ok or not c.ran:
+                last = f"{v.agreeing} of {v.ok_fields} fields in a row agree" if c.ok else "the last field"
+                message = f"{MISMATCH} — {last} ({c.message}); still in force"
+        elif c.ran:
+            st = v.state
+            if not c.ok:
+                message = v.field_message(c)
         else:
-            st = "ok" if c.ok and c.ran else ("mismatch" if not c.ok else "not_run")
-        message = c.message
+            st = "not_run"
         if st == "no_profile":
             message = (
                 "no calibration profile: frames are classified as before (centre crop, no rescaling); "
@@ -494,7 +570,13 @@ class Pipeline:
             raise
         if g.prepared.refused is not None:  # the red cells say another magnification: nothing is called
             self._field_result = self._reject(
-                g.seq, g.frame, g.quality, [g.prepared.refused], "scale", refusal_category(g.prepared)
+                g.seq,
+                g.frame,
+                g.quality,
+                [g.prepared.refused],
+                "scale",
+                refusal_category(g.prepared),
+                g.scale_doubt,
             )
             return
         pred = analysis.prediction

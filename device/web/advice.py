@@ -116,6 +116,11 @@ def _refusal(text: str) -> tuple[str, str]:
         return "image_size", gettext(
             "The picture is too small to judge: use a higher magnification or upload the whole field."
         )
+    if low.startswith("uncertain for this field"):
+        return "scale_doubt", gettext(
+            "This field's red cells look the wrong size, so it is not judged: move to another field. "
+            "If several fields in a row say so, check the objective and the calibration profile."
+        )
     if "magnification differs" in low or "scale differs" in low or "red cells say" in low:
         return "scale_mismatch", gettext(
             "The red cells look the wrong size for the chosen scale: check the objective and the "
