@@ -9,15 +9,12 @@ on it, so the process, platform and garbage-collector collectors are added expli
 
 from __future__ import annotations
 
-import os
 import platform
-import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from prometheus_client import (
@@ -32,6 +29,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from common.build import build_commit
 from device import __version__
 from device.reason_categories import ABSTENTION_REASONS, REFUSAL_REASONS
 
@@ -39,28 +37,6 @@ SOURCES = ("camera", "upload")
 FIELD_STATES = ("classified", "uncertain", "no_cells", "refused")
 
 _MS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_commit() -> str:
-    """The code's git commit: `$SMEARSCOPE_GIT_COMMIT` (set by whoever builds an image), else the
-    checkout's HEAD when running from one, else "unknown" (an installed copy has no .git)."""
-    commit = os.environ.get("SMEARSCOPE_GIT_COMMIT", "").strip()
-    if commit:
-        return commit[:40]
-    if not (_ROOT / ".git").exists():
-        return "unknown"
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=2,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 @dataclass(frozen=True)

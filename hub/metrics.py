@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
@@ -37,9 +36,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import Engine, select
 
+from common.build import build_commit
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ANSWERS = ("accepted", "duplicate", "deferred", "rejected")
-_ROOT = Path(__file__).resolve().parent.parent
 
 metrics_bp = Blueprint("metrics", __name__)
 
@@ -65,26 +65,6 @@ def worker_exited(_server: Any, worker: Any) -> None:
 
 def remove_multiprocess_dir(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def build_commit() -> str:
-    """`$SMEARSCOPE_GIT_COMMIT`, else the checkout's HEAD when running from one, else "unknown"."""
-    commit = os.environ.get("SMEARSCOPE_GIT_COMMIT", "").strip()
-    if commit:
-        return commit[:40]
-    if not (_ROOT / ".git").exists():
-        return "unknown"
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=2,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def _version() -> str:
