@@ -54,9 +54,9 @@ def test_bad_frames_fail_with_reason(slides, degrade, reason):
 def test_thresholds_from_config():
     from device.config import load_config
 
-    cfg = load_config(system_config=None, env={}, overrides={"quality": {"min_focus": 1e9}})
+    cfg = load_config(system_config=None, env={}, overrides={"quality": {"min_focus": 9e5}})
     t = QualityThresholds.from_config(cfg.quality)
-    assert t.min_focus == 1e9
+    assert t.min_focus == 9e5
 
 
 def test_disabled_gate():

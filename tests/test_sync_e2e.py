@@ -153,7 +153,12 @@ def test_works_through_an_http_proxy(tmp_path):
 def test_https_with_a_pinned_clinic_ca(tmp_path):
     ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "hub.key", "hub.csr", "hub.pem"))
     ext = tmp_path / "ext.cnf"
-    ext.write_text("subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
+    # What Python 3.13's strict verification (VERIFY_X509_STRICT) asks of a real CA and its certificates.
+    ext.write_text(
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = critical,CA:FALSE\n"
+        "keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid,issuer\n"
+    )
     run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=60)  # noqa: E731
     run(
         "req",
@@ -169,6 +174,10 @@ def test_https_with_a_pinned_clinic_ca(tmp_path):
         "2",
         "-subj",
         "/CN=Clinic test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     )
     run(
         "req",
