@@ -4,8 +4,8 @@ the layer below training, so both may import it.
 
 Two recipes (`make_augmenter(recipe=...)`):
 
-* ``basic`` — the original one: flips, 90° turns, small rotation/zoom/shift, brightness/contrast/hue/sat.
-* ``robust`` (default) — models what differs between two stations (issue 11). Every draw is per image; the
+* ``basic`` — a light recipe: flips, 90° turns, small rotation/zoom/shift, brightness/contrast/hue/sat.
+* ``robust`` (default) — models what differs between two stations. Every draw is per image; the
   ranges below are at ``strength=1`` (``colour`` scales the stain and white-balance/gamma ranges), and
   each component is applied to a random fraction ``p`` of the images. To stay cheap on a CPU, stain, lamp,
   white balance and gamma are ONE pass through optical density (`colour`), and blur/noise/JPEG run on the

@@ -9,11 +9,11 @@ each; so the content check called 13% of such fields unfamiliar (test split, flo
 with outlier exposure), against 1.6% for either gain alone.
 
 A camera copy is a TRAINING image as another station's camera would deliver it: red and blue multiplied
-by gains from the white-balance range a second station shows (issue 10's tints, `GAIN_RANGE`), clipped
+by gains from the white-balance range a second station shows (`GAIN_RANGE`), clipped
 at 255, then prepared exactly as the device prepares a frame (background white reference, resize). Half
 of the draws sit at the range's edges, where the clipping happens (`EDGE_SHARE`). The copies join the
 familiar side of the content statistics at every stride and of the stain-outlier step; the pooled
-embedding's statistics and every threshold stay fitted on clean images as before, so the check does not
+embedding's statistics and every threshold stay fitted on clean images, so the check does not
 loosen on unshifted input. The out-of-distribution probes (convert/ood.py) are made from test images;
 these copies are made from training images only.
 
@@ -35,7 +35,8 @@ import numpy as np
 
 from device.preprocess import prepare, read_image
 
-#: Red and blue gains of the copies (green is the white balance's reference): issue 10's tint range.
+#: Red and blue gains of the copies (green is the white balance's reference): the tint range
+#: `benchmarks/acquisition_eval.py` renders.
 GAIN_RANGE = (0.8, 1.25)
 #: Fraction of each channel's draws within `EDGE_WIDTH` (log) of either end of the range.
 EDGE_SHARE = 0.5

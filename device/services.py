@@ -261,8 +261,8 @@ class Services:
         still classified but marked uncertain, with the reason.
 
         `um_per_px`: "profile" (default: the station's own images, at the active profile's scale;
-        without a profile as before), "auto" (estimated from the red cells: images from elsewhere),
-        a number (the image's µm/px), or None (assumed at the models' scale)."""
+        without one: assumed at the models' scale), "auto" (estimated from the red cells: images from
+        elsewhere), a number (the image's µm/px), or None (assumed at the models' scale)."""
         if sample_id and self.store.get_sample(sample_id) is None:
             raise StoreError(f"no sample {sample_id}")
         q = assess(rgb, QualityThresholds.from_config(self.config.quality))

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("robust", "basic"),
         default="robust",
         help="robust: scale/stain/white-balance/gamma/illumination/blur/noise/JPEG (convert/augment.py); "
-        "basic: flips, small rotation/zoom, hue/saturation (the recipe before issue 11)",
+        "basic: flips, small rotation/zoom, hue/saturation (a light recipe)",
     )
     p.add_argument(
         "--augment-skip",

@@ -1,4 +1,4 @@
-"""The hub's tables for updates flowing down (issue 12): published bundle files by content, signed
+"""The hub's tables for updates flowing down: published bundle files by content, signed
 bundles, bundle sets (current for all stations or a group), each station's group and what it reports
 running, and the public keys publishing trusts. Kept apart from hub/models.py; made by migration 0003."""
 

@@ -10,7 +10,7 @@ copies made to look like the other lab:
   crops in the PBC lab's colour and sharpened (unsharp mask: the crisper camera's look, since detail the
   soft camera never recorded cannot be added);
 - `pbc_full_detail`: PBC crops re-cut from their source image WITHOUT the pitch step (a sharp camera).
-Targets (issue 25): confident "blast" on a normal cell <= 1% and blasts called a normal type <= 1% on the
+Targets: confident "blast" on a normal cell <= 1% and blasts called a normal type <= 1% on the
 cross-lab copies; on `original`: blast sensitivity >= 99%, specificity >= 99.5%, macro-F1 over the
 normal types >= 0.95, confidently wrong <= 0.5%, B-ALL field accuracy (training/cells/image_rule.py)
 >= 99.5%. The split is per source image (no patient ids): figures are optimistic for new patients.
