@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from common.release import new_version
 from device.bundle import (
     MODEL_FILE,
     InputSpec,
     Label,
     Manifest,
     OutputSpec,
-    new_version,
     sha256_file,
     write_manifest,
 )

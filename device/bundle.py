@@ -12,10 +12,11 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common.release import parse_version
 from device.errors import BundleError
 from device.preprocess import RESIZE_MODES, WHITE_REFERENCES
 
@@ -25,7 +26,6 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
 #: `version`: the UTC time convert wrote the bundle, the order in which releases supersede each other.
-VERSION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def check_plain_name(name: str, *, where: str, what: str) -> str:
@@ -42,21 +42,6 @@ def check_plain_name(name: str, *, where: str, what: str) -> str:
     ):
         raise BundleError(f"{where}: {what} {name!r} is not a plain file name inside the bundle")
     return name
-
-
-def parse_version(value: Any) -> datetime | None:
-    """A release version (`YYYY-MM-DDTHH:MM:SSZ`, UTC) as a datetime; None when absent or malformed."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, VERSION_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def new_version() -> str:
-    """The version string of a bundle written now."""
-    return datetime.now(UTC).strftime(VERSION_FORMAT)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common.release import parse_version
+
 SIGNATURE_FILE = "signature.json"
 MANIFEST = "manifest.json"
 FORMAT = "smearscope-bundle-signature/1"
 PUB_PREFIX = "smearscope-ed25519"
-VERSION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class SignatureError(ValueError):
@@ -151,15 +152,6 @@ class Release:
     label: str
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.strptime(value, VERSION_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def release(manifest_bytes: bytes, signed: SignedBundle) -> Release:
     """The manifest's release facts; refuses a `model_file` that is not a plain name of a signed file."""
     try:
@@ -181,10 +173,10 @@ def release(manifest_bytes: bytes, signed: SignedBundle) -> Release:
     if model_file not in {f["path"] for f in signed.files}:
         raise SignatureError(f"{MANIFEST}: model_file {model_file!r} is not one of the signed files")
     version = m.get("version")
-    if version is not None and _parse_time(version) is None:
+    if version is not None and parse_version(version) is None:
         raise SignatureError(f"{MANIFEST}: version {version!r} is not a UTC time like 2026-12-01T13:37:38Z")
     provenance = m.get("provenance") if isinstance(m.get("provenance"), dict) else {}
-    order = _parse_time(version) or _parse_time(provenance.get("converted_at"))
+    order = parse_version(version) or parse_version(provenance.get("converted_at"))
     label = str(version or provenance.get("converted_at") or "unversioned")
     return Release(str(m.get("name", signed.name)), model_file, order, label)
 
