@@ -94,80 +94,79 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
+def _white_referenced(root: Path, folders: list[str], flag: str, limit: int | None, stats: dict):
+    """(folder, path, white-referenced RGB) of each readable image of each label folder; unreadable
+    files are skipped and counted."""
+    for folder in folders:
+        if not (root / folder).is_dir():
+            raise SmearscopeError(f"{flag} {root}: no {folder}/ folder")
+        for img_path in _images(root / folder)[:limit]:
+            try:
+                rgb = apply_white_reference(read_image(img_path), "background")
+            except ImageError as exc:
+                log.warning("skipped: %s", exc)
+                stats["unreadable"] += 1
+                continue
+            yield folder, img_path, rgb
+
+
 def ball_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: int | None, stats: dict):
-    for folder, (label, _, _) in BALL_LABELS.items():
-        if not (root / folder).is_dir():
-            raise SmearscopeError(f"--ball {root}: no {folder}/ folder")
-        for img_path in _images(root / folder)[:limit]:
+    for folder, img_path, rgb in _white_referenced(root, list(BALL_LABELS), "--ball", limit, stats):
+        label = BALL_LABELS[folder][0]
+        cells = white_cells(rgb, um_per_px)
+        stats["ball_images"] += 1
+        stats["ball_cells_found"] += len(cells)
+        if not cells:
+            stats["ball_images_without_cells"] += 1
+        group = f"ball.{img_path.stem}"
+        for i, c in enumerate(cells):
             try:
-                rgb = apply_white_reference(read_image(img_path), "background")
-            except ImageError as exc:
-                log.warning("skipped: %s", exc)
-                stats["unreadable"] += 1
-                continue
-            cells = white_cells(rgb, um_per_px)
-            stats["ball_images"] += 1
-            stats["ball_cells_found"] += len(cells)
-            if not cells:
-                stats["ball_images_without_cells"] += 1
-            group = f"ball.{img_path.stem}"
-            for i, c in enumerate(cells):
-                try:
-                    crop = cell_crop(rgb, c.x, c.y, um_per_px, spec)
-                except CropOutside:
-                    stats["ball_cells_at_edge"] += 1
-                    continue
-                rel = f"{label}/{group}.{i}.png"
-                _write_png(out / rel, crop)
-                yield (
-                    CropRecord(
-                        rel,
-                        label,
-                        "ball",
-                        f"{folder}/{img_path.name}",
-                        folder,
-                        list(crop_box(c.x, c.y, um_per_px, spec.side_um)),
-                        group,
-                        detector=c.detector,
-                    ),
-                    crop,
-                )
-
-
-def pbc_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: int | None, stats: dict):
-    for folder in PBC_LABELS:
-        if not (root / folder).is_dir():
-            raise SmearscopeError(f"--pbc {root}: no {folder}/ folder")
-        for img_path in _images(root / folder)[:limit]:
-            try:
-                rgb = apply_white_reference(read_image(img_path), "background")
-            except ImageError as exc:
-                log.warning("skipped: %s", exc)
-                stats["unreadable"] += 1
-                continue
-            h, w = rgb.shape[:2]
-            cx, cy = w / 2, h / 2  # the named cell is centred in every PBC image
-            try:
-                crop = cell_crop(rgb, cx, cy, um_per_px, spec)
+                crop = cell_crop(rgb, c.x, c.y, um_per_px, spec)
             except CropOutside:
-                stats["pbc_too_small"] += 1
+                stats["ball_cells_at_edge"] += 1
                 continue
-            stats["pbc_images"] += 1
-            group = f"pbc.{img_path.stem}"
-            rel = f"{folder}/{group}.0.png"
+            rel = f"{label}/{group}.{i}.png"
             _write_png(out / rel, crop)
             yield (
                 CropRecord(
                     rel,
-                    folder,
-                    "pbc",
+                    label,
+                    "ball",
                     f"{folder}/{img_path.name}",
                     folder,
-                    list(crop_box(cx, cy, um_per_px, spec.side_um)),
+                    list(crop_box(c.x, c.y, um_per_px, spec.side_um)),
                     group,
+                    detector=c.detector,
                 ),
                 crop,
             )
+
+
+def pbc_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: int | None, stats: dict):
+    for folder, img_path, rgb in _white_referenced(root, list(PBC_LABELS), "--pbc", limit, stats):
+        h, w = rgb.shape[:2]
+        cx, cy = w / 2, h / 2  # the named cell is centred in every PBC image
+        try:
+            crop = cell_crop(rgb, cx, cy, um_per_px, spec)
+        except CropOutside:
+            stats["pbc_too_small"] += 1
+            continue
+        stats["pbc_images"] += 1
+        group = f"pbc.{img_path.stem}"
+        rel = f"{folder}/{group}.0.png"
+        _write_png(out / rel, crop)
+        yield (
+            CropRecord(
+                rel,
+                folder,
+                "pbc",
+                f"{folder}/{img_path.name}",
+                folder,
+                list(crop_box(cx, cy, um_per_px, spec.side_um)),
+                group,
+            ),
+            crop,
+        )
 
 
 def add_stain_copies(
