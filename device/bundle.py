@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,26 @@ class Label:
     id: str  # the dataset folder name, e.g. "Pre"
     display: str  # what a person reads, e.g. "Pre-B ALL (malignant)"
     malignant: bool | None = None  # None where the notion does not apply
+    #: a cell classifier's label naming a white cell (counted in the differential); False for what is
+    #: not one (a platelet, an erythroblast): listed, never counted
+    white: bool = True
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """How a cell classifier's bundle reads one cell (present only in cell bundles).
+
+    The crop is the square of `input.width * input.um_per_px` µm around the cell; before it is brought
+    to the input size it passes through `pitch_um` µm/px (the softer training source's detail), so a
+    sharper camera gives the model no detail it never saw. The decision (`device.cells.decide`): a cell
+    is a blast when the summed probability of the blast labels reaches `blast_threshold`, not a blast
+    when the rest reaches it, else unclassified; a cell that is not a blast is named by its type when
+    that type's share of the non-blast probability reaches `type_threshold`, else counted as a white
+    cell whose type is not named."""
+
+    pitch_um: float | None = None
+    blast_threshold: float = 0.9
+    type_threshold: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,8 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: release order (VERSION_FORMAT); None in bundles made before it existed: see `release_order`
     version: str | None = None
+    #: a cell classifier (one white cell per input); None: a field classifier
+    cells: CellSpec | None = None
     intended_use: str = (
         "Screening aid for trained laboratory staff. Not a diagnosis: every result must be reviewed "
         "by a qualified hematologist."
@@ -127,7 +149,7 @@ class Manifest:
             "quantization": self.quantization,
             "model_file": self.model_file,
             "sha256": self.sha256,
-            "labels": [{"id": lb.id, "display": lb.display, "malignant": lb.malignant} for lb in self.labels],
+            "labels": [_label_dict(lb) for lb in self.labels],
             "input": {
                 "width": self.input.width,
                 "height": self.input.height,
@@ -148,7 +170,7 @@ class Manifest:
             "verification": self.verification,
             "provenance": self.provenance,
             "intended_use": self.intended_use,
-        }
+        } | ({"cells": asdict(self.cells)} if self.cells is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "manifest") -> Manifest:
@@ -172,7 +194,10 @@ class Manifest:
                 lb = {"id": lb}
             if not isinstance(lb, dict) or not lb.get("id"):
                 raise BundleError(f"{where}: labels[{i}] has no 'id'")
-            labels.append(Label(str(lb["id"]), str(lb.get("display") or lb["id"]), lb.get("malignant")))
+            white = lb.get("white", True)
+            if not isinstance(white, bool):
+                raise BundleError(f"{where}: labels[{i}].white must be true or false")
+            labels.append(Label(str(lb["id"]), str(lb.get("display") or lb["id"]), lb.get("malignant"), white))
         if len({lb.id for lb in labels}) != len(labels):
             raise BundleError(f"{where}: label ids are not unique")
         inp = need("input")
@@ -216,6 +241,7 @@ class Manifest:
         threshold = float(d.get("abstain_threshold", 0.5))
         if not 0.0 <= threshold < 1.0:
             raise BundleError(f"{where}: abstain_threshold {threshold} is outside 0..1")
+        cells = _cell_spec(d.get("cells"), labels, where)
         return cls(
             name=str(need("name")),
             architecture=str(d.get("architecture", "unknown")),
@@ -234,7 +260,44 @@ class Manifest:
             verification=dict(d.get("verification") or {}),
             provenance=dict(d.get("provenance") or {}),
             intended_use=str(d.get("intended_use") or cls.intended_use),
+            cells=cells,
         )
+
+
+def _label_dict(lb: Label) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": lb.id, "display": lb.display, "malignant": lb.malignant}
+    if not lb.white:
+        out["white"] = False
+    return out
+
+
+def _cell_spec(raw: Any, labels: list[Label], where: str) -> CellSpec | None:
+    """The manifest's `cells` section; a cell bundle must say which labels are blasts."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise BundleError(f"{where}: 'cells' must be an object")
+    try:
+        pitch = raw.get("pitch_um")
+        spec = CellSpec(
+            pitch_um=None if pitch is None else float(pitch),
+            blast_threshold=float(raw.get("blast_threshold", CellSpec.blast_threshold)),
+            type_threshold=float(raw.get("type_threshold", CellSpec.type_threshold)),
+        )
+    except (TypeError, ValueError):
+        raise BundleError(f"{where}: 'cells' holds a value that is not a number") from None
+    if spec.pitch_um is not None and not (math.isfinite(spec.pitch_um) and 0.005 <= spec.pitch_um <= 50):
+        raise BundleError(f"{where}: cells.pitch_um {spec.pitch_um} is outside 0.005..50 µm/px")
+    for key in ("blast_threshold", "type_threshold"):
+        v = getattr(spec, key)
+        if not 0.5 <= v <= 1.0:
+            raise BundleError(f"{where}: cells.{key} {v} is outside 0.5..1")
+    undeclared = [lb.id for lb in labels if not isinstance(lb.malignant, bool)]
+    if undeclared:
+        raise BundleError(f"{where}: a cell bundle must declare whether each label is a blast ({undeclared})")
+    if not any(lb.malignant for lb in labels) or all(lb.malignant for lb in labels):
+        raise BundleError(f"{where}: a cell bundle needs both blast and non-blast labels")
+    return spec
 
 
 def is_downgrade(new: Manifest, installed: Manifest) -> bool:

@@ -20,6 +20,10 @@ from scipy.stats import binomtest
 
 #: The label given to a cell the classifier could not name (abstained); also accepted as None.
 UNCLASSIFIED = "unclassified"
+#: A white cell that is confidently not a blast but whose type is not named: in the blast share's
+#: denominator, listed as its own line.
+UNNAMED = "unnamed_white"
+UNNAMED_DISPLAY = "White cell, type not named"
 
 SUSPICIOUS = "suspicious"
 NO_BLASTS_SEEN = "no_blasts_seen"
@@ -56,6 +60,7 @@ class Differential:
     counts: tuple[TypeCount, ...]  # one per white-cell label of the bundle, in the bundle's order
     others: tuple[TypeCount, ...]  # labels that are not white cells (listed, never counted)
     unclassified: int  # white cells the classifier could not name, counted apart
+    unnamed: int  # white cells confidently not blasts whose type is not named (in `counted`)
     counted: int  # N: classified white cells, the blast share's denominator
     blasts: int
     blast_types: tuple[TypeCount, ...]  # the blast labels seen (information only)
@@ -96,8 +101,9 @@ def label_infos(bundle_labels: Iterable[Any]) -> list[LabelInfo]:
         )
     if len({i.id for i in out}) != len(out):
         raise ValueError("the bundle's label ids are not unique")
-    if UNCLASSIFIED in {i.id for i in out}:
-        raise ValueError(f"{UNCLASSIFIED!r} is reserved for cells the classifier could not name")
+    for reserved in (UNCLASSIFIED, UNNAMED):
+        if reserved in {i.id for i in out}:
+            raise ValueError(f"{reserved!r} is reserved (cells the classifier could not name or type)")
     return out
 
 
@@ -124,7 +130,8 @@ def differential(
     max_unclassified: float = 0.10,
 ) -> Differential:
     """Counts per type, blast share and interval, and the slide call for the white cells whose
-    classifier labels are `labels_of_cells` (None or "unclassified" = not named).
+    classifier labels are `labels_of_cells` (None or UNCLASSIFIED = not read; UNNAMED = not a blast,
+    type not named; `count_label` maps a `CellDecision`).
 
     `threshold`: screening threshold on the blast fraction (default 0.02 = 2%); `max_unclassified`: above this
     fraction of unclassified white cells no "no blasts seen" call is made (they could hide blasts)."""
@@ -135,17 +142,19 @@ def differential(
     infos = label_infos(bundle_labels)
     by_id = {i.id: i for i in infos}
     tally: Counter[str] = Counter()
-    unclassified = 0
+    unclassified = unnamed = 0
     for lab in labels_of_cells:
         if lab is None or lab == UNCLASSIFIED:
             unclassified += 1
+        elif lab == UNNAMED:
+            unnamed += 1
         elif lab in by_id:
             tally[lab] += 1
         else:
             raise ValueError(f"cell label {lab!r} is not one of the bundle's labels {sorted(by_id)}")
     counts = tuple(TypeCount(i.id, i.display, i.blast, tally[i.id]) for i in infos if i.white)
     others = tuple(TypeCount(i.id, i.display, i.blast, tally[i.id]) for i in infos if not i.white)
-    n = sum(c.n for c in counts)
+    n = sum(c.n for c in counts) + unnamed
     blasts = sum(c.n for c in counts if c.blast)
     blast_types = tuple(c for c in counts if c.blast and c.n)
     fraction = low = high = None
@@ -182,6 +191,7 @@ def differential(
         counts=counts,
         others=others,
         unclassified=unclassified,
+        unnamed=unnamed,
         counted=n,
         blasts=blasts,
         blast_types=blast_types,
@@ -194,3 +204,13 @@ def differential(
         call_text=text,
         rule=rule,
     )
+
+
+def count_label(state: str, label: str | None) -> str | None:
+    """What `differential` counts for a cell decided as `state` (`device.cells.decide`) with `label`,
+    or for a reviewed cell (state "reviewed", label its reviewed label)."""
+    if state == "unclassified":
+        return None
+    if label is None:
+        return UNNAMED if state == "not_blast" else None
+    return label

@@ -38,3 +38,36 @@ def crop_cell(rgb: np.ndarray, cell: Cell, um_per_px: float, *, side_um: float, 
         interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
         window = cv2.resize(window, (size, size), interpolation=interp)
     return np.ascontiguousarray(window, dtype=np.uint8)
+
+
+def to_pitch(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
+    """`rgb` resampled to `pitch_um` per pixel when it is finer (INTER_AREA); unchanged when it is not."""
+    if um_per_px >= pitch_um:
+        return rgb
+    f = um_per_px / pitch_um
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if (w, h) == (size, size):
+        return rgb
+    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+def model_input(
+    rgb: np.ndarray, cell: Cell, um_per_px: float, *, size: int, input_um_per_px: float, pitch_um: float | None
+) -> np.ndarray:
+    """THE input of a cell classifier for `cell` of a white-referenced frame `rgb` (pixels `um_per_px`
+    wide): the square of `size * input_um_per_px` µm around the cell at the frame's own resolution
+    (border reflected), through `pitch_um` µm/px when the frame is finer (the training detail), then
+    `size` x `size`. Training builds its crops with this function, so station and model agree."""
+    side_um = size * input_um_per_px
+    n = max(1, round(side_um / um_per_px))
+    square = crop_cell(rgb, cell, um_per_px, side_um=side_um, size=n)
+    if pitch_um is not None:
+        square = to_pitch(square, um_per_px, pitch_um)
+    return resize_square(square, size)
