@@ -5,7 +5,7 @@
 
 The archive is a shipped, signed bundle (models/mobilenetv2-all4-int8) plus one unsigned `payload.bin`
 of `--payload-mb` MB (zeros, so the .tar.gz is small and the unpacked size is what a bomb would be).
-`device.bundle_archive.extract_archive` with the station's trusted keys refuses it after reading the
+`device.models.bundle_archive.extract_archive` with the station's trusted keys refuses it after reading the
 member headers, before writing anything. With `--old-ref`, the archive reader of that commit
 (`device/commands/models.py` `_extract_tar`, which unpacked everything before the signature was checked)
 is timed on the same archive for comparison. A second archive larger than `MAX_ARCHIVE_MB` on disk shows
@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.bundle_archive import MAX_ARCHIVE_BYTES, extract_archive
 from device.errors import BundleError
-from device.signing import load_trusted_keys
+from device.models.bundle_archive import MAX_ARCHIVE_BYTES, extract_archive
+from device.models.signing import load_trusted_keys
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "models" / "mobilenetv2-all4-int8"

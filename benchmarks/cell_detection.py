@@ -427,7 +427,7 @@ def speed(pbc: Path, src_um: float, seed: int) -> dict:
             "found_white": sum(c.kind == WHITE for c in cells),
         }
     try:
-        from device.runtime import make_interpreter
+        from device.models.runtime import make_interpreter
 
         interp, runtime = make_interpreter(str(ROOT / "models" / "mobilenetv2-all4-int8" / "model.tflite"), 1)
         d = interp.get_input_details()[0]

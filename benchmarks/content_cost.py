@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from convert.content import MinSquaredDistance
     from convert.tflite import convert
-    from device.runtime import interpreter_class, make_interpreter
+    from device.models.runtime import interpreter_class, make_interpreter
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("bundle", type=Path)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interleaved(bundle: Path, without: Path, threads: int, runs: int) -> tuple[float, float]:
     """Median invoke ms of two bundles' models on the same input, alternating which goes first."""
-    from device.runtime import make_interpreter
+    from device.models.runtime import make_interpreter
 
     interps = []
     for b in (bundle, without):

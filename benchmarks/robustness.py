@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from convert import ood  # noqa: E402
-from device.ensemble import Ensemble, apply_temperature, energy  # noqa: E402
 from device.fsutil import atomic_write_bytes  # noqa: E402
+from device.models.ensemble import Ensemble, apply_temperature, energy  # noqa: E402
 from device.preprocess import read_image  # noqa: E402
 
 _HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])

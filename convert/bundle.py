@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from common.release import new_version
-from device.bundle import (
+from device.fsutil import atomic_write_bytes
+from device.models.bundle import (
     MODEL_FILE,
     InputSpec,
     Label,
@@ -18,7 +19,6 @@ from device.bundle import (
     sha256_file,
     write_manifest,
 )
-from device.fsutil import atomic_write_bytes
 
 #: Display names and malignancy of known class folders: the B-ALL dataset's (hematogones are benign
 #: precursors; the three others are B-ALL subtypes), C-NMC's ALL/HEM and the FAB subtypes L1-L3.
@@ -62,7 +62,7 @@ def tflite_outputs(model_path: Path, k: int) -> list[OutputSpec]:
     manifest, and the device maps outputs BY THAT NAME, so a distance or embedding output can never be
     read as probabilities whatever order the converter put them in.
     """
-    from device.runtime import make_interpreter
+    from device.models.runtime import make_interpreter
 
     interp, _ = make_interpreter(str(model_path))
     outs = []
@@ -129,7 +129,7 @@ def write_bundle(
 def update_manifest(out_dir: str | Path, **fields: Any) -> Manifest:
     """Re-read a bundle's manifest, set fields, and write it back atomically. An edited manifest is a
     new release (`version` now), so its older signed form can never replace it on a station."""
-    from device.bundle import read_manifest
+    from device.models.bundle import read_manifest
 
     manifest = read_manifest(out_dir)
     manifest.version = new_version()

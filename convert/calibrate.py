@@ -1,7 +1,7 @@
 """Temperature scaling and the abstain threshold, fitted on the VALIDATION split.
 
 Both are fitted on the probabilities the device itself computes (the bundle's TFLite softmax, through
-`device.ensemble.apply_temperature`, which works from clipped probabilities), so what is measured here
+`device.models.ensemble.apply_temperature`, which works from clipped probabilities), so what is measured here
 is what a station does.
 
 Abstain rule (documented in the manifest and the model card): after temperature scaling, the threshold
@@ -14,7 +14,7 @@ Out-of-distribution floor: softmax confidence is often high on inputs that are n
 bundles with a CAM output also get an energy floor (`calibration.ood_floor`): the energy of an image is
 log-sum-exp of its class logits (the CAM's spatial mean); the floor is the `quantile` (default 1%)
 quantile of the validation images' energies, so about that fraction of in-distribution images is
-refused as "unlike the training images". device/ensemble.py applies it.
+refused as "unlike the training images". device/models/ensemble.py applies it.
 
 Colour check: every bundle also gets `calibration.colour_check`: the mean and inverse covariance of
 the training images' colour statistics (CIELAB mean and log(1 + standard deviation) per channel,
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from device.ensemble import apply_temperature, colour_stats
+from device.models.ensemble import apply_temperature, colour_stats
 
 #: Temperature only ever SOFTENS (T >= 1). On a validation split the model classifies (almost)
 #: perfectly, the NLL keeps falling as T -> 0, and a sharpened model is confident on everything —

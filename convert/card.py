@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from device.bundle import read_manifest  # noqa: E402
 from device.fsutil import atomic_write_bytes  # noqa: E402
+from device.models.bundle import read_manifest  # noqa: E402
 
 DISCLAIMER = (
     "**A screening aid for trained laboratory staff, not a diagnosis.** Every result, and above all "

@@ -199,7 +199,7 @@ def _sign(args: argparse.Namespace, bundle: str) -> None:
             file=sys.stderr,
         )
         return
-    from device.signing import sign_bundle
+    from device.models.signing import sign_bundle
 
     doc = sign_bundle(bundle, args.sign)
     print(f"signed      {bundle} with key {doc['key_id']}", file=sys.stderr)

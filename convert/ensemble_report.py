@@ -16,9 +16,9 @@ from pathlib import Path
 
 from convert import card, ood
 from device.dataset import scan
-from device.ensemble import Ensemble
 from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
+from device.models.ensemble import Ensemble
 from device.preprocess import read_image
 
 

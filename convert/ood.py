@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from device.ensemble import Ensemble
+from device.models.ensemble import Ensemble
 
 SIZE = 224
 

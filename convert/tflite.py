@@ -2,7 +2,7 @@
 
 The shipped models take raw RGB 0-255, so a full-int8 model with uint8 input normally gets input
 scale 1.0 and zero point 0: the device feeds camera bytes as they are. `convert` checks that and
-reports it; device.model.TFLiteModel also handles any other input quantisation.
+reports it; device.models.model.TFLiteModel also handles any other input quantisation.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from device.models.runtime import interpreter_class
 from device.preprocess import load_for_model, prepare, read_image
-from device.runtime import interpreter_class
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Check a converted bundle against its Keras model on the test split, with the DEVICE's code path.
 
-The TFLite side runs through `device.bundle.load_bundle` + `device.model.TFLiteModel` on arrays from
+The TFLite side runs through `device.models.bundle.load_bundle` + `device.models.model.TFLiteModel` on
 `device.preprocess.load_for_model`, i.e. exactly what a station runs; the Keras side gets the same
 arrays as float32.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.bundle import load_bundle
-from device.model import TFLiteModel
+from device.models.bundle import load_bundle
+from device.models.model import TFLiteModel
 from device.preprocess import load_for_model
 
 
@@ -42,10 +42,10 @@ def device_outputs(
     desc: str = "tflite",
     distances: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The bundle's own softmax (before temperature) per image, run by device.model.TFLiteModel, and
+    """The bundle's own softmax (before temperature) per image, run by device.models.model.TFLiteModel, and
     the logit energy from its CAM output (None when the bundle has no CAM). When `distances` is a list,
     the content-check output of each image is appended to it (bundles with an `ood_distance` output)."""
-    from device.ensemble import energy
+    from device.models.ensemble import energy
 
     model = TFLiteModel(load_bundle(bundle_dir))
     probs, energies = [], []

@@ -18,7 +18,7 @@ def models_dir() -> Path:
 
 def default_bundle_dirs() -> list[Path]:
     """The default ensemble: bundles named in models/DEFAULT (one per line), else every bundle."""
-    from device.bundle import find_bundles
+    from device.models.bundle import find_bundles
 
     root = models_dir()
     listing = root / "DEFAULT"

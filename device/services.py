@@ -20,8 +20,9 @@ from device.camera import FrameSource, open_source
 from device.camera.profiled import ProfiledSource
 from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.config import Config
-from device.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.errors import BundleError, SmearscopeError
+from device.models.ensemble import Ensemble, Prediction, heatmap_overlay
+from device.models.signing import signature_key_id
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, ScaleArg
 from device.optics.field import RULE
 from device.optics.jobs import CalibrationJobs
@@ -31,7 +32,6 @@ from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.settle import thumbnail
 from device.quality import QualityThresholds, assess
 from device.reason_categories import abstention_category, refusal_category
-from device.signing import signature_key_id
 from device.store import DiskFullError, Store, StoreError, utc_now
 from device.telemetry import ModelInfo, Telemetry
 
@@ -62,7 +62,7 @@ def load_ensemble(config: Config, dirs: list[Path], threads: int | None = None) 
 def check_signatures(config: Config, dirs: list[Path]) -> list[str]:
     """Refuse (BundleError) a bundle that is unsigned, signed by a key not in `[models] trusted_keys`
     or changed after signing; with `allow_unsigned` return the problems instead (shown in red)."""
-    from device.signing import SignaturePolicy
+    from device.models.signing import SignaturePolicy
 
     problems = [v.problem() for v in SignaturePolicy.from_config(config).check(dirs)]
     for p in problems:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Re-sign every shipped bundle in models/ with the project release key, then verify them against the
-# public key shipped in device/keys/. Run after retraining/re-converting a bundle:
+# public key shipped in device/models/keys/. Run after retraining/re-converting a bundle:
 #     make sign-shipped KEY=/work/keys/smearscope-project.key
 set -eu
 KEY="${1:?usage: scripts/sign-shipped.sh PRIVATE_KEY [MODELS_DIR]}"

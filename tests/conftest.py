@@ -18,7 +18,7 @@ from make_tiny_bundle import LABELS, TEST_PUB, synth_smear, write_dataset
 from make_tiny_bundle import SIGNED_TINY as TINY_BUNDLE_SRC
 
 # Fixture bundles are signed with the test key; trust it in this process and every daemon a test starts
-# (device/signing.py adds $SMEARSCOPE_TRUSTED_KEYS to [models] trusted_keys). Tests about signatures
+# (device/models/signing.py adds $SMEARSCOPE_TRUSTED_KEYS to [models] trusted_keys). Tests about signatures
 # use keys of their own.
 os.environ["SMEARSCOPE_TRUSTED_KEYS"] = str(TEST_PUB)
 

@@ -45,7 +45,7 @@ def _test_key() -> Path:
     known = os.environ.get("SMEARSCOPE_TEST_SIGNING_KEY")
     if known and Path(known).is_file():
         return Path(known)
-    from device.signing import generate_keypair
+    from device.models.signing import generate_keypair
 
     folder = Path(tempfile.mkdtemp(prefix="smearscope-test-key-"))
     atexit.register(shutil.rmtree, folder, True)
@@ -62,7 +62,7 @@ SIGNED_TINY = TEST_KEY.parent / "tiny-bundle"
 
 def sign_test(bundle: str | Path) -> Path:
     """(Re-)sign a fixture bundle with the test key, e.g. after a test edited its manifest."""
-    from device.signing import sign_bundle
+    from device.models.signing import sign_bundle
 
     sign_bundle(bundle, TEST_KEY)
     return Path(bundle)

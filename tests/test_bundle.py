@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import load_bundle
 from device.errors import BundleError
-from device.model import TFLiteModel
+from device.models.bundle import load_bundle
+from device.models.model import TFLiteModel
 
 
 def _edit_manifest(bundle: Path, **changes) -> None:

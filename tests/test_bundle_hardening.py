@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import pytest
 from make_tiny_bundle import sign_test
 
-from device import modelstore
-from device.bundle import load_bundle, read_manifest
-from device.bundle_archive import extract_archive
 from device.cli import main
 from device.errors import BundleError
-from device.signing import load_trusted_keys, verify_bundle
+from device.models import modelstore
+from device.models.bundle import load_bundle, read_manifest
+from device.models.bundle_archive import extract_archive
+from device.models.signing import load_trusted_keys, verify_bundle
 
 NAME = "tiny-mobilenetv2-int8"
 V1, V2, V3 = "2026-12-01T00:00:01Z", "2026-12-01T00:00:02Z", "2026-12-01T00:00:03Z"
@@ -58,7 +58,7 @@ def test_model_file_must_be_a_plain_name(tiny_bundle: Path, model_file: str, cap
     data["model_file"] = model_file
     (tiny_bundle / "manifest.json").write_text(json.dumps(data))
     with monkeypatch.context() as m:  # a signed manifest is no excuse (signing itself parses it)
-        m.setattr("device.bundle.read_manifest", lambda _d: SimpleNamespace(name=NAME))
+        m.setattr("device.models.bundle.read_manifest", lambda _d: SimpleNamespace(name=NAME))
         sign_test(tiny_bundle)
     with pytest.raises(BundleError, match="not a plain file name"):
         load_bundle(tiny_bundle)
@@ -77,7 +77,7 @@ def test_model_file_symlink_out_of_the_bundle_is_refused(tiny_bundle: Path, tmp_
 
 
 def test_a_signed_listing_with_an_unsafe_path_is_refused(tiny_bundle: Path) -> None:
-    from device.signing import canonical
+    from device.models.signing import canonical
 
     sign_test(tiny_bundle)
     sig = json.loads((tiny_bundle / "signature.json").read_text())
@@ -370,9 +370,9 @@ def test_a_corrupt_zip_is_one_clear_error(signed: Path, tmp_path: Path, capsys) 
 
 def test_an_oversized_archive_is_refused_before_reading(signed: Path, tmp_path: Path, monkeypatch) -> None:
     archive = _tar_of(tmp_path / "b.tar.gz", _bundle_entries(signed))
-    monkeypatch.setattr("device.bundle_archive.MAX_ARCHIVE_BYTES", archive.stat().st_size - 1)
+    monkeypatch.setattr("device.models.bundle_archive.MAX_ARCHIVE_BYTES", archive.stat().st_size - 1)
     opened = []
-    monkeypatch.setattr("device.bundle_archive._TarReader.__init__", lambda *a: opened.append(a))
+    monkeypatch.setattr("device.models.bundle_archive._TarReader.__init__", lambda *a: opened.append(a))
     with pytest.raises(BundleError, match="more than a model bundle archive may be"):
         extract_archive(archive, tmp_path / "out")
     assert not opened
@@ -383,13 +383,13 @@ def test_the_signature_is_checked_before_anything_is_unpacked(
 ) -> None:
     trusted = load_trusted_keys([])
     written: list[str] = []
-    real = __import__("device.bundle_archive", fromlist=["_write_member"])._write_member
+    real = __import__("device.models.bundle_archive", fromlist=["_write_member"])._write_member
 
     def spy(reader, m, target, archive):
         written.append(m.path.as_posix())
         return real(reader, m, target, archive)
 
-    monkeypatch.setattr("device.bundle_archive._write_member", spy)
+    monkeypatch.setattr("device.models.bundle_archive._write_member", spy)
     entries = _bundle_entries(signed)
     # unsigned
     unsigned = [(n, d) for n, d in entries if n != "signature.json"]
@@ -415,7 +415,7 @@ def test_the_signature_is_checked_before_anything_is_unpacked(
 
 
 def test_a_gzip_bomb_stops_at_the_size_limit(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("device.bundle_archive.MAX_ARCHIVE_BYTES", 1 << 20)
+    monkeypatch.setattr("device.models.bundle_archive.MAX_ARCHIVE_BYTES", 1 << 20)
     path = tmp_path / "bomb.tar.gz"
     with gzip.open(path, "wb") as gz, tarfile.open(fileobj=gz, mode="w") as tf:
         for i in range(3):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from device.bundle import Label
 from device.cells.count import (
     COUNT_MORE,
     NO_BLASTS_SEEN,
@@ -14,6 +13,7 @@ from device.cells.count import (
     differential,
     label_infos,
 )
+from device.models.bundle import Label
 
 # a bundle-like label list: ids and blast flags come from the manifest, never from the code
 LABELS = [

@@ -17,9 +17,9 @@ from make_tiny_bundle import LABELS, build_model, synth_smear  # noqa: E402
 from convert import content  # noqa: E402
 from convert.bundle import write_bundle  # noqa: E402
 from convert.tflite import convert  # noqa: E402
-from device.bundle import load_bundle  # noqa: E402
-from device.ensemble import Ensemble  # noqa: E402
-from device.model import TFLiteModel  # noqa: E402
+from device.models.bundle import load_bundle  # noqa: E402
+from device.models.ensemble import Ensemble  # noqa: E402
+from device.models.model import TFLiteModel  # noqa: E402
 
 SIZE = 32
 
@@ -111,7 +111,7 @@ def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: P
     assert d_noise > limit
     man = load_bundle(out).manifest
     man.calibration = {"content_check": {"score": content.SCORE, "threshold": limit}}
-    from device.bundle import write_manifest
+    from device.models.bundle import write_manifest
 
     write_manifest(out, man)
     ens = Ensemble([TFLiteModel(load_bundle(out))], threshold=0.0)
@@ -141,8 +141,8 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
         dataclasses.replace(prob, tensor_name=dist.tensor_name),
         dataclasses.replace(dist, tensor_name=prob.tensor_name),
     ]
-    from device.bundle import write_manifest
     from device.errors import BundleError
+    from device.models.bundle import write_manifest
 
     write_manifest(out, man)
     with pytest.raises(BundleError, match="model outputs 1 classes, the manifest lists 4 labels"):

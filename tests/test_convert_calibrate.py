@@ -10,7 +10,7 @@ pytest.importorskip("scipy")
 pytest.importorskip("matplotlib")
 
 from convert.calibrate import calibrate, choose_threshold, ece, fit_temperature, nll  # noqa: E402
-from device.ensemble import apply_temperature  # noqa: E402
+from device.models.ensemble import apply_temperature  # noqa: E402
 
 
 def _overconfident(n: int = 2000, k: int = 4, t_true: float = 2.5, seed: int = 0):
@@ -155,7 +155,7 @@ def test_ood_floor_is_the_validation_quantile() -> None:
 
 def test_colour_check_threshold_from_validation() -> None:
     from convert.calibrate import fit_colour_check
-    from device.ensemble import ColourCheck
+    from device.models.ensemble import ColourCheck
 
     rng = np.random.default_rng(1)
 

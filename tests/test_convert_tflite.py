@@ -14,8 +14,8 @@ from make_tiny_bundle import LABELS, tiny32_images, trained_tiny32  # noqa: E402
 from convert.bundle import write_bundle  # noqa: E402
 from convert.cam import add_cam_output  # noqa: E402
 from convert.tflite import convert  # noqa: E402
-from device.bundle import load_bundle  # noqa: E402
-from device.model import TFLiteModel  # noqa: E402
+from device.models.bundle import load_bundle  # noqa: E402
+from device.models.model import TFLiteModel  # noqa: E402
 
 pytestmark = pytest.mark.slow
 SIZE = 32

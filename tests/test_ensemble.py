@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import load_bundle
-from device.ensemble import Ensemble, apply_temperature, heatmap_overlay
 from device.errors import BundleError
-from device.model import RawOutput, TFLiteModel
+from device.models.bundle import load_bundle
+from device.models.ensemble import Ensemble, apply_temperature, heatmap_overlay
+from device.models.model import RawOutput, TFLiteModel
 from device.preprocess import prepare, read_image
 
 
@@ -149,7 +149,7 @@ def test_ensemble_needs_the_same_labels(tiny_bundle: Path, tmp_path: Path) -> No
 
 
 def test_energy_floor_refuses_unfamiliar_inputs(manifest) -> None:
-    from device.ensemble import energy
+    from device.models.ensemble import energy
 
     guarded = type(manifest)(
         **{**manifest.__dict__, "calibration": {"ood_floor": {"score": "energy", "threshold": 2.0}}}
@@ -174,7 +174,7 @@ def test_energy_floor_refuses_unfamiliar_inputs(manifest) -> None:
 
 
 def test_colour_check_refuses_foreign_colours(manifest) -> None:
-    from device.ensemble import colour_stats
+    from device.models.ensemble import colour_stats
 
     rng = np.random.default_rng(0)
     pinkish = [

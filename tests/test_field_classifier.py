@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_tiling import smear
 
-from device.ensemble import Ensemble
+from device.models.ensemble import Ensemble
 from device.optics.analyse import AcquisitionSettings, FieldClassifier, PendingChecks, parse_scale
 from device.optics.scalecheck import MISMATCH, check_scale
 

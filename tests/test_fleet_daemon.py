@@ -9,8 +9,8 @@ from pathlib import Path
 from hubkit import Hub, Server
 from updatekit import NAME, clinic_key, publish, quiet, variant
 
-from device import modelstore
 from device.config import load_config
+from device.models import modelstore
 from device.services import Services
 
 

@@ -14,9 +14,9 @@ from hubkit import Hub, Server
 from sqlalchemy import select
 from updatekit import NAME, Station, clinic_key, publish, quiet, variant
 
-from device import modelstore
 from device.errors import SmearscopeError
-from device.signing import SignaturePolicy, load_trusted_keys
+from device.models import modelstore
+from device.models.signing import SignaturePolicy, load_trusted_keys
 from device.sync import HubClient
 from hub.fleet import updates as fleet
 from hub.fleet.bundle_sig import SignatureError
@@ -126,7 +126,7 @@ def test_publish_refuses_a_model_file_outside_the_bundle(
     from types import SimpleNamespace
 
     with monkeypatch.context() as m:  # signing parses the manifest, which the device refuses
-        m.setattr("device.bundle.read_manifest", lambda _d: SimpleNamespace(name=NAME))
+        m.setattr("device.models.bundle.read_manifest", lambda _d: SimpleNamespace(name=NAME))
         bent = variant(tiny_bundle, tmp_path / "bent", key[0], model_file=model_file)
     with pytest.raises(SignatureError, match="model_file"):
         publish(hub, [bent], key[1])

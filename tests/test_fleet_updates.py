@@ -15,7 +15,7 @@ from hubkit import Hub, Server, hub_db, pg_server  # noqa: F401 - fixtures
 from sqlalchemy import select
 from updatekit import NAME, CutDownloads, Station, broken_model, clinic_key, publish, variant
 
-from device.bundle import sha256_file
+from device.models.bundle import sha256_file
 from device.sync import HubClient, HubError, HubUnreachable
 from hub import tokens
 from hub.fleet import updates as fleet

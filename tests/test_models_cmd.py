@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from make_tiny_bundle import sign_test
 
-from device import modelstore
-from device.bundle import load_bundle, sha256_file
 from device.cli import main
-from device.ensemble import Ensemble
 from device.errors import BundleError
+from device.models import modelstore
+from device.models.bundle import load_bundle, sha256_file
+from device.models.ensemble import Ensemble
 
 NAME = "tiny-mobilenetv2-int8"
 

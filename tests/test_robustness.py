@@ -14,7 +14,7 @@ from make_tiny_bundle import (
     synth_smear,
 )
 
-from device.ensemble import Ensemble
+from device.models.ensemble import Ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = SIGNED_TINY

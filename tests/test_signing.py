@@ -14,13 +14,11 @@ import pytest
 from make_tiny_bundle import TEST_PUB
 from webkit import login, make_app
 
-from device import modelstore
 from device.cli import main
 from device.config import load_config
 from device.errors import BundleError, ConfigError, SmearscopeError
-from device.paths import REPO_ROOT
-from device.services import Services
-from device.signing import (
+from device.models import modelstore
+from device.models.signing import (
     PROJECT_KEY,
     SIGNATURE_FILE,
     SignaturePolicy,
@@ -30,6 +28,8 @@ from device.signing import (
     sign_bundle,
     verify_bundle,
 )
+from device.paths import REPO_ROOT
+from device.services import Services
 
 NAME = "tiny-mobilenetv2-int8"
 
@@ -85,7 +85,7 @@ def test_keygen_private_key_is_0600_and_never_overwritten(tmp_path: Path, capsys
 def test_trusted_keys_entries(clinic, tmp_path: Path) -> None:
     inline = clinic[1].read_text().split()[1]
     t = load_trusted_keys(["project", inline, str(clinic[1])], env={})
-    # the project keys (every device/keys/*.pub) plus the clinic key, inline and by path counted once
+    # the project keys (every device/models/keys/*.pub) plus the clinic key, inline and by path counted once
     assert len(t.keys) == len(project_keys()) + 1
     slashy = "uGtx3c6iu+kQspf1MwWl+fGp5KyqaIQrdr+xTc0/Rzc="  # an inline key with "/" is not a path
     assert len(load_trusted_keys([slashy, f"smearscope-ed25519 {slashy} someone"], env={}).keys) == 1
@@ -100,7 +100,7 @@ def test_trusted_keys_entries(clinic, tmp_path: Path) -> None:
 
 
 def test_project_means_every_shipped_key_so_a_rotation_keeps_older_bundles_valid(tmp_path, monkeypatch):
-    import device.signing as signing
+    import device.models.signing as signing
 
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -161,7 +161,7 @@ def test_any_change_after_signing_is_named(signed: Path, clinic, tamper, check: 
 
 def test_edited_file_list_breaks_the_signature(signed: Path, clinic) -> None:
     """Re-hashing a changed model into signature.json's list is caught: the list is what was signed."""
-    from device.bundle import sha256_file
+    from device.models.bundle import sha256_file
 
     _flip(signed / "model.tflite")
     sig = json.loads((signed / SIGNATURE_FILE).read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from device import modelstore
+from device.models import modelstore
 
 SMEARSCOPE = Path(sys.prefix) / "bin" / "smearscope"
 

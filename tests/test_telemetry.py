@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 
 from device import __version__
 from device.config import load_config
-from device.ensemble import Prediction
+from device.models.ensemble import Prediction
 from device.optics.field import combine
 from device.reason_categories import (
     ABSTENTION_REASONS,

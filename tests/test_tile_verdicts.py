@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.ensemble import Ensemble, energies, energy
-from device.model import TFLiteModel
+from device.models.ensemble import Ensemble, energies, energy
+from device.models.model import TFLiteModel
 from device.paths import REPO_ROOT, SAMPLES_DIR
 from device.preprocess import prepare, read_image
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from device.ensemble import Prediction
+from device.models.ensemble import Prediction
 from device.optics.field import NO_CELLS, combine
 from device.optics.nuclei import find_nuclei
 from device.optics.tiling import TileSpec, plan_tiles, positions, stitch_heatmap

@@ -53,7 +53,7 @@ def test_too_few_cells_leaves_the_scale_unknown(tmp_path):
 def test_tool_writes_the_scale_into_an_old_bundle_and_its_card(tmp_path):
     import shutil
 
-    from device.bundle import load_bundle
+    from device.models.bundle import load_bundle
     from training.scale import main
 
     bundle = tmp_path / "bundle"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import Manifest, load_bundle
 from device.colour import WHITE_LEVEL, apply_gains, estimate_background, normalise_background
 from device.errors import BundleError
+from device.models.bundle import Manifest, load_bundle
 from device.preprocess import prepare, read_image
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "device" / "samples").glob("*.jpg"))
@@ -90,13 +90,13 @@ def test_bundle_without_scale_loads_with_a_warning(tiny_bundle, caplog):
     d = json.loads(mpath.read_text())
     d["input"].pop("um_per_px", None)
     mpath.write_text(json.dumps(d))
-    with caplog.at_level(logging.WARNING, logger="device.bundle"):
+    with caplog.at_level(logging.WARNING, logger="device.models.bundle"):
         assert load_bundle(tiny_bundle).manifest.input.um_per_px is None
     assert "scale unknown" in caplog.text
     caplog.clear()
     d["input"]["um_per_px"] = 0.25
     mpath.write_text(json.dumps(d))
-    with caplog.at_level(logging.WARNING, logger="device.bundle"):
+    with caplog.at_level(logging.WARNING, logger="device.models.bundle"):
         assert load_bundle(tiny_bundle).manifest.input.um_per_px == 0.25
     assert "scale unknown" not in caplog.text
 
@@ -187,7 +187,7 @@ def test_a_doubted_field_from_a_camera_that_saturates_blue_says_so():
     """The shipped pair doubts a sample field shot with red and blue gains of 1.25 (blue reads 255 in ~90%
     of it); its reason then tells the technician what to change. The same field untinted: no hint."""
     from device.config import load_config
-    from device.ensemble import Ensemble
+    from device.models.ensemble import Ensemble
     from device.optics.analyse import AcquisitionSettings, FieldClassifier
 
     root = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from device import modelstore
 from device.config import load_config
-from device.signing import generate_keypair, sign_bundle
+from device.models import modelstore
+from device.models.signing import generate_keypair, sign_bundle
 from device.store import Store
 from device.sync.updates import ModelUpdater
 
@@ -35,7 +35,7 @@ def variant(src: Path, dst: Path, key: Path, **manifest_changes: Any) -> Path:
 def broken_model(src: Path, dst: Path, key: Path, name: str) -> Path:
     """Signed by a trusted key, manifest hash matching, but the model cannot load: only installing
     it can tell (a bad update, not a forged one)."""
-    from device.bundle import sha256_file
+    from device.models.bundle import sha256_file
 
     shutil.copytree(src, dst)
     model = dst / "model.tflite"

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from convert.bundle import update_manifest
         from convert.card import write_card
-        from device.bundle import read_manifest
+        from device.models.bundle import read_manifest
 
         for b in args.bundle:
             man = read_manifest(b)

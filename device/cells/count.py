@@ -82,7 +82,7 @@ def _flag(label: Any, key: str) -> Any:
 
 
 def label_infos(bundle_labels: Iterable[Any]) -> list[LabelInfo]:
-    """The bundle's labels (`device.bundle.Label` objects or manifest dicts `{id, display, malignant |
+    """The bundle's labels (`device.models.bundle.Label` objects or manifest dicts `{id, display, malignant |
     blast, white?}`) as `LabelInfo`. A label without a blast or malignant flag is refused: which labels
     are blasts must be declared, not guessed."""
     out = []

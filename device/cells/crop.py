@@ -59,7 +59,13 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def model_input(
-    rgb: np.ndarray, cell: Cell, um_per_px: float, *, size: int, input_um_per_px: float, pitch_um: float | None
+    rgb: np.ndarray,
+    cell: Cell,
+    um_per_px: float,
+    *,
+    size: int,
+    input_um_per_px: float,
+    pitch_um: float | None,
 ) -> np.ndarray:
     """THE input of a cell classifier for `cell` of a white-referenced frame `rgb` (pixels `um_per_px`
     wide): the square of `size * input_um_per_px` µm around the cell at the frame's own resolution

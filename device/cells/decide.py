@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from device.bundle import CellSpec, Label
+from device.models.bundle import CellSpec, Label
 
 BLAST = "blast"
 NOT_BLAST = "not_blast"

@@ -174,8 +174,8 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
 
 def measure_batch(config, dirs: list[str], n: int, reps: int = 3) -> dict[str, Any]:
     """The first model: per-tile invokes vs one batched invoke of n tiles (ms per tile)."""
-    from device.bundle import load_bundle
-    from device.runtime import make_interpreter
+    from device.models.bundle import load_bundle
+    from device.models.runtime import make_interpreter
 
     b = load_bundle(dirs[0])
     w, h = b.manifest.input.width, b.manifest.input.height

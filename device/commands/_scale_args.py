@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from device.config import load_config
-from device.ensemble import Ensemble
 from device.errors import SmearscopeError
+from device.models.ensemble import Ensemble
 from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg, parse_scale
 
 

@@ -1,5 +1,5 @@
 """`smearscope models keygen|sign|verify`: the Ed25519 release keys and bundle signatures
-(device/signing.py). Registered by `device/commands/models.py` (a leading underscore keeps this
+(device/models/signing.py). Registered by `device/commands/models.py` (a leading underscore keeps this
 module from becoming a top-level command of its own)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from device.errors import SmearscopeError
-from device.signing import (
+from device.models.signing import (
     PROJECT_ALIAS,
     TrustedKeys,
     generate_keypair,

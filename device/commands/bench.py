@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="smearscope bench", description=__doc__.splitlines()[0])
     _arguments(ap)
     args = ap.parse_args(argv)
-    from device.bundle import load_bundle
     from device.config import load_config
+    from device.models.bundle import load_bundle
     from device.paths import default_bundle_dirs
 
     with tempfile.TemporaryDirectory(prefix="smearscope-bench-") as tmp:

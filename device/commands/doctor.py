@@ -48,9 +48,9 @@ CheckFn = Callable[[Config, argparse.Namespace], Iterator[Check]]
 
 
 def check_models(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
-    from device.ensemble import Ensemble
+    from device.models.ensemble import Ensemble
+    from device.models.runtime import interpreter_class
     from device.paths import default_bundle_dirs, models_dir
-    from device.runtime import interpreter_class
 
     try:
         _, runtime = interpreter_class()
@@ -86,7 +86,7 @@ def check_models(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
 
 def check_signatures(cfg: Config, dirs: list[Path]) -> Iterator[Check]:
     """The signature of each bundle against `[models] trusted_keys` (what the daemon's start checks)."""
-    from device.signing import load_trusted_keys, verify_bundle
+    from device.models.signing import load_trusted_keys, verify_bundle
 
     try:
         trust = load_trusted_keys(cfg.models.trusted_keys)

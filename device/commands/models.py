@@ -1,5 +1,6 @@
-"""`smearscope models install|list|rollback`: the command line of the model store (`device/modelstore.py`,
-which holds the layout and the safety rules); this module parses arguments and prints."""
+"""`smearscope models install|list|rollback`: the command line of the model store
+(`device/models/modelstore.py`, which holds the layout and the safety rules); this module parses
+arguments and prints."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import json
 from pathlib import Path
 
 from device.errors import SmearscopeError
-from device.modelstore import install, list_bundles, rollback
+from device.models.modelstore import install, list_bundles, rollback
+from device.models.signing import SignaturePolicy
 from device.paths import models_dir as default_models_dir
-from device.signing import SignaturePolicy
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from device.colour import WhiteReference, measure_white, saturation_hint
-from device.ensemble import Ensemble, Prediction
+from device.models.ensemble import Ensemble, Prediction
 from device.optics.field import RULE, FieldResult, combine
 from device.optics.nuclei import NucleusThresholds
 from device.optics.scalecheck import Estimator, ScaleCheck, check_scale, estimate_um_per_px, not_run

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.wording import UNCERTAIN
-from device.ensemble import Prediction
+from device.models.ensemble import Prediction
 
 NO_CELLS = "no white cells in view"
 RULE = (

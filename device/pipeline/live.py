@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from device.ensemble import heatmap_overlay
+from device.models.ensemble import heatmap_overlay
 from device.pipeline.slot import Published
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from device.camera import CameraError, FrameSource, open_source
 from device.config import Config
-from device.ensemble import Ensemble, Prediction, heatmap_overlay
+from device.models.ensemble import Ensemble, Prediction, heatmap_overlay
 from device.optics.analyse import AcquisitionSettings, FieldAnalysis, FieldClassifier, Prepared
 from device.optics.scalecheck import MISMATCH, ScaleCheck, ScaleVerdicts
 from device.pipeline.live import LiveFrame, LiveView, encode_jpeg

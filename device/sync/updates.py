@@ -13,7 +13,7 @@ One `ModelUpdater.check(client)` pass:
 3. assemble the bundles under `<data_dir>/staging/set-<id>/<name>/` and verify every signature again
    over the assembled folders. A failure is refused: reported to the hub and as an event, never staged;
 4. a set holding an older release of a bundle than the one running (the signed manifest's version,
-   `device.bundle.is_downgrade`) is staged but never installed by itself: only an admin's accept that
+   `device.models.bundle.is_downgrade`) is staged but never installed by itself: only an admin's accept that
    names it a downgrade installs it, whatever `update_policy` says (a hub cannot roll stations back);
 5. otherwise `update_policy = "auto"`: install at once (`apply()`); "manual": wait for an admin's
    accept on the Models page. Installing reuses `smearscope models install` (atomic switch, rollback)
@@ -36,14 +36,13 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from device.bundle import read_manifest, sha256_file
-from device.bundle_archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MB, MAX_SIGNATURE_BYTES
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes
-from device.modelstore import DEFAULT_LIST, ModelStore, downgrade_problem, install
-from device.modelstore import rollback as rollback_bundle
-from device.paths import models_dir as default_models_dir
-from device.signing import (
+from device.models.bundle import read_manifest, sha256_file
+from device.models.bundle_archive import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MB, MAX_SIGNATURE_BYTES
+from device.models.modelstore import DEFAULT_LIST, ModelStore, downgrade_problem, install
+from device.models.modelstore import rollback as rollback_bundle
+from device.models.signing import (
     SIGNATURE_FILE,
     SignaturePolicy,
     TrustedKeys,
@@ -52,6 +51,7 @@ from device.signing import (
     load_trusted_keys,
     verify_bundle,
 )
+from device.paths import models_dir as default_models_dir
 from device.sync.transport import HubClient, HubError
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from device.bundle import read_manifest, sha256_file
 from device.errors import BundleError
+from device.models.bundle import read_manifest, sha256_file
 from device.paths import default_bundle_dirs, models_dir
 from device.web.markdown import render
 

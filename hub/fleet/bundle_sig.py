@@ -1,5 +1,5 @@
 """Checking a model bundle's `signature.json` on the hub (the format is written by the device's
-`smearscope models sign`, device/signing.py; the hub never imports device internals, so the few lines
+`smearscope models sign`, device/models/signing.py; the hub never imports device internals, so the few lines
 that read it are repeated here, and tests/test_fleet_hub.py checks both sides agree).
 
 The payload is the exact signed text: {"bundle": name, "files": [{"path", "sha256", "size"}]}, every
@@ -182,7 +182,8 @@ def release(manifest_bytes: bytes, signed: SignedBundle) -> Release:
 
 
 def is_downgrade(new: Release, current: Release) -> bool:
-    """`new` is older than `current`, or cannot be shown newer (the device's rule, device/bundle.py)."""
+    """`new` is older than `current`, or cannot be shown newer (the device's rule,
+    device/models/bundle.py)."""
     if current.order is None:
         return False
     return new.order is None or new.order < current.order

@@ -1,7 +1,7 @@
 """Per-cell and per-field figures of cell-classifier bundles on the crop dataset's TEST split, with the
 cross-lab copies: `python -m training.cells.evaluate --model B1 --model B2 --run RUN --out PREFIX`.
 
-Runs the device's own code path (`device.ensemble.Ensemble` on each crop) for the ensemble of all
+Runs the device's own code path (`device.models.ensemble.Ensemble` on each crop) for the ensemble of all
 `--model`s and for each member alone, on the test split's original crops (stain copies left out) and on
 copies made to look like the other lab:
 - `original`: the crops as built (every crop already at the B-ALL pitch's detail);
@@ -30,11 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from device.ensemble import Ensemble
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.metrics import report
-from device.model import TFLiteModel
+from device.models.ensemble import Ensemble
+from device.models.model import TFLiteModel
 from device.preprocess import apply_white_reference, read_image
 from training.cells.build_crops import MANIFEST
 from training.cells.crops import CropSpec, resize_to

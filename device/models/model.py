@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device.bundle import Bundle, load_bundle
 from device.errors import BundleError
-from device.runtime import make_interpreter
+from device.models.bundle import Bundle, load_bundle
+from device.models.runtime import make_interpreter
 
 
 @dataclass

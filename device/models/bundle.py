@@ -197,7 +197,8 @@ class Manifest:
             white = lb.get("white", True)
             if not isinstance(white, bool):
                 raise BundleError(f"{where}: labels[{i}].white must be true or false")
-            labels.append(Label(str(lb["id"]), str(lb.get("display") or lb["id"]), lb.get("malignant"), white))
+            display = str(lb.get("display") or lb["id"])
+            labels.append(Label(str(lb["id"]), display, lb.get("malignant"), white))
         if len({lb.id for lb in labels}) != len(labels):
             raise BundleError(f"{where}: label ids are not unique")
         inp = need("input")
@@ -358,7 +359,7 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
 
 def load_bundle(bundle_dir: str | Path, *, check_hash: bool = True) -> Bundle:
     """Parse the manifest and check the model file's sha256. Tensor shapes are checked when the
-    interpreter is created (device.model.TFLiteModel)."""
+    interpreter is created (device.models.model.TFLiteModel)."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     model = bundle_dir / manifest.model_file

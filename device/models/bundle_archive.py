@@ -30,9 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from device.bundle import MANIFEST
 from device.errors import BundleError
-from device.signing import SIGNATURE_FILE, SignedListing, TrustedKeys, Verification, check_signature_doc
+from device.models.bundle import MANIFEST
+from device.models.signing import (
+    SIGNATURE_FILE,
+    SignedListing,
+    TrustedKeys,
+    Verification,
+    check_signature_doc,
+)
 
 #: Cap on the archive file and on what it unpacks to: a bundle is a few MB (the shipped ones 5-6 MB).
 MAX_ARCHIVE_MB = 256

@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import MANIFEST, Bundle, Manifest, is_downgrade, load_bundle, read_manifest
-from device.bundle_archive import ARCHIVE_SUFFIXES, extract_archive, is_archive
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes, fsync_dir
-from device.signing import SignaturePolicy
+from device.models.bundle import MANIFEST, Bundle, Manifest, is_downgrade, load_bundle, read_manifest
+from device.models.bundle_archive import ARCHIVE_SUFFIXES, extract_archive, is_archive
+from device.models.signing import SignaturePolicy
 
 VERSIONS = ".versions"
 #: The history file of stores made before each version carried its own (read, never written).
@@ -64,7 +64,7 @@ def _after_step(step: str) -> None:
 def check_loads(path: Path, *, others: list[Path] | None = None) -> Bundle:
     """Everything the daemon will do at start-up, so a bundle that passes cannot stop it: manifest,
     hash, interpreter + tensor shapes, one inference, same labels as the other ensemble members."""
-    from device.model import TFLiteModel
+    from device.models.model import TFLiteModel
 
     bundle = load_bundle(path)
     model = TFLiteModel(bundle, num_threads=1)
@@ -266,7 +266,7 @@ def _version_id(sha256: str) -> str:
 def _same_bundle(a: Path, b: Path) -> bool:
     """Same manifest bytes (a recalibrated manifest is a new version) and the same signature (a
     bundle re-signed with another key is a new version too)."""
-    from device.signing import SIGNATURE_FILE
+    from device.models.signing import SIGNATURE_FILE
 
     def sig(p: Path) -> bytes | None:
         try:

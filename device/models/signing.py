@@ -32,9 +32,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from device.bundle import sha256_file
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes
+from device.models.bundle import sha256_file
 
 SIGNATURE_FILE = "signature.json"
 FORMAT = "smearscope-bundle-signature/1"
@@ -45,7 +45,7 @@ PROJECT_KEYS_DIR = Path(__file__).resolve().parent / "keys"
 #: bundle it did not sign exists); bundles signed since are by the successor in the same folder.
 PROJECT_KEY = PROJECT_KEYS_DIR / "smearscope-project.pub"
 #: `[models] trusted_keys` entry meaning the project keys shipped with the code: every
-#: `device/keys/*.pub` (a key rotation adds a file; bundles signed by the older key stay valid).
+#: `device/models/keys/*.pub` (a key rotation adds a file; bundles signed by the older key stay valid).
 PROJECT_ALIAS = "project"
 
 
@@ -221,7 +221,7 @@ def canonical(obj: Any) -> str:
 
 def sign_bundle(bundle_dir: str | Path, private_key: Ed25519PrivateKey | str | Path) -> dict[str, Any]:
     """Write `signature.json` over every other file of the bundle; returns the signature document."""
-    from device.bundle import read_manifest
+    from device.models.bundle import read_manifest
 
     bundle_dir = Path(bundle_dir)
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)

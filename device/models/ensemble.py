@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from common.wording import UNCERTAIN
-from device.bundle import InputSpec, Label
 from device.errors import BundleError
-from device.model import TFLiteModel
+from device.models.bundle import InputSpec, Label
+from device.models.model import TFLiteModel
 from device.preprocess import prepare
 
 _EPS = 1.0 / 512  # below one uint8 quantisation step of a softmax output
