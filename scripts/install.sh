@@ -429,6 +429,10 @@ UNIT_FILES=(smearscope.service smearscope-backup.service smearscope-backup.timer
 ENABLE=(smearscope.service smearscope-backup.timer)
 if [ "$ROLE" = hub ]; then
   UNIT=smearscope-hub.service; UNIT_FILES=("$UNIT"); ENABLE=("$UNIT")
+elif [ "$HTTPS" = 1 ]; then
+  # the weekly certificate check (station-https.sh --renew-due; step 11 makes the certificate)
+  UNIT_FILES+=(smearscope-https-renew.service smearscope-https-renew.timer)
+  ENABLE+=(smearscope-https-renew.timer)
 fi
 say "10. systemd units ${UNIT_FILES[*]}"
 for u in "${UNIT_FILES[@]}"; do
@@ -450,6 +454,7 @@ else
   run systemctl daemon-reload
   run systemctl enable "${ENABLE[@]}"
   [ "$ROLE" = device ] && run systemctl start smearscope-backup.timer
+  [ "$ROLE" = device ] && [ "$HTTPS" = 1 ] && run systemctl start smearscope-https-renew.timer
   if [ "$START" = 1 ]; then
     # restart, so a second run picks up new code and units; Type=notify: this waits for READY=1
     run systemctl restart "$UNIT" || die "$UNIT did not start: journalctl -u $UNIT -e ; smearscope doctor"

@@ -6,6 +6,7 @@
 #   sudo scripts/station-https.sh --renew                  # a new server certificate from the same CA
 #   sudo scripts/station-https.sh --cert C.pem --key K.pem [--ca CLINIC-CA.pem]   # the clinic's certificate
 #   sudo scripts/station-https.sh --station-cert           # back from the clinic's to the station's own
+#   sudo scripts/station-https.sh --renew-due              # what smearscope-https-renew.timer runs weekly
 #
 # Station CA: ECDSA P-256, 10 years, made once and kept (tablets that trust it keep trusting the
 # station). Server certificate: 800 days (under Apple's 825-day limit), for the host name, NAME.local,
@@ -31,6 +32,8 @@ CLINIC_KEY=""
 CLINIC_CA=""
 STATION_CERT=0
 RENEW=0
+RENEW_DUE=0
+ISSUED=0
 DRY_RUN=0
 NAMES=()
 IPS=()
@@ -53,6 +56,10 @@ usage: $0 [options]
   --ca FILE            the clinic CA certificate to offer at /station-ca.crt (with --cert)
   --station-cert       back to the station's own CA and certificate
   --renew              issue a new server certificate now
+  --renew-due          only the certificate: issue a new one when it is due (fewer than $RENEW_BEFORE_DAYS days
+                       left, or the station's names or addresses changed) and reload nginx; the site
+                       and a clinic's certificate are left alone (a clinic's certificate that is due
+                       is reported and the command fails, so the timer shows it)
   --days N             server certificate lifetime (default: $DAYS)
   --dry-run            print each action, change nothing
 EOF
@@ -75,6 +82,7 @@ while [ $# -gt 0 ]; do
     --ca) CLINIC_CA="$(realpath "$2")"; shift 2 ;;
     --station-cert) STATION_CERT=1; shift ;;
     --renew) RENEW=1; shift ;;
+    --renew-due) RENEW_DUE=1; shift ;;
     --days) DAYS="$2"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -95,6 +103,7 @@ done
 [ -n "$CLINIC_CERT" ] && [ -z "$CLINIC_KEY" ] && die "--cert needs --key"
 [ -n "$CLINIC_KEY" ] && [ -z "$CLINIC_CERT" ] && die "--key needs --cert"
 [ -n "$CLINIC_CA" ] && [ -z "$CLINIC_CERT" ] && die "--ca goes with --cert and --key"
+[ "$RENEW_DUE" = 1 ] && { [ -n "$CLINIC_CERT" ] || [ "$RENEW" = 1 ]; } && die "--renew-due goes alone (not with --cert or --renew)"
 [ -n "$CLINIC_CERT" ] && [ "$STATION_CERT" = 1 ] && die "--cert and --station-cert exclude each other"
 [ -z "$PREFIX" ] || [ "${PREFIX:0:1}" = / ] || PREFIX="$(pwd)/$PREFIX"
 R="$PREFIX"
@@ -112,6 +121,13 @@ fi
 SAN=""
 for n in "${NAMES[@]}"; do SAN+="${SAN:+,}DNS:$n"; done
 for a in "${IPS[@]}"; do SAN+="${SAN:+,}IP:$a"; done
+# A certificate issued for names given by hand keeps them when it is renewed; one issued for the
+# station's own names follows them (a new DHCP address gets a new certificate).
+if [ "$RENEW_DUE" = 1 ] && [ "$(cat "$T/server.auto" 2>/dev/null || echo 1)" = 0 ] && [ -s "$T/server.names" ]; then
+  SAN="$(cat "$T/server.names")"
+  first="${SAN%%,*}"
+  NAMES=("${first#*:}")
+fi
 [ -n "$SAN" ] || die "the certificate needs at least one --name or --ip"
 CN="${NAMES[0]:-${IPS[0]}}"
 
@@ -156,7 +172,11 @@ make_server_cert() {
   run mv -f "$T/server.key.new" "$T/server.key"
   run mv -f "$T/server.crt.new" "$T/server.crt"
   run rm -f "$T/server.csr" "$ext"
-  if [ "$DRY_RUN" = 1 ]; then echo "+ write $T/server.names"; else printf '%s\n' "$SAN" >"$T/server.names"; fi
+  if [ "$DRY_RUN" = 1 ]; then echo "+ write $T/server.names"; else
+    printf '%s\n' "$SAN" >"$T/server.names"
+    echo "$AUTO_NAMES" >"$T/server.auto"
+  fi
+  ISSUED=1
 }
 
 use_clinic_cert() {
@@ -211,6 +231,23 @@ use_station_cert() {
     echo station >"$T/SOURCE"
   fi
 }
+
+if [ "$RENEW_DUE" = 1 ]; then
+  if [ "$(cat "$T/SOURCE" 2>/dev/null || echo station)" = clinic ]; then
+    if ! openssl x509 -noout -checkend $((RENEW_BEFORE_DAYS * 86400)) -in "$T/server.crt" >/dev/null; then
+      die "the clinic's certificate $(openssl x509 -noout -enddate -in "$T/server.crt"): install a new one (--cert, --key)"
+    fi
+    echo "  the clinic's certificate is in use and not due: $(openssl x509 -noout -enddate -in "$T/server.crt")"
+    exit 0
+  fi
+  [ -s "$T/ca.key" ] || die "no station CA in $T: run scripts/station-https.sh once first"
+  use_station_cert
+  if [ "$ISSUED" = 1 ] && [ "$DRY_RUN" = 0 ] && [ -z "$PREFIX" ] && command -v systemctl >/dev/null 2>&1 \
+    && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl reload nginx && echo "  nginx reloaded"
+  fi
+  exit 0
+fi
 
 if [ -n "$CLINIC_CERT" ]; then
   use_clinic_cert

@@ -36,7 +36,7 @@ fi
 R="$PREFIX"
 if [ "$ROLE" = device ]; then
   USER_NAME=smearscope STATE_DIR=/var/lib/smearscope WRAPPER=smearscope
-  UNITS=(smearscope.service smearscope-backup.timer smearscope-backup.service)
+  UNITS=(smearscope.service smearscope-backup.timer smearscope-backup.service smearscope-https-renew.timer smearscope-https-renew.service)
   CONF_FILES=(/etc/smearscope/config.toml /etc/smearscope/environment)
 else
   USER_NAME=smearscope-hub STATE_DIR=/var/lib/smearscope-hub WRAPPER=smearscope-hub

@@ -160,6 +160,40 @@ def test_rerun_keeps_the_certificate_renew_and_new_names_reissue_it(tmp_path: Pa
 
 
 @needs_openssl
+def test_renew_due_renews_only_a_due_certificate_and_leaves_the_site(tmp_path: Path) -> None:
+    """The weekly timer's run: nothing when the certificate is good; a new one (for the same names
+    given by hand, from the same CA) when fewer than 60 days are left; the site never rewritten."""
+    tls, site = tmp_path / "tls", tmp_path / "site.conf"
+    station_https(tmp_path, "--name", "scope7", "--ip", "192.0.2.7")
+    ca, cert = fingerprint(tls / "ca.crt"), fingerprint(tls / "server.crt")
+    site.write_text("# the admin's edits\n")
+    out = station_https(tmp_path, "--renew-due").stdout
+    assert "server certificate kept" in out and fingerprint(tls / "server.crt") == cert
+    station_https(tmp_path, "--name", "scope7", "--ip", "192.0.2.7", "--renew", "--days", "30")
+    due = fingerprint(tls / "server.crt")
+    site.write_text("# the admin's edits\n")
+    out = station_https(tmp_path, "--renew-due").stdout
+    assert "fewer than 60 days left" in out
+    assert fingerprint(tls / "server.crt") != due and fingerprint(tls / "ca.crt") == ca
+    text = openssl("x509", "-noout", "-text", "-in", str(tls / "server.crt"))
+    assert "DNS:scope7, IP Address:192.0.2.7" in text  # the names given by hand, not this host's
+    assert "OK" in openssl("verify", "-CAfile", str(tls / "ca.crt"), str(tls / "server.crt"))
+    assert site.read_text() == "# the admin's edits\n"
+
+
+@needs_openssl
+def test_renew_due_reports_a_due_clinic_certificate_and_keeps_it(tmp_path: Path) -> None:
+    clinic = tmp_path / "clinic"
+    station_https(clinic, "--name", "scope7.clinic.example", "--days", "20")
+    ctls = clinic / "tls"
+    station_https(tmp_path, "--cert", str(ctls / "server.crt"), "--key", str(ctls / "server.key"))
+    r = station_https(tmp_path, "--renew-due", check=False)
+    assert r.returncode == 1 and "the clinic's certificate" in r.stderr and "--cert" in r.stderr
+    assert (tmp_path / "tls" / "server.crt").read_bytes() == (ctls / "server.crt").read_bytes()
+    assert station_https(tmp_path / "none", "--renew-due", check=False).returncode == 1  # no CA yet
+
+
+@needs_openssl
 def test_clinic_certificate_is_used_and_kept(tmp_path: Path) -> None:
     clinic = tmp_path / "clinic"
     station_https(clinic, "--name", "scope7.clinic.example")  # stands in for the clinic's own CA

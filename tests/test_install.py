@@ -100,6 +100,7 @@ def test_dry_run_sets_up_https_unless_told_not_to() -> None:
     assert "systemctl reload-or-restart nginx" in out and "page:   https://" in out
     plain = sh(INSTALL, "--dry-run", "--platform", "generic", "--no-https").stdout
     assert "nginx" not in plain and "not set up (--no-https)" in plain and "page:   http://" in plain
+    assert "smearscope-https-renew" not in plain  # no certificate to renew
     r = sh(INSTALL, "--dry-run", "--no-https", "--tls-cert", INSTALL, check=False)
     assert r.returncode != 0 and "need HTTPS" in r.stderr
 
@@ -219,11 +220,17 @@ def test_installed_unit_exec_targets_exist_and_it_is_enabled(installed: tuple[Pa
         for t in targets:
             assert os.access(t, os.X_OK), t
     assert (units / "smearscope-backup.timer").is_file()
+    assert (units / "smearscope-https-renew.timer").is_file()
+    renew = (units / "smearscope-https-renew.service").read_text()
+    script = re.search(r"^ExecStart=/bin/bash (\S+) --renew-due$", renew, re.M)
+    assert script, renew
+    assert (root / script.group(1).lstrip("/")).is_file()  # the installed copy of the script
     assert (root / "var/backups/smearscope").is_dir()
     if shutil.which("systemctl"):
         for wants, name in (
             ("multi-user.target.wants", "smearscope.service"),
             ("timers.target.wants", "smearscope-backup.timer"),
+            ("timers.target.wants", "smearscope-https-renew.timer"),
         ):
             link = units / wants / name
             assert link.is_symlink() and os.readlink(link) == f"/etc/systemd/system/{name}"
@@ -241,7 +248,14 @@ def _verify(unit: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed (apt systemd)")
 @pytest.mark.parametrize(
-    "name", ["smearscope.service", "smearscope-backup.service", "smearscope-backup.timer"]
+    "name",
+    [
+        "smearscope.service",
+        "smearscope-backup.service",
+        "smearscope-backup.timer",
+        "smearscope-https-renew.service",
+        "smearscope-https-renew.timer",
+    ],
 )
 def test_systemd_analyze_verifies_the_installed_units(installed: tuple[Path, str], name: str) -> None:
     root, _ = installed
@@ -287,6 +301,7 @@ def test_uninstall_keeps_data_unless_purge(tmp_path: Path) -> None:
     sh(UNINSTALL, "--prefix", root)
     assert not (root / "etc/systemd/system/smearscope.service").exists()
     assert not (root / "etc/systemd/system/smearscope-backup.timer").exists()
+    assert not (root / "etc/systemd/system/smearscope-https-renew.timer").exists()
     assert not (root / "usr/local/bin/smearscope").exists()
     assert not (root / "opt/smearscope").exists()
     assert (root / "var/lib/smearscope/smearscope.db").is_file()
