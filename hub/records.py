@@ -44,6 +44,11 @@ def parse_time(value: Any, what: str) -> datetime:
         raise RecordError(f"{what}: not an ISO-8601 time in years 1-9999: {value[:MAX_TIME]!r}") from exc
 
 
+def iso_utc(t: datetime) -> str:
+    """`t` as UTC ISO-8601 with milliseconds and "Z": one spelling, so such times order as text."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def time_flag(captured: datetime, now: datetime, skew_s: float | None, limit_s: float) -> str | None:
     """Why a record's time cannot be trusted, or None. Records are kept (a clinic's result is not thrown
     away for a wrong clock) but flagged, and the flag is shown in the API, dashboard and CSV."""
