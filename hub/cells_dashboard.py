@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 import numpy as np
 from flask import Blueprint, Response, abort, render_template, stream_with_context
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from common import csvsafe
 from common.wording import DISCLAIMER
-from hub.cell_counts import RULE, count_cells
+from hub.cell_counts import RULE, CellCounts, count_cells
 from hub.cell_crop import ImageUnreadable, decode, thumbnail
 from hub.cell_labels import label_book, model_shas
 from hub.cells import cells_of
@@ -98,12 +99,14 @@ def record_page(rid: str) -> str:
     )
 
 
-@cells_dashboard.get("/cells/<rid>/<int:index>.jpg")
+@cells_dashboard.get("/cells/<rid>/<index>.jpg")
 @login_required
-def cell_thumbnail(rid: str, index: int) -> Response:
+def cell_thumbnail(rid: str, index: str) -> Response:
     rid = _uuid_or_404(rid)
+    if not (index.isascii() and index.isdigit() and len(index) <= 9):
+        abort(404)
     s = session()
-    cell = s.get(Cell, (rid, index))
+    cell = s.get(Cell, (rid, int(index)))
     sha = s.scalar(select(Result.image_sha256).where(Result.id == rid))
     if cell is None or sha is None:
         abort(404)
@@ -114,40 +117,66 @@ def cell_thumbnail(rid: str, index: int) -> Response:
     return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
+def _owned_records(s: Session, sample_ids: list[str]) -> dict[str, list[tuple[Result, str]]]:
+    """Each sample's field records (reviews left out) of its owner: the device that described the
+    sample, else the first to send a record for it (as the samples list counts)."""
+    owners = dict(s.execute(select(Sample.id, Sample.device_id).where(Sample.id.in_(sample_ids))).all())
+    rows = s.execute(
+        select(Result, Device.name)
+        .join(Device, Device.id == Result.device_id)
+        .where(Result.sample_id.in_(sample_ids))
+        .order_by(Result.received_at, Result.seq)
+    ).all()
+    out: dict[str, list[tuple[Result, str]]] = {}
+    for r, name in rows:
+        owner = owners.setdefault(r.sample_id, r.device_id)
+        if r.device_id == owner and r.kind != "review":
+            out.setdefault(r.sample_id, []).append((r, name))
+    return out
+
+
+@cells_dashboard.app_template_global()
+def cell_rule() -> str:
+    return RULE
+
+
+@cells_dashboard.app_template_global()
+def sample_cell_counts(sample_ids: list[str]) -> dict[str, CellCounts]:
+    """The hub's cell count of each sample that has cells (the samples list's column)."""
+    s = session()
+    records = _owned_records(s, list(sample_ids))
+    cells = cells_of(s, [r.id for rows in records.values() for r, _ in rows])
+    if not cells:
+        return {}
+    book = label_book(s)
+    out = {}
+    for sid, rows in records.items():
+        pairs = [(c, model_shas(json.loads(r.record_json))) for r, _ in rows for c in cells.get(r.id, [])]
+        if pairs:
+            out[sid] = count_cells(pairs, book)
+    return out
+
+
 @cells_dashboard.get("/samples/<sid>")
 @login_required
 def sample_page(sid: str) -> str:
     sid = _uuid_or_404(sid)
     s = session()
     meta = s.get(Sample, sid)
-    rows = s.execute(
-        select(Result, Device.name)
-        .join(Device, Device.id == Result.device_id)
-        .where(Result.sample_id == sid)
-        .order_by(Result.seq)
-    ).all()
-    if meta is None and not rows:
+    records = sorted(_owned_records(s, [sid]).get(sid, []), key=lambda x: x[0].seq)
+    if meta is None and not records:
         abort(404)
-    owner = meta.device_id if meta is not None else rows[0][0].device_id
-    records = [(r, name) for r, name in rows if r.device_id == owner and r.kind != "review"]
     by_record = cells_of(s, [r.id for r, _ in records])
     book = label_book(s)
     items = []
+    pairs = []
     for r, name in records:
         models = model_shas(json.loads(r.record_json))
         cells = by_record.get(r.id, [])
-        items.append(
-            {
-                "r": r,
-                "device": name,
-                "n": len(cells),
-                "counts": count_cells(((c, models) for c in cells), book),
-            }
-        )
-    total = count_cells(
-        ((c, model_shas(json.loads(r.record_json))) for r, _ in records for c in by_record.get(r.id, [])),
-        book,
-    )
+        pairs += [(c, models) for c in cells]
+        counts = count_cells(((c, models) for c in cells), book)
+        items.append({"r": r, "device": name, "n": len(cells), "counts": counts})
+    total = count_cells(pairs, book)
     return render_template("sample.html", sid=sid, meta=meta, items=items, total=total, rule=RULE)
 
 

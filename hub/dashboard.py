@@ -32,10 +32,6 @@ from sqlalchemy.orm import aliased
 from common import csvsafe
 from common.wording import DISCLAIMER
 from hub import tokens
-from hub.cell_counts import RULE as CELL_RULE
-from hub.cell_counts import count_cells
-from hub.cell_labels import label_book, model_shas
-from hub.cells import cells_of
 from hub.extensions import session
 from hub.models import Device, Image, Result, Sample, User, UserSession
 from hub.records import SHA256
@@ -175,13 +171,7 @@ def samples() -> str:
         owner = meta[sid].device_id if sid in meta else first.device_id
         by_sample[sid] = [(r, name) for r, name in group if r.device_id == owner]
     out = [slide_summary(sid, by_sample[sid], meta.get(sid)) for sid in ids]
-    cells = cells_of(s, (r.id for group in by_sample.values() for r, _ in group if r.kind != "review"))
-    book = label_book(s) if cells else None
-    for summary in out:
-        group = [r for r, _ in by_sample[summary["id"]] if r.kind != "review"]
-        pairs = [(c, model_shas(json.loads(r.record_json))) for r in group for c in cells.get(r.id, [])]
-        summary["cells"] = count_cells(pairs, book) if pairs and book is not None else None
-    return render_template("samples.html", samples=out, rule=CALL_RULE, cell_rule=CELL_RULE)
+    return render_template("samples.html", samples=out, rule=CALL_RULE)
 
 
 def slide_summary(
