@@ -247,3 +247,21 @@ def test_cells_csv_has_one_row_per_cell_with_formulas_defused(tmp_path):
         and rows[0]["um_per_px"] == "0.25"
     )
     assert rows[4]["reviewed_label"] == "'=cmd()" and rows[4]["reviewer"] == "'@x"
+
+
+def test_cells_in_requests_and_answers_match_the_openapi_document(tmp_path):
+    from openapikit import check, check_request, load
+
+    spec = load("hub-openapi.yaml")
+    hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}")
+    c = hub.client()
+    rec = record(cells=[cell(0), cell(1, state="unclassified", label=None, p_blast=0.5, reason="unsure")])
+    check_request(spec, "/api/v1/results", "POST", {"records": [rec]})
+    check(spec, "/api/v1/results", "POST", post(hub, [rec]))
+    seen = {"reviewed_label": "blast_pre", "reviewer": "ana", "reviewed_at": "2026-11-22T02:00:00Z"}
+    reviewed = dict(rec, cells=[cell(0, **seen)])
+    check_request(spec, "/api/v1/results", "POST", {"records": [reviewed]})
+    assert check(spec, "/api/v1/results", "POST", post(hub, [reviewed]))["results"][0]["cells_reviewed"] == 1
+    got = c.get(f"/api/v1/results/{rec['id']}", headers=hub.usr())
+    assert check(spec, "/api/v1/results/{rid}", "GET", got)["cells"][0]["reviewed_label"] == "blast_pre"
+    check(spec, "/api/v1/results", "GET", c.get("/api/v1/results", headers=hub.usr()))
