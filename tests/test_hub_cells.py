@@ -265,3 +265,32 @@ def test_cells_in_requests_and_answers_match_the_openapi_document(tmp_path):
     got = c.get(f"/api/v1/results/{rec['id']}", headers=hub.usr())
     assert check(spec, "/api/v1/results/{rid}", "GET", got)["cells"][0]["reviewed_label"] == "blast_pre"
     check(spec, "/api/v1/results", "GET", c.get("/api/v1/results", headers=hub.usr()))
+
+
+def test_migration_0007_adds_and_drops_the_cells_table(hub_db):  # noqa: F811
+    from alembic import command
+    from sqlalchemy import inspect as sa_inspect
+
+    from hub import db
+
+    engine = db.make_engine(hub_db)
+    cfg = db.alembic_config(hub_db)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006_acquisition")
+    assert "cells" not in sa_inspect(engine).get_table_names()
+    db.upgrade(engine)
+    insp = sa_inspect(engine)
+    assert insp.get_pk_constraint("cells")["constrained_columns"] == ["result_id", "cell_index"]
+    assert {c["name"] for c in insp.get_columns("cells")} >= {
+        "reviewed_label",
+        "reviewer",
+        "reviewed_at",
+        "x0",
+    }
+    assert [fk["referred_table"] for fk in insp.get_foreign_keys("cells")] == ["results"]
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006_acquisition")
+    assert "cells" not in sa_inspect(engine).get_table_names()
+    engine.dispose()
