@@ -177,7 +177,7 @@ def post_results() -> tuple[Response, int]:
         rid = rec.get("id") if isinstance(rec, dict) else None
         try:
             cols = validate(rec)
-            record_cells = validate_cells(rec.get("cells"))
+            record_cells = validate_cells(rec.get("cells"), cols["kind"])
         except RecordError as exc:
             answers[i] = {"id": rid, "status": "rejected", "reason": str(exc)}
             continue

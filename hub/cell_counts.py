@@ -2,8 +2,9 @@
 slide call (the station's count, with its thresholds and interval, is the one that calls a slide).
 
 RULE: a cell reviewed as not a cell is left out; a reviewed cell counts as its reviewed label, which is
-a blast when the bundles the record names (published on this hub) declare it malignant, is left out when
-they declare it not a white cell, and is counted unclassified when the hub cannot place it; an
+a blast when the record's own differential, else the bundles it names as published on this hub, declare
+it malignant (hub/cell_labels.py), is left out when they declare it not a white cell, and is counted
+unclassified when the hub cannot place it; an
 unreviewed cell counts when the detector called it a white cell, as the classifier's state. Blast % is
 blasts over the classified white cells.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.cell_fields import NOT_A_CELL
 from hub.cell_labels import LabelBook
@@ -20,9 +22,10 @@ from hub.models import Cell
 
 RULE = (
     "cells reviewed 'not a cell' left out; a reviewed cell counts as its reviewed label (a blast when "
-    "the record's published bundles declare that label malignant, unclassified when the hub cannot "
-    "place it); an unreviewed cell counts when detected as a white cell, as the classifier's state; "
-    "blast % = blasts / classified white cells. Information only: the station's count calls the slide."
+    "the record's differential or its published bundles declare that label malignant, unclassified "
+    "when the hub cannot place it); an unreviewed cell counts when detected as a white cell, as the "
+    "classifier's state; blast % = blasts / classified white cells. Information only: the station's "
+    "count calls the slide."
 )
 
 
@@ -44,16 +47,16 @@ class CellCounts:
         return 100.0 * self.blasts / self.classified if self.classified else None
 
 
-def count_cells(cells: Iterable[tuple[Cell, list[str]]], book: LabelBook) -> CellCounts:
-    """Count `cells` (each with the model sha256s of its record) by RULE."""
+def count_cells(cells: Iterable[tuple[Cell, dict[str, Any]]], book: LabelBook) -> CellCounts:
+    """Count `cells` (each with its record's JSON) by RULE."""
     out = CellCounts()
-    for c, models in cells:
+    for c, record in cells:
         if c.reviewed_label is not None:
             out.reviewed += 1
             if c.reviewed_label == NOT_A_CELL:
                 out.excluded += 1
                 continue
-            fact = book.facts(c.reviewed_label, models)
+            fact = book.facts(c.reviewed_label, [record])
             if fact is not None and not fact.white:
                 continue
             out.counted += 1

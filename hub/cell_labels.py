@@ -1,8 +1,14 @@
-"""What the hub knows of cell labels: from the manifests of the bundles published on it (hub/fleet).
+"""What the hub knows of cell labels: a label's facts are `malignant` (a blast) and `white` (counted in
+a differential). Sources, most trusted first (`LabelBook.facts`):
 
-A record names its models by the sha256 of their model file (`models: [{name, sha256}]`), the same
-value a bundle's manifest carries as `sha256`; so a record's cell labels are looked up in the bundles
-that made it. A label's facts are `malignant` (a blast) and `white` (counted in a differential).
+1. the record itself: a 'cells' record stores its field's differential (`quality.differential`, the
+   station's `Differential.to_dict()`, made with the labels of the bundle that classified it: `counts`
+   are white-cell labels, `others` are not, each with its `blast` flag);
+2. the bundles the record names, as published on this hub (hub/fleet): a record names its models by the
+   sha256 of their model file (`models: [{name, sha256}]`), the value a bundle's manifest carries as
+   `sha256`;
+3. any bundle published on this hub.
+A label that the first source holding it declares in two ways is unknown (None): never guessed.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ class LabelFact:
 class BundleLabels:
     name: str
     labels: dict[str, LabelFact]
-    crop_um: float | None  # a cell bundle's crop side: input width x input µm/px
 
 
 @dataclass
@@ -40,23 +45,19 @@ class LabelBook:
 
     by_model: dict[str, BundleLabels] = field(default_factory=dict)
 
-    def facts(self, label: str, models: Iterable[str] = ()) -> LabelFact | None:
-        """`label`'s facts from the bundles `models` (sha256s) name, else from every published bundle;
-        None when no bundle declares it or the declarations disagree on malignant/white."""
-        for pool in ([self.by_model[m] for m in models if m in self.by_model], self.by_model.values()):
-            found = [b.labels[label] for b in pool if label in b.labels]
+    def facts(self, label: str, records: Iterable[dict[str, Any]] = ()) -> LabelFact | None:
+        """`label`'s facts (see the module doc) for cells of `records`; None when no source declares
+        it or the first source that does declares it in two ways."""
+        records = list(records)
+        own = [f for r in records for f in [record_labels(r).get(label)] if f is not None]
+        models = [m for r in records for m in model_shas(r)]
+        named = [self.by_model[m] for m in models if m in self.by_model]
+        for found in (own, [b.labels[label] for b in named if label in b.labels]):
             if found:
-                if len({(f.malignant, f.white) for f in found}) > 1:
-                    return None
-                return found[0]
-        return None
-
-    def crop_um(self, models: Iterable[str]) -> float | None:
-        """The crop side of the first cell bundle among `models` that the hub knows."""
-        for m in models:
-            b = self.by_model.get(m)
-            if b is not None and b.crop_um:
-                return b.crop_um
+                return found[0] if len({(f.malignant, f.white) for f in found}) == 1 else None
+        found = [b.labels[label] for b in self.by_model.values() if label in b.labels]
+        if found:
+            return found[0] if len({(f.malignant, f.white) for f in found}) == 1 else None
         return None
 
 
@@ -73,13 +74,7 @@ def _bundle_labels(name: str, doc: Any) -> tuple[str, BundleLabels] | None:
                 display=str(lb.get("display") or lb["id"]),
                 source=f"bundle {name}",
             )
-    crop = None
-    inp = doc.get("input") or {}
-    if isinstance(doc.get("cells"), dict) and isinstance(inp, dict):
-        w, um = inp.get("width"), inp.get("um_per_px")
-        if isinstance(w, int | float) and isinstance(um, int | float) and w > 0 and um > 0:
-            crop = float(w) * float(um)
-    return doc["sha256"], BundleLabels(name, labels, crop)
+    return doc["sha256"], BundleLabels(name, labels)
 
 
 def label_book(s: Session) -> LabelBook:
@@ -98,6 +93,23 @@ def label_book(s: Session) -> LabelBook:
         if found is not None:
             book.by_model[found[0]] = found[1]
     return book
+
+
+def record_labels(record: dict[str, Any]) -> dict[str, LabelFact]:
+    """The labels a 'cells' record's stored differential declares (empty when it has none)."""
+    diff = (
+        (record.get("quality") or {}).get("differential") if isinstance(record.get("quality"), dict) else None
+    )
+    out: dict[str, LabelFact] = {}
+    if not isinstance(diff, dict):
+        return out
+    for group, white in (("counts", True), ("others", False)):
+        entries = diff.get(group)
+        for tc in entries if isinstance(entries, list) else []:
+            if isinstance(tc, dict) and isinstance(tc.get("id"), str) and isinstance(tc.get("blast"), bool):
+                display = str(tc.get("display") or tc["id"])
+                out.setdefault(tc["id"], LabelFact(tc["blast"], white, display, "the record's differential"))
+    return out
 
 
 def model_shas(record: dict[str, Any]) -> list[str]:

@@ -132,12 +132,15 @@ def validate_cell(c: Any, where: str) -> CellRow:
     )
 
 
-def validate_cells(value: Any) -> list[CellRow]:
-    """A record's `cells` (missing or null = none); raises RecordError naming the first bad cell."""
+def validate_cells(value: Any, kind: str) -> list[CellRow]:
+    """A record's `cells` (missing, null or [] = none; only a 'cells' record has any); raises
+    RecordError naming the first bad cell."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise RecordError("cells: must be a list of cells")
+    if value and kind != "cells":
+        raise RecordError(f"cells: only a 'cells' record has cells (this is a {kind} record)")
     if len(value) > MAX_CELLS:
         raise RecordError(f"cells: at most {MAX_CELLS} cells per record")
     rows = [validate_cell(c, f"cells[{i}]") for i, c in enumerate(value)]

@@ -20,7 +20,7 @@ from common import csvsafe
 from common.wording import DISCLAIMER
 from hub.cell_counts import RULE, CellCounts, count_cells
 from hub.cell_crop import ImageUnreadable, decode, thumbnail
-from hub.cell_labels import label_book, model_shas
+from hub.cell_labels import label_book
 from hub.cells import cells_of
 from hub.dashboard import login_required
 from hub.extensions import session
@@ -89,8 +89,7 @@ def record_page(rid: str) -> str:
     r, device = row
     rec = json.loads(r.record_json)
     cells = cells_of(s, [rid]).get(rid, [])
-    models = model_shas(rec)
-    counts = count_cells(((c, models) for c in cells), label_book(s)) if cells else None
+    counts = count_cells(((c, rec) for c in cells), label_book(s)) if cells else None
     reviews = s.scalars(
         select(Result).where(Result.review_of == rid, Result.device_id == r.device_id).order_by(Result.seq)
     ).all()
@@ -151,7 +150,7 @@ def sample_cell_counts(sample_ids: list[str]) -> dict[str, CellCounts]:
     book = label_book(s)
     out = {}
     for sid, rows in records.items():
-        pairs = [(c, model_shas(json.loads(r.record_json))) for r, _ in rows for c in cells.get(r.id, [])]
+        pairs = [(c, json.loads(r.record_json)) for r, _ in rows for c in cells.get(r.id, [])]
         if pairs:
             out[sid] = count_cells(pairs, book)
     return out
@@ -171,10 +170,10 @@ def sample_page(sid: str) -> str:
     items = []
     pairs = []
     for r, name in records:
-        models = model_shas(json.loads(r.record_json))
+        rec = json.loads(r.record_json)
         cells = by_record.get(r.id, [])
-        pairs += [(c, models) for c in cells]
-        counts = count_cells(((c, models) for c in cells), book)
+        pairs += [(c, rec) for c in cells]
+        counts = count_cells(((c, rec) for c in cells), book)
         items.append({"r": r, "device": name, "n": len(cells), "counts": counts})
     total = count_cells(pairs, book)
     return render_template("sample.html", sid=sid, meta=meta, items=items, total=total, rule=RULE)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SOURCES = ("camera", "upload", "review")
-KINDS = ("classification", "review")
+KINDS = ("classification", "review", "cells")  # cells: a field counted cell by cell (its `cells`)
 SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: "$" would let a trailing newline through
 MAX_LABEL = 100
 MAX_PROFILE = 200

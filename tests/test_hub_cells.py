@@ -14,12 +14,17 @@ import numpy as np
 import pytest
 from hubkit import Hub, hub_db, pg_server  # noqa: F401 - fixtures
 from sqlalchemy import func, select
-from test_hub_api import record
+from test_hub_api import record as field_record
 
 from common import cell_fields
 from hub.app import HubSettings
 from hub.cells import MAX_CELLS
 from hub.models import Cell, Result
+
+
+def record(**kw):
+    """A 'cells' record (a field counted cell by cell) unless `kind` says otherwise."""
+    return field_record(**{"kind": "cells", "label": "NO_BLASTS_SEEN", **kw})
 
 
 def cell(index: int, **kw):
@@ -152,11 +157,12 @@ def test_another_devices_resend_cannot_review_its_cells(hub):
         ([cell(0, reviewed_label="blast_pre", reviewed_at=None)], "cells[0].reviewed_at"),
         ([cell(0, reviewed_label="")], "cells[0].reviewed_label"),
         ([cell(i) for i in range(MAX_CELLS + 1)], f"at most {MAX_CELLS} cells"),
+        ({"kind": "classification", "cells": [cell(0)]}, "only a 'cells' record has cells"),
     ],
 )
 def test_bad_cells_reject_the_record_and_store_nothing(tmp_path, cells, reason):
     hub = Hub(f"sqlite:///{tmp_path / 'hub.db'}", HubSettings(max_body_mb=2))
-    rec = record(cells=cells)
+    rec = record(**cells) if isinstance(cells, dict) else record(cells=cells)
     r = post(hub, [rec])
     answer = r.get_json()["results"][0]
     assert r.status_code == 422 and answer["status"] == "rejected" and reason in answer["reason"]
@@ -164,7 +170,7 @@ def test_bad_cells_reject_the_record_and_store_nothing(tmp_path, cells, reason):
 
 
 def test_records_without_cells_still_work(hub):
-    plain, empty = record(), record(cells=[])
+    plain, empty = field_record(), field_record(cells=[])
     assert post(hub, [plain, empty]).get_json()["counts"]["accepted"] == 2
     got = hub.client().get(f"/api/v1/results/{plain['id']}", headers=hub.usr()).get_json()
     assert got["cells"] == []

@@ -15,8 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from hubkit import Hub
-from test_hub_api import record
-from test_hub_cells import cell, frame_jpeg, post
+from test_hub_cells import cell, frame_jpeg, post, record
 
 from device.dataset_labels import read_labels
 from hub.app import HubSettings
@@ -210,3 +209,30 @@ def test_the_dashboard_cells_zip_matches_the_cli_export(cells_hub, tmp_path):
     assert set(files) == set(on_disk)
     assert all(files[k] == on_disk[k] for k in files if k.endswith(".png") or k == "labels.json")
     assert c.get("/export/dataset.zip?cells=1&cell_side_um=0").status_code == 400
+
+
+def test_a_records_own_differential_declares_its_labels_first(cells_hub, tmp_path):
+    seen = {"reviewer": "bo", "reviewed_at": "2026-11-22T03:00:00Z"}
+    declared = {
+        "counts": [{"id": "mystery", "display": "Mystery blast", "blast": True, "n": 1}],
+        "others": [
+            {"id": "lymphocyte", "display": "Lymphocyte (as this bundle says)", "blast": True, "n": 0}
+        ],
+    }
+    rec = record(
+        seq=3,
+        sample_id=cells_hub.sample,
+        image_sha256=cells_hub.rec["image_sha256"],
+        um_per_px=0.25,
+        quality={"ok": True, "differential": declared},
+        cells=[cell(0, x=80.0, y=60.0, reviewed_label="mystery", **seen)],
+    )
+    assert post(cells_hub.hub, [rec]).get_json()["counts"]["accepted"] == 1
+    doc = cells_hub.export(tmp_path / "cells")
+    labels = read_labels(tmp_path / "cells")
+    assert labels["mystery"].malignant is True and labels["mystery"].display == "Mystery blast"
+    assert labels["mystery"].source == "the record's differential"
+    # the first record's 'mystery' cell has no declaration of its own: the label is one class, declared once
+    assert doc["counts"]["per_label"]["mystery"] == 2
+    # lymphocyte: the first record names the published bundle (not a blast); the new record has no such cell
+    assert labels["lymphocyte"].malignant is False

@@ -13,8 +13,7 @@ import uuid
 import pytest
 from hubkit import Hub, Server, jpeg
 from sqlalchemy import func, select
-from test_hub_api import record
-from test_hub_cells import cell
+from test_hub_cells import cell, record
 
 from device.store import Store
 from device.sync import HubClient, Outbox, Syncer
@@ -54,6 +53,16 @@ def test_a_hand_built_station_payload_and_its_cell_review_arrive_once(tmp_path):
         server.close()
 
 
+#: The field's differential a 'cells' record stores (the station's Differential.to_dict, trimmed): it
+#: declares the labels the record's cells may be reviewed as.
+DIFFERENTIAL = {
+    "counts": [
+        {"id": "blast_pre", "display": "Blast (pre-B ALL)", "blast": True, "n": 0},
+        {"id": "lymphocyte", "display": "Lymphocyte", "blast": False, "n": 3},
+    ],
+    "others": [],
+}
+
 _STORE_TAKES_CELLS = "cells" in inspect.signature(Store.add_result).parameters and hasattr(
     Store, "review_cell"
 )
@@ -74,12 +83,13 @@ def test_station_cells_and_a_later_cell_review_reach_the_hub_once(tmp_path):
     rec = store.add_result(
         {
             "source": "camera",
+            "kind": "cells",
             "models": [{"name": "cellnet", "sha256": "0" * 64}],
-            "probabilities": {"lymphocyte": 1.0},
+            "probabilities": {"blast_pre": 0.02, "lymphocyte": 0.98},
             "label": "NO_BLASTS_SEEN",
             "confidence": 1.0,
             "abstained": False,
-            "quality": {"ok": True, "reasons": []},
+            "quality": {"ok": True, "reasons": [], "differential": DIFFERENTIAL},
             "image_sha256": sha,
             "um_per_px": 0.25,
         },

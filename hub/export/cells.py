@@ -9,7 +9,7 @@ Layout (what `smearscope train --data DIR` reads as is; `convert` takes the labe
     DIR/manifest.csv      the same entries for a spreadsheet (formula-like cells defused)
 
 Which cells: every cell a technician reviewed on the station (its latest review, as synced), from
-classification records of the chosen devices. Cells reviewed as not a cell (`not_a_cell`) are left
+the records (not reviews) of the chosen devices. Cells reviewed as not a cell (`not_a_cell`) are left
 out (counted in `skipped`): the classifiers have no such class.
 
 The crop: the square of `side_um` µm (24 µm by default: the cell bundles' 96 px x 0.25 µm/px) centred
@@ -20,9 +20,10 @@ filled by reflecting the image at its border, as the station's crop does, and fl
 the manifest. A record without a known µm/px gives no crops (skipped: the physical side cannot be cut).
 
 Whether a label is a blast (labels.json `malignant`), most trusted first: `--blast-label` /
-`--normal-label` given for the export; else the labels of the bundles the label's records name, as
-published on this hub (hub/cell_labels.py: by model-file sha256), else of any bundle published here.
-A label no bundle declares, or that bundles declare differently, is left out (counted) unless given.
+`--normal-label` given for the export; else what the label's records declare (their stored field
+differential, made with the classifying bundle's labels), else the bundles they name as published on
+this hub, else any bundle published here (hub/cell_labels.py). A label no source declares, or that its
+first declaring source declares both ways, is left out (counted) unless given.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from common.cell_fields import NOT_A_CELL
 from common.wording import DISCLAIMER
 from hub import names
 from hub.cell_crop import ImageUnreadable, decode, square
-from hub.cell_labels import LabelBook, label_book, model_shas
+from hub.cell_labels import LabelBook, label_book
 from hub.export.dataset import (
     FORMAT,
     LABEL_FOLD_RULE,
@@ -160,18 +161,19 @@ class CellSelection:
 
 
 def _resolve_labels(
-    wanted: dict[str, set[str]], book: LabelBook, opts: CellExportOptions
+    wanted: dict[str, dict[str, dict[str, Any]]], book: LabelBook, opts: CellExportOptions
 ) -> dict[str, LabelEntry | None]:
-    """Each label's entry in labels.json (see the module doc), None when its blast status is unknown."""
+    """Each label's entry in labels.json (see the module doc), None when its blast status is unknown.
+    `wanted`: label -> the records (by id) whose cells carry it."""
     out: dict[str, LabelEntry | None] = {}
-    for label, models in wanted.items():
+    for label, records in wanted.items():
         key = names.fold(label)
         if key in {names.fold(x) for x in opts.blast_labels}:
             out[label] = LabelEntry(label, label, True, "--blast-label")
         elif key in {names.fold(x) for x in opts.normal_labels}:
             out[label] = LabelEntry(label, label, False, "--normal-label")
         else:
-            fact = book.facts(label, sorted(models))
+            fact = book.facts(label, records.values())
             if fact is None or fact.malignant is None:
                 out[label] = None
             else:
@@ -187,7 +189,7 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
     q = (
         select(Cell, Result)
         .join(Result, Result.id == Cell.result_id)
-        .where(Result.kind == "classification")
+        .where(Result.kind != "review")
         .order_by(Result.id, Cell.cell_index)
     )
     if flt.devices:
@@ -198,7 +200,7 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
         q = q.where(Result.device_id.in_([by_name[n] for n in flt.devices]))
     out = CellSelection()
     kept: list[tuple[Cell, Result]] = []
-    models_of: dict[str, set[str]] = defaultdict(set)
+    records_of: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for c, r in s.execute(q.execution_options(yield_per=1000)):
         if c.reviewed_label is None:
             out.skipped["not reviewed"] += 1
@@ -222,12 +224,13 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
             out.skipped["label not usable as a folder name"] += 1
         else:
             kept.append((c, r))
-            models_of[c.reviewed_label].update(model_shas(json.loads(r.record_json)))
+            if r.id not in records_of[c.reviewed_label]:
+                records_of[c.reviewed_label][r.id] = json.loads(r.record_json)
     have = set()
     shas = sorted({r.image_sha256 for _, r in kept})
     for i in range(0, len(shas), 500):
         have.update(s.scalars(select(Image.sha256).where(Image.sha256.in_(shas[i : i + 500]))))
-    resolved = _resolve_labels(models_of, label_book(s), opts)
+    resolved = _resolve_labels(records_of, label_book(s), opts)
     for c, r in kept:
         if r.image_sha256 not in have:
             out.skipped["image not on the hub"] += 1
@@ -353,8 +356,9 @@ def manifest(
             "skipped": dict(sorted(sel.skipped.items())),
         },
         "label_rule": "the technician's latest review of the cell on the station; 'not_a_cell' left out",
-        "blast_rule": "--blast-label / --normal-label, else the labels of the bundles the records name "
-        "(published on this hub), else of any published bundle; undeclared or conflicting: left out",
+        "blast_rule": "--blast-label / --normal-label, else the records' own differential (the classifying "
+        "bundle's labels), else the bundles the records name as published on this hub, else any published "
+        "bundle; undeclared or conflicting: left out",
         "label_fold_rule": LABEL_FOLD_RULE,
         "label_spellings": sel.spellings,
         "group_rule": "sample id; record id for a field outside a sample",
