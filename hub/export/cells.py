@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common import csvsafe
@@ -186,25 +186,32 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
     if flt.include_unreviewed:
         raise ExportError("the cells export takes reviewed cells only (a model's own calls teach nothing)")
     devices = {d.id: d.name for d in s.scalars(select(Device))}
-    q = (
-        select(Cell, Result)
-        .join(Result, Result.id == Cell.result_id)
-        .where(Result.kind != "review")
-        .order_by(Result.id, Cell.cell_index)
-    )
+    scope = [Result.kind != "review"]
     if flt.devices:
         by_name = {n: i for i, n in devices.items()}
         unknown = sorted(set(flt.devices) - set(by_name))
         if unknown:
             raise ExportError(f"no device named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
-        q = q.where(Result.device_id.in_([by_name[n] for n in flt.devices]))
+        scope.append(Result.device_id.in_([by_name[n] for n in flt.devices]))
     out = CellSelection()
+    unreviewed = s.scalar(
+        select(func.count())
+        .select_from(Cell)
+        .join(Result, Result.id == Cell.result_id)
+        .where(*scope, Cell.reviewed_label.is_(None))
+    )
+    if unreviewed:
+        out.skipped["not reviewed"] = unreviewed
+    q = (
+        select(Cell, Result)
+        .join(Result, Result.id == Cell.result_id)
+        .where(*scope, Cell.reviewed_label.is_not(None))  # the cells_reviewed index
+        .order_by(Result.id, Cell.cell_index)
+    )
     kept: list[tuple[Cell, Result]] = []
     records_of: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for c, r in s.execute(q.execution_options(yield_per=1000)):
-        if c.reviewed_label is None:
-            out.skipped["not reviewed"] += 1
-        elif c.reviewed_label == NOT_A_CELL:
+        if c.reviewed_label == NOT_A_CELL:
             out.skipped["reviewed as not a cell"] += 1
         elif (
             flt.disagreements_only
