@@ -230,6 +230,10 @@ def test_dashboard_lists_cells_with_thumbnails_and_the_count(tmp_path):
     assert c.get("/records/not-a-uuid").status_code == 404
     samples = c.get("/samples").get_data(as_text=True)
     assert "1 blasts / 2 classified (50.0 %); N = 3, 1 unclassified" in samples
+    # a cell-counted field is not voted on as a field: its call label never becomes the hub's slide call
+    assert (
+        "counted by cells: see the cell count" in samples and "<strong>NO_BLASTS_SEEN</strong>" not in samples
+    )
     sample_page = c.get(f"/samples/{sample}").get_data(as_text=True)
     assert "3 white cells" in sample_page and rec["id"][:8] in sample_page
     c.post("/logout")
