@@ -176,7 +176,10 @@ def sample_page(sid: str) -> str:
         counts = count_cells(((c, rec) for c in cells), book)
         items.append({"r": r, "device": name, "n": len(cells), "counts": counts})
     total = count_cells(pairs, book)
-    return render_template("sample.html", sid=sid, meta=meta, items=items, total=total, rule=RULE)
+    device_call = json.loads(meta.summary_json) if meta is not None and meta.summary_json else None
+    return render_template(
+        "sample.html", sid=sid, meta=meta, items=items, total=total, rule=RULE, device_call=device_call
+    )
 
 
 @cells_dashboard.get("/export/cells.csv")
