@@ -236,3 +236,17 @@ def test_a_records_own_differential_declares_its_labels_first(cells_hub, tmp_pat
     assert doc["counts"]["per_label"]["mystery"] == 2
     # lymphocyte: the first record names the published bundle (not a blast); the new record has no such cell
     assert labels["lymphocyte"].malignant is False
+
+
+def test_a_stored_image_that_does_not_decode_leaves_its_cells_out(cells_hub, tmp_path):
+    junk = b"\xff\xd8 not really a jpeg"
+    sha = hashlib.sha256(junk).hexdigest()
+    hub = cells_hub.hub
+    assert hub.client().put(f"/api/v1/images/{sha}", data=junk, headers=hub.dev()).status_code == 201
+    seen = {"reviewer": "bo", "reviewed_at": "2026-11-22T03:00:00Z"}
+    rec = record(seq=4, image_sha256=sha, um_per_px=0.25, cells=[cell(0, reviewed_label="blast_pre", **seen)])
+    assert post(hub, [rec]).get_json()["counts"]["accepted"] == 1
+    doc = cells_hub.export(tmp_path / "cells", "--device", "scope-1")
+    assert doc["counts"]["skipped"]["stored image does not decode"] == 1
+    assert doc["counts"]["per_label"] == {"blast_pre": 1, "lymphocyte": 2}
+    assert not any(e["record_id"] == rec["id"] for e in doc["images"])

@@ -304,14 +304,18 @@ def _fold(sel: CellSelection) -> None:
 
 def crops(sel: CellSelection, load: Callable[[str], bytes]) -> Iterator[tuple[CellEntry, bytes]]:
     """Each entry's PNG crop, with the entry completed (crop box, reflected, the PNG's sha256). The
-    image of a record is decoded once. An unreadable stored image raises ExportError."""
+    image of a record is decoded once; the cells of a stored image that does not decode are left out
+    and counted in `sel.skipped` (read it after the crops are taken)."""
     current: tuple[str, Any] | None = None
     for e in sorted(sel.entries, key=lambda e: (e.source_image_sha256, e.path)):
         if current is None or current[0] != e.source_image_sha256:
             try:
                 current = (e.source_image_sha256, decode(load(e.source_image_sha256)))
-            except ImageUnreadable as exc:
-                raise ExportError(f"image {e.source_image_sha256}: {exc}") from exc
+            except ImageUnreadable:
+                current = (e.source_image_sha256, None)
+        if current[1] is None:
+            sel.skipped["stored image does not decode"] += 1
+            continue
         sq = square(current[1], e.x, e.y, e.side_px)
         ok, buf = cv2.imencode(".png", sq.pixels)
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
@@ -328,8 +332,10 @@ def crops(sel: CellSelection, load: Callable[[str], bytes]) -> Iterator[tuple[Ce
         )
 
 
-def labels_doc(sel: CellSelection) -> dict[str, Any]:
-    return {"format": LABELS_FORMAT, "labels": [asdict(lb) for lb in sel.labels.values()]}
+def labels_doc(sel: CellSelection, entries: list[CellEntry]) -> dict[str, Any]:
+    """labels.json of a written export: the labels its crops carry."""
+    used = {e.label for e in entries}
+    return {"format": LABELS_FORMAT, "labels": [asdict(lb) for k, lb in sel.labels.items() if k in used]}
 
 
 def manifest(
@@ -342,7 +348,7 @@ def manifest(
         "version": VERSION,
         "kind": KIND,
         "disclaimer": DISCLAIMER,
-        "labels": sorted(sel.labels),
+        "labels": sorted({e.label for e in entries}),
         "filters": flt.to_json(),
         "crop": {
             **opts.to_json(),
@@ -403,13 +409,12 @@ def write_cells_export(
     """Write the cells export (a temporary folder swapped into place, as `dataset.write_export`)."""
 
     def fill(tmp: Path) -> dict[str, Any]:
-        for label in sel.labels:
-            (tmp / label).mkdir()
         done = []
         for e, data in crops(sel, load):
+            (tmp / e.label).mkdir(exist_ok=True)
             (tmp / e.path).write_bytes(data)
             done.append(e)
-        (tmp / LABELS_FILE).write_text(json.dumps(labels_doc(sel), indent=2) + "\n")
+        (tmp / LABELS_FILE).write_text(json.dumps(labels_doc(sel, done), indent=2) + "\n")
         (tmp / "manifest.csv").write_bytes(manifest_csv(done))
         return manifest(sel, done, flt, opts)
 
@@ -428,7 +433,7 @@ def iter_cells_zip(
             done.append(e)
             yield sink.take()
         for name, data in (
-            (LABELS_FILE, (json.dumps(labels_doc(sel), indent=2) + "\n").encode()),
+            (LABELS_FILE, (json.dumps(labels_doc(sel, done), indent=2) + "\n").encode()),
             ("manifest.csv", manifest_csv(done)),
             (
                 "manifest.json",
