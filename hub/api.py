@@ -2,7 +2,9 @@
 
 Answers per record in `POST /api/v1/results`:
 - `accepted`  — stored now;
-- `duplicate` — this UUID is already stored (a resend after a lost answer; harmless);
+- `duplicate` — this UUID is already stored (a resend after a lost answer, or after a technician reviewed
+  one of its cells on the station: newer cell reviews are copied onto the stored cells, counted in
+  `cells_reviewed`; hub/cells.py);
 - `deferred`  — it names an image this device has not uploaded yet, or reviews a record not on the hub yet:
   not stored; upload the image (send the record) and resend;
 - `rejected`  — malformed (the `reason` names the field), or it touches another device's data (its UUID,
@@ -28,9 +30,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub.api_common import check_sha, json_body, request_body, requires
+from hub.cells import CellRow, cell_json, cells_of, store_cells, validate_cells
 from hub.extensions import hub_ext, session
 from hub.metrics import hub_metrics
-from hub.models import Device, Image, ImageDevice, Result, Sample
+from hub.models import Cell, Device, Image, ImageDevice, Result, Sample
 from hub.records import SHA256, RecordError, parse_time, time_flag, validate, validate_sample
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -169,10 +172,12 @@ def post_results() -> tuple[Response, int]:
 
     answers: dict[int, dict[str, Any]] = {}
     valid: dict[str, tuple[int, dict[str, Any], Any]] = {}
+    cells: dict[str, list[CellRow]] = {}
     for i, rec in enumerate(records):
         rid = rec.get("id") if isinstance(rec, dict) else None
         try:
             cols = validate(rec)
+            record_cells = validate_cells(rec.get("cells"), cols["kind"])
         except RecordError as exc:
             answers[i] = {"id": rid, "status": "rejected", "reason": str(exc)}
             continue
@@ -180,6 +185,7 @@ def post_results() -> tuple[Response, int]:
             answers[i] = {"id": rid, "status": "duplicate"}
             continue
         valid[cols["id"]] = (i, cols, rec)
+        cells[cols["id"]] = record_cells
 
     me = g.device.id
     needed = {c[k] for _, c, _ in valid.values() for k in ("image_sha256", "heatmap_sha256") if c[k]}
@@ -223,7 +229,10 @@ def post_results() -> tuple[Response, int]:
                 "clock_skew_s": skew,
                 "skew_flag": flag is not None,
                 "time_flag": flag,
-                "record_json": json.dumps(rec, separators=(",", ":"), sort_keys=True),
+                # the cells live in their own table (their reviews change); the rest as sent
+                "record_json": json.dumps(
+                    {k: v for k, v in rec.items() if k != "cells"}, separators=(",", ":"), sort_keys=True
+                ),
             }
         )
     s = session()
@@ -235,6 +244,10 @@ def post_results() -> tuple[Response, int]:
     owners = {}
     if dup_ids:
         owners = dict(s.execute(select(Result.id, Result.device_id).where(Result.id.in_(dup_ids))).all())
+    reviewed: dict[str, int] = {}
+    for r in rows:  # a record's cells once; a resend of this device's own record brings newer reviews
+        if r["id"] in inserted or owners.get(r["id"]) == me:
+            reviewed[r["id"]] = store_cells(s, r["id"], cells[r["id"]], _insert(Cell))
     if skew is not None:
         s.execute(update(Device).where(Device.id == g.device.id).values(clock_skew_s=skew))
     s.commit()
@@ -246,6 +259,8 @@ def post_results() -> tuple[Response, int]:
             answers[i] = {"id": r["id"], "status": "rejected", "reason": "id: already used by another device"}
         else:
             answers[i] = {"id": r["id"], "status": "duplicate"}
+            if reviewed.get(r["id"]):
+                answers[i]["cells_reviewed"] = reviewed[r["id"]]
     out = [answers[i] for i in range(len(records))]
     counts = {
         k: sum(1 for a in out if a["status"] == k) for k in ("accepted", "duplicate", "deferred", "rejected")
@@ -360,7 +375,9 @@ def list_results() -> Response:
     limit = min(max(request.args.get("limit", 100, type=int), 1), 1000)
     offset = min(max(request.args.get("offset", 0, type=int), 0), 2**31 - 1)  # a huge one was a 500
     rows = s.execute(q.order_by(Result.received_at.desc(), Result.id).limit(limit).offset(offset)).all()
-    return jsonify({"results": [result_json(r, name) for r, name in rows], "limit": limit, "offset": offset})
+    by_record = cells_of(s, (r.id for r, _ in rows))
+    out = [result_json(r, name, by_record.get(r.id, [])) for r, name in rows]
+    return jsonify({"results": out, "limit": limit, "offset": offset})
 
 
 @api.get("/results/<rid>")
@@ -379,12 +396,14 @@ def get_result(rid: str) -> Response:
     )
     if row is None:
         abort(404, "no such result")
-    return jsonify(result_json(*row))
+    return jsonify(result_json(*row, cells_of(session(), [rid]).get(rid, [])))
 
 
-def result_json(r: Result, device_name: str) -> dict[str, Any]:
-    """The record as the device sent it, plus what the hub knows about its arrival."""
+def result_json(r: Result, device_name: str, cells: list[Cell]) -> dict[str, Any]:
+    """The record as the device sent it with its cells as the hub holds them (the station's latest
+    cell reviews), plus what the hub knows about its arrival."""
     rec = json.loads(r.record_json)
+    rec["cells"] = [cell_json(c) for c in cells]
     rec["hub"] = {
         "device": device_name,
         "received_at": _iso(r.received_at),

@@ -79,6 +79,7 @@ def create_app(
     init_metrics(app, engine)
 
     from hub.api import api
+    from hub.cells_dashboard import cells_dashboard
     from hub.dashboard import dashboard
     from hub.export.routes import dataset_export
     from hub.fleet.api import fleet_api
@@ -87,6 +88,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(fleet_api)
     app.register_blueprint(dashboard)
+    app.register_blueprint(cells_dashboard)
     app.register_blueprint(fleet_dashboard)
     app.register_blueprint(dataset_export)
 

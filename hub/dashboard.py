@@ -45,8 +45,12 @@ SAMPLES_SHOWN = 100
 REVIEW_SHOWN = 200
 CALL_RULE = (
     "the label with the most confident (not abstained) fields of the sample, counting a technician's "
-    "review instead of the record it reviews; no confident field means 'uncertain: review'."
+    "review instead of the record it reviews; no confident field means 'uncertain: review'. Fields "
+    "counted cell by cell are not voted on: their slide is called by the station's count of its cells."
 )
+#: The hub's count for a slide counted cell by cell: no majority of field calls (a few suspicious fields
+#: among many clear ones must not read as a clear slide); the cell count and the station's call stand.
+CELLS_CALL = "counted by cells: see the cell count and the device's call"
 
 
 def _sid_hash(sid: str) -> str:
@@ -188,9 +192,12 @@ def slide_summary(
         if r.kind == "review" and r.review_of in by_id and by_id[r.review_of].device_id == r.device_id
     }
     labels: Counter[str] = Counter()
-    uncertain = fields = 0
+    uncertain = fields = cell_fields = 0
     for r, _ in rows:
         if r.kind == "review":
+            continue
+        if r.kind == "cells":  # a field counted cell by cell: its label is a field call, not a class
+            cell_fields += 1
             continue
         fields += 1
         rv = reviews.get(r.id)
@@ -201,10 +208,13 @@ def slide_summary(
         else:
             labels[r.label] += 1
     call = labels.most_common(1)[0][0] if labels else "uncertain: review"
+    if cell_fields and not fields:
+        call = CELLS_CALL
     return {
         "id": sample_id,
         "device": rows[0][1] if rows else "",
         "fields": fields,
+        "cell_fields": cell_fields,
         "uncertain": uncertain,
         "reviewed": len(reviews),
         "labels": dict(labels.most_common()),

@@ -101,6 +101,33 @@ class Result(Base):
     )
 
 
+class Cell(Base):
+    """One counted cell of a record (common/cell_fields.py: the station's `CellRecord.to_dict`). The
+    detector's and classifier's part never changes; the review columns follow the station's latest
+    cell review (a record re-sent after a cell review updates them: hub/cells.py)."""
+
+    __tablename__ = "cells"
+    result_id: Mapped[str] = mapped_column(ForeignKey("results.id"), primary_key=True)
+    cell_index: Mapped[int] = mapped_column(Integer, primary_key=True)  # the cell's `index` in its frame
+    x0: Mapped[int] = mapped_column(Integer)  # box in the stored frame's pixels (x1, y1 exclusive)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)  # centre, frame pixels
+    y: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(20))  # detector: white | platelet | other
+    state: Mapped[str] = mapped_column(String(20))  # classifier: blast | not_blast | unclassified
+    label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    p_blast: Mapped[float] = mapped_column(Float)
+    probabilities_json: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewed_label: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reviewer: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reviewed_at: Mapped[str | None] = mapped_column(String(40), nullable=True)  # device clock, UTC ISO
+
+    __table_args__ = (Index("cells_reviewed", "reviewed_label"),)
+
+
 class Sample(Base):
     """A slide as the device describes it (slide id typed by the technician, open/finished and, once
     finished, the device's frozen slide-level summary). Upserted; finished never goes back to open."""

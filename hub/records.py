@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SOURCES = ("camera", "upload", "review")
-KINDS = ("classification", "review")
+KINDS = ("classification", "review", "cells")  # cells: a field counted cell by cell (its `cells`)
 SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")  # \Z: "$" would let a trailing newline through
 MAX_LABEL = 100
 MAX_PROFILE = 200
@@ -42,6 +42,11 @@ def parse_time(value: Any, what: str) -> datetime:
         return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise RecordError(f"{what}: not an ISO-8601 time in years 1-9999: {value[:MAX_TIME]!r}") from exc
+
+
+def iso_utc(t: datetime) -> str:
+    """`t` as UTC ISO-8601 with milliseconds and "Z": one spelling, so such times order as text."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def time_flag(captured: datetime, now: datetime, skew_s: float | None, limit_s: float) -> str | None:

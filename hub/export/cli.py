@@ -7,6 +7,7 @@ import json
 import sys
 
 from hub import db
+from hub.export.cells import DEFAULT_SIDE_UM, CellExportOptions, select_cells, write_cells_export
 from hub.export.dataset import (
     ExportError,
     ExportFilter,
@@ -48,6 +49,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also images nobody reviewed, under the model's call (reviewed=false in the manifest)",
     )
+    e.add_argument(
+        "--cells",
+        action="store_true",
+        help="export reviewed cells instead of fields: DIR/<reviewed label>/<record>.<index>.png, square "
+        "crops around each cell at the record's µm/px, with labels.json (cells reviewed 'not_a_cell' "
+        "are left out)",
+    )
+    e.add_argument(
+        "--cell-side-um",
+        type=float,
+        default=DEFAULT_SIDE_UM,
+        metavar="UM",
+        help=f"--cells: the crop's side in µm (default {DEFAULT_SIDE_UM:g}: the cell bundles' crop)",
+    )
+    e.add_argument(
+        "--blast-label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="--cells: this label is a blast (labels.json malignant=true), whatever the published "
+        "bundles say (repeatable)",
+    )
+    e.add_argument(
+        "--normal-label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="--cells: this label is not a blast (repeatable); labels neither given nor declared by a "
+        "bundle published on this hub are left out",
+    )
     e.set_defaults(func=cmd_export_dataset)
 
 
@@ -59,19 +90,25 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
             disagreements_only=args.disagreements_only,
             include_unreviewed=args.include_unreviewed,
         )
+        opts = None
+        if args.cells:
+            opts = CellExportOptions(args.cell_side_um, tuple(args.blast_label), tuple(args.normal_label))
         engine = db.make_engine(args.db)
         db.upgrade(engine)
         with db.session_factory(engine)() as s:
-            sel = select_entries(s, flt)
-            out = write_export(sel, flt, args.out, image_loader(s))
+            if opts is not None:
+                out = write_cells_export(select_cells(s, flt, opts), flt, opts, args.out, image_loader(s))
+            else:
+                out = write_export(select_entries(s, flt), flt, args.out, image_loader(s))
         engine.dispose()
     except ExportError as exc:
         print(f"smearscope-hub: error: {exc}", file=sys.stderr)
         return 1
     doc = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"out": str(out), **doc["counts"]}))
+    what = "cell crop(s)" if args.cells else "image(s)"
     print(
-        f"{doc['counts']['images']} image(s) in {len(doc['labels'])} label folder(s) written to {out}; "
+        f"{doc['counts']['images']} {what} in {len(doc['labels'])} label folder(s) written to {out}; "
         f"train on it with: smearscope train --data {out} ...",
         file=sys.stderr,
     )

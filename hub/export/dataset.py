@@ -311,6 +311,22 @@ def _is_export(path: Path) -> bool:
 def write_export(sel: Selection, flt: ExportFilter, out: str | Path, load: Callable[[str], bytes]) -> Path:
     """Write the export to a temporary folder beside `out`, then swap it into place. `out` may be
     missing or an earlier export (replaced whole); anything else is refused."""
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        for label in {e.label for e in sel.entries}:
+            (tmp / label).mkdir()
+        for e in sel.entries:
+            (tmp / e.path).write_bytes(load(e.image_sha256))
+        (tmp / "manifest.csv").write_bytes(manifest_csv(sel.entries))
+        return manifest(sel, flt)
+
+    return swap_into_place(out, fill)
+
+
+def swap_into_place(out: str | Path, fill: Callable[[Path], dict[str, Any]]) -> Path:
+    """`fill` writes an export into a temporary folder beside `out` and returns its manifest, written
+    last (fsynced) as `manifest.json`; the folder then replaces `out`. `out` may be missing or an earlier
+    export (replaced whole); anything else is refused. A failure leaves `out` as it was."""
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_export(out))):
         raise ExportError(f"{out}: exists and is not an earlier smearscope export; choose another --out")
@@ -318,12 +334,7 @@ def write_export(sel: Selection, flt: ExportFilter, out: str | Path, load: Calla
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for label in {e.label for e in sel.entries}:
-            (tmp / label).mkdir()
-        for e in sel.entries:
-            (tmp / e.path).write_bytes(load(e.image_sha256))
-        (tmp / "manifest.csv").write_bytes(manifest_csv(sel.entries))
-        doc = json.dumps(manifest(sel, flt), indent=1, ensure_ascii=False) + "\n"
+        doc = json.dumps(fill(tmp), indent=1, ensure_ascii=False) + "\n"
         with open(tmp / "manifest.json", "wb") as f:
             f.write(doc.encode())
             f.flush()
@@ -341,7 +352,7 @@ def write_export(sel: Selection, flt: ExportFilter, out: str | Path, load: Calla
     return out
 
 
-class _Sink:
+class Sink:
     """A write-only, unseekable file for zipfile: it collects bytes for a streamed response."""
 
     def __init__(self) -> None:
@@ -363,7 +374,7 @@ class _Sink:
 def iter_zip(sel: Selection, flt: ExportFilter, load: Callable[[str], bytes], root: str) -> Iterator[bytes]:
     """The same export as a zip stream (a folder `root/` inside), one image in memory at a time.
     JPEGs are stored as is (already compressed); the manifests are deflated."""
-    sink = _Sink()
+    sink = Sink()
     with zipfile.ZipFile(sink, "w", allowZip64=True) as zf:  # type: ignore[arg-type]
         for e in sel.entries:
             zf.writestr(zipfile.ZipInfo(f"{root}/{e.path}", _zip_time(e)), load(e.image_sha256))

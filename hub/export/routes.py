@@ -1,5 +1,6 @@
-"""Dashboard: hub admins download reviewed fields as a training folder (a zip stream of the same
-layout `smearscope-hub export-dataset` writes; see hub/export/dataset.py)."""
+"""Dashboard: hub admins download reviewed fields, or reviewed cells as crops, as a training folder (a
+zip stream of the same layout `smearscope-hub export-dataset [--cells]` writes; see
+hub/export/dataset.py and hub/export/cells.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from flask import Blueprint, Response, abort, render_template, request, stream_w
 from sqlalchemy import select
 
 from hub.dashboard import current_user, login_required
+from hub.export.cells import DEFAULT_SIDE_UM, CellExportOptions, iter_cells_zip, select_cells
 from hub.export.dataset import ExportError, ExportFilter, image_loader, iter_zip, parse_since, select_entries
 from hub.extensions import session
 from hub.models import Device, User
@@ -41,6 +43,21 @@ def _filter_from_args() -> ExportFilter:
     )
 
 
+def _labels_arg(name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in request.args.get(name, "").split(",") if x.strip())
+
+
+def _cell_options() -> CellExportOptions | None:
+    """The cells export's options when the form asks for cells (`cells=1`), else None."""
+    if request.args.get("cells") != "1":
+        return None
+    try:
+        side = float(request.args.get("cell_side_um") or DEFAULT_SIDE_UM)
+    except ValueError as exc:
+        raise ExportError("cell side: must be a number of µm") from exc
+    return CellExportOptions(side, _labels_arg("blast_labels"), _labels_arg("normal_labels"))
+
+
 @dataset_export.get("/export/dataset")
 @login_required
 def form() -> Any:
@@ -52,7 +69,8 @@ def form() -> Any:
     if request.args:
         try:
             flt = _filter_from_args()
-            preview = select_entries(s, flt)
+            opts = _cell_options()
+            preview = select_entries(s, flt) if opts is None else select_cells(s, flt, opts)
         except ExportError as exc:
             error = str(exc)
     return render_template(
@@ -66,15 +84,20 @@ def download() -> Response:
     _require_admin()
     try:
         flt = _filter_from_args()
+        opts = _cell_options()
+        if opts is not None:  # refused before the stream starts (a 400, not a broken zip)
+            select_cells(session(), flt, opts)
     except ExportError as exc:
         abort(400, str(exc))
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    root = f"smearscope-dataset-{stamp}"
+    root = f"smearscope-{'cells' if opts is not None else 'dataset'}-{stamp}"
 
     def chunks():  # noqa: ANN202
         s = session()
-        sel = select_entries(s, flt)
-        yield from iter_zip(sel, flt, image_loader(s), root)
+        if opts is not None:
+            yield from iter_cells_zip(select_cells(s, flt, opts), flt, opts, image_loader(s), root)
+        else:
+            yield from iter_zip(select_entries(s, flt), flt, image_loader(s), root)
 
     return Response(
         stream_with_context(chunks()),
