@@ -8,12 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from common.cell_fields import KEYS, NOT_A_CELL, STATES
 from device.cells.count import count_label
 
-#: A reviewed label meaning "this is not a white cell" (debris, a smudge, a red cell): excluded from
-#: every count, kept in the record and listed as excluded.
-NOT_A_CELL = "not_a_cell"
-STATES = ("blast", "not_blast", "unclassified")
+__all__ = ["KEYS", "NOT_A_CELL", "STATES", "CellRecord", "labels_to_count"]
 
 
 @dataclass(frozen=True)
