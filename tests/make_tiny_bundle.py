@@ -73,7 +73,9 @@ if not (SIGNED_TINY / "signature.json").is_file() and (OUT / "manifest.json").is
     sign_test(SIGNED_TINY)
 
 
-def make_cell_bundle(dest: str | Path, *, input_um_per_px: float = 0.375, pitch_um: float | None = 0.479) -> Path:
+def make_cell_bundle(
+    dest: str | Path, *, input_um_per_px: float = 0.375, pitch_um: float | None = 0.479
+) -> Path:
     """The tiny bundle as a signed CELL bundle at `dest`: its 64 px input is a square of 64 x
     `input_um_per_px` µm around one cell; "Benign" is the one label that is not a blast. Its calls mean
     nothing (a fixture): tests of decisions stub the ensemble's probabilities."""
