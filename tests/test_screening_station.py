@@ -73,3 +73,38 @@ def test_a_captured_field_is_not_captured_again(tmp_path, tiny_bundle, sample_im
     assert s.store.sample_summary(sample["id"])["fields"] == 1
     other = s.store.open_sample("LAB-3", user="ann")
     assert s.capture_field(other["id"], "ann")["id"] != rec["id"]  # another sample may take it
+
+
+def test_camera_and_uploads_store_cells_through_one_writer(tmp_path, services_factory):  # noqa: F811
+    bundle = make_cell_bundle(tmp_path / "cells")
+    img = frame()
+    cfg = make_config(
+        tmp_path, bundle, still(tmp_path, img), quality={"enabled": False}, store={"every_s": 3600.0}
+    )
+    s = services_factory(cfg)
+    s.start()
+    assert wait_for(lambda: s.pipeline.last_classified is not None)
+    sample = s.store.open_sample("LAB-4", user="ann")
+    rec = s.capture_field(sample["id"], "ann")
+    assert rec["kind"] == "cells" and rec["source"] == "camera" and rec["sample_id"] == sample["id"]
+    whites = [c for c in rec["cells"] if c["kind"] == "white"]
+    assert len(whites) == 4 and s.store.image_path(rec["image_sha256"]).is_file()
+    assert rec["quality"]["differential"]["counted"] + rec["quality"]["differential"]["unclassified"] == 4
+    assert len(s.store.sample_cells(sample["id"])) == len(rec["cells"])
+    with pytest.raises(SmearscopeError, match="already captured"):
+        s.capture_field(sample["id"], "ann")
+    slide = s.live.latest_result()[1]["slide"]
+    assert slide["counted"] + slide["unclassified"] == 4  # the stored field, not counted twice
+
+    up = s.classify_upload(img, filename="f.png", sample_id=sample["id"], user="ann", um_per_px="auto")
+    assert up["kind"] == "cells" and up["source"] == "upload" and up["filename"] == "f.png"
+    assert [c["box"] for c in up["cells"]] == [c["box"] for c in rec["cells"]]  # one path, one answer
+    assert up["field"]["state"] == "counted" and up["field"]["field_line"].startswith("4 white cells")
+    assert len(s.store.sample_cells(sample["id"])) == 2 * len(rec["cells"])
+
+    refused = s.classify_upload(img, filename="r.png", user="ann", um_per_px=0.5)
+    assert refused["abstained"] and refused["cells"] == [] and refused["field"]["state"] == "refused"
+    assert "scale differs" in refused["reason"]
+    empty = s.classify_upload(frame(whites=[]), filename="e.png", user="ann", um_per_px=0.25)
+    assert empty["abstained"] and empty["field"]["state"] == "no_cells"
+    assert empty["reason"] == "no white cells in view"

@@ -60,6 +60,8 @@ HOLD_FRAMES = 1
 EVENT_REPEAT_S = 60.0
 #: ... remembering at most this many distinct messages (a burst of new ones starts the memory afresh).
 EVENT_MEMORY = 256
+#: A still field's live result reads the open sample's count again at most this often, seconds.
+SLIDE_REFRESH_S = 1.0
 #: The classifier gives up on a field whose red-cell check has not finished after this many seconds.
 SCALE_CHECK_TIMEOUT_S = 60.0
 
@@ -143,6 +145,7 @@ class Pipeline:
         self.fields = field_classifier or FieldClassifier(ensemble, AcquisitionSettings.from_config(config))
         self.screen = self._cell_screen(ensemble)
         self.captured: dict[str | None, int] = {}  # sample id (None: no sample) → the field last captured
+        self._slide_at = 0.0  # when a still field's slide count was last read
         self.settle = SettleTracker(settle_frames(config), cc.settle_threshold)
         q = config.quality
         self.scale_verdicts = ScaleVerdicts(q.scale_mismatch_fields, q.scale_ok_fields)
@@ -327,6 +330,7 @@ class Pipeline:
 
     def _publish_field(self, result: dict[str, Any], seq: int, frame: LiveFrame) -> None:
         """Re-publish the unchanged field's result with this frame (no classification)."""
+        result = self._refresh_slide(result)
         self.live.publish_result({**result, "frame_seq": seq, "republished": True, "new_field": False})
         self.last_seen_ns = frame.t_ns
         self.telemetry.count("republished")
@@ -723,6 +727,7 @@ class Pipeline:
         }
         live["state"] = result.state
         slide = self._slide(result)
+        self._slide_at = time.monotonic()
         if slide is not None:
             live["slide"] = slide
         self.live.publish_result(live)
@@ -763,6 +768,23 @@ class Pipeline:
             self._error("store", f"cannot count the open sample: {exc}", "warning")
             return None
 
+    def _refresh_slide(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A still field's result with the open sample's count read again (at most every
+        `SLIDE_REFRESH_S`): a sample opened, a field captured or a cell reviewed while it is shown."""
+        c = self.last_classified
+        now = time.monotonic()
+        if c is None or c.cells is None or result.get("field") != c.live.get("field"):
+            return result
+        if now - self._slide_at < SLIDE_REFRESH_S:
+            return result
+        self._slide_at = now
+        slide = self._slide(c.cells)
+        result = {k: v for k, v in result.items() if k != "slide"}
+        if slide is not None:
+            result["slide"] = slide
+        self._field_result = result
+        return result
+
     def field_captured(self, sample_id: str | None, field_no: int) -> None:
         """`Services.capture_field` stored field `field_no` in `sample_id`: it is not captured again,
         and the live result's slide count now holds it once."""
@@ -772,7 +794,9 @@ class Pipeline:
         if c is None or c.cells is None or result is None or result.get("field") != field_no:
             return
         slide = self._slide(c.cells, with_field=False)
-        self._field_result = {**result, "slide": slide} if slide is not None else result
+        self._field_result = result = {**result, "slide": slide} if slide is not None else result
+        self._slide_at = time.monotonic()
+        self.live.publish_result({**result, "republished": True, "new_field": False})
 
     def _maybe_store(self, c: Classified) -> None:
         sc = self.config.store

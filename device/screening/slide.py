@@ -1,15 +1,15 @@
-"""A slide's running count: the white cells stored in a sample (plus the field on screen) as the live
-page's `slide` (`{sample_id, counted, target, blasts, blast_pct, call, call_text, unclassified}`).
-A cell reviewed as not a cell, and every body that is not a white cell, is left out."""
+"""A slide's running count while it is captured: the cells stored in a sample plus the field on screen,
+counted by the slide report's own rule (`device.cells_summary.slide_differential`), as the live page's
+`slide` (`{sample_id, counted, target, blasts, blast_pct, call, call_text, unclassified}`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from device.cells.count import differential
-from device.cells.detect import WHITE
-from device.cells.record import CellRecord, labels_to_count
+from device.cells.count import label_infos
+from device.cells.record import CellRecord
+from device.cells_summary import slide_differential
 from device.models.bundle import Label
 from device.screening.stages import ScreenSettings
 
@@ -17,14 +17,7 @@ from device.screening.stages import ScreenSettings
 def slide_summary(
     sample_id: str, cells: Iterable[CellRecord], labels: Sequence[Label], settings: ScreenSettings
 ) -> dict[str, Any]:
-    white = [c for c in cells if c.kind == WHITE]
-    d = differential(
-        labels_to_count(white),
-        labels,
-        target=settings.target,
-        threshold=settings.threshold,
-        max_unclassified=settings.max_unclassified,
-    )
+    d = slide_differential(list(cells), label_infos(labels), settings)  # type: ignore[arg-type]
     return {
         "sample_id": sample_id,
         "counted": d.counted,

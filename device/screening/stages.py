@@ -33,12 +33,9 @@ class ScreenSettings:
 
     @classmethod
     def from_config(cls, config) -> ScreenSettings:
-        cells = getattr(config, "cells", None)
+        cells = config.cells
         return cls(
-            AcquisitionSettings.from_config(config),
-            int(getattr(cells, "target", 100)),
-            float(getattr(cells, "threshold_pct", 2.0)) / 100.0,
-            float(getattr(cells, "max_unclassified_pct", 10.0)) / 100.0,
+            AcquisitionSettings.from_config(config), cells.target, cells.threshold, cells.max_unclassified
         )
 
 
