@@ -186,3 +186,19 @@ def test_crops_equal_those_of_the_white_referenced_frame_even_at_its_edges(cell_
         cell = Cell(x, y, (0, 0, 1, 1), 50.0, 100.0, WHITE, 1.0, False)
         want = model_input(whole, cell, UM, size=64, input_um_per_px=0.375, pitch_um=0.479)
         assert np.array_equal(clf.crop(prepared, cell), want)
+
+
+def test_a_frame_of_cells_is_one_batched_invoke_with_the_verdicts_of_single_ones(cell_ensemble):
+    model = cell_ensemble.models[0]
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)]
+    single = cell_ensemble.classify_tiles(crops, with_cam=False)
+    before = model.invoke_ns
+    batched = cell_ensemble.classify_tiles(crops, with_cam=False, batch=True)
+    assert model._batch == 5  # the input held the 5 crops at once
+    for a, b in zip(single, batched, strict=True):
+        # the same int8 graph per image: outputs agree to within a few quantisation steps
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) <= 4 / 256
+    assert model.invoke_ns > before
+    assert cell_ensemble.classify_tiles(crops[:1])[0].labels == single[0].labels  # back to one input
+    assert model._batch == 1
