@@ -202,3 +202,25 @@ def test_a_frame_of_cells_is_one_batched_invoke_with_the_verdicts_of_single_ones
     assert model.invoke_ns > before
     assert cell_ensemble.classify_tiles(crops[:1])[0].labels == single[0].labels  # back to one input
     assert model._batch == 1
+
+
+def test_bench_reports_each_part_as_a_ratio_to_the_inference(cell_ensemble, monkeypatch):
+    from device.commands import _bench_cells
+    from device.screening.stages import ScreenSettings
+
+    monkeypatch.setattr(_bench_cells, "COUNTS", (5,))
+    monkeypatch.setattr(_bench_cells, "compose", lambda n, um, seed: frame())  # 4 cells, 0.25 µm/px
+    (row,) = _bench_cells.measure_frames(cell_ensemble, ScreenSettings(), um=UM, reps=1)
+    assert row["white_cells_found"] == 4 and row["state"] == "counted"
+    assert set(row["ms"]) == {"prepare", "detect", "crop", "infer", "result", "everything_else", "total"}
+    assert row["ratio_to_inference"]["inference"] == 1.0
+    assert set(row["ratio_to_inference"]) == {"detection", "inference", "everything_else"}
+
+
+def test_bench_frames_hold_the_white_cells_asked_for():
+    from device.cells.detect import detect_cells
+    from device.commands._bench_cells import compose
+
+    img = compose(5, size=(640, 360), um=0.19, seed=1)
+    assert img.shape == (360, 640, 3)
+    assert len([c for c in detect_cells(img, 0.19) if c.kind == "white"]) == 5
