@@ -85,7 +85,7 @@ def test_screen_frame_gives_typed_stages_with_boxes_in_frame_pixels(cell_ensembl
         assert len(inside) == 1
     assert [c.state for c in whites] == ["not_blast"] * 3 + ["blast"]
     assert r.label == "Pre" and not r.abstained
-    assert r.field_line == "4 white cells: 1 blast, 3 benigns (hematogones)"
+    assert r.field_line == "4 white cells: 3 benigns (hematogones), 1 blast"
     assert r.differential is not None and r.differential.blasts == 1 and r.differential.counted == 4
     live = r.to_dict()
     assert live["frame_size"] == [img.shape[1], img.shape[0]]
@@ -153,7 +153,9 @@ def test_field_line_reads_like_a_haematologist():
         {"id": "platelet", "display": "Platelet", "malignant": False, "white": False},
     ]
     d = differential(["lymphocyte"] * 5 + ["blast_pre"] * 2, labels)
-    assert field_line(d) == "7 white cells: 2 blasts, 5 lymphocytes"
+    assert field_line(d) == "7 white cells: 5 lymphocytes, 2 blasts"
+    d = differential(["lymphocyte"] * 2 + ["blast_pre"] * 2, labels)
+    assert field_line(d) == "4 white cells: 2 blasts, 2 lymphocytes"  # a tie: blasts first
     d = differential(["lymphocyte", None, "platelet"], labels)
     assert field_line(d) == "2 white cells: 1 lymphocyte, 1 unclassified (not counted: 1 platelet)"
 
