@@ -210,3 +210,47 @@ def test_the_page_says_in_english_what_the_record_says(app_svc, states):
     summary = svc.store.sample_summary(s["id"])
     with app.test_request_context():
         assert call_text(summary) == summary["call_text"]
+
+
+def _pdf_text(data: bytes) -> tuple[int, str]:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    return len(reader.pages), " ".join(" ".join(p.extract_text() for p in reader.pages).split())
+
+
+def test_the_report_shows_the_differential_the_call_and_who_verified_it(client, app_svc):
+    from device.report.pdf import find_font
+
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-REPORT", user="tech")
+    rec = add_field(
+        svc.store, s["id"], [cell(i, "blast", "blast_b") if i < 3 else cell(i) for i in range(10)]
+    )
+    add_field(svc.store, s["id"], [cell(0, "unclassified", None)])
+    for i in range(3):
+        svc.store.review_cell(rec["id"], i, "blast_b", "Zoë")
+    svc.store.finish_sample(s["id"])
+    summary = svc.store.sample_summary(s["id"])
+    assert summary["call"] == "suspicious" and not summary["verified"]  # one unclassified cell unreviewed
+    page = client.get(f"/samples/{s['id']}/report").get_data(as_text=True)
+    assert summary["call_text"] in page
+    assert "Not verified yet: 1 blast or unclassified cell(s) to review." in page
+    assert f"/samples/{s['id']}/cells/{rec['id']}/0.jpg" in page  # the blast cells' gallery
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
+    r = client.get(f"/samples/{s['id']}/report.pdf")
+    pages, text = _pdf_text(r.data)
+    assert pages == 1
+    for needed in (
+        summary["call_text"],
+        "10 of 10 white cells counted · 3 blast(s) · blast share 30.0% (95% CI",
+        "Not verified yet: 1 blast or unclassified cell(s) to review.",
+        "B blast (blast)", "Unclassified (counted apart)", "Blast and unclassified cells", "Zoë",
+        "Blast share = blasts / classified white cells",
+    ):  # fmt: skip
+        assert needed in text, needed
+    last_record = svc.store.sample_cells(s["id"])[-1][0]
+    svc.store.review_cell(last_record, 0, "not_a_cell", "Zoë")
+    _, text = _pdf_text(client.get(f"/samples/{s['id']}/report.pdf").data)
+    assert "Verified by Zoë." in text
