@@ -254,3 +254,12 @@ def test_the_report_shows_the_differential_the_call_and_who_verified_it(client, 
     svc.store.review_cell(last_record, 0, "not_a_cell", "Zoë")
     _, text = _pdf_text(client.get(f"/samples/{s['id']}/report.pdf").data)
     assert "Verified by Zoë." in text
+
+
+@pytest.mark.parametrize("lang, words", [("fr", "compter plus de cellules : 2 sur 10"), ("es", "1 blasto,")])
+def test_the_gallery_speaks_the_readers_language(client, app_svc, lang, words):
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-L", user="tech")
+    add_field(svc.store, s["id"], [cell(0), cell(1, "blast", "blast_b"), cell(2, "unclassified", None)])
+    page = client.get(f"/samples/{s['id']}", headers={"Accept-Language": lang}).get_data(as_text=True)
+    assert words in page and "%(" not in page and "%%" not in page
