@@ -50,8 +50,9 @@ def cell_thumbnail(
     use together with its `siblings` (the other cells of the frame); None when the frame is gone
     (removed by retention after syncing) or unreadable."""
     out = _cache_path(cache_dir, sha, box, size)
-    if not image_path.is_file():
-        out.unlink(missing_ok=True)
+    if not image_path.is_file():  # removed by retention (after syncing): its cells' thumbnails go too
+        for old in out.parent.glob(f"{sha}-*.jpg"):
+            old.unlink(missing_ok=True)
         return None
     if out.is_file():
         return out

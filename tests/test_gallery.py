@@ -263,3 +263,15 @@ def test_the_gallery_speaks_the_readers_language(client, app_svc, lang, words):
     add_field(svc.store, s["id"], [cell(0), cell(1, "blast", "blast_b"), cell(2, "unclassified", None)])
     page = client.get(f"/samples/{s['id']}", headers={"Accept-Language": lang}).get_data(as_text=True)
     assert words in page and "%(" not in page and "%%" not in page
+
+
+def test_a_cell_record_page_points_at_the_gallery_and_thumbnails_go_with_their_frame(client, app_svc):
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-G", user="tech")
+    rec = add_field(svc.store, s["id"], [cell(0), cell(1)])
+    page = client.get(f"/results/{rec['id']}").get_data(as_text=True)
+    assert f"/samples/{s['id']}#gallery-title" in page and "2 cells" in page
+    assert client.get(f"/samples/{s['id']}/cells/{rec['id']}/0.jpg").status_code == 200
+    svc.store.image_path(rec["image_sha256"]).unlink()  # what retention does after the hub has the frame
+    assert client.get(f"/samples/{s['id']}/cells/{rec['id']}/0.jpg").status_code == 404
+    assert not list((svc.store.data_dir / "thumbs" / "cells").rglob("*.jpg"))
