@@ -56,7 +56,7 @@ def page():
         filters = queries.parse_filters(request.args, conn=ext.conn(), default_limit=PAGE, max_limit=200)
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
-    rows, cursor = queries.list_results(ext.conn(), filters)
+    rows, cursor = queries.list_results(ext.conn(), filters, with_cells=False)
     reviews = queries.reviews_for(ext.conn(), [r["id"] for r in rows])
     slides = queries.sample_slides(ext.conn(), [r["sample_id"] for r in rows])
     next_args = {**filters.query_args(), "before": cursor} if cursor else None

@@ -67,11 +67,12 @@ def detail(sample_id: str):
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
         abort(400, description="before: expected a record sequence number")
-    summary = (sample["status"] == "finished" and sample["summary"]) or store.sample_summary(sample_id)
-    if summary.get("kind") == "cells":
-        summary = store.sample_summary(sample_id)  # live: the [cells] settings in force, every review
+    frozen = sample["summary"] if sample["status"] == "finished" else None
+    # a slide of fields shows what was frozen at Finish; a slide of cells is counted live (every
+    # review, the [cells] settings in force)
+    summary = frozen if frozen and frozen.get("kind") != "cells" else store.sample_summary(sample_id)
     page = queries.Filters(sample=sample_id, before=str(before) if before else None, limit=100)
-    fields, _ = queries.list_results(store.conn, page)  # field and cell records, newest first
+    fields, _ = queries.list_results(store.conn, page, with_cells=False)  # field and cell records
     reviews = queries.reviews_for(current_app.extensions["smearscope"].conn(), [r["id"] for r in fields])
     next_before = fields[-1]["seq"] if len(fields) == 100 else None
     return render_template(
