@@ -116,7 +116,7 @@ def test_the_field_rules_reasons_map_to_their_category(tiles, category):
 
 def test_the_ensembles_reason_texts_are_the_ones_categorised():
     """The ensemble writes these sentences; a reworded one must be re-mapped, not fall into 'other'."""
-    src = (Path(__file__).resolve().parents[1] / "device" / "ensemble.py").read_text()
+    src = (Path(__file__).resolve().parents[1] / "device" / "models" / "ensemble.py").read_text()
     assert '"input unlike the training images (' in src
     assert 'f"confidence {conf:.2f} below threshold' in src
     assert '"models disagree"' in src
