@@ -83,6 +83,10 @@ def test_cells_are_refused_with_a_clear_error(store):
         store.add_result({"source": "camera", "label": "Pre"}, cells=[cell(0)])
     with pytest.raises(StoreError, match="finite"):
         store.add_result(cells_record(), cells=[cell(0, p_blast=float("nan"))])
+    with pytest.raises(StoreError, match="box"):
+        store.add_result(cells_record(), cells=[cell(0, box=(30, 20, 10, 40))])
+    with pytest.raises(StoreError, match="at most 500"):
+        store.add_result(cells_record(), cells=[cell(i) for i in range(501)])
     assert store.conn.execute("SELECT count(*) FROM results").fetchone()[0] == 0
 
 
