@@ -268,6 +268,10 @@ class Store:
         if version >= len(MIGRATIONS):
             migrate(self.conn)  # up to date (or newer: migrate() says so)
             return
+        # migration 5 rebuilds `results` (about 5 s per 100,000 records on a desktop: benchmarks/
+        # cells_store_bench.py); say so before a station seems to hang at start
+        if version:
+            log.warning("upgrading the store's schema from version %d to %d", version, len(MIGRATIONS))
         with datadir_lock.holding(self.data_dir, "schema migration"):
             migrate(self.conn)
 
