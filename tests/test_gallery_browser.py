@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from test_browser import ARGS, CHROMIUM, daemon  # noqa: F401 - fixture
-from test_browser_clinic import VIEWPORTS, WIDE, _login, _width
+from test_browser_clinic import VIEWPORTS, WIDE, _login, _pages, _width
 from test_gallery import add_field, cell
 
 from device.store.store import Store
@@ -69,6 +69,22 @@ def test_gallery_by_keyboard_and_click_at_phone_width(daemon, tmp_path):  # noqa
             assert page.evaluate("() => document.activeElement.classList.contains('cell-thumb')")
             # the thumbnails are images the page may show (the CSP allows them)
             assert page.evaluate("() => document.querySelector('.cell-thumb img').naturalWidth") > 0
+            # the report of a crowded cell slide prints on one page (A4 and Letter)
+            store = Store(tmp_path / "data", temps_older_than_s=3600)
+            for _ in range(5):
+                crowd = [
+                    cell(0, "blast", "blast_b"),
+                    cell(1, "blast", "blast_b"),
+                    cell(2, "unclassified", None),
+                ]
+                add_field(store, sample["id"], crowd + [cell(3), cell(4)])
+            store.close()
+            page.goto(f"{url}/report")
+            assert page.locator(".report-cells figure").count() == 10
+            page.emulate_media(media="print")
+            for fmt in ("A4", "Letter"):
+                assert _pages(page.pdf(format=fmt, print_background=True)) == 1, fmt
+            page.emulate_media(media="screen")
             assert not violations, violations
         finally:
             browser.close()

@@ -8,9 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,8 +19,6 @@ from device.store import cells as cells_sql
 from device.store.db import _statements
 from device.store.migrations import MIGRATIONS
 from device.sync.outbox import Outbox
-
-REPO = Path(__file__).resolve().parents[1]
 
 LABELS = [
     {"id": "lymphocyte", "display": "Lymphocyte", "blast": False, "n": 0},
@@ -88,6 +83,10 @@ def test_cells_are_refused_with_a_clear_error(store):
         store.add_result({"source": "camera", "label": "Pre"}, cells=[cell(0)])
     with pytest.raises(StoreError, match="finite"):
         store.add_result(cells_record(), cells=[cell(0, p_blast=float("nan"))])
+    with pytest.raises(StoreError, match="box"):
+        store.add_result(cells_record(), cells=[cell(0, box=(30, 20, 10, 40))])
+    with pytest.raises(StoreError, match="at most 500"):
+        store.add_result(cells_record(), cells=[cell(i) for i in range(501)])
     assert store.conn.execute("SELECT count(*) FROM results").fetchone()[0] == 0
 
 
@@ -108,43 +107,68 @@ def test_a_failure_while_writing_cells_leaves_no_record(store, monkeypatch):
         assert store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0
 
 
-WRITER = textwrap.dedent(
-    """
-    import os, sys
-    from device.cells.record import CellRecord
-    from device.store import Store
-    s = Store(sys.argv[1], reserve_bytes=0)
+def _write_until_killed(data: Path, ready: int) -> None:
+    """The forked writer: records of 1-40 cells each, one after another, until SIGKILL."""
+    s = Store(data, reserve_bytes=0)
     i = 0
     while True:
         n = 1 + i % 40
-        cells = [CellRecord(k, (k, 0, k + 5, 5), k + 2.5, 2.5, "white", "not_blast", "lymphocyte", 0.01,
-                            {"lymphocyte": 0.99, "blast_b": 0.01}) for k in range(n)]
+        cells = [
+            CellRecord(
+                k,
+                (k, 0, k + 5, 5),
+                k + 2.5,
+                2.5,
+                "white",
+                "not_blast",
+                "lymphocyte",
+                0.01,
+                {"lymphocyte": 1.0},
+            )
+            for k in range(n)
+        ]
         sha, size = s.write_image(os.urandom(2000 + i % 3000))
-        s.add_result({"source": "camera", "kind": "cells", "label": "lymphocyte", "image_sha256": sha,
-                      "confidence": float(n)}, images=[(sha, size)], cells=cells)
+        s.add_result(
+            {
+                "source": "camera",
+                "kind": "cells",
+                "label": "lymphocyte",
+                "image_sha256": sha,
+                "confidence": float(n),
+            },
+            images=[(sha, size)],
+            cells=cells,
+        )
         if i == 0:
-            print("ready", flush=True)
+            os.write(ready, b"r")
         i += 1
-    """
-)
 
 
 def test_kill_9_while_writing_cells_leaves_whole_records(tmp_path):
     data = tmp_path / "data"
+    Store(data, reserve_bytes=0).close()
     rng = random.Random(25)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for _ in range(6):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(data)], stdout=subprocess.PIPE, env=env)
+    for _ in range(8):
+        r, w = os.pipe()
+        pid = os.fork()  # no interpreter start-up per kill: the writer is this process's copy
+        if pid == 0:
+            try:
+                os.close(r)
+                _write_until_killed(data, w)
+            finally:
+                os._exit(1)
+        os.close(w)
         try:
-            assert p.stdout.readline().strip() == b"ready"
-            time.sleep(rng.uniform(0.05, 0.3))
+            assert os.read(r, 1) == b"r"
+            time.sleep(rng.uniform(0.02, 0.2))
         finally:
-            p.send_signal(signal.SIGKILL)
-            p.wait(10)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
     s = Store(data, temps_older_than_s=0)
     assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = s.conn.execute("SELECT id, confidence FROM results").fetchall()
-    assert len(rows) >= 6
+    assert len(rows) >= 8
     have = dict(s.conn.execute("SELECT record_id, count(*) FROM cells GROUP BY record_id").fetchall())
     assert {rid: int(n) for rid, n in rows} == have  # every record has all its cells, no cell is orphaned
     s.close()

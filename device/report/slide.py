@@ -22,8 +22,8 @@ from device.store.store import records_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
 MAX_IMAGES = 6
-#: Blast and unclassified cells shown on the report (the rest are counted, "... and N more").
-MAX_CELL_IMAGES = 20
+#: Blast and unclassified cells shown on the report: one printed row (the rest are counted, "... and N more").
+MAX_CELL_IMAGES = 10
 SIGNATURE_FILE = "signature.json"
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from device.cells.record import CellRecord
 
 #: The most cells one record (one field of view) may hold: a frame holds tens of white cells, never
-#: thousands; a larger list is a bug upstream, not a field.
-MAX_CELLS_PER_RECORD = 2000
+#: hundreds; a larger list is a bug upstream, not a field (the hub takes no more either).
+MAX_CELLS_PER_RECORD = 500
 
 _COLUMNS = (
     "record_id, cell_index, x0, y0, x1, y1, x, y, kind, state, label, p_blast, probabilities_json, "
@@ -33,6 +33,9 @@ def check_cells(cells: Sequence[CellRecord]) -> None:
         if c.index in seen:
             raise ValueError(f"cell index {c.index} appears twice in one record")
         seen.add(c.index)
+        x0, y0, x1, y1 = c.box
+        if not (0 <= x0 < x1 and 0 <= y0 < y1):
+            raise ValueError(f"cell {c.index}: box {c.box} is not (x0, y0, x1, y1) with x0 < x1, y0 < y1")
         values = [c.x, c.y, c.p_blast, *c.probabilities.values()]
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"cell {c.index}: centre and probabilities must be finite numbers")

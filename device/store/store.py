@@ -268,6 +268,10 @@ class Store:
         if version >= len(MIGRATIONS):
             migrate(self.conn)  # up to date (or newer: migrate() says so)
             return
+        # migration 5 rebuilds `results` (about 5 s per 100,000 records on a desktop: benchmarks/
+        # cells_store_bench.py); say so before a station seems to hang at start
+        if version:
+            log.warning("upgrading the store's schema from version %d to %d", version, len(MIGRATIONS))
         with datadir_lock.holding(self.data_dir, "schema migration"):
             migrate(self.conn)
 
@@ -682,7 +686,7 @@ class Store:
         if not isinstance(index, int) or isinstance(index, bool):
             raise StoreError(f"a cell index is a whole number, not {index!r}")
 
-        def txn(c: sqlite3.Connection) -> tuple[CellRecord, str | None]:
+        def txn(c: sqlite3.Connection) -> CellRecord:
             row = c.execute("SELECT * FROM results WHERE id = ?", (record_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no result {record_id}")
@@ -698,7 +702,7 @@ class Store:
                     f"unknown label {label!r}; expected one of {', '.join([*allowed, NOT_A_CELL])}"
                 )
             if cell.reviewed_label == label and cell.reviewer == user:
-                return cell, None  # the same review again: nothing changes, nothing to send
+                return cell  # the same review again: nothing changes, nothing to send
             at = utc_now()
             cells_sql.set_review(c, record_id, index, label, user, at)
             # synced → pending (send again); sending → the pass in flight carries the old cells, so
@@ -710,12 +714,11 @@ class Store:
                 "WHERE id = ?",
                 (record_id,),
             )
-            return cell.reviewed(label, user, at), row["sample_id"]
+            if row["sample_id"]:
+                self.refresh_finished_summary(row["sample_id"])  # same connection: same transaction
+            return cell.reviewed(label, user, at)
 
-        cell, sample_id = self._write(txn)
-        if sample_id:
-            self.refresh_finished_summary(sample_id)
-        return cell
+        return self._write(txn)
 
     def refresh_finished_summary(self, sample_id: str) -> None:
         """Recompute a finished sample's stored summary (after a cell review)."""
