@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from common.bundle_signature import decode_public_key, key_id, public_key_b64
 from hub.fleet.bundle_sig import (
     MANIFEST,
     SIGNATURE_FILE,
@@ -26,9 +27,6 @@ from hub.fleet.bundle_sig import (
     SignatureError,
     SignedBundle,
     is_downgrade,
-    key_id,
-    parse_public_key,
-    public_key_b64,
     release,
     verify_dir,
 )
@@ -50,7 +48,7 @@ def _now() -> datetime:
 
 
 def add_key(s: Session, text: str, comment: str = "") -> str:
-    pub = parse_public_key(text)
+    pub = decode_public_key(text)
     kid = key_id(pub)
     if s.get(TrustedKey, kid) is None:
         s.add(TrustedKey(key_id=kid, public_key=public_key_b64(pub), comment=comment[:200], added_at=_now()))
@@ -67,7 +65,7 @@ def remove_key(s: Session, kid: str) -> None:
 
 
 def trusted_keys(s: Session) -> dict[str, Any]:
-    return {k.key_id: parse_public_key(k.public_key) for k in s.scalars(select(TrustedKey))}
+    return {k.key_id: decode_public_key(k.public_key) for k in s.scalars(select(TrustedKey))}
 
 
 # ------------------------------------------------------------------------------------- publish
