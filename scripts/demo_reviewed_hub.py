@@ -118,6 +118,24 @@ def _model_call(d: _Demo, truth: str) -> tuple[str, float, dict[str, float]]:
     return call, conf, probs
 
 
+def _field_record(
+    d: _Demo, device: str, t: datetime, sample_id: str, sha: str, call: tuple[str, float, dict[str, float]]
+) -> dict[str, Any]:
+    label, conf, probs = call
+    return _record(
+        device,
+        d.next_seq(device),
+        t,
+        sample_id=sample_id,
+        label=label,
+        confidence=round(conf, 4),
+        abstained=conf < ABSTAIN_BELOW,
+        reason="low confidence" if conf < ABSTAIN_BELOW else None,
+        probabilities=probs,
+        image_sha256=sha,
+    )
+
+
 def _reviews(
     d: _Demo, device: str, rec: dict[str, Any], truth: str, call: str, t_rev: datetime
 ) -> list[dict]:
@@ -196,24 +214,12 @@ def populate(
         reviews: list[dict[str, Any]] = []
         for f in range(fields):
             sha = _put_image(d, truth, auth)
-            call, conf, probs = _model_call(d, truth)
-            extra = {"um_per_px": DEMO_UM_PER_PX} if f % 2 == 0 else {}
-            rec = _record(
-                device,
-                d.next_seq(device),
-                t0 + timedelta(minutes=f),
-                sample_id=sample_id,
-                label=call,
-                confidence=round(conf, 4),
-                abstained=conf < ABSTAIN_BELOW,
-                reason="low confidence" if conf < ABSTAIN_BELOW else None,
-                probabilities=probs,
-                image_sha256=sha,
-                **extra,
-            )
+            rec = _field_record(d, device, t0 + timedelta(minutes=f), sample_id, sha, _model_call(d, truth))
+            if f % 2 == 0:
+                rec["um_per_px"] = DEMO_UM_PER_PX
             batch.append(rec)
             sent["truth"][rec["id"]] = truth
-            reviews += _reviews(d, device, rec, truth, call, t0 + REVIEW_DELAY + timedelta(minutes=f))
+            reviews += _reviews(d, device, rec, truth, rec["label"], t0 + REVIEW_DELAY + timedelta(minutes=f))
         records = {"records": batch + reviews, "sent_at": _iso(t0)}
         r = d.client.post("/api/v1/results", json=records, headers=auth)
         assert r.status_code == 200, r.get_data(as_text=True)
