@@ -40,8 +40,8 @@ SPLIT_NOTE = (
 INT8_MAX_RATIO = 0.33
 #: Unfamiliar images added to the int8 representative data when the model has a content check
 #: (convert/tflite.representative_images), as a fraction of the familiar ones (12 for the default 300;
-#: more would widen the backbone's ranges: 36 cost the MobileNetV2 bundle a test image), and the
-#: headroom its output must keep above the threshold.
+#: more widen the backbone's int8 ranges and cost test accuracy), and the headroom its output must keep
+#: above the threshold.
 UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
 
@@ -81,7 +81,7 @@ class RunDir:
 
     @property
     def white_reference(self) -> str | None:
-        """Runs made before the white reference existed trained on raw colour (None)."""
+        """The run's white reference; a config without one means raw camera colour (None)."""
         return self.config.get("white_reference")
 
     @property
@@ -347,7 +347,7 @@ MAX_STEP_FIRED = 0.03
 
 def _check_outlier_step(spec: dict) -> None:
     """The stain-outlier step is computed from int8 features: when quantisation noise lifts familiar images
-    over it (the shipped EfficientNet-Lite0: 51% of the validation split), refuse the bundle."""
+    over it (EfficientNet-Lite0's int8 features do), refuse the bundle."""
     fired = spec.get("val_step_fired")
     if fired is not None and fired > MAX_STEP_FIRED:
         raise SmearscopeError(
@@ -809,7 +809,7 @@ def training_recipe(cfg: dict | None) -> str | None:
         parts.append(f"an imperfect white reference's cast on {cfg['white_residual']:.0%} of images")
     if cfg.get("outlier_exposure"):
         share = cfg.get("outlier_channel_share")
-        if share is None:  # runs of 2026-12-01 named the families
+        if share is None:  # a config without the share names its families (`outlier_families`)
             share = {"stain": 0.0, "channels": 1.0}.get(cfg.get("outlier_families") or "both", 0.5)
         fams = (
             "far haematoxylin/eosin re-colourings"
