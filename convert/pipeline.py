@@ -196,8 +196,8 @@ class _Collected:
 
     n_layers: int
     pooled: list[np.ndarray] = field(default_factory=list)  # pooled features of the images as they are
-    clean: list[list[np.ndarray]] = field(default_factory=list)  # per layer: the images as they are
-    augmented: list[list[np.ndarray]] = field(default_factory=list)  # per layer: their copies
+    clean: list[list[np.ndarray]] = field(init=False)  # per layer: the images as they are
+    augmented: list[list[np.ndarray]] = field(init=False)  # per layer: their copies
     copies_y: list[np.ndarray] = field(default_factory=list)  # the labels of the copies' batches
     pooled_aug: list[np.ndarray] = field(default_factory=list)  # pooled, copies (outlier head: familiar)
     pooled_far: list[np.ndarray] = field(default_factory=list)  # pooled, far re-colourings (outliers)
