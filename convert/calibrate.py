@@ -33,8 +33,8 @@ from device.models.ensemble import apply_temperature, colour_stats
 
 #: Temperature only ever SOFTENS (T >= 1). On a validation split the model classifies (almost)
 #: perfectly, the NLL keeps falling as T -> 0, and a sharpened model is confident on everything —
-#: unfamiliar inputs included (a robust-augmented MobileNetV2 fitted T = 0.065 and its out-of-distribution
-#: probes lost their low-confidence abstentions). An under-confident model stays as it is: safe side.
+#: unfamiliar inputs included, whose low-confidence abstentions the out-of-distribution probes rely on.
+#: An under-confident model stays as it is: safe side.
 T_MIN, T_MAX = 1.0, 20.0
 
 

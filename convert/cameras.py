@@ -3,10 +3,9 @@
 The device white-references every frame on the smear's background (`device/colour.py`). Where a
 camera's white balance clips the background in red AND blue (gains ~1.2-1.25 on the B-ALL images, whose
 blue background already reads ~249), nearly every pixel of the clipped channel reads 255: its stain is
-gone, and no reference can bring it back. The robust training's white-balance jitter reaches such corners
-about 1% of the time, and the content statistics were fitted on clean images and ONE augmented copy of
-each; so the content check called 13% of such fields unfamiliar (test split, float features, MobileNetV2
-with outlier exposure), against 1.6% for either gain alone.
+gone, and no reference can bring it back. The robust training's white-balance jitter rarely reaches such
+corners, and without camera copies the content statistics see only clean images and one augmented copy of
+each, so the content check calls many such fields unfamiliar, far more than for either gain alone.
 
 A camera copy is a TRAINING image as another station's camera would deliver it: red and blue multiplied
 by gains from the white-balance range a second station shows (`GAIN_RANGE`), clipped
@@ -17,13 +16,11 @@ embedding's statistics and every threshold stay fitted on clean images, so the c
 loosen on unshifted input. The out-of-distribution probes (convert/ood.py) are made from test images;
 these copies are made from training images only.
 
-Measured on the shipped MobileNetV2 (runs/mobilenetv2-all4-288oe5, int8, with the shipped Lite0;
-README, "Outlier exposure"): one copy per image took the ensemble's extra "uncertain" on red and blue
-x1.25 from +8.7 to +5.6 points over native, gamma 1.3 from +9.9 to +7.6, with every far-stain probe still
-refused. More copies (two per image), copies that also draw a camera gamma, or the stride-8 score dropped
-each bought more of the tint back and let far-stain probes or heavy noise through: two of 48 twice-darker
-fields called malignant, or, without stride 8, 0.6% of the test images under noise sigma 15 called
-"Benign" on a malignant field.
+One copy per image, with the stride-8 score kept: it gives back part of the "uncertain" a strong tint
+costs while every far-stain probe stays refused; two copies per image, or dropping the stride-8 score,
+give back more of it but let far-stain probes or heavy noise through. The figures of each choice:
+runs/mobilenetv2-all4-288oe5/candidate_*.md; the shipped recipe's: docs/results.md ("Recipe",
+"Acquisition") and benchmarks/results/acquisition_eval_auto_tints.md.
 """
 
 from __future__ import annotations

@@ -18,12 +18,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from device.fsutil import atomic_write_bytes  # noqa: E402
-from device.models.bundle import read_manifest  # noqa: E402
+from device.models.bundle import Manifest, read_manifest  # noqa: E402
 
 DISCLAIMER = (
     "**A screening aid for trained laboratory staff, not a diagnosis.** Every result, and above all "
     'every "uncertain" one, must be reviewed by a qualified hematologist.'
 )
+#: The quantized model's test accuracy is within this of the float model's (a fraction: 0.5 points).
+MAX_ACCURACY_DIFF = 0.005
+#: The quantized file is at most this fraction of the float32 file.
+MAX_SIZE_RATIO = 0.33
 SPLIT_CAVEAT = (
     "The split is per image: the dataset's file names carry no patient ids, so images of one patient can "
     "sit in both the training and the test split. All images come from one hospital (Taleqani Hospital, "
@@ -108,13 +112,7 @@ def _metrics_table(m: dict) -> list[str]:
     return lines
 
 
-def render(bundle_dir: str | Path) -> str:
-    bundle_dir = Path(bundle_dir)
-    man = read_manifest(bundle_dir)
-    d = man.to_dict()
-    report = bundle_dir / "report"
-    met, ver, cal, prov = man.metrics, man.verification, man.calibration, man.provenance
-    size = (bundle_dir / man.model_file).stat().st_size if (bundle_dir / man.model_file).exists() else 0
+def _what_it_is(man: Manifest, d: dict, size: int) -> list[str]:
     out = [
         f"# Model card: `{man.name}`",
         "",
@@ -139,136 +137,256 @@ def render(bundle_dir: str | Path) -> str:
     ]
     out += [f"| {lb.id} | {lb.display} | {'yes' if lb.malignant else 'no'} |" for lb in man.labels]
     out += ["", "## Intended use and limits", "", man.intended_use, "", SPLIT_CAVEAT, ""]
-    if met:
-        out += [
-            f"## Test-split performance ({man.quantization}, measured by the device code)",
-            "",
-            f"n = {met.get('n')} images of the held-out test split: "
-            f"accuracy **{_pct(met.get('accuracy'))}**, "
-            f"macro-F1 **{met.get('macro_f1', 0):.4f}**. With the abstain threshold, "
-            f'{met.get("abstained", 0)} images ({_pct(met.get("abstain_rate"))}) come out "uncertain"; '
-            f"accuracy on the rest is {_pct(met.get('accuracy_when_not_abstained'))}.",
-            "",
-            f"*{met.get('split_note', SPLIT_CAVEAT)}*",
-            "",
-        ]
-        if {"labels", "per_class", "confusion_matrix"} <= met.keys():
-            out += _metrics_table(met)
-        if (report / "confusion_matrix.png").exists():
-            out += ["", "![confusion matrix](report/confusion_matrix.png)"]
-        out += [
-            "",
-            "Reproduce (the test split's files are listed in `report/test_split.txt`, relative to the "
-            "dataset folder):",
-            "",
-            "```sh",
-            "DATA=../shared/datasets/all-4class OUT=/tmp/testsplit",
-            'while read -r f; do mkdir -p "$OUT/$(dirname "$f")"; cp "$DATA/$f" "$OUT/$f"; done '
-            f"< models/{man.name}/report/test_split.txt",
-            f"smearscope evaluate --model models/{man.name} --data $OUT --json out.json",
-            "```",
-            "",
-        ]
-    if ver:
-        out += [
-            f"## {man.quantization} versus the float Keras model",
-            "",
-            "| model | test accuracy | agreement with Keras | max probability difference |",
-            "| --- | --- | --- | --- |",
-        ]
-        out.append(f"| Keras float32 | {_pct(ver.get('keras_accuracy'))} | - | - |")
+    return out
+
+
+def _test_lines(man: Manifest, met: dict, report: Path) -> list[str]:
+    out = [
+        f"## Test-split performance ({man.quantization}, measured by the device code)",
+        "",
+        f"n = {met.get('n')} images of the held-out test split: "
+        f"accuracy **{_pct(met.get('accuracy'))}**, "
+        f"macro-F1 **{met.get('macro_f1', 0):.4f}**. With the abstain threshold, "
+        f'{met.get("abstained", 0)} images ({_pct(met.get("abstain_rate"))}) come out "uncertain"; '
+        f"accuracy on the rest is {_pct(met.get('accuracy_when_not_abstained'))}.",
+        "",
+        f"*{met.get('split_note', SPLIT_CAVEAT)}*",
+        "",
+    ]
+    if {"labels", "per_class", "confusion_matrix"} <= met.keys():
+        out += _metrics_table(met)
+    if (report / "confusion_matrix.png").exists():
+        out += ["", "![confusion matrix](report/confusion_matrix.png)"]
+    out += [
+        "",
+        "Reproduce (the test split's files are listed in `report/test_split.txt`, relative to the "
+        "dataset folder):",
+        "",
+        "```sh",
+        "DATA=../shared/datasets/all-4class OUT=/tmp/testsplit",
+        'while read -r f; do mkdir -p "$OUT/$(dirname "$f")"; cp "$DATA/$f" "$OUT/$f"; done '
+        f"< models/{man.name}/report/test_split.txt",
+        f"smearscope evaluate --model models/{man.name} --data $OUT --json out.json",
+        "```",
+        "",
+    ]
+    return out
+
+
+def _verification_lines(man: Manifest, ver: dict) -> list[str]:
+    out = [
+        f"## {man.quantization} versus the float Keras model",
+        "",
+        "| model | test accuracy | agreement with Keras | max probability difference |",
+        "| --- | --- | --- | --- |",
+    ]
+    out.append(f"| Keras float32 | {_pct(ver.get('keras_accuracy'))} | - | - |")
+    out.append(
+        f"| TFLite {man.quantization} | {_pct(ver.get('tflite_accuracy'))} | "
+        f"{_pct(ver.get('agreement'))} | "
+        f"{ver.get('max_probability_diff', 0):.4f} |"
+    )
+    f32 = ver.get("float32_tflite")
+    if f32:
         out.append(
-            f"| TFLite {man.quantization} | {_pct(ver.get('tflite_accuracy'))} | "
-            f"{_pct(ver.get('agreement'))} | "
-            f"{ver.get('max_probability_diff', 0):.4f} |"
+            f"| TFLite float32 | {_pct(f32.get('tflite_accuracy'))} | {_pct(f32.get('agreement'))} | "
+            f"{f32.get('max_probability_diff', 0):.4f} |"
         )
-        f32 = ver.get("float32_tflite")
-        if f32:
-            out.append(
-                f"| TFLite float32 | {_pct(f32.get('tflite_accuracy'))} | {_pct(f32.get('agreement'))} | "
-                f"{f32.get('max_probability_diff', 0):.4f} |"
-            )
-        diff = ver.get("accuracy_diff")
-        if diff is not None and man.quantization != "float32":
-            met_diff = "met" if abs(diff) <= 0.005 else "**NOT met**"
-            out += [
-                "",
-                f'Target "within 0.5 points of the float model": {met_diff} ({100 * diff:+.2f} points).',
-            ]
-        sizes = ver.get("sizes") or {}
-        if sizes.get("float32_bytes"):
-            out += [
-                "",
-                f"File size: {sizes['model_bytes'] / 1e6:.2f} MB versus "
-                f"{sizes['float32_bytes'] / 1e6:.2f} MB "
-                f"for float32 ({100 * sizes['ratio']:.1f}%; target <= 33%: "
-                f"{'met' if sizes['ratio'] <= 0.33 else '**NOT met**'}).",
-            ]
-        out.append("")
-    if cal:
-        thr = cal.get("threshold", {})
+    diff = ver.get("accuracy_diff")
+    if diff is not None and man.quantization != "float32":
+        met_diff = "met" if abs(diff) <= MAX_ACCURACY_DIFF else "**NOT met**"
         out += [
-            "## Calibration and abstention",
             "",
-            f"Temperature fitted on the {cal.get('split', 'val')} split (n = {cal.get('n')}) by "
-            f"minimising the negative log-likelihood: T = {man.temperature:g}. "
-            f"NLL {cal.get('nll_before', 0):.4f} → {cal.get('nll_after', 0):.4f}, "
-            f"ECE {cal.get('ece_before', 0):.4f} → {cal.get('ece_after', 0):.4f}.",
+            f'Target "within 0.5 points of the float model": {met_diff} ({100 * diff:+.2f} points).',
+        ]
+    sizes = ver.get("sizes") or {}
+    if sizes.get("float32_bytes"):
+        out += [
             "",
-            f"Abstain rule: {thr.get('rule', 'n/a')}. Chosen threshold {man.abstain_threshold:.2f}: "
-            f"validation selective accuracy {_pct(thr.get('val_selective_accuracy'))} at coverage "
-            f"{_pct(thr.get('val_coverage'))}"
-            + ("" if thr.get("target_met", True) else " (target NOT met)")
+            f"File size: {sizes['model_bytes'] / 1e6:.2f} MB versus "
+            f"{sizes['float32_bytes'] / 1e6:.2f} MB "
+            f"for float32 ({100 * sizes['ratio']:.1f}%; target <= 33%: "
+            f"{'met' if sizes['ratio'] <= MAX_SIZE_RATIO else '**NOT met**'}).",
+        ]
+    out.append("")
+    return out
+
+
+def _calibration_lines(man: Manifest, cal: dict, report: Path) -> list[str]:
+    out: list[str] = []
+    thr = cal.get("threshold", {})
+    out += [
+        "## Calibration and abstention",
+        "",
+        f"Temperature fitted on the {cal.get('split', 'val')} split (n = {cal.get('n')}) by "
+        f"minimising the negative log-likelihood: T = {man.temperature:g}. "
+        f"NLL {cal.get('nll_before', 0):.4f} → {cal.get('nll_after', 0):.4f}, "
+        f"ECE {cal.get('ece_before', 0):.4f} → {cal.get('ece_after', 0):.4f}.",
+        "",
+        f"Abstain rule: {thr.get('rule', 'n/a')}. Chosen threshold {man.abstain_threshold:.2f}: "
+        f"validation selective accuracy {_pct(thr.get('val_selective_accuracy'))} at coverage "
+        f"{_pct(thr.get('val_coverage'))}"
+        + ("" if thr.get("target_met", True) else " (target NOT met)")
+        + ".",
+    ]
+    colour = cal.get("colour_check")
+    if colour:
+        out += [
+            "",
+            f"Colour check: {colour.get('rule')} (refuses {_pct(colour.get('val_refused'))} of the "
+            "validation images). Smears stained, lit or photographed unlike the training lab's come "
+            'out "uncertain": a station in a new lab needs a model re-trained or re-calibrated on '
+            "that lab's images.",
+        ]
+    floor = cal.get("ood_floor")
+    if floor:
+        out += [
+            "",
+            f"Out-of-distribution rule: {floor.get('rule')} (refuses {_pct(floor.get('val_refused'))} of "
+            "the validation images).",
+        ]
+    content_spec = cal.get("content_check")
+    if content_spec:
+        out += ["", *_content_lines(content_spec)]
+    if (report / "reliability.png").exists():
+        out += ["", "![reliability](report/reliability.png)"]
+    out.append("")
+    return out
+
+
+def _ood_lines(cal: dict) -> list[str]:
+    ood = cal.get("ood")
+    if not ood:
+        return []
+    out = [
+        "## Out-of-distribution behaviour",
+        "",
+        "Generated inputs that are not smears of this lab, run through the device's decision "
+        '(this model alone). Wanted: "uncertain", never a confident malignant label.',
+        "",
+        "| probe | n | uncertain | confident malignant | confident benign | uncertain (max-prob alone) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    plain = cal.get("ood_max_probability_only") or {}
+    for kind, r in ood.items():
+        if isinstance(r, dict) and "n" in r:
+            alt = plain.get(kind, {}).get("abstained")
+            out.append(
+                f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
+                f"{_pct(r['confident_benign'])} | {_pct(alt)} |"
+            )
+    out += [
+        "",
+        "The station's quality gate (focus, exposure, is-it-a-smear) rejects many of these "
+        "before classification; the figures above are without it.",
+        "",
+    ]
+    return out
+
+
+def _ensemble_lines(ens: dict) -> list[str]:
+    return [
+        "## In the default ensemble",
+        "",
+        f"Soft vote of {', '.join(m['name'] for m in ens.get('models', []))} on the same test split "
+        f"(n = {ens.get('n')}): accuracy **{_pct(ens.get('accuracy'))}**, macro-F1 "
+        f"**{ens.get('macro_f1', 0):.4f}**, uncertain {ens.get('abstained', 0)} "
+        f"({_pct(ens.get('abstain_rate'))}); accuracy on the rest "
+        f"{_pct(ens.get('accuracy_when_not_abstained'))}. Reproduce: `smearscope evaluate` with one "
+        "`--model` per bundle on the same test split folder.",
+        "",
+    ]
+
+
+def _ensemble_ood_lines(ens_ood: dict) -> list[str]:
+    out = [
+        "Out-of-distribution probes through the ensemble (all its checks):",
+        "",
+        "| probe | n | uncertain | confident malignant | confident benign |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, r in ens_ood.items():
+        if isinstance(r, dict) and "n" in r:
+            out.append(
+                f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
+                f"{_pct(r['confident_benign'])} |"
+            )
+    out.append("")
+    return out
+
+
+def _provenance_lines(prov: dict, tm: dict | None, base: dict | None, report: Path) -> list[str]:
+    out = ["## Training and provenance", ""]
+    if prov.get("dataset_citation"):
+        out += [
+            f"Dataset: {prov['dataset_citation']} Paper: Ghaderzadeh M, et al. Int J Intell Syst. "
+            "2022;37:5113-5133. doi:10.1002/int.22753.",
+            "",
+        ]
+    keys = (
+        "run_id",
+        "backbone",
+        "size",
+        "alpha",
+        "weights",
+        "seed",
+        "recipe",
+        "epochs",
+        "training_seconds",
+        "training_seconds_total",
+        "stages",
+        "init_model",
+        "device",
+        "data_fingerprint",
+        "finished_at",
+        "converted_at",
+        "conversion_seconds",
+    )
+    for k in keys:
+        if k in prov and prov[k] is not None:
+            out.append(f"- {k.replace('_', ' ')}: `{prov[k]}`")
+    if prov.get("software"):
+        out.append("- software: " + ", ".join(f"{k} {v}" for k, v in prov["software"].items()))
+    if tm:
+        out += [
+            "",
+            "Keras float model on the test split (training report): "
+            f"accuracy {_pct(tm.get('accuracy'))}, "
+            f"macro-F1 {tm.get('macro_f1', 0):.4f}"
+            + (f", macro ROC-AUC {tm['roc_auc_ovr_macro']:.4f}" if tm.get("roc_auc_ovr_macro") else "")
             + ".",
         ]
-        colour = cal.get("colour_check")
-        if colour:
+    if base:
+        rows = [(k, v) for k, v in base.items() if isinstance(v, dict) and "accuracy" in v]
+        if rows:
             out += [
                 "",
-                f"Colour check: {colour.get('rule')} (refuses {_pct(colour.get('val_refused'))} of the "
-                "validation images). Smears stained, lit or photographed unlike the training lab's come "
-                'out "uncertain": a station in a new lab needs a model re-trained or re-calibrated on '
-                "that lab's images.",
+                f"Fine-tuning versus classic classifiers on frozen features ({base.get('features', '')}):",
+                "",
+                "| model | accuracy | macro-F1 |",
+                "| --- | --- | --- |",
             ]
-        floor = cal.get("ood_floor")
-        if floor:
-            out += [
-                "",
-                f"Out-of-distribution rule: {floor.get('rule')} (refuses {_pct(floor.get('val_refused'))} of "
-                "the validation images).",
-            ]
-        content_spec = cal.get("content_check")
-        if content_spec:
-            out += ["", *_content_lines(content_spec)]
-        if (report / "reliability.png").exists():
-            out += ["", "![reliability](report/reliability.png)"]
-        out.append("")
-        ood = cal.get("ood")
-        if ood:
-            out += [
-                "## Out-of-distribution behaviour",
-                "",
-                "Generated inputs that are not smears of this lab, run through the device's decision "
-                '(this model alone). Wanted: "uncertain", never a confident malignant label.',
-                "",
-                "| probe | n | uncertain | confident malignant | confident benign | "
-                "uncertain (max-prob alone) |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
-            plain = cal.get("ood_max_probability_only") or {}
-            for kind, r in ood.items():
-                if isinstance(r, dict) and "n" in r:
-                    alt = plain.get(kind, {}).get("abstained")
-                    out.append(
-                        f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
-                        f"{_pct(r['confident_benign'])} | {_pct(alt)} |"
-                    )
-            out += [
-                "",
-                "The station's quality gate (focus, exposure, is-it-a-smear) rejects many of these "
-                "before classification; the figures above are without it.",
-                "",
-            ]
+            out += [f"| {k} | {_pct(v['accuracy'])} | {v['macro_f1']:.4f} |" for k, v in rows]
+    if (report / "training_curves.png").exists():
+        out += ["", "![training curves](report/training_curves.png)"]
+    out.append("")
+    return out
+
+
+def render(bundle_dir: str | Path) -> str:
+    bundle_dir = Path(bundle_dir)
+    man = read_manifest(bundle_dir)
+    report = bundle_dir / "report"
+    met, ver, cal, prov = man.metrics, man.verification, man.calibration, man.provenance
+    size = (bundle_dir / man.model_file).stat().st_size if (bundle_dir / man.model_file).exists() else 0
+    out = _what_it_is(man, man.to_dict(), size)
+    if met:
+        out += _test_lines(man, met, report)
+    if ver:
+        out += _verification_lines(man, ver)
+    if cal:
+        out += _calibration_lines(man, cal, report)
+        out += _ood_lines(cal)
     if cal and cal.get("ood_by_check"):
         out += _by_check_lines(cal["ood_by_check"])
     rob = _read_json(report / "robustness.json")
@@ -276,90 +394,14 @@ def render(bundle_dir: str | Path) -> str:
         out += _robustness_lines(rob, man.name)
     ens = _read_json(report / "ensemble.json")
     if ens:
-        out += [
-            "## In the default ensemble",
-            "",
-            f"Soft vote of {', '.join(m['name'] for m in ens.get('models', []))} on the same test split "
-            f"(n = {ens.get('n')}): accuracy **{_pct(ens.get('accuracy'))}**, macro-F1 "
-            f"**{ens.get('macro_f1', 0):.4f}**, uncertain {ens.get('abstained', 0)} "
-            f"({_pct(ens.get('abstain_rate'))}); accuracy on the rest "
-            f"{_pct(ens.get('accuracy_when_not_abstained'))}. Reproduce: `smearscope evaluate` with one "
-            "`--model` per bundle on the same test split folder.",
-            "",
-        ]
+        out += _ensemble_lines(ens)
     ens_ood = _read_json(report / "ensemble_ood.json")
     if ens_ood:
-        out += [
-            "Out-of-distribution probes through the ensemble (all its checks):",
-            "",
-            "| probe | n | uncertain | confident malignant | confident benign |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for kind, r in ens_ood.items():
-            if isinstance(r, dict) and "n" in r:
-                out.append(
-                    f"| {kind} | {r['n']} | {_pct(r['abstained'])} | {_pct(r['confident_malignant'])} | "
-                    f"{_pct(r['confident_benign'])} |"
-                )
-        out.append("")
+        out += _ensemble_ood_lines(ens_ood)
     tm = _read_json(report / "training_metrics.json")
     base = _read_json(report / "baselines.json")
     if prov or tm:
-        out += ["## Training and provenance", ""]
-        if prov.get("dataset_citation"):
-            out += [
-                f"Dataset: {prov['dataset_citation']} Paper: Ghaderzadeh M, et al. Int J Intell Syst. "
-                "2022;37:5113-5133. doi:10.1002/int.22753.",
-                "",
-            ]
-        keys = (
-            "run_id",
-            "backbone",
-            "size",
-            "alpha",
-            "weights",
-            "seed",
-            "recipe",
-            "epochs",
-            "training_seconds",
-            "training_seconds_total",
-            "stages",
-            "init_model",
-            "device",
-            "data_fingerprint",
-            "finished_at",
-            "converted_at",
-            "conversion_seconds",
-        )
-        for k in keys:
-            if k in prov and prov[k] is not None:
-                out.append(f"- {k.replace('_', ' ')}: `{prov[k]}`")
-        if prov.get("software"):
-            out.append("- software: " + ", ".join(f"{k} {v}" for k, v in prov["software"].items()))
-        if tm:
-            out += [
-                "",
-                "Keras float model on the test split (training report): "
-                f"accuracy {_pct(tm.get('accuracy'))}, "
-                f"macro-F1 {tm.get('macro_f1', 0):.4f}"
-                + (f", macro ROC-AUC {tm['roc_auc_ovr_macro']:.4f}" if tm.get("roc_auc_ovr_macro") else "")
-                + ".",
-            ]
-        if base:
-            rows = [(k, v) for k, v in base.items() if isinstance(v, dict) and "accuracy" in v]
-            if rows:
-                out += [
-                    "",
-                    "Fine-tuning versus classic classifiers on frozen features "
-                    f"({base.get('features', '')}):",
-                    "",
-                    "| model | accuracy | macro-F1 |",
-                    "| --- | --- | --- |",
-                ]
-                out += [f"| {k} | {_pct(v['accuracy'])} | {v['macro_f1']:.4f} |" for k, v in rows]
-        if (report / "training_curves.png").exists():
-            out += ["", "![training curves](report/training_curves.png)"]
-        out.append("")
+        out += _provenance_lines(prov, tm, base, report)
     out += ["---", "", DISCLAIMER, ""]
     return "\n".join(out)
 

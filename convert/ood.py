@@ -1,6 +1,6 @@
 """Out-of-distribution probes: inputs a station may see that are not B-ALL smears from the training lab.
 
-For each kind of probe we count how often the device's ensemble abstains ("uncertain, refer") versus
+For each kind of probe it counts how often the device's ensemble abstains ("uncertain, refer") versus
 gives a confident malignant label — the outcome that must be rare. Probes are generated here (no
 downloads): blank fields, noise, gradients, checkerboards, stripes, cv2 drawings and text; and from real
 test smears: heavy blur, JPEG quality 3, stains re-coloured far outside the training range (hue rotated,

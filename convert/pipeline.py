@@ -14,8 +14,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +40,8 @@ SPLIT_NOTE = (
 INT8_MAX_RATIO = 0.33
 #: Unfamiliar images added to the int8 representative data when the model has a content check
 #: (convert/tflite.representative_images), as a fraction of the familiar ones (12 for the default 300;
-#: more would widen the backbone's ranges: 36 cost the MobileNetV2 bundle a test image), and the
-#: headroom its output must keep above the threshold.
+#: more widen the backbone's int8 ranges and cost test accuracy), and the headroom its output must keep
+#: above the threshold.
 UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
 
@@ -80,7 +81,7 @@ class RunDir:
 
     @property
     def white_reference(self) -> str | None:
-        """Runs made before the white reference existed trained on raw colour (None)."""
+        """The run's white reference; a config without one means raw camera colour (None)."""
         return self.config.get("white_reference")
 
     @property
@@ -160,6 +161,130 @@ def _staged_bundle(
     return out
 
 
+#: Images per `predict` call when embedding (bounds the memory of the mid-layer features).
+EMBED_BATCH = 32
+#: Each score's scale is this quantile of its distances on the clean validation split.
+SCALE_QUANTILE = 0.99
+#: Offsets from the run's seed for the random far re-colourings and camera copies, and the fixed seed
+#: of the validation split's re-colourings: each draw repeats from one conversion to the next.
+OUTLIER_SEED_OFFSET = 7
+CAMERA_SEED_OFFSET = 11
+VAL_RECOLOUR_SEED = 12345
+
+
+def _run_augmenter(run):
+    """The run's own training augmentation (convert/augment.py), with TensorFlow seeded by the run."""
+    import tensorflow as tf
+
+    from convert.augment import make_augmenter
+
+    cfg = run.config
+    augment = make_augmenter(
+        int(cfg.get("seed", 0)),
+        float(cfg.get("augment_strength", 1.0)),
+        float(cfg.get("colour_strength", 1.0)),
+        recipe=str(cfg.get("augment", "robust")),
+        skip=[s for s in str(cfg.get("augment_skip") or "").split(",") if s],
+    )
+    tf.random.set_seed(int(cfg.get("seed", 0)))
+    return augment
+
+
+@dataclass
+class _Collected:
+    """Features of the training images and their copies, batch by batch, in the order they were drawn."""
+
+    n_layers: int
+    pooled: list[np.ndarray] = field(default_factory=list)  # pooled features of the images as they are
+    clean: list[list[np.ndarray]] = field(init=False)  # per layer: the images as they are
+    augmented: list[list[np.ndarray]] = field(init=False)  # per layer: their copies
+    copies_y: list[np.ndarray] = field(default_factory=list)  # the labels of the copies' batches
+    pooled_aug: list[np.ndarray] = field(default_factory=list)  # pooled, copies (outlier head: familiar)
+    pooled_far: list[np.ndarray] = field(default_factory=list)  # pooled, far re-colourings (outliers)
+
+    def __post_init__(self) -> None:
+        self.clean = [[] for _ in range(self.n_layers)]
+        self.augmented = [[] for _ in range(self.n_layers)]
+
+
+def _collect_features(
+    run,
+    embed,
+    paths: list,
+    y: np.ndarray,
+    n_layers: int,
+    augment,
+    *,
+    batch: int,
+    with_outliers: bool,
+    with_cameras: int,
+    progress: bool,
+) -> _Collected:
+    """Embed the training images, one augmented copy of each (when `augment`), `with_cameras` camera
+    copies of each, and (`with_outliers`) outliers.COPIES far re-colourings of each."""
+    from tqdm import tqdm
+
+    c = _Collected(n_layers)
+    seed = int(run.config.get("seed", 0))
+    rng = np.random.default_rng(seed + OUTLIER_SEED_OFFSET)
+    camera_rng = np.random.default_rng(seed + CAMERA_SEED_OFFSET)
+    for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
+        arrays = run.load_arrays(paths[i : i + batch])
+        got = embed(arrays)
+        c.pooled.append(got[0])
+        if augment is not None:
+            import tensorflow as tf
+
+            aug = np.clip(augment(tf.constant(arrays.astype(np.float32))).numpy(), 0, 255).astype(np.uint8)
+            got_aug = embed(aug)
+            c.pooled_aug.append(got_aug[0])
+            for j, f in enumerate(got_aug[1:]):
+                c.clean[j].append(got[1 + j])
+                c.augmented[j].append(f)
+            c.copies_y.append(y[i : i + batch])
+        for _ in range(with_cameras):
+            shots = cameras.camera_copies(
+                paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
+            )
+            got_cam = embed(shots)
+            c.pooled_aug.append(got_cam[0])
+            for j, f in enumerate(got_cam[1:]):
+                c.augmented[j].append(f)
+            c.copies_y.append(y[i : i + batch])
+        if with_outliers:
+            for _ in range(outliers.COPIES):
+                c.pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
+    return c
+
+
+def _outlier_head(run, embed, c: _Collected, pooled_a: np.ndarray, val_arrays: np.ndarray, val0: np.ndarray):
+    """The stain-outlier head (convert/outliers.py) on the images and copies vs their far re-colourings,
+    with how often it fires on the clean and re-coloured validation split."""
+    head = outliers.fit(np.concatenate([pooled_a, *c.pooled_aug]), np.concatenate(c.pooled_far), val0)
+    far_rng = np.random.default_rng(VAL_RECOLOUR_SEED)
+    val_far = embed(outliers.recolour(val_arrays, far_rng, run.white_reference))[0]
+    head["validation"] = {  # the step's half height: where it fires whatever the final threshold
+        "clean_fired": float((outliers.scores(val0, head) > outliers.CAP / 2).mean()),
+        "far_fired": float((outliers.scores(val_far, head) > outliers.CAP / 2).mean()),
+        "n": len(val_arrays),
+    }
+    log.info("stain-outlier head: %s", head["validation"])
+    return head
+
+
+def _stride_statistics(content, c: _Collected, layers: list, y: np.ndarray, val: list, k: int) -> list[dict]:
+    """Per stride layer: class statistics of the images and their copies, scaled on the validation split."""
+    mid_stats = []
+    for j, layer in enumerate(layers):
+        st = content.fit_statistics(
+            np.concatenate(c.clean[j] + c.augmented[j]), np.concatenate([y, *c.copies_y]), k
+        )
+        st["layer"] = layer
+        st["scale"] = float(np.quantile(content.distances(val[1 + j], st), SCALE_QUANTILE))
+        mid_stats.append(st)
+    return mid_stats
+
+
 def _content_statistics(
     run,
     model,
@@ -178,8 +303,6 @@ def _content_statistics(
     fitted on the same images, their augmented copies and COPIES far re-colourings of each. With
     `with_cameras` = N, N camera copies of each image (convert/cameras.py) join the augmented copies on
     the familiar side of the stride statistics and the stain-outlier head."""
-    from tqdm import tqdm
-
     from convert import content
 
     paths, y = run.part("train")
@@ -188,87 +311,34 @@ def _content_statistics(
     k = len(run.labels)
     layers = [content.mid_layer(model, s) for s in strides]
     feats = content.feature_model(model, layers) if layers else content.embedding_model(model)
-    augment = None
-    if layers or with_outliers:
-        import tensorflow as tf
-
-        from convert.augment import make_augmenter
-
-        cfg = run.config
-        augment = make_augmenter(
-            int(cfg.get("seed", 0)),
-            float(cfg.get("augment_strength", 1.0)),
-            float(cfg.get("colour_strength", 1.0)),
-            recipe=str(cfg.get("augment", "robust")),
-            skip=[s for s in str(cfg.get("augment_skip") or "").split(",") if s],
-        )
-        tf.random.set_seed(int(cfg.get("seed", 0)))
+    augment = _run_augmenter(run) if layers or with_outliers else None
 
     def embed(arrays: np.ndarray) -> list[np.ndarray]:
-        out = feats.predict(arrays.astype(np.float32), batch_size=32, verbose=0)
+        out = feats.predict(arrays.astype(np.float32), batch_size=EMBED_BATCH, verbose=0)
         return [np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
-    pooled: list[np.ndarray] = []
-    clean: list[list[np.ndarray]] = [[] for _ in layers]  # per layer: batches of the images as they are
-    augmented: list[list[np.ndarray]] = [[] for _ in layers]  # ... and of one augmented copy of each
-    copies_y: list[np.ndarray] = []  # the labels of those copies' batches, in the same order
-    pooled_aug: list[np.ndarray] = []  # pooled features of the augmented copies (outlier head: familiar)
-    pooled_far: list[np.ndarray] = []  # ... and of COPIES far re-colourings of each (outlier head: outliers)
-    rng = np.random.default_rng(int(run.config.get("seed", 0)) + 7)
-    camera_rng = np.random.default_rng(int(run.config.get("seed", 0)) + 11)
     log.info("content check: features of %d training images, layers %s", len(paths), layers or "pooled")
-    for i in tqdm(range(0, len(paths), batch), desc="content stats", disable=not progress):
-        arrays = run.load_arrays(paths[i : i + batch])
-        got = embed(arrays)
-        pooled.append(got[0])
-        if augment is not None:
-            aug = np.clip(augment(tf.constant(arrays.astype(np.float32))).numpy(), 0, 255).astype(np.uint8)
-            got_aug = embed(aug)
-            pooled_aug.append(got_aug[0])
-            for j, f in enumerate(got_aug[1:]):
-                clean[j].append(got[1 + j])
-                augmented[j].append(f)
-            copies_y.append(y[i : i + batch])
-        for _ in range(with_cameras):
-            shots = cameras.camera_copies(
-                paths[i : i + batch], camera_rng, run.size, run.resize, run.white_reference
-            )
-            got_cam = embed(shots)
-            pooled_aug.append(got_cam[0])
-            for j, f in enumerate(got_cam[1:]):
-                augmented[j].append(f)
-            copies_y.append(y[i : i + batch])
-        if with_outliers:
-            for _ in range(outliers.COPIES):
-                pooled_far.append(embed(outliers.recolour(arrays, rng, run.white_reference))[0])
-    pooled_a = np.concatenate(pooled)
+    c = _collect_features(
+        run,
+        embed,
+        paths,
+        y,
+        len(layers),
+        augment,
+        batch=batch,
+        with_outliers=with_outliers,
+        with_cameras=with_cameras,
+        progress=progress,
+    )
+    pooled_a = np.concatenate(c.pooled)
     stats = content.fit_statistics(pooled_a, y, k)
     val_arrays = run.load_arrays(val_paths)
     val = embed(val_arrays)
     held_out = content.held_out_class(pooled_a, y, k, val[0], y_val)
-    held_out = {run.labels[int(c)]: v for c, v in held_out.items()}
-    stats["scale"] = float(np.quantile(content.distances(val[0], stats), 0.99))
-    head = None
-    if with_outliers:
-        head = outliers.fit(np.concatenate([pooled_a, *pooled_aug]), np.concatenate(pooled_far), val[0])
-        val_far = embed(outliers.recolour(val_arrays, np.random.default_rng(12345), run.white_reference))[0]
-        head["validation"] = {  # the step's half height: where it fires whatever the final threshold
-            "clean_fired": float((outliers.scores(val[0], head) > outliers.CAP / 2).mean()),
-            "far_fired": float((outliers.scores(val_far, head) > outliers.CAP / 2).mean()),
-            "n": len(val_paths),
-        }
-        log.info("stain-outlier head: %s", head["validation"])
-    if not layers:
-        return stats, [], held_out, head
-    mid_stats = []
-    for j, layer in enumerate(layers):
-        st = content.fit_statistics(
-            np.concatenate(clean[j] + augmented[j]), np.concatenate([y, *copies_y]), k
-        )
-        st["layer"] = layer
-        st["scale"] = float(np.quantile(content.distances(val[1 + j], st), 0.99))
-        mid_stats.append(st)
-    return stats, mid_stats, held_out, head
+    held_out = {run.labels[int(cls)]: v for cls, v in held_out.items()}
+    stats["scale"] = float(np.quantile(content.distances(val[0], stats), SCALE_QUANTILE))
+    head = _outlier_head(run, embed, c, pooled_a, val_arrays, val[0]) if with_outliers else None
+    return stats, _stride_statistics(content, c, layers, y, val, k), held_out, head
 
 
 #: The int8 stain-outlier step may fire on at most this fraction of the familiar validation images.
@@ -277,7 +347,7 @@ MAX_STEP_FIRED = 0.03
 
 def _check_outlier_step(spec: dict) -> None:
     """The stain-outlier step is computed from int8 features: when quantisation noise lifts familiar images
-    over it (the shipped EfficientNet-Lite0: 51% of the validation split), refuse the bundle."""
+    over it (EfficientNet-Lite0's int8 features do), refuse the bundle."""
     fired = spec.get("val_step_fired")
     if fired is not None and fired > MAX_STEP_FIRED:
         raise SmearscopeError(
@@ -337,7 +407,161 @@ def _statistics_note(
     )
 
 
-def convert_run(
+#: At least this many unfamiliar images join the representative data when there is a content check.
+MIN_UNFAMILIAR_IMAGES = 3
+
+
+@dataclass
+class _ContentCheck:
+    """The content check's fitted parts (convert/content.py); `stats` None: no content check."""
+
+    stats: dict | None = None
+    mid_stats: list[dict] = field(default_factory=list)
+    held_out: dict | None = None
+    head: dict | None = None  # the stain-outlier head (None: without --stain-outliers)
+
+
+@dataclass
+class _Conversion:
+    """One conversion's model, its export with the extra outputs and the converted TFLite."""
+
+    run: RunDir
+    model: Any  # the trained keras.Model
+    export: Any  # the keras.Model converted (with CAM / content outputs)
+    conv: Any  # convert.tflite's result: data, input_dtype, input_quantization
+    name: str
+    quantization: str
+
+
+def _fit_content(
+    run: RunDir,
+    model,
+    *,
+    every: int,
+    strides: tuple[int, ...],
+    progress: bool,
+    stain_outliers: bool,
+    camera_copies: int,
+) -> _ContentCheck:
+    stats = _content_statistics(
+        run, model, every, strides, progress, with_outliers=stain_outliers, with_cameras=camera_copies
+    )
+    return _ContentCheck(*stats)
+
+
+def _to_tflite(run, model, content_fit: _ContentCheck, *, quantization: str, cam: bool, representative: int):
+    """(the exported Keras model with its extra outputs, the converted TFLite)."""
+    from convert import content
+    from convert.tflite import convert, representative_images
+
+    export = model
+    if cam or content_fit.stats is not None:
+        export = content.add_outputs(
+            model, content_fit.stats, cam=cam, mid_stats=content_fit.mid_stats, outlier=content_fit.head
+        )
+    train_paths, _ = run.part("train")
+    unfamiliar = 0
+    if content_fit.stats is not None:
+        unfamiliar = max(MIN_UNFAMILIAR_IMAGES, round(UNFAMILIAR_FRACTION * representative))
+    rep = representative_images(
+        train_paths,
+        run.size,
+        run.resize,
+        limit=representative,
+        seed=int(run.config.get("seed", 0)),
+        white_reference=run.white_reference,
+        unfamiliar=unfamiliar,
+    )
+    log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
+    return export, convert(export, quantization, rep if quantization == "int8" else None)
+
+
+def _verification(c: _Conversion, staged: Path, tmp: Path, *, float_reference: bool, progress: bool) -> dict:
+    """The staged bundle against Keras on the test split (and a float32 TFLite reference), its size
+    and input quantisation: the manifest's `verification`."""
+    from convert.tflite import convert
+
+    run, model, export, conv, name, quantization = c.run, c.model, c.export, c.conv, c.name, c.quantization
+    test_paths, y_test = run.part("test")
+    log.info("verifying against Keras on the test split (%d images)", len(test_paths))
+    test_x = run.load_arrays(test_paths)
+    keras_test = verify.keras_probabilities(model, test_x)
+    dev_test = verify.device_probabilities(staged, test_x, progress=progress, desc="test")
+    verification = {"split": "test", **verify.compare(keras_test, dev_test, y_test)}
+    sizes = {"model_bytes": len(conv.data)}
+    if float_reference and quantization != "float32":
+        f32 = convert(export, "float32")
+        ref_dir = _staged_bundle(tmp / "ref", f32.data, run, f"{name}-float32", "float32", f32.input_dtype)
+        dev_f32 = verify.device_probabilities(ref_dir, test_x, progress=progress, desc="float32")
+        verification["float32_tflite"] = verify.compare(keras_test, dev_f32, y_test)
+        sizes["float32_bytes"] = len(f32.data)
+        sizes["ratio"] = len(conv.data) / len(f32.data)
+    verification["sizes"] = sizes
+    verification["input_quantization"] = {
+        "scale": conv.input_quantization[0],
+        "zero_point": conv.input_quantization[1],
+    }
+    return verification
+
+
+def _conversion_provenance(run, t0: float, representative: int, um_per_px: float | None) -> dict:
+    """The training run's provenance plus how and when this bundle was converted."""
+    train_paths, _ = run.part("train")
+    provenance = (
+        dict(json.loads((run.path / "provenance.json").read_text()))
+        if (run.path / "provenance.json").is_file()
+        else {"run_id": run.path.name}
+    )
+    provenance.update(
+        {
+            "run_dir": str(run.path),
+            "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "conversion_seconds": round(time.perf_counter() - t0, 1),
+            "representative_images": min(representative, len(train_paths)),
+            "representative_split": "train",
+        }
+    )
+    recipe = training_recipe(run.config)
+    if recipe:
+        provenance["recipe"] = recipe
+    if um_per_px is not None:  # convert --um-per-px overrides what training measured
+        provenance["um_per_px"] = um_per_px
+        provenance["um_per_px_method"] = "given on the command line (convert --um-per-px)"
+    return provenance
+
+
+def _summary(
+    out: Path,
+    name: str,
+    quantization: str,
+    metrics: dict,
+    verification: dict,
+    calibration: dict,
+    temperature: float,
+    threshold: float,
+    t0: float,
+) -> dict:
+    return {
+        "bundle": str(out),
+        "name": name,
+        "quantization": quantization,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "n": metrics["n"],
+        "keras_accuracy": verification["keras_accuracy"],
+        "agreement": verification["agreement"],
+        "accuracy_diff": verification["accuracy_diff"],
+        "temperature": temperature,
+        "abstain_threshold": threshold,
+        "abstain_rate": metrics["abstain_rate"],
+        "sizes": verification["sizes"],
+        "ood_abstained": calibration["ood"]["all"]["abstained"],
+        "ood_confident_malignant": calibration["ood"]["all"]["confident_malignant"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def convert_run(  # long: the signature lists convert's options, one a line; the body is short
     run_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -363,72 +587,37 @@ def convert_run(
     the scale the training run recorded."""
     import keras
 
-    from convert import content
-    from convert.tflite import convert, representative_images
-
     if camera_copies < 0:
         raise SmearscopeError(f"--camera-copies must be 0 or more, got {camera_copies}")
     t0 = time.perf_counter()
     run = read_run(run_dir)
     out = Path(out_dir)
     name = name or out.name
-    train_paths, y_train = run.part("train")
-    test_paths, y_test = run.part("test")
+    train_paths, _ = run.part("train")
+    run.part("test")  # refuse a run whose test split is incomplete before the long steps
     log.info("loading %s", run.path / "model.keras")
     model = keras.models.load_model(run.path / "model.keras", compile=False)
-    stats = held_out = None
-    mid_stats: list[dict] = []
-    head = None
+    fit = _ContentCheck()
     if content_check:
-        stats, mid_stats, held_out, head = _content_statistics(
+        fit = _fit_content(
             run,
             model,
-            content_every,
-            content_strides,
-            progress,
-            with_outliers=stain_outliers,
-            with_cameras=camera_copies,
+            every=content_every,
+            strides=content_strides,
+            progress=progress,
+            stain_outliers=stain_outliers,
+            camera_copies=camera_copies,
         )
-    export = model
-    if cam or stats is not None:
-        export = content.add_outputs(model, stats, cam=cam, mid_stats=mid_stats, outlier=head)
-    rep = representative_images(
-        train_paths,
-        run.size,
-        run.resize,
-        limit=representative,
-        seed=int(run.config.get("seed", 0)),
-        white_reference=run.white_reference,
-        unfamiliar=max(3, round(UNFAMILIAR_FRACTION * representative)) if stats is not None else 0,
+    export, conv = _to_tflite(
+        run, model, fit, quantization=quantization, cam=cam, representative=representative
     )
-    log.info("converting to %s%s", quantization, " with CAM output" if cam else "")
-    conv = convert(export, quantization, rep if quantization == "int8" else None)
+    c = _Conversion(run, model, export, conv, name, quantization)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         staged = _staged_bundle(tmp, conv.data, run, name, quantization, conv.input_dtype, um_per_px)
-        log.info("verifying against Keras on the test split (%d images)", len(test_paths))
-        test_x = run.load_arrays(test_paths)
-        keras_test = verify.keras_probabilities(model, test_x)
-        dev_test = verify.device_probabilities(staged, test_x, progress=progress, desc="test")
-        verification = {"split": "test", **verify.compare(keras_test, dev_test, y_test)}
-        sizes = {"model_bytes": len(conv.data)}
-        if float_reference and quantization != "float32":
-            f32 = convert(export, "float32")
-            ref_dir = _staged_bundle(
-                tmp / "ref", f32.data, run, f"{name}-float32", "float32", f32.input_dtype
-            )
-            dev_f32 = verify.device_probabilities(ref_dir, test_x, progress=progress, desc="float32")
-            verification["float32_tflite"] = verify.compare(keras_test, dev_f32, y_test)
-            sizes["float32_bytes"] = len(f32.data)
-            sizes["ratio"] = len(conv.data) / len(f32.data)
-        verification["sizes"] = sizes
-        verification["input_quantization"] = {
-            "scale": conv.input_quantization[0],
-            "zero_point": conv.input_quantization[1],
-        }
-
+        verification = _verification(c, staged, tmp, float_reference=float_reference, progress=progress)
         metrics, calibration, temperature, threshold = calibrate_bundle(
             staged,
             run,
@@ -437,40 +626,14 @@ def convert_run(
             colour_check=colour_check,
             ood_per_kind=ood_per_kind,
             progress=progress,
-            outlier_step=outliers.CAP if head is not None else None,
+            outlier_step=outliers.CAP if fit.head is not None else None,
         )
-        del test_x
-
-        if stats is not None:
-            calibration["content_check"].update(
-                {
-                    "statistics": _statistics_note(
-                        stats, mid_stats, len(train_paths[::content_every]), head, camera_copies
-                    ),
-                    "held_out_class": held_out,
-                }
-            )
+        if fit.stats is not None:
+            n_fitted = len(train_paths[::content_every])
+            note = _statistics_note(fit.stats, fit.mid_stats, n_fitted, fit.head, camera_copies)
+            calibration["content_check"].update({"statistics": note, "held_out_class": fit.held_out})
             update_manifest(staged, calibration=calibration)
-        provenance = (
-            dict(json.loads((run.path / "provenance.json").read_text()))
-            if (run.path / "provenance.json").is_file()
-            else {"run_id": run.path.name}
-        )
-        provenance.update(
-            {
-                "run_dir": str(run.path),
-                "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "conversion_seconds": round(time.perf_counter() - t0, 1),
-                "representative_images": min(representative, len(train_paths)),
-                "representative_split": "train",
-            }
-        )
-        recipe = training_recipe(run.config)
-        if recipe:
-            provenance["recipe"] = recipe
-        if um_per_px is not None:  # convert --um-per-px overrides what training measured
-            provenance["um_per_px"] = um_per_px
-            provenance["um_per_px_method"] = "given on the command line (convert --um-per-px)"
+        provenance = _conversion_provenance(run, t0, representative, um_per_px)
         update_manifest(staged, verification=verification, provenance=provenance)
         card.write_card(staged)
         _swap_into_place(staged, out)
@@ -478,25 +641,7 @@ def convert_run(
         shutil.rmtree(tmp, ignore_errors=True)
     if set_default:
         add_to_default(out.parent, out.name)
-    summary = {
-        "bundle": str(out),
-        "name": name,
-        "quantization": quantization,
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "n": metrics["n"],
-        "keras_accuracy": verification["keras_accuracy"],
-        "agreement": verification["agreement"],
-        "accuracy_diff": verification["accuracy_diff"],
-        "temperature": temperature,
-        "abstain_threshold": threshold,
-        "abstain_rate": metrics["abstain_rate"],
-        "sizes": sizes,
-        "ood_abstained": calibration["ood"]["all"]["abstained"],
-        "ood_confident_malignant": calibration["ood"]["all"]["confident_malignant"],
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    return summary
+    return _summary(out, name, quantization, metrics, verification, calibration, temperature, threshold, t0)
 
 
 def calibrate_bundle(
@@ -664,7 +809,7 @@ def training_recipe(cfg: dict | None) -> str | None:
         parts.append(f"an imperfect white reference's cast on {cfg['white_residual']:.0%} of images")
     if cfg.get("outlier_exposure"):
         share = cfg.get("outlier_channel_share")
-        if share is None:  # runs of 2026-12-01 named the families
+        if share is None:  # a config without the share names its families (`outlier_families`)
             share = {"stain": 0.0, "channels": 1.0}.get(cfg.get("outlier_families") or "both", 0.5)
         fams = (
             "far haematoxylin/eosin re-colourings"

@@ -52,8 +52,8 @@ def representative_images(
     greyscale, blurred, without white cells). Int8 calibration takes each tensor's range
     from what it sees: with familiar images only, the content check's distance output can saturate BELOW
     its own threshold (a check that can never fire). These keep the smears' own colours and textures,
-    so the backbone's ranges hardly move (re-coloured kinds, hue-rotated or channel-swapped, widened them
-    enough to cost the MobileNetV2 bundle one test image and the ensemble two)."""
+    so the backbone's ranges hardly move (re-coloured kinds, hue-rotated or channel-swapped, widen them
+    enough to cost test accuracy)."""
     paths = list(paths)
     if not paths:
         raise ValueError("int8 conversion needs representative images (the training split is empty)")

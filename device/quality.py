@@ -12,15 +12,26 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from device.config import QualityConfig
+
+#: The `[quality]` defaults; device/config.py holds them (and their ranges).
+_DEFAULTS = QualityConfig()
+#: A pixel at or above this grey level in every channel counts as saturated.
+CLIPPED_HIGH_LEVEL = 250
+#: A pixel at or below this grey level in every channel counts as black.
+CLIPPED_LOW_LEVEL = 5
+#: The HSV saturation channel's full scale.
+SATURATION_SCALE = 255.0
+
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    min_focus: float = 20.0
-    max_clipped_high: float = 0.6
-    max_clipped_low: float = 0.25
-    min_stain: float = 0.025
-    min_contrast: float = 10.0
-    analysis_width: int = 320
+    min_focus: float = _DEFAULTS.min_focus
+    max_clipped_high: float = _DEFAULTS.max_clipped_high
+    max_clipped_low: float = _DEFAULTS.max_clipped_low
+    min_stain: float = _DEFAULTS.min_stain
+    min_contrast: float = _DEFAULTS.min_contrast
+    analysis_width: int = _DEFAULTS.analysis_width
 
     @classmethod
     def from_config(cls, q) -> QualityThresholds:
@@ -59,16 +70,18 @@ def shrink(rgb: np.ndarray, width: int) -> np.ndarray:
     return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
-def measure(rgb: np.ndarray, analysis_width: int = 320) -> tuple[float, float, float, float, float]:
+def measure(
+    rgb: np.ndarray, analysis_width: int = _DEFAULTS.analysis_width
+) -> tuple[float, float, float, float, float]:
     """(focus, clipped_high, clipped_low, stain, contrast) of an RGB uint8 image."""
     small = shrink(rgb, analysis_width)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     n = grey.size
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
     focus = float(lap_std[0, 0]) ** 2  # variance of the Laplacian
-    clipped_high = cv2.countNonZero(cv2.inRange(small, (250, 250, 250), (255, 255, 255))) / n
-    clipped_low = cv2.countNonZero(cv2.inRange(small, (0, 0, 0), (5, 5, 5))) / n
-    stain = cv2.mean(cv2.cvtColor(small, cv2.COLOR_RGB2HSV))[1] / 255.0
+    clipped_high = cv2.countNonZero(cv2.inRange(small, (CLIPPED_HIGH_LEVEL,) * 3, (255, 255, 255))) / n
+    clipped_low = cv2.countNonZero(cv2.inRange(small, (0, 0, 0), (CLIPPED_LOW_LEVEL,) * 3)) / n
+    stain = cv2.mean(cv2.cvtColor(small, cv2.COLOR_RGB2HSV))[1] / SATURATION_SCALE
     _, grey_std = cv2.meanStdDev(grey)
     contrast = float(grey_std[0, 0])
     return focus, clipped_high, clipped_low, stain, contrast

@@ -36,7 +36,8 @@ from device.reason_categories import ABSTENTION_REASONS, REFUSAL_REASONS
 SOURCES = ("camera", "upload")
 FIELD_STATES = ("classified", "uncertain", "no_cells", "refused")
 
-_MS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Histogram buckets in seconds, 1 ms to 2.5 s.
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ class Telemetry:
         PlatformCollector(registry=r)
         if GC_COLLECTOR is not None:
             GCCollector(registry=r)
+        self._add_build_and_models(r, commit)
+        self._add_outcomes(r)
+        self._add_pipeline_counters(r)
+        self._add_timings_and_levels(r)
+        self._lock = threading.Lock()
+        self._inference_ms: deque[float] = deque(maxlen=window)
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._classified_at: deque[float] = deque(maxlen=window)
+        self._captured_at: deque[float] = deque(maxlen=window)
+        self.counts = {"captured": 0, "rejected": 0, "classified": 0, "dropped": 0, "stored": 0}
+
+    def _add_build_and_models(self, r: CollectorRegistry, commit: str | None) -> None:
         self.build = Info("smearscope_build", "The daemon's version and code", registry=r)
         self.build.info(
             {
@@ -75,6 +88,9 @@ class Telemetry:
             "1 when every bundle's signature verified against the trusted keys, 0 when loaded anyway",
             registry=r,
         )
+
+    def _add_outcomes(self, r: CollectorRegistry) -> None:
+        """Abstentions, refusals and fields by fixed label sets, every series present from the start."""
         self.abstentions = Counter(
             "smearscope_abstentions",
             "Results shown as 'uncertain - refer', by reason category",
@@ -101,6 +117,8 @@ class Telemetry:
                 self.refusals.labels(reason, source)
             for state in FIELD_STATES:
                 self.fields.labels(state, source)
+
+    def _add_pipeline_counters(self, r: CollectorRegistry) -> None:
         self.frames_captured = Counter(
             "smearscope_frames_captured", "Frames read from the camera", registry=r
         )
@@ -125,22 +143,18 @@ class Telemetry:
         self.worker_restarts = Counter(
             "smearscope_worker_restarts", "Workers restarted by the watchdog", ["worker"], registry=r
         )
+
+    def _add_timings_and_levels(self, r: CollectorRegistry) -> None:
         self.inference_seconds = Histogram(
-            "smearscope_inference_seconds", "Ensemble inference time", buckets=_MS_BUCKETS, registry=r
+            "smearscope_inference_seconds", "Ensemble inference time", buckets=_SECONDS_BUCKETS, registry=r
         )
         self.latency_seconds = Histogram(
-            "smearscope_latency_seconds", "Capture to published result", buckets=_MS_BUCKETS, registry=r
+            "smearscope_latency_seconds", "Capture to published result", buckets=_SECONDS_BUCKETS, registry=r
         )
         self.camera_up = Gauge("smearscope_camera_up", "1 while the camera delivers frames", registry=r)
         self.disk_free = Gauge("smearscope_disk_free_bytes", "Free bytes on the data disk", registry=r)
         self.unsynced = Gauge("smearscope_unsynced_records", "Records not yet at the hub", registry=r)
         self.store_queue = Gauge("smearscope_store_queue", "Results waiting to be written", registry=r)
-        self._lock = threading.Lock()
-        self._inference_ms: deque[float] = deque(maxlen=window)
-        self._latency_ms: deque[float] = deque(maxlen=window)
-        self._classified_at: deque[float] = deque(maxlen=window)
-        self._captured_at: deque[float] = deque(maxlen=window)
-        self.counts = {"captured": 0, "rejected": 0, "classified": 0, "dropped": 0, "stored": 0}
 
     def set_models(self, models: Iterable[ModelInfo]) -> None:
         """Replace the model series (after a start or a reload)."""

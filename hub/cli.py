@@ -41,7 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smearscope-hub", description=f"smearscope central hub. {DISCLAIMER}")
     p.add_argument("--db", default=os.environ.get(ENV_DB, DEFAULT_DB), help=f"database URL (${ENV_DB})")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    m.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    m.set_defaults(func=cmd_migrate)
 
+    _add_accounts(sub, "devices")
+    _add_accounts(sub, "users")
+    export_cli.register(sub)
+    backup_cli.register(sub)
+    from hub.fleet.cli import register
+
+    register(sub)
+    return p
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="run the hub (waitress; gunicorn when --workers > 1)")
     s.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
     s.add_argument("--host", default="127.0.0.1")
@@ -75,48 +90,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
-    m = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
-    m.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-    m.set_defaults(func=cmd_migrate)
 
-    for kind in ("devices", "users"):
-        k = sub.add_parser(kind, help=f"manage {kind}")
-        ks = k.add_subparsers(dest="action", required=True)
-        a = ks.add_parser("add", help="register one; prints its token once")
-        a.add_argument("name")
-        a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-        if kind == "devices":
-            a.add_argument("--group", help="the station's group (bundle sets can target a group)")
-        if kind == "users":
-            a.add_argument("--admin", action="store_true", help="may export training data from the dashboard")
-        a.set_defaults(func=cmd_add, kind=kind, admin=False)
-        r = ks.add_parser("revoke", help="disable one; its token stops working")
-        r.add_argument("name")
-        r.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-        r.set_defaults(func=cmd_revoke, kind=kind)
-        t = ks.add_parser("token", help="issue a new token (the old one stops working); prints it once")
-        t.add_argument("name")
-        t.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-        t.set_defaults(func=cmd_rotate, kind=kind)
-        if kind == "devices":
-            ls = ks.add_parser("list", help="registered devices and last contact")
-            ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-            ls.set_defaults(func=cmd_list_devices)
-            from hub.fleet.cli import register_device_actions
+def _add_accounts(sub: argparse._SubParsersAction, kind: str) -> None:
+    """`devices` or `users`: add, revoke, token, and the kind's own actions."""
+    k = sub.add_parser(kind, help=f"manage {kind}")
+    ks = k.add_subparsers(dest="action", required=True)
+    a = ks.add_parser("add", help="register one; prints its token once")
+    a.add_argument("name")
+    a.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    if kind == "devices":
+        a.add_argument("--group", help="the station's group (bundle sets can target a group)")
+    if kind == "users":
+        a.add_argument("--admin", action="store_true", help="may export training data from the dashboard")
+    a.set_defaults(func=cmd_add, kind=kind, admin=False)
+    r = ks.add_parser("revoke", help="disable one; its token stops working")
+    r.add_argument("name")
+    r.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    r.set_defaults(func=cmd_revoke, kind=kind)
+    t = ks.add_parser("token", help="issue a new token (the old one stops working); prints it once")
+    t.add_argument("name")
+    t.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+    t.set_defaults(func=cmd_rotate, kind=kind)
+    if kind == "devices":
+        ls = ks.add_parser("list", help="registered devices and last contact")
+        ls.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        ls.set_defaults(func=cmd_list_devices)
+        from hub.fleet.cli import register_device_actions
 
-            register_device_actions(ks)
-        else:
-            ad = ks.add_parser("admin", help="make a user a hub admin (or --revoke it)")
-            ad.add_argument("name")
-            ad.add_argument("--revoke", action="store_true", help="take the admin role away")
-            ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
-            ad.set_defaults(func=cmd_admin)
-    export_cli.register(sub)
-    backup_cli.register(sub)
-    from hub.fleet.cli import register
-
-    register(sub)
-    return p
+        register_device_actions(ks)
+    else:
+        ad = ks.add_parser("admin", help="make a user a hub admin (or --revoke it)")
+        ad.add_argument("name")
+        ad.add_argument("--revoke", action="store_true", help="take the admin role away")
+        ad.add_argument("--db", default=argparse.SUPPRESS, help="database URL")
+        ad.set_defaults(func=cmd_admin)
 
 
 def _engine(args: argparse.Namespace):  # noqa: ANN202

@@ -30,6 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
 from common import csvsafe
+from common.record_fields import RESULTS_CSV_COLUMNS as CSV_COLUMNS
 from common.wording import DISCLAIMER
 from hub import tokens
 from hub.extensions import session
@@ -254,34 +255,6 @@ def image(sha: str) -> Response:
     if data is None:
         abort(404)
     return Response(bytes(data), mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
-
-
-CSV_COLUMNS = [
-    "id",
-    "device",
-    "seq",
-    "sample_id",
-    "captured_at",
-    "received_at",
-    "clock_skew_s",
-    "skew_flag",
-    "source",
-    "kind",
-    "review_of",
-    "label",
-    "confidence",
-    "abstained",
-    "reason",
-    "image_sha256",
-    "probabilities",
-    "time_flag",
-    "um_per_px",
-    "profile",
-    "reviewer",
-    "comment",
-    "reviewed_label",
-    "disclaimer",
-]
 
 
 @dashboard.get("/export/results.csv")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,122 @@ def _record(device: str, seq: int, t: datetime, **kw: Any) -> dict[str, Any]:
     return rec
 
 
+#: The demo model's confidence is drawn uniformly from this range; below ABSTAIN_BELOW it abstains.
+CONFIDENCE_RANGE = (0.45, 0.99)
+ABSTAIN_BELOW = 0.6
+#: Share of reviewed fields whose first review is a slip, corrected by a later one.
+SLIP_RATE = 0.15
+#: Reviews come this long after the slide's start (plus a minute per field).
+REVIEW_DELAY = timedelta(minutes=30)
+#: Every other field carries the station's scale, as a calibrated station records it.
+DEMO_UM_PER_PX = 0.25
+
+
+@dataclass
+class _Demo:
+    """One populate run: the hub's test client, the seeded draws and each device's sequence."""
+
+    client: Any
+    rng: np.random.Generator
+    seqs: dict[str, int]
+    size: int
+    wrong_rate: float
+    review_rate: float
+
+    def next_seq(self, device: str) -> int:
+        self.seqs[device] += 1
+        return self.seqs[device]
+
+
+def _device_tokens(app: Any, devices: tuple[str, ...]) -> dict[str, str]:
+    """A fresh token for each device, registering the ones the hub does not know."""
+    with app.extensions["hub"]["sessions"]() as s:
+        known = {d.name for d in s.query(Device)}
+        return {d: (tokens.rotate(s, Device, d) if d in known else tokens.add_device(s, d)) for d in devices}
+
+
+def _put_image(d: _Demo, truth: str, auth: dict[str, str]) -> str:
+    """A generated field of `truth`'s style, uploaded; its sha256."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(synth_smear(truth, d.rng, d.size), cv2.COLOR_RGB2BGR))
+    assert ok
+    jpeg = buf.tobytes()
+    sha = hashlib.sha256(jpeg).hexdigest()
+    r = d.client.put(f"/api/v1/images/{sha}", data=jpeg, headers=auth)
+    assert r.status_code in (200, 201), r.get_data(as_text=True)
+    return sha
+
+
+def _model_call(d: _Demo, truth: str) -> tuple[str, float, dict[str, float]]:
+    """The demo model's (label, confidence, probabilities): wrong on some fields, unsure on others."""
+    wrong = d.rng.random() < d.wrong_rate
+    call = str(d.rng.choice([lb for lb in LABELS if lb != truth])) if wrong else truth
+    conf = float(d.rng.uniform(*CONFIDENCE_RANGE))
+    probs = {lb: round((1 - conf) / (len(LABELS) - 1), 4) for lb in LABELS}
+    probs[call] = round(conf, 4)
+    return call, conf, probs
+
+
+def _field_record(
+    d: _Demo, device: str, t: datetime, sample_id: str, sha: str, call: tuple[str, float, dict[str, float]]
+) -> dict[str, Any]:
+    label, conf, probs = call
+    return _record(
+        device,
+        d.next_seq(device),
+        t,
+        sample_id=sample_id,
+        label=label,
+        confidence=round(conf, 4),
+        abstained=conf < ABSTAIN_BELOW,
+        reason="low confidence" if conf < ABSTAIN_BELOW else None,
+        probabilities=probs,
+        image_sha256=sha,
+    )
+
+
+def _reviews(
+    d: _Demo, device: str, rec: dict[str, Any], truth: str, call: str, t_rev: datetime
+) -> list[dict]:
+    """A technician's reviews of one field: none, the truth, or a slip then the truth."""
+    if d.rng.random() >= d.review_rate:
+        return []
+    labels = [truth]
+    if d.rng.random() < SLIP_RATE:  # a slip, corrected by a later review
+        labels.insert(0, str(d.rng.choice([lb for lb in LABELS if lb != truth])))
+    return [
+        _record(
+            device,
+            d.next_seq(device),
+            t_rev + timedelta(seconds=k),
+            sample_id=rec["sample_id"],
+            source="review",
+            kind="review",
+            review_of=rec["id"],
+            label=lb,
+            confidence=1.0,
+            abstained=False,
+            probabilities=rec["probabilities"],
+            image_sha256=rec["image_sha256"],
+            reviewer=f"tech-{device[-1]}",
+            comment="agree" if lb == call else None,
+        )
+        for k, lb in enumerate(labels)
+    ]
+
+
+def _finished_sample(sample_id: str, i: int, t0: datetime, device: str) -> dict[str, Any]:
+    return {
+        "id": sample_id,
+        "slide_id": f"DEMO-{i:03d}",
+        "status": "finished",
+        "started_at": _iso(t0),
+        "finished_at": _iso(t0 + timedelta(hours=1)),
+        "notes": "",
+        "created_by": f"tech-{device[-1]}",
+        "summary": None,
+    }
+
+
 def populate(
     url: str,
     *,
@@ -76,15 +193,16 @@ def populate(
 ) -> dict[str, Any]:
     """Post `slides` samples x `fields` fields (plus reviews) to the hub at `url`; returns what was sent:
     {"records": [...], "reviews": [...], "truth": {record id: label}, "devices": {...}}."""
-    rng = np.random.default_rng(seed)
     app = create_app(url)
-    with app.extensions["hub"]["sessions"]() as s:
-        known = {d.name for d in s.query(Device)}
-        device_tokens = {
-            d: (tokens.rotate(s, Device, d) if d in known else tokens.add_device(s, d)) for d in devices
-        }
-    client = app.test_client()
-    seqs = dict.fromkeys(devices, 0)
+    device_tokens = _device_tokens(app, devices)
+    d = _Demo(
+        app.test_client(),
+        np.random.default_rng(seed),
+        dict.fromkeys(devices, 0),
+        size,
+        wrong_rate,
+        review_rate,
+    )
     sent: dict[str, Any] = {"records": [], "reviews": [], "truth": {}, "devices": list(devices)}
     for i in range(slides):
         device = devices[(i // len(LABELS)) % len(devices)]  # each device sees every label
@@ -95,73 +213,18 @@ def populate(
         batch: list[dict[str, Any]] = []
         reviews: list[dict[str, Any]] = []
         for f in range(fields):
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(synth_smear(truth, rng, size), cv2.COLOR_RGB2BGR))
-            assert ok
-            jpeg = buf.tobytes()
-            sha = hashlib.sha256(jpeg).hexdigest()
-            r = client.put(f"/api/v1/images/{sha}", data=jpeg, headers=auth)
-            assert r.status_code in (200, 201), r.get_data(as_text=True)
-            wrong = rng.random() < wrong_rate
-            call = str(rng.choice([lb for lb in LABELS if lb != truth])) if wrong else truth
-            conf = float(rng.uniform(0.45, 0.99))
-            probs = {lb: round((1 - conf) / (len(LABELS) - 1), 4) for lb in LABELS}
-            probs[call] = round(conf, 4)
-            seqs[device] += 1
-            extra = {"um_per_px": 0.25} if f % 2 == 0 else {}
-            rec = _record(
-                device,
-                seqs[device],
-                t0 + timedelta(minutes=f),
-                sample_id=sample_id,
-                label=call,
-                confidence=round(conf, 4),
-                abstained=conf < 0.6,
-                reason="low confidence" if conf < 0.6 else None,
-                probabilities=probs,
-                image_sha256=sha,
-                **extra,
-            )
+            sha = _put_image(d, truth, auth)
+            rec = _field_record(d, device, t0 + timedelta(minutes=f), sample_id, sha, _model_call(d, truth))
+            if f % 2 == 0:
+                rec["um_per_px"] = DEMO_UM_PER_PX
             batch.append(rec)
             sent["truth"][rec["id"]] = truth
-            if rng.random() < review_rate:
-                t_rev = t0 + timedelta(minutes=30 + f)
-                labels = [truth]
-                if rng.random() < 0.15:  # a slip, corrected by a later review
-                    labels.insert(0, str(rng.choice([lb for lb in LABELS if lb != truth])))
-                for k, lb in enumerate(labels):
-                    seqs[device] += 1
-                    rv = _record(
-                        device,
-                        seqs[device],
-                        t_rev + timedelta(seconds=k),
-                        sample_id=sample_id,
-                        source="review",
-                        kind="review",
-                        review_of=rec["id"],
-                        label=lb,
-                        confidence=1.0,
-                        abstained=False,
-                        probabilities=probs,
-                        image_sha256=sha,
-                        reviewer=f"tech-{device[-1]}",
-                        comment="agree" if lb == call else None,
-                    )
-                    reviews.append(rv)
-        r = client.post(
-            "/api/v1/results", json={"records": batch + reviews, "sent_at": _iso(t0)}, headers=auth
-        )
+            reviews += _reviews(d, device, rec, truth, rec["label"], t0 + REVIEW_DELAY + timedelta(minutes=f))
+        records = {"records": batch + reviews, "sent_at": _iso(t0)}
+        r = d.client.post("/api/v1/results", json=records, headers=auth)
         assert r.status_code == 200, r.get_data(as_text=True)
-        sample = {
-            "id": sample_id,
-            "slide_id": f"DEMO-{i:03d}",
-            "status": "finished",
-            "started_at": _iso(t0),
-            "finished_at": _iso(t0 + timedelta(hours=1)),
-            "notes": "",
-            "created_by": f"tech-{device[-1]}",
-            "summary": None,
-        }
-        client.post("/api/v1/samples", json={"samples": [sample]}, headers=auth)
+        samples = {"samples": [_finished_sample(sample_id, i, t0, device)]}
+        d.client.post("/api/v1/samples", json=samples, headers=auth)
         sent["records"] += batch
         sent["reviews"] += reviews
     app.extensions["hub"]["engine"].dispose()

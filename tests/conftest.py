@@ -54,3 +54,42 @@ def tiny_dataset(tmp_path: Path) -> Path:
     root = tmp_path / "dataset"
     write_dataset(root, 6, seed=7)
     return root
+
+
+# The station's web app for the tests of its pages (tests/test_web*.py, tests/test_clinic.py). webkit is
+# imported inside the fixtures so that collecting the other tests never loads Flask.
+
+
+@pytest.fixture
+def app_svc(tmp_path: Path):
+    """(Flask app, Services) of a station in tmp_path with the users `tech` and `admin`
+    (tests/webkit.py `make_app`)."""
+    from webkit import make_app
+
+    return make_app(tmp_path)
+
+
+def _logged_in(app, who: str):
+    from webkit import login
+
+    c = app.test_client()
+    assert login(c, who).status_code == 302
+    return c
+
+
+@pytest.fixture
+def client(app_svc):
+    """A test client logged in as the technician `tech`."""
+    return _logged_in(app_svc[0], "tech")
+
+
+@pytest.fixture
+def admin(app_svc):
+    """A test client logged in as `admin`."""
+    return _logged_in(app_svc[0], "admin")
+
+
+@pytest.fixture
+def tech(app_svc):
+    """A test client logged in as the technician `tech` (beside `admin` in one test)."""
+    return _logged_in(app_svc[0], "tech")

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from webkit import encode, login, make_app, smear, token_of
+from webkit import encode, smear, token_of
 
 from common.wording import DISCLAIMER
 from device.config import load_config
@@ -25,25 +25,6 @@ from device.telemetry import rate
 KEY_ID = "0123456789abcdef0123456789abcdef"
 SLIDE = "ŁÓDŹ-Ωμέγα 42"
 REVIEWER = "Zoë Ødegård"
-
-
-@pytest.fixture
-def app_svc(tmp_path):
-    return make_app(tmp_path)
-
-
-@pytest.fixture
-def client(app_svc):
-    c = app_svc[0].test_client()
-    assert login(c).status_code == 302
-    return c
-
-
-@pytest.fixture
-def admin(app_svc):
-    c = app_svc[0].test_client()
-    assert login(c, "admin").status_code == 302
-    return c
 
 
 def _signed_bundle(tmp_path: Path) -> Path:

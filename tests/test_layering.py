@@ -1,8 +1,9 @@
 """The layout table of DEVELOPERS.md, checked over the source with `ast`.
 
-The rules: (a) each top-level package imports only the packages its row allows, and nothing imports
-tests/benchmarks/scripts; (b) no import circle between modules, counting imports inside functions too;
-(c) no circle between the rooms (sub-packages and modules) of any package; (d) the CLI sub-command
+The rules: (a) each top-level package imports only the packages its row allows, nothing imports
+tests/benchmarks/scripts, and `common` imports only the standard library and `cryptography`; (b) no
+import circle between modules, counting imports inside functions too; (c) no circle between the rooms
+(sub-packages and modules) of any package; (d) the CLI sub-command
 modules (`device/commands/*`) are imported only by `device/cli.py` and each other, so library code never
 leans on a command. Debt that must stay for now goes in EXCEPTIONS below, each edge with its reason.
 """
@@ -10,6 +11,7 @@ leans on a command. Debt that must stay for now goes in EXCEPTIONS below, each e
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,10 @@ ALLOWED = {
     "training": {"training", "convert", "device", "common"},
     "hub": {"hub", "common"},
 }
+
+# What `common` may import from outside the project: the standard library, and `cryptography` for the
+# bundle signature check (station and hub both depend on it).
+COMMON_THIRD_PARTY = {"cryptography"}
 
 # (importer, imported) module edges that break a rule today, each with the reason it stays.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
@@ -114,6 +120,18 @@ def test_packages_import_only_what_their_layer_allows() -> None:
     for name, imported in raw_imports().items():
         bad += [f"{name} -> {t}" for t in imported if t.split(".")[0] in NEVER_IMPORTED]
     assert not bad, "imports against the layout table:\n" + "\n".join(sorted(bad))
+
+
+def test_common_imports_only_the_standard_library_and_cryptography() -> None:
+    allowed = set(sys.stdlib_module_names) | COMMON_THIRD_PARTY | set(PACKAGES)
+    bad = [
+        f"{name} -> {target}"
+        for name, imported in raw_imports().items()
+        if name.split(".")[0] == "common"
+        for target in imported
+        if target and target.split(".")[0] not in allowed
+    ]
+    assert not bad, "common imports outside the standard library and cryptography:\n" + "\n".join(sorted(bad))
 
 
 def test_library_code_does_not_import_cli_commands() -> None:

@@ -27,18 +27,6 @@ APIS = [
 ]
 
 
-@pytest.fixture
-def app_svc(tmp_path):
-    return make_app(tmp_path)
-
-
-@pytest.fixture
-def client(app_svc):
-    c = app_svc[0].test_client()
-    assert login(c).status_code == 302
-    return c
-
-
 @pytest.mark.parametrize("path", PAGES)
 def test_pages_need_login(app_svc, path):
     r = app_svc[0].test_client().get(path)

@@ -10,30 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from webkit import login, make_app, smear, token_of
+from webkit import smear, token_of
 
 from device.camera.profiles import Profile
-
-
-@pytest.fixture
-def app_svc(tmp_path):
-    return make_app(tmp_path)
-
-
-def _client(app, who: str):
-    c = app.test_client()
-    assert login(c, who).status_code == 302
-    return c
-
-
-@pytest.fixture
-def admin(app_svc):
-    return _client(app_svc[0], "admin")
-
-
-@pytest.fixture
-def tech(app_svc):
-    return _client(app_svc[0], "tech")
 
 
 def post(c, url, **form):

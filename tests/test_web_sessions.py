@@ -3,15 +3,8 @@ attacker without locking the owner out (issue 13, items 5 and 6)."""
 
 from __future__ import annotations
 
-import pytest
-
 from device.web import auth
-from tests.webkit import PASSWORD, csrf_of, login, make_app, token_of
-
-
-@pytest.fixture
-def app_svc(tmp_path):
-    return make_app(tmp_path)
+from tests.webkit import PASSWORD, csrf_of, login, token_of
 
 
 def _cookie(client) -> str:

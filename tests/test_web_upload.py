@@ -15,7 +15,7 @@ from device.web.upload_check import UploadRejected, check_upload
 
 
 @pytest.fixture
-def app_svc(tmp_path):
+def tech_svc(tmp_path):
     app, svc = make_app(tmp_path)
     client = app.test_client()
     login(client)
@@ -45,8 +45,8 @@ def _tiff(rgb: np.ndarray) -> bytes:
     return encode(rgb, ".tiff")
 
 
-def test_accepted_types_are_classified(app_svc):
-    client, svc = app_svc
+def test_accepted_types_are_classified(tech_svc):
+    client, svc = tech_svc
     rgb = smear(7, 128)
     s = svc.store.open_sample("UP-1", "", "tech")
     files = [("a.jpg", encode(rgb, ".jpg")), ("b.png", encode(rgb, ".png")), ("c.bmp", encode(rgb, ".bmp")),
@@ -63,8 +63,8 @@ def test_accepted_types_are_classified(app_svc):
     assert _state(svc)[0] == 4
 
 
-def test_upload_page_form(app_svc):
-    client, svc = app_svc
+def test_upload_page_form(tech_svc):
+    client, svc = tech_svc
     r = _post(client, [("x.png", encode(smear(1)))], api=False)
     assert r.status_code == 200 and 'id="upload-results"' in r.get_data(as_text=True)
     r = _post(client, [("x.txt", b"hello, not an image")], api=False)
@@ -109,8 +109,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("name", "data", "status", "words"), BAD, ids=[b[0] for b in BAD])
-def test_bad_upload_rejected_and_nothing_stored(app_svc, name, data, status, words):
-    client, svc = app_svc
+def test_bad_upload_rejected_and_nothing_stored(tech_svc, name, data, status, words):
+    client, svc = tech_svc
     before = _state(svc)
     r = _post(client, [(name, data)])
     assert r.status_code == status, r.get_json()
@@ -119,15 +119,15 @@ def test_bad_upload_rejected_and_nothing_stored(app_svc, name, data, status, wor
     assert svc.uploads._value.get() == 0  # the classifier was never called
 
 
-def test_one_bad_file_refuses_the_whole_upload(app_svc):
-    client, svc = app_svc
+def test_one_bad_file_refuses_the_whole_upload(tech_svc):
+    client, svc = tech_svc
     before = _state(svc)
     r = _post(client, [("good.png", encode(smear(1))), ("bad.txt", b"nope nope nope")])
     assert r.status_code == 415 and _state(svc) == before
 
 
-def test_unknown_or_finished_sample(app_svc):
-    client, svc = app_svc
+def test_unknown_or_finished_sample(tech_svc):
+    client, svc = tech_svc
     before = _state(svc)
     assert _post(client, [("a.png", encode(smear(1)))], sample="no-such-sample").status_code == 404
     s = svc.store.open_sample("DONE", "", "tech")
@@ -137,8 +137,8 @@ def test_unknown_or_finished_sample(app_svc):
     assert _state(svc) == before
 
 
-def test_no_file(app_svc):
-    client, _ = app_svc
+def test_no_file(tech_svc):
+    client, _ = tech_svc
     r = client.post("/api/v1/classify", data={}, headers={"X-CSRF-Token": token_of(client)})
     assert r.status_code == 400 and "no file" in r.get_json()["error"]
 
@@ -153,8 +153,8 @@ def test_check_upload_units():
         check_upload(".hidden.png", encode(smear(1)), max_bytes=10**7)
 
 
-def test_scale_choice_is_passed_on_and_a_bad_one_refused(app_svc):
-    client, svc = app_svc
+def test_scale_choice_is_passed_on_and_a_bad_one_refused(tech_svc):
+    client, svc = tech_svc
     jpg = encode(smear(), ".jpg")
     headers = {"X-CSRF-Token": token_of(client)}
     for sent, got in (("auto", "auto"), ("0.25", 0.25), ("", "profile"), ("model", None)):

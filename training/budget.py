@@ -1,4 +1,4 @@
-"""Fit fine-tuning into a wall-clock budget (a shared CPU: a run must end inside one session).
+"""Fit fine-tuning into a wall-clock budget (a run on a shared CPU must end by a given time).
 
 `BudgetSchedule` is a Keras callback that owns the learning rate: a linear warm-up, then a cosine decay
 to the end of the epochs that FIT. After every epoch it re-estimates how many epochs the remaining

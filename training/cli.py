@@ -15,6 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Split a folder of class folders, train backbone + head in two phases and write a "
         "run directory (split, history, plots, metrics, baselines, model.keras).",
     )
+    _add_data_arguments(p)
+    _add_model_arguments(p)
+    _add_split_arguments(p)
+    _add_schedule_arguments(p)
+    _add_augment_arguments(p)
+    _add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the images come from and where the run goes."""
     p.add_argument(
         "--data",
         metavar="DIR",
@@ -24,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", metavar="FILE", help="reuse an existing split.json instead of splitting --data")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory, e.g. runs/NAME")
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model and the pixels it is fed."""
     p.add_argument("--backbone", choices=BACKBONES, default="mobilenetv2")
     p.add_argument(
         "--weights",
@@ -38,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("background", "none"),
         default="background",
         help="map each image's bright smear background to neutral white before the model (the device does "
-        "the same; 'none' = raw camera colour, as bundles made before this option)",
+        "the same; 'none' = raw camera colour)",
     )
     p.add_argument(
         "--um-per-px",
@@ -46,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="X",
         help="µm per pixel of the training images at --size (default: measured from their red cells)",
     )
+
+
+def _add_split_arguments(p: argparse.ArgumentParser) -> None:
+    """How the images are split and labelled."""
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.2)
@@ -61,6 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop images of a later source whose label the first source lacks (default: an error)",
     )
+
+
+def _add_schedule_arguments(p: argparse.ArgumentParser) -> None:
+    """Both phases: batches, epochs, learning rates, regularisation."""
     p.add_argument("--batch", type=int, default=32, help="batch size per replica")
     p.add_argument("--epochs-head", type=int, default=30)
     p.add_argument("--epochs-finetune", type=int, default=10)
@@ -81,6 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--head-augment", action="store_true", help="augment in phase 1 too (no feature cache)")
+
+
+def _add_augment_arguments(p: argparse.ArgumentParser) -> None:
+    """The training augmentation (convert/augment.py) and outlier exposure."""
     p.add_argument("--augment-strength", type=float, default=1.0, help="scales geometric + colour jitter")
     p.add_argument(
         "--colour-strength",
@@ -134,6 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="give this fraction of the images the cast an imperfect white reference leaves (per-channel "
         "gain e^±0.2 after the background normalisation: a station whose background clips); default none",
     )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Class weights, devices, baselines, a starting model and output."""
     p.add_argument("--no-class-weights", dest="class_weighting", action="store_false")
     p.add_argument("--strategy", choices=("auto", "mirrored", "default"), default="auto")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU only)")
@@ -148,7 +179,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run Keras eagerly (no graph tracing): twice as fast for a tiny run of a few dozen steps "
         "(tests, smoke checks), far slower for real training",
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

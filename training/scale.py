@@ -5,7 +5,7 @@ the run's config (`um_per_px`, which `convert` copies into `manifest.input.um_pe
 (`um_per_px_method`, `scale`: how it was measured). The value is at the MODEL's input size: a 224-px
 image trained at 288 px has 224/288 of the image's µm/px.
 
-Also a tool for bundles made before the estimator existed:
+Also a tool to measure it for a bundle whose manifest has no `input.um_per_px`:
 
     .venv/bin/python -m training.scale --split runs/split-all4-seed42.json --size 288 \\
         [--bundle models/NAME --write]   (--from MEASURED.json: reuse a measurement it printed)
@@ -46,24 +46,24 @@ def model_pixels_per_image_pixel(shape: tuple[int, ...], size: tuple[int, int], 
     return float(np.sqrt((width / w) * (height / h)))  # stretch: the geometric mean of both axes
 
 
-def measure_training_scale(
-    paths: Sequence[str | Path],
-    size: tuple[int, int],
-    resize: str = "center_crop",
-    *,
-    rbc_um: float = RBC_DIAMETER_UM,
-    limit: int = DEFAULT_LIMIT,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Median µm/px at the model's input size over (a seeded sample of) `paths`, with its spread.
+#: The spread and IQR are taken between these percentiles.
+QUARTILES = (25, 50, 75)
 
-    Returns a JSON-able dict: `um_per_px` (None when fewer than MIN_CONFIDENT images gave a confident
-    estimate), `method` (one sentence for the provenance and the model card) and the figures behind it.
-    """
+
+def _sample(paths: Sequence[str | Path], limit: int, seed: int) -> list[str]:
+    """At most `limit` of `paths`, a seeded sample kept in sorted order."""
     chosen = [str(p) for p in paths]
     if len(chosen) > limit:
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(chosen, size=limit, replace=False).tolist())
+    return chosen
+
+
+def _confident_estimates(
+    chosen: list[str], size: tuple[int, int], resize: str, rbc_um: float
+) -> tuple[list[float], list[float], int]:
+    """(µm/px at the model's input, red-cell diameters in image px) of the images with a confident
+    estimate, and how many images could not be read."""
     um_model: list[float] = []
     diameters: list[float] = []
     unreadable = 0
@@ -79,6 +79,49 @@ def measure_training_scale(
         factor = model_pixels_per_image_pixel(rgb.shape, size, resize)
         diameters.append(est.diameter_px)
         um_model.append(rbc_um / (est.diameter_px * factor))
+    return um_model, diameters, unreadable
+
+
+def _measured(
+    um_model: list[float], diameters: list[float], n_chosen: int, size: tuple[int, int], rbc_um: float
+):
+    """The median scale, its spread and the sentence for the provenance."""
+    q1, med, q3 = np.percentile(np.asarray(um_model), QUARTILES)
+    dq1, dmed, dq3 = np.percentile(np.asarray(diameters), QUARTILES)
+    out: dict[str, Any] = {
+        "um_per_px": round(float(med), 5),
+        "um_per_px_iqr": [round(float(q1), 5), round(float(q3), 5)],
+        "spread": round(float((q3 - q1) / med), 4),
+        "diameter_px_images": {
+            "median": round(float(dmed), 2),
+            "iqr": [round(float(dq1), 2), round(float(dq3), 2)],
+        },
+    }
+    out["method"] = (
+        f"measured from the training images' red cells: median diameter {dmed:.1f} px in the images "
+        f"(IQR {dq1:.1f}-{dq3:.1f}) over {len(um_model)} of {n_chosen} images, taking a red cell as "
+        f"{rbc_um:g} µm, at the model's {size[0]}x{size[1]} input; relative spread between images "
+        f"{out['spread']:.2f}"
+    )
+    return out
+
+
+def measure_training_scale(
+    paths: Sequence[str | Path],
+    size: tuple[int, int],
+    resize: str = "center_crop",
+    *,
+    rbc_um: float = RBC_DIAMETER_UM,
+    limit: int = DEFAULT_LIMIT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median µm/px at the model's input size over (a seeded sample of) `paths`, with its spread.
+
+    Returns a JSON-able dict: `um_per_px` (None when fewer than MIN_CONFIDENT images gave a confident
+    estimate), `method` (one sentence for the provenance and the model card) and the figures behind it.
+    """
+    chosen = _sample(paths, limit, seed)
+    um_model, diameters, unreadable = _confident_estimates(chosen, size, resize, rbc_um)
     out: dict[str, Any] = {
         "estimator": "device.optics.scale.estimate_scale (red-cell granulometry)",
         "rbc_um": rbc_um,
@@ -94,27 +137,7 @@ def measure_training_scale(
             f"cells (at least {MIN_CONFIDENT} needed); give --um-per-px"
         )
         return out
-    um = np.asarray(um_model)
-    d = np.asarray(diameters)
-    q1, med, q3 = np.percentile(um, [25, 50, 75])
-    dq1, dmed, dq3 = np.percentile(d, [25, 50, 75])
-    out.update(
-        {
-            "um_per_px": round(float(med), 5),
-            "um_per_px_iqr": [round(float(q1), 5), round(float(q3), 5)],
-            "spread": round(float((q3 - q1) / med), 4),
-            "diameter_px_images": {
-                "median": round(float(dmed), 2),
-                "iqr": [round(float(dq1), 2), round(float(dq3), 2)],
-            },
-        }
-    )
-    out["method"] = (
-        f"measured from the training images' red cells: median diameter {dmed:.1f} px in the images "
-        f"(IQR {dq1:.1f}-{dq3:.1f}) over {len(um_model)} of {len(chosen)} images, taking a red cell as "
-        f"{rbc_um:g} µm, at the model's {size[0]}x{size[1]} input; relative spread between images "
-        f"{out['spread']:.2f}"
-    )
+    out.update(_measured(um_model, diameters, len(chosen), size, rbc_um))
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,106 @@ def source_names(dirs: list[str | Path]) -> list[str]:
     return names
 
 
+@dataclass
+class _Merged:
+    """The sources scanned so far: their labels (the first source's), items, duplicates and reports."""
+
+    label_map: dict[str, str]
+    group_regex: str | None
+    drop_unknown_labels: bool
+    labels: list[str] | None = None
+    seen: dict[str, Item] = field(default_factory=dict)  # sha256 -> the first item with those bytes
+    items: list[Item] = field(default_factory=list)
+    report: dict[str, Any] = field(
+        default_factory=lambda: {"per_label": {}, "duplicates_dropped": 0, "conflicting_duplicates": []}
+    )
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    grouped: bool = False
+
+
+def _unknown_labels(d: str | Path, found: list[Item], m: _Merged) -> dict[str, int]:
+    """A later source's labels the first lacks: an error unless they are dropped."""
+    assert m.labels is not None
+    unknown = Counter(it.label for it in found if it.label not in m.labels)
+    if unknown and not m.drop_unknown_labels:
+        raise SmearscopeError(
+            f"--data {d}: label(s) {sorted(unknown)} are not among the first source's labels "
+            f"{m.labels}: map them (--label-map FROM=TO) or drop their images (--drop-unknown-labels)"
+        )
+    return dict(sorted(unknown.items()))
+
+
+def _check_groups(root: Path, found: list[Item], manifest: dict | None, m: _Merged) -> None:
+    """An export's files match its manifest; with --group-regex every file name has a group."""
+    if manifest is not None:
+        m.grouped = True
+        _check_manifest(root, found, manifest, m.label_map)
+    elif m.group_regex:
+        m.grouped = True
+        missing = [str(it.path) for it in found if it.group is None]
+        if missing:
+            raise SmearscopeError(
+                f"--group-regex {m.group_regex!r} does not match {len(missing)} file(s), e.g. {missing[0]}"
+            )
+
+
+def _keep_new(
+    name: str, root: Path, found: list[Item], manifest: dict | None, info: dict, m: _Merged
+) -> None:
+    """Add the source's items of known labels whose bytes no earlier image had, with their group."""
+    assert m.labels is not None
+    kept = 0
+    for it in found:
+        if it.label not in m.labels:
+            continue
+        if it.sha256 in m.seen:
+            info["duplicates_of_earlier_sources"] += 1
+            m.report["duplicates_dropped"] += 1
+            if m.seen[it.sha256].label != it.label:
+                m.report["conflicting_duplicates"].append([str(m.seen[it.sha256].path), str(it.path)])
+            continue
+        group = it.group
+        if manifest is not None:
+            entry = manifest[it.path.relative_to(root).as_posix()]
+            group = entry.get("group")
+            if entry.get("reviewed") is False:
+                info["unreviewed_model_calls"] = info.get("unreviewed_model_calls", 0) + 1
+        it = replace(it, group=f"{name}:{group}" if group else None)
+        m.seen[it.sha256] = it
+        m.items.append(it)
+        kept += 1
+        info["per_label"][it.label] = info["per_label"].get(it.label, 0) + 1
+    info["images"] = kept
+
+
+def _scan_source(name: str, d: str | Path, m: _Merged) -> None:
+    root = Path(d)
+    found, rep = scan(root, group_regex=None if (root / "manifest.json").is_file() else m.group_regex)
+    manifest = read_export_manifest(root)
+    m.report["duplicates_dropped"] += rep["duplicates_dropped"]
+    m.report["conflicting_duplicates"] += rep["conflicting_duplicates"]
+    found = [replace(it, label=m.label_map.get(it.label, it.label), source=name) for it in found]
+    if m.labels is None:
+        m.labels = sorted({it.label for it in found} | {m.label_map.get(lb, lb) for lb in rep["per_label"]})
+    info: dict[str, Any] = {
+        "name": name,
+        "path": str(d),
+        "kind": "hub export (manifest.json)" if manifest is not None else "folder of class folders",
+        "per_label": {},
+        "unknown_labels_dropped": _unknown_labels(d, found, m),
+        "duplicates_of_earlier_sources": 0,
+    }
+    _check_groups(root, found, manifest, m)
+    _keep_new(name, root, found, manifest, info, m)
+    if info.get("unreviewed_model_calls"):
+        log.warning(
+            "%s: %d image(s) carry the model's own call, not a review (--include-unreviewed export)",
+            d,
+            info["unreviewed_model_calls"],
+        )
+    m.sources.append(info)
+
+
 def scan_sources(
     dirs: list[str | Path],
     *,
@@ -78,86 +178,20 @@ def scan_sources(
     """(items, labels, report). Items carry `source` and, when known, a `group` (see module doc)."""
     if not dirs:
         raise SmearscopeError("give --data DIR (or --split FILE)")
-    label_map = label_map or {}
-    names = source_names(dirs)
-    labels: list[str] | None = None
-    seen: dict[str, Item] = {}
-    items: list[Item] = []
-    report: dict[str, Any] = {"per_label": {}, "duplicates_dropped": 0, "conflicting_duplicates": []}
-    sources: list[dict[str, Any]] = []
-    grouped = False
-    for name, d in zip(names, dirs, strict=True):
-        root = Path(d)
-        found, rep = scan(root, group_regex=None if (root / "manifest.json").is_file() else group_regex)
-        manifest = read_export_manifest(root)
-        report["duplicates_dropped"] += rep["duplicates_dropped"]
-        report["conflicting_duplicates"] += rep["conflicting_duplicates"]
-        found = [replace(it, label=label_map.get(it.label, it.label), source=name) for it in found]
-        if labels is None:
-            labels = sorted({it.label for it in found} | {label_map.get(lb, lb) for lb in rep["per_label"]})
-        info: dict[str, Any] = {
-            "name": name,
-            "path": str(d),
-            "kind": "hub export (manifest.json)" if manifest is not None else "folder of class folders",
-            "per_label": {},
-            "unknown_labels_dropped": {},
-            "duplicates_of_earlier_sources": 0,
-        }
-        unknown = Counter(it.label for it in found if it.label not in labels)
-        if unknown and not drop_unknown_labels:
-            raise SmearscopeError(
-                f"--data {d}: label(s) {sorted(unknown)} are not among the first source's labels "
-                f"{labels}: map them (--label-map FROM=TO) or drop their images (--drop-unknown-labels)"
-            )
-        info["unknown_labels_dropped"] = dict(sorted(unknown.items()))
-        if manifest is not None:
-            grouped = True
-            _check_manifest(root, found, manifest, label_map)
-        elif group_regex:
-            grouped = True
-            missing = [str(it.path) for it in found if it.group is None]
-            if missing:
-                raise SmearscopeError(
-                    f"--group-regex {group_regex!r} does not match {len(missing)} file(s), e.g. {missing[0]}"
-                )
-        kept = 0
-        for it in found:
-            if it.label not in labels:
-                continue
-            if it.sha256 in seen:
-                info["duplicates_of_earlier_sources"] += 1
-                report["duplicates_dropped"] += 1
-                if seen[it.sha256].label != it.label:
-                    report["conflicting_duplicates"].append([str(seen[it.sha256].path), str(it.path)])
-                continue
-            group = it.group
-            if manifest is not None:
-                entry = manifest[it.path.relative_to(root).as_posix()]
-                group = entry.get("group")
-                if entry.get("reviewed") is False:
-                    info["unreviewed_model_calls"] = info.get("unreviewed_model_calls", 0) + 1
-            it = replace(it, group=f"{name}:{group}" if group else None)
-            seen[it.sha256] = it
-            items.append(it)
-            kept += 1
-            info["per_label"][it.label] = info["per_label"].get(it.label, 0) + 1
-        info["images"] = kept
-        if info.get("unreviewed_model_calls"):
-            log.warning(
-                "%s: %d image(s) carry the model's own call, not a review (--include-unreviewed export)",
-                d,
-                info["unreviewed_model_calls"],
-            )
-        sources.append(info)
-    assert labels is not None
-    if grouped:
+    m = _Merged(label_map or {}, group_regex, drop_unknown_labels)
+    for name, d in zip(source_names(dirs), dirs, strict=True):
+        _scan_source(name, d, m)
+    assert m.labels is not None
+    items = m.items
+    if m.grouped:
         # Images without a group id (a plain source beside an export) are each their own group.
         items = [it if it.group else replace(it, group=f"{it.source}:image:{it.sha256}") for it in items]
-    report["per_label"] = {lb: sum(it.label == lb for it in items) for lb in labels}
+    report = m.report
+    report["per_label"] = {lb: sum(it.label == lb for it in items) for lb in m.labels}
     report["total"] = len(items)
-    report["sources"] = sources
-    report["grouping"] = _grouping(sources, group_regex, grouped)
-    return items, labels, report
+    report["sources"] = m.sources
+    report["grouping"] = _grouping(m.sources, group_regex, m.grouped)
+    return items, m.labels, report
 
 
 def _check_manifest(

@@ -6,6 +6,10 @@ import cv2
 
 from device.camera.base import CameraError
 from device.camera.opencv import OpenCVSource
+from device.config import CameraConfig
+
+#: The [camera] defaults; device/config.py holds them (and their ranges).
+_CAMERA = CameraConfig()
 
 
 def gstreamer_pipeline(sensor_id: int, width: int, height: int, fps: float) -> str:
@@ -20,7 +24,13 @@ def gstreamer_pipeline(sensor_id: int, width: int, height: int, fps: float) -> s
 class JetsonSource(OpenCVSource):
     name = "jetson"
 
-    def __init__(self, width: int = 1280, height: int = 960, fps: float = 5.0, sensor_id: str = "0"):
+    def __init__(
+        self,
+        width: int = _CAMERA.width,
+        height: int = _CAMERA.height,
+        fps: float = _CAMERA.fps,
+        sensor_id: str = "0",
+    ):
         super().__init__(sensor_id, width, height, fps)
         self.backend = cv2.CAP_GSTREAMER
 

@@ -13,7 +13,11 @@ import numpy as np
 
 from device.camera.base import CameraError, FrameSource
 from device.camera.controls import check_controls
+from device.config import CameraConfig
 from device.preprocess import to_rgb8
+
+#: The [camera] defaults; device/config.py holds them (and their ranges).
+_CAMERA = CameraConfig()
 
 
 def _busy_hint(dev: str) -> str:
@@ -59,7 +63,13 @@ CV_CONTROLS: dict[str, tuple[int, _Conv, Callable[[float], Any], float]] = {
 class OpenCVSource(FrameSource):
     name = "opencv"
 
-    def __init__(self, device: str | int = "0", width: int = 1280, height: int = 960, fps: float = 5.0):
+    def __init__(
+        self,
+        device: str | int = "0",
+        width: int = _CAMERA.width,
+        height: int = _CAMERA.height,
+        fps: float = _CAMERA.fps,
+    ):
         self.device = str(device)
         self.width, self.height, self.fps = width, height, fps
         self._cap: cv2.VideoCapture | None = None

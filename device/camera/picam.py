@@ -9,6 +9,10 @@ import numpy as np
 
 from device.camera.base import CameraError, FrameSource
 from device.camera.controls import check_controls
+from device.config import CameraConfig
+
+#: The [camera] defaults; device/config.py holds them (and their ranges).
+_CAMERA = CameraConfig()
 
 INSTALL_HINT = (
     "picamera2 is not installed: `sudo apt install python3-picamera2` and make the venv with "
@@ -46,7 +50,7 @@ def _close(want: Any, got: Any, tol: float) -> bool:
 class Picamera2Source(FrameSource):
     name = "picamera2"
 
-    def __init__(self, width: int = 1280, height: int = 960, fps: float = 5.0):
+    def __init__(self, width: int = _CAMERA.width, height: int = _CAMERA.height, fps: float = _CAMERA.fps):
         self.width, self.height, self.fps = width, height, fps
         self._cam = None
 

@@ -15,9 +15,13 @@ import numpy as np
 
 from device.camera.base import CameraError, FrameSource
 from device.camera.virtual import VirtualMicroscope, VirtualOptics
+from device.config import CameraConfig
 from device.errors import ImageError
 from device.paths import SAMPLES_DIR
 from device.preprocess import read_image, to_rgb8
+
+#: The [camera] defaults; device/config.py holds them (and their ranges).
+_CAMERA = CameraConfig()
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_CACHED = 64  # a folder this small is decoded once and kept in memory
@@ -31,7 +35,7 @@ class ReplaySource(FrameSource):
         self,
         path: str | Path | None = None,
         *,
-        fps: float = 5.0,
+        fps: float = _CAMERA.fps,
         loop: bool = True,
         virtual: VirtualOptics | None = None,
         frame_rate: float = 5.0,

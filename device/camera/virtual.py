@@ -19,6 +19,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.config import CameraConfig
+
+#: The [camera] defaults; device/config.py holds them (and their ranges).
+_CAMERA = CameraConfig()
+
 #: µm per pixel of the shipped sample slides (224-px images of the B-ALL dataset), measured from their
 #: red cells over the training split: `python -m training.scale --split runs/split-all4-seed42.json
 #: --size 288` gave 0.3725 at 288 px, i.e. 0.479 at 224 px (7.5 µm per red cell; models/*/manifest.json).
@@ -129,7 +134,7 @@ def build_slide(
 class VirtualMicroscope:
     """Renders frame `i` of a virtual camera looking at `slide` (RGB, wraps around)."""
 
-    def __init__(self, slide: np.ndarray, optics: VirtualOptics, fps: float = 5.0):
+    def __init__(self, slide: np.ndarray, optics: VirtualOptics, fps: float = _CAMERA.fps):
         optics.check()
         self.slide = slide
         self.optics = optics
@@ -155,7 +160,7 @@ class VirtualMicroscope:
         cls,
         images: Sequence[np.ndarray],
         optics: VirtualOptics,
-        fps: float = 5.0,
+        fps: float = _CAMERA.fps,
         *,
         trim_bottom: float = 0.0,
     ) -> VirtualMicroscope:

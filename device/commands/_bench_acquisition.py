@@ -68,71 +68,101 @@ def _fields(config, dirs: list[str], model_um: float | None):
     return fc
 
 
-def measure_field(config, dirs: list[str], *, model_um: float | None, size: tuple[int, int],
-                  magnification: float, rounds: int = 15) -> dict[str, Any]:  # fmt: skip
+#: A sample field is this many pixels square: one model tile at the models' scale.
+SAMPLE_FIELD_PX = 224
+#: Everything but the interpreters' invoke should cost at most this fraction of the invoke time.
+TARGET_OTHER_OVER_INVOKE = 0.15
+_PARTS = ("gate", "scale_check", "prepare", "classify", "invoke", "wall")
+
+
+@dataclass
+class _Field:
+    """One benchmark field: the classifier, the frame and its scale."""
+
+    fc: Any  # device.optics.analyse.FieldClassifier
+    frame: np.ndarray
+    u_frame: float  # the frame's µm/px
+    thresholds: Any  # device.quality.QualityThresholds
+    heatmap: bool
+
+
+def _invoke_ns(fc) -> int:
+    return sum(m.invoke_ns for m in fc.ensemble.models)
+
+
+def _time_one_field(f: _Field, ahead: bool, parts: dict[str, list[float]]) -> tuple[Any, Any]:
+    """Classify the frame once as the daemon does, appending each part's milliseconds to `parts`."""
     from device.pipeline.settle import thumbnail
-    from device.quality import QualityThresholds, assess, shrink
+    from device.quality import assess, shrink
 
-    fc = _fields(config, dirs, model_um)
-    u_model = fc.spec.um_per_px
-    frame = render_frame(size, magnification)
-    u_frame = u_model * fc.spec.width / (224 * magnification)  # a sample field is 224 px = one tile
-    thresholds = QualityThresholds.from_config(config.quality)
-    keys = ("gate", "scale_check", "prepare", "classify", "invoke", "wall")
+    fc = f.fc
+    # a camera's settling field: the red-cell check was made on the frame before (not timed here)
+    early = fc.check_ahead(f.frame, f.u_frame, source="profile:bench") if ahead else None
+    t0 = time.perf_counter()
+    small = shrink(f.frame, f.thresholds.analysis_width)  # as the daemon's gate: one shrunk copy for both
+    thumbnail(small)
+    assess(small, f.thresholds)
+    t1 = time.perf_counter()
+    prepared = fc.prepare(f.frame, f.u_frame, source="profile:bench", defer_check=True)
+    prepared.check_ahead = early
+    t2 = time.perf_counter()
+    # as the daemon: the colour checks and the scale check on the gate's thread while the
+    # classifier infers the tiles
+    checker = threading.Thread(target=fc.run_check, args=(prepared,))
+    checker.start()
+    before = _invoke_ns(fc)
+    analysis = fc.classify(prepared, with_cam=f.heatmap)
+    # the time inside interpreter.invoke() during this very classification (same load)
+    inv = (_invoke_ns(fc) - before) / 1e9
+    t3a = time.perf_counter()
+    checker.join()
+    t3 = time.perf_counter()
+    for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3a - t2), ("invoke", inv),
+                 ("scale_check", prepared.check_ms / 1000), ("wall", t3 - t0)):  # fmt: skip
+        parts[k].append(v * 1000)
+    return prepared, analysis
 
-    def one(ahead: bool, parts: dict[str, list[float]]) -> tuple[Any, Any]:
-        # a camera's settling field: the red-cell check was made on the frame before (not timed here)
-        early = fc.check_ahead(frame, u_frame, source="profile:bench") if ahead else None
-        t0 = time.perf_counter()
-        small = shrink(frame, thresholds.analysis_width)  # as the daemon's gate: one shrunk copy for both
-        thumbnail(small)
-        assess(small, thresholds)
-        t1 = time.perf_counter()
-        prepared = fc.prepare(frame, u_frame, source="profile:bench", defer_check=True)
-        prepared.check_ahead = early
-        t2 = time.perf_counter()
-        # as the daemon: the colour checks and the scale check on the gate's thread while the
-        # classifier infers the tiles
-        checker = threading.Thread(target=fc.run_check, args=(prepared,))
-        checker.start()
-        before = sum(m.invoke_ns for m in fc.ensemble.models)
-        analysis = fc.classify(prepared, with_cam=config.classifier.heatmap)
-        # the time inside interpreter.invoke() during this very classification (same load)
-        inv = (sum(m.invoke_ns for m in fc.ensemble.models) - before) / 1e9
-        t3a = time.perf_counter()
-        checker.join()
-        t3 = time.perf_counter()
-        for k, v in (("gate", t1 - t0), ("prepare", t2 - t1), ("classify", t3a - t2), ("invoke", inv),
-                     ("scale_check", prepared.check_ms / 1000), ("wall", t3 - t0)):  # fmt: skip
-            parts[k].append(v * 1000)
-        return prepared, analysis
 
-    # both ways in turn, round by round, so a drifting load touches both alike; the first round warms up
-    runs: dict[bool, dict[str, list[float]]] = {a: {k: [] for k in keys} for a in (False, True)}
-    for _ in range(rounds + 1):
-        prepared, analysis = one(False, runs[False])
-        one(True, runs[True])
-    med, settled = ({k: float(np.median(v[1:])) for k, v in runs[a].items()} for a in (False, True))
-    n_tiles = len(prepared.plan.selected)
-    # The same tiles with nothing beside them: the interpreters' own time on an idle second core. The
-    # check's CPU slows the 2-thread invoke above; measured against this, that slowdown counts as
-    # "everything else" too.
+def _invoke_alone_ms(fc, prepared, rounds: int) -> float:
+    """The same tiles with nothing beside them: the interpreters' own time on an idle second core. The
+    check's CPU slows the 2-thread invoke of a field; measured against this, that slowdown counts as
+    "everything else" too."""
     alone = []
     for _ in range(rounds):
-        before = sum(m.invoke_ns for m in fc.ensemble.models)
+        before = _invoke_ns(fc)
         fc.ensemble.classify_tiles([t.rgb for t in prepared.plan.selected], with_cam=False,
                                    prechecks=prepared.prechecks or None)  # fmt: skip
-        alone.append((sum(m.invoke_ns for m in fc.ensemble.models) - before) / 1e6)
-    inv_alone = float(np.median(alone))
-    sequential = med["gate"] + med["prepare"] + med["classify"] + med["scale_check"]
-    other_wall = med["wall"] - med["invoke"]
-    other_cpu = sequential - med["invoke"]
+        alone.append((_invoke_ns(fc) - before) / 1e6)
+    return float(np.median(alone))
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return round(num / den, 3) if den else None
+
+
+def _settled_report(settled: dict[str, float], inv_alone: float) -> dict[str, Any]:
+    """A camera (settle_frames >= 2): the red-cell check was made while the field settled, so nothing
+    shares the cores with the interpreters; the replay camera (every frame a new field) is the other."""
     s_other = settled["wall"] - settled["invoke"]
     return {
-        "frame": f"{size[0]}x{size[1]}",
-        "magnification": magnification,
-        "frame_um_per_px": round(u_frame, 5),
-        "models_um_per_px": u_model,
+        "field_ms": round(settled["wall"], 1),
+        "invoke_ms_per_frame": round(settled["invoke"], 1),
+        "other_ms_per_frame": round(s_other, 1),
+        "other_over_invoke": _ratio(s_other, settled["invoke"]),
+        "other_over_invoke_alone": _ratio(settled["wall"] - inv_alone, inv_alone),
+        f"target other_over_invoke <= {TARGET_OTHER_OVER_INVOKE}": bool(
+            settled["invoke"] and s_other <= TARGET_OTHER_OVER_INVOKE * settled["invoke"]
+        ),
+    }
+
+
+def _field_report(f: _Field, prepared, analysis, med: dict[str, float], inv_alone: float) -> dict[str, Any]:
+    fc, n_tiles = f.fc, len(prepared.plan.selected)
+    sequential = med["gate"] + med["prepare"] + med["classify"] + med["scale_check"]
+    other_wall = med["wall"] - med["invoke"]
+    return {
+        "frame_um_per_px": round(f.u_frame, 5),
+        "models_um_per_px": fc.spec.um_per_px,
         "factor": round(prepared.plan.factor, 4),
         "tiles_total": len(prepared.plan.tiles),
         "tiles_classified": n_tiles,
@@ -144,31 +174,42 @@ def measure_field(config, dirs: list[str], *, model_um: float | None, size: tupl
         "invoke_ms_per_frame": round(med["invoke"], 1),
         "invoke_ms_per_tile": round(med["invoke"] / max(1, n_tiles), 2),
         "other_ms_per_frame": round(other_wall, 1),
-        "other_over_invoke": round(other_wall / med["invoke"], 3) if med["invoke"] else None,
-        "other_over_invoke_sequential": round(other_cpu / med["invoke"], 3) if med["invoke"] else None,
+        "other_over_invoke": _ratio(other_wall, med["invoke"]),
+        "other_over_invoke_sequential": _ratio(sequential - med["invoke"], med["invoke"]),
         "invoke_ms_per_frame_alone": round(inv_alone, 1),
-        "other_over_invoke_alone": round((med["wall"] - inv_alone) / inv_alone, 3) if inv_alone else None,
+        "other_over_invoke_alone": _ratio(med["wall"] - inv_alone, inv_alone),
         "parts_ms": {
             "gate (thumbnail + quality)": round(med["gate"], 2),
             "prepare (white ref, rescale, nuclei, tiles, colour checks)": round(med["prepare"], 2),
             "scale check (in parallel with the inference)": round(med["scale_check"], 2),
             "classify (inference incl. invoke, rule, heatmap)": round(med["classify"], 2),
         },
-        "target other_over_invoke <= 0.15": bool(med["invoke"] and other_wall / med["invoke"] <= 0.15),
-        # a camera (settle_frames >= 2): the red-cell check was made while the field settled, so nothing
-        # shares the cores with the interpreters; the replay camera (every frame a new field) is above
-        "check_made_while_settling": {
-            "field_ms": round(settled["wall"], 1),
-            "invoke_ms_per_frame": round(settled["invoke"], 1),
-            "other_ms_per_frame": round(s_other, 1),
-            "other_over_invoke": round(s_other / settled["invoke"], 3) if settled["invoke"] else None,
-            "other_over_invoke_alone": round((settled["wall"] - inv_alone) / inv_alone, 3)
-            if inv_alone
-            else None,
-            "target other_over_invoke <= 0.15": bool(
-                settled["invoke"] and s_other <= 0.15 * settled["invoke"]
-            ),
-        },
+        f"target other_over_invoke <= {TARGET_OTHER_OVER_INVOKE}": bool(
+            med["invoke"] and other_wall / med["invoke"] <= TARGET_OTHER_OVER_INVOKE
+        ),
+    }
+
+
+def measure_field(config, dirs: list[str], *, model_um: float | None, size: tuple[int, int],
+                  magnification: float, rounds: int = 15) -> dict[str, Any]:  # fmt: skip
+    from device.quality import QualityThresholds
+
+    fc = _fields(config, dirs, model_um)
+    u_frame = fc.spec.um_per_px * fc.spec.width / (SAMPLE_FIELD_PX * magnification)
+    f = _Field(fc, render_frame(size, magnification), u_frame, QualityThresholds.from_config(config.quality),
+               config.classifier.heatmap)  # fmt: skip
+    # both ways in turn, round by round, so a drifting load touches both alike; the first round warms up
+    runs: dict[bool, dict[str, list[float]]] = {a: {k: [] for k in _PARTS} for a in (False, True)}
+    for _ in range(rounds + 1):
+        prepared, analysis = _time_one_field(f, False, runs[False])
+        _time_one_field(f, True, runs[True])
+    med, settled = ({k: float(np.median(v[1:])) for k, v in runs[a].items()} for a in (False, True))
+    inv_alone = _invoke_alone_ms(fc, prepared, rounds)
+    return {
+        "frame": f"{size[0]}x{size[1]}",
+        "magnification": magnification,
+        **_field_report(f, prepared, analysis, med, inv_alone),
+        "check_made_while_settling": _settled_report(settled, inv_alone),
     }
 
 

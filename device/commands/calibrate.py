@@ -127,27 +127,12 @@ def run(args: argparse.Namespace) -> int:
     profiles = ProfileStore.from_config(cfg)
     if args.action:
         return _manage(args, profiles)
-    cc = cfg.calibration
     if args.um_per_px is not None:
         return _save(profiles, args, _new(args, args.um_per_px, "typed"))
     if args.micrometer is not None:
-        p1, p2 = _points(args.points)
-        um, px = cal.micrometer_scale(args.micrometer, p1, p2)
-        prof = _new(args, um, "micrometer")
-        prof.micrometer = {
-            "length_um": args.micrometer,
-            "length_px": round(px, 2),
-            "points": [list(p1), list(p2)],
-        }
-        return _save(profiles, args, prof)
-    if args.white:
-        target = profiles.get(args.name) if args.name else profiles.active()
-        if target is None:
-            raise SmearscopeError(
-                "calibrate --white: which profile? Make one first (its scale), then "
-                '`smearscope calibrate --white --name "..."` (or activate it)'
-            )
-    elif not args.freeze:  # automatic: check the name before measuring for a minute
+        return _save(profiles, args, _micrometer_profile(args))
+    target = _white_target(args, profiles) if args.white else None
+    if not args.white and not args.freeze:  # automatic: check the name before measuring for a minute
         _new(args, 1.0, "auto")
         if profiles.get(args.name) is not None and not args.replace:
             raise SmearscopeError(f"a profile named {args.name!r} exists: another --name, or --replace")
@@ -155,43 +140,73 @@ def run(args: argparse.Namespace) -> int:
     source.open()
     try:
         if args.freeze:
-            rgb = source.read()
-            if not cv2.imwrite(args.freeze, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise SmearscopeError(f"cannot write {args.freeze}")
-            print(f"frame {rgb.shape[1]}x{rgb.shape[0]} saved to {Path(args.freeze).resolve()}")
-            return 0
-        if args.white:
-            print(
-                f"colour reference on {source.describe()}: keep a blank area of the slide in view",
-                file=sys.stderr,
-            )
-            res = cal.white_reference(
-                source.read,
-                source.set_controls,
-                source.get_controls,
-                target=cc.white_target,
-                progress=_progress,
-            )
-            p = profiles.update(target.name, controls=res.controls, white_gains=res.white_gains)
-            print(f"profile {p.name}: {res.describe()}")
-            print(f"background before {res.before}, after the camera controls {res.after}")
-            return 0
-        n = args.frames or cc.frames
-        print(f"measuring red cells over {n} frames from {source.describe()}", file=sys.stderr)
-        res = cal.auto_scale(
-            source.read,
-            n,
-            rbc_um=cfg.optics.rbc_diameter_um,
-            min_confident=cc.min_confident,
-            max_spread=cc.max_spread,
-            progress=_progress,
-        )
-        prof = _new(args, res.um_per_px, "auto", camera=source.describe())
-        prof.spread, prof.n_frames = round(res.spread, 4), res.n_confident
-        print(f"median red cell {res.diameter_px:.2f} px over {res.n_confident}/{res.n_frames} frames")
-        return _save(profiles, args, prof)
+            return _freeze(source, args.freeze)
+        if target is not None:
+            return _white(source, profiles, target, cfg.calibration.white_target)
+        return _save(profiles, args, _auto_profile(source, args, cfg))
     finally:
         source.close()
+
+
+def _micrometer_profile(args: argparse.Namespace) -> Profile:
+    p1, p2 = _points(args.points)
+    um, px = cal.micrometer_scale(args.micrometer, p1, p2)
+    prof = _new(args, um, "micrometer")
+    prof.micrometer = {
+        "length_um": args.micrometer,
+        "length_px": round(px, 2),
+        "points": [list(p1), list(p2)],
+    }
+    return prof
+
+
+def _white_target(args: argparse.Namespace, profiles: ProfileStore) -> Profile:
+    """The profile the colour reference goes into: --name, else the active one."""
+    target = profiles.get(args.name) if args.name else profiles.active()
+    if target is None:
+        raise SmearscopeError(
+            "calibrate --white: which profile? Make one first (its scale), then "
+            '`smearscope calibrate --white --name "..."` (or activate it)'
+        )
+    return target
+
+
+def _freeze(source, path: str) -> int:
+    rgb = source.read()
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise SmearscopeError(f"cannot write {path}")
+    print(f"frame {rgb.shape[1]}x{rgb.shape[0]} saved to {Path(path).resolve()}")
+    return 0
+
+
+def _white(source, profiles: ProfileStore, target: Profile, white_target: float) -> int:
+    print(f"colour reference on {source.describe()}: keep a blank area of the slide in view", file=sys.stderr)
+    res = cal.white_reference(
+        source.read, source.set_controls, source.get_controls, target=white_target, progress=_progress
+    )
+    p = profiles.update(target.name, controls=res.controls, white_gains=res.white_gains)
+    print(f"profile {p.name}: {res.describe()}")
+    print(f"background before {res.before}, after the camera controls {res.after}")
+    return 0
+
+
+def _auto_profile(source, args: argparse.Namespace, cfg) -> Profile:
+    """The red-cell scale over live frames, as a new profile."""
+    cc = cfg.calibration
+    n = args.frames or cc.frames
+    print(f"measuring red cells over {n} frames from {source.describe()}", file=sys.stderr)
+    res = cal.auto_scale(
+        source.read,
+        n,
+        rbc_um=cfg.optics.rbc_diameter_um,
+        min_confident=cc.min_confident,
+        max_spread=cc.max_spread,
+        progress=_progress,
+    )
+    prof = _new(args, res.um_per_px, "auto", camera=source.describe())
+    prof.spread, prof.n_frames = round(res.spread, 4), res.n_confident
+    print(f"median red cell {res.diameter_px:.2f} px over {res.n_confident}/{res.n_frames} frames")
+    return prof
 
 
 def _new(args: argparse.Namespace, um_per_px: float, method: str, camera: str = "") -> Profile:

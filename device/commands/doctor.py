@@ -9,6 +9,7 @@ scripts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -344,6 +345,56 @@ def _newest_record_time(data_dir: Path) -> float | None:
 # --------------------------------------------------------------------------------------------- hub
 
 
+#: The doctor waits at most this long for the hub, whatever `[sync] timeout_s` says.
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def _hub_health(base: str, get: Callable[..., Any]) -> Check | None:
+    """A failed check when `GET /healthz` does not answer 200, else None."""
+    import requests
+
+    try:
+        r = get(f"{base}/healthz")
+    except requests.exceptions.SSLError as exc:
+        return Check(
+            "hub",
+            FAIL,
+            f"TLS to {base} fails ({exc.__class__.__name__})",
+            "check the clock, and set [sync] ca_file to the CA that signed the hub's certificate",
+        )
+    except requests.RequestException as exc:
+        return Check(
+            "hub",
+            FAIL,
+            f"{base} is unreachable ({exc.__class__.__name__})",
+            "check the network/DNS/proxy ([sync] proxy); results queue up and are sent when it is back",
+        )
+    if r.status_code != 200:
+        return Check("hub", FAIL, f"{base}/healthz answered {r.status_code}", "ask the hub's admin")
+    return None
+
+
+def _hub_token(base: str, token: str, get: Callable[..., Any]) -> Check:
+    """`GET /api/v1/ping` with the device's token."""
+    import requests
+
+    try:
+        r = get(f"{base}/api/v1/ping", headers={"Authorization": f"Bearer {token}"})
+    except requests.RequestException as exc:
+        return Check("hub", FAIL, f"{base}/api/v1/ping failed ({exc.__class__.__name__})", "")
+    if r.status_code == 401:
+        return Check(
+            "hub",
+            FAIL,
+            "the hub refuses this device's token (401)",
+            "register the device again on the hub (smearscope-hub devices add NAME) and set "
+            "SMEARSCOPE_SYNC_TOKEN",
+        )
+    if r.status_code != 200:
+        return Check("hub", FAIL, f"{base}/api/v1/ping answered {r.status_code}", "")
+    return Check("hub", OK, f"{base} reachable, token accepted")
+
+
 def check_hub(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
     import requests
 
@@ -353,62 +404,26 @@ def check_hub(cfg: Config, args: argparse.Namespace) -> Iterator[Check]:
         return
     if not s.enabled:
         yield Check("hub", WARN, f"[sync] enabled = false: nothing is sent to {s.hub_url}", "")
-    verify: bool | str = s.ca_file or True
     if s.ca_file and not Path(s.ca_file).is_file():
         yield Check("hub", FAIL, f"[sync] ca_file {s.ca_file} does not exist", "copy the clinic CA there")
         return
-    proxies = {"http": s.proxy, "https": s.proxy} if s.proxy else None
+    get = functools.partial(
+        requests.get,
+        timeout=min(s.timeout_s, HUB_CHECK_TIMEOUT_S),
+        verify=s.ca_file or True,
+        proxies={"http": s.proxy, "https": s.proxy} if s.proxy else None,
+    )
     base = s.hub_url.rstrip("/")
-    timeout = min(s.timeout_s, 10.0)
-    try:
-        r = requests.get(f"{base}/healthz", timeout=timeout, verify=verify, proxies=proxies)
-    except requests.exceptions.SSLError as exc:
-        yield Check(
-            "hub",
-            FAIL,
-            f"TLS to {base} fails ({exc.__class__.__name__})",
-            "check the clock, and set [sync] ca_file to the CA that signed the hub's certificate",
-        )
-        return
-    except requests.RequestException as exc:
-        yield Check(
-            "hub",
-            FAIL,
-            f"{base} is unreachable ({exc.__class__.__name__})",
-            "check the network/DNS/proxy ([sync] proxy); results queue up and are sent when it is back",
-        )
-        return
-    if r.status_code != 200:
-        yield Check("hub", FAIL, f"{base}/healthz answered {r.status_code}", "ask the hub's admin")
+    problem = _hub_health(base, get)
+    if problem is not None:
+        yield problem
         return
     if not s.token:
         yield Check(
             "hub", FAIL, "the hub answers, but no token is set", "smearscope-hub devices add NAME on the hub"
         )
         return
-    try:
-        r = requests.get(
-            f"{base}/api/v1/ping",
-            headers={"Authorization": f"Bearer {s.token}"},
-            timeout=timeout,
-            verify=verify,
-            proxies=proxies,
-        )
-    except requests.RequestException as exc:
-        yield Check("hub", FAIL, f"{base}/api/v1/ping failed ({exc.__class__.__name__})", "")
-        return
-    if r.status_code == 401:
-        yield Check(
-            "hub",
-            FAIL,
-            "the hub refuses this device's token (401)",
-            "register the device again on the hub (smearscope-hub devices add NAME) and set "
-            "SMEARSCOPE_SYNC_TOKEN",
-        )
-    elif r.status_code != 200:
-        yield Check("hub", FAIL, f"{base}/api/v1/ping answered {r.status_code}", "")
-    else:
-        yield Check("hub", OK, f"{base} reachable, token accepted")
+    yield _hub_token(base, s.token, get)
 
 
 # ------------------------------------------------------------------------------------------ system

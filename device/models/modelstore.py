@@ -366,6 +366,71 @@ def _check_signature(path: Path, policy: SignaturePolicy, log: Callable[[str], N
         log(f"WARNING: {v.problem()} — installed anyway because [models] allow_unsigned = true")
 
 
+def _bundle_folder(source: Path, tmp: Path, policy: SignaturePolicy) -> Path:
+    """The bundle folder of `source`: the folder itself, or an archive unpacked into `tmp`."""
+    if source.is_dir():
+        return source
+    if is_archive(source):
+        # with signatures required, signature.json is checked before the payload is unpacked
+        trusted = None if policy.allow_unsigned else policy.trusted
+        return extract_archive(source, tmp / "unpacked", trusted=trusted)
+    raise BundleError(f"{source}: neither a bundle folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
+
+
+def _install_name(
+    name: str | None, manifest: Manifest, store: ModelStore, allow_downgrade: bool, log: Callable[[str], None]
+) -> str:
+    """The name to install under (usable as a folder name), refusing a downgrade unless allowed."""
+    name = name or manifest.name
+    if not NAME_RE.match(name):
+        raise BundleError(
+            f"bundle name {name!r} is not usable as a folder name (letters, digits, . _ -; "
+            "max 64); pass --name"
+        )
+    problem = downgrade_problem(name, manifest, store.active_manifest(name))
+    if problem and not allow_downgrade:
+        raise DowngradeRefused(
+            f"{problem}; refusing a downgrade. To go back on purpose: `smearscope models rollback "
+            f"{name}` (to the version active before), or install this bundle with --allow-downgrade"
+        )
+    if problem:
+        log(f"WARNING: {problem}; installing it as asked (--allow-downgrade)")
+    return name
+
+
+def _new_version(store: ModelStore, name: str, sha: str) -> str:
+    version = _version_id(sha)
+    n = 1
+    while (store.versions_dir(name) / version).exists():  # two installs within one second
+        n += 1
+        version = f"{_version_id(sha)}-{n}"
+    return version
+
+
+def _activate_checked(
+    store: ModelStore,
+    name: str,
+    version: str,
+    previous: str | None,
+    others: list[Path],
+    check: Callable[..., Bundle],
+) -> None:
+    """Make `version` active and load it from there; on failure the previous version comes back."""
+    vpath = store.versions_dir(name) / version
+    store.activate(name, version, [*store.history(name), version])
+    try:
+        check(store.root / name, others=others)
+    except BundleError as exc:
+        if previous:
+            store.switch(name, previous)  # its own history file still says what it was
+        else:
+            (store.root / name).unlink()
+        shutil.rmtree(vpath, ignore_errors=True)
+        raise BundleError(
+            f"{exc}\nrolled back: {name} is {'back at ' + previous if previous else 'not installed'}"
+        ) from exc
+
+
 def _install(
     source: Path,
     store: ModelStore,
@@ -380,30 +445,10 @@ def _install(
     if not source.exists():
         raise BundleError(f"{source}: no such bundle folder or archive")
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=store.root / VERSIONS) as tmp:
-        if source.is_dir():
-            bundle_dir = source
-        elif is_archive(source):
-            # with signatures required, signature.json is checked before the payload is unpacked
-            trusted = None if policy.allow_unsigned else policy.trusted
-            bundle_dir = extract_archive(source, Path(tmp) / "unpacked", trusted=trusted)
-        else:
-            raise BundleError(f"{source}: neither a bundle folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
+        bundle_dir = _bundle_folder(source, Path(tmp), policy)
         _check_signature(bundle_dir, policy, log)  # first: nothing unsigned is parsed or loaded
         manifest = read_manifest(bundle_dir)
-        name = name or manifest.name
-        if not NAME_RE.match(name):
-            raise BundleError(
-                f"bundle name {name!r} is not usable as a folder name (letters, digits, . _ -; "
-                "max 64); pass --name"
-            )
-        problem = downgrade_problem(name, manifest, store.active_manifest(name))
-        if problem and not allow_downgrade:
-            raise DowngradeRefused(
-                f"{problem}; refusing a downgrade. To go back on purpose: `smearscope models rollback "
-                f"{name}` (to the version active before), or install this bundle with --allow-downgrade"
-            )
-        if problem:
-            log(f"WARNING: {problem}; installing it as asked (--allow-downgrade)")
+        name = _install_name(name, manifest, store, allow_downgrade, log)
         in_ensemble = add_to_default or name in store.ensemble_names()
         others = [store.root / n for n in store.ensemble_names() if n != name] if in_ensemble else []
         log(f"checking {bundle_dir} …")
@@ -418,11 +463,7 @@ def _install(
             log(f"{name}: this bundle ({sha[:12]}) is already active; nothing to do")
             return {"name": name, "version": previous, "previous": previous, "changed": False}
 
-        version = _version_id(sha)
-        n = 1
-        while (store.versions_dir(name) / version).exists():  # two installs within one second
-            n += 1
-            version = f"{_version_id(sha)}-{n}"
+        version = _new_version(store, name, sha)
         vpath = store.versions_dir(name) / version
         _copy_bundle(bundle_dir, vpath)
         _after_step("copied")
@@ -432,32 +473,16 @@ def _install(
     except BundleError:
         shutil.rmtree(vpath, ignore_errors=True)
         raise
-
-    store.activate(name, version, [*store.history(name), version])
-    try:
-        check(store.root / name, others=others)
-    except BundleError as exc:
-        if previous:
-            store.switch(name, previous)  # its own history file still says what it was
-        else:
-            (store.root / name).unlink()
-        shutil.rmtree(vpath, ignore_errors=True)
-        raise BundleError(
-            f"{exc}\nrolled back: {name} is {'back at ' + previous if previous else 'not installed'}"
-        ) from exc
+    _activate_checked(store, name, version, previous, others, check)
     if add_to_default:
         store.add_default(name)
         _after_step("default listed")
     removed = store.prune(name, keep)
     _after_step("pruned")
-    log(
-        f"{name}: {version} is active"
-        + (
-            f" (previous {previous} kept; `smearscope models rollback {name}` returns to it)"
-            if previous
-            else ""
-        )
+    kept = (
+        f" (previous {previous} kept; `smearscope models rollback {name}` returns to it)" if previous else ""
     )
+    log(f"{name}: {version} is active{kept}")
     return {"name": name, "version": version, "previous": previous, "changed": True, "pruned": removed}
 
 

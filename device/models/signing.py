@@ -1,24 +1,13 @@
-"""Ed25519 signatures over whole model bundles, and the station's list of trusted keys.
+"""Signing model bundles, the station's trusted keys and its check of a bundle folder.
 
-A signed bundle holds `signature.json`::
-
-    {"format": "smearscope-bundle-signature/1", "algorithm": "ed25519",
-     "key_id": "<sha256 of the raw public key, 32 hex>", "signed_at": "...",
-     "payload": "<canonical JSON text: {bundle, files: [{path, sha256, size}]}>",
-     "signature": "<base64 Ed25519 signature of the payload's UTF-8 bytes>"}
-
-The payload lists every file of the bundle folder except `signature.json` itself (manifest, model,
-card, report/...), so a file changed, added or removed after signing is caught, not just the model.
-The payload is kept as the exact text that was signed (no re-serialisation on the checking side).
-Private keys are PEM (PKCS#8) files, mode 0600, never inside a bundle; public keys are one line,
-``smearscope-ed25519 <base64 of the 32 raw bytes> <comment>``.
+The signature format and the check itself are `common/bundle_signature.py` (the hub checks with the
+same code). Private keys are PEM (PKCS#8) files, mode 0600, never inside a bundle; public keys are one
+line, ``smearscope-ed25519 <base64 of the 32 raw bytes> <comment>``.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import json
 import os
 import re
@@ -28,18 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common import bundle_signature as sig
+from common.bundle_signature import (
+    ALGORITHM,
+    BAD_SIGNATURE_DETAIL,
+    FORMAT,
+    PUB_PREFIX,
+    SIGNATURE_FILE,
+    SignatureError,
+    key_id,
+)
 from device.errors import BundleError, SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.models.bundle import sha256_file
 
-SIGNATURE_FILE = "signature.json"
-FORMAT = "smearscope-bundle-signature/1"
-ALGORITHM = "ed25519"
-PUB_PREFIX = "smearscope-ed25519"
 PROJECT_KEYS_DIR = Path(__file__).resolve().parent / "keys"
 #: The first project release key (2026-11). Its private half was lost on 2026-12-01 (not leaked: no
 #: bundle it did not sign exists); bundles signed since are by the successor in the same folder.
@@ -68,32 +62,16 @@ INLINE_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}=")
 _PEM_PRIVATE = b"PRIVATE" + b" KEY-----"
 
 
-def _raw(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(pub: Ed25519PublicKey) -> str:
-    """The key's fingerprint: first 32 hex digits of the sha256 of its 32 raw bytes."""
-    return hashlib.sha256(_raw(pub)).hexdigest()[:32]
-
-
 def public_key_line(pub: Ed25519PublicKey, comment: str = "") -> str:
-    return f"{PUB_PREFIX} {base64.b64encode(_raw(pub)).decode()} {comment}".rstrip() + "\n"
+    return f"{PUB_PREFIX} {sig.public_key_b64(pub)} {comment}".rstrip() + "\n"
 
 
 def parse_public_key(text: str, *, where: str = "public key") -> Ed25519PublicKey:
     """A `.pub` line (`smearscope-ed25519 BASE64 [comment]`) or a bare base64 key."""
-    parts = text.strip().split()
-    if not parts:
-        raise SmearscopeError(f"{where}: empty")
-    b64 = parts[1] if parts[0] == PUB_PREFIX and len(parts) > 1 else parts[0]
     try:
-        raw = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SmearscopeError(f"{where}: not a base64 Ed25519 public key") from exc
-    if len(raw) != 32:
-        raise SmearscopeError(f"{where}: an Ed25519 public key is 32 bytes, this is {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
+        return sig.decode_public_key(text)
+    except SignatureError as exc:
+        raise SmearscopeError(f"{where}: {exc}") from exc
 
 
 def generate_keypair(out: str | Path, comment: str = "") -> tuple[Path, Path, str]:
@@ -183,14 +161,10 @@ def load_trusted_keys(entries: Iterable[str], *, env: dict[str, str] | None = No
 def bundle_files(bundle_dir: Path) -> list[Path]:
     """Every file below the bundle folder except the signature, as relative POSIX paths, sorted.
     A symlink is refused: the signed bytes must be the bytes in the folder."""
-    out = []
-    for p in sorted(bundle_dir.rglob("*")):
-        rel = p.relative_to(bundle_dir)
-        if p.is_symlink():
-            raise BundleError(f"{bundle_dir}: {rel.as_posix()} is a symbolic link; a bundle holds only files")
-        if p.is_file() and rel.as_posix() != SIGNATURE_FILE:
-            out.append(rel)
-    return out
+    try:
+        return sig.bundle_files(bundle_dir)
+    except SignatureError as exc:
+        raise BundleError(str(exc)) from exc
 
 
 def signature_key_id(bundle_dir: Path) -> str | None:
@@ -289,21 +263,6 @@ class Verification:
             raise BundleError(self.problem())
 
 
-def check_signed_path(path: Any) -> str:
-    """A path in a signed file list is relative, inside the bundle, in POSIX form: no absolute path,
-    no `.`/`..`/empty component, no backslash or drive (so no listing can name a file outside)."""
-    parts = path.split("/") if isinstance(path, str) else []
-    if (
-        not parts
-        or any(part in ("", ".", "..") for part in parts)
-        or "\\" in path
-        or "\x00" in path
-        or ":" in parts[0]
-    ):
-        raise ValueError(f"the signed file list names an unsafe path {path!r}")
-    return path
-
-
 @dataclass
 class SignedListing:
     """A signature document that passed: who signed it and the files it lists."""
@@ -318,50 +277,26 @@ def check_signature_doc(data: bytes, trusted: TrustedKeys, v: Verification) -> S
     paths) into `v`; the signed listing when they pass. Archives and downloads run this before any
     large file is unpacked or fetched."""
     try:
-        doc = json.loads(data)
-        payload_text = doc["payload"]
-        signature = base64.b64decode(doc["signature"], validate=True)
-        kid = str(doc["key_id"])
-        if doc.get("format") != FORMAT or doc.get("algorithm") != ALGORITHM:
-            raise ValueError(
-                f"format {doc.get('format')!r} / algorithm {doc.get('algorithm')!r} not supported"
-            )
-        payload = json.loads(payload_text)
-        listed = {
-            check_signed_path(f["path"]): {"sha256": str(f["sha256"]).lower(), "size": int(f["size"])}
-            for f in payload["files"]
-        }
-        if len(listed) != len(payload["files"]):
-            raise ValueError("the signed file list names a file twice")
-        bundle = str(payload["bundle"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-        v.add("signature file", False, f"{SIGNATURE_FILE} is unreadable or malformed ({exc})")
+        doc = sig.parse_signature_doc(data)
+    except SignatureError as exc:
+        v.add("signature file", False, str(exc))
         return None
-    v.key_id = kid
+    v.key_id = kid = doc.key_id
     pub = trusted.keys.get(kid)
     if not v.add(
         "trusted key",
         pub is not None,
         f"signed by key {kid} ({trusted.sources[kid]})"
         if pub is not None
-        else f"signed by key {kid}, which is not in [models] trusted_keys "
-        f"(trusted: {', '.join(trusted.keys) or 'none'})",
+        else sig.untrusted_key_detail(kid, trusted.keys, "[models] trusted_keys"),
     ):
         return None
-    try:
-        pub.verify(signature, payload_text.encode("utf-8"))
-        good = True
-    except InvalidSignature:
-        good = False
+    good = doc.signed_by(pub)
     if not v.add(
-        "signature",
-        good,
-        "Ed25519 signature over the file list is valid"
-        if good
-        else f"the Ed25519 signature does not match {SIGNATURE_FILE}'s file list (it was edited or forged)",
+        "signature", good, "Ed25519 signature over the file list is valid" if good else BAD_SIGNATURE_DETAIL
     ):
         return None
-    return SignedListing(bundle, kid, listed)
+    return SignedListing(doc.bundle, kid, doc.files)
 
 
 def verify_bundle(bundle_dir: str | Path, trusted: TrustedKeys) -> Verification:
@@ -385,23 +320,13 @@ def verify_bundle(bundle_dir: str | Path, trusted: TrustedKeys) -> Verification:
     signed = check_signature_doc(data, trusted, v)
     if signed is None:
         return v
-    listed = signed.files
     try:
-        present = {rel.as_posix() for rel in bundle_files(bundle_dir)}
-    except BundleError as exc:
+        checks = sig.check_files(bundle_dir, signed.files)
+    except SignatureError as exc:
         v.add("files", False, str(exc))
         return v
-    for path in sorted(set(listed) | present):
-        if path not in present:
-            v.add(f"file {path}", False, f"{path} was signed but is missing")
-        elif path not in listed:
-            v.add(f"file {path}", False, f"{path} was added after signing")
-        else:
-            actual = sha256_file(bundle_dir / path)
-            signed_sha = str(listed[path]["sha256"])
-            same = actual == signed_sha
-            changed = f"{path} changed after signing (sha256 {actual[:12]}…, signed {signed_sha[:12]}…)"
-            v.add(f"file {path}", same, f"sha256 {actual[:12]}… matches" if same else changed)
+    for check in checks:
+        v.add(f"file {check.path}", check.ok, check.detail)
     return v
 
 

@@ -16,11 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from device.config import CalibrationConfig, OpticsConfig
 from device.errors import SmearscopeError
 
 ReadFrame = Callable[[], np.ndarray]
 SetControls = Callable[[Mapping[str, Any]], dict[str, Any]]
 Progress = Callable[[int, int, str], None]
+#: The `[calibration]` defaults and the red-cell ruler; device/config.py holds them (and their ranges).
+_CALIBRATION_DEFAULTS = CalibrationConfig()
+RBC_DIAMETER_UM = OpticsConfig().rbc_diameter_um
 MIN_MICROMETER_PX = 20.0  # two points closer than this give a useless scale (a 1 px click = 5%)
 
 
@@ -92,9 +96,9 @@ def auto_scale(
     read_frame: ReadFrame,
     frames: int,
     *,
-    rbc_um: float = 7.5,
-    min_confident: float = 0.6,
-    max_spread: float = 0.15,
+    rbc_um: float = RBC_DIAMETER_UM,
+    min_confident: float = _CALIBRATION_DEFAULTS.min_confident,
+    max_spread: float = _CALIBRATION_DEFAULTS.max_spread,
     estimate: Callable[..., Any] | None = None,
     progress: Progress | None = None,
 ) -> AutoResult:
@@ -193,14 +197,70 @@ def background_level(rgb: np.ndarray) -> np.ndarray:
     return c[~off].mean(axis=0)
 
 
+#: New camera controls show a few frames later: frames read and dropped before measuring.
+WHITE_SETTLE_FRAMES = 3
+#: Exposure and gain adjustments before the colour reference settles for what it reached.
+WHITE_ITERATIONS = 6
+#: Every channel within this many grey levels of the target ends the adjustment.
+WHITE_TOLERANCE_GREY = 4.0
+#: A background channel at or above this grey level is clipped (white).
+CLIPPED_GREY = 253
+#: A background channel below this grey level is too dark to balance.
+MIN_BACKGROUND_GREY = 40
+#: The exposure factor applied when the background is clipped (its level says nothing then).
+CLIPPED_EXPOSURE_FACTOR = 0.5
+#: One exposure step changes the exposure time by at most this factor (either way).
+MAX_EXPOSURE_STEP = 4.0
+#: The software white gains are clamped to [1 / MAX_SOFTWARE_GAIN, MAX_SOFTWARE_GAIN].
+MAX_SOFTWARE_GAIN = 5.0
+#: Software gains all within this of 1 are not worth keeping (no gain is stored).
+SOFTWARE_GAIN_DEADBAND = 0.02
+
+
+def _frozen_controls(current: Mapping[str, Any]) -> dict[str, Any]:
+    """Auto exposure and white balance off, at the values the camera runs now."""
+    wanted: dict[str, Any] = {"AeEnable": False, "AwbEnable": False}
+    wanted.update({k: current[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains") if k in current})
+    wanted.setdefault("ColourGains", (1.0, 1.0))
+    return wanted
+
+
+def _white_step(applied: Mapping[str, Any], m: np.ndarray, target: float) -> dict[str, Any]:
+    """The next controls: colour gains bring red and blue to green, exposure brings green to `target`."""
+    step: dict[str, Any] = {}
+    if "ColourGains" in applied:
+        r, b = applied["ColourGains"]
+        step["ColourGains"] = (float(r * m[1] / m[0]), float(b * m[1] / m[2]))
+    if "ExposureTime" in applied:
+        if m.max() >= CLIPPED_GREY:
+            factor = CLIPPED_EXPOSURE_FACTOR
+        else:
+            factor = float(np.clip(target / max(m[1], 1.0), 1 / MAX_EXPOSURE_STEP, MAX_EXPOSURE_STEP))
+        step["ExposureTime"] = float(applied["ExposureTime"]) * factor
+    return step
+
+
+def _software_gains(m: np.ndarray, target: float) -> list[float] | None:
+    """What the camera could not reach, as per-channel gains (None when none is needed); refuses a
+    clipped or dark background."""
+    if m.max() >= CLIPPED_GREY:
+        raise CalibrationRefused(
+            "the background is clipped (white): turn the lamp down or the exposure cannot be set; try again"
+        )
+    if m.min() < MIN_BACKGROUND_GREY:
+        raise CalibrationRefused("the background is too dark: turn the lamp up (or open the condenser)")
+    gains = [float(np.clip(target / x, 1 / MAX_SOFTWARE_GAIN, MAX_SOFTWARE_GAIN)) for x in m]
+    return [round(g, 4) for g in gains] if max(abs(g - 1.0) for g in gains) > SOFTWARE_GAIN_DEADBAND else None
+
+
 def white_reference(
     read_frame: ReadFrame,
     set_controls: SetControls,
     get_controls: Callable[[], dict[str, Any]],
     *,
-    target: float = 230.0,
-    settle: int = 3,
-    iterations: int = 6,
+    target: float = _CALIBRATION_DEFAULTS.white_target,
+    settle: int = WHITE_SETTLE_FRAMES,
+    iterations: int = WHITE_ITERATIONS,
     progress: Progress | None = None,
 ) -> WhiteResult:
     """Freeze auto exposure and auto white balance at their current values, then iterate the exposure
@@ -218,26 +278,16 @@ def white_reference(
 
     before = background_level(frame())
     say(0, f"background before: {_fmt([float(x) for x in before])}")
-    current = get_controls()
-    wanted = {"AeEnable": False, "AwbEnable": False}
-    wanted.update({k: current[k] for k in ("ExposureTime", "AnalogueGain", "ColourGains") if k in current})
-    if "ColourGains" not in wanted:
-        wanted["ColourGains"] = (1.0, 1.0)
+    wanted = _frozen_controls(get_controls())
     applied = dict(set_controls(wanted))
     asked = set(wanted)
     m = before
     for i in range(iterations):
         m = background_level(frame())
         say(i + 1, f"background: {_fmt([float(x) for x in m])}")
-        if np.all(np.abs(m - target) <= 4.0):
+        if np.all(np.abs(m - target) <= WHITE_TOLERANCE_GREY):
             break
-        step: dict[str, Any] = {}
-        if "ColourGains" in applied:
-            r, b = applied["ColourGains"]
-            step["ColourGains"] = (float(r * m[1] / m[0]), float(b * m[1] / m[2]))
-        if "ExposureTime" in applied:
-            factor = 0.5 if m.max() >= 253 else float(np.clip(target / max(m[1], 1.0), 0.25, 4.0))
-            step["ExposureTime"] = float(applied["ExposureTime"]) * factor
+        step = _white_step(applied, m, target)
         if not step:
             break
         asked |= set(step)
@@ -245,17 +295,9 @@ def white_reference(
         if not got:
             break
         applied.update(got)
-    if m.max() >= 253:
-        raise CalibrationRefused(
-            "the background is clipped (white): turn the lamp down or the exposure cannot be set; try again"
-        )
-    if m.min() < 40:
-        raise CalibrationRefused("the background is too dark: turn the lamp up (or open the condenser)")
-    gains = [float(np.clip(target / x, 0.2, 5.0)) for x in m]
-    keep = [round(g, 4) for g in gains] if max(abs(g - 1.0) for g in gains) > 0.02 else None
-    controls = {k: _plain(v) for k, v in applied.items()}
+    keep = _software_gains(m, target)
     return WhiteResult(
-        controls=controls,
+        controls={k: _plain(v) for k, v in applied.items()},
         ignored=sorted(asked - set(applied)),
         white_gains=keep,
         before=[round(float(x), 1) for x in before],

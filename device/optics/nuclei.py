@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from device.colour import WHITE_LEVEL, estimate_background
+from device.config import TilingConfig
 
 #: Above this many pixels the mask is computed on a shrunk copy (speed; a nucleus is >= ~10 px wide).
 ANALYSIS_MAX_SIDE = 640
@@ -33,7 +34,8 @@ class NucleusThresholds:
     min_od_green: float = 0.20
     min_od_green_blue: float = 0.15
     min_od_green_red: float = 0.08
-    min_area_um2: float = 12.0  # a small lymphocyte's nucleus is ~40-60 µm²; fragments below are ignored
+    # a small lymphocyte's nucleus is ~40-60 µm²; fragments below are ignored (`[tiling] min_nucleus_um2`)
+    min_area_um2: float = TilingConfig().min_nucleus_um2
 
 
 def background_colour(rgb: np.ndarray) -> np.ndarray:

@@ -33,9 +33,11 @@ import cv2
 import numpy as np
 
 from device.colour import reference_white
+from device.config import OpticsConfig
 
-#: Reference mean diameter of a normal red blood cell, µm (normal range about 6.2-8.2 µm).
-RBC_DIAMETER_UM = 7.5
+#: Reference mean diameter of a normal red blood cell, µm (normal range about 6.2-8.2 µm): the
+#: `[optics] rbc_diameter_um` default.
+RBC_DIAMETER_UM = OpticsConfig().rbc_diameter_um
 RBC_RANGE_UM = (6.2, 8.2)
 
 #: Radius (px) red cells are resampled to for the fine pass.

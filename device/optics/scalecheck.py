@@ -14,6 +14,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from device.config import QualityConfig
+
+#: The [quality] defaults; device/config.py holds them (and their ranges).
+_QUALITY = QualityConfig()
+
 ANALYSIS_DIAMETER_PX = 24.0
 CROP_CELLS = 8  # the check looks at the centre square this many red-cell diameters wide (~50
 MIN_CROP_PX = 160  # cells in a monolayer) and at least this many pixels; then once at twice the side
@@ -152,8 +157,8 @@ class ScaleVerdicts:
     way. Fed once per field (`observe`), not per frame: frames of one field share its red cells, so
     they are not independent evidence."""
 
-    mismatch_fields: int = 3
-    ok_fields: int = 2
+    mismatch_fields: int = _QUALITY.scale_mismatch_fields
+    ok_fields: int = _QUALITY.scale_ok_fields
     state: str = PENDING
     disagreeing: int = 0  # checked fields in a row whose red cells disagree
     agreeing: int = 0  # ... and agree

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from device.colour import WhiteReference
+from device.config import TilingConfig
 from device.optics.nuclei import NucleusMap, NucleusThresholds, background_colour, find_nuclei
 from device.preprocess import prepare
 
@@ -38,6 +39,8 @@ NEAR_INTEGER = 0.1
 
 #: A frame enlarged past this many pixels at the models' scale is refused (a wrong µm/px, not a frame).
 MAX_SCALED_PIXELS = 64_000_000
+#: The `[tiling]` defaults; device/config.py holds them (and their ranges).
+_DEFAULTS = TilingConfig()
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,12 @@ class TileSpec:
     height: int
     um_per_px: float | None  # the bundle's input.um_per_px (None: scale unknown)
     resize: str = "center_crop"
-    overlap: float = 0.125  # minimum overlap between neighbouring tiles, fraction of the tile side
-    min_cover: float = 0.5  # pad a smaller frame only when it covers this much of a tile side
-    max_tiles: int = 24  # at most this many tiles are classified per frame (most nuclear area first)
+    # minimum overlap between neighbouring tiles, fraction of the tile side
+    overlap: float = _DEFAULTS.overlap
+    # pad a smaller frame only when it covers this much of a tile side
+    min_cover: float = _DEFAULTS.min_cover
+    # at most this many tiles are classified per frame (most nuclear area first)
+    max_tiles: int = _DEFAULTS.max_tiles
     nuclei: NucleusThresholds = field(default_factory=NucleusThresholds)
 
 

@@ -37,6 +37,9 @@ from device.store.store import DB_NAME, IMAGES_DIR, utc_now
 
 #: the service user scripts/install.sh creates: owner of restored files when the data dir is root's
 SERVICE_USER = "smearscope"
+#: A data directory the restore creates gets this mode; the stage is private until it is sealed.
+NEW_DATA_DIR_MODE = 0o750
+STAGE_MODE = 0o700
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 #: entries of a data directory that the backup replaces (the rest is carried across)
@@ -113,6 +116,71 @@ def _inside(path: Path | None, root: Path) -> Path | None:
         return None
 
 
+def _check_target(data_dir: Path) -> None:
+    """The data directory can be swapped: not a mount point, its parent writable."""
+    if os.path.ismount(data_dir):
+        raise BackupError(
+            f"{data_dir} is a mount point: restore swaps the whole directory, so make data_dir a folder "
+            "inside the mount ([device] data_dir) or restore by hand (docs/admin-guide.md)"
+        )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(data_dir.parent, os.W_OK):
+        raise BackupError(
+            f"cannot write {data_dir.parent} (restore renames {data_dir} there): run it with sudo"
+        )
+
+
+def _restored_owner(data_dir: Path, existed: bool, owner: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Who the restored files belong to: as asked, else the old data directory's owner (unless root),
+    else the service user; None when not running as root (a user restores its own data as itself)."""
+    if owner is None and existed and data_dir.stat().st_uid != 0:
+        owner = (data_dir.stat().st_uid, data_dir.stat().st_gid)
+    if owner is None:
+        with contextlib.suppress(KeyError):
+            pw = pwd.getpwnam(SERVICE_USER)
+            owner = (pw.pw_uid, pw.pw_gid)
+    return owner if os.geteuid() == 0 else None
+
+
+def _seal_stage(
+    stage: Path, result: RestoreResult, owner: tuple[int, int] | None, mode: int, profiles_path: Path | None
+) -> None:
+    """Give the staged store to its owner, with the old directory's mode, on disk."""
+    if owner is not None:
+        for name in (DB_NAME, IMAGES_DIR, DEVICE_ID_NAME):
+            _chown_tree(stage / name, *owner)
+        profiles_rel = _inside(profiles_path, result.data_dir)
+        if result.profiles is not None and profiles_rel is not None:
+            _chown_tree(stage / profiles_rel, *owner)
+        os.chown(stage, *owner)
+    os.chmod(stage, mode)
+    fsync_dir(stage)
+
+
+def _swap(stage: Path, data_dir: Path, before: Path) -> None:
+    """The staged directory becomes `data_dir`; the old one is renamed `before`."""
+    if exchange(stage, data_dir):  # (the lock made data_dir if there was none)
+        os.rename(stage, before)  # the stage path now names the old data
+    else:  # no renameat2 here: two renames, the old data first out of the way
+        os.rename(data_dir, before)
+        os.rename(stage, data_dir)
+    fsync_dir(data_dir.parent)
+
+
+def _restore_outside_profiles(
+    checked: CheckedBackup, profiles_path: Path | None, data_dir: Path, stamp: str, result: RestoreResult
+) -> None:
+    """A profiles file outside the data directory is written in place, the old one kept beside it."""
+    outside = profiles_path is not None and _inside(profiles_path, data_dir) is None
+    if checked.profiles is None or not outside:
+        return
+    if profiles_path.is_file():
+        kept = profiles_path.with_name(f"{profiles_path.name}.before-restore-{stamp}")
+        shutil.copy2(profiles_path, kept)
+    atomic_write_bytes(profiles_path, checked.profiles.read_bytes())
+    result.profiles = profiles_path
+
+
 def restore(
     backup: Path,
     data_dir: Path,
@@ -125,75 +193,36 @@ def restore(
 ) -> RestoreResult:
     data_dir = Path(os.path.abspath(data_dir))
     parent = data_dir.parent
-    if os.path.ismount(data_dir):
-        raise BackupError(
-            f"{data_dir} is a mount point: restore swaps the whole directory, so make data_dir a folder "
-            "inside the mount ([device] data_dir) or restore by hand (docs/admin-guide.md)"
-        )
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK):
-        raise BackupError(f"cannot write {parent} (restore renames {data_dir} there): run it with sudo")
+    _check_target(data_dir)
     existed = data_dir.is_dir()
-    if owner is None and existed and data_dir.stat().st_uid != 0:
-        owner = (data_dir.stat().st_uid, data_dir.stat().st_gid)
-    if owner is None:
-        with contextlib.suppress(KeyError):
-            pw = pwd.getpwnam(SERVICE_USER)
-            owner = (pw.pw_uid, pw.pw_gid)
-    if os.geteuid() != 0:
-        owner = None  # only root can give files away; a user restores its own data as itself
-    mode = data_dir.stat().st_mode & 0o7777 if existed else 0o750
+    owner = _restored_owner(data_dir, existed, owner)
+    mode = data_dir.stat().st_mode & 0o7777 if existed else NEW_DATA_DIR_MODE
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     with datadir_lock.holding(data_dir, "smearscope restore"):
         say(f"checking {backup} ...")
         checked = check_backup(backup)
         stage = parent / f".{data_dir.name}.restore-{stamp}"
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(mode=0o700)
+        stage.mkdir(mode=STAGE_MODE)
         try:
             result = _stage(checked, data_dir, stage, models_dir, profiles_path, allow_missing_images, say)
-            if owner is not None:
-                for name in (DB_NAME, IMAGES_DIR, DEVICE_ID_NAME):
-                    _chown_tree(stage / name, *owner)
-                if result.profiles is not None and _inside(profiles_path, data_dir) is not None:
-                    _chown_tree(stage / _inside(profiles_path, data_dir), *owner)
-                os.chown(stage, *owner)
-            os.chmod(stage, mode)
-            fsync_dir(stage)
+            _seal_stage(stage, result, owner, mode, profiles_path)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         before = parent / f"{data_dir.name}.before-restore-{stamp}"
-        if exchange(stage, data_dir):  # (the lock made data_dir if there was none)
-            os.rename(stage, before)  # the stage path now names the old data
-        else:  # no renameat2 here: two renames, the old data first out of the way
-            os.rename(data_dir, before)
-            os.rename(stage, data_dir)
-        fsync_dir(parent)
+        _swap(stage, data_dir, before)
     if existed:
         result.before = before
     else:
         shutil.rmtree(before, ignore_errors=True)  # only the lock file the restore made
-    outside = profiles_path is not None and _inside(profiles_path, data_dir) is None
-    if checked.profiles is not None and outside:
-        if profiles_path.is_file():
-            kept = profiles_path.with_name(f"{profiles_path.name}.before-restore-{stamp}")
-            shutil.copy2(profiles_path, kept)
-        atomic_write_bytes(profiles_path, checked.profiles.read_bytes())
-        result.profiles = profiles_path
+    _restore_outside_profiles(checked, profiles_path, data_dir, stamp, result)
     return result
 
 
-def _stage(
-    checked: CheckedBackup,
-    data_dir: Path,
-    stage: Path,
-    models_dir: Path | None,
-    profiles_path: Path | None,
-    allow_missing_images: bool,
-    say: Callable[[str], None],
-) -> RestoreResult:
-    # the database: an SQLite copy (a clean file in WAL mode), migrated forward here, before the swap
+def _stage_database(checked: CheckedBackup, data_dir: Path, stage: Path, say: Callable[[str], None]) -> int:
+    """An SQLite copy of the backup's database (a clean file in WAL mode), migrated forward before the
+    swap; returns the schema version it reached."""
     src = open_backup_db(checked.db)
     dst = sqlite3.connect(stage / DB_NAME)
     try:
@@ -211,7 +240,14 @@ def _stage(
     finally:
         conn.close()
     say(f"database: {checked.records} records, schema {checked.schema_version} -> {schema_to}")
+    return schema_to
 
+
+def _stage_images(
+    checked: CheckedBackup, stage: Path, allow_missing: bool, say: Callable[[str], None]
+) -> int:
+    """Every image of the backup, checked against its name, hard-linked (else copied); refuses a
+    backup missing images the database lists unless `allow_missing`. Returns the images staged."""
     images = 0
     for sha, path, data in backup_images(checked.path):
         out = stage / IMAGES_DIR / sha[:2] / path.name
@@ -224,40 +260,66 @@ def _stage(
     (stage / IMAGES_DIR).mkdir(exist_ok=True)
     staged_images = stage / IMAGES_DIR
     missing = {sha for sha in checked.live_images if not (staged_images / sha[:2] / f"{sha}.jpg").is_file()}
-    if missing and not allow_missing_images:
+    if missing and not allow_missing:
         raise BackupError(
             f"{checked.path}: {len(missing)} image(s) the database lists are not in the backup (e.g. "
             f"{sorted(missing)[0]}): restore a complete backup, or accept records without those images "
             "with --allow-missing-images"
         )
     say(f"images: {images} checked against their sha256" + (f", {len(missing)} missing" if missing else ""))
+    return images
 
+
+def _stage_profiles(
+    checked: CheckedBackup, data_dir: Path, stage: Path, profiles_path: Path | None
+) -> Path | None:
+    """The backup's profiles file, when it lives inside the data directory; where it will be."""
+    profiles_rel = _inside(profiles_path, data_dir)
+    if checked.profiles is None or profiles_rel is None:
+        return None
+    target = stage / profiles_rel
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()  # a hard link to the old file: never write through it
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(checked.profiles, target)
+    return data_dir / profiles_rel
+
+
+def _stage_models(checked: CheckedBackup, data_dir: Path, stage: Path, models_dir: Path | None) -> str:
+    """The station's models stay; the backup's come only when the station has none. Returns which."""
+    models_rel = _inside(models_dir, data_dir)
+    if models_rel is None:
+        return "outside" if models_dir is not None else "none"
+    staged = stage / models_rel
+    if staged.is_dir() and any(staged.iterdir()):
+        return "station"
+    if checked.models is None:
+        return "none"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(checked.models, staged, symlinks=True)
+    return "backup"
+
+
+def _stage(
+    checked: CheckedBackup,
+    data_dir: Path,
+    stage: Path,
+    models_dir: Path | None,
+    profiles_path: Path | None,
+    allow_missing_images: bool,
+    say: Callable[[str], None],
+) -> RestoreResult:
+    schema_to = _stage_database(checked, data_dir, stage, say)
+    images = _stage_images(checked, stage, allow_missing_images, say)
     if checked.device_id:
         write_device_id(stage, checked.device_id)
     if data_dir.is_dir():  # everything else of the station (models, download staging) comes along
         for entry in sorted(data_dir.iterdir()):
             if entry.name not in _STORE_ENTRIES:
                 _carry(entry, stage / entry.name)
-    profiles_rel = _inside(profiles_path, data_dir)
-    profiles_out = None
-    if checked.profiles is not None and profiles_rel is not None:
-        target = stage / profiles_rel
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()  # a hard link to the old file: never write through it
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(checked.profiles, target)
-        profiles_out = data_dir / profiles_rel
-    models_rel = _inside(models_dir, data_dir)
-    models = "outside" if models_dir is not None and models_rel is None else "none"
-    if models_rel is not None:
-        staged = stage / models_rel
-        if staged.is_dir() and any(staged.iterdir()):
-            models = "station"
-        elif checked.models is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(checked.models, staged, symlinks=True)
-            models = "backup"
+    profiles = _stage_profiles(checked, data_dir, stage, profiles_path)
+    models = _stage_models(checked, data_dir, stage, models_dir)
     return RestoreResult(
         backup=checked.path,
         data_dir=data_dir,
@@ -268,6 +330,6 @@ def _stage(
         schema_from=checked.schema_version,
         schema_to=schema_to,
         models=models,
-        profiles=profiles_out if checked.profiles is not None else None,
+        profiles=profiles,
         manifest=checked.manifest,
     )

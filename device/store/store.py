@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.record_fields import RECORD_FIELDS as _RECORD_FIELDS
 from device.cells.record import NOT_A_CELL, CellRecord
 from device.cells_summary import record_label_ids, summarise_cells
 from device.config import CellsConfig
@@ -56,23 +57,6 @@ IMAGES_DIR = "images"
 MAX_LIMIT = 1000
 #: A file or image row younger than this is never swept as an orphan (a write may be in progress).
 ORPHAN_GRACE_S = 3600.0
-_RECORD_FIELDS = (
-    "sample_id",
-    "source",
-    "kind",
-    "review_of",
-    "label",
-    "confidence",
-    "abstained",
-    "reason",
-    "image_sha256",
-    "heatmap_sha256",
-    "filename",
-    "reviewer",
-    "comment",
-    "um_per_px",
-    "profile",
-)
 
 
 class StoreError(SmearscopeError):

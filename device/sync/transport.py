@@ -16,6 +16,10 @@ import requests
 import urllib3
 
 from device import __version__
+from device.config import SyncConfig
+
+#: The [sync] defaults; device/config.py holds them (and their ranges).
+_SYNC = SyncConfig()
 
 
 class HubError(Exception):
@@ -50,7 +54,7 @@ class HubClient:
         *,
         ca_file: str = "",
         proxy: str = "",
-        timeout_s: float = 20.0,
+        timeout_s: float = _SYNC.timeout_s,
     ):
         self.base = hub_url.rstrip("/") + "/api/v1"
         self.timeout = timeout_s

@@ -13,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from device.config import SyncConfig
 from device.store import Store, utc_now
 from device.sync.outbox import Outbox, SyncBusy
 from device.sync.transport import HubClient, HubError, HubRefused, HubUnreachable
+
+#: The [sync] defaults; device/config.py holds them (and their ranges).
+_SYNC = SyncConfig()
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | N
 class Syncer:
     """One push pass over the outbox."""
 
-    def __init__(self, outbox: Outbox, client: HubClient, batch_size: int = 100):
+    def __init__(self, outbox: Outbox, client: HubClient, batch_size: int = _SYNC.batch_size):
         self.outbox = outbox
         self.client = client
         self.batch_size = batch_size

@@ -1,62 +1,28 @@
-"""Checking a model bundle's `signature.json` on the hub (the format is written by the device's
-`smearscope models sign`, device/models/signing.py; the hub never imports device internals, so the few lines
-that read it are repeated here, and tests/test_fleet_hub.py checks both sides agree).
+"""Checking a model bundle's `signature.json` on the hub, and the release facts publishing reads.
 
-The payload is the exact signed text: {"bundle": name, "files": [{"path", "sha256", "size"}]}, every
-file of the folder except signature.json. `release()` reads what publishing needs from the signed
-manifest.json: its `model_file` (a plain name, as on the device) and its release order (`version`, else
-`provenance.converted_at`; the device's `Manifest.release_order`).
+The signature format and its check are `common/bundle_signature.py`, the code the station runs too.
+`release()` reads what publishing needs from the signed manifest.json: its `model_file` (a plain name,
+as on the device) and its release order (`version`, else `provenance.converted_at`; the device's
+`Manifest.release_order`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from common import bundle_signature as sig
+from common.bundle_signature import SIGNATURE_FILE, SignatureError
 from common.release import parse_version
 
-SIGNATURE_FILE = "signature.json"
 MANIFEST = "manifest.json"
-FORMAT = "smearscope-bundle-signature/1"
-PUB_PREFIX = "smearscope-ed25519"
 
-
-class SignatureError(ValueError):
-    """The bundle is unsigned, signed by an unknown key, or a file differs from the signed list."""
-
-
-def parse_public_key(text: str) -> Ed25519PublicKey:
-    parts = text.strip().split()
-    if not parts:
-        raise SignatureError("empty public key")
-    b64 = parts[1] if parts[0] == PUB_PREFIX and len(parts) > 1 else parts[0]
-    try:
-        raw = base64.b64decode(b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise SignatureError("not a base64 Ed25519 public key") from exc
-    if len(raw) != 32:
-        raise SignatureError(f"an Ed25519 public key is 32 bytes, this is {len(raw)}")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def key_id(pub: Ed25519PublicKey) -> str:
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:32]
-
-
-def public_key_b64(pub: Ed25519PublicKey) -> str:
-    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+__all__ = ["SIGNATURE_FILE", "SignatureError"]
 
 
 @dataclass
@@ -67,78 +33,29 @@ class SignedBundle:
     signature_bytes: bytes  # signature.json as it is, shipped to the stations unchanged
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_signature_doc(data: bytes, trusted: dict[str, Ed25519PublicKey]) -> SignedBundle:
     """Check the signature document alone (no files): known key, valid Ed25519 over the payload."""
-    try:
-        doc = json.loads(data)
-        payload_text = doc["payload"]
-        signature = base64.b64decode(doc["signature"], validate=True)
-        kid = str(doc["key_id"])
-        payload = json.loads(payload_text)
-        files = [
-            {"path": str(f["path"]), "sha256": str(f["sha256"]).lower(), "size": int(f["size"])}
-            for f in payload["files"]
-        ]
-        name = str(payload["bundle"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise SignatureError(f"{SIGNATURE_FILE} is unreadable or malformed ({exc})") from exc
-    if doc.get("format") != FORMAT:
-        raise SignatureError(f"{SIGNATURE_FILE}: format {doc.get('format')!r} is not supported")
-    pub = trusted.get(kid)
+    doc = sig.parse_signature_doc(data)
+    pub = trusted.get(doc.key_id)
     if pub is None:
-        raise SignatureError(f"signed by key {kid}, which is not one of the hub's trusted keys")
-    try:
-        pub.verify(signature, payload_text.encode("utf-8"))
-    except InvalidSignature as exc:
-        raise SignatureError("the Ed25519 signature does not match the signed file list") from exc
-    for f in files:
-        parts = f["path"].split("/")
-        if (
-            any(part in ("", ".", "..") for part in parts)
-            or "\\" in f["path"]
-            or "\x00" in f["path"]
-            or ":" in parts[0]
-            or len(f["sha256"]) != 64
-        ):
-            raise SignatureError(f"signed file entry {f['path']!r} is not a safe relative path")
-    if len({f["path"] for f in files}) != len(files):
-        raise SignatureError("the signed file list names a file twice")
-    return SignedBundle(name, kid, files, data)
+        raise SignatureError(f"signed by key {doc.key_id}, which is not one of the hub's trusted keys")
+    if not doc.signed_by(pub):
+        raise SignatureError(sig.BAD_SIGNATURE_DETAIL)
+    files = [{"path": path, **entry} for path, entry in doc.files.items()]
+    return SignedBundle(doc.bundle, doc.key_id, files, data)
 
 
 def verify_dir(bundle_dir: str | Path, trusted: dict[str, Ed25519PublicKey]) -> SignedBundle:
     """The signature document plus every file of the folder against it (changed, added, missing)."""
     bundle_dir = Path(bundle_dir)
-    sig = bundle_dir / SIGNATURE_FILE
-    if not sig.is_file():
+    sig_path = bundle_dir / SIGNATURE_FILE
+    if not sig_path.is_file():
         raise SignatureError(f"{bundle_dir}: no {SIGNATURE_FILE}: the bundle is unsigned")
-    signed = verify_signature_doc(sig.read_bytes(), trusted)
+    signed = verify_signature_doc(sig_path.read_bytes(), trusted)
     listed = {f["path"]: f for f in signed.files}
-    for p in bundle_dir.rglob("*"):
-        if p.is_symlink():
-            raise SignatureError(
-                f"{bundle_dir}: {p.relative_to(bundle_dir)} is a symbolic link; a bundle holds files"
-            )
-    present = {
-        p.relative_to(bundle_dir).as_posix()
-        for p in bundle_dir.rglob("*")
-        if p.is_file() and p.relative_to(bundle_dir).as_posix() != SIGNATURE_FILE
-    }
-    for path in sorted(set(listed) | present):
-        if path not in present:
-            raise SignatureError(f"{bundle_dir}: {path} was signed but is missing")
-        if path not in listed:
-            raise SignatureError(f"{bundle_dir}: {path} was added after signing")
-        if _sha256(bundle_dir / path) != listed[path]["sha256"]:
-            raise SignatureError(f"{bundle_dir}: {path} changed after signing")
+    for check in sig.check_files(bundle_dir, listed):
+        if not check.ok:
+            raise SignatureError(f"{bundle_dir}: {check.detail}")
     return signed
 
 

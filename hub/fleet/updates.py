@@ -11,6 +11,7 @@ again themselves and install an older set only on their own admin's accept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from common.bundle_signature import decode_public_key, key_id, public_key_b64
 from hub.fleet.bundle_sig import (
     MANIFEST,
     SIGNATURE_FILE,
@@ -26,9 +28,6 @@ from hub.fleet.bundle_sig import (
     SignatureError,
     SignedBundle,
     is_downgrade,
-    key_id,
-    parse_public_key,
-    public_key_b64,
     release,
     verify_dir,
 )
@@ -50,7 +49,7 @@ def _now() -> datetime:
 
 
 def add_key(s: Session, text: str, comment: str = "") -> str:
-    pub = parse_public_key(text)
+    pub = decode_public_key(text)
     kid = key_id(pub)
     if s.get(TrustedKey, kid) is None:
         s.add(TrustedKey(key_id=kid, public_key=public_key_b64(pub), comment=comment[:200], added_at=_now()))
@@ -67,7 +66,7 @@ def remove_key(s: Session, kid: str) -> None:
 
 
 def trusted_keys(s: Session) -> dict[str, Any]:
-    return {k.key_id: parse_public_key(k.public_key) for k in s.scalars(select(TrustedKey))}
+    return {k.key_id: decode_public_key(k.public_key) for k in s.scalars(select(TrustedKey))}
 
 
 # ------------------------------------------------------------------------------------- publish
@@ -126,21 +125,11 @@ def downgrades(s: Session, releases: dict[str, Release], group: str | None) -> l
     return problems
 
 
-def publish(
-    s: Session,
-    bundle_dirs: list[str | Path],
-    *,
-    group: str | None = None,
-    set_name: str | None = None,
-    allow_downgrade: bool = False,
-) -> dict[str, Any]:
-    """Verify and store the bundles, then make them (in this order) the current set for `group`
-    (None: every station). Raises SignatureError before anything is stored if one bundle fails, and
-    DowngradeRefused when one is older than what it replaces and `allow_downgrade` is false."""
-    import hashlib
-
-    if group is not None and not (0 < len(group) <= GROUP_MAX):
-        raise ValueError(f"group name must be 1..{GROUP_MAX} characters")
+def _verified_releases(
+    s: Session, bundle_dirs: list[str | Path]
+) -> tuple[list[tuple[Path, SignedBundle]], dict[str, Release]]:
+    """Each bundle folder checked against the hub's trusted keys, and its signed manifest's release
+    facts; SignatureError/ValueError before anything is stored."""
     trusted = trusted_keys(s)
     if not trusted:
         raise SignatureError(
@@ -158,6 +147,50 @@ def publish(
         if hashlib.sha256(data).hexdigest() != listed.get(MANIFEST):
             raise SignatureError(f"{d}: {MANIFEST} is not the signed one")
         releases[sb.name] = release(data, sb)
+    return signed, releases
+
+
+def _stored_bundle(s: Session, d: Path, sb: SignedBundle) -> PublishedBundle:
+    """The published row of a signed bundle: the one already stored for its signature, else its files
+    stored by sha256 (each re-checked as it is read) and a new row."""
+    sig_sha = hashlib.sha256(sb.signature_bytes).hexdigest()
+    row = s.scalar(select(PublishedBundle).where(PublishedBundle.signature_sha256 == sig_sha))
+    if row is not None:
+        return row
+    for f in sb.files:
+        data = (d / f["path"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != f["sha256"]:  # changed since verify_dir
+            raise SignatureError(f"{d}: {f['path']} changed while publishing")
+        _store_blob(s, f["sha256"], data)
+    _store_blob(s, sig_sha, sb.signature_bytes)
+    files = [*sb.files, {"path": SIGNATURE_FILE, "sha256": sig_sha, "size": len(sb.signature_bytes)}]
+    row = PublishedBundle(
+        name=sb.name,
+        key_id=sb.key_id,
+        signature_sha256=sig_sha,
+        files_json=json.dumps(files),
+        published_at=_now(),
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def publish(
+    s: Session,
+    bundle_dirs: list[str | Path],
+    *,
+    group: str | None = None,
+    set_name: str | None = None,
+    allow_downgrade: bool = False,
+) -> dict[str, Any]:
+    """Verify and store the bundles, then make them (in this order) the current set for `group`
+    (None: every station). Raises SignatureError before anything is stored if one bundle fails, and
+    DowngradeRefused when one is older than what it replaces and `allow_downgrade` is false."""
+    if group is not None and not (0 < len(group) <= GROUP_MAX):
+        raise ValueError(f"group name must be 1..{GROUP_MAX} characters")
+    signed, releases = _verified_releases(s, bundle_dirs)
+    names = [sb.name for _, sb in signed]
     problems = downgrades(s, releases, group)
     if problems and not allow_downgrade:
         raise DowngradeRefused(
@@ -166,28 +199,7 @@ def publish(
             + " — publish it with --allow-downgrade if that is meant (each station's admin still has "
             "to accept a downgrade)"
         )
-    ids = []
-    for d, sb in signed:
-        sig_sha = hashlib.sha256(sb.signature_bytes).hexdigest()
-        row = s.scalar(select(PublishedBundle).where(PublishedBundle.signature_sha256 == sig_sha))
-        if row is None:
-            for f in sb.files:
-                data = (d / f["path"]).read_bytes()
-                if hashlib.sha256(data).hexdigest() != f["sha256"]:  # changed since verify_dir
-                    raise SignatureError(f"{d}: {f['path']} changed while publishing")
-                _store_blob(s, f["sha256"], data)
-            _store_blob(s, sig_sha, sb.signature_bytes)
-            files = [*sb.files, {"path": SIGNATURE_FILE, "sha256": sig_sha, "size": len(sb.signature_bytes)}]
-            row = PublishedBundle(
-                name=sb.name,
-                key_id=sb.key_id,
-                signature_sha256=sig_sha,
-                files_json=json.dumps(files),
-                published_at=_now(),
-            )
-            s.add(row)
-            s.flush()
-        ids.append(row.id)
+    ids = [_stored_bundle(s, d, sb).id for d, sb in signed]
     bset = BundleSet(
         name=set_name or "+".join(names),
         group_name=group,
