@@ -265,8 +265,13 @@ def test_status_figures_are_rounded(client, app_svc):
     svc.status = lambda: {**base, "fps": 4.98, "inference_ms_p50": 842.598, "inference_ms_p95": 1203.25,
                           "uptime_s": 123456.78, "ratio": 1.023456}  # fmt: skip
     html = client.get("/status").get_data(as_text=True)
-    assert "842.6" in html and "842.598" not in html and "1203.2" in html and "5.0" in html
-    assert "123456.8" in html and "1.023<" in html and "e+0" not in html
+    assert "843 ms" in html and "842.598" not in html and "1,203 ms" in html and "5.0 a second" in html
+    assert "1 day" in html and "1.023<" in html and "e+0" not in html
+    # every figure has words for a label, not a key
+    assert "inference ms p50" not in html and "inference_ms" not in html and "uptime s" not in html
+    assert "Time to classify a field (median)" in html and "Frames taken" in html
+    fr = client.get("/status", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert "843 ms" in fr and "1 203 ms" in fr.replace("\u202f", " ").replace("\xa0", " ")
 
 
 def test_frame_rate_counts_frames_not_classifications():

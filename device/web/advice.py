@@ -129,6 +129,58 @@ def _refusal(text: str) -> tuple[str, str]:
     return "other", gettext("This field was not classified: see the details, or ask an admin.")
 
 
+def _upload_sentences() -> dict[str, str]:
+    from device.web.classify import MAX_FILES
+
+    return {
+        "name": gettext(
+            "The file's name cannot be used: rename it (letters, digits, dashes) and upload it again."
+        ),
+        "too_big": gettext(
+            "The file is too large for this station: export it smaller (for example as JPEG) and upload "
+            "it again."
+        ),
+        "empty": gettext("The file is empty: export the image again and upload it."),
+        "type": gettext(
+            "This kind of file is not accepted: save the image as JPEG, PNG, BMP or TIFF and upload it again."
+        ),
+        "not_image": gettext("This file is not a picture: choose a JPEG, PNG, BMP or TIFF image."),
+        "damaged": gettext(
+            "The file is damaged or incomplete: copy it again from the microscope's computer and upload "
+            "it again."
+        ),
+        "pixels": gettext(
+            "The picture has too many pixels for this station: export it smaller and upload it again."
+        ),
+        "busy": gettext("The station is busy with other uploads: wait a minute and upload again."),
+        "sample": gettext("That sample does not exist: choose another sample, or none."),
+        "finished": gettext("That sample is finished: start a new sample, or choose an open one."),
+        "no_file": gettext("No file was chosen: choose one or more images, then press Classify."),
+        "files": gettext("Too many files at once: upload them in groups of at most %(max)s.", max=MAX_FILES),
+        "scale": gettext(
+            "The scale is not one this station can use: type it in µm per pixel (for example 0.25), "
+            "or choose another scale."
+        ),
+        "storage": gettext(
+            "The station's storage is full: ask an admin to free disk space, then upload again."
+        ),
+        "storage_partial": gettext(
+            "The station's storage filled up during the upload: the details name the files that were "
+            "not kept. Ask an admin to free disk space, then upload those again."
+        ),
+    }
+
+
+def upload_refusal(kind: str, message: str) -> Advice:
+    """An upload refused before anything was classified (device/web/upload_check.py's kinds, and
+    classify.py's); `message` is the engineer's reason, kept as the details."""
+    sentence = _upload_sentences().get(kind) or gettext(
+        "The upload was refused: see the details, or ask an admin."
+    )
+    title = gettext("Upload stopped") if kind == "storage_partial" else gettext("Nothing was stored")
+    return Advice(kind, title, sentence, message, refused=True)
+
+
 def quality(reasons: list[str] | tuple[str, ...]) -> Advice:
     """A frame the quality gate rejected."""
     table = _quality_sentences()
