@@ -12,12 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
+from babel.dates import format_date
 from webkit import encode, login, make_app, smear, token_of
 
 from common.wording import DISCLAIMER
 from device.config import load_config
 from device.errors import ConfigError
-from device.localtime import local_text, station_zone, system_zone_name
+from device.localtime import local_text, parse_utc, station_zone, system_zone_name
 from device.report.pdf import find_font, render_pdf
 from device.report.slide import build_slide_report
 from device.telemetry import rate
@@ -92,19 +93,39 @@ def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_pa
     pages, text, size = _pdf_text(r.data)
     assert pages == 1 and round(size[0]) == 595  # A4: 595 x 842 pt
     for needed in (
-        SLIDE, s["id"], summary["call_text"], "Rule: suspicious if", "12 fields",
+        SLIDE, s["id"], "insufficient — capture at least", "Rule: suspicious if", "12 fields",
         f"{summary['confident_fields']} confident", f"{summary['uncertain_fields']} uncertain",
         "2 reviewed", "Asia/Kolkata", "IST", "fake", KEY_ID, REVIEWER, "looks reactive",
         DISCLAIMER.rstrip("."), "EDTA, 3 h", svc.store.device_id,
     ):  # fmt: skip
         assert needed in text, needed
-    start = local_text(s["started_at"], station_zone("Asia/Kolkata"))
-    assert start in text and start.endswith("IST")
+    assert summary["call"] == "insufficient"
+    started = parse_utc(s["started_at"]).astimezone(station_zone("Asia/Kolkata"))
+    assert f"{started:%b} {started.day}, {started.year}" in text  # Babel's date, the station's zone
     letter = client.get(f"/samples/{s['id']}/report.pdf?paper=letter")
     pages, _, size = _pdf_text(letter.data)
     assert pages == 1 and (round(size[0]), round(size[1])) == (612, 792)
     assert client.get(f"/samples/{s['id']}/report.pdf?paper=a3").status_code == 400
     assert client.get("/samples/nope/report.pdf").status_code == 404
+
+
+def test_the_pdf_report_is_in_the_asking_users_language(client, app_svc, tmp_path):
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
+    app, svc = app_svc
+    s = _slide(app, svc, tmp_path)
+    r = client.get(f"/samples/{s['id']}/report.pdf", headers={"Accept-Language": "fr"})
+    pages, text, _ = _pdf_text(r.data)
+    assert pages == 1
+    for needed in (
+        "rapport de dépistage de la lame", "Résultat de la lame", "Champs représentatifs", "Relectures",
+        "Imprimé", "insuffisant", "Règle :", "Asia/Kolkata", "IST", SLIDE, REVIEWER, "looks reactive",
+        "Aide au dépistage pour personnel formé",
+    ):  # fmt: skip
+        assert needed in text, needed
+    started = parse_utc(s["started_at"]).astimezone(station_zone("Asia/Kolkata"))
+    assert format_date(started, "medium", locale="fr") in text  # "7 déc. 2026": Babel's French date
+    assert "Slide call" not in text and "Reviews" not in text and "Printed" not in text
 
 
 def crowded_slide(store, image_jpeg: bytes) -> str:

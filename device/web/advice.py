@@ -181,6 +181,48 @@ def upload_refusal(kind: str, message: str) -> Advice:
     return Advice(kind, title, sentence, message, refused=True)
 
 
+def calibration_failure(error: str | None) -> Advice:
+    """A calibration run that ended without a result (device/optics/calibrate.py's and jobs.py's
+    English reasons, kept as the details)."""
+    low = (error or "").lower()
+    table = (
+        (
+            "confident red-cell",
+            gettext(
+                "Too few frames showed red cells clearly: move to a thin area of the smear where red cells "
+                "lie side by side, focus, and measure again (or use a stage micrometer)."
+            ),
+        ),
+        (
+            "estimates disagree",
+            gettext(
+                "The frames gave different scales: stay on thin, focused areas of one smear with one "
+                "objective, and measure again (or use a stage micrometer)."
+            ),
+        ),
+        (
+            "not blank",
+            gettext(
+                "The field is not empty: move beside the smear, where there are no cells, and measure again."
+            ),
+        ),
+        ("clipped", gettext("The background is too bright: turn the lamp down and measure again.")),
+        ("too dark", gettext("The background is too dark: turn the lamp up (or open the condenser).")),
+        (
+            "camera",
+            gettext("No pictures came from the camera: check it is running (Status page) and try again."),
+        ),
+        (
+            "no red-cell scale estimator",
+            gettext("This station cannot measure from red cells: use a stage micrometer or type the scale."),
+        ),
+    )
+    sentence = next((said for key, said in table if key in low), None) or gettext(
+        "The measurement did not finish: see the details, or ask an admin."
+    )
+    return Advice("calibration", gettext("Not measured"), sentence, error or "", refused=True)
+
+
 def quality(reasons: list[str] | tuple[str, ...]) -> Advice:
     """A frame the quality gate rejected."""
     table = _quality_sentences()
