@@ -24,8 +24,8 @@ def _ext():
     return current_app.extensions["smearscope"]
 
 
-def _error(status: int, message: str, **extra: str):
-    resp = jsonify({"error": message, **extra})
+def _error(status: int, error: str, **extra: str):
+    resp = jsonify({"error": error, **extra})
     resp.status_code = status
     return resp
 
