@@ -147,7 +147,7 @@ def run(
                     with lock:
                         snap, states = list(records), list(scale_states)
                     part = summarise(snap, states, optics, fps, done, um, time.monotonic() - t0)
-                    checkpoint({**part, "complete": False})
+                    checkpoint({**part, "paced": paced, "still": still, "complete": False})
             if paced:  # what a station did in that time: the frames the camera gave
                 n_frames = max(0, pipe.telemetry.counts["captured"] - 2)
             pipe.paused.set()

@@ -203,7 +203,9 @@ def test_a_new_technician_walks_the_station(station, tmp_path):
             assert cards.count() == 2
             told = cards.nth(0).inner_text()
             assert "(auto)" in told and not cards.nth(0).locator(".scale-unknown").count()
-            offer = cards.nth(1).locator("p.scale-unknown")
+            refused = cards.nth(1)
+            assert not refused.locator("progress").count() and "0.0%" not in refused.inner_text()  # no call
+            offer = refused.locator("p.scale-unknown")
             assert "échelle" in offer.inner_text() and offer.locator("a[href='#scale-typed']").count() == 1
             if keep:
                 page.screenshot(path=str(Path(keep) / "walk-upload-390.png"), full_page=True)

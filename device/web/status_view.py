@@ -104,6 +104,29 @@ def _camera(cam: Any) -> Figure:
     return Figure(gettext("Camera"), text or "—", bad=bool(cam.get("error")))
 
 
+def stage_words(stage: Any) -> str:
+    """A pipeline worker's stage (device/pipeline/pipeline.py) in the reader's words."""
+    words = {
+        "idle": gettext("idle"),
+        "inference": gettext("classifying"),
+        "opening camera": gettext("opening the camera"),
+        "paused": gettext("paused"),
+        "quality checks": gettext("checking the picture"),
+        "reading a frame": gettext("reading a frame"),
+        "scale check ahead": gettext("checking the scale"),
+        "scale check and tiles": gettext("checking the scale"),
+        "scale check": gettext("checking the scale"),
+        "settle check": gettext("checking the field is still"),
+        "store policy": gettext("deciding what to keep"),
+        "waiting for a frame": gettext("waiting for a frame"),
+        "waiting for a result": gettext("waiting for a result"),
+        "waiting for the classifier": gettext("waiting for the classifier"),
+        "waiting for the scale check": gettext("waiting for the scale check"),
+        "writing a record": gettext("writing a record"),
+    }
+    return words.get(stage, plain(stage))
+
+
 def _sync(s: dict[str, Any]) -> Section:
     sec = Section(gettext("Sending to the hub"))
     if not s.get("enabled"):
@@ -220,7 +243,12 @@ def sections(status: dict[str, Any]) -> list[Section]:
     if isinstance(workers, list) and workers:
         station.table = [[gettext("Worker"), gettext("Running"), gettext("Doing"), gettext("Restarts")]]
         station.table += [
-            [str(w.get("name")), yes_no(w.get("alive")), plain(w.get("stage")), count(w.get("restarts"))]
+            [
+                str(w.get("name")),
+                yes_no(w.get("alive")),
+                stage_words(w.get("stage")),
+                count(w.get("restarts")),
+            ]
             for w in workers
             if isinstance(w, dict)
         ]
