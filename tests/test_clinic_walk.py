@@ -202,7 +202,9 @@ def test_a_new_technician_walks_the_station(station, tmp_path):
             cards = page.locator("#upload-results > .card")
             assert cards.count() == 2
             told = cards.nth(0).inner_text()
-            assert "(auto)" in told and not cards.nth(0).locator(".scale-unknown").count()
+            assert (
+                "(d’après les globules rouges)" in told and not cards.nth(0).locator(".scale-unknown").count()
+            )
             refused = cards.nth(1)
             assert not refused.locator("progress").count() and "0.0%" not in refused.inner_text()  # no call
             offer = refused.locator("p.scale-unknown")
@@ -218,7 +220,7 @@ def test_a_new_technician_walks_the_station(station, tmp_path):
             page.click("#upload-form button[type=submit]")
             page.wait_for_selector("#upload-results")
             card = page.locator("#upload-results > .card").nth(0)
-            assert "(given)" in card.inner_text() and not card.locator(".scale-unknown").count()
+            assert "0,479 µm/px (saisie)" in card.inner_text() and not card.locator(".scale-unknown").count()
 
             # back to English
             _pick_language(page, "en")

@@ -301,6 +301,21 @@ def models_scale_text(scale: dict[str, Any] | None) -> str:
     return gettext("Models' scale: %(um)s µm/px", um=scale_text(um))
 
 
+def scale_source_words(source: str | None) -> str:
+    """Where an image's scale came from (device/optics/analyse.py `scale_source`), in the reader's words."""
+    src = source or "unknown"
+    if src.startswith("profile"):
+        name = src.partition(":")[2]
+        return gettext("calibration profile %(name)s", name=name) if name else gettext("calibration profile")
+    words = {
+        "auto": gettext("from the red cells"),
+        "given": gettext("typed"),
+        "assumed": gettext("assumed at the models' scale"),
+        "unknown": gettext("unknown"),
+    }
+    return words.get(src, src)
+
+
 def summary_call(summary: dict[str, Any] | None) -> str:
     """A slide summary's call (`device/sample_summary.py`) in the reader's language."""
     from device.sample_summary import MIN_FIELDS
@@ -343,6 +358,8 @@ def init_app(app: Flask) -> None:
     """The template helpers that turn results, scales and summaries into the reader's words."""
     app.jinja_env.globals.update(
         advice_for=for_record,
+        quality_words=quality_words,
+        scale_source_words=scale_source_words,
         models_scale_text=models_scale_text,
         summary_call=summary_call,
         summary_rule=summary_rule,
