@@ -344,3 +344,45 @@ def test_upload_says_when_auto_cannot_tell_and_offers_the_typed_scale(client, ap
 def test_new_pages_need_login(app_svc, path):
     r = app_svc[0].test_client().get(path)
     assert r.status_code == 302 and "/login" in r.headers["Location"]
+
+
+#: What `Services.status()` returns (device/services.py, the pipeline's status, sync and updates).
+FULL_STATUS = {
+    "version": "0.1.0", "device_id": "dev-1",
+    "camera": {"source": "replay", "state": "running", "detail": "", "error": None},
+    "frames_captured": 12345, "frames_rejected": 3, "frames_classified": 40, "frames_dropped": 7,
+    "records_stored": 41, "store_dropped": 0, "store_queue": 0, "fps": 4.96, "classified_fps": 0.2,
+    "inference_ms_p50": 842.598, "inference_ms_p95": 12034.5, "latency_ms_p50": 901.25,
+    "latency_ms_p95": None,
+    "workers": [{"name": "classify", "alive": True, "stage": "inference", "restarts": 0, "last_error": None}],
+    "uptime_s": 7384.2, "models": [{"name": "m1", "sha256": "ab" * 32}], "disk_free_bytes": 12_345_678_901,
+    "disk_full": False, "storage": "ok", "records_total": 41, "unsynced": 41, "last_error": None,
+    "sync": {"enabled": True, "hub_url": "https://hub", "state": "idle", "last_success": None,
+             "last_attempt": None, "last_error": None, "backoff": 0.0, "sent_total": 0, "clock_skew_s": 3.5,
+             "pending": 41, "synced": 0, "rejected": 0, "rejected_recent": []},
+    "calibration": {"profile": "HQ 40x", "um_per_px": 0.155, "method": "auto", "white_gains": None,
+                    "controls_applied": {}, "controls_ignored": [], "profiles_file": "/x", "error": None},
+    "model_update": {"policy": "manual", "staged": None, "last_result": None, "last_check": None,
+                     "last_error": None, "bytes_downloaded": 0},
+    "model_signatures": {"ok": True, "allow_unsigned": False, "problems": []},
+    "scale": {"state": "ok"}, "tiling": {"settle_frames": 2, "rule": "..."}, "disclaimer": DISCLAIMER,
+}  # fmt: skip
+
+
+def test_every_status_figure_has_words_and_a_unit(app_svc):
+    from device.web.status_view import sections
+
+    app = app_svc[0]
+    with app.test_request_context("/", headers={"Accept-Language": "pt"}):
+        secs = sections(FULL_STATUS)
+    figures = {f.label: f.text for s in secs for f in s.figures}
+    assert not [k for k in figures if "_" in k]  # no figure falls back to its key
+    assert figures["Tempo para classificar um campo (mediana)"] == "843 ms"
+    assert figures["Tempo para classificar um campo (5 % mais lentos)"] == "12,0 s"
+    assert figures["Da imagem ao resultado (5 % mais lentos)"] == "ainda não medido"
+    assert figures["Imagens da câmara"] == "5,0 por segundo"
+    assert figures["Imagens captadas"].replace("\xa0", " ") in ("12 345", "12.345")
+    assert figures["Espaço livre em disco"] == "12,3 GB" and figures["A funcionar há"] == "2 horas"
+    assert figures["Escala da câmara"] == "0,155 µm/px" and figures["Câmara"] == "replay — a funcionar"
+    workers = next(s.table for s in secs if s.table)
+    assert workers[1] == ["classify", "sim", "a classificar", "0"]
