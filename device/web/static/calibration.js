@@ -19,6 +19,11 @@
   });
   var root = document.getElementById("calibration");
   if (!root) return;
+  // a figure with the page language's decimal mark ("0,3044" in French)
+  function num(x, digits) {
+    return Number(x).toLocaleString(document.documentElement.lang || undefined,
+      { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
   var S = window.smearscope;
 
   // what the run said last: its state in words, the step and percentage, or why it stopped
@@ -86,8 +91,8 @@
   function autoDone(job) {
       var r = job.result;
       document.getElementById("auto-msg").appendChild(document.createTextNode(" " +
-        T("auto_result", {um: r.um_per_px.toFixed(4), px: r.diameter_px.toFixed(1), confident: r.n_confident,
-                          frames: r.n_frames, spread: (100 * r.spread).toFixed(1)})));
+        T("auto_result", {um: num(r.um_per_px, 4), px: num(r.diameter_px, 1), confident: r.n_confident,
+                          frames: r.n_frames, spread: num(100 * r.spread, 1)})));
       showSave("auto-save", job);
   }
 
