@@ -1,9 +1,13 @@
 """How calm is the live call on the virtual microscope: does a still field keep its result, and how often
 does the scale check claim "objective changed" on one objective?
 
-    PYTHONPATH=. .venv/bin/python benchmarks/live_calm.py [--minutes 10]
+    PYTHONPATH=. .venv/bin/python benchmarks/live_calm.py [--paced] [--minutes 10]
         [--config docs/examples/virtual-hq.toml] [--um-per-px 0.155] [--model DIR]...
         [--out benchmarks/results/live_calm]
+
+`--paced` runs in real time, as a station does: the camera reads at its fps for `--minutes` of wall
+time and the classifier takes what it can (frames it cannot take are dropped), first on one still field
+(the stage never moves), then on a sequence of fields. Without it the run is unpaced (below).
 
 Runs the daemon's real pipeline (`device.services.Services`: capture, gate, classifier, store) over the
 virtual microscope of `--config` (default the virtual HQ camera: 2028x1520 at 0.155 µm/px, 4 s dwell,
@@ -40,12 +44,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device.optics.profiles import Profile  # noqa: E402
-from device.optics.virtual import VirtualOptics  # noqa: E402
-
+from device.camera.profiles import Profile  # noqa: E402
+from device.camera.virtual import VirtualOptics  # noqa: E402
 from device.config import load_config  # noqa: E402
 from device.optics.scalecheck import MISMATCH  # noqa: E402
 from device.services import Services  # noqa: E402
+
+#: A still stage as one dwell longer than any run.
+STILL_DWELL_S = 1e9
 
 
 def _optics(cam) -> VirtualOptics:
@@ -53,8 +59,8 @@ def _optics(cam) -> VirtualOptics:
         width=cam.width,
         height=cam.height,
         um_per_px=cam.um_per_px,
-        dwell_s=cam.dwell_s,
-        move_s=cam.move_s,
+        dwell_s=cam.dwell_s if cam.pan else STILL_DWELL_S,
+        move_s=cam.move_s if cam.pan else 0.0,
         pan=cam.pan,
     )
 
@@ -76,13 +82,20 @@ def run(
     models: list[str],
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     every_s: float = 60.0,
+    *,
+    paced: bool = False,
+    still: bool = False,
 ) -> dict[str, Any]:
     """The run's summary; `checkpoint(partial summary)` every `every_s` of wall time (a slow machine's
-    long run leaves figures behind even when it is stopped)."""
+    long run leaves figures behind even when it is stopped). `paced`: the camera reads at its real fps
+    for `minutes` of wall time, and frames the classifier cannot take are dropped as on a station;
+    `still`: the stage never moves (one field for the whole run)."""
     with tempfile.TemporaryDirectory() as tmp:
         over: dict[str, Any] = {"store": {"every_s": 3600.0, "reserve_mb": 0}}
         if models:
             over["classifier"] = {"models": models}
+        if still:
+            over["camera"] = {"pan": False}
         cfg = load_config(
             config_path, data_dir=Path(tmp) / "data", overrides=over, system_config=None, env={}
         )
@@ -90,7 +103,7 @@ def run(
         optics = _optics(cam)
         fps = cam.fps
         n_frames = int(round(minutes * 60 * fps))
-        services = Services(cfg, pace=False, sync=False)
+        services = Services(cfg, pace=paced, sync=False)
         um = um_per_px or optics.frame_um_per_px
         services.profiles.save(Profile("virtual scope", um), activate=True)
         pipe = services.pipeline
@@ -120,7 +133,11 @@ def run(
         next_checkpoint = t0 + every_s
         services.start()
         try:
-            while pipe.telemetry.counts["captured"] < n_frames:
+            while (
+                time.monotonic() - t0 < minutes * 60
+                if paced
+                else pipe.telemetry.counts["captured"] < n_frames
+            ):
                 time.sleep(0.2)
                 if time.monotonic() - t0 > 3600 * 3:
                     raise RuntimeError("benchmark took over 3 hours")
@@ -130,13 +147,25 @@ def run(
                     with lock:
                         snap, states = list(records), list(scale_states)
                     part = summarise(snap, states, optics, fps, done, um, time.monotonic() - t0)
-                    checkpoint({**part, "complete": False})
+                    checkpoint({**part, "paced": paced, "still": still, "complete": False})
+            if paced:  # what a station did in that time: the frames the camera gave
+                n_frames = max(0, pipe.telemetry.counts["captured"] - 2)
             pipe.paused.set()
             time.sleep(1.0)
+            counts = dict(pipe.telemetry.counts)
         finally:
             services.stop()
         wall = time.monotonic() - t0
-    return {**summarise(records, scale_states, optics, fps, n_frames, um, wall), "complete": True}
+    res = summarise(records, scale_states, optics, fps, n_frames, um, wall)
+    achieved = round(n_frames / (minutes * 60), 2) if paced and minutes > 0 else None
+    return {
+        **res,
+        "paced": paced,
+        "still": still,
+        "camera_fps_achieved": achieved,
+        "pipeline_counts": counts,
+        "complete": True,
+    }
 
 
 def summarise(
@@ -173,7 +202,11 @@ def summarise(
         if r["call"][1] is None and r["call"][2] == "objective changed?":
             d["refusals"] += 1
         d["doubts"] += r["doubt"] and not r["kept"]
+        d["results"] = d.get("results", 0) + 1
+        d["doubt_results"] = d.get("doubt_results", 0) + r["doubt"]
     rows = [dwells[k] for k in sorted(dwells)]
+    judged = [d for d in rows if d["calls"]]
+    shown = sum(d.get("results", 0) for d in rows)
     n = len(rows)
     changed = sum(1 for d in rows if d["changes"])
     alarms = sum(1 for _, st in scale_states if st == "mismatch")
@@ -191,6 +224,15 @@ def summarise(
         "results_on_moving_frames": moving_fields,
         "held_frames": held,
         "fields_uncertain_by_scale": sum(d["doubts"] for d in rows),
+        "dwells_judged": len(judged),
+        "uncertain_for_this_field_share": round(sum(1 for d in judged if d["doubts"]) / len(judged), 4)
+        if judged
+        else None,
+        "results_uncertain_for_this_field_share": round(
+            sum(d.get("doubt_results", 0) for d in rows) / shown, 4
+        )
+        if shown
+        else None,
         "scale_refused_frames": sum(d["refusals"] for d in rows),
         "dwells_with_a_scale_refusal": sum(1 for d in rows if d["refusals"]),
         "scale_state_changes": scale_states,
@@ -201,16 +243,26 @@ def summarise(
     }
 
 
-def write_md(res: dict[str, Any], path: Path, command: str) -> None:
+def _table(res: dict[str, Any]) -> list[str]:
+    pace = (
+        f"paced at {res['fps']:g} fps for {res['wall_s'] / 60:.1f} minutes of wall time: "
+        f"{res['frames']} frames captured ({res.get('camera_fps_achieved') or '-'} a second)"
+        if res.get("paced")
+        else f"{res['minutes']:.1f} simulated minutes, {res['frames']} frames at {res['fps']:g} fps "
+        "(unpaced: every frame processed)"
+    )
+    counts = res.get("pipeline_counts") or {}
     lines = [
-        "# Live call calm on the virtual microscope",
-        "",
-        f"`{command}`",
-        "",
-        f"{res['minutes']:.1f} simulated minutes, {res['frames']} frames at {res['fps']:g} fps "
-        f"(unpaced: every frame processed), {res['optics']['width']}x{res['optics']['height']} at "
+        f"{pace}, {res['optics']['width']}x{res['optics']['height']} at "
         f"{res['optics']['um_per_px']:.4g} µm/px, profile {res['profile_um_per_px']:.4g} µm/px; "
-        f"{res['wall_s']:.0f} s wall time on {res['machine']}."
+        f"{res['wall_s']:.0f} s wall time on {res['machine']}"
+        + (
+            f"; classified {counts.get('classified', 0)}, republished {counts.get('republished', 0)}, "
+            f"dropped {counts.get('dropped', 0)} frames"
+            if counts
+            else ""
+        )
+        + "."
         + ("" if res.get("complete") else " **Partial: the run was still going when this was written.**"),
         "",
         "| measure | value | target |",
@@ -223,12 +275,30 @@ def write_md(res: dict[str, Any], path: Path, command: str) -> None:
         f"| calls or scale refusals on frames taken while moving | {res['results_on_moving_frames']} | 0 |",
         f"| fields not classified, uncertain for their own red cells (scale_doubt) | "
         f"{res.get('fields_uncertain_by_scale', '-')} | few |",
+        f'| share of judged dwells "uncertain for this field" | '
+        f"{_pct(res.get('uncertain_for_this_field_share'))} | few |",
+        f'| share of published results "uncertain for this field" | '
+        f"{_pct(res.get('results_uncertain_for_this_field_share'))} | few |",
         f"| first moving frame showing the kept result (held) | {res.get('held_frames', '-')} | |",
         f'| frames refused "objective changed?" | {res["scale_refused_frames"]} | 0 |',
         f"| dwells with such a refusal | {res['dwells_with_a_scale_refusal']} | 0 |",
         f'| scale state -> mismatch ("objective changed?" alarm) | {res["objective_changed_alarms"]} | 0 |',
         "",
     ]
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def write_md(runs: dict[str, dict[str, Any]], path: Path, command: str) -> None:
+    titles = {"still": "One still field (the stage never moves)", "fields": "A sequence of fields"}
+    lines = ["# Live call calm on the virtual microscope", "", f"`{command}`", ""]
+    for key, res in runs.items():
+        if len(runs) > 1 or key in titles and res.get("paced"):
+            lines += [f"## {titles.get(key, key)}", ""]
+        lines += _table(res)
     path.write_text("\n".join(lines))
 
 
@@ -240,18 +310,34 @@ def main(argv: list[str] | None = None) -> int:
         "--um-per-px", type=float, default=None, help="the profile's µm/px (default: the camera's true one)"
     )
     ap.add_argument("--model", action="append", default=[])
+    ap.add_argument(
+        "--paced",
+        action="store_true",
+        help="real time: the camera at its fps for --minutes of wall time, a still field then a sequence",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/live_calm")
     a = ap.parse_args(argv)
     command = "PYTHONPATH=. .venv/bin/python benchmarks/live_calm.py " + " ".join(argv or sys.argv[1:])
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, dict[str, Any]] = {}
 
-    def save(res: dict[str, Any]) -> None:
-        res["command"] = command
-        a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-        write_md(res, a.out.with_suffix(".md"), command)
+    def save(key: str, res: dict[str, Any]) -> None:
+        runs[key] = res
+        body = runs["fields"] if not a.paced else dict(runs)
+        a.out.with_suffix(".json").write_text(json.dumps({**body, "command": command}, indent=1) + "\n")
+        write_md(runs, a.out.with_suffix(".md"), command)
 
-    res = run(a.minutes, a.config, a.um_per_px, a.model, checkpoint=save)
-    save(res)
+    for key in ("still", "fields") if a.paced else ("fields",):
+        res = run(
+            a.minutes,
+            a.config,
+            a.um_per_px,
+            a.model,
+            checkpoint=lambda part, key=key: save(key, part),
+            paced=a.paced,
+            still=key == "still",
+        )
+        save(key, res)
     print(a.out.with_suffix(".md").read_text())
     return 0
 

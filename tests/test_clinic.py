@@ -12,12 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
+from babel.dates import format_date
 from webkit import encode, smear, token_of
 
 from common.wording import DISCLAIMER
 from device.config import load_config
 from device.errors import ConfigError
-from device.localtime import local_text, station_zone, system_zone_name
+from device.localtime import local_text, parse_utc, station_zone, system_zone_name
 from device.report.pdf import find_font, render_pdf
 from device.report.slide import build_slide_report
 from device.telemetry import rate
@@ -73,19 +74,39 @@ def test_the_pdf_report_carries_what_the_clinician_needs(client, app_svc, tmp_pa
     pages, text, size = _pdf_text(r.data)
     assert pages == 1 and round(size[0]) == 595  # A4: 595 x 842 pt
     for needed in (
-        SLIDE, s["id"], summary["call_text"], "Rule: suspicious if", "12 fields",
+        SLIDE, s["id"], "insufficient — capture at least", "Rule: suspicious if", "12 fields",
         f"{summary['confident_fields']} confident", f"{summary['uncertain_fields']} uncertain",
         "2 reviewed", "Asia/Kolkata", "IST", "fake", KEY_ID, REVIEWER, "looks reactive",
         DISCLAIMER.rstrip("."), "EDTA, 3 h", svc.store.device_id,
     ):  # fmt: skip
         assert needed in text, needed
-    start = local_text(s["started_at"], station_zone("Asia/Kolkata"))
-    assert start in text and start.endswith("IST")
+    assert summary["call"] == "insufficient"
+    started = parse_utc(s["started_at"]).astimezone(station_zone("Asia/Kolkata"))
+    assert f"{started:%b} {started.day}, {started.year}" in text  # Babel's date, the station's zone
     letter = client.get(f"/samples/{s['id']}/report.pdf?paper=letter")
     pages, _, size = _pdf_text(letter.data)
     assert pages == 1 and (round(size[0]), round(size[1])) == (612, 792)
     assert client.get(f"/samples/{s['id']}/report.pdf?paper=a3").status_code == 400
     assert client.get("/samples/nope/report.pdf").status_code == 404
+
+
+def test_the_pdf_report_is_in_the_asking_users_language(client, app_svc, tmp_path):
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
+    app, svc = app_svc
+    s = _slide(app, svc, tmp_path)
+    r = client.get(f"/samples/{s['id']}/report.pdf", headers={"Accept-Language": "fr"})
+    pages, text, _ = _pdf_text(r.data)
+    assert pages == 1
+    for needed in (
+        "rapport de dépistage de la lame", "Résultat de la lame", "Champs représentatifs", "Relectures",
+        "Imprimé", "insuffisant", "Règle :", "Asia/Kolkata", "IST", SLIDE, REVIEWER, "looks reactive",
+        "Aide au dépistage pour personnel formé",
+    ):  # fmt: skip
+        assert needed in text, needed
+    started = parse_utc(s["started_at"]).astimezone(station_zone("Asia/Kolkata"))
+    assert format_date(started, "medium", locale="fr") in text  # "7 déc. 2026": Babel's French date
+    assert "Slide call" not in text and "Reviews" not in text and "Printed" not in text
 
 
 def crowded_slide(store, image_jpeg: bytes) -> str:
@@ -246,8 +267,13 @@ def test_status_figures_are_rounded(client, app_svc):
     svc.status = lambda: {**base, "fps": 4.98, "inference_ms_p50": 842.598, "inference_ms_p95": 1203.25,
                           "uptime_s": 123456.78, "ratio": 1.023456}  # fmt: skip
     html = client.get("/status").get_data(as_text=True)
-    assert "842.6" in html and "842.598" not in html and "1203.2" in html and "5.0" in html
-    assert "123456.8" in html and "1.023<" in html and "e+0" not in html
+    assert "843 ms" in html and "842.598" not in html and "1,203 ms" in html and "5.0 a second" in html
+    assert "1 day" in html and "1.023<" in html and "e+0" not in html
+    # every figure has words for a label, not a key
+    assert "inference ms p50" not in html and "inference_ms" not in html and "uptime s" not in html
+    assert "Time to classify a field (median)" in html and "Frames taken" in html
+    fr = client.get("/status", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert "843 ms" in fr and "1 203 ms" in fr.replace("\u202f", " ").replace("\xa0", " ")
 
 
 def test_frame_rate_counts_frames_not_classifications():
@@ -299,3 +325,45 @@ def test_upload_says_when_auto_cannot_tell_and_offers_the_typed_scale(client, ap
 def test_new_pages_need_login(app_svc, path):
     r = app_svc[0].test_client().get(path)
     assert r.status_code == 302 and "/login" in r.headers["Location"]
+
+
+#: What `Services.status()` returns (device/services.py, the pipeline's status, sync and updates).
+FULL_STATUS = {
+    "version": "0.1.0", "device_id": "dev-1",
+    "camera": {"source": "replay", "state": "running", "detail": "", "error": None},
+    "frames_captured": 12345, "frames_rejected": 3, "frames_classified": 40, "frames_dropped": 7,
+    "records_stored": 41, "store_dropped": 0, "store_queue": 0, "fps": 4.96, "classified_fps": 0.2,
+    "inference_ms_p50": 842.598, "inference_ms_p95": 12034.5, "latency_ms_p50": 901.25,
+    "latency_ms_p95": None,
+    "workers": [{"name": "classify", "alive": True, "stage": "inference", "restarts": 0, "last_error": None}],
+    "uptime_s": 7384.2, "models": [{"name": "m1", "sha256": "ab" * 32}], "disk_free_bytes": 12_345_678_901,
+    "disk_full": False, "storage": "ok", "records_total": 41, "unsynced": 41, "last_error": None,
+    "sync": {"enabled": True, "hub_url": "https://hub", "state": "idle", "last_success": None,
+             "last_attempt": None, "last_error": None, "backoff": 0.0, "sent_total": 0, "clock_skew_s": 3.5,
+             "pending": 41, "synced": 0, "rejected": 0, "rejected_recent": []},
+    "calibration": {"profile": "HQ 40x", "um_per_px": 0.155, "method": "auto", "white_gains": None,
+                    "controls_applied": {}, "controls_ignored": [], "profiles_file": "/x", "error": None},
+    "model_update": {"policy": "manual", "staged": None, "last_result": None, "last_check": None,
+                     "last_error": None, "bytes_downloaded": 0},
+    "model_signatures": {"ok": True, "allow_unsigned": False, "problems": []},
+    "scale": {"state": "ok"}, "tiling": {"settle_frames": 2, "rule": "..."}, "disclaimer": DISCLAIMER,
+}  # fmt: skip
+
+
+def test_every_status_figure_has_words_and_a_unit(app_svc):
+    from device.web.status_view import sections
+
+    app = app_svc[0]
+    with app.test_request_context("/", headers={"Accept-Language": "pt"}):
+        secs = sections(FULL_STATUS)
+    figures = {f.label: f.text for s in secs for f in s.figures}
+    assert not [k for k in figures if "_" in k]  # no figure falls back to its key
+    assert figures["Tempo para classificar um campo (mediana)"] == "843 ms"
+    assert figures["Tempo para classificar um campo (5 % mais lentos)"] == "12,0 s"
+    assert figures["Da imagem ao resultado (5 % mais lentos)"] == "ainda não medido"
+    assert figures["Imagens da câmara"] == "5,0 por segundo"
+    assert figures["Imagens captadas"].replace("\xa0", " ") in ("12 345", "12.345")
+    assert figures["Espaço livre em disco"] == "12,3 GB" and figures["A funcionar há"] == "2 horas"
+    assert figures["Escala da câmara"] == "0,155 µm/px" and figures["Câmara"] == "replay — a funcionar"
+    workers = next(s.table for s in secs if s.table)
+    assert workers[1] == ["classify", "sim", "a classificar", "0"]

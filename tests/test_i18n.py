@@ -4,6 +4,7 @@ and refusals/doubts as translated sentences with the English reason behind "deta
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 from pathlib import Path
@@ -249,3 +250,96 @@ def test_record_page_greys_bars_when_no_call_was_made(app_svc):
     assert 'class="bars no-call"' in html and "Aucun résultat n’a été rendu" in html
     assert "<summary>Détails</summary>" in html and "confidence 0.40 below threshold 0.60" in html
     assert "Les modèles ne sont pas sûrs pour ce champ" in html
+
+
+# --- refusals of uploads, HTTP errors, calibration runs ------------------------------------------
+
+
+def test_every_upload_refusal_kind_has_its_own_sentence(app_svc):
+    from device.web import upload_check
+
+    kinds = {upload_check.NAME, upload_check.TOO_BIG, upload_check.EMPTY, upload_check.TYPE,
+             upload_check.NOT_IMAGE, upload_check.DAMAGED, upload_check.PIXELS, "busy", "sample",
+             "finished", "no_file", "files", "scale", "storage", "storage_partial"}  # fmt: skip
+    with _in_request(app_svc[0], "fr"):
+        fallback = advice.upload_refusal("unknown", "x").sentence
+        said = {k: advice.upload_refusal(k, "engineer: 12.3 MB > 10 MB") for k in kinds}
+    assert all(a.sentence != fallback and a.details == "engineer: 12.3 MB > 10 MB" for a in said.values())
+    assert len({a.sentence for a in said.values()}) == len(kinds)  # one sentence each
+    REJECTED = "UploadRejected"  # noqa: N806
+    # every refusal in the checks names its kind, so none falls back to the "other" sentence
+    tree = ast.parse((ROOT / "device/web/upload_check.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == REJECTED]
+    assert len(calls) >= 19 and all(len(c.args) == 3 for c in calls)
+
+
+def test_an_upload_refusal_is_a_sentence_with_the_details_behind(app_svc):
+    app, svc = app_svc
+    c = app.test_client()
+    login(c)
+    tok = csrf_of(c)
+    gif = b"GIF89a" + b"\0" * 64
+    r = c.post("/upload", data={"file": [(io.BytesIO(gif), "a.gif")], "csrf_token": tok},
+               content_type="multipart/form-data", headers={"Accept-Language": "fr"})  # fmt: skip
+    page = r.get_data(as_text=True).replace("&#39;", "'")
+    assert r.status_code == 415
+    assert "Rien n’a été enregistré" in page and "Ce type de fichier n’est pas accepté" in page
+    details = re.search(r"<details.*?</details>", page, re.S).group(0)
+    assert "GIF files are not supported" in details  # the engineer's reason, behind "details"
+    api = c.post(
+        "/api/v1/classify",
+        data={"file": [(io.BytesIO(gif), "a.gif")]},
+        headers={"X-CSRF-Token": tok, "Accept-Language": "es"},
+        content_type="multipart/form-data",
+    )
+    assert api.status_code == 415 and "GIF" in api.get_json()["error"]
+    assert api.get_json()["message"].startswith("Este tipo de archivo no se acepta")
+
+
+def test_http_errors_have_human_names_in_the_readers_language(tmp_path):
+    app, _svc = make_app(tmp_path)
+
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("secret internals /var/lib/x")
+
+    c = app.test_client()
+    login(c)
+    page = c.get("/no-such-page", headers={"Accept-Language": "pt"})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 404 and "404 · Não encontrado" in text and "Not Found" not in text
+    assert "verifique o endereço" in text
+    js = c.get("/api/v1/results/nope-nope", headers={"Accept-Language": "fr"})
+    assert js.status_code == 404 and js.get_json()["error"]  # the view's own words
+    missing = c.get("/api/v1/nothing-here", headers={"Accept-Language": "fr"})
+    assert missing.status_code == 404 and missing.get_json()["error"].startswith("Cette page ou cet élément")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    err = c.get("/boom", headers={"Accept-Language": "es"})
+    body = err.get_data(as_text=True)
+    assert err.status_code == 500 and "Error de la estación" in body and "secret internals" not in body
+    tech = app.test_client()
+    login(tech)
+    denied = tech.get("/admin/users", headers={"Accept-Language": "fr"})
+    assert denied.status_code == 403 and "403 · Non autorisé" in denied.get_data(as_text=True)
+
+
+def test_calibration_progress_and_end_in_words(app_svc):
+    from device.web.calibration import job_view
+
+    app = app_svc[0]
+    running = {"id": "j", "kind": "auto", "state": "running", "done": 3, "total": 12, "message": "7.1 px"}
+    with _in_request(app, "fr"):
+        v = job_view(running)["view"]
+        assert (
+            v["percent"] == 25 and v["step"] == "étape 3 sur 12 (25 %)" and v["text"] == "Mesure de l’échelle"
+        )
+        refused = "only 2 of 12 frames gave a confident red-cell estimate, 8 needed. Move to a thin area"
+        f = job_view({**running, "state": "failed", "error": refused})["view"]
+        assert (
+            f["text"] == "Non mesuré"
+            and f["sentence"].startswith("Trop peu d’images")
+            and f["details"] == refused
+        )
+        done = job_view({**running, "state": "done", "done": 12})["view"]
+        assert done["percent"] == 100 and done["text"].startswith("Terminé")
+    assert job_view(None) is None

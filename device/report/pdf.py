@@ -8,6 +8,8 @@ stays small and the memory bounded whatever the camera's resolution."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,6 +35,29 @@ LINE_MM = 3.6  # one 8 pt line
 
 # What the core (Latin-1) font cannot draw, for the fallback when DejaVu is not installed.
 _LATIN1 = str.maketrans({"≥": ">=", "→": "->", "—": "-", "–": "-", "…": "...", "“": '"', "”": '"'})
+
+
+def english(message: str, **values: object) -> str:
+    """The report's words as written (the default when no reader's language is given)."""
+    return message % values if values else message
+
+
+@dataclass(frozen=True)
+class Words:
+    """The reader's language for one report: `gettext(msgid, **values)` translates, the rest are
+    already in that language (the web layer fills them with Flask-Babel: dates in the station's zone
+    with the zone shown, the call and rule of device/web/advice.py). Empty fields fall back to the
+    report's own English text."""
+
+    gettext: Callable[..., str] = english
+    percent: Callable[[float], str] = lambda x: f"{100 * x:.1f}%"
+    started: str = ""
+    finished: str = ""
+    printed: str = ""
+    call_text: str = ""
+    rule: str = ""
+    disclaimer: str = ""
+    lang: str = "en"
 
 
 def find_font(dirs: tuple[Path, ...] = FONT_DIRS) -> tuple[Path, Path] | None:
@@ -107,46 +132,71 @@ class _Doc(FPDF):
         self.line_text(text, 10.5, bold=True, h=5.5)
 
 
-def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ...] = FONT_DIRS) -> bytes:
-    """One page (A4 or Letter: `paper` "a4" | "letter") for the clinician."""
+def render_pdf(
+    report: SlideReport,
+    paper: str = "a4",
+    font_dirs: tuple[Path, ...] = FONT_DIRS,
+    words: Words | None = None,
+) -> bytes:
+    """One page (A4 or Letter: `paper` "a4" | "letter") for the clinician, in `words`' language."""
+    w = words or Words()
+    _ = w.gettext  # the msgids below are the report page's (device/web/templates/report.html)
+    disclaimer = w.disclaimer or report.disclaimer
     doc = _Doc(PAPERS.get(paper.lower(), "A4"), find_font(font_dirs))
-    doc.set_title(doc.t(f"Slide report {report.slide_id}"))
+    doc.set_title(doc.t(_("Report %(slide)s", slide=report.slide_id)))
     doc.set_creator("smearscope")
+    doc.set_lang(w.lang)
     doc.add_page()
 
-    doc.line_text("smearscope · slide screening report", 14, bold=True, h=7)
+    doc.line_text(_("smearscope · slide screening report"), 14, bold=True, h=7)
     doc.set_fill_color(255, 244, 214)
     doc.font(9.5, True)
-    doc.multi_cell(0, 6, doc.t(report.disclaimer), fill=True, align="C", new_x="LMARGIN", new_y="NEXT")
+    doc.multi_cell(0, 6, doc.t(disclaimer), fill=True, align="C", new_x="LMARGIN", new_y="NEXT")
     doc.ln(1.5)
 
+    status = {"open": _("open"), "finished": _("finished")}.get(report.status, report.status)
+    finished = w.finished or report.finished
     doc.kv(
         [
-            ("Slide", report.slide_id),
-            ("Sample", f"{report.sample_id} ({report.status})"),
-            ("Station", report.station),
-            ("Profile", report.profile),
-            ("Started", f"{report.started} by {report.created_by}"),
-            ("Finished", report.finished or "not finished: figures may still change"),
-            ("Printed", f"{report.generated} (time zone {report.zone})"),
-            ("Notes", report.notes[:MAX_NOTES_CHARS] or "—"),
+            (_("Slide"), report.slide_id),
+            (_("Sample"), f"{report.sample_id} ({status})"),
+            (_("Station"), report.station),
+            (_("Profile"), report.profile),
+            (
+                _("Started"),
+                _("%(when)s by %(user)s", when=w.started or report.started, user=report.created_by),
+            ),
+            (_("Finished"), finished or _("not finished: figures may still change")),
+            (
+                _("Printed"),
+                _("%(when)s (time zone %(zone)s)", when=w.printed or report.generated, zone=report.zone),
+            ),
+            (_("Notes"), report.notes[:MAX_NOTES_CHARS] or "—"),
         ]
     )
 
-    doc.heading("Slide call")
+    doc.heading(_("Slide call"))
     suspicious = report.call == "suspicious"
     doc.set_draw_color(*((179, 38, 30) if suspicious else (106, 42, 125)))
     doc.set_line_width(0.6)
     doc.font(12, True)
     doc.set_text_color(*((179, 38, 30) if suspicious else (29, 27, 32)))
-    doc.multi_cell(0, 7, doc.t(report.call_text), border=1, padding=1.5, new_x="LMARGIN", new_y="NEXT")
+    call_text = w.call_text or report.call_text
+    doc.multi_cell(0, 7, doc.t(call_text), border=1, padding=1.5, new_x="LMARGIN", new_y="NEXT")
     doc.set_text_color(29, 27, 32)
     doc.set_line_width(0.2)
     doc.set_draw_color(217, 212, 222)
     doc.ln(1)
     doc.line_text(
-        f"{report.fields} fields · {report.confident_fields} confident · {report.uncertain_fields} "
-        f"uncertain · {report.reviewed_fields} reviewed · {report.malignant_fields} malignant",
+        _(
+            "%(fields)s fields · %(confident)s confident · %(uncertain)s uncertain · %(reviewed)s reviewed"
+            " · %(malignant)s malignant",
+            fields=report.fields,
+            confident=report.confident_fields,
+            uncertain=report.uncertain_fields,
+            reviewed=report.reviewed_fields,
+            malignant=report.malignant_fields,
+        ),
         9,
         bold=True,
     )
@@ -155,62 +205,74 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
         with doc.table(
             col_widths=(70, 25, 25, 30), width=150, align="L", line_height=4.6, first_row_as_headings=True
         ) as table:
-            table.row([doc.t(x) for x in ("Label", "Fields", "Fraction", "Malignant")])
+            table.row([doc.t(x) for x in (_("Label"), _("Fields"), _("Fraction"), _("Malignant"))])
             for lb in report.labels:
                 table.row(
                     [
                         doc.t(lb.display),
                         str(lb.count),
-                        f"{100 * lb.fraction:.1f}%",
-                        "yes" if lb.malignant else "no",
+                        doc.t(w.percent(lb.fraction)),
+                        doc.t(_("yes") if lb.malignant else _("no")),
                     ]
                 )
     render_cells(doc, report)
-    doc.line_text(f"Rule: {report.rule}", 7.5)
+    doc.line_text(_("Rule: %(rule)s", rule=w.rule or report.rule), 7.5)
 
     # What follows the images is reserved first, so the images give way when the page is full.
     review_lines = min(len(report.reviews), MAX_REVIEWS) + (len(report.reviews) > MAX_REVIEWS) or 1
     tail_mm = 2 * 7.0 + (review_lines + 2 * max(1, len(report.models)) + 2 * 2) * LINE_MM
     if report.images:
-        doc.heading("Representative fields")
-        _images(doc, report, reserve_mm=tail_mm)
+        doc.heading(_("Representative fields"))
+        _images(doc, report, reserve_mm=tail_mm, words=w)
 
-    doc.heading("Reviews")
+    doc.heading(_("Reviews"))
     if report.reviews:
         for rv in report.reviews[:MAX_REVIEWS]:
             comment = f" — {rv.comment}" if rv.comment else ""
-            doc.one_line(
-                f"{rv.when} · {rv.reviewer}: field {rv.field} (model {rv.model_label}) {rv.verdict}{comment}"
+            verdict = _("agreed") if rv.verdict == "agreed" else rv.verdict
+            said = _(
+                "%(when)s · %(reviewer)s: field %(field)s (the models said %(label)s) %(verdict)s",
+                when=rv.when,
+                reviewer=rv.reviewer,
+                field=rv.field,
+                label=rv.model_label,
+                verdict=verdict,
             )
+            doc.one_line(said + comment)
         if len(report.reviews) > MAX_REVIEWS:
-            doc.one_line(f"… and {len(report.reviews) - MAX_REVIEWS} more on the station's sample page")
+            doc.one_line(
+                _("… and %(n)s more on the station's sample page", n=len(report.reviews) - MAX_REVIEWS)
+            )
     else:
-        doc.one_line("No field reviewed yet.")
+        doc.one_line(_("No field reviewed yet."))
 
-    doc.heading("Models")
+    doc.heading(_("Models"))
     for m in report.models:
-        signed = f", signed {m.signed_at[:10]}" if m.signed_at else ""
-        doc.line_text(f"{m.name} · sha256 {m.sha256[:16]} · signing key {m.key_id}{signed}", 8)
+        signed = ", " + _("signed %(date)s", date=m.signed_at[:10]) if m.signed_at else ""
+        doc.line_text(f"{m.name} · sha256 {m.sha256[:16]} {_('· signing key')} {m.key_id}{signed}", 8)
     if not report.models:
-        doc.line_text("No field classified yet.", 8)
+        doc.line_text(_("No field classified yet."), 8)
 
     doc.ln(1)
     doc.line_text(
-        f"{report.disclaimer} Every slide is reviewed by a hematologist; uncertain fields are referred.",
+        f"{disclaimer} {_('Every slide is reviewed by a hematologist; uncertain fields are referred.')}",
         8,
         bold=True,
     )
     return bytes(doc.output())
 
 
-def _images(doc: _Doc, report: SlideReport, reserve_mm: float, per_row: int = 3, gap: float = 3.0) -> None:
+def _images(
+    doc: _Doc, report: SlideReport, reserve_mm: float, words: Words, per_row: int = 3, gap: float = 3.0
+) -> None:
+    _ = words.gettext
     cell_w = (doc.epw - gap * (per_row - 1)) / per_row
     img_h = cell_w * 0.5
     for start in range(0, len(report.images), per_row):
         row = report.images[start : start + per_row]
         y = doc.get_y()
         if y + img_h + 5 + LINE_MM > doc.h - doc.b_margin - reserve_mm:
-            doc.one_line(f"{len(report.images) - start} more field(s) on the station's sample page")
+            doc.one_line(_("More fields on the station's sample page: %(n)s", n=len(report.images) - start))
             return
         for i, im in enumerate(row):
             x = doc.l_margin + i * (cell_w + gap)
@@ -220,7 +282,7 @@ def _images(doc: _Doc, report: SlideReport, reserve_mm: float, per_row: int = 3,
             else:
                 doc.set_xy(x, y)
                 doc.font(7.5)
-                doc.multi_cell(cell_w, img_h, doc.t("image not on this station"), border=1, align="C")
+                doc.multi_cell(cell_w, img_h, doc.t(_("image not on this station")), border=1, align="C")
             doc.set_xy(x, y + img_h + 0.5)
             doc.font(7.5)
             doc.cell(cell_w, 3.5, doc.t(im.caption[:60]))

@@ -6,24 +6,20 @@ the blueprints in this package read `services` through `current_app.extensions["
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, jsonify, render_template, request
-from flask_babel import gettext, lazy_gettext
-from werkzeug.exceptions import HTTPException
+from flask import Flask, g
+from flask_babel import lazy_gettext
 
 from common.wording import DISCLAIMER
 from device import __version__
 from device.fsutil import atomic_write_bytes
-from device.store.store import DiskFullError, is_disk_full
-from device.web import advice, auth, i18n, proxy, security
+from device.web import advice, auth, errors, i18n, proxy, security
 from device.web.streams import StreamBudget
 
 SECRET_FILE = "web_secret_key"
@@ -134,44 +130,6 @@ def create_app(config, services) -> Flask:
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        if security.wants_json():
-            return jsonify({"error": exc.description or exc.name}), exc.code
-        return render_template("error.html", code=exc.code, name=exc.name, message=exc.description), exc.code
-
-    @app.errorhandler(DiskFullError)
-    @app.errorhandler(sqlite3.OperationalError)
-    def _storage_full(exc: Exception):
-        if not is_disk_full(exc):
-            raise exc
-        with contextlib.suppress(Exception):
-            services.store.disk_full = True
-        msg = gettext("storage full: nothing was stored; free disk space (see Status) and try again")
-        if security.wants_json() or request.path.startswith("/api/"):
-            return jsonify({"error": msg}), 507
-        return render_template("error.html", code=507, name=gettext("Storage full"), message=msg), 507
-
-    @app.errorhandler(413)
-    def _too_large(exc):
-        got = request.content_length
-        limits = {"total": f"{request_limit(config) / 1e6:.0f}", "each": config.web.max_upload_mb}
-        msg = (
-            gettext(
-                "upload too large: this request is %(got)s MB; one request may carry at most %(total)s MB "
-                "in all, each file at most %(each)s MB",
-                got=f"{got / 1e6:.1f}",
-                **limits,
-            )
-            if got
-            else gettext(
-                "upload too large: one request may carry at most %(total)s MB in all, each file at most "
-                "%(each)s MB",
-                **limits,
-            )
-        )
-        if security.wants_json() or request.path.startswith("/api/"):
-            return jsonify({"error": msg}), 413
-        return render_template("error.html", code=413, name=gettext("Too large"), message=msg), 413
+    errors.init_app(app, request_limit(config), config.web.max_upload_mb)
 
     return app

@@ -130,6 +130,100 @@ def _refusal(text: str) -> tuple[str, str]:
     return "other", gettext("This field was not classified: see the details, or ask an admin.")
 
 
+def _upload_sentences() -> dict[str, str]:
+    from device.web.classify import MAX_FILES
+
+    return {
+        "name": gettext(
+            "The file's name cannot be used: rename it (letters, digits, dashes) and upload it again."
+        ),
+        "too_big": gettext(
+            "The file is too large for this station: export it smaller (for example as JPEG) and upload "
+            "it again."
+        ),
+        "empty": gettext("The file is empty: export the image again and upload it."),
+        "type": gettext(
+            "This kind of file is not accepted: save the image as JPEG, PNG, BMP or TIFF and upload it again."
+        ),
+        "not_image": gettext("This file is not a picture: choose a JPEG, PNG, BMP or TIFF image."),
+        "damaged": gettext(
+            "The file is damaged or incomplete: copy it again from the microscope's computer and upload "
+            "it again."
+        ),
+        "pixels": gettext(
+            "The picture has too many pixels for this station: export it smaller and upload it again."
+        ),
+        "busy": gettext("The station is busy with other uploads: wait a minute and upload again."),
+        "sample": gettext("That sample does not exist: choose another sample, or none."),
+        "finished": gettext("That sample is finished: start a new sample, or choose an open one."),
+        "no_file": gettext("No file was chosen: choose one or more images, then press Classify."),
+        "files": gettext("Too many files at once: upload them in groups of at most %(max)s.", max=MAX_FILES),
+        "scale": gettext(
+            "The scale is not one this station can use: type it in µm per pixel (for example 0.25), "
+            "or choose another scale."
+        ),
+        "storage": gettext(
+            "The station's storage is full: ask an admin to free disk space, then upload again."
+        ),
+        "storage_partial": gettext(
+            "The station's storage filled up during the upload: the details name the files that were "
+            "not kept. Ask an admin to free disk space, then upload those again."
+        ),
+    }
+
+
+def upload_refusal(kind: str, message: str) -> Advice:
+    """An upload refused before anything was classified (device/web/upload_check.py's kinds, and
+    classify.py's); `message` is the engineer's reason, kept as the details."""
+    sentence = _upload_sentences().get(kind) or gettext(
+        "The upload was refused: see the details, or ask an admin."
+    )
+    title = gettext("Upload stopped") if kind == "storage_partial" else gettext("Nothing was stored")
+    return Advice(kind, title, sentence, message, refused=True)
+
+
+def calibration_failure(error: str | None) -> Advice:
+    """A calibration run that ended without a result (device/optics/calibrate.py's and jobs.py's
+    English reasons, kept as the details)."""
+    low = (error or "").lower()
+    table = (
+        (
+            "confident red-cell",
+            gettext(
+                "Too few frames showed red cells clearly: move to a thin area of the smear where red cells "
+                "lie side by side, focus, and measure again (or use a stage micrometer)."
+            ),
+        ),
+        (
+            "estimates disagree",
+            gettext(
+                "The frames gave different scales: stay on thin, focused areas of one smear with one "
+                "objective, and measure again (or use a stage micrometer)."
+            ),
+        ),
+        (
+            "not blank",
+            gettext(
+                "The field is not empty: move beside the smear, where there are no cells, and measure again."
+            ),
+        ),
+        ("clipped", gettext("The background is too bright: turn the lamp down and measure again.")),
+        ("too dark", gettext("The background is too dark: turn the lamp up (or open the condenser).")),
+        (
+            "camera",
+            gettext("No pictures came from the camera: check it is running (Status page) and try again."),
+        ),
+        (
+            "no red-cell scale estimator",
+            gettext("This station cannot measure from red cells: use a stage micrometer or type the scale."),
+        ),
+    )
+    sentence = next((said for key, said in table if key in low), None) or gettext(
+        "The measurement did not finish: see the details, or ask an admin."
+    )
+    return Advice("calibration", gettext("Not measured"), sentence, error or "", refused=True)
+
+
 def quality(reasons: list[str] | tuple[str, ...]) -> Advice:
     """A frame the quality gate rejected."""
     table = _quality_sentences()
@@ -208,6 +302,21 @@ def models_scale_text(scale: dict[str, Any] | None) -> str:
     return gettext("Models' scale: %(um)s µm/px", um=scale_text(um))
 
 
+def scale_source_words(source: str | None) -> str:
+    """Where an image's scale came from (device/optics/analyse.py `scale_source`), in the reader's words."""
+    src = source or "unknown"
+    if src.startswith("profile"):
+        name = src.partition(":")[2]
+        return gettext("calibration profile %(name)s", name=name) if name else gettext("calibration profile")
+    words = {
+        "auto": gettext("from the red cells"),
+        "given": gettext("typed"),
+        "assumed": gettext("assumed at the models' scale"),
+        "unknown": gettext("unknown"),
+    }
+    return words.get(src, src)
+
+
 def summary_call(summary: dict[str, Any] | None) -> str:
     """A slide summary's call (`device/sample_summary.py`) in the reader's language."""
     from device.sample_summary import MIN_FIELDS
@@ -252,6 +361,8 @@ def init_app(app: Flask) -> None:
     """The template helpers that turn results, scales and summaries into the reader's words."""
     app.jinja_env.globals.update(
         advice_for=for_record,
+        quality_words=quality_words,
+        scale_source_words=scale_source_words,
         models_scale_text=models_scale_text,
         summary_call=summary_call,
         summary_rule=summary_rule,

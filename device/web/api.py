@@ -11,7 +11,7 @@ from common.wording import DISCLAIMER
 from device.camera.profiles import ProfileError
 from device.errors import SmearscopeError
 from device.store.store import DiskFullError, StoreError
-from device.web import queries
+from device.web import advice, queries
 from device.web.classify import classify_files
 from device.web.history import export_response
 from device.web.live import live_payload
@@ -24,8 +24,8 @@ def _ext():
     return current_app.extensions["smearscope"]
 
 
-def _error(status: int, message: str):
-    resp = jsonify({"error": message})
+def _error(status: int, error: str, **extra: str):
+    resp = jsonify({"error": error, **extra})
     resp.status_code = status
     return resp
 
@@ -49,7 +49,8 @@ def classify():
             request.form.get("um_per_px"),
         )
     except UploadRejected as exc:
-        resp = _error(exc.status, exc.message)
+        # error: the engineer's English reason; message: what to do, in the caller's language
+        resp = _error(exc.status, exc.message, message=advice.upload_refusal(exc.kind, exc.message).sentence)
         if exc.status == 503:
             resp.headers["Retry-After"] = "30"
         return resp

@@ -4,6 +4,8 @@ typed value, the colour reference, and the list (activate, delete, download the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     Response,
@@ -24,6 +26,7 @@ from device.errors import SmearscopeError
 from device.optics import calibrate as cal
 from device.optics.jobs import JobBusy
 from device.pipeline.live import encode_jpeg
+from device.web import advice
 from device.web.security import admin_required
 
 bp = Blueprint("calibration", __name__, url_prefix="/admin/calibration")
@@ -81,7 +84,7 @@ def page():
         path=str(svc.profiles.path),
         cal=svc.config.calibration,
         rbc_um=svc.config.optics.rbc_diameter_um,
-        job=svc.calibration.state(),
+        job=job_view(svc.calibration.state()),
         scale=svc.scale_info() if hasattr(svc, "scale_info") else {},
         words=page_words(),
     )
@@ -100,6 +103,7 @@ def page_words() -> dict[str, str]:
         "white_ignored": gettext(" · ignored by this camera: {which}"),
         "white_gain": gettext(" · software gain: {gains}"),
         "none": gettext("none"),
+        "details": gettext("Details"),
         "none_needed": gettext("none needed"),
         "mic_first": gettext("Click the first end of the known length."),
         "mic_second": gettext("Now click the other end."),
@@ -124,16 +128,41 @@ def run():
     try:
         state = _services().calibration.start(kind, user=g.user.name, **params)
     except JobBusy as exc:
-        return jsonify({"error": str(exc)}), 409
+        return jsonify(
+            {"error": str(exc), "message": gettext("A measurement is running: wait for it to end.")}
+        ), 409
     except SmearscopeError as exc:
-        return jsonify({"error": str(exc)}), 400
-    return jsonify(state), 202
+        return jsonify({"error": str(exc), "message": advice.calibration_failure(str(exc)).sentence}), 400
+    return jsonify(job_view(state)), 202
+
+
+def job_view(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A calibration job's state in the reader's words: the step and percentage while it runs, its end
+    (finished / not measured, with what to do and the engineer's reason as details)."""
+    if not job:
+        return None
+    done, total = int(job.get("done") or 0), int(job.get("total") or 0)
+    percent = min(100, round(100 * done / total)) if total else None
+    state = job.get("state")
+    view: dict[str, Any] = {"percent": percent, "step": "", "text": "", "sentence": "", "details": ""}
+    if state == "running":
+        what = gettext("Measuring the scale") if job.get("kind") == "auto" else gettext("Setting the colour")
+        view["text"] = what
+        if total:
+            view["step"] = gettext("step %(n)s of %(m)s (%(pct)s%%)", n=done, m=total, pct=percent)
+    elif state == "done":
+        view["text"] = gettext("Finished: check the result below, then save it.")
+        view["percent"] = 100
+    else:
+        said = advice.calibration_failure(job.get("error"))
+        view.update(text=said.title, sentence=said.sentence, details=said.details)
+    return {**job, "view": view}
 
 
 @bp.route("/job")
 @admin_required
 def job():
-    return jsonify({"job": _services().calibration.state()})
+    return jsonify({"job": job_view(_services().calibration.state())})
 
 
 @bp.route("/save", methods=["POST"])

@@ -31,7 +31,7 @@ DECODE_WAIT_S = 30.0
 def decode_slot(slots: threading.Semaphore, wait_s: float = DECODE_WAIT_S) -> Iterator[None]:
     if not slots.acquire(timeout=wait_s):
         raise UploadRejected(
-            503, gettext("the station is busy decoding other uploads: try again in a minute")
+            503, gettext("the station is busy decoding other uploads: try again in a minute"), "busy"
         )
     try:
         yield
@@ -45,10 +45,12 @@ def resolve_sample(store, sample_id: str | None) -> str | None:
         return None
     sample = store.get_sample(sample_id)
     if sample is None:
-        raise UploadRejected(404, gettext("no sample %(id)s", id=sample_id))
+        raise UploadRejected(404, gettext("no sample %(id)s", id=sample_id), "sample")
     if sample["status"] != "open":
         raise UploadRejected(
-            409, gettext("sample %(slide)s is finished: start a new sample", slide=sample["slide_id"])
+            409,
+            gettext("sample %(slide)s is finished: start a new sample", slide=sample["slide_id"]),
+            "finished",
         )
     return sample_id
 
@@ -75,10 +77,14 @@ def check_files(
 ) -> list[tuple[FileStorage, CheckedImage]]:
     files = [f for f in files if f is not None and (f.filename or f.content_length)]
     if not files:
-        raise UploadRejected(400, gettext("no file: send one or more images in the form field 'file'"))
+        raise UploadRejected(
+            400, gettext("no file: send one or more images in the form field 'file'"), "no_file"
+        )
     if len(files) > MAX_FILES:
         raise UploadRejected(
-            413, gettext("%(n)s files in one upload; at most %(max)s", n=len(files), max=MAX_FILES)
+            413,
+            gettext("%(n)s files in one upload; at most %(max)s", n=len(files), max=MAX_FILES),
+            "files",
         )
     out = []
     for fs in files:
@@ -109,7 +115,7 @@ def resolve_scale(value: str | None) -> ScaleArg | str:
     try:
         return parse_scale(v)
     except ValueError as exc:
-        raise UploadRejected(400, str(exc)) from exc
+        raise UploadRejected(400, str(exc), "scale") from exc
 
 
 def classify_files(
@@ -121,7 +127,7 @@ def classify_files(
     sample_id = resolve_sample(ext.store, sample_id)
     if ext.store.refresh_disk_state():
         raise UploadRejected(
-            507, gettext("storage full: nothing was stored; free disk space and upload again")
+            507, gettext("storage full: nothing was stored; free disk space and upload again"), "storage"
         )
     max_decode = int(ext.config.web.max_decode_megapixels * 1e6)
     checked = check_files(files, max_bytes, max_decode, ext.decode_slots)
@@ -144,6 +150,7 @@ def classify_files(
                 507,
                 f"storage full: {img.filename} and the files after it were NOT stored ({exc}); "
                 f"stored before it: {done}. Free disk space and upload the rest again",
+                "storage_partial",
             ) from exc
         out.append(
             {"file": img.filename, "format": img.kind, "width": img.width, "height": img.height, **rec}

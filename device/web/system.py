@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 from flask_babel import gettext
 
 from device.web.models_info import IMAGE_SUFFIXES, find_bundle_dir, installed_bundles
+from device.web.status_view import sections
 
 bp = Blueprint("system", __name__)
 
@@ -62,9 +63,11 @@ def _scale_info(services) -> dict:
 @bp.route("/status")
 def status_page():
     ext = _ext()
+    body = status_body()
     return render_template(
         "status.html",
-        status=status_body(),
+        status=body,
+        status_sections=sections(body),
         events=ext.store.recent_events(30),
         scale=_scale_info(ext.services),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, render_template, request, session
 from flask_babel import gettext
 
+from device.web import advice
 from device.web.classify import classify_files
 from device.web.live import labels_info
 from device.web.upload_check import UploadRejected
@@ -32,7 +33,9 @@ def page():
         try:
             if scale_value == "typed":
                 raise UploadRejected(
-                    400, gettext("type the images' scale in µm per pixel, or choose another scale")
+                    400,
+                    gettext("type the images' scale in µm per pixel, or choose another scale"),
+                    "scale",
                 )
             results = classify_files(
                 request.files.getlist("file"),
@@ -41,7 +44,7 @@ def page():
                 scale_value,
             )
         except UploadRejected as exc:
-            error, status = exc.message, exc.status
+            error, status = advice.upload_refusal(exc.kind, exc.message), exc.status
     return (
         render_template(
             "upload.html",

@@ -49,11 +49,28 @@ _OTHER = (
 )
 
 
+#: What went wrong, as the fixed kinds the page words for the technician (device/web/advice.py
+#: `upload_refusal`); the message keeps the engineer's details.
+NAME, TOO_BIG, EMPTY, TYPE, NOT_IMAGE, DAMAGED, PIXELS = (
+    "name",
+    "too_big",
+    "empty",
+    "type",
+    "not_image",
+    "damaged",
+    "pixels",
+)
+
+
 class UploadRejected(Exception):
-    def __init__(self, status: int, message: str):
+    """An upload refused with its HTTP status, the engineer's message (English, with figures) and the
+    kind of problem (`NAME`…`PIXELS`, or the kinds device/web/classify.py adds)."""
+
+    def __init__(self, status: int, message: str, kind: str = "other"):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.kind = kind
 
 
 @dataclass
@@ -69,12 +86,12 @@ def check_filename(name: str | None) -> str:
     """A plain file name (NFC): no directories, no drive letter, no control or bidi/format characters
     (a right-to-left override makes "gpj.exe" look like "exe.jpg"), not hidden."""
     if not name:
-        raise UploadRejected(400, "the upload has no file name")
+        raise UploadRejected(400, "the upload has no file name", NAME)
     name = unicodedata.normalize("NFC", name)
     if any(unicodedata.category(c) in _BAD_CATEGORIES for c in name):
         shown = name.encode("ascii", "backslashreplace").decode()
         raise UploadRejected(
-            400, f"{shown!r}: a file name must not contain control or text-direction characters"
+            400, f"{shown!r}: a file name must not contain control or text-direction characters", NAME
         )
     bad = (
         "/" in name
@@ -85,9 +102,9 @@ def check_filename(name: str | None) -> str:
         or any(ord(c) < 32 or ord(c) == 127 for c in name)
     )
     if bad:
-        raise UploadRejected(400, f"{name!r}: a file name must not contain a path (/, \\, .., C:)")
+        raise UploadRejected(400, f"{name!r}: a file name must not contain a path (/, \\, .., C:)", NAME)
     if len(name) > 200:
-        raise UploadRejected(400, "file name longer than 200 characters")
+        raise UploadRejected(400, "file name longer than 200 characters", NAME)
     return name
 
 
@@ -97,12 +114,12 @@ def sniff(data: bytes) -> str:
             return kind
     for magic, kind in _OTHER:
         if data.startswith(magic):
-            raise UploadRejected(415, f"{kind} files are not supported: export {ACCEPTED}")
-    raise UploadRejected(415, f"not an image (or an unsupported type): expected {ACCEPTED}")
+            raise UploadRejected(415, f"{kind} files are not supported: export {ACCEPTED}", TYPE)
+    raise UploadRejected(415, f"not an image (or an unsupported type): expected {ACCEPTED}", NOT_IMAGE)
 
 
 def _truncated(kind: str) -> UploadRejected:
-    return UploadRejected(422, f"the {kind} file is truncated or corrupt (its header is incomplete)")
+    return UploadRejected(422, f"the {kind} file is truncated or corrupt (its header is incomplete)", DAMAGED)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -185,17 +202,17 @@ def check_complete(kind: str, data: bytes) -> None:
     """Refuse files cut short, before decoding (a cut JPEG is found when decoded: `jpeg_filled`)."""
     if kind == "PNG":
         if b"IEND" not in data[-32:]:
-            raise UploadRejected(422, "the PNG file is truncated (no IEND chunk)")
+            raise UploadRejected(422, "the PNG file is truncated (no IEND chunk)", DAMAGED)
     elif kind == "BMP":
         (declared,) = struct.unpack("<I", data[2:6])
         (offset,) = struct.unpack("<I", data[10:14])
         if declared > len(data) or offset >= len(data):
-            raise UploadRejected(422, "the BMP file is truncated (shorter than its header says)")
+            raise UploadRejected(422, "the BMP file is truncated (shorter than its header says)", DAMAGED)
     elif kind == "TIFF":
         tags = _tiff_tags(data)
         strips = zip(tags.get(273, []), tags.get(279, []), strict=False)
         if any(off + n > len(data) for off, n in strips):
-            raise UploadRejected(422, "the TIFF file is truncated (image data missing)")
+            raise UploadRejected(422, "the TIFF file is truncated (image data missing)", DAMAGED)
 
 
 def jpeg_filled(bgr: np.ndarray) -> bool:
@@ -235,20 +252,25 @@ def decode_bounded(
                 f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
                 f"{max_pixels / 1e6:.0f} MP this station decodes ({kind} cannot be decoded reduced): "
                 "export it smaller",
+                PIXELS,
             )
     img = cv2.imdecode(buf, _reduced_flag(factor) if factor > 1 else cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise UploadRejected(422, f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+        raise UploadRejected(
+            422, f"{name}: not a readable image (corrupt, truncated or unsupported format)", DAMAGED
+        )
     if kind == "JPEG":
         check = img if factor == 8 else cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_8)
         if check is None or jpeg_filled(check):
-            raise UploadRejected(422, f"{name}: the JPEG file is truncated (its image data ends early)")
+            raise UploadRejected(
+                422, f"{name}: the JPEG file is truncated (its image data ends early)", DAMAGED
+            )
     if img.dtype.kind == "f" and not np.isfinite(img).all():
-        raise UploadRejected(422, f"{name}: the image holds NaN or infinite values (not a picture)")
+        raise UploadRejected(422, f"{name}: the image holds NaN or infinite values (not a picture)", DAMAGED)
     try:
         return to_rgb8(img, name=name)
     except ImageError as exc:
-        raise UploadRejected(422, str(exc)) from exc
+        raise UploadRejected(422, str(exc), DAMAGED) from exc
 
 
 def check_upload(
@@ -266,17 +288,21 @@ def check_upload(
     real = max(size or 0, len(data))
     if real > max_bytes:
         raise UploadRejected(
-            413, f"{name}: {real / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB per-file upload limit"
+            413,
+            f"{name}: {real / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB per-file upload limit",
+            TOO_BIG,
         )
     if not data:
-        raise UploadRejected(400, f"{name}: the file is empty")
+        raise UploadRejected(400, f"{name}: the file is empty", EMPTY)
     kind = sniff(data)
     w, h = _SIZERS[kind](data)
     if w <= 0 or h <= 0:
-        raise UploadRejected(422, f"{name}: the {kind} header gives an empty image ({w}x{h})")
+        raise UploadRejected(422, f"{name}: the {kind} header gives an empty image ({w}x{h})", DAMAGED)
     if w * h > max_pixels:
         raise UploadRejected(
-            413, f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit"
+            413,
+            f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit",
+            PIXELS,
         )
     if kind != "JPEG" and w * h > max_decode_pixels:
         decode_bounded(data, kind, w, h, max_pixels=max_decode_pixels, name=name)  # raises 413

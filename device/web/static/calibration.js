@@ -19,24 +19,49 @@
   });
   var root = document.getElementById("calibration");
   if (!root) return;
+  // a figure with the page language's decimal mark ("0,3044" in French)
+  function num(x, digits) {
+    return Number(x).toLocaleString(document.documentElement.lang || undefined,
+      { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
   var S = window.smearscope;
 
-  function poll(prefix, onDone) {
+  // what the run said last: its state in words, the step and percentage, or why it stopped
+  function say(prefix, job) {
     var msg = document.getElementById(prefix + "-msg");
     var bar = document.getElementById(prefix + "-progress");
+    var v = job.view || {};
+    if (bar && v.percent !== null && v.percent !== undefined) { bar.hidden = false; bar.max = 100; bar.value = v.percent; }
+    msg.textContent = "";
+    msg.className = job.state === "failed" ? "error" : "hint";
+    var head = document.createElement("strong");
+    head.textContent = v.text || "";
+    msg.appendChild(head);
+    if (v.step) msg.appendChild(document.createTextNode(" · " + v.step));
+    if (v.sentence) msg.appendChild(document.createTextNode(" — " + v.sentence));
+    if (v.details) {
+      var d = document.createElement("details");
+      var s = document.createElement("summary");
+      s.textContent = T("details");
+      var p = document.createElement("p");
+      p.className = "details";
+      p.textContent = v.details;
+      d.appendChild(s);
+      d.appendChild(p);
+      msg.appendChild(d);
+    }
+  }
+
+  function poll(prefix, onDone) {
     fetch(root.dataset.job, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.json(); })
       .then(function (data) {
         var job = data.job;
         if (!job) return;
-        if (bar && job.total) { bar.hidden = false; bar.max = job.total; bar.value = job.done; }
+        say(prefix, job);
         if (job.state === "running") {
-          msg.textContent = (job.total ? job.done + " / " + job.total + " · " : "") + job.message;
           setTimeout(function () { poll(prefix, onDone); }, 500);
-        } else if (job.state === "failed") {
-          msg.textContent = job.error;
-          msg.className = "error";
-        } else {
+        } else if (job.state === "done") {
           onDone(job);
         }
       })
@@ -48,7 +73,11 @@
     msg.className = "hint";
     msg.textContent = T("starting");
     S.postJSON(root.dataset.run, body).then(function (res) {
-      if (!res.ok) { msg.textContent = res.data.error || T("refused"); msg.className = "error"; return; }
+      if (!res.ok) {
+        msg.textContent = (res.data && (res.data.message || res.data.error)) || T("refused");
+        msg.className = "error";
+        return;
+      }
       poll(prefix, onDone);
     });
   }
@@ -59,30 +88,34 @@
     form.hidden = false;
   }
 
-  var auto = document.getElementById("auto-start");
-  auto.addEventListener("click", function () {
-    var frames = parseInt(document.getElementById("auto-frames").value, 10) || 20;
-    start("auto", { kind: "auto", frames: frames }, function (job) {
+  function autoDone(job) {
       var r = job.result;
-      document.getElementById("auto-msg").textContent =
-        T("auto_result", {um: r.um_per_px.toFixed(4), px: r.diameter_px.toFixed(1), confident: r.n_confident,
-                          frames: r.n_frames, spread: (100 * r.spread).toFixed(1)});
+      document.getElementById("auto-msg").appendChild(document.createTextNode(" " +
+        T("auto_result", {um: num(r.um_per_px, 4), px: num(r.diameter_px, 1), confident: r.n_confident,
+                          frames: r.n_frames, spread: num(100 * r.spread, 1)})));
       showSave("auto-save", job);
-    });
-  });
+  }
 
-  var white = document.getElementById("white-start");
-  white.addEventListener("click", function () {
-    start("white", { kind: "white" }, function (job) {
+  function whiteDone(job) {
       var r = job.result;
       var took = Object.keys(r.controls).join(", ") || T("none");
-      document.getElementById("white-msg").textContent =
+      document.getElementById("white-msg").appendChild(document.createTextNode(" " +
         T("white_result", {before: r.before.join("/"), after: r.after.join("/"), took: took}) +
         (r.ignored.length ? T("white_ignored", {which: r.ignored.join(", ")}) : "") +
-        T("white_gain", {gains: r.white_gains ? r.white_gains.join(", ") : T("none_needed")});
+        T("white_gain", {gains: r.white_gains ? r.white_gains.join(", ") : T("none_needed")})));
       showSave("white-save", job);
-    });
+  }
+
+  document.getElementById("auto-start").addEventListener("click", function () {
+    var frames = parseInt(document.getElementById("auto-frames").value, 10) || 20;
+    start("auto", { kind: "auto", frames: frames }, autoDone);
   });
+  document.getElementById("white-start").addEventListener("click", function () {
+    start("white", { kind: "white" }, whiteDone);
+  });
+  // a run started before this page was opened (another tab, a reload): follow it to its end
+  if (root.dataset.running === "auto") poll("auto", autoDone);
+  if (root.dataset.running === "white") poll("white", whiteDone);
 
   // stage micrometer: a canvas with the frozen frame at its own pixel size; clicks → frame pixels
   var canvas = document.getElementById("mic-canvas");
