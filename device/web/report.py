@@ -12,7 +12,7 @@ from flask_babel import format_percent, gettext
 from device.localtime import station_zone
 from device.report.pdf import MAX_REVIEWS, PAPERS, Words, render_pdf
 from device.report.slide import ReportError, SlideReport, build_slide_report
-from device.web import advice, i18n
+from device.web import advice, cell_words, i18n
 
 bp = Blueprint("report", __name__)
 
@@ -48,6 +48,10 @@ def pdf_words(report: SlideReport) -> Words:
         "top_malignant_label": report.top_malignant_label,
         "call_text": report.call_text,
     }
+    rule = advice.summary_rule()
+    if report.cells is not None:  # a slide counted cell by cell: its differential's call and rule
+        summary = report.cells.summary
+        rule = cell_words.rule_text(summary)
     return Words(
         gettext=gettext,
         percent=lambda x: format_percent(x, "#,##0.0%"),
@@ -55,7 +59,7 @@ def pdf_words(report: SlideReport) -> Words:
         finished=i18n.when(sample.get("finished_at")),
         printed=i18n.when(now),
         call_text=advice.summary_call(summary),
-        rule=advice.summary_rule(),
+        rule=rule,
         disclaimer=str(advice.DISCLAIMER_TEXT),
         lang=i18n.lang(),
     )
