@@ -67,8 +67,30 @@ def test_default_run_with_a_cell_default_stores_cell_records(tmp_path, cell_defa
     assert rec["quality"]["differential"]["counted"] + rec["quality"]["differential"]["unclassified"] == len(
         whites
     )
-    got = s.live.latest_result()
-    assert got is not None and "field_line" in got[1]
+    # the live page's JSON and the history page show it
+    from webkit import PASSWORD, login
+
+    from device.web import auth, create_app
+
+    app = create_app(s.config, s)
+    app.config["TESTING"] = True
+    auth.add_user(s.store.conn, "tech", "technician", PASSWORD)
+    client = app.test_client()
+    assert login(client).status_code == 302
+
+    seen: list[dict] = []
+
+    def counted_live() -> bool:  # (the cells' own keys reach the page through the live page's whitelist)
+        got = (client.get("/live/result.json").get_json() or {}).get("result") or {}
+        seen.append(got)
+        return got.get("state") == "counted"
+
+    assert wait_for(counted_live, timeout=60)  # the replay loops; some samples are refused (scale)
+    shown = seen[-1]
+    assert shown["profile"] == "replay (shipped samples)" and shown["um_per_px"] == SAMPLES_UM_PER_PX
+    assert " white cell" in shown["display"]
+    history = client.get("/history").get_data(as_text=True)
+    assert rec["id"] in history
 
 
 def test_a_calibration_profile_wins_over_the_declared_scale(tmp_path, cell_default, services_factory):  # noqa: F811
