@@ -46,7 +46,7 @@ def differential_lines(d: Differential) -> list[str]:
     return lines
 
 
-def cells_lines(path: str, result: FieldCells, ensemble: Ensemble) -> list[str]:
+def cells_lines(path: str, result: FieldCells) -> list[str]:
     p = result.prepared
     scale = f"{p.um_per_px:.4g} µm/px ({p.scale_source})" if p.um_per_px else f"scale {p.scale_source}"
     if result.state == REFUSED:

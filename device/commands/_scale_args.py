@@ -18,7 +18,8 @@ def add_scale_arg(p: argparse.ArgumentParser) -> None:
         "--um-per-px",
         metavar="X|auto",
         help="the images' µm per pixel, or 'auto' (estimated per image from its red cells); default: "
-        "the images are assumed to be at the models' scale (centre crop) and only the scale check runs",
+        "the images are assumed to be at the models' scale (centre crop) and only the scale check runs; "
+        "a cell ensemble: auto",
     )
     p.add_argument("--config", metavar="FILE", help="TOML config ([tiling], [quality] scale keys)")
 

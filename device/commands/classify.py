@@ -70,7 +70,7 @@ def run_cells(args: argparse.Namespace, screen: CellScreen, scale: ScaleArg) -> 
         if args.json:
             print(json.dumps({"file": path, **cells_json(result, screen.ensemble)}), flush=True)
         else:
-            print("\n".join(cells_lines(path, result, screen.ensemble)), flush=True)
+            print("\n".join(cells_lines(path, result)), flush=True)
     return failed
 
 

@@ -17,6 +17,7 @@ from device.commands.classify import model_dirs
 from device.dataset import list_class_folders
 from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
+from device.optics.analyse import ScaleArg
 from device.screening.evaluate import CELLS, data_kind, evaluate_cells, evaluate_fields
 from device.screening.screen import CellScreen
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale) -> dict:
+def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: ScaleArg) -> dict:
     models = ",".join(screen.ensemble.names)
     kind = (
         args.images if args.images != "auto" else data_kind(list_class_folders(data), screen.ensemble.labels)

@@ -14,8 +14,10 @@ Two kinds of folder:
       uncertain.
   Whether a called blast's subtype names the folder (`subtype_matches`) is reported apart; it does not
   change the call's being right.
-- **cells** (every folder a label of the bundle): each image is one cell at the bundle's input scale
-  (centre-cropped or reflect-padded to the input size, never resized); each is classified and decided
+- **cells** (every folder a label of the bundle): each image is one cell at the bundle's input scale,
+  cut as the classifier's input is (`device.cells.crop.model_input` from a white-referenced frame, as
+  training cuts its crops; centre-cropped or reflect-padded to the input size, never resized, and not
+  white-referenced again); each is classified and decided
   (`device.cells.decide`) as the station does a detected cell's crop, and judged on the blast side
   (blast or not) and on its named type.
 """
