@@ -92,6 +92,12 @@ def test_a_mixed_ensemble_is_refused(cell_bundle, tiny_bundle, tmp_path, capsys)
         assert "mixes cell bundles (tiny-cells-int8) with field bundles" in err and "Traceback" not in err
 
 
+def test_cell_options_are_refused_for_field_bundles(tiny_bundle, tmp_path, capsys):
+    args = ["evaluate", "--model", str(tiny_bundle), "--data", str(tmp_path), "--malignant", "Pre"]
+    assert main(args) == 2
+    assert "for a cell ensemble" in capsys.readouterr().err
+
+
 def test_field_verdicts_follow_the_stations_own_call(cell_bundle, monkeypatch):
     ens = Ensemble.from_dirs([str(cell_bundle)], num_threads=1)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from device.commands._scale_args import add_scale_arg, classifier_for
 from device.commands.classify import model_dirs
 from device.dataset import list_class_folders
+from device.errors import SmearscopeError
 from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
 from device.optics.analyse import ScaleArg
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(classifier, CellScreen):
         out = run_cells(args, classifier, data, scale)
     else:
+        if args.malignant or args.images != "auto":
+            raise SmearscopeError("--malignant and --images are for a cell ensemble; these are field bundles")
         out = evaluate(classifier, data, scale=scale)
         print(
             f"n={out['n']} accuracy={out['accuracy']:.4f} macro_f1={out['macro_f1']:.4f} "
