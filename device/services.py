@@ -17,7 +17,7 @@ import numpy as np
 
 from common.wording import DISCLAIMER
 from device import __version__
-from device.camera import FrameSource, open_source
+from device.camera import FrameSource, declared_scale, open_source
 from device.camera.profiled import ProfiledSource
 from device.camera.profiles import Profile, ProfileError, ProfileStore
 from device.config import Config
@@ -105,6 +105,8 @@ class Services:
         self.store.set_labels({lb.id: lb.malignant for lb in self.ensemble.labels})
         self.store.acquisition_defaults = self._acquisition_defaults
         raw_factory = source_factory or (lambda: open_source(config.camera, pace=pace))
+        # only the configured source states its frames' scale (a caller's own source does not)
+        self._declared_scale = declared_scale(config.camera) if source_factory is None else None
 
         def profiled_source() -> FrameSource:
             self.camera_source = ProfiledSource(raw_factory(), self.profiles)
@@ -122,7 +124,7 @@ class Services:
             source_factory=profiled_source,
             pace=pace,
             notify_watchdog=notify_watchdog,
-            profile=self._profile,
+            profile=self._frame_scale,
         )
         self.sync_worker = None
         if sync and config.sync.enabled:
@@ -240,6 +242,15 @@ class Services:
     def _profile(self):
         """The active calibration profile, or None (the pipeline's view of `active_profile`)."""
         return self.active_profile()
+
+    def _frame_scale(self):
+        """The camera frames' scale for the pipeline: the active calibration profile; for a cell
+        ensemble without one, the replay source's declared scale (a cell's crop is a fixed physical
+        size, so its frames need a scale; the field path keeps its uncalibrated centre crop)."""
+        prof = self.active_profile()
+        if prof is None and self.pipeline.screen is not None:
+            return self._declared_scale
+        return prof
 
     def scale_info(self) -> dict[str, Any]:
         """The active profile and the models' µm/px (the upload page's scale choice shows them)."""

@@ -334,9 +334,14 @@ def test_doctor_reports_signatures(tiny_bundle: Path, tmp_path: Path) -> None:
     assert [c.status for c in check_signatures(lenient, [tiny_bundle])] == [WARN]
 
 
-def test_models_page_accept_button_for_admins(tmp_path: Path) -> None:
+def test_models_page_accept_button_for_admins(tmp_path: Path, tiny_bundle: Path, monkeypatch) -> None:
     from webkit import csrf_of
 
+    models = tmp_path / "models"  # the page lists what runs: this station's own models, not the repo's
+    models.mkdir()
+    tiny_bundle.rename(models / "tiny")
+    (models / "DEFAULT").write_text("tiny\n")
+    monkeypatch.setenv("SMEARSCOPE_MODELS_DIR", str(models))
     app, services = make_app(tmp_path)
     staged = {
         "set_id": 7,
@@ -358,6 +363,7 @@ def test_models_page_accept_button_for_admins(tmp_path: Path) -> None:
     login(tech)
     html = tech.get("/models").get_data(as_text=True)
     assert "spring" in html and "Install these models now" not in html
+    assert "tiny-mobilenetv2-int8" in html and "all4" not in html  # this station's models
     assert tech.post("/admin/models/accept-update", data={"csrf_token": csrf_of(tech)}).status_code in (
         302,
         403,

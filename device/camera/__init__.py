@@ -5,6 +5,8 @@ active profile to every frame (`profiled.py`) and the virtual microscope behind 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from device.camera.base import CameraError, FrameSource
 from device.config import CameraConfig
 
@@ -57,4 +59,39 @@ def virtual_optics(cfg: CameraConfig):
     )
 
 
-__all__ = ["CameraError", "FrameSource", "open_source", "virtual_optics"]
+@dataclass(frozen=True)
+class DeclaredScale:
+    """The µm/px a replay source states of its own frames (images of a known scale), read as a
+    calibration profile's scale is (`name`, `um_per_px`) where no profile is active; the frames' red
+    cells are checked against it all the same."""
+
+    name: str
+    um_per_px: float
+
+
+def declared_scale(cfg: CameraConfig) -> DeclaredScale | None:
+    """The scale the configured source declares of its frames: the virtual microscope renders at a
+    chosen µm/px; a replay of the shipped samples is at their measured `SAMPLES_UM_PER_PX`; a replay of
+    other images at `[camera] source_um_per_px` when set. A real camera (and a replay of images of
+    unknown scale) declares none: its scale comes from calibration."""
+    if cfg.source != "replay":
+        return None
+    from device.camera.virtual import SAMPLES_UM_PER_PX
+
+    if cfg.virtual:
+        return DeclaredScale("virtual microscope", virtual_optics(cfg).frame_um_per_px)
+    if cfg.source_um_per_px > 0:
+        return DeclaredScale("replay ([camera] source_um_per_px)", cfg.source_um_per_px)
+    if not cfg.path:
+        return DeclaredScale("replay (shipped samples)", SAMPLES_UM_PER_PX)
+    return None
+
+
+__all__ = [
+    "CameraError",
+    "DeclaredScale",
+    "FrameSource",
+    "declared_scale",
+    "open_source",
+    "virtual_optics",
+]

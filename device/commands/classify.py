@@ -1,9 +1,11 @@
 """`smearscope classify IMAGE... [--model DIR]... [--um-per-px X|auto] [--json]`.
 
-Each image goes the daemon's way (device/optics/analyse.py): rescaled from its µm/px to the models',
-cut into tiles, tiles without white cells skipped, the rest classified and combined by the field rule.
-Without `--um-per-px` an image is assumed to be at the models' scale (today's centre crop) and the
-red-cell scale check says whether that looks right."""
+Each image goes the daemon's way. A field ensemble (device/optics/analyse.py): rescaled from its µm/px
+to the models', cut into tiles, tiles without white cells skipped, the rest classified and combined by
+the field rule; without `--um-per-px` an image is assumed to be at the models' scale (centre crop) and
+the red-cell scale check says whether that looks right. A cell ensemble (device/screening/): its white
+cells detected, each classified and decided, the field's differential and call; without `--um-per-px`
+the scale is measured from the image's red cells."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import json
 import sys
 
 from common.wording import DISCLAIMER
-from device.commands._scale_args import add_scale_arg, field_classifier
+from device.commands._cells_output import cells_json, cells_lines
+from device.commands._scale_args import add_scale_arg, classifier_for
 from device.errors import ImageError, SmearscopeError
+from device.optics.analyse import FieldClassifier, ScaleArg
 from device.paths import default_bundle_dirs
 from device.preprocess import read_image
+from device.screening.screen import CellScreen
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +41,45 @@ def model_dirs(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    fields, scale = field_classifier(args, model_dirs(args))
+    classifier, scale = classifier_for(args, model_dirs(args))
+    if isinstance(classifier, CellScreen):
+        failed = run_cells(args, classifier, scale)
+    else:
+        failed = run_fields(args, classifier, scale)
+    if not args.json:
+        print(DISCLAIMER, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _read(path: str):
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        print(f"smearscope classify: error: {exc}", file=sys.stderr)
+        return None
+
+
+def run_cells(args: argparse.Namespace, screen: CellScreen, scale: ScaleArg) -> int:
+    failed = 0
+    for path in args.images:
+        rgb = _read(path)
+        if rgb is None:
+            failed += 1
+            continue
+        result = screen.screen(rgb, scale)
+        if args.json:
+            print(json.dumps({"file": path, **cells_json(result, screen.ensemble)}), flush=True)
+        else:
+            print("\n".join(cells_lines(path, result)), flush=True)
+    return failed
+
+
+def run_fields(args: argparse.Namespace, fields: FieldClassifier, scale: ScaleArg) -> int:
     ensemble = fields.ensemble
     failed = 0
     for path in args.images:
-        try:
-            rgb = read_image(path)
-        except ImageError as exc:
-            print(f"smearscope classify: error: {exc}", file=sys.stderr)
+        rgb = _read(path)
+        if rgb is None:
             failed += 1
             continue
         a = fields.analyse(rgb, scale)
@@ -76,6 +112,4 @@ def run(args: argparse.Namespace) -> int:
             "scale unknown: the models declare no µm/px; images are centre-cropped, no scale check",
             file=sys.stderr,
         )
-    if not args.json:
-        print(DISCLAIMER, file=sys.stderr)
-    return 1 if failed else 0
+    return failed

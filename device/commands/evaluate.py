@@ -1,7 +1,10 @@
-"""`smearscope evaluate --model DIR [--model DIR]... --data DIR [--um-per-px X|auto] --json OUT`.
+"""`smearscope evaluate --model DIR [--model DIR]... --data DIR [--um-per-px X|auto] [--json OUT]`
+(cell ensembles: `[--images auto|fields|cells] [--malignant A,B]`).
 
-The same path as `classify` (and the daemon); the measuring is `device/evaluation.py`, this module
-parses arguments and prints."""
+The same path as `classify` (and the daemon). A field ensemble: `device/evaluation.py`. A cell ensemble:
+`device/screening/evaluate.py`, on a folder of field images (the station's per-field call against the
+folder labels' malignant flags) or of single-cell crops (folders named by the bundle's labels). This
+module parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -9,10 +12,15 @@ import argparse
 import json
 from pathlib import Path
 
-from device.commands._scale_args import add_scale_arg, field_classifier
+from device.commands._scale_args import add_scale_arg, classifier_for
 from device.commands.classify import model_dirs
+from device.dataset import list_class_folders
+from device.errors import SmearscopeError
 from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
+from device.optics.analyse import ScaleArg
+from device.screening.evaluate import CELLS, data_kind, evaluate_cells, evaluate_fields
+from device.screening.screen import CellScreen
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,19 +29,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="folder with one sub-folder per label id")
     p.add_argument("--json", metavar="OUT", help="write the metrics here")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--malignant",
+        metavar="A,B",
+        help="cell ensemble on field images: the malignant label folders (the others are not); default: "
+        "the data's labels.json",
+    )
+    p.add_argument(
+        "--images",
+        choices=("auto", "fields", "cells"),
+        default="auto",
+        help="cell ensemble: field images or single-cell crops; auto: crops when every folder is a label "
+        "of the bundle",
+    )
     add_scale_arg(p)
     p.set_defaults(func=run)
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def run(args: argparse.Namespace) -> int:
-    fields, scale = field_classifier(args, model_dirs(args))
-    out = evaluate(fields, Path(args.data), scale=scale)
-    text = json.dumps(out, indent=2)
+    classifier, scale = classifier_for(args, model_dirs(args))
+    data = Path(args.data)
+    if isinstance(classifier, CellScreen):
+        out = run_cells(args, classifier, data, scale)
+    else:
+        if args.malignant or args.images != "auto":
+            raise SmearscopeError("--malignant and --images are for a cell ensemble; these are field bundles")
+        out = evaluate(classifier, data, scale=scale)
+        print(
+            f"n={out['n']} accuracy={out['accuracy']:.4f} macro_f1={out['macro_f1']:.4f} "
+            f"abstained={out['abstained']} confidently_wrong={out['confidently_wrong']} "
+            f"models={','.join(classifier.ensemble.names)}"
+        )
     if args.json:
-        atomic_write_bytes(args.json, (text + "\n").encode())
-    print(
-        f"n={out['n']} accuracy={out['accuracy']:.4f} macro_f1={out['macro_f1']:.4f} "
-        f"abstained={out['abstained']} confidently_wrong={out['confidently_wrong']} "
-        f"models={','.join(fields.ensemble.names)}"
-    )
+        atomic_write_bytes(args.json, (json.dumps(out, indent=2) + "\n").encode())
     return 0
+
+
+def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: ScaleArg) -> dict:
+    models = ",".join(screen.ensemble.names)
+    kind = (
+        args.images if args.images != "auto" else data_kind(list_class_folders(data), screen.ensemble.labels)
+    )
+    if kind == CELLS:
+        out = evaluate_cells(screen, data)
+        print(
+            f"cells n={out['n']} right={out['right']} uncertain={out['uncertain']} "
+            f"confidently_wrong={out['confidently_wrong']} accuracy={_fmt(out['accuracy'])} "
+            f"blast_sensitivity={_fmt(out['blast_sensitivity'])} "
+            f"blast_specificity={_fmt(out['blast_specificity'])} models={models}"
+        )
+    else:
+        malignant = [m.strip() for m in args.malignant.split(",") if m.strip()] if args.malignant else None
+        out = evaluate_fields(screen, data, scale=scale, malignant=malignant)
+        for im in out["images"]:
+            print(f"{im['path']}: {im['folder']} -> {im['call']} ({im['label']}) {im['outcome']}")
+        sub = out["subtype"]
+        print(
+            f"fields n={out['n']} right={out['right']} uncertain={out['uncertain']} "
+            f"confidently_wrong={out['confidently_wrong']} accuracy={_fmt(out['accuracy'])} "
+            f"uncertain_rate={_fmt(out['uncertain_rate'])} "
+            f"confidently_wrong_rate={_fmt(out['confidently_wrong_rate'])} "
+            f"subtype {sub['subtype_matches']}/{sub['blasts_called_on_malignant']} models={models}"
+        )
+        print(f"rule: {out['rule']}")
+    out["models"] = [{"name": m.manifest.name, "sha256": m.manifest.sha256} for m in screen.ensemble.models]
+    out["data"] = str(data)
+    return out

@@ -8,6 +8,7 @@
           ─► one stored record with its cells (camera and uploads alike)        `writer.py`
 
 Each stage is a frozen dataclass (`stages.py`). `screen_frame(rgb, scale, ensemble, settings)` runs the
-whole path; the live pipeline runs the stages on its own threads. This package imports nothing of
-`device.pipeline` or `device.web`. A screening aid for trained staff, not a diagnosis.
+whole path; the live pipeline runs the stages on its own threads. `evaluate.py` measures a cell
+ensemble on a folder of field images or single-cell crops (`smearscope evaluate`). This package
+imports nothing of `device.pipeline` or `device.web`. A screening aid for trained staff, not a diagnosis.
 """
