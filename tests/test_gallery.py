@@ -256,6 +256,28 @@ def test_the_report_shows_the_differential_the_call_and_who_verified_it(client, 
     assert "Verified by Zoë." in text
 
 
+def test_the_pdf_cell_section_is_in_the_readers_language(client, app_svc):
+    from device.report.pdf import find_font
+
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-FR", user="tech")
+    add_field(svc.store, s["id"], [cell(i, "blast", "blast_b") if i < 3 else cell(i) for i in range(10)])
+    add_field(svc.store, s["id"], [cell(0, "unclassified", None)])
+    r = client.get(f"/samples/{s['id']}/report.pdf", headers={"Accept-Language": "fr"})
+    _, text = _pdf_text(r.data)
+    text = text.replace("\u202f", " ").replace("\xa0", " ")
+    for needed in (
+        "10 globules blancs comptés sur 10 · 3 blaste(s)", "part de blastes 30,0", "(IC 95 %",
+        "Pas encore vérifié : 4 cellule(s)", "Part des comptées", "Cellules", "B blast (blaste)",
+        "Non classées (comptées à part)", "Blastes et cellules non classées",
+    ):  # fmt: skip
+        assert needed in text, needed
+    for english in ("white cells counted", "Share of counted", "(blast)", "Not verified", "Unclassified"):
+        assert english not in text, english
+
+
 @pytest.mark.parametrize("lang, words", [("fr", "compter plus de cellules : 2 sur 10"), ("es", "1 blasto,")])
 def test_the_gallery_speaks_the_readers_language(client, app_svc, lang, words):
     _, svc = app_svc

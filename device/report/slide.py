@@ -5,7 +5,7 @@ cell by cell, the differential, the call, who verified it and the blast and uncl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,42 +63,39 @@ class ModelLine:
     signed_at: str
 
 
+#: The headings of the differential's rows that are not a cell type (the report page's msgids).
+ROW_TITLES = {
+    "unnamed": "White cell, type not named",
+    "unclassified": "Unclassified (counted apart)",
+    "excluded": "Excluded (not a white cell)",
+}
+NOT_WHITE_NOTE = "not a white cell: listed, not counted"
+
+
 @dataclass
 class CellRow:
-    display: str
+    display: str  # the type's name; for a row that is not a type, its English heading (ROW_TITLES)
     n: int
     share: float | None  # of the counted white cells; None for the rows counted apart
     blast: bool
+    kind: str = "type"  # "type" | "other" (a type that is not a white cell) | a key of ROW_TITLES
+
+    def title(self, gettext: Callable[..., str] = lambda m: m) -> str:
+        """The row's name in the reader's language (`gettext` of the report page's msgids)."""
+        if self.kind == "other":
+            return f"{self.display} ({gettext(NOT_WHITE_NOTE)})"
+        return gettext(self.display) if self.kind in ROW_TITLES else self.display
 
 
 @dataclass
 class CellsReport:
     """A slide counted cell by cell: `summary` is `device.cells_summary.summarise_cells`'s dict (the
-    pages translate its call and rule from it)."""
+    pages word its figures, call, rule and who verified it from it in the reader's language)."""
 
     summary: dict[str, Any]
     rows: list[CellRow]
     images: list[ReportImage] = field(default_factory=list)  # blast and unclassified cells
     more_images: int = 0
-
-    @property
-    def verified_line(self) -> str:
-        s = self.summary
-        if s.get("verified"):
-            return "Verified by " + ", ".join(s.get("verified_by") or []) + "."
-        if s.get("to_review"):
-            return f"Not verified yet: {s['to_review']} blast or unclassified cell(s) to review."
-        return "Not verified yet: no cell reviewed."
-
-    @property
-    def figures_line(self) -> str:
-        s = self.summary
-        share = (
-            f"blast share {s['blast_pct']:.1f}% (95% CI {s['ci_low_pct']:.1f}%–{s['ci_high_pct']:.1f}%)"
-            if s.get("blast_pct") is not None
-            else "blast share: none yet"
-        )
-        return f"{s['counted']} of {s['target']} white cells counted · {s['blasts']} blast(s) · {share}"
 
 
 @dataclass
@@ -311,13 +308,11 @@ def _cell_rows(summary: Mapping[str, Any]) -> list[CellRow]:
     rows = [CellRow(tc["display"], tc["n"], share(tc["n"]), True) for tc in d["counts"] if tc["blast"]]
     rows += [CellRow(tc["display"], tc["n"], share(tc["n"]), False) for tc in d["counts"] if not tc["blast"]]
     if d["unnamed"]:
-        rows.append(CellRow("White cell, type not named", d["unnamed"], share(d["unnamed"]), False))
-    rows.append(CellRow("Unclassified (counted apart)", summary["unclassified"], None, False))
-    rows += [
-        CellRow(f"{tc['display']} (not a white cell)", tc["n"], None, False) for tc in d["others"] if tc["n"]
-    ]
+        rows.append(CellRow(ROW_TITLES["unnamed"], d["unnamed"], share(d["unnamed"]), False, "unnamed"))
+    rows.append(CellRow(ROW_TITLES["unclassified"], summary["unclassified"], None, False, "unclassified"))
+    rows += [CellRow(tc["display"], tc["n"], None, False, "other") for tc in d["others"] if tc["n"]]
     if summary["excluded"]:
-        rows.append(CellRow("Excluded (not a white cell)", summary["excluded"], None, False))
+        rows.append(CellRow(ROW_TITLES["excluded"], summary["excluded"], None, False, "excluded"))
     return rows
 
 
