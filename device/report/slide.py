@@ -53,6 +53,7 @@ class ReviewLine:
     model_label: str
     verdict: str  # "agreed" | "→ <label>"
     comment: str
+    at: str = ""  # the review's UTC time (ISO): the page formats it in the reader's language
 
 
 @dataclass
@@ -129,6 +130,11 @@ class SlideReport:
     disclaimer: str = DISCLAIMER
     top_malignant_label: str | None = None  # the suspicious call's most frequent malignant label
     cells: CellsReport | None = None  # a slide counted cell by cell
+    #: The UTC times (ISO) behind `started`, `finished` and `generated`: the page formats them with
+    #: Babel in the reader's language; `started` & co. are the English text for the PDF without one.
+    started_at: str = ""
+    finished_at: str = ""
+    generated_at: str = ""
 
 
 class ReportError(LookupError):
@@ -264,7 +270,7 @@ def build_slide_report(
         reviews.append(
             ReviewLine(
                 local_text(r["captured_at"], zone), r.get("reviewer") or "?", f"#{orig['seq']}",
-                orig["label"], verdict, "" if comment == "agree" else comment,
+                orig["label"], verdict, "" if comment == "agree" else comment, r["captured_at"],
             )
         )  # fmt: skip
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -280,6 +286,9 @@ def build_slide_report(
         finished=local_text(sample.get("finished_at"), zone),
         generated=local_text(now, zone),
         zone=zone.key,
+        started_at=sample["started_at"],
+        finished_at=sample.get("finished_at") or "",
+        generated_at=now,
         fields=int(summary.get("fields", 0)),
         confident_fields=int(summary.get("confident_fields", 0)),
         uncertain_fields=int(summary.get("uncertain_fields", 0)),
@@ -361,10 +370,10 @@ def _cell_reviews(records: list[dict], zone: ZoneInfo) -> list[ReviewLine]:
             lines.append(
                 ReviewLine(
                     local_text(c.reviewed_at, zone), c.reviewer or "?", f"#{r['seq']} cell {c.index}", said,
-                    verdict, "",
+                    verdict, "", c.reviewed_at or "",
                 )
             )  # fmt: skip
-    lines.sort(key=lambda rv: rv.when)
+    lines.sort(key=lambda rv: rv.at)
     return lines
 
 
@@ -399,6 +408,9 @@ def _cells_report(
         finished=local_text(sample.get("finished_at"), zone),
         generated=local_text(now, zone),
         zone=zone.key,
+        started_at=sample["started_at"],
+        finished_at=sample.get("finished_at") or "",
+        generated_at=now,
         fields=len(fields),
         confident_fields=sum(1 for f in fields if not f.get("abstained")),
         uncertain_fields=sum(1 for f in fields if f.get("abstained")),
