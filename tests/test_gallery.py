@@ -272,7 +272,7 @@ def test_the_pdf_cell_section_is_in_the_readers_language(client, app_svc):
     for needed in (
         "10 globules blancs comptés sur 10 · 3 blaste(s)", "part de blastes 30,0", "(IC 95 %",
         "Pas encore vérifié : 4 cellule(s)", "Part des comptées", "Cellules", "B blast (blaste)",
-        "Non classées (comptées à part)", "Blastes et cellules non classées",
+        "Non classées (comptées à part)", "Blastes et cellules non classées", "#2.0 non classée",
     ):  # fmt: skip
         assert needed in text, needed
     for english in ("white cells counted", "Share of counted", "(blast)", "Not verified", "Unclassified"):
@@ -300,6 +300,7 @@ def test_the_report_page_formats_dates_and_shares_in_the_readers_language(client
     assert format_date(started, "medium", locale="fr") in page and "IST" in page  # Babel, the station's zone
     assert "part de blastes 30,0 % (IC 95 %" in page and "<td>70,0 %</td>" in page  # Babel's French shares
     assert "Non classées (comptées à part)" in page and "Zoë" in page
+    assert "<figcaption>#2.0 non classée</figcaption>" in page  # the unclassified cell's caption
     assert "<td>30.0%</td>" not in page and "Unclassified (counted apart)" not in page
     assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", page)  # no hand-made local time left
 

@@ -91,7 +91,7 @@ def _gallery(doc: FPDF, images, more: int, t, _: Callable[..., str]) -> None:
             else:
                 doc.rect(x, y, THUMB_MM, THUMB_MM)
             doc.set_xy(x, y + THUMB_MM + 0.2)
-            doc.cell(THUMB_MM, 2.4, t(im.caption[:22]))
+            doc.cell(THUMB_MM, 2.4, t(im.caption_text(_)[:22]))
         doc.set_xy(doc.l_margin, y + THUMB_MM + 3)
     left = more + len(images) - len(shown)
     if left:

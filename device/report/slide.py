@@ -25,6 +25,8 @@ MAX_IMAGES = 6
 #: Blast and unclassified cells shown on the report: one printed row (the rest are counted, "... and N more").
 MAX_CELL_IMAGES = 10
 SIGNATURE_FILE = "signature.json"
+#: What a cell left unclassified is called under its thumbnail (a msgid of the report page).
+UNCLASSIFIED_CAPTION = "unclassified"
 
 
 @dataclass
@@ -43,6 +45,13 @@ class ReportImage:
     caption: str
     record_id: str
     cell_index: int | None = None  # a cell's thumbnail (cut from the record's frame) rather than the frame
+    unclassified: bool = False  # a cell left unclassified: its caption names it UNCLASSIFIED_CAPTION
+
+    def caption_text(self, gettext: Callable[..., str] = lambda m: m) -> str:
+        """The caption in the reader's language (`gettext` of the report page's msgids)."""
+        if not self.unclassified:
+            return self.caption
+        return self.caption.replace(UNCLASSIFIED_CAPTION, gettext(UNCLASSIFIED_CAPTION))
 
 
 @dataclass
@@ -342,7 +351,7 @@ def _cell_images(
             if lab in blast_ids:
                 picked.append((0, r, c, display[lab]))
             elif lab is None or (lab not in known and lab != "unnamed_white"):
-                picked.append((1, r, c, "unclassified"))
+                picked.append((1, r, c, UNCLASSIFIED_CAPTION))
     picked.sort(key=lambda t: t[0])  # stable: capture order within each group
     out = []
     for _, r, c, what in picked[:limit]:
@@ -354,7 +363,8 @@ def _cell_images(
                 store.image_path(sha), store.data_dir / "thumbs", sha, c.box, siblings=boxes
             )
         mark = " ✓" if c.reviewed_label else ""
-        out.append(ReportImage(sha or "", path, f"#{r['seq']}.{c.index} {what}{mark}", r["id"], c.index))
+        caption = f"#{r['seq']}.{c.index} {what}{mark}"
+        out.append(ReportImage(sha or "", path, caption, r["id"], c.index, what == UNCLASSIFIED_CAPTION))
     return out, max(0, len(picked) - limit)
 
 
