@@ -7,14 +7,23 @@ Kept apart from `pdf.py`, which calls it once after the slide call."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fpdf import FPDF
 
 from device.report.slide import SlideReport
 
-if TYPE_CHECKING:  # pdf.py imports this module
-    from device.report.pdf import Words
+
+class Words(Protocol):
+    """What the section takes of the report's `device.report.pdf.Words` (named here: pdf.py imports
+    this module)."""
+
+    @property
+    def gettext(self) -> Callable[..., str]: ...
+
+    @property
+    def percent(self) -> Callable[[float], str]: ...
+
 
 THUMB_MM = 15.0
 GAP_MM = 1.6
