@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from common.cell_fields import KINDS, STATES
 from hub.models import Cell
-from hub.records import RecordError, _number, _text, iso_utc, parse_time
+from hub.records import RecordError, checked_number, checked_text, iso_utc, parse_time
 
 #: At most this many cells per record (a 100x oil field holds a few dozen white cells; more is junk).
 MAX_CELLS = 500
@@ -30,6 +30,29 @@ MAX_FRAME_PX = 65_535
 MAX_PROBABILITIES = 64
 MAX_REASON = 1000
 _IN_CHUNK = 500
+#: The hub's "Awaiting review" page lists a cells record while this holds (the station's verification
+#: rule, device/cells_summary.py VERIFY_RULE, per record).
+AWAITING_REVIEW_RULE = (
+    "A cells record awaits review while any of its white cells the classifier called a blast or left "
+    "unclassified has not been reviewed."
+)
+TO_REVIEW_STATES = ("blast", "unclassified")
+
+
+def cells_to_review(result_id: Any) -> Any:
+    """How many cells of the record `result_id` (a column or value) still await review by
+    AWAITING_REVIEW_RULE: a scalar subquery, correlated when given a column."""
+    return (
+        select(func.count())
+        .select_from(Cell)
+        .where(
+            Cell.result_id == result_id,
+            Cell.kind == "white",
+            Cell.state.in_(TO_REVIEW_STATES),
+            Cell.reviewed_label.is_(None),
+        )
+        .scalar_subquery()
+    )
 
 
 @dataclass(frozen=True)
@@ -90,30 +113,30 @@ def validate_cell(c: Any, where: str) -> CellRow:
     x0, y0, x1, y1 = (_int(v, f"{where}.box", 0, MAX_FRAME_PX) for v in box)
     if not (x0 < x1 and y0 < y1):
         raise RecordError(f"{where}.box: must have x0 < x1 and y0 < y1")
-    x = _number(c.get("x"), f"{where}.x", 0.0, MAX_FRAME_PX)
-    y = _number(c.get("y"), f"{where}.y", 0.0, MAX_FRAME_PX)
+    x = checked_number(c.get("x"), f"{where}.x", 0.0, MAX_FRAME_PX)
+    y = checked_number(c.get("y"), f"{where}.y", 0.0, MAX_FRAME_PX)
     kind = c.get("kind", "white")
     if kind not in KINDS:
         raise RecordError(f"{where}.kind: must be one of {', '.join(KINDS)}")
     state = c.get("state")
     if state not in STATES:
         raise RecordError(f"{where}.state: must be one of {', '.join(STATES)}")
-    label = _text(c.get("label"), f"{where}.label", 100, optional=True, name=True)
-    p_blast = _number(c.get("p_blast"), f"{where}.p_blast", 0.0, 1.0)
+    label = checked_text(c.get("label"), f"{where}.label", 100, optional=True, name=True)
+    p_blast = checked_number(c.get("p_blast"), f"{where}.p_blast", 0.0, 1.0)
     probs = c.get("probabilities", {})
     if not isinstance(probs, dict) or len(probs) > MAX_PROBABILITIES:
         raise RecordError(f"{where}.probabilities: must be an object of at most {MAX_PROBABILITIES} labels")
     probabilities = {}
     for k, v in probs.items():
-        _text(k, f"{where}.probabilities key", 100, name=True)
-        probabilities[k] = _number(v, f"{where}.probabilities.{k}", 0.0, 1.0)
-    reason = _text(c.get("reason"), f"{where}.reason", MAX_REASON, optional=True)
-    reviewed = _text(c.get("reviewed_label"), f"{where}.reviewed_label", 100, optional=True, name=True)
+        checked_text(k, f"{where}.probabilities key", 100, name=True)
+        probabilities[k] = checked_number(v, f"{where}.probabilities.{k}", 0.0, 1.0)
+    reason = checked_text(c.get("reason"), f"{where}.reason", MAX_REASON, optional=True)
+    reviewed = checked_text(c.get("reviewed_label"), f"{where}.reviewed_label", 100, optional=True, name=True)
     reviewer = reviewed_at = None
     if reviewed is not None:
         if not reviewed.strip():
             raise RecordError(f"{where}.reviewed_label: must not be empty")
-        reviewer = _text(c.get("reviewer"), f"{where}.reviewer", 200, optional=True, name=True)
+        reviewer = checked_text(c.get("reviewer"), f"{where}.reviewer", 200, optional=True, name=True)
         reviewed_at = iso_utc(parse_time(c.get("reviewed_at"), f"{where}.reviewed_at"))
     return CellRow(
         index=index,

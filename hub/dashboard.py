@@ -26,13 +26,14 @@ from flask import (
 from flask import (
     session as cookie,
 )
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import aliased
 
 from common import csvsafe
 from common.record_fields import RESULTS_CSV_COLUMNS as CSV_COLUMNS
 from common.wording import DISCLAIMER
 from hub import tokens
+from hub.cells import AWAITING_REVIEW_RULE, cells_to_review
 from hub.extensions import session
 from hub.models import Device, Image, Result, Sample, User, UserSession
 from hub.records import SHA256
@@ -235,15 +236,24 @@ def review() -> str:
     rv = aliased(Result)
     # reviewed = a review by the same device exists (another device's "review" does not count)
     reviewed = select(rv.id).where(rv.review_of == Result.id, rv.device_id == Result.device_id).exists()
+    to_review = cells_to_review(Result.id)  # cells records: hub/cells.py AWAITING_REVIEW_RULE
     rows = s.execute(
-        select(Result, Device.name)
+        select(Result, Device.name, to_review)
         .join(Device, Device.id == Result.device_id)
-        .where(Result.abstained.is_(True), Result.kind == "classification", ~reviewed)
+        .where(
+            or_(
+                and_(Result.abstained.is_(True), Result.kind == "classification", ~reviewed),
+                and_(Result.kind == "cells", to_review > 0),
+            )
+        )
         .order_by(Result.captured_at.desc())
         .limit(REVIEW_SHOWN)
     ).all()
-    items = [{"r": r, "device": name, "rec": json.loads(r.record_json)} for r, name in rows]
-    return render_template("review.html", items=items)
+    items = [
+        {"r": r, "device": name, "rec": json.loads(r.record_json), "cells_to_review": n}
+        for r, name, n in rows
+    ]
+    return render_template("review.html", items=items, cells_rule=AWAITING_REVIEW_RULE)
 
 
 @dashboard.get("/images/<sha>.jpg")

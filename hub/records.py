@@ -69,7 +69,9 @@ def _span(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def _text(value: Any, what: str, max_len: int, *, optional: bool = False, name: bool = False) -> str | None:
+def checked_text(
+    value: Any, what: str, max_len: int, *, optional: bool = False, name: bool = False
+) -> str | None:
     """A string the hub stores in a column: bounded, no NUL (PostgreSQL cannot store it); a `name`
     (label, slide id) also has no control or bidirectional-override characters."""
     if value is None and optional:
@@ -94,7 +96,8 @@ def _uuid(value: Any, what: str, *, optional: bool = False) -> str | None:
         raise RecordError(f"{what}: must be a UUID") from exc
 
 
-def _number(value: Any, what: str, lo: float, hi: float) -> float:
+def checked_number(value: Any, what: str, lo: float, hi: float) -> float:
+    """A finite number (not a bool) in lo..hi, as a float; else RecordError naming `what`."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RecordError(f"{what}: must be a number")
     if not lo <= value <= hi:
@@ -131,8 +134,8 @@ def validate(rec: Any) -> dict[str, Any]:
     label = rec.get("label")
     if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL:
         raise RecordError(f"label: must be a non-empty string of at most {MAX_LABEL} characters")
-    _text(label, "label", MAX_LABEL, name=True)
-    confidence = _number(rec.get("confidence", 0.0), "confidence", 0.0, 1.0)
+    checked_text(label, "label", MAX_LABEL, name=True)
+    confidence = checked_number(rec.get("confidence", 0.0), "confidence", 0.0, 1.0)
     abstained = rec.get("abstained", False)
     if not isinstance(abstained, bool):
         raise RecordError("abstained: must be true or false")
@@ -140,15 +143,15 @@ def validate(rec: Any) -> dict[str, Any]:
     if not isinstance(probs, dict):
         raise RecordError("probabilities: must be an object of label → probability")
     for k, v in probs.items():
-        _number(v, f"probabilities.{k}", 0.0, 1.0)
+        checked_number(v, f"probabilities.{k}", 0.0, 1.0)
     if not isinstance(rec.get("models", []), list):
         raise RecordError("models: must be a list")
     if not isinstance(rec.get("quality") or {}, dict):
         raise RecordError("quality: must be an object")
     um_per_px = rec.get("um_per_px")
     if um_per_px is not None:
-        um_per_px = _number(um_per_px, "um_per_px", 1e-6, 1000.0)
-    profile = _text(rec.get("profile"), "profile", MAX_PROFILE, optional=True, name=True)
+        um_per_px = checked_number(um_per_px, "um_per_px", 1e-6, 1000.0)
+    profile = checked_text(rec.get("profile"), "profile", MAX_PROFILE, optional=True, name=True)
     for key in ("device_id", "boot_id", "reason", "filename", "reviewer", "comment"):
         if rec.get(key) is not None and not isinstance(rec.get(key), str):
             raise RecordError(f"{key}: must be a string or null")
@@ -181,7 +184,7 @@ def validate_sample(s: Any) -> dict[str, Any]:
     slide = s.get("slide_id")
     if not isinstance(slide, str) or not slide.strip() or len(slide) > MAX_NAME:
         raise RecordError(f"slide_id: must be a non-empty string of at most {MAX_NAME} characters")
-    _text(slide, "slide_id", MAX_NAME, name=True)
+    checked_text(slide, "slide_id", MAX_NAME, name=True)
     status = s.get("status")
     if status not in SAMPLE_STATUSES:
         raise RecordError(f"status: must be one of {', '.join(SAMPLE_STATUSES)}")
@@ -191,8 +194,8 @@ def validate_sample(s: Any) -> dict[str, Any]:
     summary = s.get("summary")
     if summary is not None and not isinstance(summary, dict):
         raise RecordError("summary: must be an object or null")
-    _text(s.get("notes"), "notes", 100_000, optional=True)
-    _text(s.get("created_by"), "created_by", MAX_NAME, optional=True)
+    checked_text(s.get("notes"), "notes", 100_000, optional=True)
+    checked_text(s.get("created_by"), "created_by", MAX_NAME, optional=True)
     return {
         "id": sid,
         "slide_id": slide.strip(),

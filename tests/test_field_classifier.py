@@ -259,3 +259,9 @@ def test_deferred_colour_checks_are_filled_on_the_gates_thread_while_the_tiles_a
     pending.fail("boom")
     with pytest.raises(RuntimeError, match="colour check failed: boom"):
         pending[0]
+
+
+def test_acquisition_defaults_are_the_configs():
+    from device.config import Config
+
+    assert AcquisitionSettings() == AcquisitionSettings.from_config(Config())  # one truth: device/config.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import cv2
 import numpy as np
@@ -254,6 +255,54 @@ def test_the_report_shows_the_differential_the_call_and_who_verified_it(client, 
     svc.store.review_cell(last_record, 0, "not_a_cell", "Zoë")
     _, text = _pdf_text(client.get(f"/samples/{s['id']}/report.pdf").data)
     assert "Verified by Zoë." in text
+
+
+def test_the_pdf_cell_section_is_in_the_readers_language(client, app_svc):
+    from device.report.pdf import find_font
+
+    if find_font() is None:
+        pytest.skip("fonts-dejavu-core is not installed (scripts/system-deps.sh)")
+    _, svc = app_svc
+    s = svc.store.open_sample("LAB-FR", user="tech")
+    add_field(svc.store, s["id"], [cell(i, "blast", "blast_b") if i < 3 else cell(i) for i in range(10)])
+    add_field(svc.store, s["id"], [cell(0, "unclassified", None)])
+    r = client.get(f"/samples/{s['id']}/report.pdf", headers={"Accept-Language": "fr"})
+    _, text = _pdf_text(r.data)
+    text = text.replace("\u202f", " ").replace("\xa0", " ")
+    for needed in (
+        "10 globules blancs comptés sur 10 · 3 blaste(s)", "part de blastes 30,0", "(IC 95 %",
+        "Pas encore vérifié : 4 cellule(s)", "Part des comptées", "Cellules", "B blast (blaste)",
+        "Non classées (comptées à part)", "Blastes et cellules non classées", "#2.0 non classée",
+    ):  # fmt: skip
+        assert needed in text, needed
+    for english in ("white cells counted", "Share of counted", "(blast)", "Not verified", "Unclassified"):
+        assert english not in text, english
+
+
+def test_the_report_page_formats_dates_and_shares_in_the_readers_language(client, app_svc):
+    from babel.dates import format_date
+
+    from device.localtime import parse_utc, station_zone
+
+    app, svc = app_svc
+    app.extensions["smearscope"].config.device.timezone = "Asia/Kolkata"  # +05:30 all year, "IST"
+    s = svc.store.open_sample("LAB-FR", user="tech")
+    rec = add_field(
+        svc.store, s["id"], [cell(i, "blast", "blast_b") if i < 3 else cell(i) for i in range(10)]
+    )
+    add_field(svc.store, s["id"], [cell(0, "unclassified", None)])
+    svc.store.review_cell(rec["id"], 0, "blast_b", "Zoë")
+    svc.store.finish_sample(s["id"])
+    s = svc.store.get_sample(s["id"])
+    page = client.get(f"/samples/{s['id']}/report", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    page = page.replace("\u202f", " ").replace("\xa0", " ")
+    started = parse_utc(s["started_at"]).astimezone(station_zone("Asia/Kolkata"))
+    assert format_date(started, "medium", locale="fr") in page and "IST" in page  # Babel, the station's zone
+    assert "part de blastes 30,0 % (IC 95 %" in page and "<td>70,0 %</td>" in page  # Babel's French shares
+    assert "Non classées (comptées à part)" in page and "Zoë" in page
+    assert "<figcaption>#2.0 non classée</figcaption>" in page  # the unclassified cell's caption
+    assert "<td>30.0%</td>" not in page and "Unclassified (counted apart)" not in page
+    assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", page)  # no hand-made local time left
 
 
 @pytest.mark.parametrize("lang, words", [("fr", "compter plus de cellules : 2 sur 10"), ("es", "1 blasto,")])

@@ -240,6 +240,39 @@ def test_dashboard_lists_cells_with_thumbnails_and_the_count(tmp_path):
     assert c.get(f"/records/{rec['id']}").status_code == 302
 
 
+def test_a_cells_record_awaits_review_until_its_blast_and_unclassified_cells_are_reviewed(tmp_path):
+    from hub.cells import AWAITING_REVIEW_RULE
+
+    hub, c, rec, _ = _hub_with_cells(tmp_path)  # one blast and one unclassified cell unreviewed
+    calm = record(cells=[cell(0), cell(1, kind="platelet", state="blast", label=None)])  # nothing to review
+    assert post(hub, [calm]).get_json()["counts"]["accepted"] == 1
+    page = c.get("/review").get_data(as_text=True)
+    assert f"/records/{rec['id']}" in page and "2 blast or unclassified cell(s) to review" in page
+    assert f"/records/{calm['id']}" not in page and AWAITING_REVIEW_RULE in page
+    at = "2026-11-22T03:00:00Z"
+    half = dict(
+        rec,
+        cells=[cell(1, state="blast", label=None, reviewed_label="blast_pre", reviewer="bo", reviewed_at=at)],
+    )
+    assert post(hub, [half]).get_json()["results"][0]["cells_reviewed"] == 1
+    assert "1 blast or unclassified cell(s) to review" in c.get("/review").get_data(as_text=True)
+    done = dict(
+        rec,
+        cells=[
+            cell(
+                3,
+                state="unclassified",
+                label=None,
+                reviewed_label="lymphocyte",
+                reviewer="bo",
+                reviewed_at=at,
+            )
+        ],
+    )
+    assert post(hub, [done]).get_json()["results"][0]["cells_reviewed"] == 1
+    assert f"/records/{rec['id']}" not in c.get("/review").get_data(as_text=True)
+
+
 def test_cells_csv_has_one_row_per_cell_with_formulas_defused(tmp_path):
     hub, c, rec, _ = _hub_with_cells(tmp_path)
     evil = record(

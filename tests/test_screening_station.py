@@ -3,6 +3,8 @@ frame pixels, frame size, field line, the open sample's count); a captured field
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import pytest
 from make_tiny_bundle import make_cell_bundle
@@ -170,4 +172,7 @@ def test_upload_page_shows_the_field_line_the_differential_and_each_cell(tmp_pat
     )
     assert '<p class="field-line">4 white cells: ' in page
     assert "Differential" in page and "Each cell (4)" in page
-    assert page.count('<span class="swatch"') == 4
+    assert page.count('<span class="swatch ') == 4
+    assert "style=" not in page  # the page's CSP refuses inline styles: the swatches' colours are classes
+    states = re.findall(r'<span class="swatch (\w+)">', page)
+    assert len(states) == 4 and set(states) <= {"blast", "not_blast", "unclassified", "not_white"}

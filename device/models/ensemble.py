@@ -339,23 +339,8 @@ class Ensemble:
         n = len(inputs)
         if n == 0:
             return []
-        names, probs, cams, reasons = [], [], [], [[] for _ in range(n)]
-        for m in self.models:
-            name = m.manifest.name
-            floor = self.ood_floors.get(name)
-            key = _input_key(m.manifest.input)
-            xs = [x[key] for x in inputs]
-            want = with_cam or floor is not None
-            p, cam, dist = (
-                m.predict_many(xs, with_cam=want, batch=True) if batch else m.predict_many(xs, with_cam=want)
-            )
-            for i, r in enumerate(self._member_checks(name, cam, dist, n)[0]):
-                reasons[i].extend(r)
-            names.append(name)
-            probs.append(apply_temperature(p, m.manifest.temperature))
-            if with_cam and cam is not None:
-                cams.append(cam)
-        stack = np.stack(probs)  # (members, tiles, K)
+        run = self._run_members(inputs, with_cam, batch)
+        stack = np.stack(run.probs)  # (members, tiles, K)
         mean = stack.mean(axis=0)
         idx = mean.argmax(axis=1)
         votes = stack.argmax(axis=2)  # (members, tiles)
@@ -367,14 +352,8 @@ class Ensemble:
         for i in range(n):
             k = int(idx[i])
             conf = float(mean[i, k])
-            unfamiliar = [*pre[i], *reasons[i]]
-            reason = None
-            if unfamiliar:
-                reason = "input unlike the training images (" + "; ".join(unfamiliar) + ")"
-            elif conf < self.threshold:
-                reason = f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
-            elif self.abstain_on_disagreement and len(names) > 1 and len(set(votes[:, i].tolist())) > 1:
-                reason = "models disagree"
+            unfamiliar = [*pre[i], *run.reasons[i]]
+            reason = self._abstain_reason(conf, unfamiliar, len(set(votes[:, i].tolist())), len(run.names))
             out.append(
                 Prediction(
                     labels=list(self.label_ids),
@@ -383,13 +362,56 @@ class Ensemble:
                     confidence=conf,
                     abstained=reason is not None,
                     reason=reason,
-                    per_model={nm: p[i].tolist() for nm, p in zip(names, probs, strict=True)},
-                    cam=_combine_cams([c[i] for c in cams], k) if cams else None,
+                    per_model={nm: p[i].tolist() for nm, p in zip(run.names, run.probs, strict=True)},
+                    cam=_combine_cams([c[i] for c in run.cams], k) if run.cams else None,
                     inference_ms=ms,
                     unfamiliar=unfamiliar,
                 )
             )
         return out
+
+    def _run_members(self, inputs: list[dict[tuple, np.ndarray]], with_cam: bool, batch: bool) -> _MemberRuns:
+        """Each member on every image (calibrated probabilities), with its energy floor and content
+        check's reasons per image."""
+        run = _MemberRuns([], [], [], [[] for _ in inputs])
+        for m in self.models:
+            name = m.manifest.name
+            floor = self.ood_floors.get(name)
+            key = _input_key(m.manifest.input)
+            xs = [x[key] for x in inputs]
+            want = with_cam or floor is not None
+            p, cam, dist = (
+                m.predict_many(xs, with_cam=want, batch=True) if batch else m.predict_many(xs, with_cam=want)
+            )
+            for i, r in enumerate(self._member_checks(name, cam, dist, len(inputs))[0]):
+                run.reasons[i].extend(r)
+            run.names.append(name)
+            run.probs.append(apply_temperature(p, m.manifest.temperature))
+            if with_cam and cam is not None:
+                run.cams.append(cam)
+        return run
+
+    def _abstain_reason(
+        self, conf: float, unfamiliar: list[str], distinct_votes: int, members: int
+    ) -> str | None:
+        """Why one image's call is withheld, in the order the checks apply; None when it stands."""
+        if unfamiliar:
+            return "input unlike the training images (" + "; ".join(unfamiliar) + ")"
+        if conf < self.threshold:
+            return f"confidence {conf:.2f} below threshold {self.threshold:.2f}"
+        if self.abstain_on_disagreement and members > 1 and distinct_votes > 1:
+            return "models disagree"
+        return None
+
+
+@dataclass
+class _MemberRuns:
+    """What the members said about a batch of images (`Ensemble._run_members`)."""
+
+    names: list[str]
+    probs: list[np.ndarray]  # per member: (images, K), temperature applied
+    cams: list[np.ndarray]  # per member that gave one: (images, h, w)
+    reasons: list[list[str]]  # per image: the members' energy and content reasons
 
 
 def _combine_cams(cams: list[np.ndarray], idx: int) -> np.ndarray:

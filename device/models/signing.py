@@ -35,11 +35,12 @@ from device.fsutil import atomic_write_bytes
 from device.models.bundle import sha256_file
 
 PROJECT_KEYS_DIR = Path(__file__).resolve().parent / "keys"
-#: The first project release key (2026-11). Its private half was lost on 2026-12-01 (not leaked: no
-#: bundle it did not sign exists); bundles signed since are by the successor in the same folder.
+#: The first project key file, for tools that name one project key. A station trusts every file in
+#: PROJECT_KEYS_DIR, not this one alone (PROJECT_ALIAS).
 PROJECT_KEY = PROJECT_KEYS_DIR / "smearscope-project.pub"
 #: `[models] trusted_keys` entry meaning the project keys shipped with the code: every
-#: `device/models/keys/*.pub` (a key rotation adds a file; bundles signed by the older key stay valid).
+#: `device/models/keys/*.pub`. A key rotation adds a file there; bundles signed by the older keys stay
+#: valid.
 PROJECT_ALIAS = "project"
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from device.colour import WhiteReference, measure_white, saturation_hint
+from device.config import OpticsConfig, QualityConfig, TilingConfig
 from device.models.ensemble import Ensemble, Prediction
 from device.optics.field import RULE, FieldResult, combine
 from device.optics.nuclei import NucleusThresholds
@@ -89,18 +90,22 @@ class PendingChecks(Sequence):
             return self._items[i]
 
 
+#: The defaults of the sections AcquisitionSettings reads; device/config.py holds them (and their ranges).
+_TILING, _QUALITY, _OPTICS = TilingConfig(), QualityConfig(), OpticsConfig()
+
+
 @dataclass(frozen=True)
 class AcquisitionSettings:
     """`[tiling]`, the scale-check keys of `[quality]` and `[optics] rbc_diameter_um` (device/config.py)."""
 
-    overlap: float = 0.125
-    max_tiles: int = 24
-    min_cover: float = 0.5
-    min_nucleus_um2: float = 12.0
-    scale_check: bool = True
-    scale_tolerance: float = 0.2
-    rbc_um: float = 7.5
-    clipped_white_choice: bool = True
+    overlap: float = _TILING.overlap
+    max_tiles: int = _TILING.max_tiles
+    min_cover: float = _TILING.min_cover
+    min_nucleus_um2: float = _TILING.min_nucleus_um2
+    scale_check: bool = _QUALITY.scale_check
+    scale_tolerance: float = _QUALITY.scale_tolerance
+    rbc_um: float = _OPTICS.rbc_diameter_um
+    clipped_white_choice: bool = _OPTICS.clipped_white_choice
 
     @classmethod
     def from_config(cls, config) -> AcquisitionSettings:

@@ -694,6 +694,19 @@ class Pipeline:
         latency_ms = (time.monotonic_ns() - g.frame.t_ns) / 1e6
         t = result.timings
         infer_ms = t.detect_ms + t.crop_ms + t.infer_ms + t.result_ms
+        live = self._cells_live(g, result, infer_ms, latency_ms)
+        self.live.publish_result(live)
+        no_cells = result.state == NO_CELLS
+        if no_cells:
+            self.telemetry.field_outcome("no_cells", "camera")
+        else:
+            self.telemetry.field_outcome("uncertain" if result.abstained else "classified", "camera")
+        self._field_result = live
+        self.last_seen_ns = g.frame.t_ns
+        if no_cells:
+            self.telemetry.count("no_cells")
+            return
+        self.telemetry.classified(infer_ms, latency_ms)
         pred = Prediction(
             list(screen.ensemble.label_ids),
             dict(result.probabilities),
@@ -703,6 +716,14 @@ class Pipeline:
             result.reason,
             inference_ms=infer_ms,
         )
+        c = Classified(g, pred, live, None, result)
+        self.last_classified = c
+        self.workers[2].stage = "store policy"
+        self._maybe_store(c)
+
+    def _cells_live(self, g: Gated, result: FieldCells, infer_ms: float, latency_ms: float) -> dict[str, Any]:
+        """The live result of a cell-counted field: its outlines, field line and the open sample's
+        running count (`slide`) when there is one."""
         no_cells = result.state == NO_CELLS
         live = {
             "frame_seq": g.seq,
@@ -719,7 +740,7 @@ class Pipeline:
             "quality": g.quality.to_dict(),
             "has_heatmap": False,
             "inference_ms": round(infer_ms, 3),
-            "prepare_ms": round(t.prepare_ms, 3),
+            "prepare_ms": round(result.timings.prepare_ms, 3),
             "latency_ms": round(latency_ms, 3),
             "models": self.models,
             "profile": g.profile,
@@ -730,21 +751,7 @@ class Pipeline:
         self._slide_at = time.monotonic()
         if slide is not None:
             live["slide"] = slide
-        self.live.publish_result(live)
-        if no_cells:
-            self.telemetry.field_outcome("no_cells", "camera")
-        else:
-            self.telemetry.field_outcome("uncertain" if result.abstained else "classified", "camera")
-        self._field_result = live
-        self.last_seen_ns = g.frame.t_ns
-        if no_cells:
-            self.telemetry.count("no_cells")
-            return
-        self.telemetry.classified(infer_ms, latency_ms)
-        c = Classified(g, pred, live, None, result)
-        self.last_classified = c
-        self.workers[2].stage = "store policy"
-        self._maybe_store(c)
+        return live
 
     def _slide(self, result: FieldCells, *, with_field: bool = True) -> dict[str, Any] | None:
         """The running count of the newest open sample: its stored cells, plus this field's unless it

@@ -215,7 +215,7 @@ def render_pdf(
                         doc.t(_("yes") if lb.malignant else _("no")),
                     ]
                 )
-    render_cells(doc, report)
+    render_cells(doc, report, w)
     doc.line_text(_("Rule: %(rule)s", rule=w.rule or report.rule), 7.5)
 
     # What follows the images is reserved first, so the images give way when the page is full.

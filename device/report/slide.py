@@ -5,7 +5,7 @@ cell by cell, the differential, the call, who verified it and the blast and uncl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,8 @@ MAX_IMAGES = 6
 #: Blast and unclassified cells shown on the report: one printed row (the rest are counted, "... and N more").
 MAX_CELL_IMAGES = 10
 SIGNATURE_FILE = "signature.json"
+#: What a cell left unclassified is called under its thumbnail (a msgid of the report page).
+UNCLASSIFIED_CAPTION = "unclassified"
 
 
 @dataclass
@@ -43,6 +45,13 @@ class ReportImage:
     caption: str
     record_id: str
     cell_index: int | None = None  # a cell's thumbnail (cut from the record's frame) rather than the frame
+    unclassified: bool = False  # a cell left unclassified: its caption names it UNCLASSIFIED_CAPTION
+
+    def caption_text(self, gettext: Callable[..., str] = lambda m: m) -> str:
+        """The caption in the reader's language (`gettext` of the report page's msgids)."""
+        if not self.unclassified:
+            return self.caption
+        return self.caption.replace(UNCLASSIFIED_CAPTION, gettext(UNCLASSIFIED_CAPTION))
 
 
 @dataclass
@@ -53,6 +62,7 @@ class ReviewLine:
     model_label: str
     verdict: str  # "agreed" | "→ <label>"
     comment: str
+    at: str = ""  # the review's UTC time (ISO): the page formats it in the reader's language
 
 
 @dataclass
@@ -63,42 +73,39 @@ class ModelLine:
     signed_at: str
 
 
+#: The headings of the differential's rows that are not a cell type (the report page's msgids).
+ROW_TITLES = {
+    "unnamed": "White cell, type not named",
+    "unclassified": "Unclassified (counted apart)",
+    "excluded": "Excluded (not a white cell)",
+}
+NOT_WHITE_NOTE = "not a white cell: listed, not counted"
+
+
 @dataclass
 class CellRow:
-    display: str
+    display: str  # the type's name; for a row that is not a type, its English heading (ROW_TITLES)
     n: int
     share: float | None  # of the counted white cells; None for the rows counted apart
     blast: bool
+    kind: str = "type"  # "type" | "other" (a type that is not a white cell) | a key of ROW_TITLES
+
+    def title(self, gettext: Callable[..., str] = lambda m: m) -> str:
+        """The row's name in the reader's language (`gettext` of the report page's msgids)."""
+        if self.kind == "other":
+            return f"{self.display} ({gettext(NOT_WHITE_NOTE)})"
+        return gettext(self.display) if self.kind in ROW_TITLES else self.display
 
 
 @dataclass
 class CellsReport:
     """A slide counted cell by cell: `summary` is `device.cells_summary.summarise_cells`'s dict (the
-    pages translate its call and rule from it)."""
+    pages word its figures, call, rule and who verified it from it in the reader's language)."""
 
     summary: dict[str, Any]
     rows: list[CellRow]
     images: list[ReportImage] = field(default_factory=list)  # blast and unclassified cells
     more_images: int = 0
-
-    @property
-    def verified_line(self) -> str:
-        s = self.summary
-        if s.get("verified"):
-            return "Verified by " + ", ".join(s.get("verified_by") or []) + "."
-        if s.get("to_review"):
-            return f"Not verified yet: {s['to_review']} blast or unclassified cell(s) to review."
-        return "Not verified yet: no cell reviewed."
-
-    @property
-    def figures_line(self) -> str:
-        s = self.summary
-        share = (
-            f"blast share {s['blast_pct']:.1f}% (95% CI {s['ci_low_pct']:.1f}%–{s['ci_high_pct']:.1f}%)"
-            if s.get("blast_pct") is not None
-            else "blast share: none yet"
-        )
-        return f"{s['counted']} of {s['target']} white cells counted · {s['blasts']} blast(s) · {share}"
 
 
 @dataclass
@@ -132,6 +139,11 @@ class SlideReport:
     disclaimer: str = DISCLAIMER
     top_malignant_label: str | None = None  # the suspicious call's most frequent malignant label
     cells: CellsReport | None = None  # a slide counted cell by cell
+    #: The UTC times (ISO) behind `started`, `finished` and `generated`: the page formats them with
+    #: Babel in the reader's language; `started` & co. are the English text for the PDF without one.
+    started_at: str = ""
+    finished_at: str = ""
+    generated_at: str = ""
 
 
 class ReportError(LookupError):
@@ -267,7 +279,7 @@ def build_slide_report(
         reviews.append(
             ReviewLine(
                 local_text(r["captured_at"], zone), r.get("reviewer") or "?", f"#{orig['seq']}",
-                orig["label"], verdict, "" if comment == "agree" else comment,
+                orig["label"], verdict, "" if comment == "agree" else comment, r["captured_at"],
             )
         )  # fmt: skip
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -283,6 +295,9 @@ def build_slide_report(
         finished=local_text(sample.get("finished_at"), zone),
         generated=local_text(now, zone),
         zone=zone.key,
+        started_at=sample["started_at"],
+        finished_at=sample.get("finished_at") or "",
+        generated_at=now,
         fields=int(summary.get("fields", 0)),
         confident_fields=int(summary.get("confident_fields", 0)),
         uncertain_fields=int(summary.get("uncertain_fields", 0)),
@@ -311,13 +326,11 @@ def _cell_rows(summary: Mapping[str, Any]) -> list[CellRow]:
     rows = [CellRow(tc["display"], tc["n"], share(tc["n"]), True) for tc in d["counts"] if tc["blast"]]
     rows += [CellRow(tc["display"], tc["n"], share(tc["n"]), False) for tc in d["counts"] if not tc["blast"]]
     if d["unnamed"]:
-        rows.append(CellRow("White cell, type not named", d["unnamed"], share(d["unnamed"]), False))
-    rows.append(CellRow("Unclassified (counted apart)", summary["unclassified"], None, False))
-    rows += [
-        CellRow(f"{tc['display']} (not a white cell)", tc["n"], None, False) for tc in d["others"] if tc["n"]
-    ]
+        rows.append(CellRow(ROW_TITLES["unnamed"], d["unnamed"], share(d["unnamed"]), False, "unnamed"))
+    rows.append(CellRow(ROW_TITLES["unclassified"], summary["unclassified"], None, False, "unclassified"))
+    rows += [CellRow(tc["display"], tc["n"], None, False, "other") for tc in d["others"] if tc["n"]]
     if summary["excluded"]:
-        rows.append(CellRow("Excluded (not a white cell)", summary["excluded"], None, False))
+        rows.append(CellRow(ROW_TITLES["excluded"], summary["excluded"], None, False, "excluded"))
     return rows
 
 
@@ -338,7 +351,7 @@ def _cell_images(
             if lab in blast_ids:
                 picked.append((0, r, c, display[lab]))
             elif lab is None or (lab not in known and lab != "unnamed_white"):
-                picked.append((1, r, c, "unclassified"))
+                picked.append((1, r, c, UNCLASSIFIED_CAPTION))
     picked.sort(key=lambda t: t[0])  # stable: capture order within each group
     out = []
     for _, r, c, what in picked[:limit]:
@@ -350,7 +363,8 @@ def _cell_images(
                 store.image_path(sha), store.data_dir / "thumbs", sha, c.box, siblings=boxes
             )
         mark = " ✓" if c.reviewed_label else ""
-        out.append(ReportImage(sha or "", path, f"#{r['seq']}.{c.index} {what}{mark}", r["id"], c.index))
+        caption = f"#{r['seq']}.{c.index} {what}{mark}"
+        out.append(ReportImage(sha or "", path, caption, r["id"], c.index, what == UNCLASSIFIED_CAPTION))
     return out, max(0, len(picked) - limit)
 
 
@@ -366,10 +380,10 @@ def _cell_reviews(records: list[dict], zone: ZoneInfo) -> list[ReviewLine]:
             lines.append(
                 ReviewLine(
                     local_text(c.reviewed_at, zone), c.reviewer or "?", f"#{r['seq']} cell {c.index}", said,
-                    verdict, "",
+                    verdict, "", c.reviewed_at or "",
                 )
             )  # fmt: skip
-    lines.sort(key=lambda rv: rv.when)
+    lines.sort(key=lambda rv: rv.at)
     return lines
 
 
@@ -404,6 +418,9 @@ def _cells_report(
         finished=local_text(sample.get("finished_at"), zone),
         generated=local_text(now, zone),
         zone=zone.key,
+        started_at=sample["started_at"],
+        finished_at=sample.get("finished_at") or "",
+        generated_at=now,
         fields=len(fields),
         confident_fields=sum(1 for f in fields if not f.get("abstained")),
         uncertain_fields=sum(1 for f in fields if f.get("abstained")),

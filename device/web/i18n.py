@@ -8,10 +8,11 @@ The CLI, logs, exports and stored records stay English and UTC.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from flask import Flask, current_app, g, request
-from flask_babel import Babel, format_datetime, format_decimal, get_locale
+from flask_babel import Babel, format_datetime, format_decimal, format_percent, get_locale
 
 from device.localtime import parse_utc, station_zone
 
@@ -79,15 +80,25 @@ def scale_text(um_per_px: float | None) -> str:
     return format_decimal(float(um_per_px), format="0.0###")
 
 
+def percent_text(fraction: float | None) -> str:
+    """A share with one decimal in the reader's language ("30.0%", "30,0 %"): the locale's own percent
+    pattern (where the sign goes, its space) with one fraction digit. "—" when there is none."""
+    if fraction is None:
+        return "—"
+    pattern = get_locale().percent_formats[None].pattern.split(";")[0]
+    return format_percent(float(fraction), re.sub(r"0(?=[^0]*$)", "0.0", pattern, count=1))
+
+
 def lang() -> str:
     return str(get_locale() or DEFAULT)
 
 
 def init_app(app: Flask) -> Babel:
-    """Flask-Babel with the selectors above; `when`, `clock` and `scale` template filters."""
+    """Flask-Babel with the selectors above; `when`, `clock`, `scale` and `percent` template filters."""
     babel = Babel(app, locale_selector=select_locale, timezone_selector=select_timezone)
     app.add_template_filter(when, "when")
     app.add_template_filter(clock, "clock")
     app.add_template_filter(scale_text, "scale")
+    app.add_template_filter(percent_text, "percent")
     app.jinja_env.globals.update(languages=LANGUAGES, page_lang=lang)
     return babel

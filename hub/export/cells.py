@@ -185,14 +185,7 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
     """The reviewed cells the filter keeps, sorted by path (no image is read here)."""
     if flt.include_unreviewed:
         raise ExportError("the cells export takes reviewed cells only (a model's own calls teach nothing)")
-    devices = {d.id: d.name for d in s.scalars(select(Device))}
-    scope = [Result.kind != "review"]
-    if flt.devices:
-        by_name = {n: i for i, n in devices.items()}
-        unknown = sorted(set(flt.devices) - set(by_name))
-        if unknown:
-            raise ExportError(f"no device named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
-        scope.append(Result.device_id.in_([by_name[n] for n in flt.devices]))
+    devices, scope = _device_scope(s, flt)
     out = CellSelection()
     unreviewed = s.scalar(
         select(func.count())
@@ -211,32 +204,14 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
     kept: list[tuple[Cell, Result]] = []
     records_of: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for c, r in s.execute(q.execution_options(yield_per=1000)):
-        if c.reviewed_label == NOT_A_CELL:
-            out.skipped["reviewed as not a cell"] += 1
-        elif (
-            flt.disagreements_only
-            and c.label is not None
-            and names.fold(c.label) == names.fold(c.reviewed_label)
-        ):
-            out.skipped["agrees with the classifier"] += 1
-        elif flt.since is not None and parse_time(c.reviewed_at, "reviewed_at") < flt.since:
-            out.skipped["before --since"] += 1
-        elif r.image_sha256 is None:
-            out.skipped["no image"] += 1
-        elif r.um_per_px is None:
-            out.skipped["record's µm/px unknown"] += 1
-        elif round(opts.side_um / r.um_per_px) > MAX_SIDE_PX:
-            out.skipped[f"crop wider than {MAX_SIDE_PX} px (µm/px too fine)"] += 1
-        elif names.problem(c.reviewed_label) is not None:
-            out.skipped["label not usable as a folder name"] += 1
-        else:
-            kept.append((c, r))
-            if r.id not in records_of[c.reviewed_label]:
-                records_of[c.reviewed_label][r.id] = json.loads(r.record_json)
-    have = set()
-    shas = sorted({r.image_sha256 for _, r in kept})
-    for i in range(0, len(shas), 500):
-        have.update(s.scalars(select(Image.sha256).where(Image.sha256.in_(shas[i : i + 500]))))
+        skip = _skip_reason(c, r, flt, opts)
+        if skip is not None:
+            out.skipped[skip] += 1
+            continue
+        kept.append((c, r))
+        if r.id not in records_of[c.reviewed_label]:
+            records_of[c.reviewed_label][r.id] = json.loads(r.record_json)
+    have = _images_on_hub(s, {r.image_sha256 for _, r in kept})
     resolved = _resolve_labels(records_of, label_book(s), opts)
     for c, r in kept:
         if r.image_sha256 not in have:
@@ -246,38 +221,82 @@ def select_cells(s: Session, flt: ExportFilter, opts: CellExportOptions) -> Cell
         if lab is None:
             out.skipped["label's blast status unknown (--blast-label / --normal-label)"] += 1
             continue
-        side_px = max(1, round(opts.side_um / r.um_per_px))
-        out.entries.append(
-            CellEntry(
-                path=f"{c.reviewed_label}/{r.id}.{c.cell_index}.png",
-                label=c.reviewed_label,
-                record_id=r.id,
-                cell_index=c.cell_index,
-                device=devices.get(r.device_id, ""),
-                sample_id=r.sample_id,
-                group=r.sample_id or r.id,
-                captured_at=r.captured_at,
-                box=[c.x0, c.y0, c.x1, c.y1],
-                x=c.x,
-                y=c.y,
-                crop_box=[],
-                side_um=opts.side_um,
-                side_px=side_px,
-                um_per_px=r.um_per_px,
-                reflected=False,
-                model_state=c.state,
-                model_label=c.label,
-                p_blast=round(float(c.p_blast), 6),
-                reviewed_label=c.reviewed_label,
-                reviewer=c.reviewer,
-                reviewed_at=c.reviewed_at,
-                source_image_sha256=r.image_sha256,
-            )
-        )
+        out.entries.append(_entry(c, r, devices.get(r.device_id, ""), opts))
         out.labels.setdefault(lab.id, lab)
     _fold(out)
     out.entries.sort(key=lambda e: e.path)
     return out
+
+
+def _device_scope(s: Session, flt: ExportFilter) -> tuple[dict[str, str], list[Any]]:
+    """The hub's devices (id -> name) and the conditions on `Result` the export keeps: records, not
+    reviews, of the chosen devices (all when none is chosen)."""
+    devices = {d.id: d.name for d in s.scalars(select(Device))}
+    scope: list[Any] = [Result.kind != "review"]
+    if flt.devices:
+        by_name = {n: i for i, n in devices.items()}
+        unknown = sorted(set(flt.devices) - set(by_name))
+        if unknown:
+            raise ExportError(f"no device named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
+        scope.append(Result.device_id.in_([by_name[n] for n in flt.devices]))
+    return devices, scope
+
+
+def _skip_reason(c: Cell, r: Result, flt: ExportFilter, opts: CellExportOptions) -> str | None:
+    """Why a reviewed cell stays out of the export (the `skipped` key), None when it can be cut."""
+    if c.reviewed_label == NOT_A_CELL:
+        return "reviewed as not a cell"
+    if flt.disagreements_only and c.label is not None and names.fold(c.label) == names.fold(c.reviewed_label):
+        return "agrees with the classifier"
+    if flt.since is not None and parse_time(c.reviewed_at, "reviewed_at") < flt.since:
+        return "before --since"
+    if r.image_sha256 is None:
+        return "no image"
+    if r.um_per_px is None:
+        return "record's µm/px unknown"
+    if round(opts.side_um / r.um_per_px) > MAX_SIDE_PX:
+        return f"crop wider than {MAX_SIDE_PX} px (µm/px too fine)"
+    if names.problem(c.reviewed_label) is not None:
+        return "label not usable as a folder name"
+    return None
+
+
+def _images_on_hub(s: Session, shas: set[str], chunk: int = 500) -> set[str]:
+    """Which of `shas` the hub holds (queried in chunks: SQLite limits a statement's parameters)."""
+    have: set[str] = set()
+    ordered = sorted(shas)
+    for i in range(0, len(ordered), chunk):
+        have.update(s.scalars(select(Image.sha256).where(Image.sha256.in_(ordered[i : i + chunk]))))
+    return have
+
+
+def _entry(c: Cell, r: Result, device: str, opts: CellExportOptions) -> CellEntry:
+    """A kept cell's manifest row (its crop box and the PNG's hash are known once cut)."""
+    return CellEntry(
+        path=f"{c.reviewed_label}/{r.id}.{c.cell_index}.png",
+        label=c.reviewed_label,
+        record_id=r.id,
+        cell_index=c.cell_index,
+        device=device,
+        sample_id=r.sample_id,
+        group=r.sample_id or r.id,
+        captured_at=r.captured_at,
+        box=[c.x0, c.y0, c.x1, c.y1],
+        x=c.x,
+        y=c.y,
+        crop_box=[],
+        side_um=opts.side_um,
+        side_px=max(1, round(opts.side_um / r.um_per_px)),
+        um_per_px=r.um_per_px,
+        reflected=False,
+        model_state=c.state,
+        model_label=c.label,
+        p_blast=round(float(c.p_blast), 6),
+        reviewed_label=c.reviewed_label,
+        reviewer=c.reviewer,
+        reviewed_at=c.reviewed_at,
+        source_image_sha256=r.image_sha256,
+    )
 
 
 def _fold(sel: CellSelection) -> None:

@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also images nobody reviewed, under the model's call (reviewed=false in the manifest)",
     )
+    _cell_options(e)
+    e.set_defaults(func=cmd_export_dataset)
+
+
+def _cell_options(e: argparse.ArgumentParser) -> None:
+    """The options of `--cells` (the cells export, hub/export/cells.py)."""
     e.add_argument(
         "--cells",
         action="store_true",
@@ -79,7 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--cells: this label is not a blast (repeatable); labels neither given nor declared by a "
         "bundle published on this hub are left out",
     )
-    e.set_defaults(func=cmd_export_dataset)
 
 
 def cmd_export_dataset(args: argparse.Namespace) -> int:
