@@ -6,6 +6,7 @@ Figures the page does not know yet (a new key) still show, under their key, so n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -149,8 +150,12 @@ def _sync(s: dict[str, Any]) -> Section:
     return sec
 
 
+Take = Callable[[str], Any]
+
+
 def sections(status: dict[str, Any]) -> list[Section]:
-    """The status body as labelled sections, in the order a technician reads them."""
+    """The status body as labelled sections, in the order a technician reads them; what no section
+    names is listed last under its raw key, so no figure is hidden."""
     s = dict(status)
     used: set[str] = set(HIDDEN)
 
@@ -158,6 +163,18 @@ def sections(status: dict[str, Any]) -> list[Section]:
         used.add(key)
         return s.get(key)
 
+    out = [_camera_section(take), _storage_section(take), _sync(take("sync") or {}), _models_section(take)]
+    cal = take("calibration") or {}
+    if cal:
+        out.append(_calibration_section(cal))
+    station = _station_section(take, bool(s.get("last_error")))
+    rest = {k: v for k, v in s.items() if k not in used}
+    station.figures += [Figure(k.replace("_", " "), plain(v)) for k, v in rest.items()]
+    out.append(station)
+    return out
+
+
+def _camera_section(take: Take) -> Section:
     camera = Section(gettext("Camera and classifier"))
     camera.figures += [
         _camera(take("camera")),
@@ -173,6 +190,10 @@ def sections(status: dict[str, Any]) -> list[Section]:
         Figure(gettext("Frames skipped (classifier busy)"), count(take("frames_dropped"))),
         Figure(gettext("Running for"), duration(take("uptime_s"))),
     ]
+    return camera
+
+
+def _storage_section(take: Take) -> Section:
     storage = Section(gettext("Storage"))
     full = bool(take("disk_full"))
     dropped = take("store_dropped")
@@ -183,14 +204,12 @@ def sections(status: dict[str, Any]) -> list[Section]:
         Figure(gettext("Records stored since start"), count(take("records_stored"))),
         Figure(gettext("Not sent to the hub yet"), count(take("unsynced"))),
         Figure(gettext("Waiting to be written"), count(take("store_queue"))),
-        Figure(
-            gettext("Not written (queue full)"),
-            count(dropped),
-            bad=bool(dropped),
-        ),
+        Figure(gettext("Not written (queue full)"), count(dropped), bad=bool(dropped)),
     ]
-    out = [camera, storage, _sync(take("sync") or {})]
+    return storage
 
+
+def _models_section(take: Take) -> Section:
     models = Section(gettext("Models"))
     for m in take("models") or []:
         if isinstance(m, dict):
@@ -209,50 +228,37 @@ def sections(status: dict[str, Any]) -> list[Section]:
             Figure(gettext("Model updates"), plain(update.get("policy"))),
             Figure(gettext("Update waiting for an admin"), plain(update.get("staged"))),
             Figure(gettext("Last update check"), when(update.get("last_check")) or gettext("never")),
-            Figure(
-                gettext("Last update error"),
-                plain(failed),
-                bad=bool(failed),
-            ),
+            Figure(gettext("Last update error"), plain(failed), bad=bool(failed)),
         ]
-    out.append(models)
+    return models
 
-    cal = take("calibration") or {}
-    if cal:
-        calibration = Section(gettext("Calibration"))
-        um = cal.get("um_per_px")
-        active = plain(cal.get("profile")) if cal.get("profile") else gettext("none")
-        calibration.figures += [
-            Figure(
-                gettext("Active profile"),
-                active,
-            ),
-            Figure(gettext("Camera's scale"), f"{scale_text(um)} µm/px" if um else "—"),
-            Figure(gettext("Measured by"), plain(cal.get("method"))),
-            Figure(gettext("Profile file problem"), plain(cal.get("error")), bad=bool(cal.get("error"))),
-        ]
-        out.append(calibration)
 
+def _calibration_section(cal: dict[str, Any]) -> Section:
+    calibration = Section(gettext("Calibration"))
+    um = cal.get("um_per_px")
+    active = plain(cal.get("profile")) if cal.get("profile") else gettext("none")
+    calibration.figures += [
+        Figure(gettext("Active profile"), active),
+        Figure(gettext("Camera's scale"), f"{scale_text(um)} µm/px" if um else "—"),
+        Figure(gettext("Measured by"), plain(cal.get("method"))),
+        Figure(gettext("Profile file problem"), plain(cal.get("error")), bad=bool(cal.get("error"))),
+    ]
+    return calibration
+
+
+def _station_section(take: Take, error: bool) -> Section:
     station = Section(gettext("Station"))
     station.figures += [
         Figure(gettext("Software version"), plain(take("version"))),
         Figure(gettext("Station id"), plain(take("device_id"))),
-        Figure(gettext("Last error"), plain(take("last_error")), bad=bool(s.get("last_error"))),
+        Figure(gettext("Last error"), plain(take("last_error")), bad=error),
     ]
     workers = take("workers")
     if isinstance(workers, list) and workers:
         station.table = [[gettext("Worker"), gettext("Running"), gettext("Doing"), gettext("Restarts")]]
-        station.table += [
-            [
-                str(w.get("name")),
-                yes_no(w.get("alive")),
-                stage_words(w.get("stage")),
-                count(w.get("restarts")),
-            ]
-            for w in workers
-            if isinstance(w, dict)
-        ]
-    rest = {k: v for k, v in s.items() if k not in used}
-    station.figures += [Figure(k.replace("_", " "), plain(v)) for k, v in rest.items()]
-    out.append(station)
-    return out
+        station.table += [_worker_row(w) for w in workers if isinstance(w, dict)]
+    return station
+
+
+def _worker_row(w: dict[str, Any]) -> list[str]:
+    return [str(w.get("name")), yes_no(w.get("alive")), stage_words(w.get("stage")), count(w.get("restarts"))]
