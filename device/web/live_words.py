@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_babel import gettext
+from flask_babel import format_percent, get_locale, gettext, ngettext
 
-from device.web import advice, i18n
+from device.cells.count import NO_BLASTS_SEEN, SUSPICIOUS
+from device.web import advice, i18n, live_cells
 
 
 def page_words() -> dict[str, str]:
@@ -54,9 +55,95 @@ def view(result: dict[str, Any]) -> dict[str, Any]:
     `has_call` (bars may be read as a call) and `advice` (title, sentence, English details) when the
     field has no trustworthy call."""
     found = advice.for_live(result)
-    return {
+    out = {
         "time": i18n.clock(result.get("captured_at")),
         "has_call": advice.has_call(result) and result.get("state") not in ("moving", "no_cells", "scale"),
         "advice": found.to_dict() if found else None,
         "quality": advice.quality_words(list((result.get("quality") or {}).get("reasons") or [])),
+    }
+    checked = live_cells.cell_keys(result)
+    if checked:
+        out["cells"] = cell_view(checked)
+    return out
+
+
+def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
+    """The words of a cell result (`live_cells.cell_keys` output) in the reader's language: the field
+    line, the legend of the colours drawn, and the running slide count with its call when decided."""
+    cells = checked.get("cells")
+    line = checked.get("field_line")
+    if cells is not None and (line is None or get_locale().language != "en"):
+        line = field_line(cells)  # the pipeline's own line is English
+    slide = checked.get("slide")
+    return {
+        "field_line": line,
+        "legend": legend(cells or []),
+        "slide": slide_words(slide) if slide else None,
+    }
+
+
+def field_line(cells: list[dict[str, Any]]) -> str:
+    """'7 white cells: 5 × Lymphocyte, 2 blasts' from the field's cells."""
+    head = ngettext("%(num)d white cell", "%(num)d white cells", len(cells))
+    named: dict[str, int] = {}
+    blasts = unclassified = 0
+    for c in cells:
+        if c["state"] == "blast":
+            blasts += 1
+        elif c["state"] == "unclassified":
+            unclassified += 1
+        else:
+            named[c["display"]] = named.get(c["display"], 0) + 1
+    parts = [gettext("%(num)d × %(name)s", num=n, name=name) for name, n in named.items()]
+    if blasts:
+        parts.append(ngettext("%(num)d blast", "%(num)d blasts", blasts))
+    if unclassified:
+        parts.append(ngettext("%(num)d unclassified", "%(num)d unclassified", unclassified))
+    return gettext("%(cells)s: %(types)s", cells=head, types=", ".join(parts)) if parts else head
+
+
+def legend(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One entry per colour drawn (state, colour, words), in the order the cells come: colour is never
+    the only sign, the words and the line style (thick = blast, dashed = unclassified) say it too."""
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for c in cells:
+        key = (c["state"], c["colour"])
+        if key in seen:
+            continue
+        if c["state"] == "blast":
+            text = gettext("%(name)s — blast", name=c["display"])
+            if "blast" in c["display"].lower():
+                text = c["display"]
+        elif c["state"] == "unclassified":
+            text = gettext("unclassified — review")
+        else:
+            text = c["display"]
+        seen[key] = {"state": c["state"], "colour": c["colour"], "text": text}
+    return list(seen.values())
+
+
+def slide_words(slide: dict[str, Any]) -> dict[str, Any]:
+    """'42 of 100 white cells counted; 3 blasts (7.1%)' and the call once it is decided."""
+    line = ngettext(
+        "%(counted)d of %(num)d white cell counted",
+        "%(counted)d of %(num)d white cells counted",
+        slide["target"],
+        counted=slide["counted"],
+    )
+    blasts = ngettext("%(num)d blast", "%(num)d blasts", slide["blasts"])
+    if slide["blast_pct"] is not None:
+        blasts += f" ({format_percent(slide['blast_pct'] / 100, '#,##0.0%')})"
+    call = slide["call"]
+    if call == SUSPICIOUS:
+        text = gettext("Suspicious — refer to a hematologist")
+    elif call == NO_BLASTS_SEEN:
+        text = gettext("No blasts seen in %(num)d white cells", num=slide["counted"])
+    else:
+        text = ""
+    return {
+        "line": gettext("%(counted)s; %(blasts)s", counted=line, blasts=blasts),
+        "call": call,
+        "decided": call in (SUSPICIOUS, NO_BLASTS_SEEN),
+        "call_words": text,
+        "details": slide["call_text"],
     }

@@ -1,0 +1,144 @@
+"""The live page's cell keys: `cells`, `frame_size`, `field_line` and `slide` pass the live result's
+whitelist field by field (a malformed cell is dropped whole, a missing colour gets the palette's), and
+the page gets the field line, legend and running slide count in the reader's language."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from webkit import make_app, smear
+
+from device.web import live_cells
+from device.web.live import live_payload, sse_events
+
+LYMPH = {"state": "not_blast", "label": "lymphocyte", "display": "Lymphocyte", "colour": "#56B4E9"}
+CELLS = [
+    {"index": 0, "box": [10, 12, 40, 44], **LYMPH},
+    {"index": 1, "box": [50, 12, 80, 44], **LYMPH},
+    {"index": 2, "box": [90, 20, 130, 60], "state": "blast", "label": "blast", "display": "Blast",
+     "colour": "#D55E00"},
+    {"index": 3, "box": [5, 70, 35, 95], "state": "unclassified", "label": None, "display": "unclassified",
+     "colour": "#E69F00"},
+]  # fmt: skip
+SLIDE = {
+    "counted": 42,
+    "target": 100,
+    "blasts": 3,
+    "blast_pct": 7.142857,
+    "call": "count_more",
+    "call_text": "count more cells: 42 of 100 (3 blasts, 7.1%, 95% CI 1.5%–19.5%: not clearly above 2%)",
+}
+RESULT = {
+    "label": "blast",
+    "abstained": True,
+    "reason": "1 of 4 white cells unclassified",
+    "captured_at": "2026-12-07T06:18:58.000Z",
+    "quality": {"ok": True, "reasons": []},
+    "state": "counted",
+    "cells": CELLS,
+    "frame_size": [160, 120],
+    "field_line": "4 white cells: 2 lymphocytes, 1 blast, 1 unclassified",
+    "slide": SLIDE,
+    "rgb": "not for the page",
+}
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path)[0]
+
+
+def _in(app, lang="en"):
+    return app.test_request_context("/", headers={"Accept-Language": lang})
+
+
+def test_cell_keys_pass_the_whitelist_with_their_types(app):
+    with _in(app):
+        got = live_payload(RESULT)
+    assert got["cells"] == CELLS
+    assert got["frame_size"] == [160, 120]
+    assert got["field_line"] == RESULT["field_line"]
+    assert got["slide"] == SLIDE
+    assert "rgb" not in got
+    json.dumps(got)  # what the SSE stream sends
+
+
+def test_malformed_cells_are_dropped_whole_and_missing_colours_filled():
+    bad = [
+        {**CELLS[0], "box": [10, 12, 5, 44]},  # x1 < x0
+        {**CELLS[0], "box": [1, 2, 3]},
+        {**CELLS[0], "state": "maybe"},
+        {**CELLS[0], "index": True},
+        {**CELLS[0], "label": 7},
+        {**CELLS[0], "box": [0, 0, float("nan"), 4]},
+        "not a cell",
+    ]
+    fill = [
+        {**CELLS[2], "colour": "red; background:url(x)"},
+        {**CELLS[3], "colour": None},
+        {**CELLS[0], "colour": "#12345"},
+    ]
+    got = live_cells.cell_keys({"cells": bad + fill}, ["blast", "lymphocyte"])["cells"]
+    assert [c["colour"] for c in got] == [
+        live_cells.BLAST_COLOUR,
+        live_cells.UNCLASSIFIED_COLOUR,
+        live_cells.TYPE_COLOURS[1],
+    ]
+    many = live_cells.cell_keys({"cells": [CELLS[0]] * (live_cells.MAX_CELLS + 5)})["cells"]
+    assert len(many) == live_cells.MAX_CELLS
+
+
+def test_malformed_frame_size_and_slide_are_left_out():
+    got = live_cells.cell_keys(
+        {"cells": [], "frame_size": [0, 10], "slide": {**SLIDE, "blasts": 50}, "field_line": 3}
+    )
+    assert got == {"cells": []}
+    assert live_cells.slide_of({**SLIDE, "blast_pct": 140}) is None
+    assert live_cells.slide_of({**SLIDE, "blast_pct": None}).blast_pct is None
+
+
+def test_words_in_english(app):
+    with _in(app):
+        cv = live_payload(RESULT)["view"]["cells"]
+    assert cv["field_line"] == RESULT["field_line"]  # the pipeline's own line
+    assert cv["slide"]["line"] == "42 of 100 white cells counted; 3 blasts (7.1%)"
+    assert cv["slide"]["decided"] is False and cv["slide"]["call_words"] == ""
+    assert cv["slide"]["details"] == SLIDE["call_text"]
+    assert [(e["state"], e["text"]) for e in cv["legend"]] == [
+        ("not_blast", "Lymphocyte"),
+        ("blast", "Blast"),
+        ("unclassified", "unclassified — review"),
+    ]
+    with _in(app):
+        sus = live_payload({**RESULT, "slide": {**SLIDE, "call": "suspicious"}})["view"]["cells"]["slide"]
+    assert sus["decided"] and sus["call_words"] == "Suspicious — refer to a hematologist"
+
+
+def test_words_in_french(app):
+    no_blasts = {**SLIDE, "counted": 100, "blasts": 0, "blast_pct": 0.0, "call": "no_blasts_seen"}
+    with _in(app, "fr"):
+        cv = live_payload({**RESULT, "slide": no_blasts})["view"]["cells"]
+    assert cv["field_line"] == "4 globules blancs : 2 × Lymphocyte, 1 blaste, 1 non classé"
+    assert cv["slide"]["line"].startswith("100 sur 100 globules blancs comptés ; 0 blaste (0,0")
+    assert cv["slide"]["call_words"] == "Aucun blaste vu dans 100 globules blancs"
+    assert cv["legend"][2]["text"] == "non classé — à revoir"
+
+
+def test_a_field_result_keeps_its_view_unchanged(app):
+    with _in(app):
+        view = live_payload({"label": "Pre", "abstained": False, "captured_at": None})["view"]
+    assert "cells" not in view
+
+
+def test_the_event_stream_carries_the_cell_keys(app, tmp_path):
+    svc = app.extensions["smearscope"].services
+    svc.push_frame(smear())
+    result = {**RESULT, "captured_at": None}
+    svc.live.publish_result(result, smear(), None)
+    with _in(app):
+        events = sse_events(svc.live, -1, max_s=0.01, keepalive_s=0.01)
+        next(events)  # retry
+        data = json.loads(next(events).split("data: ", 1)[1])
+    assert len(data["cells"]) == 4 and data["slide"]["counted"] == 42
+    assert data["view"]["cells"]["slide"]["line"].startswith("42 of 100")
