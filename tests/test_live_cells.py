@@ -12,14 +12,20 @@ from webkit import make_app, smear
 from device.web import live_cells
 from device.web.live import live_payload, sse_events
 
-LYMPH = {"state": "not_blast", "label": "lymphocyte", "display": "Lymphocyte", "colour": "#56B4E9"}
+LYMPH = {
+    "kind": "white",
+    "state": "not_blast",
+    "label": "lymphocyte",
+    "display": "Lymphocyte",
+    "colour": "#56B4E9",
+}
 CELLS = [
     {"index": 0, "box": [10, 12, 40, 44], **LYMPH},
     {"index": 1, "box": [50, 12, 80, 44], **LYMPH},
-    {"index": 2, "box": [90, 20, 130, 60], "state": "blast", "label": "blast", "display": "Blast",
-     "colour": "#D55E00"},
-    {"index": 3, "box": [5, 70, 35, 95], "state": "unclassified", "label": None, "display": "unclassified",
-     "colour": "#E69F00"},
+    {"index": 2, "box": [90, 20, 130, 60], "kind": "white", "state": "blast", "label": "blast",
+     "display": "Blast", "colour": "#D55E00"},
+    {"index": 3, "box": [5, 70, 35, 95], "kind": "white", "state": "unclassified", "label": None,
+     "display": "unclassified", "colour": "#E69F00"},
 ]  # fmt: skip
 SLIDE = {
     "counted": 42,
@@ -28,6 +34,7 @@ SLIDE = {
     "blast_pct": 7.142857,
     "call": "count_more",
     "call_text": "count more cells: 42 of 100 (3 blasts, 7.1%, 95% CI 1.5%–19.5%: not clearly above 2%)",
+    "unclassified": 0,
 }
 RESULT = {
     "label": "blast",
@@ -38,7 +45,7 @@ RESULT = {
     "state": "counted",
     "cells": CELLS,
     "frame_size": [160, 120],
-    "field_line": "4 white cells: 2 lymphocytes, 1 blast, 1 unclassified",
+    "field_line": "4 white cells: 1 blast, 2 lymphocytes, 1 unclassified",
     "slide": SLIDE,
     "rgb": "not for the page",
 }
@@ -72,18 +79,21 @@ def test_malformed_cells_are_dropped_whole_and_missing_colours_filled():
         {**CELLS[0], "index": True},
         {**CELLS[0], "label": 7},
         {**CELLS[0], "box": [0, 0, float("nan"), 4]},
+        {**CELLS[0], "kind": "dust"},
         "not a cell",
     ]
     fill = [
         {**CELLS[2], "colour": "red; background:url(x)"},
         {**CELLS[3], "colour": None},
         {**CELLS[0], "colour": "#12345"},
+        {**CELLS[3], "kind": "platelet", "colour": None},
     ]
     got = live_cells.cell_keys({"cells": bad + fill}, ["blast", "lymphocyte"])["cells"]
     assert [c["colour"] for c in got] == [
         live_cells.BLAST_COLOUR,
         live_cells.UNCLASSIFIED_COLOUR,
         live_cells.TYPE_COLOURS[1],
+        live_cells.NOT_COUNTED_COLOUR,
     ]
     many = live_cells.cell_keys({"cells": [CELLS[0]] * (live_cells.MAX_CELLS + 5)})["cells"]
     assert len(many) == live_cells.MAX_CELLS
@@ -95,6 +105,8 @@ def test_malformed_frame_size_and_slide_are_left_out():
     )
     assert got == {"cells": []}
     assert live_cells.slide_of({**SLIDE, "blast_pct": 140}) is None
+    assert live_cells.slide_of({**SLIDE, "unclassified": -1}) is None
+    assert live_cells.slide_of({k: v for k, v in SLIDE.items() if k != "unclassified"}).unclassified == 0
     assert live_cells.slide_of({**SLIDE, "blast_pct": None}).blast_pct is None
 
 
@@ -110,6 +122,14 @@ def test_words_in_english(app):
         ("blast", "Blast"),
         ("unclassified", "unclassified — review"),
     ]
+    platelet = {**CELLS[3], "index": 4, "kind": "platelet", "display": "platelet", "colour": "#C7C7C7"}
+    with _in(app):
+        cv = live_payload({**RESULT, "cells": [*CELLS, platelet], "slide": {**SLIDE, "unclassified": 2}})
+    assert cv["view"]["cells"]["legend"][-1]["text"] == "platelet — not counted"
+    assert (
+        cv["view"]["cells"]["slide"]["line"]
+        == "42 of 100 white cells counted; 3 blasts (7.1%); 2 unclassified"
+    )
     with _in(app):
         sus = live_payload({**RESULT, "slide": {**SLIDE, "call": "suspicious"}})["view"]["cells"]["slide"]
     assert sus["decided"] and sus["call_words"] == "Suspicious — refer to a hematologist"
@@ -119,7 +139,11 @@ def test_words_in_french(app):
     no_blasts = {**SLIDE, "counted": 100, "blasts": 0, "blast_pct": 0.0, "call": "no_blasts_seen"}
     with _in(app, "fr"):
         cv = live_payload({**RESULT, "slide": no_blasts})["view"]["cells"]
-    assert cv["field_line"] == "4 globules blancs : 2 × Lymphocyte, 1 blaste, 1 non classé"
+    assert cv["field_line"] == "4 globules blancs : 1 blaste, 2 × Lymphocyte, 1 non classé"
+    platelet = {**CELLS[3], "index": 4, "kind": "platelet", "display": "platelet"}
+    with _in(app, "fr"):
+        line = live_payload({**RESULT, "cells": [*CELLS, platelet]})["view"]["cells"]["field_line"]
+    assert line.endswith("1 non classé (non comptés : 1 × platelet)") and line.startswith("4 globules")
     assert cv["slide"]["line"].startswith("100 sur 100 globules blancs comptés ; 0 blaste (0,0")
     assert cv["slide"]["call_words"] == "Aucun blaste vu dans 100 globules blancs"
     assert cv["legend"][2]["text"] == "non classé — à revoir"

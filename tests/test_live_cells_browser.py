@@ -84,7 +84,7 @@ def test_cell_result_is_drawn_and_worded(served):
             assert page.locator("#cells-layer rect").count() == len(cells)
             attrs = "rs => rs.map(r => [r.getAttribute('stroke'), r.getAttribute('class')])"
             drawn = page.eval_on_selector_all("#cells-layer rect", attrs)
-            assert drawn == [[c["colour"], "cell " + c["state"]] for c in cells]
+            assert drawn == [[c["colour"], f"cell {c['state']} {c['kind']}"] for c in cells]
             assert page.get_attribute("#cells-layer", "viewBox") == f"0 0 {W} {H}"
             assert page.inner_text("#field-line") == RESULT["field_line"]
             legend = page.inner_text("#cells-legend")
@@ -116,7 +116,7 @@ def test_cell_result_is_drawn_and_worded(served):
             _login(fr, served)
             fr.locator("#cells-layer rect >> nth=0").wait_for(state="attached")
             fr.locator("#field-line", has_text="globules blancs").wait_for()
-            line = "4 globules blancs : 2 × Lymphocyte, 1 blaste, 1 non classé"
+            line = "4 globules blancs : 1 blaste, 2 × Lymphocyte, 1 non classé"
             assert fr.inner_text("#field-line") == line
             assert fr.inner_text("#slide-line").startswith(
                 "42 sur 100 globules blancs comptés ; 3 blastes (7,1"

@@ -13,6 +13,10 @@ from typing import Any
 
 KEYS = ("cells", "frame_size", "field_line", "slide")
 STATES = ("blast", "not_blast", "unclassified")
+#: The detector's kinds (`device.cells.detect`): only white cells are counted; the others are outlined
+#: apart (dotted) so a technician sees what the detector found and left out.
+KINDS = ("white", "platelet", "other")
+NOT_COUNTED_COLOUR = "#C7C7C7"
 #: More boxes than any field holds: a runaway detector cannot make the page draw without end.
 MAX_CELLS = 500
 MAX_TEXT = 300
@@ -25,9 +29,11 @@ UNCLASSIFIED_COLOUR = "#E69F00"
 TYPE_COLOURS = ("#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7", "#FFFFFF")
 
 
-def palette_colour(state: str, label: str | None, label_ids: Sequence[str] = ()) -> str:
-    """The box colour of a cell whose result names none: by state, then by the label's index among the
-    bundle's labels (a stable colour per type from field to field)."""
+def palette_colour(state: str, label: str | None, label_ids: Sequence[str] = (), kind: str = "white") -> str:
+    """The box colour of a cell whose result names none: by kind and state, then by the label's index
+    among the bundle's labels (a stable colour per type from field to field)."""
+    if kind != "white":
+        return NOT_COUNTED_COLOUR
     if state == "blast":
         return BLAST_COLOUR
     if state == "unclassified" or label is None:
@@ -44,6 +50,7 @@ class LiveCell:
     label: str | None
     display: str
     colour: str  # "#rrggbb"
+    kind: str = "white"  # what the detector found; only white cells are counted
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "box": list(self.box)}
@@ -57,6 +64,7 @@ class SlideCount:
     blast_pct: float | None  # percent (0-100); None before any cell is counted
     call: str  # device.cells.count: suspicious | no_blasts_seen | count_more
     call_text: str  # the English call with its interval (shown as details)
+    unclassified: int = 0  # white cells the classifier could not name, counted apart
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,11 +102,14 @@ def cell_of(raw: Any, label_ids: Sequence[str] = ()) -> LiveCell | None:
     label = raw.get("label")
     if index is None or box is None or state not in STATES or not (label is None or isinstance(label, str)):
         return None
+    kind = raw.get("kind", "white")
+    if kind not in KINDS:
+        return None
     colour = raw.get("colour")
     if not (isinstance(colour, str) and _HEX.match(colour)):
-        colour = palette_colour(state, label, label_ids)
+        colour = palette_colour(state, label, label_ids, kind)
     display = _text(raw.get("display")) or label or state
-    return LiveCell(index, box, state, label, display, colour)
+    return LiveCell(index, box, state, label, display, colour, kind)
 
 
 def slide_of(raw: Any) -> SlideCount | None:
@@ -113,7 +124,12 @@ def slide_of(raw: Any) -> SlideCount | None:
     call, text = _text(raw.get("call")), _text(raw.get("call_text"))
     if counted is None or target is None or blasts is None or blasts > counted or call is None:
         return None
-    return SlideCount(counted, target, blasts, None if pct is None else float(pct), call, text or "")
+    unclassified = _int(raw.get("unclassified", 0))
+    if unclassified is None:
+        return None
+    return SlideCount(
+        counted, target, blasts, None if pct is None else float(pct), call, text or "", unclassified
+    )
 
 
 def cell_keys(result: dict[str, Any], label_ids: Sequence[str] = ()) -> dict[str, Any]:

@@ -83,34 +83,47 @@ def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
 
 
 def field_line(cells: list[dict[str, Any]]) -> str:
-    """'7 white cells: 5 × Lymphocyte, 2 blasts' from the field's cells."""
-    head = ngettext("%(num)d white cell", "%(num)d white cells", len(cells))
+    """'7 white cells: 5 × Lymphocyte, 2 blasts' from the field's cells; bodies that are not white cells
+    are listed after it, not counted."""
+    white = [c for c in cells if c["kind"] == "white"]
+    head = ngettext("%(num)d white cell", "%(num)d white cells", len(white))
     named: dict[str, int] = {}
+    others: dict[str, int] = {}
     blasts = unclassified = 0
     for c in cells:
-        if c["state"] == "blast":
+        if c["kind"] != "white":
+            others[c["display"]] = others.get(c["display"], 0) + 1
+        elif c["state"] == "blast":
             blasts += 1
         elif c["state"] == "unclassified":
             unclassified += 1
         else:
             named[c["display"]] = named.get(c["display"], 0) + 1
-    parts = [gettext("%(num)d × %(name)s", num=n, name=name) for name, n in named.items()]
+    parts = []
     if blasts:
         parts.append(ngettext("%(num)d blast", "%(num)d blasts", blasts))
+    parts += [gettext("%(num)d × %(name)s", num=n, name=name) for name, n in named.items()]
     if unclassified:
         parts.append(ngettext("%(num)d unclassified", "%(num)d unclassified", unclassified))
-    return gettext("%(cells)s: %(types)s", cells=head, types=", ".join(parts)) if parts else head
+    line = gettext("%(cells)s: %(types)s", cells=head, types=", ".join(parts)) if parts else head
+    if others:
+        listed = ", ".join(gettext("%(num)d × %(name)s", num=n, name=name) for name, n in others.items())
+        line += " " + gettext("(not counted: %(list)s)", list=listed)
+    return line
 
 
 def legend(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One entry per colour drawn (state, colour, words), in the order the cells come: colour is never
-    the only sign, the words and the line style (thick = blast, dashed = unclassified) say it too."""
-    seen: dict[tuple[str, str], dict[str, str]] = {}
+    """One entry per outline style drawn (kind, state, colour, words), in the order the cells come:
+    colour is never the only sign, the words and the line (thick = blast, dashed = unclassified,
+    dotted = not a white cell) say it too."""
+    seen: dict[tuple[str, str, str], dict[str, str]] = {}
     for c in cells:
-        key = (c["state"], c["colour"])
+        key = (c["kind"], c["state"], c["colour"])
         if key in seen:
             continue
-        if c["state"] == "blast":
+        if c["kind"] != "white":
+            text = gettext("%(name)s — not counted", name=c["display"])
+        elif c["state"] == "blast":
             text = gettext("%(name)s — blast", name=c["display"])
             if "blast" in c["display"].lower():
                 text = c["display"]
@@ -118,7 +131,7 @@ def legend(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
             text = gettext("unclassified — review")
         else:
             text = c["display"]
-        seen[key] = {"state": c["state"], "colour": c["colour"], "text": text}
+        seen[key] = {"kind": c["kind"], "state": c["state"], "colour": c["colour"], "text": text}
     return list(seen.values())
 
 
@@ -133,6 +146,12 @@ def slide_words(slide: dict[str, Any]) -> dict[str, Any]:
     blasts = ngettext("%(num)d blast", "%(num)d blasts", slide["blasts"])
     if slide["blast_pct"] is not None:
         blasts += f" ({format_percent(slide['blast_pct'] / 100, '#,##0.0%')})"
+    if slide["unclassified"]:
+        blasts = gettext(
+            "%(counted)s; %(blasts)s",
+            counted=blasts,
+            blasts=ngettext("%(num)d unclassified", "%(num)d unclassified", slide["unclassified"]),
+        )
     call = slide["call"]
     if call == SUSPICIOUS:
         text = gettext("Suspicious — refer to a hematologist")

@@ -116,7 +116,7 @@
     cellsLayer.setAttribute("viewBox", "0 0 " + size[0] + " " + size[1]);
     lastCells.cells.forEach(function (c) {
       var b = c.box;
-      var rc = cellRect(c.state, c.colour, b[0], b[1], b[2] - b[0], b[3] - b[1]);
+      var rc = cellRect(c.state + " " + c.kind, c.colour, b[0], b[1], b[2] - b[0], b[3] - b[1]);
       rc.setAttribute("data-index", c.index);
       var title = document.createElementNS(SVGNS, "title");
       title.textContent = c.display;
@@ -131,7 +131,7 @@
     var sw = document.createElementNS(SVGNS, "svg");
     sw.setAttribute("viewBox", "0 0 22 16");
     sw.setAttribute("aria-hidden", "true");
-    sw.appendChild(cellRect(entry.state, entry.colour, 3, 3, 16, 10));
+    sw.appendChild(cellRect(entry.state + " " + entry.kind, entry.colour, 3, 3, 16, 10));
     li.appendChild(sw);
     li.appendChild(S.el("span", "", entry.text));
     return li;
