@@ -239,6 +239,25 @@ class CalibrationConfig(_Section):
 
 
 @dataclass
+class CellsConfig(_Section):
+    """The slide's white-cell count (`device.cells.count.differential`): how many cells to count and
+    when the blast share calls a slide suspicious."""
+
+    target: int = _num(100, 1, 10_000, "white cells")
+    threshold_pct: float = _num(2.0, 0, 100, "% of white cells", lo_open=True, hi_open=True)
+    max_unclassified_pct: float = _num(10.0, 0, 100, "% of white cells")
+
+    @property
+    def threshold(self) -> float:
+        """The screening threshold as a fraction (what `differential` takes)."""
+        return self.threshold_pct / 100.0
+
+    @property
+    def max_unclassified(self) -> float:
+        return self.max_unclassified_pct / 100.0
+
+
+@dataclass
 class Config:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -251,6 +270,7 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    cells: CellsConfig = field(default_factory=CellsConfig)
     source: str = "defaults"  # which file the values came from (shown in status)
 
     @property

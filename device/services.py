@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import threading
@@ -32,6 +33,9 @@ from device.pipeline.pipeline import Classified, Gated, Pipeline, StoreJob
 from device.pipeline.settle import thumbnail
 from device.quality import QualityThresholds, assess
 from device.reason_categories import abstention_category, refusal_category
+from device.screening.screen import CELLS, CellScreen, ensemble_kind
+from device.screening.stages import COUNTED, REFUSED, FieldCells, ScreenSettings
+from device.screening.writer import Origin, write_field
 from device.store import DiskFullError, Store, StoreError, utc_now
 from device.telemetry import ModelInfo, Telemetry
 
@@ -49,14 +53,17 @@ def model_dirs(config: Config) -> list[Path]:
 
 
 def load_ensemble(config: Config, dirs: list[Path], threads: int | None = None) -> Ensemble:
-    """Verified bundles (hash, tensors vs manifest) as one ensemble; a bad one raises BundleError."""
+    """Verified bundles (hash, tensors vs manifest) as one ensemble; a bad one, or a mix of cell and
+    field bundles, raises BundleError."""
     cc = config.classifier
-    return Ensemble.from_dirs(
+    ensemble = Ensemble.from_dirs(
         [str(d) for d in dirs],
         num_threads=threads or cc.threads,
         threshold=cc.abstain_threshold or None,
         abstain_on_disagreement=cc.abstain_on_disagreement,
     )
+    ensemble_kind(ensemble)
+    return ensemble
 
 
 def check_signatures(config: Config, dirs: list[Path]) -> list[str]:
@@ -124,6 +131,7 @@ class Services:
             self.sync_worker = SyncWorker(config, self.store, on_models_installed=self.reload_models)
         self._upload_ensemble: Ensemble | None = None
         self._upload_fields: FieldClassifier | None = None
+        self._upload_screen: CellScreen | None = None
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
         self.started = False
@@ -207,6 +215,9 @@ class Services:
             raise SmearscopeError("no white cells in view: nothing to capture in this field")
         if latest and latest[1].get("field") is not None and latest[1].get("field") != c.live.get("field"):
             raise SmearscopeError("the field changed since it was classified: wait for its result")
+        field_no = c.live.get("field")
+        if field_no is not None and self.pipeline.captured.get(sample_id) == field_no:
+            raise SmearscopeError("this field is already captured: move to the next field")
         # a static field is classified once and then seen unchanged: its age is since it was last seen
         seen_ns = max(c.gated.frame.t_ns, self.pipeline.last_seen_ns)
         age_s = (time.monotonic_ns() - seen_ns) / 1e9
@@ -221,6 +232,8 @@ class Services:
         except DiskFullError:
             self.telemetry.refused("disk_full", "upload")
             raise
+        if field_no is not None:
+            self.pipeline.field_captured(sample_id, field_no)
         self._wake_sync()
         return rec
 
@@ -238,15 +251,24 @@ class Services:
             "scale_known": self.pipeline.fields.scale_known,
         }
 
-    def _uploader(self) -> FieldClassifier:
-        """A second interpreter per model for uploads, so they never wait for the live classifier."""
+    def _uploader(self) -> FieldClassifier | CellScreen:
+        """A second interpreter per model for uploads, so they never wait for the live classifier: the
+        cell path for a cell ensemble, else the field path."""
         if self._upload_ensemble is None:
-            self._upload_ensemble = load_ensemble(self.config, self.bundle_dirs, threads=1)
-            self._upload_fields = FieldClassifier(
-                self._upload_ensemble, AcquisitionSettings.from_config(self.config)
-            )
+            self._set_uploader(load_ensemble(self.config, self.bundle_dirs, threads=1))
+        if self._upload_screen is not None:
+            return self._upload_screen
         assert self._upload_fields is not None
         return self._upload_fields
+
+    def _set_uploader(self, ensemble: Ensemble) -> None:
+        self._upload_ensemble = ensemble
+        self._upload_fields = FieldClassifier(ensemble, AcquisitionSettings.from_config(self.config))
+        self._upload_screen = (
+            CellScreen(ensemble, ScreenSettings.from_config(self.config))
+            if ensemble_kind(ensemble) == CELLS
+            else None
+        )
 
     def classify_upload(
         self,
@@ -275,8 +297,14 @@ class Services:
             scale = float(prof.um_per_px) if prof is not None and getattr(prof, "um_per_px", None) else None
             source = f"profile:{profile}"
         with self._upload_lock:
-            fields = self._uploader()
-            analysis = fields.analyse(rgb, scale, with_cam=self.config.classifier.heatmap, source=source)
+            path = self._uploader()
+            if isinstance(path, CellScreen):
+                result = path.screen(rgb, scale, source=source)
+                models = [{"name": n, "sha256": h} for n, h in path.ensemble.hashes.items()]
+            else:
+                analysis = path.analyse(rgb, scale, with_cam=self.config.classifier.heatmap, source=source)
+        if isinstance(path, CellScreen):
+            return self._store_upload_cells(result, q, models, sample_id, filename, profile)
         pred = analysis.prediction
         if not q.ok and not pred.abstained:
             pred.abstained = True
@@ -297,6 +325,49 @@ class Services:
             raise
         self._wake_sync()
         return {**rec, "field": analysis.to_dict(outlines=True)}
+
+    def _store_upload_cells(
+        self,
+        result: FieldCells,
+        q,
+        models: list[dict[str, str]],
+        sample_id: str | None,
+        filename: str | None,
+        profile: str | None,
+    ) -> dict[str, Any]:
+        """An upload screened by the cell path, stored through the one writer. A frame failing the
+        quality gate keeps its cells but the record abstains, with the reason."""
+        if not q.ok and not result.abstained:
+            result = dataclasses.replace(
+                result, abstained=True, reason="image quality: " + ", ".join(q.reasons)
+            )
+        state = result.state
+        if state == REFUSED:
+            self.telemetry.refused(result.prepared.refusal_category, "upload")
+        elif state == COUNTED and result.abstained:
+            state = "uncertain"
+            self.telemetry.abstained(abstention_category(result.reason), "upload")
+        self.telemetry.field_outcome("classified" if state == COUNTED else state, "upload")
+        origin = Origin(
+            "upload",
+            utc_now(),
+            time.monotonic_ns(),
+            q.to_dict(),
+            sample_id,
+            filename[:255] if filename else None,
+            profile,
+            require_image=True,
+        )
+        try:
+            rec = write_field(
+                self.store, result, origin, models, jpeg_quality=self.config.store.jpeg_quality
+            ).record
+        except DiskFullError:
+            self.telemetry.refused("disk_full", "upload")
+            raise
+        self.telemetry.records_stored.labels("upload").inc()
+        self._wake_sync()
+        return {**rec, "field": result.to_dict()}
 
     def _count_upload(self, analysis: FieldAnalysis, pred: Prediction) -> None:
         """Metrics for one classified upload: its field's outcome, and why it abstained or got no call
@@ -333,8 +404,7 @@ class Services:
             uploader = load_ensemble(self.config, dirs, threads=1)
             self.pipeline.swap_ensemble(ensemble)
             with self._upload_lock:
-                self._upload_ensemble = uploader
-                self._upload_fields = FieldClassifier(uploader, AcquisitionSettings.from_config(self.config))
+                self._set_uploader(uploader)
             self.ensemble, self.bundle_dirs, self.signature_problems = ensemble, dirs, problems
             self.store.set_labels({lb.id: lb.malignant for lb in ensemble.labels})
             self._publish_model_info()

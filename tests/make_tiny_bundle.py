@@ -73,6 +73,26 @@ if not (SIGNED_TINY / "signature.json").is_file() and (OUT / "manifest.json").is
     sign_test(SIGNED_TINY)
 
 
+def make_cell_bundle(
+    dest: str | Path, *, input_um_per_px: float = 0.375, pitch_um: float | None = 0.479
+) -> Path:
+    """The tiny bundle as a signed CELL bundle at `dest`: its 64 px input is a square of 64 x
+    `input_um_per_px` µm around one cell; "Benign" is the one label that is not a blast. Its calls mean
+    nothing (a fixture): tests of decisions stub the ensemble's probabilities."""
+    import json
+
+    dest = Path(dest)
+    shutil.copytree(OUT, dest)
+    path = dest / "manifest.json"
+    m = json.loads(path.read_text())
+    m["name"] = "tiny-cells-int8"
+    m["input"]["um_per_px"] = input_um_per_px
+    m["input"]["white_reference"] = None
+    m["cells"] = {"pitch_um": pitch_um, "blast_threshold": 0.9, "type_threshold": 0.6}
+    path.write_text(json.dumps(m, indent=2) + "\n")
+    return sign_test(dest)
+
+
 def synth_smear(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
     """An RGB uint8 image of `label`'s style: tinted background, a few round 'cells', noise."""
     bg, cell, (rmin, rmax) = STYLES[label]

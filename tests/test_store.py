@@ -15,7 +15,7 @@ PROBS = {"Benign": 0.05, "Early": 0.05, "Pre": 0.85, "Pro": 0.05}
 CONTRACT_KEYS = {
     "id", "seq", "device_id", "sample_id", "captured_at", "monotonic_ns", "boot_id", "source", "kind",
     "review_of", "models", "probabilities", "label", "confidence", "abstained", "reason", "quality",
-    "image_sha256", "heatmap_sha256", "filename", "reviewer", "comment", "um_per_px", "profile",
+    "image_sha256", "heatmap_sha256", "filename", "reviewer", "comment", "um_per_px", "profile", "cells",
 }  # fmt: skip
 
 

@@ -134,6 +134,9 @@ class Prediction:
     per_model: dict[str, list[float]] = field(default_factory=dict)
     cam: np.ndarray | None = None  # float32 (h, w) in 0..1 for `label`, model resolution
     inference_ms: float = 0.0
+    #: the out-of-distribution checks that fired (colour, energy, content), apart from the other
+    #: reasons to abstain: a cell classifier's decision reads them alone (`device.cells.decide`)
+    unfamiliar: list[str] = field(default_factory=list)
 
     @property
     def display(self) -> str:
@@ -375,6 +378,7 @@ class Ensemble:
                     per_model={nm: p[i].tolist() for nm, p in zip(names, probs, strict=True)},
                     cam=_combine_cams([c[i] for c in cams], k) if cams else None,
                     inference_ms=ms,
+                    unfamiliar=unfamiliar,
                 )
             )
         return out

@@ -133,6 +133,48 @@ def parse_scale(text: str | None) -> ScaleArg:
     return v
 
 
+def scale_what(source: str) -> str:
+    """How a scale check names a numeric scale from `source` ("profile:<name>" or "given"): a
+    calibration's mismatch reads "objective changed?"."""
+    return "the calibration" if source.startswith("profile") else "the given scale"
+
+
+def red_cell_check(
+    rgb: np.ndarray,
+    expected: float | None,
+    what: str,
+    settings: AcquisitionSettings,
+    estimator: Estimator | None = None,
+) -> ScaleCheck:
+    """The frame's red cells against `expected` µm/px (`[quality] scale_check`, `scale_tolerance`);
+    the field path and the cell path (device/screening) share it."""
+    if not settings.scale_check:
+        return not_run("scale check switched off ([quality] scale_check = false)", expected)
+    return check_scale(
+        rgb,
+        expected,
+        tolerance=settings.scale_tolerance,
+        rbc_um=settings.rbc_um,
+        what=what,
+        estimator=estimator,
+    )
+
+
+def auto_scale(
+    rgb: np.ndarray, settings: AcquisitionSettings, estimator: Estimator | None = None
+) -> tuple[float | None, ScaleCheck, str | None]:
+    """The frame's µm/px from its red cells: (µm/px or None, the check to report, why the frame is
+    refused when the red cells cannot tell the magnification)."""
+    um, est = estimate_um_per_px(rgb, rbc_um=settings.rbc_um, estimator=estimator)
+    if um is None:
+        why = getattr(est, "reason", None) or "too few red cells"
+        refused = f"scale unknown: the red cells cannot tell the magnification ({why})"
+        return None, not_run(refused), refused
+    check = ScaleCheck(True, True, None, um, None, f"scale from the red cells: {um:.3g} µm/px")
+    check.n_cells = int(getattr(est, "n_cells", 0) or 0)
+    return um, check, None
+
+
 @dataclass
 class Prepared:
     """A frame made ready for the interpreter (or refused before it)."""
@@ -237,12 +279,7 @@ class FieldClassifier:
         return measure_white(rgb) if self.white_reference == "background" else None
 
     def _check(self, rgb: np.ndarray, expected: float | None, what: str) -> ScaleCheck:
-        s = self.settings
-        if not s.scale_check:
-            return not_run("scale check switched off ([quality] scale_check = false)", expected)
-        return check_scale(
-            rgb, expected, tolerance=s.scale_tolerance, rbc_um=s.rbc_um, what=what, estimator=self.estimator
-        )
+        return red_cell_check(rgb, expected, what, self.settings, self.estimator)
 
     def prepare(
         self,
@@ -283,20 +320,12 @@ class FieldClassifier:
             src = "assumed"
         elif scale == AUTO:
             src = AUTO
-            um, est = estimate_um_per_px(rgb, rbc_um=self.settings.rbc_um, estimator=self.estimator)
-            if um is None:
-                why = getattr(est, "reason", None) or "too few red cells"
-                refused = f"scale unknown: the red cells cannot tell the magnification ({why})"
-                check = not_run(refused)
-                plan = None
-            else:
-                check = ScaleCheck(True, True, None, um, None, f"scale from the red cells: {um:.3g} µm/px")
-                check.n_cells = int(getattr(est, "n_cells", 0) or 0)
-                plan = plan_tiles(rgb, um, spec, white)
+            um, check, refused = auto_scale(rgb, self.settings, self.estimator)
+            plan = None if um is None else plan_tiles(rgb, um, spec, white)
         else:
             um = float(scale)
             src = source
-            what = "the calibration" if source.startswith("profile") else "the given scale"
+            what = scale_what(source)
             deferred = (rgb, um, what, "", True)
             check = not_run("scale check pending", um)
             plan = plan_tiles(rgb, um, spec, white)
@@ -324,8 +353,7 @@ class FieldClassifier:
         runs it on the last frame of a field that is still settling, and when the next frame settles
         unchanged it hands the result over (`Prepared.check_ahead`), so the check does not share the
         cores with the interpreters. Only for a numeric (profile or given) scale."""
-        what = "the calibration" if source.startswith("profile") else "the given scale"
-        return self._check(rgb, float(um_per_px), what)
+        return self._check(rgb, float(um_per_px), scale_what(source))
 
     def run_check(self, prepared: Prepared) -> Prepared:
         """Run what `prepare(defer_check=True)` left pending: the tiles' colour checks, then the

@@ -40,6 +40,10 @@ from device.pipeline.slot import LatestSlot
 from device.pipeline.worker import Watchdog, Worker
 from device.quality import Quality, QualityThresholds, assess, passed, shrink
 from device.reason_categories import abstention_category, refusal_category
+from device.screening.screen import CELLS, CellScreen, ensemble_kind
+from device.screening.slide import slide_summary
+from device.screening.stages import NO_CELLS, FieldCells, PreparedFrame, ScreenSettings
+from device.screening.writer import Origin, write_field
 from device.store import DiskFullError, Store, utc_now
 from device.telemetry import Telemetry
 
@@ -56,6 +60,8 @@ HOLD_FRAMES = 1
 EVENT_REPEAT_S = 60.0
 #: ... remembering at most this many distinct messages (a burst of new ones starts the memory afresh).
 EVENT_MEMORY = 256
+#: A still field's live result reads the open sample's count again at most this often, seconds.
+SLIDE_REFRESH_S = 1.0
 #: The classifier gives up on a field whose red-cell check has not finished after this many seconds.
 SCALE_CHECK_TIMEOUT_S = 60.0
 
@@ -83,6 +89,7 @@ class Gated:
     profile: str | None = None  # the calibration profile's name the frame was taken with
     checked: threading.Event = field(default_factory=threading.Event)  # the gate's scale check is done
     scale_doubt: bool = False  # refused: this field's red cells disagree, the objective is not judged changed
+    cells: PreparedFrame | None = None  # a cell ensemble's prepared frame (then `prepared` is None)
 
 
 @dataclass
@@ -93,6 +100,7 @@ class Classified:
     prediction: Prediction
     live: dict[str, Any]
     analysis: FieldAnalysis | None = None
+    cells: FieldCells | None = None  # a cell ensemble's result (then `prediction` is a summary)
 
 
 @dataclass
@@ -135,6 +143,9 @@ class Pipeline:
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.profile = profile or (lambda: None)  # the active calibration profile (.name, .um_per_px)
         self.fields = field_classifier or FieldClassifier(ensemble, AcquisitionSettings.from_config(config))
+        self.screen = self._cell_screen(ensemble)
+        self.captured: dict[str | None, int] = {}  # sample id (None: no sample) → the field last captured
+        self._slide_at = 0.0  # when a still field's slide count was last read
         self.settle = SettleTracker(settle_frames(config), cc.settle_threshold)
         q = config.quality
         self.scale_verdicts = ScaleVerdicts(q.scale_mismatch_fields, q.scale_ok_fields)
@@ -189,11 +200,19 @@ class Pipeline:
         so classification never stops. The current field is classified again by the new models."""
         cc = self.config.classifier
         fields = FieldClassifier(ensemble, AcquisitionSettings.from_config(self.config))
+        screen = self._cell_screen(ensemble)
         self.threshold = cc.abstain_threshold or ensemble.threshold
         self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
         self.ensemble = ensemble
         self.fields = fields
+        self.screen = screen
         self.settle.forget()  # the next settled field is classified by the new models
+
+    def _cell_screen(self, ensemble: Ensemble) -> CellScreen | None:
+        """The frame → cells → result path for a cell ensemble (None: field bundles, the tiled path)."""
+        if ensemble_kind(ensemble) != CELLS:
+            return None
+        return CellScreen(ensemble, ScreenSettings.from_config(self.config))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -311,6 +330,7 @@ class Pipeline:
 
     def _publish_field(self, result: dict[str, Any], seq: int, frame: LiveFrame) -> None:
         """Re-publish the unchanged field's result with this frame (no classification)."""
+        result = self._refresh_slide(result)
         self.live.publish_result({**result, "frame_seq": seq, "republished": True, "new_field": False})
         self.last_seen_ns = frame.t_ns
         self.telemetry.count("republished")
@@ -443,6 +463,9 @@ class Pipeline:
         """A settled new field that passed the quality gate: prepare its tiles, hand them to the
         classifier, and run the red-cell scale check on this core while the classifier infers."""
         w = self.workers[1]
+        if self.screen is not None:
+            self._gate_new_cells(seq, frame, thumb, q)
+            return
         w.stage = "scale check and tiles"
         um, profile = self._scale()
         prepared = self.fields.prepare(
@@ -483,6 +506,34 @@ class Pipeline:
         w.stage = "waiting for the classifier"
         self.gated_slot.wait_empty(SLOT_WAIT_S)  # prepare the next frame once the classifier took this one
 
+    def _gate_new_cells(self, seq: int, frame: LiveFrame, thumb: np.ndarray, q: Quality) -> None:
+        """A settled new field for a cell ensemble: white reference and scale check here (the gate's
+        core), detection and the cells' inference on the classifier's thread."""
+        screen = self.screen
+        assert screen is not None
+        self.workers[1].stage = "scale check"
+        um, profile = self._scale()
+        ahead, self._ahead = self._ahead, None
+        check = ahead[1] if ahead is not None and self.settle.same_field(thumb, ahead[0]) else None
+        source = f"profile:{profile}" if profile else "profile"
+        prepared = screen.prepare(frame.rgb, um, source=source, check=check)
+        self.settle.mark(thumb)
+        self._field_focus = q.focus
+        doubt, refused = self._judge(prepared.scale_check, prepared.refused, prepared.um_per_px, profile)
+        if refused is not None:
+            self._field_result = self._reject(
+                seq, frame, q, [refused], "scale", prepared.refusal_category, doubt
+            )
+            return
+        self._field_result = None  # pending: the classifier publishes the new field's result
+        gated = Gated(seq, frame, frame.rgb, thumb, q, None, profile, cells=prepared)
+        gated.checked.set()
+        if not self.gated_slot.put(gated):
+            self.telemetry.frames_dropped.labels("gate").inc()
+            self.telemetry.count("dropped")
+        self.workers[1].stage = "waiting for the classifier"
+        self.gated_slot.wait_empty(SLOT_WAIT_S)
+
     def _check_ahead(self, rgb: np.ndarray, thumb: np.ndarray) -> None:
         """The red-cell check on the last frame before the field settles (the classifier is idle then):
         when the next frame settles unchanged it is classified without the check on the cores beside the
@@ -502,14 +553,19 @@ class Pipeline:
         per field) and update `scale_status`. A field refused because its red cells disagree with the
         calibration says "uncertain for this field" until enough fields in a row disagree to say
         "objective changed?"; True for such a field."""
-        c = prepared.check
+        doubt, prepared.refused = self._judge(prepared.check, prepared.refused, prepared.um_per_px, profile)
+        return doubt
+
+    def _judge(
+        self, c: ScaleCheck, refused: str | None, um_per_px: float | None, profile: str | None
+    ) -> tuple[bool, str | None]:
+        """`_judge_scale` for either path: (doubt, the refusal to show)."""
         verdicts = self.scale_verdicts
         expected = (profile, c.expected_um_per_px)
         if expected != self._verdicts_for:
             verdicts.reset()  # a profile switched (or its scale re-calibrated): judged afresh
             self._verdicts_for = expected
         verdicts.observe(c)
-        refused = prepared.refused
         doubt = (
             refused is not None
             and c.ran
@@ -518,17 +574,16 @@ class Pipeline:
             and not verdicts.confirmed
         )
         if doubt:
-            prepared.refused = verdicts.field_message(c)
-        self.scale_status = self._scale_state(prepared, profile)
-        return doubt
+            refused = verdicts.field_message(c)
+        self.scale_status = self._scale_state(c, um_per_px, profile)
+        return doubt, refused
 
-    def _scale_state(self, prepared: Prepared, profile: str | None) -> dict[str, Any]:
-        c = prepared.check
+    def _scale_state(self, c: ScaleCheck, um_per_px: float | None, profile: str | None) -> dict[str, Any]:
         v = self.scale_verdicts
         message = c.message
         if not self.fields.scale_known:
             st = "unknown"
-        elif prepared.um_per_px is None and profile is None:
+        elif um_per_px is None and profile is None:
             st = "no_profile"
         elif v.confirmed:
             st = "mismatch"
@@ -557,6 +612,9 @@ class Pipeline:
         if g is None:
             return
         w.stage = "inference"
+        if g.cells is not None:
+            self._classify_cells(g)
+            return
         assert g.prepared is not None
         try:
             # read once: swap_ensemble() may replace them between frames
@@ -622,6 +680,124 @@ class Pipeline:
         w.stage = "store policy"
         self._maybe_store(c)
 
+    def _classify_cells(self, g: Gated) -> None:
+        """Detection, the cells' inference and the field's result of a cell ensemble; publishes the live
+        result with the outlines (`cells`), the field line and, while a sample is open, its count."""
+        screen = self.screen
+        assert screen is not None and g.cells is not None
+        try:
+            result = screen.result(g.cells)
+        except BaseException:
+            self.settle.forget()  # the gate must not wait for this field's result forever
+            raise
+        self.field += 1
+        latency_ms = (time.monotonic_ns() - g.frame.t_ns) / 1e6
+        t = result.timings
+        infer_ms = t.detect_ms + t.crop_ms + t.infer_ms + t.result_ms
+        pred = Prediction(
+            list(screen.ensemble.label_ids),
+            dict(result.probabilities),
+            result.label,
+            result.confidence,
+            result.abstained,
+            result.reason,
+            inference_ms=infer_ms,
+        )
+        no_cells = result.state == NO_CELLS
+        live = {
+            "frame_seq": g.seq,
+            "captured_at": g.frame.captured_at,
+            "rejected": False,
+            "label": None if no_cells else result.label,
+            "display": result.field_line,
+            "confidence": round(result.confidence, 4),
+            "probabilities": {k: round(v, 4) for k, v in result.probabilities.items()},
+            "abstained": result.abstained,
+            "reason": result.reason,
+            "field": self.field,
+            "new_field": True,
+            "quality": g.quality.to_dict(),
+            "has_heatmap": False,
+            "inference_ms": round(infer_ms, 3),
+            "prepare_ms": round(t.prepare_ms, 3),
+            "latency_ms": round(latency_ms, 3),
+            "models": self.models,
+            "profile": g.profile,
+            **result.to_dict(),
+        }
+        live["state"] = result.state
+        slide = self._slide(result)
+        self._slide_at = time.monotonic()
+        if slide is not None:
+            live["slide"] = slide
+        self.live.publish_result(live)
+        if no_cells:
+            self.telemetry.field_outcome("no_cells", "camera")
+        else:
+            self.telemetry.field_outcome("uncertain" if result.abstained else "classified", "camera")
+        self._field_result = live
+        self.last_seen_ns = g.frame.t_ns
+        if no_cells:
+            self.telemetry.count("no_cells")
+            return
+        self.telemetry.classified(infer_ms, latency_ms)
+        c = Classified(g, pred, live, None, result)
+        self.last_classified = c
+        self.workers[2].stage = "store policy"
+        self._maybe_store(c)
+
+    def _slide(self, result: FieldCells, *, with_field: bool = True) -> dict[str, Any] | None:
+        """The running count of the newest open sample: its stored cells, plus this field's unless it
+        is already stored in it (`field_captured`). None without an open sample."""
+        if self.screen is None:
+            return None
+        try:
+            open_samples = self.store.list_samples(status="open", limit=1)
+            if not open_samples:
+                return None
+            sample_id = open_samples[0]["id"]
+            stored = [cell for _, cell in self.store.sample_cells(sample_id)]
+        except Exception as exc:  # noqa: BLE001 - the live result goes on without the slide count
+            self._error("store", f"cannot read the open sample's cells: {exc}", "warning")
+            return None
+        if with_field and self.captured.get(sample_id) != self.field:
+            stored += list(result.records)
+        try:
+            return slide_summary(sample_id, stored, self.screen.ensemble.labels, self.screen.settings)
+        except ValueError as exc:  # cells stored by other models' labels (the models were changed)
+            self._error("store", f"cannot count the open sample: {exc}", "warning")
+            return None
+
+    def _refresh_slide(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A still field's result with the open sample's count read again (at most every
+        `SLIDE_REFRESH_S`): a sample opened, a field captured or a cell reviewed while it is shown."""
+        c = self.last_classified
+        now = time.monotonic()
+        if c is None or c.cells is None or result.get("field") != c.live.get("field"):
+            return result
+        if now - self._slide_at < SLIDE_REFRESH_S:
+            return result
+        self._slide_at = now
+        slide = self._slide(c.cells)
+        result = {k: v for k, v in result.items() if k != "slide"}
+        if slide is not None:
+            result["slide"] = slide
+        self._field_result = result
+        return result
+
+    def field_captured(self, sample_id: str | None, field_no: int) -> None:
+        """`Services.capture_field` stored field `field_no` in `sample_id`: it is not captured again,
+        and the live result's slide count now holds it once."""
+        self.captured[sample_id] = field_no
+        c = self.last_classified
+        result = self._field_result
+        if c is None or c.cells is None or result is None or result.get("field") != field_no:
+            return
+        slide = self._slide(c.cells, with_field=False)
+        self._field_result = result = {**result, "slide": slide} if slide is not None else result
+        self._slide_at = time.monotonic()
+        self.live.publish_result({**result, "republished": True, "new_field": False})
+
     def _maybe_store(self, c: Classified) -> None:
         sc = self.config.store
         now = time.monotonic()
@@ -666,6 +842,8 @@ class Pipeline:
         with `require_image` is refused with DiskFullError instead, so nothing is acknowledged
         without its image."""
         c = job.classified
+        if c.cells is not None:
+            return self._write_cells(job, c.cells)
         pred = c.prediction
         sc = self.config.store
         sha = heat_sha = None
@@ -705,6 +883,35 @@ class Pipeline:
             },
             images=images,
         )
+        return self._stored(job, rec)
+
+    def _write_cells(self, job: StoreJob, result: FieldCells) -> dict[str, Any]:
+        """A screened field through the one writer (device/screening/writer.py)."""
+        g = job.classified.gated
+        origin = Origin(
+            job.source,
+            g.frame.captured_at,
+            g.frame.t_ns,
+            g.quality.to_dict(),
+            job.sample_id,
+            job.filename,
+            g.profile,
+            job.require_image,
+        )
+        try:
+            written = write_field(
+                self.store, result, origin, self.models, jpeg_quality=self.config.store.jpeg_quality
+            )
+        except DiskFullError as exc:
+            self.telemetry.images_refused.inc()
+            self.last_error = {"at": utc_now(), "source": "store", "message": str(exc)}
+            raise
+        if written.image_error is not None:
+            self.telemetry.images_refused.inc()
+            self.last_error = {"at": utc_now(), "source": "store", "message": written.image_error}
+        return self._stored(job, written.record)
+
+    def _stored(self, job: StoreJob, rec: dict[str, Any]) -> dict[str, Any]:
         if self.store.budget_bytes:
             self.store.enforce_disk_budget()
         self.telemetry.records_stored.labels(job.source).inc()

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from common.wording import DISCLAIMER
 from device.localtime import local_text
 from device.sample_summary import is_malignant
-from device.store.store import record_json
+from device.store.store import records_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
 MAX_IMAGES = 6
@@ -190,7 +190,7 @@ def build_slide_report(
     rows = store.conn.execute(
         "SELECT * FROM results WHERE sample_id = ? ORDER BY seq", (sample_id,)
     ).fetchall()
-    records = [record_json(r) for r in rows]
+    records = records_json(store.conn, rows)
     fields = [r for r in records if r["kind"] == "classification"]
     by_id = {f["id"]: f for f in fields}
     review_rows = [r for r in records if r["kind"] == "review" and r["review_of"] in by_id]

@@ -35,16 +35,30 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {version} is newer than this smearscope ({len(MIGRATIONS)}); "
             "upgrade smearscope instead of downgrading"
         )
-    for i in range(version, len(MIGRATIONS)):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for stmt in _statements(MIGRATIONS[i]):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version={i + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    if version == len(MIGRATIONS):
+        return version
+    # A migration that rebuilds a table (SQLite's create-copy-drop-rename) must run with foreign keys
+    # off (the pragma is ignored inside a transaction); each one proves it broke no reference instead.
+    fk_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        for i in range(version, len(MIGRATIONS)):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                broken_before = len(conn.execute("PRAGMA foreign_key_check").fetchall())
+                for stmt in _statements(MIGRATIONS[i]):
+                    conn.execute(stmt)
+                broken = len(conn.execute("PRAGMA foreign_key_check").fetchall())
+                if broken > broken_before:
+                    raise RuntimeError(f"migration {i + 1} broke {broken - broken_before} reference(s)")
+                conn.execute(f"PRAGMA user_version={i + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    finally:
+        if fk_on:
+            conn.execute("PRAGMA foreign_keys=ON")
     return len(MIGRATIONS)
 
 

@@ -116,4 +116,88 @@ M004_USER_LANGUAGE = """
 ALTER TABLE users ADD COLUMN language TEXT;
 """
 
-MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION, M004_USER_LANGUAGE]
+M005_CELLS = """
+-- Records of a cell bundle (kind 'cells') and their counted white cells. SQLite cannot change a CHECK
+-- constraint in place, so `results` is rebuilt (the documented create-copy-drop-rename procedure;
+-- `migrate` runs it with foreign keys off and checks them before committing).
+CREATE TABLE results_new (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                 TEXT NOT NULL UNIQUE,
+    device_id          TEXT NOT NULL,
+    sample_id          TEXT REFERENCES samples (id),
+    captured_at        TEXT NOT NULL,
+    monotonic_ns       INTEGER,
+    boot_id            TEXT,
+    source             TEXT NOT NULL CHECK (source IN ('camera', 'upload', 'review')),
+    kind               TEXT NOT NULL DEFAULT 'classification'
+                       CHECK (kind IN ('classification', 'review', 'cells')),
+    review_of          TEXT REFERENCES results (id),
+    models_json        TEXT NOT NULL DEFAULT '[]',
+    probabilities_json TEXT NOT NULL DEFAULT '{}',
+    label              TEXT NOT NULL,
+    confidence         REAL NOT NULL DEFAULT 0,
+    abstained          INTEGER NOT NULL DEFAULT 0,
+    reason             TEXT,
+    quality_json       TEXT NOT NULL DEFAULT '{}',
+    image_sha256       TEXT,
+    heatmap_sha256     TEXT,
+    filename           TEXT,
+    reviewer           TEXT,
+    comment            TEXT,
+    sync_state         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (sync_state IN ('pending', 'sending', 'synced', 'rejected')),
+    sync_error         TEXT,
+    synced_at          TEXT,
+    um_per_px          REAL,
+    profile            TEXT,
+    sync_again         INTEGER NOT NULL DEFAULT 0  -- a cell was reviewed while the record was being sent
+);
+INSERT INTO results_new (seq, id, device_id, sample_id, captured_at, monotonic_ns, boot_id, source, kind,
+    review_of, models_json, probabilities_json, label, confidence, abstained, reason, quality_json,
+    image_sha256, heatmap_sha256, filename, reviewer, comment, sync_state, sync_error, synced_at,
+    um_per_px, profile)
+SELECT seq, id, device_id, sample_id, captured_at, monotonic_ns, boot_id, source, kind,
+    review_of, models_json, probabilities_json, label, confidence, abstained, reason, quality_json,
+    image_sha256, heatmap_sha256, filename, reviewer, comment, sync_state, sync_error, synced_at,
+    um_per_px, profile
+FROM results ORDER BY seq;
+-- the sequence never goes back, even past records a restore removed
+UPDATE sqlite_sequence
+SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'results'), 0))
+WHERE name = 'results_new';
+DROP TABLE results;
+ALTER TABLE results_new RENAME TO results;
+CREATE INDEX results_captured ON results (captured_at DESC, seq DESC);
+CREATE INDEX results_sample ON results (sample_id, seq DESC);
+CREATE INDEX results_label ON results (label, seq DESC);
+CREATE INDEX results_abstained ON results (abstained, seq DESC);
+CREATE INDEX results_review_of ON results (review_of);
+CREATE INDEX results_sync ON results (sync_state, seq);
+CREATE INDEX results_image ON results (image_sha256);
+CREATE INDEX results_heatmap ON results (heatmap_sha256);
+
+-- One row per detected cell of a 'cells' record (device.cells.record.CellRecord); written in the
+-- record's transaction. The primary key (record_id, cell_index) is also the index by record.
+CREATE TABLE cells (
+    record_id          TEXT NOT NULL REFERENCES results (id),
+    cell_index         INTEGER NOT NULL,             -- order in its frame; a review names record + index
+    x0                 INTEGER NOT NULL,             -- box in the stored frame's pixels
+    y0                 INTEGER NOT NULL,
+    x1                 INTEGER NOT NULL,
+    y1                 INTEGER NOT NULL,
+    x                  REAL NOT NULL,                -- centre, frame pixels
+    y                  REAL NOT NULL,
+    kind               TEXT NOT NULL,                -- detector: white | platelet | other
+    state              TEXT NOT NULL CHECK (state IN ('blast', 'not_blast', 'unclassified')),
+    label              TEXT,                         -- the named type (a bundle label id), NULL: not named
+    p_blast            REAL NOT NULL DEFAULT 0,
+    probabilities_json TEXT NOT NULL DEFAULT '{}',
+    reason             TEXT,
+    reviewed_label     TEXT,                         -- a bundle label id or 'not_a_cell'
+    reviewer           TEXT,
+    reviewed_at        TEXT,
+    PRIMARY KEY (record_id, cell_index)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: list[str] = [M001_CORE, M002_SESSIONS, M003_ACQUISITION, M004_USER_LANGUAGE, M005_CELLS]

@@ -24,14 +24,18 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from device.cells.record import NOT_A_CELL, CellRecord
+from device.cells_summary import record_label_ids, summarise_cells
+from device.config import CellsConfig
 from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes, remove_stale_temps
 from device.sample_summary import summarise
+from device.store import cells as cells_sql
 from device.store import lock as datadir_lock
 from device.store.db import connect, migrate
 from device.store.guard import (
@@ -104,8 +108,9 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
-def record_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A `results` row → the record JSON of DEVELOPERS.md (Contract 3)."""
+def record_json(row: Mapping[str, Any], cells: Sequence[CellRecord] = ()) -> dict[str, Any]:
+    """A `results` row (and its cells) → the record JSON of DEVELOPERS.md (Contract 3). Use
+    `records_json` for rows that may be 'cells' records: it reads their cells."""
     return {
         "id": row["id"],
         "seq": row["seq"],
@@ -131,7 +136,16 @@ def record_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "comment": row["comment"],
         "um_per_px": row["um_per_px"],
         "profile": row["profile"],
+        "cells": [c.to_dict() for c in cells],
     }
+
+
+def records_json(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`results` rows → record JSON with their cells (one query for all the rows' cells)."""
+    rows = list(rows)
+    ids = [r["id"] for r in rows if r["kind"] == "cells"]
+    cells = cells_sql.cells_by_record(conn, ids) if ids else {}
+    return [record_json(r, cells.get(r["id"], ())) for r in rows]
 
 
 def _um_per_px(value: Any) -> float | None:
@@ -206,6 +220,8 @@ class Store:
         # {"um_per_px", "profile"} of the active calibration profile: what a record that does not say
         # is taken to have been classified at (set by Services; None: no profiles)
         self.acquisition_defaults: Callable[[], Mapping[str, Any]] | None = None
+        #: how a slide's white cells are counted and called ([cells] of the config)
+        self.cell_counting = CellsConfig()
         try:
             check_before_open(self.data_dir, self.db_path, self.images_dir)  # StoreDamaged: refuse
             self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -259,13 +275,15 @@ class Store:
     def from_config(cls, config, **kw) -> Store:
         """The daemon's store: it owns the data directory, so every temp file is a stale one."""
         kw.setdefault("temps_older_than_s", 0.0)
-        return cls(
+        store = cls(
             config.device.data_dir,
             device_id=config.device.id,
             reserve_bytes=config.store.reserve_mb * 2**20,
             budget_bytes=config.store.budget_mb * 2**20,
             **kw,
         )
+        store.cell_counting = config.cells
+        return store
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -499,15 +517,29 @@ class Store:
     # -- results -------------------------------------------------------------------------------
 
     def add_result(
-        self, record: Mapping[str, Any], *, images: list[tuple[str, int]] | None = None
+        self,
+        record: Mapping[str, Any],
+        *,
+        images: list[tuple[str, int]] | None = None,
+        cells: Sequence[CellRecord] = (),
     ) -> dict[str, Any]:
         """Insert a record (keys of the record JSON); fills id, seq, captured_at, monotonic_ns, boot_id,
-        device_id. `images` ((sha256, size) of files written by `write_image`) get their rows in the
-        same transaction. Returns the stored record JSON."""
+        device_id. `images` ((sha256, size) of files written by `write_image`) get their rows and
+        `cells` (a 'cells' record's counted cells) their rows in the same transaction: a kill leaves the
+        whole record or nothing. Returns the stored record JSON."""
         if not record.get("label"):
             raise StoreError("a result needs a label")
         if record.get("source") not in ("camera", "upload", "review"):
             raise StoreError(f"unknown result source {record.get('source')!r}")
+        if record.get("kind") not in (None, "classification", "review", "cells"):
+            raise StoreError(f"unknown result kind {record.get('kind')!r}")
+        cells = list(cells)
+        if cells and record.get("kind") != "cells":
+            raise StoreError("only a 'cells' record has cells")
+        try:
+            cells_sql.check_cells(cells)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
         row = {k: record.get(k) for k in _RECORD_FIELDS}
         if self.acquisition_defaults is not None and ("um_per_px" not in record or "profile" not in record):
             defaults = self.acquisition_defaults() or {}
@@ -537,14 +569,15 @@ class Store:
                     raise StoreError(f"no sample {row['sample_id']}")
             self._register_images(c, images or [])
             cur = c.execute(f"INSERT INTO results ({cols}) VALUES ({marks})", tuple(row.values()))
+            cells_sql.insert_cells(c, row["id"], cells)
             out = c.execute("SELECT * FROM results WHERE seq = ?", (cur.lastrowid,)).fetchone()
-            return record_json(out)
+            return record_json(out, cells)
 
         return self._write(insert)
 
     def get_result(self, result_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
-        return record_json(row) if row else None
+        return records_json(self.conn, [row])[0] if row else None
 
     def list_results(
         self,
@@ -587,11 +620,11 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(max(1, min(int(limit), MAX_LIMIT)))
-        return [record_json(r) for r in self.conn.execute(sql, args)]
+        return records_json(self.conn, self.conn.execute(sql, args))
 
     def reviews_of(self, result_id: str) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM results WHERE review_of = ? ORDER BY seq", (result_id,))
-        return [record_json(r) for r in rows]
+        return records_json(self.conn, rows)
 
     def add_review(
         self, result_id: str, label: str | None, comment: str = "", user: str | None = None
@@ -605,7 +638,7 @@ class Store:
         known = list(orig["probabilities"])
         if label is not None and known and label not in known:
             raise StoreError(f"unknown label {label!r}; expected one of {', '.join(known)}")
-        return self.add_result(
+        review = self.add_result(
             {
                 "sample_id": orig["sample_id"],
                 "source": "review",
@@ -624,6 +657,74 @@ class Store:
                 "um_per_px": orig["um_per_px"],
                 "profile": orig["profile"],
             }
+        )
+        if orig["sample_id"]:
+            self.refresh_finished_summary(orig["sample_id"])  # a review counts whenever it is made
+        return review
+
+    # -- cells ---------------------------------------------------------------------------------
+
+    def record_cells(self, record_id: str) -> list[CellRecord]:
+        return cells_sql.cells_by_record(self.conn, [record_id]).get(record_id, [])
+
+    def sample_cells(self, sample_id: str) -> list[tuple[str, CellRecord]]:
+        """(record id, cell) of every counted cell of the sample, in capture order."""
+        return cells_sql.sample_cells(self.conn, sample_id)
+
+    def review_cell(self, record_id: str, index: int, label: str, user: str) -> CellRecord:
+        """A technician's label for one cell: a label of the record's models or `NOT_A_CELL` (excluded
+        from every count). The cell keeps the classifier's decision beside the review; the record goes
+        back in the sync queue so the hub gets the review once more (DEVELOPERS.md, Contract 5). A
+        finished sample's stored summary is recomputed: a review counts whenever it is made."""
+        user = (user or "").strip()
+        if not user:
+            raise StoreError("a cell review needs the reviewer's name")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise StoreError(f"a cell index is a whole number, not {index!r}")
+
+        def txn(c: sqlite3.Connection) -> tuple[CellRecord, str | None]:
+            row = c.execute("SELECT * FROM results WHERE id = ?", (record_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no result {record_id}")
+            if row["kind"] != "cells":
+                raise StoreError(f"record {record_id} has no cells (a {row['kind']} record)")
+            cells = cells_sql.cells_by_record(c, [record_id]).get(record_id, [])
+            cell = next((x for x in cells if x.index == index), None)
+            if cell is None:
+                raise StoreError(f"no cell {index} in record {record_id}")
+            allowed = record_label_ids(record_json(row, cells), self.malignant_labels())
+            if label != NOT_A_CELL and label not in allowed:
+                raise StoreError(
+                    f"unknown label {label!r}; expected one of {', '.join([*allowed, NOT_A_CELL])}"
+                )
+            if cell.reviewed_label == label and cell.reviewer == user:
+                return cell, None  # the same review again: nothing changes, nothing to send
+            at = utc_now()
+            cells_sql.set_review(c, record_id, index, label, user, at)
+            # synced → pending (send again); sending → the pass in flight carries the old cells, so
+            # settling it puts the record back to pending instead of synced (Outbox.settle)
+            c.execute(
+                "UPDATE results SET "
+                "sync_state = CASE sync_state WHEN 'synced' THEN 'pending' ELSE sync_state END, "
+                "sync_again = CASE sync_state WHEN 'sending' THEN 1 ELSE sync_again END "
+                "WHERE id = ?",
+                (record_id,),
+            )
+            return cell.reviewed(label, user, at), row["sample_id"]
+
+        cell, sample_id = self._write(txn)
+        if sample_id:
+            self.refresh_finished_summary(sample_id)
+        return cell
+
+    def refresh_finished_summary(self, sample_id: str) -> None:
+        """Recompute a finished sample's stored summary (after a cell review)."""
+        s = self.get_sample(sample_id)
+        if s is None or s["status"] != "finished":
+            return
+        self.conn.execute(
+            "UPDATE samples SET summary_json = ? WHERE id = ?",
+            (json.dumps(self.sample_summary(sample_id)), sample_id),
         )
 
     # -- samples -------------------------------------------------------------------------------
@@ -682,7 +783,15 @@ class Store:
         self.set_meta("labels_json", json.dumps(dict(labels)))
 
     def sample_summary(self, sample_id: str) -> dict[str, Any]:
-        """Fields counted, per-label fractions, the slide call and its rule (device.sample_summary)."""
+        """The slide call and its rule: from the white cells of its 'cells' records when it has any
+        (`device.cells_summary`), else from its fields (`device.sample_summary`). Reviews count
+        whether the sample is open or finished."""
+        cell_rows = self.conn.execute(
+            "SELECT * FROM results WHERE sample_id = ? AND kind = 'cells' ORDER BY seq", (sample_id,)
+        ).fetchall()
+        if cell_rows:
+            records = records_json(self.conn, cell_rows)
+            return summarise_cells(records, self.malignant_labels(), self.cell_counting)
         fields = [
             {"id": r["id"], "label": r["label"], "abstained": bool(r["abstained"])}
             for r in self.conn.execute(

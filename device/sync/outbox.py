@@ -5,6 +5,10 @@ leaves the queue only when the hub confirmed it (accepted or duplicate) or rejec
 `sending` rows left by a crash go back to pending when the next push pass starts (a pass holds an
 flock, so it never takes back rows a live pass is sending); resending is safe because the hub is
 idempotent by UUID.
+
+A record's cells travel in its JSON (`"cells"`). A cell review puts a synced record back to pending,
+or, while the record is being sent (the payload in flight has the old cells), sets `sync_again` so
+that settling it makes it pending instead of synced: the hub gets each review exactly once more.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from device.store import Store, record_json, utc_now
+from device.store import Store, utc_now
+from device.store.store import records_json
 
 LOCK_NAME = "sync.lock"
 
@@ -86,9 +91,10 @@ class Outbox:
                 "SELECT * FROM results WHERE sync_state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
                 (int(after_seq), int(limit)),
             ).fetchall()
+            out = records_json(c, rows)  # the cells read in the same snapshot as their records
             if rows:
                 c.execute(
-                    "UPDATE results SET sync_state = 'sending' "
+                    "UPDATE results SET sync_state = 'sending', sync_again = 0 "
                     "WHERE sync_state = 'pending' AND seq > ? AND seq <= ?",
                     (int(after_seq), rows[-1]["seq"]),
                 )
@@ -96,7 +102,7 @@ class Outbox:
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return [record_json(r) for r in rows]
+        return out
 
     def release(self, ids: Iterable[str], error: str | None = None) -> None:
         """Give records back to the queue (the push failed; nothing was confirmed)."""
@@ -118,7 +124,8 @@ class Outbox:
             for rid, status, reason in answers:
                 if status in ("accepted", "duplicate"):
                     c.execute(
-                        "UPDATE results SET sync_state = 'synced', synced_at = ?, sync_error = NULL "
+                        "UPDATE results SET sync_state = CASE sync_again WHEN 1 THEN 'pending' "
+                        "ELSE 'synced' END, synced_at = ?, sync_error = NULL, sync_again = 0 "
                         "WHERE id = ? AND sync_state = 'sending'",
                         (now, rid),
                     )

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from device.store.store import record_json
+from device.store.store import records_json
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
@@ -131,7 +131,7 @@ def reviews_for(conn: sqlite3.Connection, ids: list[str]) -> dict[str, dict]:
         return {}
     marks = ",".join("?" for _ in ids)
     rows = conn.execute(f"SELECT * FROM results WHERE review_of IN ({marks}) ORDER BY seq", ids).fetchall()
-    return {r["review_of"]: record_json(r) for r in rows}
+    return {r["review_of"]: r for r in records_json(conn, rows)}
 
 
 def _cursor(f: Filters) -> tuple[str | None, int]:
@@ -146,15 +146,29 @@ def _cursor(f: Filters) -> tuple[str | None, int]:
         raise BadFilter(f"before: expected the `next` cursor of the previous page, not {raw!r}") from exc
 
 
+#: What the history lists and exports: the station's results (field classifications and cell records);
+#: reviews come with the record they review.
+RESULT_KINDS = ("classification", "cells")
+
+
 def list_results(
-    conn: sqlite3.Connection, f: Filters, *, kind: str | None = "classification", limit: int | None = None
+    conn: sqlite3.Connection,
+    f: Filters,
+    *,
+    kind: str | tuple[str, ...] | None = RESULT_KINDS,
+    limit: int | None = None,
 ) -> tuple[list[dict], str | None]:
     """One page of records matching `f`, newest first, and the cursor of the next page (or None)."""
     where, args = [], []
-    for col, val in (("sample_id", f.sample), ("label", f.label), ("kind", kind), ("source", f.source)):
+    for col, val in (("sample_id", f.sample), ("label", f.label), ("source", f.source)):
         if val is not None:
             where.append(f"{col} = ?")
             args.append(val)
+    if isinstance(kind, str):
+        kind = (kind,)
+    if kind:
+        where.append(f"kind IN ({','.join('?' for _ in kind)})")
+        args.extend(kind)
     if f.since:
         where.append("captured_at >= ?")
         args.append(f.since)
@@ -181,7 +195,7 @@ def list_results(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY captured_at DESC, seq DESC" if f.by_time else " ORDER BY seq DESC"
     sql += " LIMIT ?"
-    rows = [record_json(r) for r in conn.execute(sql, [*args, limit])]
+    rows = records_json(conn, conn.execute(sql, [*args, limit]))
     nxt = None
     if len(rows) == limit:
         last = rows[-1]
@@ -195,8 +209,9 @@ def all_reviews_for(conn: sqlite3.Connection, ids: list[str]) -> dict[str, list[
         return {}
     marks = ",".join("?" for _ in ids)
     out: dict[str, list[dict]] = {}
-    for r in conn.execute(f"SELECT * FROM results WHERE review_of IN ({marks}) ORDER BY seq", ids):
-        out.setdefault(r["review_of"], []).append(record_json(r))
+    rows = conn.execute(f"SELECT * FROM results WHERE review_of IN ({marks}) ORDER BY seq", ids)
+    for r in records_json(conn, rows):
+        out.setdefault(r["review_of"], []).append(r)
     return out
 
 
@@ -208,7 +223,7 @@ def iter_record_groups(
     reviews always come with them (a "reviewed" export carries who reviewed what)."""
     f = replace(filters, before=None)
     while True:
-        rows, f.before = list_results(conn, f, kind="classification", limit=page)
+        rows, f.before = list_results(conn, f, limit=page)
         reviews = all_reviews_for(conn, [r["id"] for r in rows])
         for r in rows:
             yield r, reviews.get(r["id"], [])

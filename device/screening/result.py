@@ -1,0 +1,189 @@
+"""`ClassifiedCells` → `FieldCells`: the per-cell records, the field's differential, its field line and
+the record's call.
+
+The record's label (safety first: a blast is never hidden behind the commoner cells of its field):
+- at least one white cell decided a blast → the most frequent blast label, not abstained;
+- else, every white cell read (none unclassified) → the most frequent named type (or
+  `device.cells.count.UNNAMED` for cells confidently not blasts whose type is not named), not abstained;
+- else → abstained, reason "N of M white cells unclassified" (the label is the most frequent read
+  type, or "unclassified" when none was read);
+- no white cell → state "no_cells" (the camera stores nothing; an upload's record says so);
+- a refused frame (scale) → state "refused", abstained, the refusal as its reason.
+Ties go to the bundle's label order. Platelets and other bodies are listed, never counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from device.cells.count import UNCLASSIFIED, UNNAMED, UNNAMED_DISPLAY, Differential, count_label, differential
+from device.cells.decide import BLAST
+from device.cells.detect import WHITE
+from device.cells.record import CellRecord
+from device.models.bundle import Label
+from device.screening.stages import (
+    COUNTED,
+    NO_CELLS,
+    REFUSED,
+    ClassifiedCells,
+    DetectedCells,
+    FieldCells,
+    LiveCell,
+    PreparedFrame,
+    ScreenSettings,
+    Timings,
+)
+
+BLAST_COLOUR = "#d62728"
+UNCLASSIFIED_COLOUR = "#9e9e9e"
+UNNAMED_COLOUR = "#1f77b4"
+NOT_WHITE_COLOUR = "#c7c7c7"
+#: Colours of the named types that are not blasts, in the bundle's label order (colour-blind safe first).
+TYPE_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f")
+
+
+def class_colours(labels: Sequence[Label]) -> dict[str, str]:
+    """label id → the colour its cells are outlined in (every blast red)."""
+    out, k = {}, 0
+    for lb in labels:
+        if lb.malignant:
+            out[lb.id] = BLAST_COLOUR
+        elif not lb.white:
+            out[lb.id] = NOT_WHITE_COLOUR
+        else:
+            out[lb.id] = TYPE_COLOURS[k % len(TYPE_COLOURS)]
+            k += 1
+    return out
+
+
+def _plural(display: str, n: int) -> str:
+    """'Lymphocyte' → 'lymphocytes'; 'Hematogone (benign ...)' → 'hematogones (benign ...)'."""
+    head, sep, tail = display.partition(" (")
+    head = head[:1].lower() + head[1:]
+    if n != 1 and not head.endswith("s"):
+        head += "s"
+    return head + sep + tail
+
+
+def field_line(diff: Differential) -> str:
+    """'7 white cells: 5 lymphocytes, 2 blasts' (blasts together, then types by count, then the
+    unnamed, the unclassified and what is listed but not counted)."""
+    total = diff.counted + diff.unclassified
+    parts = []
+    if diff.blasts:
+        parts.append(f"{diff.blasts} blast" + ("s" if diff.blasts != 1 else ""))
+    named = sorted((c for c in diff.counts if not c.blast and c.n), key=lambda c: -c.n)
+    parts += [f"{c.n} {_plural(c.display, c.n)}" for c in named]
+    if diff.unnamed:
+        parts.append(f"{diff.unnamed} of type not named")
+    if diff.unclassified:
+        parts.append(f"{diff.unclassified} unclassified")
+    line = f"{total} white cell" + ("s" if total != 1 else "")
+    line += ": " + ", ".join(parts) if parts else ""
+    others = [f"{c.n} {_plural(c.display, c.n)}" for c in diff.others if c.n]
+    if others:
+        line += " (not counted: " + ", ".join(others) + ")"
+    return line
+
+
+def _most_frequent(labels: list[str], order: list[str]) -> str:
+    tally = Counter(labels)
+    rank = {lb: i for i, lb in enumerate(order)}
+    return min(tally, key=lambda lb: (-tally[lb], rank.get(lb, len(rank))))
+
+
+def field_call(records: Sequence[CellRecord], label_order: list[str]) -> tuple[str, bool, str | None, float]:
+    """(label, abstained, reason, confidence) of a field's white `records` (at least one) by the rule
+    in this module's docstring. Confidence: the highest blast probability of a blast call, else the
+    lowest not-blast probability among the cells read."""
+    order = [*label_order, UNNAMED]
+    blasts = [r for r in records if r.state == BLAST]
+    if blasts:
+        label = _most_frequent([r.label or UNNAMED for r in blasts], order)
+        return label, False, None, max(r.p_blast for r in blasts)
+    read = [r for r in records if r.state != UNCLASSIFIED]
+    labels = [count_label(r.state, r.label) or UNNAMED for r in read]
+    confidence = min((1.0 - r.p_blast for r in read), default=0.0)
+    if len(read) == len(records):
+        return _most_frequent(labels, order), False, None, confidence
+    reason = f"{len(records) - len(read)} of {len(records)} white cells unclassified"
+    label = _most_frequent(labels, order) if labels else UNCLASSIFIED
+    return label, True, reason, confidence
+
+
+def _record(i: int, c) -> CellRecord:
+    cell, d = c.cell, c.decision
+    if d is None:
+        why = f"not a white cell ({cell.kind}): not classified, not counted"
+        return CellRecord(i, cell.box, cell.x, cell.y, cell.kind, UNCLASSIFIED, None, 0.0, {}, why)
+    return CellRecord(
+        i, cell.box, cell.x, cell.y, cell.kind, d.state, d.label, d.p_blast, dict(c.probabilities), d.reason
+    )
+
+
+def _live(records: Sequence[CellRecord], labels: Sequence[Label]) -> tuple[LiveCell, ...]:
+    colours = class_colours(labels)
+    display = {lb.id: lb.display for lb in labels}
+    out = []
+    for r in records:
+        if r.kind != WHITE:
+            text, colour = r.kind, NOT_WHITE_COLOUR
+        elif r.state == UNCLASSIFIED:
+            text, colour = "unclassified", UNCLASSIFIED_COLOUR
+        elif r.label is None:
+            text, colour = UNNAMED_DISPLAY, UNNAMED_COLOUR
+        else:
+            text, colour = display.get(r.label, r.label), colours.get(r.label, UNNAMED_COLOUR)
+        out.append(LiveCell(r.index, tuple(r.box), r.kind, r.state, r.label, text, colour))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def refused_result(prepared: PreparedFrame) -> FieldCells:
+    reason = prepared.refused or "not screened"
+    return FieldCells(
+        REFUSED, (), None, "", UNCLASSIFIED, True, reason, 0.0, {}, prepared,
+        timings=Timings(prepare_ms=prepared.prepare_ms),
+    )  # fmt: skip
+
+
+def field_result(
+    prepared: PreparedFrame,
+    detected: DetectedCells,
+    classified: ClassifiedCells,
+    labels: Sequence[Label],
+    settings: ScreenSettings,
+) -> FieldCells:
+    import time
+
+    t0 = time.perf_counter()
+    records = tuple(_record(i, c) for i, c in enumerate(classified.cells))
+    whites = [r for r in records if r.kind == WHITE]
+    label_ids = [lb.id for lb in labels]
+    diff = differential(
+        [count_label(r.state, r.label) for r in whites],
+        labels,
+        target=settings.target,
+        threshold=settings.threshold,
+        max_unclassified=settings.max_unclassified,
+    )
+    if whites:
+        state = COUNTED
+        label, abstained, reason, confidence = field_call(whites, label_ids)
+        line = field_line(diff)
+        read = [r for r in whites if r.probabilities]
+        probs = (
+            {lb: sum(r.probabilities.get(lb, 0.0) for r in read) / len(read) for lb in label_ids}
+            if read
+            else {}
+        )
+    else:
+        state, label, abstained, confidence, probs = NO_CELLS, UNCLASSIFIED, True, 0.0, {}
+        line = "no white cells in view"
+        reason = line
+    ms = (time.perf_counter() - t0) * 1000
+    timings = Timings(prepared.prepare_ms, detected.detect_ms, classified.crop_ms, classified.infer_ms, ms)
+    return FieldCells(
+        state, records, diff if whites else None, line, label, abstained, reason, confidence, probs,
+        prepared, _live(records, labels), timings,
+    )  # fmt: skip

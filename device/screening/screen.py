@@ -1,0 +1,89 @@
+"""The whole frame → cells → result path (`screen_frame`), the stages' runner (`CellScreen`) and which
+kind of ensemble is loaded (`ensemble_kind`: cell bundles and field bundles are never mixed)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from device.cells.detect import detect_cells
+from device.errors import BundleError
+from device.models.ensemble import Ensemble
+from device.optics.analyse import ScaleArg
+from device.optics.scalecheck import Estimator, ScaleCheck
+from device.screening.classify import CellClassifier
+from device.screening.prepare import prepare_frame
+from device.screening.result import field_result, refused_result
+from device.screening.stages import DetectedCells, FieldCells, PreparedFrame, ScreenSettings
+
+CELLS = "cells"
+FIELD = "field"
+
+
+def ensemble_kind(ensemble: Ensemble) -> str:
+    """CELLS when every member is a cell bundle, FIELD when none is; a mix is refused (BundleError)."""
+    kinds = {m.manifest.name: m.manifest.cells is not None for m in ensemble.models}
+    if all(kinds.values()):
+        return CELLS
+    if not any(kinds.values()):
+        return FIELD
+    cells = sorted(n for n, k in kinds.items() if k)
+    fields = sorted(n for n, k in kinds.items() if not k)
+    raise BundleError(
+        f"the ensemble mixes cell bundles ({', '.join(cells)}) with field bundles ({', '.join(fields)}): "
+        "serve one kind (edit [classifier] models or models/DEFAULT)"
+    )
+
+
+class CellScreen:
+    """The stages for one cell ensemble; the live pipeline calls them on its own threads."""
+
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        settings: ScreenSettings | None = None,
+        *,
+        estimator: Estimator | None = None,
+    ):
+        self.ensemble = ensemble
+        self.settings = settings or ScreenSettings()
+        self.estimator = estimator
+        self.classifier = CellClassifier(ensemble)
+
+    def prepare(
+        self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given", check: ScaleCheck | None = None
+    ) -> PreparedFrame:
+        return prepare_frame(rgb, scale, self.settings, source=source, estimator=self.estimator, check=check)
+
+    def detect(self, prepared: PreparedFrame) -> DetectedCells:
+        assert prepared.um_per_px is not None and prepared.refused is None
+        t0 = time.perf_counter()
+        cells = detect_cells(prepared.rgb, prepared.um_per_px)
+        return DetectedCells(tuple(cells), (time.perf_counter() - t0) * 1000)
+
+    def result(self, prepared: PreparedFrame) -> FieldCells:
+        """Detection, classification and the field's result of a prepared frame (a refused frame's
+        result when it was refused)."""
+        if prepared.refused is not None:
+            return refused_result(prepared)
+        detected = self.detect(prepared)
+        classified = self.classifier.classify(prepared, detected)
+        return field_result(prepared, detected, classified, self.ensemble.labels, self.settings)
+
+    def screen(self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given") -> FieldCells:
+        return self.result(self.prepare(rgb, scale, source=source))
+
+
+def screen_frame(
+    rgb: np.ndarray,
+    scale: ScaleArg,
+    ensemble: Ensemble,
+    settings: ScreenSettings | None = None,
+    *,
+    source: str = "given",
+    estimator: Estimator | None = None,
+) -> FieldCells:
+    """One RGB uint8 frame → its `FieldCells`. `scale`: the frame's µm/px (`source` "given" or
+    "profile:<name>"), "auto" or None (both: from the red cells)."""
+    return CellScreen(ensemble, settings, estimator=estimator).screen(rgb, scale, source=source)
