@@ -47,6 +47,12 @@ def page_words() -> dict[str, str]:
         "stored": gettext("Field stored: {call} ({n} fields in this sample)"),
         "uncertain_short": gettext("uncertain — refer"),
         "not_stored": gettext("Not stored: {why}"),
+        "cells_call_suspicious": gettext("Suspicious — refer to a hematologist"),
+        "cells_call_no_blasts_seen": gettext("No blasts seen in {n} white cells"),
+        "cells_call_count_more": gettext("Count more cells: {n} of {target}"),
+        "cells_summary_counts": gettext(
+            "{fields} fields · {counted} white cells counted · {blasts} blasts · {unclassified} unclassified"
+        ),
     }
 
 

@@ -318,10 +318,20 @@
   var captureBtn = document.getElementById("capture");
   var msg = document.getElementById("capture-msg");
 
+  // a sample of counted white cells (device/cells_summary.py): its call and counts, no field fractions
+  function renderCellSummary(s) {
+    var callText = words["cells_call_" + s.call]
+      ? T("cells_call_" + s.call, {n: s.counted, target: s.goal || s.target}) : s.call_text;
+    summary.appendChild(S.el("p", "sum-call " + (s.call || ""), callText || ""));
+    summary.appendChild(S.el("p", "", T("cells_summary_counts", {fields: s.fields, counted: s.counted,
+      blasts: s.blasts, unclassified: s.unclassified})));
+  }
+
   function renderSummary(s) {
     if (!summary) return;
     summary.textContent = "";
     if (!s) return;
+    if (s.kind === "cells") { renderCellSummary(s); return; }
     var callText = words["call_" + s.call] ? T("call_" + s.call, {label: s.top_malignant_label}) : s.call_text;
     var call = S.el("p", "sum-call " + (s.call || ""), callText || "");
     summary.appendChild(call);
