@@ -166,3 +166,21 @@ def test_the_event_stream_carries_the_cell_keys(app, tmp_path):
         data = json.loads(next(events).split("data: ", 1)[1])
     assert len(data["cells"]) == 4 and data["slide"]["counted"] == 42
     assert data["view"]["cells"]["slide"]["line"].startswith("42 of 100")
+
+
+def test_a_field_not_screened_is_a_refusal_not_a_doubt(app):
+    refused = {
+        "state": "refused",
+        "label": "unclassified",
+        "abstained": True,
+        "reason": "scale unknown: the red cells cannot tell the magnification (2 confident)",
+        "display": "not screened: scale unknown: the red cells cannot tell the magnification",
+        "cells": [],
+        "field_line": "",
+    }
+    with _in(app):
+        view = live_payload(refused)["view"]
+    assert view["has_call"] is False
+    assert view["advice"]["refused"] and view["advice"]["kind"] == "scale_unknown"
+    with _in(app, "fr"):
+        assert live_payload(refused)["view"]["cells"]["field_line"] == ""  # no "0 white cells"

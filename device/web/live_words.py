@@ -63,7 +63,8 @@ def view(result: dict[str, Any]) -> dict[str, Any]:
     found = advice.for_live(result)
     out = {
         "time": i18n.clock(result.get("captured_at")),
-        "has_call": advice.has_call(result) and result.get("state") not in ("moving", "no_cells", "scale"),
+        "has_call": advice.has_call(result)
+        and result.get("state") not in ("moving", "no_cells", "scale", "refused"),
         "advice": found.to_dict() if found else None,
         "quality": advice.quality_words(list((result.get("quality") or {}).get("reasons") or [])),
     }
@@ -78,7 +79,7 @@ def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
     line, the legend of the colours drawn, and the running slide count with its call when decided."""
     cells = checked.get("cells")
     line = checked.get("field_line")
-    if cells is not None and (line is None or get_locale().language != "en"):
+    if cells and (line is None or get_locale().language != "en"):
         line = field_line(cells)  # the pipeline's own line is English
     slide = checked.get("slide")
     return {
