@@ -164,3 +164,25 @@ def test_cell_and_field_bundles_are_never_mixed(cell_ensemble, tiny_bundle):
     assert ensemble_kind(field) == FIELD
     with pytest.raises(BundleError, match="mixes cell bundles"):
         ensemble_kind(Ensemble([*cell_ensemble.models, *field.models]))
+
+
+def test_crops_equal_those_of_the_white_referenced_frame_even_at_its_edges(cell_ensemble):
+    from device.cells.crop import model_input
+    from device.cells.detect import WHITE, Cell
+    from device.screening.classify import CellClassifier
+    from device.screening.prepare import prepare_frame
+    from device.screening.stages import ScreenSettings
+
+    img = frame()
+    img[..., 0] = np.clip(
+        img[..., 0].astype(int) - 25, 0, 255
+    )  # a bluish camera: the white reference matters
+    prepared = prepare_frame(img, UM, ScreenSettings())
+    assert prepared.white is not None
+    whole = prepared.white.apply(img)
+    clf = CellClassifier(cell_ensemble)
+    h, w = img.shape[:2]
+    for x, y in [(100.0, 80.0), (3.0, 5.0), (w - 2.0, h - 1.0), (w / 2, 0.0)]:
+        cell = Cell(x, y, (0, 0, 1, 1), 50.0, 100.0, WHITE, 1.0, False)
+        want = model_input(whole, cell, UM, size=64, input_um_per_px=0.375, pitch_um=0.479)
+        assert np.array_equal(clf.crop(prepared, cell), want)

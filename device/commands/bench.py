@@ -58,17 +58,24 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     )
     a.add_argument("--model-um-per-px", type=float, help="the models' µm/px when the bundle declares none")
     a.add_argument("--static-fps", type=float, default=5.0, help="camera fps for the static-field CPU figure")
+    c = p.add_argument_group("cells (frame → cells → result, for cell bundles)")
+    c.add_argument("--cells-model", metavar="DIR", help="a cell bundle (default: --model when it is one)")
+    c.add_argument("--no-cells", action="store_true", help="skip the cell figures")
+    c.add_argument(
+        "--cell-um-per-px", type=float, default=0.19, help="the drawn frames' µm/px (default 0.19)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "device.commands.bench"]
     keys = ("model", "json", "seconds", "threads", "frames", "config", "store_every", "frame_size")
-    for key in (*keys, "magnification", "model_um_per_px", "static_fps"):
+    for key in (*keys, "magnification", "model_um_per_px", "static_fps", "cells_model", "cell_um_per_px"):
         val = getattr(args, key, None)
         if val is not None:
             argv += [f"--{key.replace('_', '-')}", str(val)]
-    if getattr(args, "no_acquisition", False):
-        argv.append("--no-acquisition")
+    for flag in ("no_acquisition", "no_cells"):
+        if getattr(args, flag, False):
+            argv.append(f"--{flag.replace('_', '-')}")
     return subprocess.call(argv)
 
 
@@ -173,6 +180,19 @@ def acquisition(args, config, model_dir: str) -> dict[str, Any]:
     }
 
 
+def cells(args, config, model_dir: str | None) -> dict[str, Any]:
+    """Frame → cells → result at 5, 20 and 50 white cells, batching, static-field CPU (_bench_cells)."""
+    from device.commands import _bench_cells
+
+    cell_dir = args.cells_model or model_dir
+    if not cell_dir:
+        why = "no cell bundle: pass --cells-model DIR (benchmarks/make_cell_speed_bundle.py makes one)"
+        return {"skipped": why}
+    return _bench_cells.measure(
+        config, cell_dir, um=args.cell_um_per_px, fps=args.static_fps, seconds=max(5.0, args.seconds)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="smearscope bench", description=__doc__.splitlines()[0])
     _arguments(ap)
@@ -219,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             "rss <= 120 MB": bool(out["rss_peak_mb"] <= 120),
         }
         out["pipeline_over_invoke"] = round(out["pipeline_fps"] / out["invoke_fps"], 3)
-        if not args.no_acquisition:
+        if not args.no_acquisition and manifest.cells is None:
             out["acquisition"] = acquisition(args, config, model_dir)
+        if not args.no_cells:
+            out["cells"] = cells(args, config, model_dir if manifest.cells is not None else None)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -10,11 +10,14 @@ bench` measures both (`cells.batch`) and the per-crop invokes are as fast or fas
 
 from __future__ import annotations
 
+import dataclasses
 import time
+
+import numpy as np
 
 from device.cells.crop import model_input
 from device.cells.decide import decide
-from device.cells.detect import WHITE
+from device.cells.detect import WHITE, Cell
 from device.errors import BundleError
 from device.models.bundle import CellSpec
 from device.models.ensemble import Ensemble
@@ -36,12 +39,28 @@ class CellClassifier:
         self.input_um_per_px = float(first.input.um_per_px)
         self.labels = ensemble.labels
 
-    def crop(self, prepared: PreparedFrame, cell):
-        assert prepared.um_per_px is not None
+    def crop(self, prepared: PreparedFrame, cell: Cell) -> np.ndarray:
+        """`model_input` of `cell` in the white-referenced frame. The white reference is applied to the
+        window the crop reads (per-pixel gains: the same pixels as referencing the whole frame first,
+        which costs ~20 ms on 1920x1080); the window holds every frame pixel the crop and its reflected
+        border read, so the result is the same as on the whole frame."""
+        um = prepared.um_per_px
+        assert um is not None
+        image = prepared.image
+        h, w = image.shape[:2]
+        n = max(1, round(self.size * self.input_um_per_px / um))
+        x0, y0 = round(cell.x - (n - 1) / 2.0) - 1, round(cell.y - (n - 1) / 2.0) - 1
+        # even offsets: `round` halves to even, so only an even shift moves a crop by exactly its size
+        wx0, wy0 = min(max(0, x0), w - 1) // 2 * 2, min(max(0, y0), h - 1) // 2 * 2
+        wx1, wy1 = max(min(w, x0 + n + 2), wx0 + 1), max(min(h, y0 + n + 2), wy0 + 1)
+        window = image[wy0:wy1, wx0:wx1]
+        if prepared.white is not None:
+            window = prepared.white.apply(window)
+        shifted = dataclasses.replace(cell, x=cell.x - wx0, y=cell.y - wy0)
         return model_input(
-            prepared.rgb,
-            cell,
-            prepared.um_per_px,
+            window,
+            shifted,
+            um,
             size=self.size,
             input_um_per_px=self.input_um_per_px,
             pitch_um=self.spec.pitch_um,

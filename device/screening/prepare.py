@@ -1,5 +1,6 @@
 """Frame → `PreparedFrame`: its scale (profile | given | auto from the red cells), the red-cell check of
-a profile's or a given scale, and the white reference the cells are cut in.
+a profile's or a given scale, and its white reference (measured here, applied to each cell's crop
+window: the same pixels as a white-referenced frame's, without the cost of the whole frame).
 
 A frame with no scale given (`scale` None: no calibration profile, an upload "at the models' scale") has
 its scale measured from its red cells: a cell classifier's crop is a fixed physical size, so a frame
@@ -45,11 +46,6 @@ def prepare_frame(
             scale_check = red_cell_check(rgb, um, scale_what(source), acq, estimator)
         if scale_check.ran and not scale_check.ok:
             refused = scale_check.message
-    white = None
-    referenced = rgb
-    if refused is None:
-        white = measure_white(rgb)
-        if white is not None:
-            referenced = white.apply(rgb)
+    white = measure_white(rgb) if refused is None else None
     ms = (time.perf_counter() - t0) * 1000
-    return PreparedFrame(rgb, referenced, um, src, scale_check, refused, white, ms)
+    return PreparedFrame(rgb, um, src, scale_check, refused, white, ms)

@@ -59,7 +59,7 @@ class CellScreen:
     def detect(self, prepared: PreparedFrame) -> DetectedCells:
         assert prepared.um_per_px is not None and prepared.refused is None
         t0 = time.perf_counter()
-        cells = detect_cells(prepared.rgb, prepared.um_per_px)
+        cells = detect_cells(prepared.image, prepared.um_per_px)
         return DetectedCells(tuple(cells), (time.perf_counter() - t0) * 1000)
 
     def result(self, prepared: PreparedFrame) -> FieldCells:

@@ -43,13 +43,13 @@ class ScreenSettings:
 class PreparedFrame:
     """A frame made ready for detection, or refused before it."""
 
-    image: np.ndarray  # the frame as given (stored and shown)
-    rgb: np.ndarray  # the white-referenced frame the cells are found and cut in
+    image: np.ndarray  # the frame as given: stored, shown, and searched for cells (the detector
+    # references its own working copy's white)
     um_per_px: float | None  # the frame's µm/px (None: refused before a scale was known)
     scale_source: str  # "given" | "profile:<name>" | "auto"
     scale_check: ScaleCheck
     refused: str | None  # why the frame is not screened
-    white: WhiteReference | None = None
+    white: WhiteReference | None = None  # applied to each cell's crop window (not the whole frame)
     prepare_ms: float = 0.0
 
     @property
