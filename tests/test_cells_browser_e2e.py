@@ -58,8 +58,8 @@ def station(tmp_path, request):
     config = tmp_path / "config.toml"
     config.write_text(
         f'[device]\ndata_dir = "{data}"\n[web]\nport = {port}\n'
-        "[camera]\nvirtual = true\nwidth = 320\nheight = 240\nfps = 5.0\npan = true\n"
-        "dwell_s = 2.5\nmove_s = 0.4\nseed = 3\n"
+        "[camera]\nvirtual = true\nwidth = 400\nheight = 300\nfps = 5.0\npan = true\n"
+        "dwell_s = 2.0\nmove_s = 0.3\nseed = 3\n"
         "[store]\nevery_s = 86400.0\n"  # only captured fields go into the sample
         f"[cells]\ntarget = {TARGET}\n"
     )
