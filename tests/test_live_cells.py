@@ -35,6 +35,7 @@ SLIDE = {
     "call": "count_more",
     "call_text": "count more cells: 42 of 100 (3 blasts, 7.1%, 95% CI 1.5%–19.5%: not clearly above 2%)",
     "unclassified": 0,
+    "sample_id": "s-1",
 }
 RESULT = {
     "label": "blast",

@@ -45,7 +45,7 @@ def served(tmp_path):
     server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
+    yield f"http://127.0.0.1:{server.effective_port}", services
     server.close()
 
 
@@ -69,6 +69,7 @@ EXPECTED_BOX = """() => {
 
 
 def test_cell_result_is_drawn_and_worded(served):
+    base, services = served
     from playwright.sync_api import sync_playwright
 
     cells = RESULT["cells"]
@@ -79,7 +80,7 @@ def test_cell_result_is_drawn_and_worded(served):
             page = browser.new_page(viewport={"width": 1024, "height": 700})
             violations: list[str] = []
             page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
-            _login(page, served)
+            _login(page, base)
             page.locator(f"#cells-layer rect >> nth={len(cells) - 1}").wait_for(state="attached")
             assert page.locator("#cells-layer rect").count() == len(cells)
             attrs = "rs => rs.map(r => [r.getAttribute('stroke'), r.getAttribute('class')])"
@@ -113,7 +114,7 @@ def test_cell_result_is_drawn_and_worded(served):
             assert not violations, violations
 
             fr = browser.new_page(viewport={"width": 390, "height": 844}, locale="fr-FR")
-            _login(fr, served)
+            _login(fr, base)
             fr.locator("#cells-layer rect >> nth=0").wait_for(state="attached")
             fr.locator("#field-line", has_text="globules blancs").wait_for()
             line = "4 globules blancs : 1 blaste, 2 × Lymphocyte, 1 non classé"
@@ -122,5 +123,16 @@ def test_cell_result_is_drawn_and_worded(served):
                 "42 sur 100 globules blancs comptés ; 3 blastes (7,1"
             )
             assert "non classé — à revoir" in fr.inner_text("#cells-legend")
+
+            # the station counts its newest open sample: the page never shows it as another sample's
+            sample = services.store.open_sample("LIVE-CELLS-1", user="tech")
+            page.reload()
+            page.locator("#cells-layer rect >> nth=0").wait_for(state="attached")
+            assert page.locator("#slide-count").is_hidden()  # the count is of sample "s-1"
+            rgb = _frame()
+            mine = {**RESULT, "frame_size": [W, H], "slide": {**RESULT["slide"], "sample_id": sample["id"]}}
+            services.live.publish_result({**mine, "captured_at": utc_now()}, rgb, None)
+            page.locator("#slide-count").wait_for(state="visible")
+            assert not page.is_visible("#tiles-toggle")  # a cell result has no tiles
         finally:
             browser.close()

@@ -65,6 +65,7 @@ class SlideCount:
     call: str  # device.cells.count: suspicious | no_blasts_seen | count_more
     call_text: str  # the English call with its interval (shown as details)
     unclassified: int = 0  # white cells the classifier could not name, counted apart
+    sample_id: str | None = None  # the sample counted (the page shows the count only for its own sample)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,11 +126,11 @@ def slide_of(raw: Any) -> SlideCount | None:
     if counted is None or target is None or blasts is None or blasts > counted or call is None:
         return None
     unclassified = _int(raw.get("unclassified", 0))
-    if unclassified is None:
+    sample_id = raw.get("sample_id")
+    if unclassified is None or not (sample_id is None or isinstance(sample_id, str)):
         return None
-    return SlideCount(
-        counted, target, blasts, None if pct is None else float(pct), call, text or "", unclassified
-    )
+    pct = None if pct is None else float(pct)
+    return SlideCount(counted, target, blasts, pct, call, text or "", unclassified, sample_id)
 
 
 def cell_keys(result: dict[str, Any], label_ids: Sequence[str] = ()) -> dict[str, Any]:

@@ -172,4 +172,5 @@ def slide_words(slide: dict[str, Any]) -> dict[str, Any]:
         "decided": call in (SUSPICIOUS, NO_BLASTS_SEEN),
         "call_words": text,
         "details": slide["call_text"],
+        "sample_id": slide["sample_id"],
     }

@@ -91,6 +91,7 @@
   var fieldLine = document.getElementById("field-line");
   var legendList = document.getElementById("cells-legend");
   var slideBox = document.getElementById("slide-count");
+  var summaryBox = document.getElementById("summary");
   var lastCells = null;
 
   function cellRect(state, colour, x, y, w, h) {
@@ -109,6 +110,7 @@
     if (!cellsLayer) return;
     while (cellsLayer.firstChild) cellsLayer.removeChild(cellsLayer.firstChild);
     if (cellsToggleBox) cellsToggleBox.hidden = !lastCells;
+    if (tilesToggle) tilesToggle.parentNode.hidden = !!lastCells;  // a cell result has no tiles
     // an SVG element has no `hidden` property: the attribute itself
     cellsLayer.toggleAttribute("hidden", !(lastCells && (!cellsToggle || cellsToggle.checked)));
     if (!lastCells) return;
@@ -148,6 +150,9 @@
     cellsInfo.hidden = !(cv && (cv.field_line || legend.length));
     var s = cv && cv.slide;
     if (!s && r.state === "moving") return;  // the stage moves: the slide's count stands
+    // the station counts its newest open sample: never show that count as another sample's
+    var mine = summaryBox && summaryBox.dataset.sample;
+    if (s && s.sample_id && mine && s.sample_id !== mine) s = null;
     slideBox.hidden = !s;
     if (!s) return;
     slideBox.className = "slide-count " + s.call;
