@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from webkit import make_app, smear
+from openapikit import check, load
+from webkit import login, make_app, smear
 
 from device.web import live_cells
 from device.web.live import live_payload, sse_events
@@ -44,6 +45,7 @@ RESULT = {
     "captured_at": "2026-12-07T06:18:58.000Z",
     "quality": {"ok": True, "reasons": []},
     "state": "counted",
+    "display": "4 white cells: 1 blast, 2 lymphocytes, 1 unclassified",
     "cells": CELLS,
     "frame_size": [160, 120],
     "field_line": "4 white cells: 1 blast, 2 lymphocytes, 1 unclassified",
@@ -185,3 +187,13 @@ def test_a_field_not_screened_is_a_refusal_not_a_doubt(app):
     assert view["advice"]["refused"] and view["advice"]["kind"] == "scale_unknown"
     with _in(app, "fr"):
         assert live_payload(refused)["view"]["cells"]["field_line"] == ""  # no "0 white cells"
+
+
+def test_the_api_answer_with_cells_matches_the_document(app):
+    svc = app.extensions["smearscope"].services
+    svc.live.publish_result({**RESULT, "captured_at": "2026-12-07T06:18:58.000Z"}, smear(), None)
+    client = app.test_client()
+    login(client)
+    r = client.get("/api/v1/live")
+    assert r.status_code == 200 and len(r.get_json()["result"]["cells"]) == len(CELLS)
+    check(load("openapi.yaml"), "/api/v1/live", "GET", r)
