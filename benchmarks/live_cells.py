@@ -149,13 +149,19 @@ def run(bundles: list[Path], width: int, height: int, target: int, max_fields: i
         finally:
             services.stop()
     return {
-        "bundles": [b.name for b in bundles],
+        "bundles": [_bundle_info(b) for b in bundles],
         "frame": {"width": width, "height": height, "um_per_px": SAMPLES_UM_PER_PX},
         "target": target,
         "max_fields": max_fields,
         "machine": f"{platform.machine()} {platform.python_version()}",
         "slides": rows,
     }
+
+
+def _bundle_info(path: Path) -> dict[str, Any]:
+    m = json.loads((path / "manifest.json").read_text())
+    return {"name": m.get("name") or path.name, "version": m.get("version"), "sha256": m.get("sha256"),
+            "cells": m.get("cells")}  # fmt: skip
 
 
 def _pct(x: Any) -> str:
@@ -168,7 +174,9 @@ def markdown(res: dict[str, Any], command: str) -> str:
     lines = [
         "# Counting slides on the virtual microscope (cell bundles)",
         "",
-        f"Bundles (one ensemble): {', '.join(res['bundles'])}. Fields {f['width']} x {f['height']} px at "
+        "Bundles (one ensemble): "
+        + ", ".join(f"{b['name']} ({b['version']}, cells {b['cells']})" for b in res["bundles"])
+        + f". Fields {f['width']} x {f['height']} px at "
         f"{f['um_per_px']} µm/px ({um_w:.0f} x {um_h:.0f} µm); each field stored once in the slide's sample "
         f"through `Services.classify_upload`; stop at {res['target']} counted white cells or "
         f"{res['max_fields']} fields. Machine: {res['machine']}.",
@@ -221,10 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no cell bundle: pass --bundle DIR (models/cells-* or runs/bundles/cells-* with a model)")
         return 2
     res = run(bundles, args.width, args.height, args.target, args.max_fields)
-    command = "PYTHONPATH=. .venv/bin/python benchmarks/live_cells.py " + " ".join(
-        a if not a.startswith("/") else str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a
-        for a in (argv if argv is not None else sys.argv[1:])
-    )
+    shown = " ".join(f"--bundle models/{b['name']}" for b in res["bundles"])
+    if args.max_fields != 60 or args.target != 100 or (args.width, args.height) != (264, 196):
+        shown += f" --max-fields {args.max_fields} --target {args.target}"
+        shown += f" --width {args.width} --height {args.height}"
+    command = f"PYTHONPATH=. .venv/bin/python benchmarks/live_cells.py {shown}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(res, command.strip()))
