@@ -332,6 +332,12 @@
       blasts: s.blasts, unclassified: s.unclassified})));
   }
 
+  // a label's display name (its bar's), not its id
+  function labelName(id) {
+    var row = document.querySelector('.bar[data-label="' + CSS.escape(id || "") + '"] .bar-name');
+    return row ? row.textContent : id;
+  }
+
   function renderSummary(s) {
     if (!summary) return;
     summary.textContent = "";
@@ -374,7 +380,7 @@
         .then(function (res) {
           if (res.ok) {
             var rec = res.data.record || {};
-            msg.textContent = T("stored", {call: rec.abstained ? T("uncertain_short") : rec.label,
+            msg.textContent = T("stored", {call: rec.abstained ? T("uncertain_short") : labelName(rec.label),
                                           n: res.data.summary ? res.data.summary.fields : "?"});
             renderSummary(res.data.summary);
           } else {
