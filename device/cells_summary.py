@@ -109,11 +109,16 @@ def _pct(x: float | None) -> float | None:
 
 
 def summarise_cells(
-    records: Sequence[Mapping[str, Any]], flags: Mapping[str, bool | None], counting: CellsConfig
+    records: Sequence[Mapping[str, Any]],
+    flags: Mapping[str, bool | None],
+    counting: CellsConfig,
+    cells: Sequence[CellRecord] | None = None,
 ) -> dict[str, Any]:
-    """The slide summary of a sample's 'cells' records (record JSON with their `cells`)."""
+    """The slide summary of a sample's 'cells' records (record JSON). `cells`: all their cells, when
+    the caller has them as `CellRecord`s already; else read from the records' `cells`."""
     labels = merged_labels(records, flags)
-    cells = [CellRecord.from_dict(c) for r in records for c in r.get("cells") or []]
+    if cells is None:
+        cells = [CellRecord.from_dict(c) for r in records for c in r.get("cells") or []]
     d = slide_differential(cells, labels, counting)
     counted = [c for c in cells if counts_as_white(c)]
     to_review = [c for c in counted if c.state != "not_blast" and c.reviewed_label is None]

@@ -85,7 +85,7 @@ def test_screen_frame_gives_typed_stages_with_boxes_in_frame_pixels(cell_ensembl
         assert len(inside) == 1
     assert [c.state for c in whites] == ["not_blast"] * 3 + ["blast"]
     assert r.label == "Pre" and not r.abstained
-    assert r.field_line == "4 white cells: 1 blast, 3 benigns (hematogones)"
+    assert r.field_line == "4 white cells: 3 benigns (hematogones), 1 blast"
     assert r.differential is not None and r.differential.blasts == 1 and r.differential.counted == 4
     live = r.to_dict()
     assert live["frame_size"] == [img.shape[1], img.shape[0]]
@@ -153,7 +153,9 @@ def test_field_line_reads_like_a_haematologist():
         {"id": "platelet", "display": "Platelet", "malignant": False, "white": False},
     ]
     d = differential(["lymphocyte"] * 5 + ["blast_pre"] * 2, labels)
-    assert field_line(d) == "7 white cells: 2 blasts, 5 lymphocytes"
+    assert field_line(d) == "7 white cells: 5 lymphocytes, 2 blasts"
+    d = differential(["lymphocyte"] * 2 + ["blast_pre"] * 2, labels)
+    assert field_line(d) == "4 white cells: 2 blasts, 2 lymphocytes"  # a tie: blasts first
     d = differential(["lymphocyte", None, "platelet"], labels)
     assert field_line(d) == "2 white cells: 1 lymphocyte, 1 unclassified (not counted: 1 platelet)"
 
@@ -186,3 +188,41 @@ def test_crops_equal_those_of_the_white_referenced_frame_even_at_its_edges(cell_
         cell = Cell(x, y, (0, 0, 1, 1), 50.0, 100.0, WHITE, 1.0, False)
         want = model_input(whole, cell, UM, size=64, input_um_per_px=0.375, pitch_um=0.479)
         assert np.array_equal(clf.crop(prepared, cell), want)
+
+
+def test_a_frame_of_cells_is_one_batched_invoke_with_the_verdicts_of_single_ones(cell_ensemble):
+    model = cell_ensemble.models[0]
+    rng = np.random.default_rng(3)
+    crops = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)]
+    single = cell_ensemble.classify_tiles(crops, with_cam=False)
+    before = model.invoke_ns
+    batched = cell_ensemble.classify_tiles(crops, with_cam=False, batch=True)
+    assert model._batch == 5  # the input held the 5 crops at once
+    for a, b in zip(single, batched, strict=True):
+        # the same int8 graph per image: outputs agree to within a few quantisation steps
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) <= 4 / 256
+    assert model.invoke_ns > before
+    assert cell_ensemble.classify_tiles(crops[:1])[0].labels == single[0].labels  # back to one input
+    assert model._batch == 1
+
+
+def test_bench_reports_each_part_as_a_ratio_to_the_inference(cell_ensemble, monkeypatch):
+    from device.commands import _bench_cells
+    from device.screening.stages import ScreenSettings
+
+    monkeypatch.setattr(_bench_cells, "COUNTS", (5,))
+    monkeypatch.setattr(_bench_cells, "compose", lambda n, um, seed: frame())  # 4 cells, 0.25 µm/px
+    (row,) = _bench_cells.measure_frames(cell_ensemble, ScreenSettings(), um=UM, reps=1)
+    assert row["white_cells_found"] == 4 and row["state"] == "counted"
+    assert set(row["ms"]) == {"prepare", "detect", "crop", "infer", "result", "everything_else", "total"}
+    assert row["ratio_to_inference"]["inference"] == 1.0
+    assert set(row["ratio_to_inference"]) == {"detection", "inference", "everything_else"}
+
+
+def test_bench_frames_hold_the_white_cells_asked_for():
+    from device.cells.detect import detect_cells
+    from device.commands._bench_cells import compose
+
+    img = compose(5, size=(640, 360), um=0.19, seed=1)
+    assert img.shape == (360, 640, 3)
+    assert len([c for c in detect_cells(img, 0.19) if c.kind == "white"]) == 5

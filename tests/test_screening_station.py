@@ -108,3 +108,66 @@ def test_camera_and_uploads_store_cells_through_one_writer(tmp_path, services_fa
     empty = s.classify_upload(frame(whites=[]), filename="e.png", user="ann", um_per_px=0.25)
     assert empty["abstained"] and empty["field"]["state"] == "no_cells"
     assert empty["reason"] == "no white cells in view"
+
+
+def test_a_still_field_is_screened_once_and_its_result_republished(tmp_path, services_factory):  # noqa: F811
+    bundle = make_cell_bundle(tmp_path / "cells")
+    cfg = make_config(
+        tmp_path,
+        bundle,
+        still(tmp_path, frame()),
+        quality={"enabled": False},
+        store={"every_s": 3600.0},
+        classifier={"settle_frames": 2},
+    )
+    s = services_factory(cfg)
+    s.start()
+    assert wait_for(lambda: s.telemetry.counts.get("republished", 0) >= 5)
+    assert s.pipeline.field == 1  # detection and inference ran once for the still field
+    live = s.live.latest_result()[1]
+    assert live["republished"] and live["field_line"].startswith("4 white cells")
+
+
+def test_the_check_made_while_the_field_settled_is_not_made_again():
+    from device.optics.scalecheck import ScaleCheck
+    from device.screening.prepare import prepare_frame
+    from device.screening.stages import ScreenSettings
+
+    def no_estimate(*a, **kw):
+        raise AssertionError("the red cells were measured again")
+
+    ahead = ScaleCheck(True, True, 0.25, 0.26, 1.04, "scale check ok")
+    p = prepare_frame(frame(), 0.25, ScreenSettings(), source="profile:x", estimator=no_estimate, check=ahead)
+    assert p.refused is None and p.scale_check is ahead and p.scale_source == "profile:x"
+    mismatch = ScaleCheck(True, False, 0.25, 0.5, 2.0, "magnification differs")
+    p = prepare_frame(frame(), 0.25, ScreenSettings(), estimator=no_estimate, check=mismatch)
+    assert p.refused == "magnification differs" and p.refusal_category == "scale_mismatch"
+
+
+def test_upload_page_shows_the_field_line_the_differential_and_each_cell(tmp_path, services_factory):  # noqa: F811
+    import html
+    import io
+
+    from webkit import PASSWORD, encode, login, token_of
+
+    from device.web import auth, create_app
+
+    bundle = make_cell_bundle(tmp_path / "cells")
+    cfg = make_config(tmp_path, bundle, still(tmp_path, frame()), quality={"enabled": False})
+    s = services_factory(cfg)
+    app = create_app(cfg, s)
+    app.config["TESTING"] = True
+    auth.add_user(s.store.conn, "tech", "technician", PASSWORD)
+    client = app.test_client()
+    assert login(client).status_code == 302
+    data = {
+        "file": [(io.BytesIO(encode(frame())), "f.png")],
+        "csrf_token": token_of(client),
+        "um_per_px": "auto",
+    }
+    page = html.unescape(
+        client.post("/upload", data=data, content_type="multipart/form-data").get_data(as_text=True)
+    )
+    assert '<p class="field-line">4 white cells: ' in page
+    assert "Differential" in page and "Each cell (4)" in page
+    assert page.count('<span class="swatch"') == 4

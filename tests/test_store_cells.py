@@ -252,3 +252,21 @@ def test_migration_keeps_older_records_and_accepts_cells(tmp_path):
     indexes = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"results_captured", "results_sample", "results_sync", "results_heatmap"} <= indexes
     s.close()
+
+
+def test_cells_config_defaults_and_validation(tmp_path):
+    from device.config import CellsConfig, load_config
+    from device.errors import ConfigError
+
+    config = load_config(data_dir=tmp_path, system_config=None, env={})
+    assert config.cells == CellsConfig() and (config.cells.target, config.cells.threshold) == (100, 0.02)
+    bad_values = (("target", 0), ("threshold_pct", 0), ("threshold_pct", 100), ("max_unclassified_pct", -1))
+    for key, bad in bad_values:
+        with pytest.raises(ConfigError, match=rf"\[cells\] {key}"):
+            load_config(data_dir=tmp_path, system_config=None, env={}, overrides={"cells": {key: bad}})
+    custom = load_config(data_dir=tmp_path, system_config=None, env={}, overrides={"cells": {"target": 200}})
+    store = Store.from_config(custom)
+    try:
+        assert store.cell_counting.target == 200
+    finally:
+        store.close()

@@ -6,8 +6,9 @@
   scale check → detection → per-cell crops and inference → field result) `reps` times; the median of
   each part is reported in ms and as a ratio to the inference time of the same run: detection, per-cell
   inference (ms per white cell) and everything else (scale check, white reference, crops, result).
-- `batch`: the first model's invoke time per cell, one cell per invoke vs all of a frame's cells in one
-  `resize_tensor_input` batch (LiteRT), at 5, 20 and 50 cells.
+- `batch`: the ensemble's inference per cell (`Ensemble.classify_tiles`), one invoke per cell vs all of
+  a frame's cells in one `resize_tensor_input` batch (LiteRT), at 5, 20 and 50 cells, the frames'
+  counts taken in turn so the batch is re-allocated for every frame as in the station.
 - `static_cpu`: the daemon (all workers) on a replay camera showing one static 20-cell field at `fps`
   with a calibration profile: CPU seconds per wall second of this process (target <= 5% of a core),
   and how many fields were screened (a still field: 1).
@@ -24,8 +25,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-from device.commands._bench_acquisition import measure_batch
 
 #: Red cells, plasma, cytoplasm and nuclei as in tests/test_cells_detect.py, with a little stain spread.
 BACKGROUND = (236, 234, 238)
@@ -124,6 +123,37 @@ def measure_frames(ensemble, settings, *, um: float, reps: int = 5) -> list[dict
     return rows
 
 
+def measure_batching(ensemble, reps: int = 5) -> list[dict[str, Any]]:
+    """ms per cell, one invoke per cell vs one batched invoke per frame (re-allocation included)."""
+    spec = ensemble.models[0].manifest.input
+    rng = np.random.default_rng(0)
+    crops = {
+        n: [rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8) for _ in range(n)]
+        for n in COUNTS
+    }
+    times: dict[tuple[int, bool], list[float]] = {(n, b): [] for n in COUNTS for b in (False, True)}
+    for batch in (False, True):  # warm-up
+        ensemble.classify_tiles(crops[COUNTS[0]], with_cam=False, batch=batch)
+    for _ in range(reps):
+        for batch in (False, True):
+            for n in COUNTS:
+                t0 = time.perf_counter()
+                ensemble.classify_tiles(crops[n], with_cam=False, batch=batch)
+                times[(n, batch)].append((time.perf_counter() - t0) * 1000 / n)
+    rows = []
+    for n in COUNTS:
+        one, batched = _median(times[(n, False)]), _median(times[(n, True)])
+        rows.append(
+            {
+                "cells": n,
+                "per_cell_invoke_ms_per_cell": one,
+                "batched_ms_per_cell": batched,
+                "faster": "batched" if batched < one else "per_cell_invoke",
+            }
+        )
+    return rows
+
+
 def measure_static_cpu(config, ensemble, *, um: float, fps: float, seconds: float) -> dict[str, Any]:
     """The whole daemon on one static 20-cell field at `fps`: CPU use of this process."""
     from device.services import Services
@@ -177,7 +207,7 @@ def measure(config, model_dir: str, *, um: float, fps: float, seconds: float) ->
         "um_per_px": um,
         "interpreter_threads": config.classifier.threads,
         "frames": measure_frames(ensemble, settings, um=um),
-        "batch": [measure_batch(config, [model_dir], n) for n in COUNTS],
+        "batch": measure_batching(ensemble),
     }
     out["static_cpu"] = measure_static_cpu(config, ensemble, um=um, fps=fps, seconds=seconds)
     return out

@@ -312,15 +312,17 @@ class Ensemble:
         *,
         with_cam: bool = True,
         prechecks: Sequence[list[str]] | None = None,
+        batch: bool = False,
     ) -> list[Prediction]:
         """Classify model-scale tiles: each member invokes them one by one, then the outputs are
         post-processed together; the same verdicts as `classify` per tile (tested). LiteRT can batch
-        (`resize_tensor_input`), but a frame's tile count changes from field to field and re-allocating
-        the tensors for it costs more than a batch saves (`smearscope bench` measures both).
+        (`resize_tensor_input`): for a field model's 288 px tiles re-allocating the tensors as the tile
+        count changes costs more than a batch saves; a cell model's 96 px crops are faster batched
+        (`batch=True`; `smearscope bench` measures both).
         `prechecks`: the tiles' colour-check reasons, read only after the invokes (a `PendingChecks`
         may still be filling on the gate's thread)."""
         t0 = time.perf_counter()
-        return self._verdicts([self.tile_inputs(t) for t in tiles], prechecks, with_cam, t0)
+        return self._verdicts([self.tile_inputs(t) for t in tiles], prechecks, with_cam, t0, batch=batch)
 
     def _verdicts(
         self,
@@ -328,6 +330,8 @@ class Ensemble:
         prechecks: Sequence[list[str]] | None,
         with_cam: bool,
         t0: float,
+        *,
+        batch: bool = False,
     ) -> list[Prediction]:
         """Every member on every image's inputs, then each image's verdict: the colour check's reasons
         (`prechecks`, or measured here), then per member its energy floor and content check, then the
@@ -340,7 +344,11 @@ class Ensemble:
             name = m.manifest.name
             floor = self.ood_floors.get(name)
             key = _input_key(m.manifest.input)
-            p, cam, dist = m.predict_many([x[key] for x in inputs], with_cam=with_cam or floor is not None)
+            xs = [x[key] for x in inputs]
+            want = with_cam or floor is not None
+            p, cam, dist = (
+                m.predict_many(xs, with_cam=want, batch=True) if batch else m.predict_many(xs, with_cam=want)
+            )
             for i, r in enumerate(self._member_checks(name, cam, dist, n)[0]):
                 reasons[i].extend(r)
             names.append(name)

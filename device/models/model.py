@@ -34,6 +34,8 @@ class TFLiteModel:
         self.interpreter, self.runtime = make_interpreter(str(bundle.model_path), num_threads)
         self.num_threads = num_threads
         self._lock = threading.Lock()
+        self._batch = 1  # how many images the input tensor holds (`predict_many(batch=True)` resizes it)
+        self._batchable = True  # False once the interpreter refused a batch
         self.invoke_ns = 0  # total time inside interpreter.invoke() (benchmarks: overhead vs inference)
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
@@ -152,22 +154,41 @@ class TFLiteModel:
             p[0], cam[0] if cam is not None else None, float(dist[0]) if dist is not None else None
         )
 
+    def _batch_size(self, n: int) -> None:
+        """Resize the input to n images (and re-allocate) when it holds another number; the lock is held."""
+        if n != self._batch:
+            m = self.manifest.input
+            self.interpreter.resize_tensor_input(self._in["index"], [n, m.height, m.width, 3])
+            self.interpreter.allocate_tensors()
+            self._batch = n
+
     def predict_many(
-        self, xs: Sequence[np.ndarray], *, with_cam: bool = True
+        self, xs: Sequence[np.ndarray], *, with_cam: bool = True, batch: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """`predict` on several model-size inputs (a frame's tiles): one invoke each, the raw outputs
         copied out, then dequantised and normalised once for all (per-invoke numpy calls cost about as
         much as a small int8 invoke on a fast CPU). Returns (probabilities (N, K) float32, cams
-        (N, h, w, K) float32 or None, distances (N,) float32 or None), as `predict` gives each."""
+        (N, h, w, K) float32 or None, distances (N,) float32 or None), as `predict` gives each.
+        `batch`: all inputs in one invoke (the input tensor resized to N, re-allocated when N changes);
+        a frame's 5-50 cells of a 96 px model measured faster so (`smearscope bench`, `cells.batch`)."""
         m = self.manifest.input
         n = len(xs)
         for x in xs:
             if x.shape != (m.height, m.width, 3) or x.dtype != np.uint8:
                 raise ValueError(f"expected uint8 ({m.height}, {m.width}, 3), got {x.dtype} {x.shape}")
+        if batch and n > 1 and self._batchable:
+            try:
+                return self._predict_batch(xs, with_cam=with_cam)
+            except (RuntimeError, ValueError):  # a graph with a fixed batch of 1: one invoke per input
+                self._batchable = False
+                with self._lock:
+                    self._batch = -1
+                    self._batch_size(1)
         want_cam = with_cam and self.has_cam
         probs = cams = dists = None
         interp = self.interpreter
         with self._lock:
+            self._batch_size(1)
             for i, x in enumerate(xs):
                 interp.set_tensor(self._in["index"], self._input(x))
                 t0 = time.perf_counter_ns()
@@ -187,6 +208,29 @@ class TFLiteModel:
                     if dists is None:
                         dists = np.empty((n, *d.shape), d.dtype)
                     dists[i] = d
+        return self._outputs(n, probs, cams, dists)
+
+    def _predict_batch(
+        self, xs: Sequence[np.ndarray], *, with_cam: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        interp = self.interpreter
+        n = len(xs)
+        x = np.concatenate([self._input(x) for x in xs])
+        with self._lock:
+            self._batch_size(n)
+            interp.set_tensor(self._in["index"], x)
+            t0 = time.perf_counter_ns()
+            interp.invoke()
+            self.invoke_ns += time.perf_counter_ns() - t0
+            probs = interp.get_tensor(self._prob_idx).copy()
+            cams = interp.get_tensor(self._cam_idx).copy() if with_cam and self.has_cam else None
+            dists = interp.get_tensor(self._dist_idx).copy() if self.has_distance else None
+        return self._outputs(n, probs, cams, dists)
+
+    def _outputs(
+        self, n: int, probs: np.ndarray | None, cams: np.ndarray | None, dists: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Raw outputs of n inputs, dequantised; the probabilities clipped and normalised per input."""
         k = len(self.manifest.labels)
         if probs is None:  # no inputs
             return np.empty((0, k), np.float32), None, None
@@ -200,5 +244,6 @@ class TFLiteModel:
     def invoke_only(self, batch: np.ndarray) -> None:
         """Raw interpreter call on an already-built input tensor (benchmarks)."""
         with self._lock:
+            self._batch_size(int(batch.shape[0]))
             self.interpreter.set_tensor(self._in["index"], batch)
             self.interpreter.invoke()

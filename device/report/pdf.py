@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from fpdf import FPDF
 
+from device.report.pdf_cells import render_cells
 from device.report.slide import SlideReport
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ def render_pdf(report: SlideReport, paper: str = "a4", font_dirs: tuple[Path, ..
                         "yes" if lb.malignant else "no",
                     ]
                 )
+    render_cells(doc, report)
     doc.line_text(f"Rule: {report.rule}", 7.5)
 
     # What follows the images is reserved first, so the images give way when the page is full.

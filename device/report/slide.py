@@ -1,5 +1,6 @@
 """Gather what a slide report shows from the store: the sample, its summary (frozen when finished),
-representative fields, the reviews, and the models with the key that signed them."""
+representative fields, the reviews, and the models with the key that signed them; for a slide counted
+cell by cell, the differential, the call, who verified it and the blast and unclassified cells."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from common.wording import DISCLAIMER
+from device.cell_thumbs import cell_thumbnail
+from device.cells.record import CellRecord
+from device.cells_summary import counts_as_white
 from device.localtime import local_text
 from device.sample_summary import is_malignant
 from device.store.store import records_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
 MAX_IMAGES = 6
+#: Blast and unclassified cells shown on the report (the rest are counted, "... and N more").
+MAX_CELL_IMAGES = 20
 SIGNATURE_FILE = "signature.json"
 
 
@@ -36,6 +42,7 @@ class ReportImage:
     path: Path | None  # None: the image is not on this station (removed after syncing)
     caption: str
     record_id: str
+    cell_index: int | None = None  # a cell's thumbnail (cut from the record's frame) rather than the frame
 
 
 @dataclass
@@ -54,6 +61,44 @@ class ModelLine:
     sha256: str
     key_id: str  # the signing key's id, or why there is none
     signed_at: str
+
+
+@dataclass
+class CellRow:
+    display: str
+    n: int
+    share: float | None  # of the counted white cells; None for the rows counted apart
+    blast: bool
+
+
+@dataclass
+class CellsReport:
+    """A slide counted cell by cell: `summary` is `device.cells_summary.summarise_cells`'s dict (the
+    pages translate its call and rule from it)."""
+
+    summary: dict[str, Any]
+    rows: list[CellRow]
+    images: list[ReportImage] = field(default_factory=list)  # blast and unclassified cells
+    more_images: int = 0
+
+    @property
+    def verified_line(self) -> str:
+        s = self.summary
+        if s.get("verified"):
+            return "Verified by " + ", ".join(s.get("verified_by") or []) + "."
+        if s.get("to_review"):
+            return f"Not verified yet: {s['to_review']} blast or unclassified cell(s) to review."
+        return "Not verified yet: no cell reviewed."
+
+    @property
+    def figures_line(self) -> str:
+        s = self.summary
+        share = (
+            f"blast share {s['blast_pct']:.1f}% (95% CI {s['ci_low_pct']:.1f}%–{s['ci_high_pct']:.1f}%)"
+            if s.get("blast_pct") is not None
+            else "blast share: none yet"
+        )
+        return f"{s['counted']} of {s['target']} white cells counted · {s['blasts']} blast(s) · {share}"
 
 
 @dataclass
@@ -86,6 +131,7 @@ class SlideReport:
     models: list[ModelLine] = field(default_factory=list)
     disclaimer: str = DISCLAIMER
     top_malignant_label: str | None = None  # the suspicious call's most frequent malignant label
+    cells: CellsReport | None = None  # a slide counted cell by cell
 
 
 class ReportError(LookupError):
@@ -187,10 +233,14 @@ def build_slide_report(
     if sample is None:
         raise ReportError(f"no sample {sample_id}")
     summary = (sample["status"] == "finished" and sample.get("summary")) or store.sample_summary(sample_id)
+    if summary.get("kind") == "cells":
+        summary = store.sample_summary(sample_id)  # every cell review counts, whenever it was made
     rows = store.conn.execute(
         "SELECT * FROM results WHERE sample_id = ? ORDER BY seq", (sample_id,)
     ).fetchall()
     records = records_json(store.conn, rows)
+    if summary.get("kind") == "cells":
+        return _cells_report(store, sample, summary, records, zone, in_service, station, max_images)
     fields = [r for r in records if r["kind"] == "classification"]
     by_id = {f["id"]: f for f in fields}
     review_rows = [r for r in records if r["kind"] == "review" and r["review_of"] in by_id]
@@ -247,4 +297,125 @@ def build_slide_report(
         reviews=reviews,
         models=model_lines(fields, in_service),
         disclaimer=summary.get("disclaimer") or DISCLAIMER,
+    )
+
+
+def _cell_rows(summary: Mapping[str, Any]) -> list[CellRow]:
+    """Blasts first, then the other types, the unnamed ones, and what is counted apart."""
+    d = summary["differential"]
+    n = summary["counted"]
+
+    def share(k: int) -> float | None:
+        return k / n if n else None
+
+    rows = [CellRow(tc["display"], tc["n"], share(tc["n"]), True) for tc in d["counts"] if tc["blast"]]
+    rows += [CellRow(tc["display"], tc["n"], share(tc["n"]), False) for tc in d["counts"] if not tc["blast"]]
+    if d["unnamed"]:
+        rows.append(CellRow("White cell, type not named", d["unnamed"], share(d["unnamed"]), False))
+    rows.append(CellRow("Unclassified (counted apart)", summary["unclassified"], None, False))
+    rows += [
+        CellRow(f"{tc['display']} (not a white cell)", tc["n"], None, False) for tc in d["others"] if tc["n"]
+    ]
+    if summary["excluded"]:
+        rows.append(CellRow("Excluded (not a white cell)", summary["excluded"], None, False))
+    return rows
+
+
+def _cell_images(
+    store, records: list[dict], summary: Mapping[str, Any], limit: int
+) -> tuple[list[ReportImage], int]:
+    """The blast cells, then the unclassified ones (thumbnails cut from their frames)."""
+    blast_ids = {lb["id"] for lb in summary["labels"] if lb["blast"]}
+    display = {lb["id"]: lb["display"] for lb in summary["labels"]}
+    known = set(display)
+    picked: list[tuple[int, dict, CellRecord, str]] = []
+    for r in records:
+        for d in r["cells"]:
+            c = CellRecord.from_dict(d)
+            if not counts_as_white(c):
+                continue
+            lab = c.counted_as()
+            if lab in blast_ids:
+                picked.append((0, r, c, display[lab]))
+            elif lab is None or (lab not in known and lab != "unnamed_white"):
+                picked.append((1, r, c, "unclassified"))
+    picked.sort(key=lambda t: t[0])  # stable: capture order within each group
+    out = []
+    for _, r, c, what in picked[:limit]:
+        sha = r.get("image_sha256")
+        path = None
+        if sha:
+            boxes = {int(x["index"]): tuple(x["box"]) for x in r["cells"]}
+            path = cell_thumbnail(
+                store.image_path(sha), store.data_dir / "thumbs", sha, c.box, siblings=boxes
+            )
+        mark = " ✓" if c.reviewed_label else ""
+        out.append(ReportImage(sha or "", path, f"#{r['seq']}.{c.index} {what}{mark}", r["id"], c.index))
+    return out, max(0, len(picked) - limit)
+
+
+def _cell_reviews(records: list[dict], zone: ZoneInfo) -> list[ReviewLine]:
+    lines = []
+    for r in records:
+        for d in r["cells"]:
+            c = CellRecord.from_dict(d)
+            if c.reviewed_label is None:
+                continue
+            said = c.label or c.state
+            verdict = "agreed" if c.reviewed_label == c.label else f"→ {c.reviewed_label}"
+            lines.append(
+                ReviewLine(
+                    local_text(c.reviewed_at, zone), c.reviewer or "?", f"#{r['seq']} cell {c.index}", said,
+                    verdict, "",
+                )
+            )  # fmt: skip
+    lines.sort(key=lambda rv: rv.when)
+    return lines
+
+
+def _cells_report(
+    store,
+    sample: dict,
+    summary: dict,
+    records: list[dict],
+    zone: ZoneInfo,
+    in_service: list[dict] | None,
+    station: str,
+    max_images: int,
+) -> SlideReport:
+    fields = [r for r in records if r["kind"] == "cells"]
+    blast_ids = {lb["id"] for lb in summary["labels"] if lb["blast"]}
+
+    def has_blast(r: dict) -> bool:
+        cells = (CellRecord.from_dict(d) for d in r["cells"])
+        return any(counts_as_white(c) and c.counted_as() in blast_ids for c in cells)
+
+    images, more = _cell_images(store, fields, summary, MAX_CELL_IMAGES)
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return SlideReport(
+        station=station or store.device_id,
+        profile=_profile_text(fields),
+        slide_id=sample["slide_id"],
+        sample_id=sample["id"],
+        status=sample["status"],
+        created_by=sample.get("created_by") or "?",
+        notes=sample.get("notes") or "",
+        started=local_text(sample["started_at"], zone),
+        finished=local_text(sample.get("finished_at"), zone),
+        generated=local_text(now, zone),
+        zone=zone.key,
+        fields=len(fields),
+        confident_fields=sum(1 for f in fields if not f.get("abstained")),
+        uncertain_fields=sum(1 for f in fields if f.get("abstained")),
+        reviewed_fields=sum(1 for f in fields if any(d.get("reviewed_label") for d in f["cells"])),
+        malignant_fields=sum(1 for f in fields if has_blast(f)),
+        labels=[],
+        call=summary["call"],
+        call_text=summary["call_text"],
+        rule=f"{summary['rule']} {summary['verify_rule']}",
+        images=pick_images(fields, {}, store.image_path, min(max_images, 3)),
+        reviews=_cell_reviews(fields, zone),
+        models=model_lines(fields, in_service or []),
+        disclaimer=summary.get("disclaimer") or DISCLAIMER,
+        cells=CellsReport(summary, _cell_rows(summary), images, more),
     )

@@ -67,14 +67,14 @@ def _plural(display: str, n: int) -> str:
 
 
 def field_line(diff: Differential) -> str:
-    """'7 white cells: 5 lymphocytes, 2 blasts' (blasts together, then types by count, then the
-    unnamed, the unclassified and what is listed but not counted)."""
+    """'7 white cells: 5 lymphocytes, 2 blasts': the blasts as one group (their subtypes are in the
+    differential) and the named types by count (blasts first on a tie), then the unnamed, the
+    unclassified and what is listed but not counted."""
     total = diff.counted + diff.unclassified
-    parts = []
+    groups = [(c.n, 1, f"{c.n} {_plural(c.display, c.n)}") for c in diff.counts if not c.blast and c.n]
     if diff.blasts:
-        parts.append(f"{diff.blasts} blast" + ("s" if diff.blasts != 1 else ""))
-    named = sorted((c for c in diff.counts if not c.blast and c.n), key=lambda c: -c.n)
-    parts += [f"{c.n} {_plural(c.display, c.n)}" for c in named]
+        groups.append((diff.blasts, 0, f"{diff.blasts} blast" + ("s" if diff.blasts != 1 else "")))
+    parts = [text for _, _, text in sorted(groups, key=lambda g: (-g[0], g[1]))]
     if diff.unnamed:
         parts.append(f"{diff.unnamed} of type not named")
     if diff.unclassified:

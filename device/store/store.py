@@ -790,8 +790,15 @@ class Store:
             "SELECT * FROM results WHERE sample_id = ? AND kind = 'cells' ORDER BY seq", (sample_id,)
         ).fetchall()
         if cell_rows:
-            records = records_json(self.conn, cell_rows)
-            return summarise_cells(records, self.malignant_labels(), self.cell_counting)
+            # the labels come from each record's stored differential: its cells are only read for a
+            # record without one (record_labels' fallback)
+            cells_of = cells_sql.cells_by_record(self.conn, [r["id"] for r in cell_rows])
+            records = [
+                record_json(r, () if '"differential"' in r["quality_json"] else cells_of.get(r["id"], ()))
+                for r in cell_rows
+            ]
+            cells = [c for r in cell_rows for c in cells_of.get(r["id"], ())]
+            return summarise_cells(records, self.malignant_labels(), self.cell_counting, cells)
         fields = [
             {"id": r["id"], "label": r["label"], "abstained": bool(r["abstained"])}
             for r in self.conn.execute(

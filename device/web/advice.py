@@ -15,6 +15,7 @@ from flask import Flask
 from flask_babel import gettext, lazy_gettext, ngettext
 
 from device.reason_categories import abstention_category
+from device.web import cell_words
 from device.web.i18n import scale_text
 
 #: The safety sentences of common/wording.py, translated where the page shows them (the English
@@ -215,6 +216,8 @@ def summary_call(summary: dict[str, Any] | None) -> str:
     from device.sample_summary import MIN_FIELDS
 
     s = summary or {}
+    if s.get("kind") == "cells":
+        return cell_words.call_text(s)
     call = s.get("call")
     if call == "suspicious":
         return gettext(
@@ -255,4 +258,7 @@ def init_app(app: Flask) -> None:
         models_scale_text=models_scale_text,
         summary_call=summary_call,
         summary_rule=summary_rule,
+        cells_rule=cell_words.rule_text,
+        cells_verified=cell_words.verified_text,
+        cells_group_title=cell_words.group_title,
     )

@@ -1,4 +1,5 @@
-"""CSV and JSON exports of records (streamed, so a year of records does not sit in memory)."""
+"""CSV and JSON exports of records (streamed, so a year of records does not sit in memory). The JSON
+carries each record's cells; the cells CSV is a second file, one row per cell."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from common.csvsafe import safe_cell
 from common.wording import DISCLAIMER
+from device.cells.count import UNCLASSIFIED
+from device.cells.record import NOT_A_CELL, CellRecord
 
 CSV_COLUMNS = [
     "id", "seq", "captured_at", "sample_id", "slide_id", "source", "kind", "review_of", "label",
@@ -69,3 +72,34 @@ def json_stream(records: Iterable[dict], meta: dict) -> Iterator[str]:
         yield ("" if first else ",\n") + json.dumps(r)
         first = False
     yield "]}\n"
+
+
+CELL_COLUMNS = [
+    "record_id", "seq", "captured_at", "sample_id", "slide_id", "source", "index", "x0", "y0", "x1", "y1",
+    "x", "y", "kind", "state", "label", "p_blast", "reason", "reviewed_label", "reviewer", "reviewed_at",
+    "counted_as", "probabilities", "models",
+]  # fmt: skip
+
+
+def _counted_as(c: CellRecord) -> str:
+    """What the slide's differential counts the cell as (its reviewed label wins)."""
+    if c.excluded:
+        return NOT_A_CELL
+    return c.counted_as() or UNCLASSIFIED
+
+
+def csv_cell_rows(records: Iterable[dict], slides: Mapping[str, str]) -> Iterator[str]:
+    """The header first, then one row per cell of each record (records without cells give none); the
+    probabilities as one JSON object (the labels differ between bundles); the disclaimer last."""
+    yield _csv_line([*CELL_COLUMNS, "disclaimer"])
+    for r in records:
+        models = ";".join(f"{m.get('name')}@{(m.get('sha256') or '')[:12]}" for m in r.get("models") or [])
+        for d in r.get("cells") or []:
+            c = CellRecord.from_dict(d)
+            row = [
+                r["id"], r["seq"], r["captured_at"], r["sample_id"], slides.get(r["sample_id"] or "", ""),
+                r["source"], c.index, *c.box, f"{c.x:.1f}", f"{c.y:.1f}", c.kind, c.state, c.label,
+                f"{c.p_blast:.4f}", c.reason, c.reviewed_label, c.reviewer, c.reviewed_at, _counted_as(c),
+                json.dumps(d["probabilities"], sort_keys=True), models, DISCLAIMER,
+            ]  # fmt: skip
+            yield _csv_line([safe_cell(v) if v is not None else "" for v in row])

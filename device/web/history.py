@@ -23,7 +23,7 @@ from flask_babel import gettext
 
 from device.store.store import StoreError
 from device.web import queries
-from device.web.export import csv_group_rows, json_stream
+from device.web.export import csv_cell_rows, csv_group_rows, json_stream
 from device.web.live import labels_info
 from device.web.thumbs import SHA_RE, thumbnail
 
@@ -56,7 +56,7 @@ def page():
         filters = queries.parse_filters(request.args, conn=ext.conn(), default_limit=PAGE, max_limit=200)
     except queries.BadFilter as exc:
         abort(400, description=str(exc))
-    rows, cursor = queries.list_results(ext.conn(), filters)
+    rows, cursor = queries.list_results(ext.conn(), filters, with_cells=False)
     reviews = queries.reviews_for(ext.conn(), [r["id"] for r in rows])
     slides = queries.sample_slides(ext.conn(), [r["sample_id"] for r in rows])
     next_args = {**filters.query_args(), "before": cursor} if cursor else None
@@ -148,12 +148,18 @@ def export_response(filters: queries.Filters, fmt: str) -> Response:
         slides = {sample["id"]: sample["slide_id"]} if sample else _SlideLookup(ext.conn())
         body = csv_group_rows(queries.iter_record_groups(ext.conn(), filters), labels, slides)
         mimetype = "text/csv"
+    elif fmt == "cells.csv":
+        slides = {sample["id"]: sample["slide_id"]} if sample else _SlideLookup(ext.conn())
+        body = csv_cell_rows((rec for rec, _ in queries.iter_record_groups(ext.conn(), filters)), slides)
+        mimetype = "text/csv"
+        stem += "-cells"
+        fmt = "csv"
     elif fmt == "json":
         meta = {"filters": filters.query_args(), "labels": labels, "sample": sample, "exported_at": stamp}
         body = json_stream(queries.iter_records(ext.conn(), filters), meta)
         mimetype = "application/json"
     else:
-        abort(400, description=f"format: expected csv or json, not {fmt!r}")
+        abort(400, description=f"format: expected csv, cells.csv or json, not {fmt!r}")
     return Response(
         stream_with_context(body),
         mimetype=mimetype,

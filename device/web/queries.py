@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from device.store.store import records_json
+from device.store.store import record_json, records_json
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
@@ -157,8 +157,10 @@ def list_results(
     *,
     kind: str | tuple[str, ...] | None = RESULT_KINDS,
     limit: int | None = None,
+    with_cells: bool = True,
 ) -> tuple[list[dict], str | None]:
-    """One page of records matching `f`, newest first, and the cursor of the next page (or None)."""
+    """One page of records matching `f`, newest first, and the cursor of the next page (or None).
+    `with_cells=False`: the records' `cells` stay empty (pages that list records do not show them)."""
     where, args = [], []
     for col, val in (("sample_id", f.sample), ("label", f.label), ("source", f.source)):
         if val is not None:
@@ -195,7 +197,8 @@ def list_results(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY captured_at DESC, seq DESC" if f.by_time else " ORDER BY seq DESC"
     sql += " LIMIT ?"
-    rows = records_json(conn, conn.execute(sql, [*args, limit]))
+    found = conn.execute(sql, [*args, limit])
+    rows = records_json(conn, found) if with_cells else [record_json(r) for r in found]
     nxt = None
     if len(rows) == limit:
         last = rows[-1]
