@@ -238,6 +238,7 @@ def quality(reasons: list[str] | tuple[str, ...]) -> Advice:
 def refusal(reason: str | None) -> Advice:
     """A field or image the pipeline would not classify (reason in English)."""
     text = (reason or "").removeprefix("not classified: ").removeprefix("frame rejected: ")
+    text = text.removeprefix("not screened: ")
     kind, sentence = _refusal(text)
     title = gettext("No white cells in view") if kind == "no_cells" else gettext("Not classified")
     return Advice(kind, title, sentence, text, refused=True)
@@ -277,6 +278,8 @@ def for_live(result: dict[str, Any]) -> Advice | None:
         return refusal("no white cells in view")
     if state == "scale":
         return refusal(result.get("display"))
+    if state == "refused":  # a cell ensemble's field not screened (its scale): the reason says why
+        return refusal(result.get("reason"))
     if state == "rejected" or result.get("rejected") or not result.get("label"):
         return quality(list((result.get("quality") or {}).get("reasons") or []))
     if result.get("abstained"):

@@ -13,6 +13,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_app_context,
     has_request_context,
     jsonify,
     redirect,
@@ -25,7 +26,7 @@ from flask import (
 from flask_babel import gettext
 
 from device.camera.profiles import ProfileError
-from device.web import advice, i18n, live_words, security
+from device.web import advice, i18n, live_cells, live_words, security
 
 bp = Blueprint("live", __name__)
 
@@ -217,8 +218,16 @@ def result():
     return jsonify({"seq": item[0], "result": live_payload(item[1])})
 
 
+def _label_ids() -> list[str]:
+    """The bundle's label ids (a cell's colour by its label's index), or none outside an app."""
+    if not has_app_context():
+        return []
+    return [str(lb.get("id")) for lb in labels_info(current_app.extensions["smearscope"].services)]
+
+
 def live_payload(result: dict) -> dict:
-    """What the page needs of a live result (no image bytes)."""
+    """What the page needs of a live result (no image bytes). The cell keys (`cells`, `frame_size`,
+    `field_line`, `slide`) are checked one by one (`device/web/live_cells.py`)."""
     keep = (
         "id",
         "label",
@@ -246,6 +255,8 @@ def live_payload(result: dict) -> dict:
         "republished",
     )
     payload = {k: result[k] for k in keep if k in result}
+    if any(k in result for k in live_cells.KEYS):
+        payload.update(live_cells.cell_keys(result, _label_ids() if "cells" in result else ()))
     # the reader's words need the reader (a request); without one the figures go alone
     payload["view"] = live_words.view(result) if has_request_context() else None
     return payload

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_babel import gettext
+from flask_babel import format_percent, get_locale, gettext, ngettext
 
-from device.web import advice, i18n
+from device.cells.count import NO_BLASTS_SEEN, SUSPICIOUS
+from device.web import advice, i18n, live_cells
 
 
 def page_words() -> dict[str, str]:
@@ -46,6 +47,12 @@ def page_words() -> dict[str, str]:
         "stored": gettext("Field stored: {call} ({n} fields in this sample)"),
         "uncertain_short": gettext("uncertain — refer"),
         "not_stored": gettext("Not stored: {why}"),
+        "cells_call_suspicious": gettext("Suspicious — refer to a hematologist"),
+        "cells_call_no_blasts_seen": gettext("No blasts seen in {n} white cells"),
+        "cells_call_count_more": gettext("Count more cells: {n} of {target}"),
+        "cells_summary_counts": gettext(
+            "{fields} fields · {counted} white cells counted · {blasts} blasts · {unclassified} unclassified"
+        ),
     }
 
 
@@ -54,9 +61,116 @@ def view(result: dict[str, Any]) -> dict[str, Any]:
     `has_call` (bars may be read as a call) and `advice` (title, sentence, English details) when the
     field has no trustworthy call."""
     found = advice.for_live(result)
-    return {
+    out = {
         "time": i18n.clock(result.get("captured_at")),
-        "has_call": advice.has_call(result) and result.get("state") not in ("moving", "no_cells", "scale"),
+        "has_call": advice.has_call(result)
+        and result.get("state") not in ("moving", "no_cells", "scale", "refused"),
         "advice": found.to_dict() if found else None,
         "quality": advice.quality_words(list((result.get("quality") or {}).get("reasons") or [])),
+    }
+    checked = live_cells.cell_keys(result)
+    if checked:
+        out["cells"] = cell_view(checked)
+    return out
+
+
+def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
+    """The words of a cell result (`live_cells.cell_keys` output) in the reader's language: the field
+    line, the legend of the colours drawn, and the running slide count with its call when decided."""
+    cells = checked.get("cells")
+    line = checked.get("field_line")
+    if cells and (line is None or get_locale().language != "en"):
+        line = field_line(cells)  # the pipeline's own line is English
+    slide = checked.get("slide")
+    return {
+        "field_line": line,
+        "legend": legend(cells or []),
+        "slide": slide_words(slide) if slide else None,
+    }
+
+
+def field_line(cells: list[dict[str, Any]]) -> str:
+    """'7 white cells: 5 × Lymphocyte, 2 blasts' from the field's cells; bodies that are not white cells
+    are listed after it, not counted."""
+    white = [c for c in cells if c["kind"] == "white"]
+    head = ngettext("%(num)d white cell", "%(num)d white cells", len(white))
+    named: dict[str, int] = {}
+    others: dict[str, int] = {}
+    blasts = unclassified = 0
+    for c in cells:
+        if c["kind"] != "white":
+            others[c["display"]] = others.get(c["display"], 0) + 1
+        elif c["state"] == "blast":
+            blasts += 1
+        elif c["state"] == "unclassified":
+            unclassified += 1
+        else:
+            named[c["display"]] = named.get(c["display"], 0) + 1
+    parts = []
+    if blasts:
+        parts.append(ngettext("%(num)d blast", "%(num)d blasts", blasts))
+    parts += [gettext("%(num)d × %(name)s", num=n, name=name) for name, n in named.items()]
+    if unclassified:
+        parts.append(ngettext("%(num)d unclassified", "%(num)d unclassified", unclassified))
+    line = gettext("%(cells)s: %(types)s", cells=head, types=", ".join(parts)) if parts else head
+    if others:
+        listed = ", ".join(gettext("%(num)d × %(name)s", num=n, name=name) for name, n in others.items())
+        line += " " + gettext("(not counted: %(list)s)", list=listed)
+    return line
+
+
+def legend(cells: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One entry per outline style drawn (kind, state, colour, words), in the order the cells come:
+    colour is never the only sign, the words and the line (thick = blast, dashed = unclassified,
+    dotted = not a white cell) say it too."""
+    seen: dict[tuple[str, str, str], dict[str, str]] = {}
+    for c in cells:
+        key = (c["kind"], c["state"], c["colour"])
+        if key in seen:
+            continue
+        if c["kind"] != "white":
+            text = gettext("%(name)s — not counted", name=c["display"])
+        elif c["state"] == "blast":
+            text = gettext("%(name)s — blast", name=c["display"])
+            if "blast" in c["display"].lower():
+                text = c["display"]
+        elif c["state"] == "unclassified":
+            text = gettext("unclassified — review")
+        else:
+            text = c["display"]
+        seen[key] = {"kind": c["kind"], "state": c["state"], "colour": c["colour"], "text": text}
+    return list(seen.values())
+
+
+def slide_words(slide: dict[str, Any]) -> dict[str, Any]:
+    """'42 of 100 white cells counted; 3 blasts (7.1%)' and the call once it is decided."""
+    line = ngettext(
+        "%(counted)d of %(num)d white cell counted",
+        "%(counted)d of %(num)d white cells counted",
+        slide["target"],
+        counted=slide["counted"],
+    )
+    blasts = ngettext("%(num)d blast", "%(num)d blasts", slide["blasts"])
+    if slide["blast_pct"] is not None:
+        blasts += f" ({format_percent(slide['blast_pct'] / 100, '#,##0.0%')})"
+    if slide["unclassified"]:
+        blasts = gettext(
+            "%(counted)s; %(blasts)s",
+            counted=blasts,
+            blasts=ngettext("%(num)d unclassified", "%(num)d unclassified", slide["unclassified"]),
+        )
+    call = slide["call"]
+    if call == SUSPICIOUS:
+        text = gettext("Suspicious — refer to a hematologist")
+    elif call == NO_BLASTS_SEEN:
+        text = gettext("No blasts seen in %(num)d white cells", num=slide["counted"])
+    else:
+        text = ""
+    return {
+        "line": gettext("%(counted)s; %(blasts)s", counted=line, blasts=blasts),
+        "call": call,
+        "decided": call in (SUSPICIOUS, NO_BLASTS_SEEN),
+        "call_words": text,
+        "details": slide["call_text"],
+        "sample_id": slide["sample_id"],
     }

@@ -80,6 +80,88 @@
   }
   if (tilesToggle) tilesToggle.addEventListener("change", function () { drawTiles(null); });
 
+  // Cell results: every detected white cell outlined in its class colour over the picture. The SVG's
+  // viewBox is the published frame's size and it letterboxes like the image (xMidYMid meet = contain),
+  // so the boxes stay on their cells at any screen size without measuring the image.
+  var SVGNS = "http://www.w3.org/2000/svg";
+  var cellsLayer = document.getElementById("cells-layer");
+  var cellsToggle = document.getElementById("cells-toggle");
+  var cellsToggleBox = document.getElementById("cells-toggle-box");
+  var cellsInfo = document.getElementById("cells-info");
+  var fieldLine = document.getElementById("field-line");
+  var legendList = document.getElementById("cells-legend");
+  var slideBox = document.getElementById("slide-count");
+  var summaryBox = document.getElementById("summary");
+  var lastCells = null;
+
+  function cellRect(state, colour, x, y, w, h) {
+    var rc = document.createElementNS(SVGNS, "rect");
+    rc.setAttribute("class", "cell " + state);
+    rc.setAttribute("stroke", colour);
+    rc.setAttribute("x", x);
+    rc.setAttribute("y", y);
+    rc.setAttribute("width", w);
+    rc.setAttribute("height", h);
+    return rc;
+  }
+
+  function drawCells(r) {
+    if (r) lastCells = Array.isArray(r.cells) ? r : null;
+    if (!cellsLayer) return;
+    while (cellsLayer.firstChild) cellsLayer.removeChild(cellsLayer.firstChild);
+    if (cellsToggleBox) cellsToggleBox.hidden = !lastCells;
+    if (tilesToggle) tilesToggle.parentNode.hidden = !!lastCells;  // a cell result has no tiles
+    // an SVG element has no `hidden` property: the attribute itself
+    cellsLayer.toggleAttribute("hidden", !(lastCells && (!cellsToggle || cellsToggle.checked)));
+    if (!lastCells) return;
+    var size = lastCells.frame_size || [img.naturalWidth || 1, img.naturalHeight || 1];
+    cellsLayer.setAttribute("viewBox", "0 0 " + size[0] + " " + size[1]);
+    lastCells.cells.forEach(function (c) {
+      var b = c.box;
+      var rc = cellRect(c.state + " " + c.kind, c.colour, b[0], b[1], b[2] - b[0], b[3] - b[1]);
+      rc.setAttribute("data-index", c.index);
+      var title = document.createElementNS(SVGNS, "title");
+      title.textContent = c.display;
+      rc.appendChild(title);
+      cellsLayer.appendChild(rc);
+    });
+  }
+  if (cellsToggle) cellsToggle.addEventListener("change", function () { drawCells(null); });
+
+  function legendItem(entry) {
+    var li = S.el("li", "legend-" + entry.state);
+    var sw = document.createElementNS(SVGNS, "svg");
+    sw.setAttribute("viewBox", "0 0 22 16");
+    sw.setAttribute("aria-hidden", "true");
+    sw.appendChild(cellRect(entry.state + " " + entry.kind, entry.colour, 3, 3, 16, 10));
+    li.appendChild(sw);
+    li.appendChild(S.el("span", "", entry.text));
+    return li;
+  }
+
+  // the field line, the legend and the running slide count, in the reader's words (view.cells)
+  function showCellWords(r) {
+    if (!cellsInfo) return;
+    var cv = (r.view || {}).cells || null;
+    var legend = (cv && cv.legend) || [];
+    fieldLine.textContent = (cv && cv.field_line) || "";
+    legendList.textContent = "";
+    legend.forEach(function (e) { legendList.appendChild(legendItem(e)); });
+    cellsInfo.hidden = !(cv && (cv.field_line || legend.length));
+    var s = cv && cv.slide;
+    if (!s && r.state === "moving") return;  // the stage moves: the slide's count stands
+    // the station counts its newest open sample: never show that count as another sample's
+    var mine = summaryBox && summaryBox.dataset.sample;
+    if (s && s.sample_id && mine && s.sample_id !== mine) s = null;
+    slideBox.hidden = !s;
+    if (!s) return;
+    slideBox.className = "slide-count " + s.call;
+    document.getElementById("slide-line").textContent = s.line;
+    document.getElementById("slide-call").textContent = s.decided ? s.call_words : "";
+    document.getElementById("slide-details").textContent = s.details || "";
+    document.getElementById("slide-details-box").hidden = !s.details;
+  }
+
   function onResult(r) {
     lastAt = Date.now();
     results += 1;
@@ -124,6 +206,8 @@
       heat.disabled = false;
     }
     if (r.state !== "moving") { setBars(r.probabilities); drawTiles(r); }
+    drawCells(r);
+    showCellWords(r);
     var sc = r.scale_check;
     if (scaleLine && r.state !== "moving") {
       var camera = r.um_per_px ? T(r.profile ? "camera_scale_profile" : "camera_scale",
@@ -239,10 +323,26 @@
   var captureBtn = document.getElementById("capture");
   var msg = document.getElementById("capture-msg");
 
+  // a sample of counted white cells (device/cells_summary.py): its call and counts, no field fractions
+  function renderCellSummary(s) {
+    var callText = words["cells_call_" + s.call]
+      ? T("cells_call_" + s.call, {n: s.counted, target: s.goal || s.target}) : s.call_text;
+    summary.appendChild(S.el("p", "sum-call " + (s.call || ""), callText || ""));
+    summary.appendChild(S.el("p", "", T("cells_summary_counts", {fields: s.fields, counted: s.counted,
+      blasts: s.blasts, unclassified: s.unclassified})));
+  }
+
+  // a label's display name (its bar's), not its id
+  function labelName(id) {
+    var row = document.querySelector('.bar[data-label="' + CSS.escape(id || "") + '"] .bar-name');
+    return row ? row.textContent : id;
+  }
+
   function renderSummary(s) {
     if (!summary) return;
     summary.textContent = "";
     if (!s) return;
+    if (s.kind === "cells") { renderCellSummary(s); return; }
     var callText = words["call_" + s.call] ? T("call_" + s.call, {label: s.top_malignant_label}) : s.call_text;
     var call = S.el("p", "sum-call " + (s.call || ""), callText || "");
     summary.appendChild(call);
@@ -280,7 +380,7 @@
         .then(function (res) {
           if (res.ok) {
             var rec = res.data.record || {};
-            msg.textContent = T("stored", {call: rec.abstained ? T("uncertain_short") : rec.label,
+            msg.textContent = T("stored", {call: rec.abstained ? T("uncertain_short") : labelName(rec.label),
                                           n: res.data.summary ? res.data.summary.fields : "?"});
             renderSummary(res.data.summary);
           } else {
