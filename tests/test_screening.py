@@ -90,7 +90,7 @@ def test_screen_frame_gives_typed_stages_with_boxes_in_frame_pixels(cell_ensembl
     live = r.to_dict()
     assert live["frame_size"] == [img.shape[1], img.shape[0]]
     assert {tuple(c["box"]) for c in live["cells"]} == {c.box for c in r.records}
-    assert {c["colour"] for c in live["cells"] if c["state"] == "blast"} == {"#d62728"}
+    assert {c["colour"] for c in live["cells"] if c["state"] == "blast"} == {"#D55E00"}
 
 
 def test_unfamiliar_cells_are_unclassified_and_the_field_abstains(cell_ensemble, monkeypatch):

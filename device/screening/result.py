@@ -35,16 +35,19 @@ from device.screening.stages import (
     Timings,
 )
 
-BLAST_COLOUR = "#d62728"
-UNCLASSIFIED_COLOUR = "#9e9e9e"
-UNNAMED_COLOUR = "#1f77b4"
-NOT_WHITE_COLOUR = "#c7c7c7"
-#: Colours of the named types that are not blasts, in the bundle's label order (colour-blind safe first).
-TYPE_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f")
+#: Okabe-Ito colours, told apart with the common colour-vision deficiencies (the page repeats the state
+#: in the outline's line style and in words, so colour is never the only signal): a blast vermillion,
+#: an unclassified cell amber, a white cell of no named type blue, what is not a white cell grey.
+BLAST_COLOUR = "#D55E00"
+UNCLASSIFIED_COLOUR = "#E69F00"
+UNNAMED_COLOUR = "#0072B2"
+NOT_WHITE_COLOUR = "#C7C7C7"
+#: Colours of the named types that are not blasts, in the bundle's label order.
+TYPE_COLOURS = ("#56B4E9", "#009E73", "#F0E442", "#CC79A7", "#000000")
 
 
 def class_colours(labels: Sequence[Label]) -> dict[str, str]:
-    """label id → the colour its cells are outlined in (every blast red)."""
+    """label id → the colour its cells are outlined in (every blast vermillion)."""
     out, k = {}, 0
     for lb in labels:
         if lb.malignant:

@@ -11,22 +11,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from device.screening.result import BLAST_COLOUR, NOT_WHITE_COLOUR, TYPE_COLOURS, UNCLASSIFIED_COLOUR
+
 KEYS = ("cells", "frame_size", "field_line", "slide")
 STATES = ("blast", "not_blast", "unclassified")
 #: The detector's kinds (`device.cells.detect`): only white cells are counted; the others are outlined
 #: apart (dotted) so a technician sees what the detector found and left out.
 KINDS = ("white", "platelet", "other")
-NOT_COUNTED_COLOUR = "#C7C7C7"
 #: More boxes than any field holds: a runaway detector cannot make the page draw without end.
 MAX_CELLS = 500
 MAX_TEXT = 300
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
-#: Okabe-Ito colours (told apart with the common colour-vision deficiencies): a blast in vermillion,
-#: an unclassified cell in amber, the named normal types in the rest by their label's index.
-BLAST_COLOUR = "#D55E00"
-UNCLASSIFIED_COLOUR = "#E69F00"
-TYPE_COLOURS = ("#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7", "#FFFFFF")
+#: The screening's own colours (device/screening/result.py): one palette for the stored and the drawn
+NOT_COUNTED_COLOUR = NOT_WHITE_COLOUR
 
 
 def palette_colour(state: str, label: str | None, label_ids: Sequence[str] = (), kind: str = "white") -> str:
