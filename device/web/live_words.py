@@ -86,6 +86,38 @@ def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
         "field_line": line,
         "legend": legend(cells or []),
         "slide": slide_words(slide) if slide else None,
+        "call": field_call(cells or []) if cells is not None else None,
+    }
+
+
+def field_call(cells: list[dict[str, Any]]) -> dict[str, str]:
+    """The call box of a field counted cell by cell: what its white cells say, never a field label with a
+    confidence (the screen is the slide's count; a field shows its blasts and its unread cells)."""
+    white = [c for c in cells if c["kind"] == "white"]
+    blasts = sum(c["state"] == "blast" for c in white)
+    unread = sum(c["state"] == "unclassified" for c in white)
+    if not white:
+        return {
+            "kind": "uncertain",
+            "title": gettext("No white cell in this field"),
+            "sub": gettext("Move to a field with white cells."),
+        }
+    if blasts:
+        return {
+            "kind": "malignant",
+            "title": ngettext("%(num)d blast in this field", "%(num)d blasts in this field", blasts),
+            "sub": gettext("Capture it: every blast is checked in the sample's cell gallery."),
+        }
+    if unread:
+        return {
+            "kind": "uncertain",
+            "title": ngettext("%(num)d white cell not read", "%(num)d white cells not read", unread),
+            "sub": gettext("Capture it and review them in the sample's cell gallery."),
+        }
+    return {
+        "kind": "ok",
+        "title": gettext("No blast in this field"),
+        "sub": gettext("The slide is called from the count of all its fields."),
     }
 
 

@@ -173,6 +173,7 @@
     qWhy.textContent = ((r.view || {}).quality || q.reasons || []).join("; ");
     var view = r.view || {};
     var adv = view.advice;
+    var cellCall = (view.cells || {}).call || null;
     if (r.state === "moving") {
       setCall("stale", T("moving"), T("moving_sub"));
     } else if (adv && adv.refused) {
@@ -181,6 +182,9 @@
       setCall("uncertain", adv.title, T("uncertain_sub", {label: r.label}));
     } else if (!qOk) {
       setCall("poor", T("poor_quality", {label: r.label}), T("confidence", {conf: S.conf(r.confidence)}));
+    } else if (cellCall) {
+      // a field counted cell by cell: its blasts and unread cells, no field label with a confidence
+      setCall(cellCall.kind, cellCall.title, cellCall.sub);
     } else {
       var row = document.querySelector('.bar[data-label="' + CSS.escape(r.label) + '"]');
       var malignant = row ? row.querySelector(".bar-fill").classList.contains("malignant") : false;
@@ -196,7 +200,9 @@
       // no bars read as a call when none was made
       var called = view.has_call !== false;
       document.getElementById("bars").classList.toggle("no-call", !called);
-      barsNone.hidden = called;
+      barsNone.hidden = called || !!cellCall;
+      // a cell field's mean probabilities are no call: its cells are outlined and listed instead
+      document.getElementById("bars").hidden = !!cellCall;
     }
     callBox.dataset.label = r.label || "";
     if (heat && r.has_heatmap === false && !heat.checked) {
