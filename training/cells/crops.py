@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from device.cells.crop import to_pitch
+
 #: µm per pixel of the B-ALL fields at their own 224 px size (the shipped bundles' 0.37255 at 288 px).
 BALL_UM_PER_PX = 0.479
 #: µm per pixel of the PBC images, measured from their red cells (device.optics.scale, 7.5 µm red cells:
@@ -34,10 +36,6 @@ class CropSpec:
         return self.side_um / self.size
 
 
-class CropOutside(ValueError):
-    """The crop square does not lie wholly inside the image (padding would be a give-away)."""
-
-
 def crop_box(cx: float, cy: float, um_per_px: float, side_um: float) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the square of `side_um` centred on (cx, cy), in image pixels."""
     side = side_um / um_per_px
@@ -47,34 +45,11 @@ def crop_box(cx: float, cy: float, um_per_px: float, side_um: float) -> tuple[in
     return x0, y0, x0 + s, y0 + s
 
 
-def to_pitch(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
-    """`rgb` resampled to `pitch_um` per pixel when it is finer; unchanged when it is not."""
-    if um_per_px >= pitch_um:
-        return rgb
-    f = um_per_px / pitch_um
-    h, w = rgb.shape[:2]
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-
-
-def resize_to(rgb: np.ndarray, size: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if (w, h) == (size, size):
-        return rgb
-    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
-
-
-def cell_crop(rgb: np.ndarray, cx: float, cy: float, um_per_px: float, spec: CropSpec) -> np.ndarray:
-    """The model input for the cell centred at (cx, cy) of `rgb` (pixels `um_per_px` wide).
-
-    Raises CropOutside when the square leaves the image."""
-    x0, y0, x1, y1 = crop_box(cx, cy, um_per_px, spec.side_um)
-    h, w = rgb.shape[:2]
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise CropOutside(f"crop ({x0},{y0})-({x1},{y1}) leaves the {w}x{h} image")
-    patch = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-    return resize_to(to_pitch(patch, um_per_px, spec.pitch_um), spec.size)
+def leaves_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """Whether the square `box` (x0, y0, x1, y1) leaves an image of `shape` (its outside is reflected)."""
+    x0, y0, x1, y1 = box
+    h, w = shape[:2]
+    return x0 < 0 or y0 < 0 or x1 > w or y1 > h
 
 
 def degrade_detail(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
