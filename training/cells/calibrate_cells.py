@@ -37,7 +37,15 @@ from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision, de
 from device.errors import SmearscopeError
 from device.models.bundle import CellSpec, Label
 from device.models.ensemble import Ensemble
-from training.cells.cellprobs import CellTable, crop_spec, crops_root_of, load_part, run_cells, variant_fn
+from training.cells.cellprobs import (
+    CellTable,
+    crop_spec,
+    crops_root_of,
+    lab_means,
+    load_part,
+    run_cells,
+    variant_fn,
+)
 
 BLAST_GRID = tuple(round(x, 3) for x in [*np.arange(0.5, 0.95, 0.05), *np.arange(0.95, 0.9951, 0.005)])
 TYPE_GRID = tuple(round(x, 3) for x in np.arange(0.5, 0.951, 0.025))
@@ -170,10 +178,12 @@ def choose_type_threshold(
 
 def val_sets(ens: Ensemble, run_dir: Path, part: str) -> tuple[list[CellSet], dict]:
     split = json.loads((run_dir / "split.json").read_text())
-    crops, lab_means, manifest = load_part(crops_root_of(run_dir), split, part)
+    root = crops_root_of(run_dir)
+    crops, manifest = load_part(root, split, part)
+    means = lab_means(root, split, manifest)
     sets = []
     for name in ("original", *CROSS_LAB):
-        fn = variant_fn(name, lab_means, manifest)
+        fn = variant_fn(name, means, manifest)
         pairs = [(c, fn(c)) for c in crops]
         pairs = [(c, x) for c, x in pairs if x is not None]
         table = run_cells(ens, [x for _, x in pairs])

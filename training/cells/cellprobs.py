@@ -9,6 +9,7 @@ energy and content checks. A cell the checks find unfamiliar carries their reaso
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,32 +62,27 @@ def crop_spec(manifest: dict) -> CropSpec:
 
 
 def crops_root_of(run_dir: Path) -> Path:
-    import json
-
     config = json.loads((run_dir / "config.json").read_text())
     return Path(config["data"] if isinstance(config["data"], str) else config["data"][0])
 
 
-def load_part(crops_root: Path, split: dict, part: str) -> tuple[list[SplitCrop], dict[str, LabStats], dict]:
-    """The original crops (stain copies left out) of split part `part` ("val" | "test"), each lab's mean
-    colour statistics over its TRAINING crops (the cross-lab copies' targets) and the crop manifest."""
-    import json
+def _rel(crops_root: Path, path: str) -> str:
+    """A split path relative to the crop dataset (split.json holds them as `--data` gave them)."""
+    p = Path(path)
+    try:
+        return p.relative_to(crops_root).as_posix()
+    except ValueError:
+        return p.as_posix()
 
+
+def load_part(crops_root: Path, split: dict, part: str) -> tuple[list[SplitCrop], dict]:
+    """The original crops (stain copies left out) of split part `part` ("val" | "test") and the crop
+    manifest."""
     manifest = json.loads((crops_root / MANIFEST).read_text())
     records = {r["path"]: r for r in manifest["crops"]}
-
-    def rel_of(row: dict) -> str:
-        p = Path(row["path"])
-        return p.relative_to(crops_root).as_posix() if p.is_absolute() else p.as_posix()
-
-    train_stats: dict[str, list[LabStats]] = defaultdict(list)
-    for row in split["train"][::4]:  # a quarter of the training crops pins each lab's mean colour
-        r = records.get(rel_of(row))
-        if r is not None and r["copy_of"] is None:
-            train_stats[r["lab"]].append(lab_stats(read_image(crops_root / r["path"])))
     out = []
     for row in split[part]:
-        r = records.get(rel_of(row))
+        r = records.get(_rel(crops_root, row["path"]))
         if r is None:
             raise SmearscopeError(f"{row['path']}: not in {crops_root}/{MANIFEST}")
         if r["copy_of"] is not None:
@@ -103,7 +99,19 @@ def load_part(crops_root: Path, split: dict, part: str) -> tuple[list[SplitCrop]
                 read_image(crops_root / r["path"]),
             )
         )
-    return out, {lab: mean_stats(s) for lab, s in train_stats.items()}, manifest
+    return out, manifest
+
+
+def lab_means(crops_root: Path, split: dict, manifest: dict, every: int = 8) -> dict[str, LabStats]:
+    """Each lab's mean colour statistics over (every `every`-th of) its TRAINING crops: the targets of
+    the cross-lab copies."""
+    records = {r["path"]: r for r in manifest["crops"]}
+    stats: dict[str, list[LabStats]] = defaultdict(list)
+    for row in split["train"][::every]:
+        r = records.get(_rel(crops_root, row["path"]))
+        if r is not None and r["copy_of"] is None:
+            stats[r["lab"]].append(lab_stats(read_image(crops_root / r["path"])))
+    return {lab: mean_stats(s) for lab, s in stats.items()}
 
 
 def sharpen(rgb: np.ndarray, sigma: float = 1.0, amount: float = 1.0) -> np.ndarray:
@@ -113,7 +121,7 @@ def sharpen(rgb: np.ndarray, sigma: float = 1.0, amount: float = 1.0) -> np.ndar
 
 
 def variant_fn(
-    name: str, lab_means: dict[str, LabStats], manifest: dict
+    name: str, means: dict[str, LabStats], manifest: dict
 ) -> Callable[[SplitCrop], np.ndarray | None]:
     """How a crop looks in variant `name` (module docstring of training/cells/evaluate.py); None: the
     variant does not apply to that crop."""
@@ -125,9 +133,9 @@ def variant_fn(
         if name == "original":
             return c.rgb
         if name == "colour_to_other":
-            return reinhard(c.rgb, lab_means[other[c.lab]])
+            return reinhard(c.rgb, means[other[c.lab]])
         if name == "to_other_lab":
-            moved = reinhard(c.rgb, lab_means[other[c.lab]])
+            moved = reinhard(c.rgb, means[other[c.lab]])
             return moved if c.lab == "pbc" else sharpen(moved)
         if name == "pbc_full_detail":
             if c.lab != "pbc":

@@ -42,6 +42,7 @@ from training.cells.cellprobs import (
     crops_root_of,
     field_sources,
     field_tables,
+    lab_means,
     load_part,
     run_cells,
     station_fields,
@@ -158,7 +159,8 @@ def run(args: argparse.Namespace) -> dict:
     labels = list(first.labels)
     white = {lb.id: lb.white for lb in labels}
     crops_root = crops_root_of(run_dir)
-    test, lab_means, manifest = load_part(crops_root, split, "test")
+    test, manifest = load_part(crops_root, split, "test")
+    means = lab_means(crops_root, split, manifest)
     if args.limit:
         test = test[:: max(1, len(test) // args.limit)]
     out: dict = {
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     for vname in args.variants:
         t0 = time.perf_counter()
-        fn = variant_fn(vname, lab_means, manifest)
+        fn = variant_fn(vname, means, manifest)
         pairs = [(c, fn(c)) for c in test]
         pairs = [(c, x) for c, x in pairs if x is not None]
         table = run_cells(ens, [x for _, x in pairs])
@@ -209,7 +211,7 @@ def fields(ens: Ensemble, split: dict, crops_root: Path, labels, spec, white, ar
     res = {}
     parts = {}
     for part in ("val", "test"):
-        crops, _, manifest = load_part(crops_root, split, part)
+        crops, manifest = load_part(crops_root, split, part)
         src = field_sources(crops)
         if args.limit:
             src = src[:: max(1, len(src) // max(1, args.limit // 10))]
