@@ -1,21 +1,15 @@
-"""A cell crop at one physical scale and at the softer source's level of detail.
+"""The crop dataset's geometry: one physical scale, one input size, one level of detail.
 
 Two labs, two cameras: the B-ALL fields hold ~0.48 µm per pixel and are soft, the PBC cells ~0.11
-µm/px and sharp. At one physical scale sharpness alone would tell the labs apart, so every crop first
-passes through the coarse pitch (`CropSpec.pitch_um`): the square of `side_um` around the cell is
-resampled to that pitch (INTER_AREA when shrinking: the sharp source loses the detail the soft one never
-had) and only then brought to the model's input size. A source already at or above the pitch is not
-sharpened, only resized.
+µm/px and sharp. At one physical scale sharpness alone would tell the labs apart, so every crop passes
+through the coarse pitch (`CropSpec.pitch_um`) before it is brought to the model's input size. The crop
+itself is the station's, `device.cells.crop.model_input`; this module holds its parameters and where the
+square lies in the source image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import cv2
-import numpy as np
-
-from device.cells.crop import to_pitch
 
 #: µm per pixel of the B-ALL fields at their own 224 px size (the shipped bundles' 0.37255 at 288 px).
 BALL_UM_PER_PX = 0.479
@@ -50,12 +44,3 @@ def leaves_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool
     x0, y0, x1, y1 = box
     h, w = shape[:2]
     return x0 < 0 or y0 < 0 or x1 > w or y1 > h
-
-
-def degrade_detail(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
-    """`rgb` through `pitch_um` and back to its own size: the detail of a coarser camera."""
-    coarse = to_pitch(rgb, um_per_px, pitch_um)
-    if coarse is rgb:
-        return rgb
-    h, w = rgb.shape[:2]
-    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
