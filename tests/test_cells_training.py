@@ -296,3 +296,43 @@ def test_cell_figures_count_by_the_decision():
     assert m["per_type"]["hematogone"]["not_blast_unnamed"] == 1.0
     # neutrophil: named 2 times, 1 right (P = 1/2), 1 of 2 found (R = 1/2); hematogone is not in the F1
     assert m["macro_f1_normal_decision"] == pytest.approx(0.5)
+
+
+def _eval_doc() -> dict:
+    cells = {
+        "blast_sensitivity_decided": 0.995,
+        "blast_specificity_decided": 0.99,
+        "confidently_wrong": 0.004,
+        "wrong_name": 0.01,
+        "macro_f1_normal_decision": 0.93,
+        "states": {"unclassified": 0.2},
+        "confident_blast_on_normal": 0.001,
+        "blast_called_not_blast": 0.002,
+    }
+    v = {"ensemble": {"cells": cells}, "m": {"cells": cells}}
+    return {
+        "models": {"m": "0" * 64},
+        "variants": {"original": v, "colour_to_other": v},
+        "fields": {"rule": "R", "test": {"n": 10, "accuracy": 0.9, "uncertain_rate": 0.1, "wrong_rate": 0.0}},
+    }
+
+
+def test_cell_card_section_is_added_once_and_renewed(tmp_path):
+    from device.models.bundle import CellSpec, OutputSpec, write_manifest
+    from training.cells.card import BEGIN, END, write_card
+
+    labels = [Label("blast_pre", "Blast", True), Label("platelet", "Platelet", False, white=False)]
+    outputs = [OutputSpec("probabilities", (1, 2))]
+    m = Manifest("m", "mobilenetv2", labels, InputSpec(96, 96, um_per_px=0.25), outputs, "0" * 64)
+    m.cells = CellSpec(0.479, 0.95, 0.7)
+    write_manifest(tmp_path, m)
+    (tmp_path / "MODEL.md").write_text("# Model card: `m`\n\nconvert's card\n")
+    write_card(tmp_path, _eval_doc())
+    write_card(tmp_path, _eval_doc())
+    text = (tmp_path / "MODEL.md").read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and "convert's card" in text
+    assert "not a diagnosis" in text and "0.95" in text and "24 µm" in text and "99.50%" in text
+    m.cells = None
+    write_manifest(tmp_path, m)
+    with pytest.raises(SmearscopeError, match="not a cell bundle"):
+        write_card(tmp_path, _eval_doc())
