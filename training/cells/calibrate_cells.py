@@ -176,10 +176,12 @@ def choose_type_threshold(
     return chosen, at[chosen]
 
 
-def val_sets(ens: Ensemble, run_dir: Path, part: str) -> tuple[list[CellSet], dict]:
+def val_sets(ens: Ensemble, run_dir: Path, part: str, limit: int = 0) -> tuple[list[CellSet], dict]:
     split = json.loads((run_dir / "split.json").read_text())
     root = crops_root_of(run_dir)
     crops, manifest = load_part(root, split, part)
+    if limit:
+        crops = crops[:: max(1, len(crops) // limit)]
     means = lab_means(root, split, manifest)
     sets = []
     for name in ("original", *CROSS_LAB):
@@ -202,7 +204,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     targets = Targets(
         args.max_wrong, args.max_blast_on_normal, args.max_blast_missed, args.max_unnamed, args.margin
     )
-    sets, manifest = val_sets(ens, Path(args.run), args.split)
+    sets, manifest = val_sets(ens, Path(args.run), args.split, args.limit)
     bt, met, rates = choose_blast_threshold(sets, labels, targets)
     tt, types = choose_type_threshold(sets[0], labels, bt, targets)
     spec = CellSpec(float(crop_spec(manifest).pitch_um), bt, tt)
@@ -244,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         "--margin", type=float, default=d.margin, help="validation rates must stay within margin x target"
     )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--limit", type=int, default=0, help="about N crops (evenly spaced; smoke runs, no --write)"
+    )
     p.add_argument("--write", action="store_true", help="write the cells section into every bundle")
     p.add_argument("--out", help="also write the choice as JSON here")
     args = p.parse_args(argv)
+    if args.limit and args.write:
+        p.error("--limit is for smoke runs: thresholds are written only from the whole split")
     try:
         doc = calibrate(args)
     except (SmearscopeError, OSError, KeyError) as exc:
