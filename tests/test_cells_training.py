@@ -238,6 +238,9 @@ def test_image_rule_branches():
     ]
     call = field_call(two, WHITE_FLAGS, p)
     assert (call.state, call.label, call.n_blast) == ("malignant", "blast_pro", 3)  # majority subtype
+    # blasts split between subtypes: malignant, but which subtype is unsure -> uncertain with m = 0.7
+    split = RuleParams(min_blasts=2, min_share=0.5, max_unclassified=0.2, min_subtype_share=0.7)
+    assert field_call(two, WHITE_FLAGS, split).state == "uncertain"
     # one blast is below k = 2: not malignant, and not benign either (a blast was seen)
     assert (
         field_call([dec(BLAST, "blast_pre"), dec(NOT_BLAST, "hematogone")], WHITE_FLAGS, p).state
