@@ -47,7 +47,8 @@ def make_labels(ids: Sequence[str], data_roots: Sequence[Path] = ()) -> list[Lab
     out = []
     for lid in ids:
         if lid in declared:
-            out.append(Label(lid, declared[lid].display, declared[lid].malignant))
+            d = declared[lid]
+            out.append(Label(lid, d.display, d.malignant, white=d.white))
             continue
         display, malignant = KNOWN_LABELS.get(lid, (lid, None))
         out.append(Label(lid, display, malignant))

@@ -1,5 +1,5 @@
-"""A dataset's label file, `labels.json`: every label's display name and whether it is malignant (a
-blast, for a cell dataset).
+"""A dataset's label file, `labels.json`: every label's display name, whether it is malignant (a
+blast, for a cell dataset) and whether it is a white cell (counted; absent = true).
 
 A dataset declares its labels; `smearscope convert` copies them into the bundle's manifest
 (convert/bundle.make_labels reads this file when the run's data folder holds one), so no code holds a
@@ -25,6 +25,8 @@ class DatasetLabel:
     display: str
     malignant: bool
     source: str  # which dataset and rule gave it (documentation)
+    #: a white cell (counted in a differential); False for a platelet or an erythroblast (named, not counted)
+    white: bool = True
 
 
 def write_labels(root: Path, labels: list[DatasetLabel]) -> None:
@@ -45,8 +47,11 @@ def read_labels(root: Path) -> dict[str, DatasetLabel] | None:
         for e in doc["labels"]:
             if not isinstance(e.get("malignant"), bool):
                 raise ValueError(f"label {e.get('id')!r}: malignant must be true or false")
+            white = e.get("white", True)
+            if not isinstance(white, bool):
+                raise ValueError(f"label {e.get('id')!r}: white must be true or false")
             out[str(e["id"])] = DatasetLabel(
-                str(e["id"]), str(e["display"]), e["malignant"], str(e.get("source", ""))
+                str(e["id"]), str(e["display"]), e["malignant"], str(e.get("source", "")), white
             )
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -1,5 +1,6 @@
-"""training/cells: crop builder (scale, detail, manifest, groups), Reinhard transfer, label flags read
-from the dataset, the field rule. Generated images only (no ../shared)."""
+"""training/cells: crop builder (the station's crop, edge cells, manifest, groups), Reinhard transfer,
+label flags read from the dataset (malignant, white) and copied into the manifest, the image rule, the
+per-cell figures. Generated images only (no ../shared)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import numpy as np
 import pytest
 
 from convert.bundle import make_labels
+from device.cells.crop import model_input, to_pitch
+from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision
+from device.cells.detect import WHITE, Cell
 from device.dataset_labels import DatasetLabel, read_labels, write_labels
 from device.errors import SmearscopeError
+from device.models.bundle import InputSpec, Label, Manifest
 from training.cells import build_crops
-from training.cells.crops import CropOutside, CropSpec, cell_crop, degrade_detail, to_pitch
-from training.cells.detect import FoundCell, nucleus_centres
-from training.cells.image_rule import CellCall, field_call
+from training.cells.crops import CropSpec
+from training.cells.image_rule import RuleParams, choose_rule, field_call, score
 from training.cells.stain import LabStats, lab_stats, reinhard
 from training.sources import scan_sources
 
@@ -38,32 +42,35 @@ def dark_area_um2(rgb: np.ndarray, um_per_px: float) -> float:
     return float((rgb[..., 1] < 120).sum()) * um_per_px**2
 
 
+def cell(x: float, y: float) -> Cell:
+    return Cell(x, y, (int(x) - 5, int(y) - 5, int(x) + 5, int(y) + 5), 50.0, 120.0, WHITE, 1.0, False)
+
+
 def test_crop_keeps_physical_size_across_sources():
     spec = CropSpec(side_um=24.0, size=96, pitch_um=0.48)
     fine = smear(400, 400, [(200, 200, 10.0)], 0.1)  # a 10 µm disk at 0.1 µm/px
     coarse = smear(120, 120, [(60, 60, 10.0)], 0.48)  # the same disk at 0.48 µm/px
-    a = dark_area_um2(cell_crop(fine, 200, 200, 0.1, spec), spec.um_per_px)
-    b = dark_area_um2(cell_crop(coarse, 60, 60, 0.48, spec), spec.um_per_px)
+    a = dark_area_um2(build_crops.cell_input(fine, cell(200, 200), 0.1, spec), spec.um_per_px)
+    b = dark_area_um2(build_crops.cell_input(coarse, cell(60, 60), 0.48, spec), spec.um_per_px)
     true = np.pi * 25.0
     assert abs(a - true) / true < 0.12 and abs(b - true) / true < 0.12
-    assert cell_crop(fine, 200, 200, 0.1, spec).shape == (96, 96, 3)
+    assert build_crops.cell_input(fine, cell(200, 200), 0.1, spec).shape == (96, 96, 3)
 
 
-def test_crop_refuses_to_leave_the_image():
-    with pytest.raises(CropOutside):
-        cell_crop(np.zeros((100, 100, 3), np.uint8), 5, 50, 0.48, CropSpec())
+def test_crop_is_the_stations_model_input_even_at_the_border():
+    spec = CropSpec(side_um=24.0, size=96, pitch_um=0.479)
+    img = smear(224, 224, [(6, 100, 8.0)], 0.479)
+    c = cell(6, 100)
+    got = build_crops.cell_input(img, c, 0.479, spec)
+    want = model_input(img, c, 0.479, size=96, input_um_per_px=0.25, pitch_um=0.479)
+    assert np.array_equal(got, want)  # reflected at the border, exactly as the station reads it
 
 
 def test_detail_is_brought_to_the_coarse_pitch():
     rng = np.random.default_rng(0)
     fine = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)  # detail at every pixel
-    soft = degrade_detail(fine, 0.1, 0.48)
-    assert soft.shape == fine.shape
-    # 1-px detail is averaged away: the local differences shrink several-fold
-    assert (
-        np.abs(np.diff(soft.astype(float), axis=1)).mean()
-        < 0.4 * np.abs(np.diff(fine.astype(float), axis=1)).mean()
-    )
+    soft = to_pitch(fine, 0.1, 0.48)
+    assert soft.shape[:2] == (42, 42)  # 20 µm at 0.48 µm/px
     assert to_pitch(fine, 0.5, 0.48) is fine  # a source at or above the pitch is not touched
 
 
@@ -79,15 +86,6 @@ def test_reinhard_moves_statistics_onto_the_target():
     assert np.abs(same.astype(int) - src.astype(int)).max() <= 2
     flat = np.full((8, 8, 3), 200, np.uint8)  # no colour spread: shifted, never divided by zero
     assert reinhard(flat, LabStats((50.0, 0.0, 0.0), (5.0, 5.0, 5.0))).shape == flat.shape
-
-
-def test_nucleus_centres_finds_cells_not_specks():
-    um = 0.48
-    img = smear(224, 224, [(60, 60, 7.0), (160, 150, 9.0), (120, 30, 2.0)], um)  # 2 µm speck: no cell
-    found = nucleus_centres(img, um)
-    got = sorted((c.x, c.y) for c in found)
-    assert len(got) == 2
-    assert np.abs(np.array(got) - [(60, 60), (160, 150)]).max() <= 1.5
 
 
 def noisy(img: np.ndarray, seed: int) -> np.ndarray:
@@ -129,18 +127,18 @@ def _args(ball: Path, pbc: Path, out: Path, copies: float = 1.0) -> argparse.Nam
 
 def test_build_crops_writes_dataset_manifest_labels_and_groups(tmp_path, monkeypatch):
     ball, pbc = _datasets(tmp_path)
-    cells = [
-        FoundCell(70, 70, 50.0, "test"),
-        FoundCell(150, 150, 50.0, "test"),
-        FoundCell(5, 5, 50.0, "test"),
-    ]
+    cells = [cell(70, 70), cell(150, 150), cell(5, 5)]
     monkeypatch.setattr(build_crops, "white_cells", lambda rgb, um: cells)
     out = tmp_path / "crops"
     doc = build_crops.build(_args(ball, pbc, out))
     counts = doc["counts"]
     assert counts["ball_images"] == 8 and counts["ball_cells_at_edge"] == 8  # the (5, 5) cell of each image
-    assert counts["crops"] == 8 * 2 + 8 and counts["stain_copies_written"] == counts["crops"]
-    assert counts["per_label"]["blast_pre"] == 4 and counts["per_label"]["neutrophil"] == 1
+    # the border cell is kept (the station sees it, reflected) and flagged
+    assert counts["crops"] == 8 * 3 + 8 and counts["stain_copies_written"] == counts["crops"]
+    assert counts["per_label"]["blast_pre"] == 6 and counts["per_label"]["neutrophil"] == 1
+    edge = [r for r in doc["crops"] if r["edge"]]
+    assert len(edge) == 2 * 8 and all(r["path"].split(".")[-2] in ("2", "rh") for r in edge)
+    assert not any(r["edge"] for r in doc["crops"] if r["lab"] == "pbc")
     for rec in doc["crops"]:
         img = cv2.imread(str(out / rec["path"]))
         assert img.shape == (64, 64, 3)
@@ -163,6 +161,8 @@ def test_build_crops_writes_dataset_manifest_labels_and_groups(tmp_path, monkeyp
     labels = read_labels(out)
     assert labels["blast_early"].malignant is True and labels["hematogone"].malignant is False
     assert labels["lymphocyte"].malignant is False
+    assert labels["lymphocyte"].white and labels["hematogone"].white and labels["blast_pre"].white
+    assert not labels["platelet"].white and not labels["erythroblast"].white
     # a rebuild replaces the crop dataset; a folder that is not one is refused
     build_crops.build(_args(ball, pbc, out, copies=0.0))
     assert not any(p.name.endswith(".rh.png") for p in out.rglob("*.png"))
@@ -189,42 +189,153 @@ def test_malignant_flags_come_from_the_dataset(tmp_path):
         read_labels(tmp_path)
 
 
-def test_field_rule_is_safety_first():
-    blast = {"blast_pre": True, "blast_pro": True, "hematogone": False, "neutrophil": False}
-    c = CellCall
-    one_blast = field_call([c("hematogone", 0.99, False), c("blast_pre", 0.9, False)], blast)
-    assert (one_blast.state, one_blast.label) == ("malignant", "blast_pre")
-    vote = field_call(
-        [c("blast_pro", 0.9, False), c("blast_pre", 0.9, False), c("blast_pro", 0.8, False)], blast
+def test_white_flag_round_trips_and_reaches_the_manifest(tmp_path):
+    write_labels(
+        tmp_path,
+        [
+            DatasetLabel("platelet", "Platelet", False, "t", white=False),
+            DatasetLabel("lymphocyte", "Lymphocyte", False, "t"),
+        ],
     )
-    assert vote.label == "blast_pro"
-    assert field_call([c("hematogone", 0.99, False), c("blast_pre", 0.6, True)], blast).state == "uncertain"
-    assert field_call([c("hematogone", 0.99, False), c("neutrophil", 0.98, False)], blast).state == "benign"
-    assert field_call([], blast).state == "no_cells"
-    assert field_call([c("unknown", 0.99, False)], blast).state == "malignant"  # undeclared counts as a blast
+    doc = json.loads((tmp_path / "labels.json").read_text())
+    assert [e["white"] for e in doc["labels"]] == [False, True]
+    back = read_labels(tmp_path)
+    assert back["platelet"].white is False and back["lymphocyte"].white is True
+    labels = make_labels(["platelet", "lymphocyte"], [tmp_path])
+    assert [lb.white for lb in labels] == [False, True]
+    m = Manifest("m", "mobilenetv2", labels, InputSpec(96, 96), [], "0" * 64)
+    assert [e.get("white", True) for e in m.to_dict()["labels"]] == [False, True]
+    # a labels file without the flag (written before it existed): every label is a white cell
+    doc["labels"] = [{k: v for k, v in e.items() if k != "white"} for e in doc["labels"]]
+    (tmp_path / "labels.json").write_text(json.dumps(doc))
+    assert all(lb.white for lb in read_labels(tmp_path).values())
+    doc["labels"][0]["white"] = "no"
+    (tmp_path / "labels.json").write_text(json.dumps(doc))
+    with pytest.raises(SmearscopeError, match="white must be true or false"):
+        read_labels(tmp_path)
 
 
-def test_cell_metrics_count_blasts_by_declared_flags():
-    from training.cells.evaluate import cell_metrics
+def dec(state: str, label: str | None, conf: float = 0.9) -> CellDecision:
+    return CellDecision(state, label, 0.99 if state == BLAST else 0.01, conf)
 
-    labels = ["blast_pre", "hematogone", "neutrophil"]
-    blast = {"blast_pre": True, "hematogone": False, "neutrophil": False}
-    truth = ["blast_pre", "blast_pre", "blast_pre", "blast_pre", "neutrophil", "neutrophil", "hematogone"]
-    c = CellCall
-    calls = [
-        c("blast_pre", 0.99, False),
-        c("blast_pre", 0.5, True),  # uncertain, right arg-max
-        c("neutrophil", 0.95, False),  # a blast confidently called normal
-        c("hematogone", 0.4, True),  # uncertain, wrong arg-max
-        c("neutrophil", 0.99, False),
-        c("blast_pre", 0.97, False),  # a normal cell confidently called a blast
-        c("hematogone", 0.9, False),
+
+WHITE_FLAGS = {
+    "blast_pre": True,
+    "blast_pro": True,
+    "hematogone": True,
+    "lymphocyte": True,
+    "platelet": False,
+}
+
+
+def test_image_rule_branches():
+    p = RuleParams(min_blasts=2, min_share=0.5, max_unclassified=0.2)
+    two = [
+        dec(BLAST, "blast_pro"),
+        dec(BLAST, "blast_pre", 0.8),
+        dec(BLAST, "blast_pro"),
+        dec(NOT_BLAST, None),
     ]
-    m = cell_metrics(truth, calls, labels, blast, ["neutrophil"])
-    assert m["blast_sensitivity"] == pytest.approx(2 / 4)
-    assert m["blast_specificity"] == pytest.approx(2 / 3)
-    assert m["confident_blast_on_normal"] == pytest.approx(1 / 3)
-    assert m["blast_called_normal_confident"] == pytest.approx(1 / 4)
-    assert m["uncertain"] == pytest.approx(2 / 7)
+    call = field_call(two, WHITE_FLAGS, p)
+    assert (call.state, call.label, call.n_blast) == ("malignant", "blast_pro", 3)  # majority subtype
+    # blasts split between subtypes: malignant, but which subtype is unsure -> uncertain with m = 0.7
+    split = RuleParams(min_blasts=2, min_share=0.5, max_unclassified=0.2, min_subtype_share=0.7)
+    assert field_call(two, WHITE_FLAGS, split).state == "uncertain"
+    # one blast is below k = 2: not malignant, and not benign either (a blast was seen)
+    assert (
+        field_call([dec(BLAST, "blast_pre"), dec(NOT_BLAST, "hematogone")], WHITE_FLAGS, p).state
+        == "uncertain"
+    )
+    # blasts below s of the decided cells
+    few = [dec(BLAST, "blast_pre")] * 2 + [dec(NOT_BLAST, "lymphocyte")] * 3
+    assert field_call(few, WHITE_FLAGS, p).state == "uncertain"
+    benign = [dec(NOT_BLAST, "hematogone")] + [dec(NOT_BLAST, "lymphocyte")] * 4
+    assert field_call(benign, WHITE_FLAGS, p).state == "benign"
+    assert field_call(benign + [dec(UNCLASSIFIED, None)] * 2, WHITE_FLAGS, p).state == "uncertain"  # 2/7 > u
+    no_marker = [dec(NOT_BLAST, "lymphocyte")] * 3
+    assert field_call(no_marker, WHITE_FLAGS, p).state == "uncertain"  # benign needs a named hematogone
+    # platelets are not white cells: a field of platelets has no cells
+    assert field_call([dec(NOT_BLAST, "platelet")], WHITE_FLAGS, p).state == "no_cells"
+    assert field_call([], WHITE_FLAGS, p).state == "no_cells"
+
+
+def test_choose_rule_keeps_wrong_fields_within_the_limit():
+    blast_field = [dec(BLAST, "blast_pre")] * 3 + [dec(NOT_BLAST, "hematogone")]
+    benign_field = [dec(NOT_BLAST, "hematogone")] * 3
+    # a benign field with one hematogone called a blast: k = 1 calls it malignant (wrong)
+    tricky = [dec(BLAST, "blast_pre")] + [dec(NOT_BLAST, "hematogone")] * 4
+    fields = [(blast_field, "blast_pre")] * 5 + [(benign_field, "hematogone")] * 5 + [(tricky, "hematogone")]
+    params, sc = choose_rule(fields, WHITE_FLAGS, max_wrong=0.0)
+    assert sc.wrong == 0 and sc.correct == 10 and sc.uncertain == 1
+    assert params.min_blasts >= 2 or params.min_share > 0.2
+    calls = [(field_call(d, WHITE_FLAGS, RuleParams()), t) for d, t in fields]
+    assert score(calls).wrong == 1  # the permissive rule would have made the error
+
+
+def test_cell_figures_count_by_the_decision():
+    from training.cells.evaluate import cell_figures
+
+    labels = [Label("blast_pre", "B", True), Label("hematogone", "H", False), Label("neutrophil", "N", False)]
+    truth = ["blast_pre", "blast_pre", "blast_pre", "blast_pre", "neutrophil", "neutrophil", "hematogone"]
+    decs = [
+        dec(BLAST, "blast_pre"),
+        dec(UNCLASSIFIED, None),
+        dec(NOT_BLAST, "neutrophil"),  # a blast decided not a blast
+        dec(BLAST, "blast_pre"),
+        dec(NOT_BLAST, "neutrophil"),
+        dec(BLAST, "blast_pre"),  # a normal cell decided a blast
+        dec(NOT_BLAST, None),  # not a blast, type unnamed
+    ]
+    probs = np.eye(3)[[0, 0, 2, 0, 2, 0, 1]].astype(np.float32)
+    m = cell_figures(truth, decs, probs, labels)
+    assert m["blast_sensitivity_decided"] == pytest.approx(2 / 3)
+    assert m["blast_specificity_decided"] == pytest.approx(2 / 3)
+    assert m["states"]["unclassified"] == pytest.approx(1 / 7)
     assert m["confidently_wrong"] == pytest.approx(2 / 7)
-    assert m["macro_f1_normal_types"] == pytest.approx(2 * 0.5 * 0.5 / 1.0)  # neutrophil P = R = 1/2
+    assert m["confident_blast_on_normal"] == pytest.approx(1 / 3)
+    assert m["blast_called_not_blast"] == pytest.approx(1 / 4)
+    n = m["per_type"]["neutrophil"]
+    assert n["named_correct"] == pytest.approx(0.5) and n["confident_blast"] == pytest.approx(0.5)
+    assert m["per_type"]["hematogone"]["not_blast_unnamed"] == 1.0
+    # neutrophil: named 2 times, 1 right (P = 1/2), 1 of 2 found (R = 1/2); hematogone is not in the F1
+    assert m["macro_f1_normal_decision"] == pytest.approx(0.5)
+
+
+def _eval_doc() -> dict:
+    cells = {
+        "blast_sensitivity_decided": 0.995,
+        "blast_specificity_decided": 0.99,
+        "confidently_wrong": 0.004,
+        "wrong_name": 0.01,
+        "macro_f1_normal_decision": 0.93,
+        "states": {"unclassified": 0.2},
+        "confident_blast_on_normal": 0.001,
+        "blast_called_not_blast": 0.002,
+    }
+    v = {"ensemble": {"cells": cells}, "m": {"cells": cells}}
+    return {
+        "models": {"m": "0" * 64},
+        "variants": {"original": v, "colour_to_other": v},
+        "fields": {"rule": "R", "test": {"n": 10, "accuracy": 0.9, "uncertain_rate": 0.1, "wrong_rate": 0.0}},
+    }
+
+
+def test_cell_card_section_is_added_once_and_renewed(tmp_path):
+    from device.models.bundle import CellSpec, OutputSpec, write_manifest
+    from training.cells.card import BEGIN, END, write_card
+
+    labels = [Label("blast_pre", "Blast", True), Label("platelet", "Platelet", False, white=False)]
+    outputs = [OutputSpec("probabilities", (1, 2))]
+    m = Manifest("m", "mobilenetv2", labels, InputSpec(96, 96, um_per_px=0.25), outputs, "0" * 64)
+    m.cells = CellSpec(0.479, 0.95, 0.7)
+    write_manifest(tmp_path, m)
+    (tmp_path / "MODEL.md").write_text("# Model card: `m`\n\nconvert's card\n")
+    write_card(tmp_path, _eval_doc())
+    write_card(tmp_path, _eval_doc())
+    text = (tmp_path / "MODEL.md").read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and "convert's card" in text
+    assert "not a diagnosis" in text and "0.95" in text and "24 µm" in text and "99.50%" in text
+    m.cells = None
+    write_manifest(tmp_path, m)
+    with pytest.raises(SmearscopeError, match="not a cell bundle"):
+        write_card(tmp_path, _eval_doc())

@@ -34,12 +34,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from device.cells.crop import model_input
+from device.cells.detect import WHITE, Cell, detect_cells
 from device.dataset_labels import DatasetLabel, write_labels
 from device.errors import ImageError, SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.preprocess import apply_white_reference, read_image
-from training.cells.crops import BALL_UM_PER_PX, PBC_UM_PER_PX, CropOutside, CropSpec, cell_crop, crop_box
-from training.cells.detect import white_cells
+from training.cells.crops import BALL_UM_PER_PX, PBC_UM_PER_PX, CropSpec, crop_box, leaves_image
 from training.cells.stain import lab_stats, reinhard
 
 log = logging.getLogger("smearscope.cells")
@@ -69,6 +70,9 @@ PBC_LABELS: dict[str, str] = {
     "platelet": "Platelet",
 }
 
+#: Named by the classifier but not white cells: listed, never counted in a differential.
+NOT_WHITE = frozenset({"platelet", "erythroblast"})
+
 
 @dataclass
 class CropRecord:
@@ -81,6 +85,7 @@ class CropRecord:
     group: str
     copy_of: str | None = None  # a stain copy: the original crop's path
     detector: str | None = None
+    edge: bool = False  # the crop square leaves the source image (its outside part is reflected)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -110,6 +115,18 @@ def _white_referenced(root: Path, folders: list[str], flag: str, limit: int | No
             yield folder, img_path, rgb
 
 
+def cell_input(rgb: np.ndarray, cell: Cell, um_per_px: float, spec: CropSpec) -> np.ndarray:
+    """The crop of `cell` exactly as the station makes it (`device.cells.crop.model_input`)."""
+    return model_input(
+        rgb, cell, um_per_px, size=spec.size, input_um_per_px=spec.um_per_px, pitch_um=spec.pitch_um
+    )
+
+
+def white_cells(rgb: np.ndarray, um_per_px: float) -> list[Cell]:
+    """The white cells of a white-referenced field, found by the station's detector."""
+    return [c for c in detect_cells(rgb, um_per_px) if c.kind == WHITE]
+
+
 def ball_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: int | None, stats: dict):
     for folder, img_path, rgb in _white_referenced(root, list(BALL_LABELS), "--ball", limit, stats):
         label = BALL_LABELS[folder][0]
@@ -120,11 +137,10 @@ def ball_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: i
             stats["ball_images_without_cells"] += 1
         group = f"ball.{img_path.stem}"
         for i, c in enumerate(cells):
-            try:
-                crop = cell_crop(rgb, c.x, c.y, um_per_px, spec)
-            except CropOutside:
-                stats["ball_cells_at_edge"] += 1
-                continue
+            box = crop_box(c.x, c.y, um_per_px, spec.side_um)
+            edge = leaves_image(box, rgb.shape)
+            stats["ball_cells_at_edge"] += edge
+            crop = cell_input(rgb, c, um_per_px, spec)
             rel = f"{label}/{group}.{i}.png"
             _write_png(out / rel, crop)
             yield (
@@ -134,9 +150,10 @@ def ball_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: i
                     "ball",
                     f"{folder}/{img_path.name}",
                     folder,
-                    list(crop_box(c.x, c.y, um_per_px, spec.side_um)),
+                    list(box),
                     group,
-                    detector=c.detector,
+                    detector="device.cells.detect",
+                    edge=edge,
                 ),
                 crop,
             )
@@ -145,26 +162,18 @@ def ball_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: i
 def pbc_crops(root: Path, out: Path, spec: CropSpec, um_per_px: float, limit: int | None, stats: dict):
     for folder, img_path, rgb in _white_referenced(root, list(PBC_LABELS), "--pbc", limit, stats):
         h, w = rgb.shape[:2]
-        cx, cy = w / 2, h / 2  # the named cell is centred in every PBC image
-        try:
-            crop = cell_crop(rgb, cx, cy, um_per_px, spec)
-        except CropOutside:
-            stats["pbc_too_small"] += 1
-            continue
+        # the named cell is centred in every PBC image; its box is the crop's (no detector needed)
+        box = crop_box(w / 2, h / 2, um_per_px, spec.side_um)
+        centred = Cell(w / 2, h / 2, box, 0.0, 0.0, WHITE, 1.0, touches_edge=False)
+        edge = leaves_image(box, rgb.shape)
         stats["pbc_images"] += 1
+        stats["pbc_at_edge"] += edge
+        crop = cell_input(rgb, centred, um_per_px, spec)
         group = f"pbc.{img_path.stem}"
         rel = f"{folder}/{group}.0.png"
         _write_png(out / rel, crop)
         yield (
-            CropRecord(
-                rel,
-                folder,
-                "pbc",
-                f"{folder}/{img_path.name}",
-                folder,
-                list(crop_box(cx, cy, um_per_px, spec.side_um)),
-                group,
-            ),
+            CropRecord(rel, folder, "pbc", f"{folder}/{img_path.name}", folder, list(box), group, edge=edge),
             crop,
         )
 
@@ -198,6 +207,7 @@ def add_stain_copies(
                 r.group,
                 copy_of=r.path,
                 detector=r.detector,
+                edge=r.edge,
             )
         )
     return copies
@@ -221,7 +231,7 @@ def build(args: argparse.Namespace) -> dict:
             "ball_images_without_cells",
             "ball_cells_at_edge",
             "pbc_images",
-            "pbc_too_small",
+            "pbc_at_edge",
         ],
         0,
     )
@@ -239,7 +249,10 @@ def build(args: argparse.Namespace) -> dict:
         DatasetLabel(lb, disp, blast, f"B-ALL folder {folder}")
         for folder, (lb, disp, blast) in BALL_LABELS.items()
     ]
-    labels += [DatasetLabel(lb, disp, False, f"PBC folder {lb}") for lb, disp in PBC_LABELS.items()]
+    labels += [
+        DatasetLabel(lb, disp, False, f"PBC folder {lb}", white=lb not in NOT_WHITE)
+        for lb, disp in PBC_LABELS.items()
+    ]
     write_labels(tmp, labels)
     per_label: dict[str, int] = {}
     for r in records:

@@ -1,19 +1,15 @@
-"""A cell crop at one physical scale and at the softer source's level of detail.
+"""The crop dataset's geometry: one physical scale, one input size, one level of detail.
 
 Two labs, two cameras: the B-ALL fields hold ~0.48 µm per pixel and are soft, the PBC cells ~0.11
-µm/px and sharp. At one physical scale sharpness alone would tell the labs apart, so every crop first
-passes through the coarse pitch (`CropSpec.pitch_um`): the square of `side_um` around the cell is
-resampled to that pitch (INTER_AREA when shrinking: the sharp source loses the detail the soft one never
-had) and only then brought to the model's input size. A source already at or above the pitch is not
-sharpened, only resized.
+µm/px and sharp. At one physical scale sharpness alone would tell the labs apart, so every crop passes
+through the coarse pitch (`CropSpec.pitch_um`) before it is brought to the model's input size. The crop
+itself is the station's, `device.cells.crop.model_input`; this module holds its parameters and where the
+square lies in the source image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import cv2
-import numpy as np
 
 #: µm per pixel of the B-ALL fields at their own 224 px size (the shipped bundles' 0.37255 at 288 px).
 BALL_UM_PER_PX = 0.479
@@ -34,10 +30,6 @@ class CropSpec:
         return self.side_um / self.size
 
 
-class CropOutside(ValueError):
-    """The crop square does not lie wholly inside the image (padding would be a give-away)."""
-
-
 def crop_box(cx: float, cy: float, um_per_px: float, side_um: float) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the square of `side_um` centred on (cx, cy), in image pixels."""
     side = side_um / um_per_px
@@ -47,40 +39,8 @@ def crop_box(cx: float, cy: float, um_per_px: float, side_um: float) -> tuple[in
     return x0, y0, x0 + s, y0 + s
 
 
-def to_pitch(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
-    """`rgb` resampled to `pitch_um` per pixel when it is finer; unchanged when it is not."""
-    if um_per_px >= pitch_um:
-        return rgb
-    f = um_per_px / pitch_um
-    h, w = rgb.shape[:2]
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-
-
-def resize_to(rgb: np.ndarray, size: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if (w, h) == (size, size):
-        return rgb
-    interp = cv2.INTER_AREA if w > size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
-
-
-def cell_crop(rgb: np.ndarray, cx: float, cy: float, um_per_px: float, spec: CropSpec) -> np.ndarray:
-    """The model input for the cell centred at (cx, cy) of `rgb` (pixels `um_per_px` wide).
-
-    Raises CropOutside when the square leaves the image."""
-    x0, y0, x1, y1 = crop_box(cx, cy, um_per_px, spec.side_um)
-    h, w = rgb.shape[:2]
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise CropOutside(f"crop ({x0},{y0})-({x1},{y1}) leaves the {w}x{h} image")
-    patch = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-    return resize_to(to_pitch(patch, um_per_px, spec.pitch_um), spec.size)
-
-
-def degrade_detail(rgb: np.ndarray, um_per_px: float, pitch_um: float) -> np.ndarray:
-    """`rgb` through `pitch_um` and back to its own size: the detail of a coarser camera."""
-    coarse = to_pitch(rgb, um_per_px, pitch_um)
-    if coarse is rgb:
-        return rgb
-    h, w = rgb.shape[:2]
-    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
+def leaves_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """Whether the square `box` (x0, y0, x1, y1) leaves an image of `shape` (its outside is reflected)."""
+    x0, y0, x1, y1 = box
+    h, w = shape[:2]
+    return x0 < 0 or y0 < 0 or x1 > w or y1 > h

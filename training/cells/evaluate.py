@@ -1,19 +1,19 @@
 """Per-cell and per-field figures of cell-classifier bundles on the crop dataset's TEST split, with the
 cross-lab copies: `python -m training.cells.evaluate --model B1 --model B2 --run RUN --out PREFIX`.
 
-Runs the device's own code path (`device.models.ensemble.Ensemble` on each crop) for the ensemble of all
-`--model`s and for each member alone, on the test split's original crops (stain copies left out) and on
-copies made to look like the other lab:
-- `original`: the crops as built (every crop already at the B-ALL pitch's detail);
+The station's code path: `device.models.ensemble.Ensemble` (soft vote, temperature, colour / energy /
+content checks) on each crop, then `device.cells.decide.decide` with the FIRST bundle's `cells` section
+(blast / not_blast / unclassified, the type when named). The members alone are read from the same pass
+(`Prediction.per_model`, with the ensemble's unfamiliar flags). Variants of each test crop:
+- `original`: the crops as built (`training.cells.build_crops`: the station's detector and crop);
 - `colour_to_other`: each crop moved onto the OTHER lab's mean Reinhard statistics (its training crops);
 - `to_other_lab`: PBC crops in the B-ALL lab's colour (their detail already is the B-ALL lab's); B-ALL
-  crops in the PBC lab's colour and sharpened (unsharp mask: the crisper camera's look, since detail the
-  soft camera never recorded cannot be added);
+  crops in the PBC lab's colour and sharpened (unsharp mask: a crisper camera's look);
 - `pbc_full_detail`: PBC crops re-cut from their source image WITHOUT the pitch step (a sharp camera).
-Targets: confident "blast" on a normal cell <= 1% and blasts called a normal type <= 1% on the
-cross-lab copies; on `original`: blast sensitivity >= 99%, specificity >= 99.5%, macro-F1 over the
-normal types >= 0.95, confidently wrong <= 0.5%, B-ALL field accuracy (training/cells/image_rule.py)
->= 99.5%. The split is per source image (no patient ids): figures are optimistic for new patients.
+Fields: the B-ALL fields of the validation split choose the image rule's k, s, u
+(`training/cells/image_rule.py`); the test fields are then read as the station reads them (white
+reference, `detect_cells`, `model_input`) and called by that rule.
+The split is per source image (no patient ids): figures are optimistic for new patients.
 """
 
 from __future__ import annotations
@@ -22,301 +22,224 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
-from device.metrics import report
+from device.models.bundle import CellSpec, Label
 from device.models.ensemble import Ensemble
 from device.models.model import TFLiteModel
-from device.preprocess import apply_white_reference, read_image
-from training.cells.build_crops import MANIFEST
-from training.cells.crops import CropSpec, resize_to
-from training.cells.image_rule import RULE, CellCall, field_call
-from training.cells.stain import LabStats, lab_stats, mean_stats, reinhard
+from training.cells.calibrate_cells import decisions
+from training.cells.cellprobs import (
+    VARIANTS,
+    CellTable,
+    crop_spec,
+    crops_root_of,
+    field_sources,
+    field_tables,
+    lab_means,
+    load_part,
+    run_cells,
+    station_fields,
+    variant_fn,
+)
+from training.cells.image_rule import choose_rule, field_call, score
 
 SPLIT_NOTE = (
     "split per source image (all crops of a field or PBC image on one side); the file names carry no "
     "patient ids, so one patient's fields can sit on both sides: optimistic for new patients"
 )
-VARIANTS = ("original", "colour_to_other", "to_other_lab", "pbc_full_detail")
+TARGETS = {
+    "blast_sensitivity": ">= 99%",
+    "blast_specificity": ">= 99.5%",
+    "macro_f1_normal": ">= 0.95",
+    "confidently_wrong": "<= 0.5%",
+    "field_accuracy": ">= 99.5%",
+    "field_confidently_wrong": "<= 0.5%",
+    "confident_blast_on_each_normal_type": "<= 1% (other labs)",
+    "uncertain_each_normal_type": "<= 20% (other labs)",
+    "blast_called_not_blast": "<= 1% (cross-lab copies)",
+}
 
 
-@dataclass
-class TestCrop:
-    rel: str
-    label: str
-    lab: str
-    source_image: str
-    source_class: str
-    box: list[int]
-    rgb: np.ndarray
+def _frac(num: int | float, den: int | float) -> float | None:
+    return float(num) / float(den) if den else None
 
 
-def sharpen(rgb: np.ndarray, sigma: float = 1.0, amount: float = 1.0) -> np.ndarray:
-    blur = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), sigma)
-    out = rgb.astype(np.float32) * (1 + amount) - blur * amount
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def load_test(crops_root: Path, split: dict) -> tuple[list[TestCrop], dict[str, LabStats], dict]:
-    manifest = json.loads((crops_root / MANIFEST).read_text())
-    records = {r["path"]: r for r in manifest["crops"]}
-
-    def rel_of(row: dict) -> str:
-        p = Path(row["path"])
-        return p.relative_to(crops_root).as_posix() if p.is_absolute() else p.as_posix()
-
-    train_stats: dict[str, list[LabStats]] = defaultdict(list)
-    for row in split["train"]:
-        r = records.get(rel_of(row))
-        if r is not None and r["copy_of"] is None:
-            train_stats[r["lab"]].append(lab_stats(read_image(crops_root / r["path"])))
-    test = []
-    for row in split["test"]:
-        r = records.get(rel_of(row))
-        if r is None:
-            raise SmearscopeError(f"{row['path']}: not in {crops_root}/{MANIFEST}")
-        if r["copy_of"] is not None:
-            continue
-        test.append(
-            TestCrop(
-                r["path"],
-                r["label"],
-                r["lab"],
-                r["source_image"],
-                r["source_class"],
-                r["box"],
-                read_image(crops_root / r["path"]),
-            )
-        )
-    return test, {lab: mean_stats(s) for lab, s in train_stats.items()}, manifest
-
-
-def variant_fn(
-    name: str, lab_means: dict[str, LabStats], manifest: dict
-) -> Callable[[TestCrop], np.ndarray | None]:
-    other = {"pbc": "ball", "ball": "pbc"}
-    spec = CropSpec(**{k: manifest["crop"][k] for k in ("side_um", "size", "pitch_um")})
-    pbc_root = Path(manifest["sources"]["pbc"]["path"])
-
-    def fn(c: TestCrop) -> np.ndarray | None:
-        if name == "original":
-            return c.rgb
-        if name == "colour_to_other":
-            return reinhard(c.rgb, lab_means[other[c.lab]])
-        if name == "to_other_lab":
-            moved = reinhard(c.rgb, lab_means[other[c.lab]])
-            return moved if c.lab == "pbc" else sharpen(moved)
-        if name == "pbc_full_detail":
-            if c.lab != "pbc":
-                return None
-            x0, y0, x1, y1 = c.box
-            src = apply_white_reference(read_image(pbc_root / c.source_image), "background")
-            return resize_to(np.ascontiguousarray(src[y0:y1, x0:x1]), spec.size)
-        raise ValueError(name)
-
-    return fn
-
-
-def cell_metrics(
-    truth: list[str],
-    calls: list[CellCall],
-    labels: list[str],
-    blast: dict[str, bool],
-    normal_types: list[str],
+def cell_figures(
+    truth: Sequence[str], decs: Sequence[CellDecision], probs: np.ndarray, labels: Sequence[Label]
 ) -> dict:
-    idx = {lb: i for i, lb in enumerate(labels)}
-    rep = report([idx[t] for t in truth], [idx[c.label] for c in calls], labels)
-    t_blast = np.array([blast[t] for t in truth])
-    p_blast = np.array([blast[c.label] for c in calls])
-    conf = np.array([not c.abstained for c in calls])
-    correct = np.array([c.label == t for c, t in zip(calls, truth, strict=True)])
-    n_b, n_nb = int(t_blast.sum()), int((~t_blast).sum())
-
-    def frac(mask: np.ndarray, of: np.ndarray) -> float | None:
-        return float((mask & of).sum() / of.sum()) if of.sum() else None
-
-    present = [lb for lb in normal_types if rep["per_class"][lb]["support"] > 0]
+    """Figures of one set of cells under the decision (`decs`) and, for reference, the arg-max."""
+    ids = [lb.id for lb in labels]
+    malignant = {lb.id: bool(lb.malignant) for lb in labels}
+    t = np.array([malignant[x] for x in truth], bool)
+    state = np.array([d.state for d in decs])
+    named = np.array([d.label if d.label is not None else "" for d in decs])
+    argmax = np.array([ids[i] for i in probs.argmax(axis=1)]) if len(probs) else np.array([], str)
+    blast_ids = [i for i, lb in enumerate(ids) if malignant[lb]]
+    p_blast = probs[:, blast_ids].sum(axis=1) / np.maximum(probs.sum(axis=1), 1e-12) if len(probs) else probs
+    n = len(truth)
+    is_blast, is_not, unc = state == BLAST, state == NOT_BLAST, state == UNCLASSIFIED
+    decided = is_blast | is_not
+    wrong_side = (is_blast & ~t) | (is_not & t)
+    truth_arr = np.array(truth)
+    wrong_name = (named != "") & (named != truth_arr)
+    per_type = {}
+    f1s_decision, f1s_argmax = [], []
+    for lb in [x.id for x in labels if x.malignant is False]:
+        m = truth_arr == lb
+        k = int(m.sum())
+        if not k:
+            continue
+        tp = int((m & (named == lb)).sum())
+        prec = _frac(tp, int((named == lb).sum())) or 0.0
+        rec = tp / k
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        tp_a = int((m & (argmax == lb)).sum())
+        prec_a = _frac(tp_a, int((argmax == lb).sum())) or 0.0
+        rec_a = tp_a / k
+        f1_a = 2 * prec_a * rec_a / (prec_a + rec_a) if prec_a + rec_a else 0.0
+        per_type[lb] = {
+            "n": k,
+            "named_correct": tp / k,
+            "named_wrong": float((m & (named != "") & (named != lb) & is_not).sum() / k),
+            "not_blast_unnamed": float((m & is_not & (named == "")).sum() / k),
+            "uncertain": float((m & unc).sum() / k),
+            "confident_blast": float((m & is_blast).sum() / k),
+            "f1_decision": f1,
+            "f1_argmax": f1_a,
+        }
+        if lb != "hematogone":
+            f1s_decision.append(f1)
+            f1s_argmax.append(f1_a)
+    nb, nn = int(t.sum()), int((~t).sum())
     return {
-        "n": len(truth),
-        "n_blast": n_b,
-        "n_not_blast": n_nb,
-        "accuracy": rep["accuracy"],
-        "uncertain": float((~conf).mean()) if len(conf) else None,
-        "accuracy_when_confident": float(correct[conf].mean()) if conf.any() else None,
-        "confidently_wrong": float((conf & ~correct).mean()) if len(conf) else None,
-        "confidently_wrong_blast_level": float((conf & (p_blast != t_blast)).mean()) if len(conf) else None,
-        "blast_sensitivity": frac(p_blast, t_blast),
-        "blast_specificity": frac(~p_blast, ~t_blast),
-        "confident_blast_on_normal": frac(p_blast & conf, ~t_blast),
-        "blast_called_normal_confident": frac(~p_blast & conf, t_blast),
-        "blast_called_normal_any": frac(~p_blast, t_blast),
-        "macro_f1_normal_types": float(np.mean([rep["per_class"][lb]["f1"] for lb in present]))
-        if present
-        else None,
-        "per_class": rep["per_class"],
-        "confusion_matrix": rep["confusion_matrix"],
+        "n": n,
+        "n_blast": nb,
+        "n_not_blast": nn,
+        "states": {
+            "blast": _frac(is_blast.sum(), n),
+            "not_blast": _frac(is_not.sum(), n),
+            "unclassified": _frac(unc.sum(), n),
+        },
+        "blast_sensitivity_decided": _frac((is_blast & t).sum(), (decided & t).sum()),
+        "blast_specificity_decided": _frac((is_not & ~t).sum(), (decided & ~t).sum()),
+        "blast_sensitivity_argmax": _frac(((p_blast >= 0.5) & t).sum(), nb),
+        "blast_specificity_argmax": _frac(((p_blast < 0.5) & ~t).sum(), nn),
+        "blast_unclassified": _frac((unc & t).sum(), nb),
+        "not_blast_unclassified": _frac((unc & ~t).sum(), nn),
+        "confidently_wrong": _frac(wrong_side.sum(), n),
+        "wrong_name": _frac((wrong_name & ~wrong_side & decided).sum(), n),
+        "confident_blast_on_normal": _frac((is_blast & ~t).sum(), nn),
+        "blast_called_not_blast": _frac((is_not & t).sum(), nb),
+        "macro_f1_normal_decision": float(np.mean(f1s_decision)) if f1s_decision else None,
+        "macro_f1_normal_argmax": float(np.mean(f1s_argmax)) if f1s_argmax else None,
+        "per_type": per_type,
     }
 
 
-def field_metrics(crops: list[TestCrop], calls: list[CellCall], blast: dict[str, bool]) -> dict:
-    by_image: dict[str, list[CellCall]] = defaultdict(list)
-    truth: dict[str, str] = {}
-    for c, call in zip(crops, calls, strict=True):
-        if c.lab != "ball":
-            continue
-        by_image[c.source_image].append(call)
-        truth[c.source_image] = c.label
-    states: dict[str, int] = defaultdict(int)
-    by_truth: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    exact = binary = 0
-    for img, cells in by_image.items():
-        f = field_call(cells, blast)
-        states[f.state] += 1
-        t = truth[img]
-        by_truth[t][f.state if f.state != "malignant" else f"malignant:{f.label}"] += 1
-        if blast[t]:
-            binary += f.state == "malignant"
-            exact += f.state == "malignant" and f.label == t
-        else:
-            binary += f.state == "benign"
-            exact += f.state == "benign"
-    n = len(by_image)
-    return {
-        "rule": RULE,
-        "n_fields": n,
-        "accuracy_4class": exact / n if n else None,
-        "accuracy_malignant_vs_benign": binary / n if n else None,
-        "states": dict(states),
-        "states_by_truth": {t: dict(v) for t, v in sorted(by_truth.items())},
-        "note": "uncertain and no_cells count as not correct; fields in which no cell was found never "
-        "reach the split (see the crop manifest's counts)",
-    }
-
-
-def device_detector_fields(
-    test: list[TestCrop], manifest: dict, configs: dict[str, Ensemble], blast: dict[str, bool]
-) -> dict:
-    """The B-ALL test fields as the station reads them: `device.cells.detect_cells` (white cells, edge
-    cells included) and `device.cells.crop_cell` (reflected border), then the field rule."""
-    from device.cells import crop as cells_crop
-    from device.cells import detect as cells_detect
-
-    spec = CropSpec(**{k: manifest["crop"][k] for k in ("side_um", "size", "pitch_um")})
-    um = float(manifest["sources"]["ball"]["um_per_px"])
-    root = Path(manifest["sources"]["ball"]["path"])
-    truth = {c.source_image: c.label for c in test if c.lab == "ball"}
-    fields = []
-    for img, label in sorted(truth.items()):
-        rgb = apply_white_reference(read_image(root / img), "background")
-        cells = [c for c in cells_detect.detect_cells(rgb, um) if c.kind == "white"]
-        crops = [
-            (c.touches_edge, cells_crop.crop_cell(rgb, c, um, side_um=spec.side_um, size=spec.size))
-            for c in cells
-        ]
-        fields.append((label, crops))
-    out: dict = {"n_fields": len(fields), "rule": RULE}
-    for cname, ens in configs.items():
-        res = {}
-        for mode in ("all_cells", "inner_cells"):
-            exact = binary = 0
-            states: dict[str, int] = defaultdict(int)
-            by_truth: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-            for label, crops in fields:
-                calls = []
-                for edge, x in crops:
-                    if mode == "inner_cells" and edge:
-                        continue
-                    p = ens.classify(x, with_cam=False)
-                    calls.append(CellCall(p.label, p.confidence, p.abstained))
-                f = field_call(calls, blast)
-                states[f.state] += 1
-                by_truth[label][f.state if f.state != "malignant" else f"malignant:{f.label}"] += 1
-                if blast[label]:
-                    binary += f.state == "malignant"
-                    exact += f.state == "malignant" and f.label == label
-                else:
-                    ok = f.state == "benign"
-                    binary += ok
-                    exact += ok
-            n = len(fields)
-            res[mode] = {
-                "accuracy_4class": exact / n if n else None,
-                "accuracy_malignant_vs_benign": binary / n if n else None,
-                "states": dict(states),
-                "states_by_truth": {t: dict(v) for t, v in sorted(by_truth.items())},
-            }
-        out[cname] = res
-        print(f"device detector  {cname:32s} " + json.dumps(res), flush=True)
-    return out
+def member_table(table: CellTable, name: str) -> CellTable:
+    return CellTable(table.labels, table.members[name], {}, table.unfamiliar)
 
 
 def run(args: argparse.Namespace) -> dict:
     run_dir = Path(args.run)
     split = json.loads((run_dir / "split.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
-    crops_root = Path(config["data"] if isinstance(config["data"], str) else config["data"][0])
-    test, lab_means, manifest = load_test(crops_root, split)
+    members = [TFLiteModel.from_dir(str(m), args.threads) for m in args.model]
+    ens = Ensemble(members)
+    first = members[0].manifest
+    if first.cells is None:
+        raise SmearscopeError(f"{first.name}: no cells section (run training.cells.calibrate_cells first)")
+    spec: CellSpec = first.cells
+    labels = list(first.labels)
+    white = {lb.id: lb.white for lb in labels}
+    crops_root = crops_root_of(run_dir)
+    test, manifest = load_part(crops_root, split, "test")
+    means = lab_means(crops_root, split, manifest)
     if args.limit:
         test = test[:: max(1, len(test) // args.limit)]
-    members = [TFLiteModel.from_dir(str(m), 1) for m in args.model]
-    configs = {"ensemble": Ensemble(members)} if len(members) > 1 else {}
-    for m in members:
-        configs[m.manifest.name] = Ensemble([m])
-    first = members[0].manifest
-    labels = first.label_ids
-    blast = {lb.id: lb.malignant is not False for lb in first.labels}  # undeclared counts as a blast
-    normal_types = [lb.id for lb in first.labels if lb.malignant is False and lb.id != "hematogone"]
     out: dict = {
         "models": {m.manifest.name: m.manifest.sha256 for m in members},
+        "cells_spec": asdict(spec),
         "run": str(run_dir),
         "split_note": SPLIT_NOTE,
-        "blast_labels": [lb for lb in labels if blast[lb]],
-        "normal_types": normal_types,
-        "lab_means": {k: {"mean": v.mean, "std": v.std} for k, v in lab_means.items()},
+        "targets": TARGETS,
+        "blast_labels": [lb.id for lb in labels if lb.malignant],
         "variants": {},
     }
     for vname in args.variants:
-        fn = variant_fn(vname, lab_means, manifest)
-        inputs = [(c, fn(c)) for c in test]
-        inputs = [(c, x) for c, x in inputs if x is not None]
-        res: dict = {}
-        for cname, ens in configs.items():
-            t0 = time.perf_counter()
-            calls = []
-            for _, x in inputs:
-                p = ens.classify(x, with_cam=False)
-                calls.append(CellCall(p.label, p.confidence, p.abstained))
-            crops = [c for c, _ in inputs]
-            truth = [c.label for c in crops]
+        t0 = time.perf_counter()
+        fn = variant_fn(vname, means, manifest)
+        pairs = [(c, fn(c)) for c in test]
+        pairs = [(c, x) for c, x in pairs if x is not None]
+        table = run_cells(ens, [x for _, x in pairs])
+        truth = [c.label for c, _ in pairs]
+        labs = np.array([c.lab for c, _ in pairs])
+        res = {}
+        for cname, tab in [("ensemble", table)] + [(n, member_table(table, n)) for n in table.members]:
+            decs = decisions(tab, labels, spec)
             res[cname] = {
-                "cells": cell_metrics(truth, calls, labels, blast, normal_types),
+                "cells": cell_figures(truth, decs, tab.probs, labels),
                 "per_lab": {
-                    lab: cell_metrics(
-                        [t for t, c in zip(truth, crops, strict=True) if c.lab == lab],
-                        [k for k, c in zip(calls, crops, strict=True) if c.lab == lab],
+                    lab: cell_figures(
+                        [x for x, m in zip(truth, labs == lab, strict=True) if m],
+                        [d for d, m in zip(decs, labs == lab, strict=True) if m],
+                        tab.probs[labs == lab],
                         labels,
-                        blast,
-                        normal_types,
                     )
                     for lab in ("ball", "pbc")
-                    if any(c.lab == lab for c in crops)
+                    if (labs == lab).any()
                 },
-                "fields": field_metrics(crops, calls, blast) if vname == "original" else None,
-                "seconds": round(time.perf_counter() - t0, 1),
             }
-            print(f"{vname:16s} {cname:32s} " + summary_line(res[cname]), flush=True)
         out["variants"][vname] = res
-    if args.device_detector:
-        out["device_detector"] = device_detector_fields(test, manifest, configs, blast)
+        print(
+            f"{vname:16s} " + summary_line(res["ensemble"]) + f" ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    if not args.no_fields:
+        out["fields"] = fields(ens, split, crops_root, labels, spec, white, args)
     return out
+
+
+def fields(ens: Ensemble, split: dict, crops_root: Path, labels, spec, white, args) -> dict:
+    """The image rule chosen on the validation fields, then applied to the test fields."""
+    res = {}
+    parts = {}
+    for part in ("val", "test"):
+        crops, manifest = load_part(crops_root, split, part)
+        src = field_sources(crops)
+        if args.limit:
+            src = src[:: max(1, len(src) // max(1, args.limit // 10))]
+        fl = station_fields(src, manifest, crop_spec(manifest))
+        tabs = field_tables(ens, fl)
+        parts[part] = [(decisions(tab, labels, spec), f.truth) for f, tab in zip(fl, tabs, strict=True)]
+        print(f"fields {part}: {len(fl)}", flush=True)
+    params, val_score = choose_rule(parts["val"], white, max_wrong=args.max_field_wrong)
+    calls = [(field_call(d, white, params), t) for d, t in parts["test"]]
+    test_score = score(calls)
+    by_truth: dict[str, dict[str, int]] = {}
+    for call, t in calls:
+        key = call.state if call.state != "malignant" else f"malignant:{call.label}"
+        by_truth.setdefault(t, {})
+        by_truth[t][key] = by_truth[t].get(key, 0) + 1
+    res["rule"] = params.text()
+    res["params"] = asdict(params)
+    res["chosen_on"] = "val"
+    res["val"] = {**asdict(val_score), "accuracy": val_score.accuracy}
+    res["test"] = {
+        **asdict(test_score),
+        "accuracy": test_score.accuracy,
+        "uncertain_rate": test_score.uncertain_rate,
+        "wrong_rate": test_score.wrong_rate,
+        "by_truth": dict(sorted(by_truth.items())),
+    }
+    print("fields test " + json.dumps(res["test"]), flush=True)
+    return res
 
 
 def _pct(x: float | None) -> str:
@@ -325,76 +248,77 @@ def _pct(x: float | None) -> str:
 
 def summary_line(r: dict) -> str:
     c = r["cells"]
-    s = (
-        f"n={c['n']} sens={_pct(c['blast_sensitivity'])} spec={_pct(c['blast_specificity'])} "
-        f"F1normal={c['macro_f1_normal_types'] or 0:.3f} uncertain={_pct(c['uncertain'])} "
-        f"confwrong={_pct(c['confidently_wrong'])} confblast|normal={_pct(c['confident_blast_on_normal'])} "
-        f"blast->normal(conf)={_pct(c['blast_called_normal_confident'])}"
+    return (
+        f"n={c['n']} sens={_pct(c['blast_sensitivity_decided'])} spec={_pct(c['blast_specificity_decided'])} "
+        f"unclassified={_pct(c['states']['unclassified'])} confwrong={_pct(c['confidently_wrong'])} "
+        f"F1={c['macro_f1_normal_decision'] or 0:.3f} blast|normal={_pct(c['confident_blast_on_normal'])} "
+        f"blast->not={_pct(c['blast_called_not_blast'])}"
     )
-    if r.get("fields"):
-        s += f" fields={_pct(r['fields']['accuracy_4class'])}"
-    return s
 
 
 def markdown(doc: dict) -> str:
+    spec = doc["cells_spec"]
     lines = [
         "# Cell classifier: test split and cross-lab copies",
         "",
         "A screening aid for trained staff, not a diagnosis. " + doc["split_note"] + ".",
         "",
-        f"Models: {', '.join(f'`{k}` ({v[:12]})' for k, v in doc['models'].items())}. Run: `{doc['run']}`.",
-        f"Blast labels (declared by the bundle): {', '.join(doc['blast_labels'])}. "
-        f"Normal types (macro-F1): {', '.join(doc['normal_types'])}.",
+        f"Models: {', '.join(f'`{k}` ({v[:12]})' for k, v in doc['models'].items())}. Run: `{doc['run']}`. "
+        f"Decision (`device.cells.decide`, thresholds chosen on validation): blast_threshold "
+        f"{spec['blast_threshold']}, type_threshold {spec['type_threshold']}, "
+        f"pitch {spec['pitch_um']} µm/px.",
         "",
-        "Per cell, int8, the device's `Ensemble.classify`. sens/spec: blast vs not-blast on the arg-max "
-        "label (an uncertain cell counts by its arg-max); conf. blast | normal: confident blast calls on "
-        "non-blast cells; blast -> normal: blast cells confidently called a non-blast label.",
+        "Per cell, int8, the station's ensemble then `decide`. sens. / spec.: blast vs not-blast among the "
+        "DECIDED cells (unclassified apart, its own column); conf. wrong: a cell decided on the wrong side "
+        "(blast / not blast) over all cells; wrong name: decided on the right side but named the wrong "
+        "type; macro-F1: over the 8 PBC types with the decision's names (unnamed / unclassified count "
+        "as misses); blast on normal: non-blast cells decided blast; blast -> not: blasts decided not blast.",
         "",
-        "| variant | model | n | blast sens. | blast spec. | macro-F1 normal | uncertain | confidently wrong "
-        "| conf. blast on normal | blast -> normal (conf.) | field acc. (4-class / malignant) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | model | lab | n | blast sens. | blast spec. | unclassified | conf. wrong | wrong name "
+        "| macro-F1 normal | blast on normal | blast -> not |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for vname, res in doc["variants"].items():
         for cname, r in res.items():
-            c, f = r["cells"], r["fields"]
-            fa = f"{_pct(f['accuracy_4class'])} / {_pct(f['accuracy_malignant_vs_benign'])}" if f else "-"
-            f1 = f"{c['macro_f1_normal_types']:.4f}" if c["macro_f1_normal_types"] is not None else "-"
+            for lab, c in [("all", r["cells"]), *r["per_lab"].items()]:
+                f1 = c["macro_f1_normal_decision"]
+                lines.append(
+                    f"| {vname} | {cname} | {lab} | {c['n']} | {_pct(c['blast_sensitivity_decided'])} "
+                    f"| {_pct(c['blast_specificity_decided'])} | {_pct(c['states']['unclassified'])} "
+                    f"| {_pct(c['confidently_wrong'])} | {_pct(c['wrong_name'])} "
+                    f"| {'-' if f1 is None else f'{f1:.4f}'} | {_pct(c['confident_blast_on_normal'])} "
+                    f"| {_pct(c['blast_called_not_blast'])} |"
+                )
+    lines += [
+        "",
+        "Per normal type, ensemble (named correctly / not a blast but unnamed / wrong name / uncertain / "
+        "confident blast):",
+        "",
+        "| variant | type | n | named | unnamed | wrong name | uncertain | confident blast |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for vname, res in doc["variants"].items():
+        for lb, v in res["ensemble"]["cells"]["per_type"].items():
             lines.append(
-                f"| {vname} | {cname} | {c['n']} | {_pct(c['blast_sensitivity'])} "
-                f"| {_pct(c['blast_specificity'])} | {f1} | {_pct(c['uncertain'])} "
-                f"| {_pct(c['confidently_wrong'])} | {_pct(c['confident_blast_on_normal'])} "
-                f"| {_pct(c['blast_called_normal_confident'])} | {fa} |"
+                f"| {vname} | {lb} | {v['n']} | {_pct(v['named_correct'])} | {_pct(v['not_blast_unnamed'])} "
+                f"| {_pct(v['named_wrong'])} | {_pct(v['uncertain'])} | {_pct(v['confident_blast'])} |"
             )
-    dd = doc.get("device_detector")
-    if dd:
+    f = doc.get("fields")
+    if f:
+        t = f["test"]
         lines += [
             "",
-            f"B-ALL test fields read by the station's detector and crop (`device.cells`), "
-            f"{dd['n_fields']} fields, field accuracy 4-class / malignant-vs-benign (states):",
+            f"B-ALL fields (the station's detector and crop on the source images; rule chosen on "
+            f"{f['val']['n']} validation fields): {f['rule']}.",
             "",
+            "| fields | n | accuracy (4-class) | uncertain | confidently wrong |",
+            "| --- | --- | --- | --- | --- |",
+            f"| test | {t['n']} | {_pct(t['accuracy'])} | {_pct(t['uncertain_rate'])} "
+            f"| {_pct(t['wrong_rate'])} |",
+            "",
+            f"By true class: {t['by_truth']}.",
         ]
-        for cname, res in dd.items():
-            if isinstance(res, dict):
-                for mode, r in res.items():
-                    lines.append(
-                        f"- {cname}, {mode}: {_pct(r['accuracy_4class'])} / "
-                        f"{_pct(r['accuracy_malignant_vs_benign'])} ({r['states_by_truth']})"
-                    )
-    ens = next(iter(doc["variants"].get("original", {}).values()), None)
-    if ens:
-        lines += [
-            "",
-            f"Field rule: {ens['fields']['rule']}. Field states: {ens['fields']['states']} "
-            f"({ens['fields']['n_fields']} B-ALL test fields); by true field label: "
-            f"{ens['fields']['states_by_truth']}.",
-            "",
-            "Per class (original, first model row), recall / precision / support:",
-            "",
-        ]
-        lines += [
-            f"- {lb}: {v['recall']:.4f} / {v['precision']:.4f} / {v['support']}"
-            for lb, v in ens["cells"]["per_class"].items()
-        ]
+    lines += ["", "Targets: " + "; ".join(f"{k} {v}" for k, v in doc["targets"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -404,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="the run dir whose split.json and data the bundles share")
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.json and PREFIX.md")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--no-fields", action="store_true", help="skip the field (image-level) figures")
     p.add_argument(
-        "--device-detector",
-        action="store_true",
-        help="also read the B-ALL test fields with device.cells (detector + crop_cell)",
+        "--max-field-wrong", type=float, default=0.005, help="the image rule's limit on validation"
     )
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="about N test crops (evenly spaced; smoke runs)")
     args = p.parse_args(argv)
     try:
