@@ -93,7 +93,7 @@ def test_the_three_calls_through_the_page_and_the_json_endpoint(client, app_svc)
     add_field(svc.store, s["id"], [cell(i) for i in range(5)])
     page = client.get(f"/samples/{s['id']}").get_data(as_text=True)
     assert "no blasts seen in 10 white cells (upper 95% bound 30.8%)" in page
-    assert "screening threshold (2.0%)" in page and "target (10)" in page  # the rule, with its settings
+    assert "screening threshold (2%)" in page and "target (10)" in page  # the rule, with its settings
     # reclassify three cells as blasts: the answer carries the new figures and the call
     for i in range(3):
         r = reclassify(client, s["id"], first["id"], i, "blast_b")

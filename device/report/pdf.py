@@ -51,6 +51,8 @@ class Words:
 
     gettext: Callable[..., str] = english
     percent: Callable[[float], str] = lambda x: f"{100 * x:.1f}%"
+    #: a review's UTC ISO time as the reader reads it; None: the report's own local text
+    when: Callable[[str], str] | None = None
     started: str = ""
     finished: str = ""
     printed: str = ""
@@ -232,7 +234,7 @@ def render_pdf(
             verdict = _("agreed") if rv.verdict == "agreed" else rv.verdict
             said = _(
                 "%(when)s · %(reviewer)s: field %(field)s (the models said %(label)s) %(verdict)s",
-                when=rv.when,
+                when=w.when(rv.at) if w.when is not None and rv.at else rv.when,
                 reviewer=rv.reviewer,
                 field=rv.field,
                 label=rv.model_label,

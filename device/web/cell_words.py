@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_babel import gettext, ngettext
+from flask_babel import format_percent, gettext, ngettext
+
+from device.web.i18n import percent_text
 
 
-def _pct(x: float | None) -> str:
-    return f"{x or 0.0:.1f}%"
+def _limit(pct: float | None) -> str:
+    """A configured limit in percent ("2%", "2 %"): as many digits as it was given with."""
+    return format_percent((pct or 0.0) / 100, "#,##0.##%")
 
 
 def call_text(s: dict[str, Any]) -> str:
@@ -18,10 +21,10 @@ def call_text(s: dict[str, Any]) -> str:
     d = s.get("differential") or {}
     figures = {
         "n": n,
-        "pct": _pct(100 * (d.get("blast_fraction") or 0.0)),
-        "low": _pct(100 * (d.get("ci_low") or 0.0)),
-        "high": _pct(100 * (d.get("ci_high") or 0.0)),
-        "threshold": f"{s.get('threshold_pct') or 0.0:g}%",
+        "pct": percent_text(d.get("blast_fraction") or 0.0),
+        "low": percent_text(d.get("ci_low") or 0.0),
+        "high": percent_text(d.get("ci_high") or 0.0),
+        "threshold": _limit(s.get("threshold_pct")),
     }
     if s["call"] == "suspicious":
         text = ngettext(
@@ -76,9 +79,9 @@ def rule_text(s: dict[str, Any]) -> str:
                 "no blast and at most %(unclassified)s of the white cells unclassified; otherwise 'count "
                 "more cells'. A subtype is information and never decides the call. A reviewed cell counts "
                 "by its reviewed label.",
-                threshold=_pct(s.get("threshold_pct")),
+                threshold=_limit(s.get("threshold_pct")),
                 target=s.get("target"),
-                unclassified=_pct(s.get("max_unclassified_pct")),
+                unclassified=_limit(s.get("max_unclassified_pct")),
             ),
             gettext(
                 "Verified when a person has reviewed every cell the classifier called a blast or left "

@@ -62,6 +62,7 @@ def pdf_words(report: SlideReport) -> Words:
         rule=rule,
         disclaimer=str(advice.DISCLAIMER_TEXT),
         lang=i18n.lang(),
+        when=i18n.when,
     )
 
 
