@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from device.colour import apply_gains  # noqa: E402
-from device.evaluation import evaluate  # noqa: E402
+from device.datasets.evaluation import evaluate  # noqa: E402
 from device.models.ensemble import Ensemble  # noqa: E402
 from device.optics.analyse import AcquisitionSettings, FieldClassifier  # noqa: E402
 from device.paths import default_bundle_dirs  # noqa: E402

@@ -37,9 +37,9 @@ KNOWN_LABELS: dict[str, tuple[str, bool]] = {
 
 
 def make_labels(ids: Sequence[str], data_roots: Sequence[Path] = ()) -> list[Label]:
-    """Labels with display names and malignancy: a data folder's `labels.json` (device/dataset_labels.py)
+    """Labels with display names and malignancy: a data folder's `labels.json` (device/datasets/labels.py)
     declares its own; otherwise KNOWN_LABELS, else malignant=None (refer, never miss)."""
-    from device.dataset_labels import read_labels
+    from device.datasets.labels import read_labels
 
     declared: dict = {}
     for root in data_roots:

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from convert import card, ood
-from device.dataset import scan
-from device.evaluation import evaluate
+from device.datasets.evaluation import evaluate
+from device.datasets.folders import scan
 from device.fsutil import atomic_write_bytes
 from device.models.ensemble import Ensemble
 from device.preprocess import read_image

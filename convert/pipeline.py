@@ -23,9 +23,9 @@ import numpy as np
 from convert import calibrate as cal
 from convert import cameras, card, ood, outliers, verify
 from convert.bundle import update_manifest, write_bundle
+from device.datasets.metrics import report as metrics_report
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
-from device.metrics import report as metrics_report
 from device.models.bundle import load_bundle
 from device.models.ensemble import Ensemble, apply_temperature
 from device.models.model import TFLiteModel

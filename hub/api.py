@@ -4,7 +4,7 @@ Answers per record in `POST /api/v1/results`:
 - `accepted`  — stored now;
 - `duplicate` — this UUID is already stored (a resend after a lost answer, or after a technician reviewed
   one of its cells on the station: newer cell reviews are copied onto the stored cells, counted in
-  `cells_reviewed`; hub/cells.py);
+  `cells_reviewed`; hub/cells/store.py);
 - `deferred`  — it names an image this device has not uploaded yet, or reviews a record not on the hub yet:
   not stored; upload the image (send the record) and resend;
 - `rejected`  — malformed (the `reason` names the field), or it touches another device's data (its UUID,
@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub.api_common import check_sha, json_body, request_body, requires
-from hub.cells import CellRow, cell_json, cells_of, store_cells, validate_cells
+from hub.cells.store import CellRow, cell_json, cells_of, store_cells, validate_cells
 from hub.extensions import hub_ext, session
 from hub.metrics import hub_metrics
 from hub.models import Cell, Device, Image, ImageDevice, Result, Sample

@@ -79,7 +79,7 @@ def create_app(
     init_metrics(app, engine)
 
     from hub.api import api
-    from hub.cells_dashboard import cells_dashboard
+    from hub.cells.pages import cells_dashboard
     from hub.dashboard import dashboard
     from hub.export.routes import dataset_export
     from hub.fleet.api import fleet_api

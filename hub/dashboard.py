@@ -3,13 +3,11 @@ results awaiting review, CSV export. People log in with their user token (`smear
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import io
 import json
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,16 +31,16 @@ from common import csvsafe
 from common.record_fields import RESULTS_CSV_COLUMNS as CSV_COLUMNS
 from common.wording import DISCLAIMER
 from hub import tokens
-from hub.cells import AWAITING_REVIEW_RULE, cells_to_review
+from hub.cells.store import AWAITING_REVIEW_RULE, cells_to_review
 from hub.extensions import session
-from hub.models import Device, Image, Result, Sample, User, UserSession
+from hub.login import login_required, sid_hash
+from hub.models import Device, Image, Result, Sample, UserSession
 from hub.records import SHA256
 
 dashboard = Blueprint(
     "dashboard", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
 )
 
-SESSION_HOURS = 12  # a dashboard login lasts this long at most
 SAMPLES_SHOWN = 100
 REVIEW_SHOWN = 200
 CALL_RULE = (
@@ -55,39 +53,6 @@ CALL_RULE = (
 CELLS_CALL = "counted by cells: see the cell count and the device's call"
 
 
-def _sid_hash(sid: str) -> str:
-    return hashlib.sha256(sid.encode("utf-8")).hexdigest()
-
-
-def current_user() -> User | None:
-    """The logged-in user: the cookie's session id must name a live server-side session (logout, a new
-    token or revoking the user delete it, so a copied old cookie stops working at once)."""
-    sid = cookie.get("sid")
-    if not isinstance(sid, str):
-        return None
-    s = session()
-    row = s.get(UserSession, _sid_hash(sid))
-    if row is None:
-        return None
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    if (datetime.now(UTC) - created).total_seconds() > SESSION_HOURS * 3600:
-        s.delete(row)
-        s.commit()
-        return None
-    user = s.get(User, row.user_id)
-    return user if user is not None and not user.disabled else None
-
-
-def login_required(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if current_user() is None:
-            return redirect(url_for("dashboard.login", next=request.path))
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
 @dashboard.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
@@ -96,7 +61,7 @@ def login() -> Any:
         if user is not None:
             sid = secrets.token_urlsafe(32)
             s = session()
-            s.add(UserSession(id_hash=_sid_hash(sid), user_id=user.id, created_at=datetime.now(UTC)))
+            s.add(UserSession(id_hash=sid_hash(sid), user_id=user.id, created_at=datetime.now(UTC)))
             s.commit()
             cookie.clear()
             cookie["sid"] = sid
@@ -121,7 +86,7 @@ def logout() -> Any:
     sid = cookie.get("sid")
     if isinstance(sid, str):
         s = session()
-        s.execute(delete(UserSession).where(UserSession.id_hash == _sid_hash(sid)))
+        s.execute(delete(UserSession).where(UserSession.id_hash == sid_hash(sid)))
         s.commit()
     cookie.clear()
     return redirect(url_for("dashboard.login"))
@@ -236,7 +201,7 @@ def review() -> str:
     rv = aliased(Result)
     # reviewed = a review by the same device exists (another device's "review" does not count)
     reviewed = select(rv.id).where(rv.review_of == Result.id, rv.device_id == Result.device_id).exists()
-    to_review = cells_to_review(Result.id)  # cells records: hub/cells.py AWAITING_REVIEW_RULE
+    to_review = cells_to_review(Result.id)  # cells records: hub/cells/store.py AWAITING_REVIEW_RULE
     rows = s.execute(
         select(Result, Device.name, to_review)
         .join(Device, Device.id == Result.device_id)

@@ -104,7 +104,7 @@ class Result(Base):
 class Cell(Base):
     """One counted cell of a record (common/cell_fields.py: the station's `CellRecord.to_dict`). The
     detector's and classifier's part never changes; the review columns follow the station's latest
-    cell review (a record re-sent after a cell review updates them: hub/cells.py)."""
+    cell review (a record re-sent after a cell review updates them: hub/cells/store.py)."""
 
     __tablename__ = "cells"
     result_id: Mapped[str] = mapped_column(ForeignKey("results.id"), primary_key=True)

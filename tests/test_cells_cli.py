@@ -15,7 +15,7 @@ from make_tiny_bundle import make_cell_bundle
 from test_screening import UM, WHITES, frame, probs
 
 from device.cli import main
-from device.dataset_labels import DatasetLabel, write_labels
+from device.datasets.labels import DatasetLabel, write_labels
 from device.models.ensemble import Ensemble, Prediction
 from device.screening.evaluate import UNCERTAIN, field_verdict, fit_crop, subtype_matches
 from device.screening.screen import screen_frame

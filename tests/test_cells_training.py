@@ -17,7 +17,7 @@ from convert.bundle import make_labels
 from device.cells.crop import model_input, to_pitch
 from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision
 from device.cells.detect import WHITE, Cell
-from device.dataset_labels import DatasetLabel, read_labels, write_labels
+from device.datasets.labels import DatasetLabel, read_labels, write_labels
 from device.errors import SmearscopeError
 from device.models.bundle import InputSpec, Label, Manifest
 from training.cells import build_crops

@@ -18,7 +18,7 @@ from test_hub_api import record as field_record
 
 from common import cell_fields
 from hub.app import HubSettings
-from hub.cells import MAX_CELLS
+from hub.cells.store import MAX_CELLS
 from hub.models import Cell, Result
 
 
@@ -241,7 +241,7 @@ def test_dashboard_lists_cells_with_thumbnails_and_the_count(tmp_path):
 
 
 def test_a_cells_record_awaits_review_until_its_blast_and_unclassified_cells_are_reviewed(tmp_path):
-    from hub.cells import AWAITING_REVIEW_RULE
+    from hub.cells.store import AWAITING_REVIEW_RULE
 
     hub, c, rec, _ = _hub_with_cells(tmp_path)  # one blast and one unclassified cell unreviewed
     calm = record(cells=[cell(0), cell(1, kind="platelet", state="blast", label=None)])  # nothing to review

@@ -17,7 +17,7 @@ import pytest
 from hubkit import Hub
 from test_hub_cells import cell, frame_jpeg, post, record
 
-from device.dataset_labels import read_labels
+from device.datasets.labels import read_labels
 from hub.app import HubSettings
 from hub.cli import main as hub_main
 from hub.fleet.tables import BundleBlob, PublishedBundle

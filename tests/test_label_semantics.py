@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convert.bundle import make_labels
-from device.sample_summary import is_malignant, summarise
+from device.slides.summary import is_malignant, summarise
 
 
 def test_known_datasets_declare_malignancy():

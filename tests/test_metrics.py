@@ -1,11 +1,11 @@
-"""device/metrics.py (plain numpy, no sklearn on the device) must equal scikit-learn."""
+"""device/datasets/metrics.py (plain numpy, no sklearn on the device) must equal scikit-learn."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from device.metrics import report
+from device.datasets.metrics import report
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-from device.dataset import Item
+from device.datasets.folders import Item
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
 from training.sources import scan_sources

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from device.dataset import Item, scan
+from device.datasets.folders import Item, scan
 from device.errors import SmearscopeError
 
 EXPORT_FORMAT = "smearscope-dataset"

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from convert.augment import make_augmenter
 from convert.card import plot_confusion
-from device.dataset import fingerprint
+from device.datasets.folders import fingerprint
 from device.errors import SmearscopeError
 from training import report
 from training.budget import BudgetSchedule

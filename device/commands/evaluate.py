@@ -1,10 +1,10 @@
 """`smearscope evaluate --model DIR [--model DIR]... --data DIR [--um-per-px X|auto] [--json OUT]`
 (cell ensembles: `[--images auto|fields|cells] [--malignant A,B]`).
 
-The same path as `classify` (and the daemon). A field ensemble: `device/evaluation.py`. A cell ensemble:
-`device/screening/evaluate.py`, on a folder of field images (the station's per-field call against the
-folder labels' malignant flags) or of single-cell crops (folders named by the bundle's labels). This
-module parses arguments and prints."""
+The same path as `classify` (and the daemon). A field ensemble: `device/datasets/evaluation.py`. A
+cell ensemble: `device/screening/evaluate.py`, on a folder of field images (the station's per-field
+call against the folder labels' malignant flags) or of single-cell crops (folders named by the
+bundle's labels). This module parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from device.commands._scale_args import add_scale_arg, classifier_for
 from device.commands.classify import model_dirs
-from device.dataset import list_class_folders
+from device.datasets.evaluation import evaluate
+from device.datasets.folders import list_class_folders
 from device.errors import SmearscopeError
-from device.evaluation import evaluate
 from device.fsutil import atomic_write_bytes
 from device.optics.analyse import ScaleArg
 from device.screening.evaluate import CELLS, data_kind, evaluate_cells, evaluate_fields

@@ -13,11 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from common.wording import DISCLAIMER
-from device.cell_thumbs import cell_thumbnail
 from device.cells.record import CellRecord
-from device.cells_summary import counts_as_white
 from device.localtime import local_text
-from device.sample_summary import is_malignant
+from device.slides.cells import counts_as_white
+from device.slides.summary import is_malignant
+from device.slides.thumbs import cell_thumbnail
 from device.store.store import records_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
@@ -99,7 +99,7 @@ class CellRow:
 
 @dataclass
 class CellsReport:
-    """A slide counted cell by cell: `summary` is `device.cells_summary.summarise_cells`'s dict (the
+    """A slide counted cell by cell: `summary` is `device.slides.cells.summarise_cells`'s dict (the
     pages word its figures, call, rule and who verified it from it in the reader's language)."""
 
     summary: dict[str, Any]

@@ -36,10 +36,10 @@ import numpy as np
 from tqdm import tqdm
 
 from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, decide
-from device.dataset import Item, list_class_folders, scan
-from device.dataset_labels import read_labels
+from device.datasets.folders import Item, list_class_folders, scan
+from device.datasets.labels import read_labels
+from device.datasets.metrics import report
 from device.errors import SmearscopeError
-from device.metrics import report
 from device.models.bundle import Label
 from device.optics.analyse import ScaleArg
 from device.preprocess import read_image

@@ -1,5 +1,5 @@
 """A slide's running count while it is captured: the cells stored in a sample plus the field on screen,
-counted by the slide report's own rule (`device.cells_summary.slide_differential`), as the live page's
+counted by the slide report's own rule (`device.slides.cells.slide_differential`), as the live page's
 `slide` (`{sample_id, counted, target, blasts, blast_pct, call, call_text, unclassified}`)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 from device.cells.count import label_infos
 from device.cells.record import CellRecord
-from device.cells_summary import slide_differential
 from device.models.bundle import Label
 from device.screening.stages import ScreenSettings
+from device.slides.cells import slide_differential
 
 
 def slide_summary(

@@ -31,11 +31,11 @@ from typing import Any
 
 from common.record_fields import RECORD_FIELDS as _RECORD_FIELDS
 from device.cells.record import NOT_A_CELL, CellRecord
-from device.cells_summary import record_label_ids, summarise_cells
 from device.config import CellsConfig
 from device.errors import SmearscopeError
 from device.fsutil import TMP_PREFIX, atomic_write_bytes, remove_stale_temps
-from device.sample_summary import summarise
+from device.slides.cells import record_label_ids, summarise_cells
+from device.slides.summary import summarise
 from device.store import cells as cells_sql
 from device.store import lock as datadir_lock
 from device.store.db import connect, migrate
@@ -771,7 +771,7 @@ class Store:
 
     def sample_summary(self, sample_id: str) -> dict[str, Any]:
         """The slide call and its rule: from the white cells of its 'cells' records when it has any
-        (`device.cells_summary`), else from its fields (`device.sample_summary`). Reviews count
+        (`device.slides.cells`), else from its fields (`device.slides.summary`). Reviews count
         whether the sample is open or finished."""
         cell_rows = self.conn.execute(
             "SELECT * FROM results WHERE sample_id = ? AND kind = 'cells' ORDER BY seq", (sample_id,)

@@ -321,8 +321,8 @@ def scale_source_words(source: str | None) -> str:
 
 
 def summary_call(summary: dict[str, Any] | None) -> str:
-    """A slide summary's call (`device/sample_summary.py`) in the reader's language."""
-    from device.sample_summary import MIN_FIELDS
+    """A slide summary's call (`device/slides/summary.py`) in the reader's language."""
+    from device.slides.summary import MIN_FIELDS
 
     s = summary or {}
     if s.get("kind") == "cells":
@@ -346,8 +346,8 @@ def summary_call(summary: dict[str, Any] | None) -> str:
 
 
 def summary_rule() -> str:
-    """The slide rule of `device/sample_summary.py` (RULE) in the reader's language."""
-    from device.sample_summary import MIN_FIELDS, MIN_MALIGNANT, MIN_MALIGNANT_FRACTION
+    """The slide rule of `device/slides/summary.py` (RULE) in the reader's language."""
+    from device.slides.summary import MIN_FIELDS, MIN_MALIGNANT, MIN_MALIGNANT_FRACTION
 
     return gettext(
         "suspicious if at least %(n)d confident fields have a malignant label and they are at least "

@@ -11,7 +11,7 @@ from typing import Any
 
 from device.cells.count import UNNAMED, UNNAMED_DISPLAY
 from device.cells.record import NOT_A_CELL, CellRecord
-from device.cells_summary import counts_as_white
+from device.slides.cells import counts_as_white
 
 UNCLASSIFIED_GROUP = "unclassified"
 NOT_WHITE_GROUP = "not_white"  # the detector's platelets and debris nobody relabelled

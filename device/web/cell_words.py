@@ -59,7 +59,7 @@ def call_text(s: dict[str, Any]) -> str:
 
 
 def verified_text(s: dict[str, Any]) -> str:
-    """Who verified the call (`device.cells_summary.VERIFY_RULE`), or what is left to review."""
+    """Who verified the call (`device.slides.cells.VERIFY_RULE`), or what is left to review."""
     if s.get("verified"):
         return gettext("Verified by %(names)s.", names=", ".join(s.get("verified_by") or []))
     if s.get("to_review"):

@@ -20,7 +20,7 @@ from flask import (
 )
 from flask_babel import gettext
 
-from device.cell_thumbs import cell_thumbnail
+from device.slides.thumbs import cell_thumbnail
 from device.store.store import StoreError
 from device.web import queries
 from device.web.cell_gallery import build_gallery, choices

@@ -4,7 +4,7 @@ dashboard's cells zip).
 Layout (what `smearscope train --data DIR` reads as is; `convert` takes the labels from labels.json):
 
     DIR/<label>/<record id>.<cell index>.png  one square crop per reviewed cell (label = reviewed label)
-    DIR/labels.json       "smearscope-labels/1" (device/dataset_labels.py): id, display, malignant, source
+    DIR/labels.json       "smearscope-labels/1" (device/datasets/labels.py): id, display, malignant, source
     DIR/manifest.json     format "smearscope-dataset" v1, kind "cells": one entry per crop
     DIR/manifest.csv      the same entries for a spreadsheet (formula-like cells defused)
 
@@ -22,7 +22,7 @@ the manifest. A record without a known µm/px gives no crops (skipped: the physi
 Whether a label is a blast (labels.json `malignant`), most trusted first: `--blast-label` /
 `--normal-label` given for the export; else what the label's records declare (their stored field
 differential, made with the classifying bundle's labels), else the bundles they name as published on
-this hub, else any bundle published here (hub/cell_labels.py). A label no source declares, or that its
+this hub, else any bundle published here (hub/cells/labels.py). A label no source declares, or that its
 first declaring source declares both ways, is left out (counted) unless given.
 """
 
@@ -46,8 +46,8 @@ from common import csvsafe
 from common.cell_fields import NOT_A_CELL
 from common.wording import DISCLAIMER
 from hub import names
-from hub.cell_crop import ImageUnreadable, decode, square
-from hub.cell_labels import LabelBook, label_book
+from hub.cells.crop import ImageUnreadable, decode, square
+from hub.cells.labels import LabelBook, label_book
 from hub.export.dataset import (
     FORMAT,
     LABEL_FOLD_RULE,
@@ -62,7 +62,7 @@ from hub.records import parse_time
 
 KIND = "cells"
 LABELS_FILE = "labels.json"
-LABELS_FORMAT = "smearscope-labels/1"  # device/dataset_labels.py reads it
+LABELS_FORMAT = "smearscope-labels/1"  # device/datasets/labels.py reads it
 DEFAULT_SIDE_UM = 24.0
 MAX_SIDE_PX = 4096  # a crop wider than this means a wrong µm/px, not a cell
 CSV_COLUMNS = [

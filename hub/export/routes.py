@@ -10,10 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, render_template, request, stream_with_context
 from sqlalchemy import select
 
-from hub.dashboard import current_user, login_required
 from hub.export.cells import DEFAULT_SIDE_UM, CellExportOptions, iter_cells_zip, select_cells
 from hub.export.dataset import ExportError, ExportFilter, image_loader, iter_zip, parse_since, select_entries
 from hub.extensions import session
+from hub.login import current_user, login_required
 from hub.models import Device, User
 
 dataset_export = Blueprint("dataset_export", __name__)

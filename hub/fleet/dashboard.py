@@ -7,10 +7,10 @@ import json
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
-from hub.dashboard import login_required
 from hub.extensions import session
 from hub.fleet.tables import BundleSet
 from hub.fleet.updates import fleet_overview, set_json
+from hub.login import login_required
 
 fleet_dashboard = Blueprint("fleet_dashboard", __name__)
 SETS_SHOWN = 20

@@ -2,7 +2,7 @@
 
 Writes `OUT/<label>/<lab>.<image>.<n>.png` (one white cell each, at one physical scale and at the B-ALL
 pitch's detail: training/cells/crops.py), `labels.json` (every label and whether it is a blast:
-device/dataset_labels.py) and `crops.json` (per crop: source lab, source image, cell box in the
+device/datasets/labels.py) and `crops.json` (per crop: source lab, source image, cell box in the
 source image, split group = the source image, whether it is a stain copy). Every crop of one source image
 shares the first two dot-separated parts of its file name, so `smearscope train --group-regex
 '^([^.]+\\.[^.]+)\\.'` keeps an image's crops on one side of the split.
@@ -36,7 +36,7 @@ import numpy as np
 
 from device.cells.crop import model_input
 from device.cells.detect import WHITE, Cell, detect_cells
-from device.dataset_labels import DatasetLabel, write_labels
+from device.datasets.labels import DatasetLabel, write_labels
 from device.errors import ImageError, SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.preprocess import apply_white_reference, read_image

@@ -3,7 +3,7 @@ slide call (the station's count, with its thresholds and interval, is the one th
 
 RULE: a cell reviewed as not a cell is left out; a reviewed cell counts as its reviewed label, which is
 a blast when the record's own differential, else the bundles it names as published on this hub, declare
-it malignant (hub/cell_labels.py), is left out when they declare it not a white cell, and is counted
+it malignant (hub/cells/labels.py), is left out when they declare it not a white cell, and is counted
 unclassified when the hub cannot place it; an
 unreviewed cell counts when the detector called it a white cell, as the classifier's state. Blast % is
 blasts over the classified white cells.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.cell_fields import NOT_A_CELL
-from hub.cell_labels import LabelBook
+from hub.cells.labels import LabelBook
 from hub.models import Cell
 
 RULE = (

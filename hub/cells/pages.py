@@ -1,6 +1,6 @@
 """Dashboard pages for records and their cells: a record with its counted cells (thumbnails cut from
 the stored image, the classifier's call, the station's review), a sample with every record's cells and
-the hub's count (hub/cell_counts.py), and the cells as CSV (one row per cell)."""
+the hub's count (hub/cells/counts.py), and the cells as CSV (one row per cell)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from common import csvsafe
 from common.wording import DISCLAIMER
-from hub.cell_counts import RULE, CellCounts, count_cells
-from hub.cell_crop import ImageUnreadable, decode, thumbnail
-from hub.cell_labels import label_book
-from hub.cells import cells_of
-from hub.dashboard import login_required
+from hub.cells.counts import RULE, CellCounts, count_cells
+from hub.cells.crop import ImageUnreadable, decode, thumbnail
+from hub.cells.labels import label_book
+from hub.cells.store import cells_of
 from hub.extensions import session
+from hub.login import login_required
 from hub.models import Cell, Device, Image, Result, Sample
 
 cells_dashboard = Blueprint("cells_dashboard", __name__)

@@ -31,7 +31,7 @@ MAX_PROBABILITIES = 64
 MAX_REASON = 1000
 _IN_CHUNK = 500
 #: The hub's "Awaiting review" page lists a cells record while this holds (the station's verification
-#: rule, device/cells_summary.py VERIFY_RULE, per record).
+#: rule, device/slides/cells.py VERIFY_RULE, per record).
 AWAITING_REVIEW_RULE = (
     "A cells record awaits review while any of its white cells the classifier called a blast or left "
     "unclassified has not been reviewed."

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from device.dataset import list_class_folders, scan
+from device.datasets.folders import list_class_folders, scan
+from device.datasets.metrics import report
 from device.errors import SmearscopeError
-from device.metrics import report
 from device.models.ensemble import Ensemble
 from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg
 from device.preprocess import read_image
