@@ -10,18 +10,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import requests
 from make_tiny_bundle import SIGNED_TINY  # noqa: E402
+from webkit import running_daemon
 
 from device.paths import SAMPLES_DIR
 from device.store.store import Store
@@ -63,31 +60,9 @@ def daemon(tmp_path):
     auth.add_user(store.conn, "tech", "technician", "browser-pass-1")
     store.close()
     port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-c", "from device.cli import main; raise SystemExit(main())", "run",
-           "--data-dir", str(data), "--port", str(port), "--model", str(TINY)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("smearscope run did not start:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["run", "--data-dir", str(data), "--port", str(port), "--model", str(TINY)]
+    with running_daemon(args, port, tmp_path / "daemon.log") as base:
+        yield base
 
 
 def test_browser_session(daemon, tmp_path):

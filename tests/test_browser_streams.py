@@ -3,19 +3,14 @@ arrive (polled) and the picture falls back to still frames."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
+from webkit import running_daemon
 
 from device.store.store import Store
 from device.web import auth
-from tests.test_browser import ARGS, CHROMIUM, REPO, RESULTS_ARRIVED, TINY, _free_port
+from tests.test_browser import ARGS, CHROMIUM, RESULTS_ARRIVED, TINY, _free_port
 
 pytestmark = pytest.mark.browser
 
@@ -34,31 +29,9 @@ def tight_daemon(tmp_path):
     config.write_text(
         f'[device]\ndata_dir = "{data}"\n[web]\nport = {port}\nmax_streams = 1\nmax_streams_per_user = 1\n'
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-c", "from device.cli import main; raise SystemExit(main())", "run",
-           "--config", str(config), "--model", str(TINY)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("smearscope run did not start:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["run", "--config", str(config), "--model", str(TINY)]
+    with running_daemon(args, port, tmp_path / "daemon.log") as base:
+        yield base
 
 
 def test_live_page_falls_back_to_stills_and_polling(tight_daemon):

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 from make_tiny_bundle import make_cell_bundle
-from test_browser import ARGS, CHROMIUM, REPO, _free_port
+from test_browser import ARGS, CHROMIUM, _free_port
+from webkit import running_daemon
 
 from device.camera.profiles import Profile, ProfileStore
 from device.camera.virtual import SAMPLES_UM_PER_PX
@@ -63,31 +60,10 @@ def station(tmp_path, request):
         "[store]\nevery_s = 86400.0\n"  # only captured fields go into the sample
         f"[cells]\ntarget = {TARGET}\n"
     )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
     stub = f"import sys; sys.path.insert(0, 'tests'); import cells_stub; cells_stub.run({request.param!r})"
-    cmd = [sys.executable, "-c", stub, "run", "--config", str(config), "--model", str(bundle)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("smearscope run did not start:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base, tmp_path / "daemon.log"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["run", "--config", str(config), "--model", str(bundle)]
+    with running_daemon(args, port, tmp_path / "daemon.log", code=stub, start_s=60) as base:
+        yield base, tmp_path / "daemon.log"
 
 
 def _counted(page) -> int:

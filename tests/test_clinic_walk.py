@@ -12,17 +12,13 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import pytest
-import requests
 from make_tiny_bundle import SIGNED_TINY, sign_test
-from test_browser import ARGS, CHROMIUM, REPO, _free_port
+from test_browser import ARGS, CHROMIUM, _free_port
+from webkit import running_daemon
 
 from device.camera.replay import SAMPLES_LABEL_ROWS
 from device.camera.virtual import SAMPLES_UM_PER_PX, VirtualMicroscope, VirtualOptics
@@ -80,32 +76,10 @@ def station(tmp_path):
     data = tmp_path / "data"
     sample_id = _finished_sample(data)
     port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
     model = str(_bundle_with_scale(tmp_path))
-    cmd = [sys.executable, "-c", "from device.cli import main; raise SystemExit(main())", "run",
-           "--data-dir", str(data), "--port", str(port), "--model", model]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if requests.get(base + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("smearscope run did not start:\n" + (tmp_path / "daemon.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield base, sample_id
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    args = ["run", "--data-dir", str(data), "--port", str(port), "--model", model]
+    with running_daemon(args, port, tmp_path / "daemon.log") as base:
+        yield base, sample_id
 
 
 def _elsewhere_images(folder: Path) -> tuple[Path, Path]:

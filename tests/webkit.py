@@ -3,11 +3,20 @@ an app factory and a logged-in client. Used by tests/test_web*.py and benchmarks
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+import requests
 from prometheus_client import CollectorRegistry, Counter
 
 from device.camera.profiles import ProfileStore
@@ -151,3 +160,42 @@ def login(client, name: str = "tech", password: str = PASSWORD):
 def token_of(client) -> str:
     with client.session_transaction() as s:
         return s["csrf"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+SMEARSCOPE_MAIN = "from device.cli import main; raise SystemExit(main())"
+
+
+@contextlib.contextmanager
+def running_daemon(
+    args: list[str], port: int, log_path: Path, *, code: str = SMEARSCOPE_MAIN, start_s: float = 90
+) -> Iterator[str]:
+    """`smearscope <args>` (or `python -c code <args>`) as a real process until /healthz answers on
+    `port`; yields the base URL, then stops it with SIGTERM. A daemon that does not come up fails the
+    test with the end of its log."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                if requests.get(base + "/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.flush()
+                pytest.fail("smearscope run did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.3)
+        try:
+            yield base
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

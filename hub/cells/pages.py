@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common import csvsafe
+from common.cell_fields import KEYS
 from common.wording import DISCLAIMER
 from hub.cells.counts import RULE, CellCounts, count_cells
 from hub.cells.crop import ImageUnreadable, decode, thumbnail
@@ -28,6 +29,7 @@ from hub.models import Cell, Device, Image, Result, Sample
 
 cells_dashboard = Blueprint("cells_dashboard", __name__)
 
+#: The record's columns, then the cell's keys (common/cell_fields.py) with its box as four numbers.
 CELLS_CSV_COLUMNS = [
     "record_id",
     "device",
@@ -35,22 +37,7 @@ CELLS_CSV_COLUMNS = [
     "captured_at",
     "image_sha256",
     "um_per_px",
-    "index",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "x",
-    "y",
-    "kind",
-    "state",
-    "label",
-    "p_blast",
-    "probabilities",
-    "reason",
-    "reviewed_label",
-    "reviewer",
-    "reviewed_at",
+    *(part for key in KEYS for part in (("x0", "y0", "x1", "y1") if key == "box" else (key,))),
     "disclaimer",
 ]
 
