@@ -33,7 +33,6 @@ ALLOWED: dict[str, str] = {
     "device/report/pdf.py::render_pdf": REWRITTEN_FOR_CELLS,
     "device/report/slide.py::build_slide_report": REWRITTEN_FOR_CELLS,
     "device/cells/detect.py::detect_cells": REWRITTEN_FOR_CELLS,
-    "device/cells/count.py::differential": REWRITTEN_FOR_CELLS,
     "training/cells/build_crops.py::build": REWRITTEN_FOR_CELLS,
     "convert/pipeline.py::calibrate_bundle": "the cells calibration is being added beside it (issue 25)",
     "device/models/bundle.py::Manifest.from_dict": "reads and checks every manifest key in one pass; the "
