@@ -29,7 +29,6 @@ ALLOWED: dict[str, str] = {
     "device/pipeline/pipeline.py::Pipeline.__init__": REWRITTEN_FOR_CELLS,
     "device/pipeline/pipeline.py::Pipeline._classify_step": REWRITTEN_FOR_CELLS,
     "device/optics/analyse.py::FieldClassifier.prepare": REWRITTEN_FOR_CELLS,
-    "device/store/store.py::Store.__init__": REWRITTEN_FOR_CELLS,
     "device/cells/detect.py::detect_cells": REWRITTEN_FOR_CELLS,
     "training/cells/build_crops.py::build": REWRITTEN_FOR_CELLS,
     "convert/pipeline.py::calibrate_bundle": "the cells calibration is being added beside it (issue 25)",
