@@ -28,7 +28,6 @@ ALLOWED: dict[str, str] = {
     "device/optics/analyse.py::FieldClassifier.prepare": REWRITTEN_FOR_CELLS,
     "device/cells/detect.py::detect_cells": REWRITTEN_FOR_CELLS,
     "training/cells/build_crops.py::build": REWRITTEN_FOR_CELLS,
-    "convert/pipeline.py::calibrate_bundle": "the cells calibration is being added beside it (issue 25)",
     "training/cells/card.py::section": "writes the model card's cell section, one line per figure",
     "training/cells/evaluate.py::markdown": "writes the results table, one row per variant and model",
     "training/cells/evaluate.py::cell_figures": "every per-cell figure from one decision table, side by "
