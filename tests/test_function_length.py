@@ -23,7 +23,6 @@ ALLOWED: dict[str, str] = {
     "the cell work (issue 25)",
     "device/web/__init__.py::create_app": "the station's app factory; device/web is being edited with the "
     "cell work (issue 25)",
-    "device/cells/detect.py::detect_cells": REWRITTEN_FOR_CELLS,
     "training/cells/build_crops.py::build": REWRITTEN_FOR_CELLS,
     "training/cells/card.py::section": "writes the model card's cell section, one line per figure",
     "training/cells/evaluate.py::markdown": "writes the results table, one row per variant and model",
