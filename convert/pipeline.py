@@ -44,6 +44,9 @@ INT8_MAX_RATIO = 0.33
 #: above the threshold.
 UNFAMILIAR_FRACTION = 0.04
 CONTENT_HEADROOM = 1.2
+#: About this many training images fit the colour check (the training split is sampled evenly down
+#: to it: enough for its colour statistics, bounded memory).
+COLOUR_FIT_IMAGES = 600
 
 
 def split_note(split: dict) -> str:
@@ -644,6 +647,17 @@ def convert_run(  # long: the signature lists convert's options, one a line; the
     return _summary(out, name, quantization, metrics, verification, calibration, temperature, threshold, t0)
 
 
+@dataclass
+class _ValidationFit:
+    """What the validation split fits: the device's raw outputs on it, temperature, threshold and the
+    calibration section (OOD floor, content and colour checks)."""
+
+    dev_val: np.ndarray
+    temperature: float
+    threshold: float
+    calibration: dict
+
+
 def calibrate_bundle(
     bundle: Path,
     run: RunDir,
@@ -662,6 +676,41 @@ def calibrate_bundle(
     train_paths, _ = run.part("train")
     val_paths, y_val = run.part("val")
     test_paths, y_test = run.part("test")
+    fit = _fit_on_validation(
+        bundle, run, train_paths, val_paths, y_val, target=target, ood_quantile=ood_quantile,
+        colour_check=colour_check, progress=progress, outlier_step=outlier_step,
+    )  # fmt: skip
+    calibration = fit.calibration
+    update_manifest(
+        bundle, temperature=fit.temperature, abstain_threshold=fit.threshold, calibration=calibration
+    )
+
+    # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
+    # checks): exactly what `smearscope evaluate` computes on the same images.
+    # The files as `evaluate` reads them: the Ensemble prepares each image itself (size and white
+    # reference), so prepared arrays would be prepared twice.
+    ens = Ensemble([TFLiteModel(load_bundle(bundle))])
+    metrics = _test_metrics(ens, run, test_paths, y_test, manifest.quantization)
+    calibration.update(_ood_probes(ens, test_paths, ood_per_kind))
+    update_manifest(bundle, metrics=metrics, calibration=calibration)
+    _write_report(bundle, run, metrics, fit.dev_val, y_val, fit.temperature, test_paths)
+    return metrics, calibration, fit.temperature, fit.threshold
+
+
+def _fit_on_validation(
+    bundle: Path,
+    run: RunDir,
+    train_paths: list[Path],
+    val_paths: list[Path],
+    y_val: np.ndarray,
+    *,
+    target: float,
+    ood_quantile: float,
+    colour_check: bool,
+    progress: bool,
+    outlier_step: float | None,
+) -> _ValidationFit:
+    """Temperature, threshold and the OOD checks fitted on the validation split with the device code."""
     log.info("calibrating on the validation split (%d images)", len(val_paths))
     val_x = run.load_arrays(val_paths)
     val_dist: list[float] = []
@@ -669,7 +718,6 @@ def calibrate_bundle(
         bundle, val_x, progress=progress, desc="val", distances=val_dist
     )
     fitted = cal.calibrate(dev_val, y_val, target=target)
-    temperature, threshold = fitted["temperature"], fitted["abstain_threshold"]
     calibration = fitted["calibration"]
     if val_energy is not None and ood_quantile > 0:
         calibration["ood_floor"] = cal.choose_ood_floor(val_energy, quantile=ood_quantile)
@@ -678,18 +726,17 @@ def calibrate_bundle(
         _check_content_headroom(bundle, calibration["content_check"])
         _check_outlier_step(calibration["content_check"])
     if colour_check:
-        step = max(1, len(train_paths) // 600)
+        step = max(1, len(train_paths) // COLOUR_FIT_IMAGES)
         train_x = run.load_arrays(train_paths[::step])
         calibration["colour_check"] = cal.fit_colour_check(train_x, val_x)
         del train_x
-    del val_x
-    update_manifest(bundle, temperature=temperature, abstain_threshold=threshold, calibration=calibration)
+    return _ValidationFit(dev_val, fitted["temperature"], fitted["abstain_threshold"], calibration)
 
-    # Test-split metrics with the device's whole decision (Ensemble: temperature, threshold, OOD
-    # checks): exactly what `smearscope evaluate` computes on the same images.
-    # The files as `evaluate` reads them: the Ensemble prepares each image itself (size and white
-    # reference), so prepared arrays would be prepared twice.
-    ens = Ensemble([TFLiteModel(load_bundle(bundle))])
+
+def _test_metrics(
+    ens: Ensemble, run: RunDir, test_paths: list, y_test: np.ndarray, quantization: str
+) -> dict:
+    """The test split's metrics with the device's whole decision, abstentions counted."""
     preds = [ens.classify(read_image(p), with_cam=False) for p in test_paths]
     y_pred = np.array([run.labels.index(p.label) for p in preds])
     abstained = np.array([p.abstained for p in preds])
@@ -699,26 +746,30 @@ def calibrate_bundle(
         {
             "split": "test",
             "split_note": split_note(run.split),
-            "measured_by": f"device code (Ensemble of this {manifest.quantization} bundle alone)",
+            "measured_by": f"device code (Ensemble of this {quantization} bundle alone)",
             "abstained": int(abstained.sum()),
             "abstain_rate": float(abstained.mean()),
             "accuracy_when_not_abstained": float((y_pred == y_test)[kept].mean()) if kept.any() else None,
         }
     )
+    return metrics
 
+
+def _ood_probes(ens: Ensemble, test_paths: list, ood_per_kind: int) -> dict:
+    """The calibration's OOD figures: out-of-distribution probes made from test smears, with every check
+    and per check."""
     log.info("out-of-distribution probes")
     step = max(1, len(test_paths) // ood_per_kind)
     smears = [read_image(p) for p in test_paths[::step][:ood_per_kind]]
     by_checks = ood.measure_checks(ens.models, smears, n=ood_per_kind, seed=0)
-    calibration["ood"] = by_checks["all"]
-    calibration["ood_max_probability_only"] = by_checks["none"]
-    calibration["ood_by_check"] = {
-        k: {kind: {m: v[m] for m in ("abstained", "confident_malignant")} for kind, v in rates.items()}
-        for k, rates in by_checks.items()
+    return {
+        "ood": by_checks["all"],
+        "ood_max_probability_only": by_checks["none"],
+        "ood_by_check": {
+            k: {kind: {m: v[m] for m in ("abstained", "confident_malignant")} for kind, v in rates.items()}
+            for k, rates in by_checks.items()
+        },
     }
-    update_manifest(bundle, metrics=metrics, calibration=calibration)
-    _write_report(bundle, run, metrics, dev_val, y_val, temperature, test_paths)
-    return metrics, calibration, temperature, threshold
 
 
 def recalibrate(bundle_dir: str | Path, run_dir: str | Path, **kw) -> dict:

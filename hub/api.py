@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,16 +153,73 @@ def _foreign(column: Any, owner: Any, ids: set[str], device_id: int) -> set[str]
     return out
 
 
+@dataclass
+class _Batch:
+    """A device's batch of records as checked record by record: what is answered already, what may be
+    stored (id -> (position, columns, record as sent)) and each valid record's cells."""
+
+    records: list[Any]
+    now: datetime
+    skew: float | None  # device clock minus hub clock (s), when the device said when it sent
+    answers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    valid: dict[str, tuple[int, dict[str, Any], Any]] = field(default_factory=dict)
+    cells: dict[str, list[CellRow]] = field(default_factory=dict)
+
+
+@dataclass
+class _Stored:
+    """What the insert did: the ids it inserted, the owners of the ids that were there already, and how
+    many cell reviews each record brought."""
+
+    inserted: set[str]
+    owners: dict[str, int]
+    reviewed: dict[str, int]
+
+
 @api.post("/results")
 @requires("device")
 def post_results() -> tuple[Response, int]:
     settings = hub_ext()["settings"]
+    batch = _read_batch(settings.max_batch)
+    _check_records(batch)
+    rows = _rows_to_store(batch, g.device.id, settings.skew_limit_s)
+    stored = _store_rows(rows, batch, g.device.id)
+    for r in rows:
+        i = batch.valid[r["id"]][0]
+        if r["id"] in stored.inserted:
+            batch.answers[i] = {"id": r["id"], "status": "accepted"}
+        elif stored.owners.get(r["id"], g.device.id) != g.device.id:
+            batch.answers[i] = {
+                "id": r["id"],
+                "status": "rejected",
+                "reason": "id: already used by another device",
+            }
+        else:
+            batch.answers[i] = {"id": r["id"], "status": "duplicate"}
+            if stored.reviewed.get(r["id"]):
+                batch.answers[i]["cells_reviewed"] = stored.reviewed[r["id"]]
+    records, skew = batch.records, batch.skew
+    out = [batch.answers[i] for i in range(len(records))]
+    counts = {
+        k: sum(1 for a in out if a["status"] == k) for k in ("accepted", "duplicate", "deferred", "rejected")
+    }
+    hub_metrics().count_records(counts)
+    ok = not records or counts["rejected"] < len(records)
+    resp = {"results": out, "counts": counts, "received_at": _iso(batch.now), "clock_skew_s": skew}
+    if not ok:
+        resp["error"] = "every record was rejected"
+        resp["reason"] = out[0].get("reason")
+    return jsonify(resp), 200 if ok else 422
+
+
+def _read_batch(max_batch: int) -> _Batch:
+    """The request's records and the device clock's skew; a malformed body aborts (422, 413)."""
     body = json_body()
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
         abort(422, 'body must be {"records": [record, ...], "sent_at": "<device time>"}')
     records: list[Any] = body["records"]
-    if len(records) > settings.max_batch:
-        abort(413, f"at most {settings.max_batch} records per batch")
+    if len(records) > max_batch:
+        abort(413, f"at most {max_batch} records per batch")
     now = datetime.now(UTC)
     skew = None
     if body.get("sent_at") is not None:
@@ -169,25 +227,30 @@ def post_results() -> tuple[Response, int]:
             skew = (parse_time(body["sent_at"], "sent_at") - now).total_seconds()
         except RecordError as exc:
             abort(422, str(exc))
+    return _Batch(records, now, skew)
 
-    answers: dict[int, dict[str, Any]] = {}
-    valid: dict[str, tuple[int, dict[str, Any], Any]] = {}
-    cells: dict[str, list[CellRow]] = {}
-    for i, rec in enumerate(records):
+
+def _check_records(batch: _Batch) -> None:
+    """Each record validated on its own: an invalid one rejected, an id repeated in the batch a duplicate."""
+    for i, rec in enumerate(batch.records):
         rid = rec.get("id") if isinstance(rec, dict) else None
         try:
             cols = validate(rec)
             record_cells = validate_cells(rec.get("cells"), cols["kind"])
         except RecordError as exc:
-            answers[i] = {"id": rid, "status": "rejected", "reason": str(exc)}
+            batch.answers[i] = {"id": rid, "status": "rejected", "reason": str(exc)}
             continue
-        if cols["id"] in valid:
-            answers[i] = {"id": rid, "status": "duplicate"}
+        if cols["id"] in batch.valid:
+            batch.answers[i] = {"id": rid, "status": "duplicate"}
             continue
-        valid[cols["id"]] = (i, cols, rec)
-        cells[cols["id"]] = record_cells
+        batch.valid[cols["id"]] = (i, cols, rec)
+        batch.cells[cols["id"]] = record_cells
 
-    me = g.device.id
+
+def _rows_to_store(batch: _Batch, me: int, skew_limit_s: float) -> list[dict[str, Any]]:
+    """The valid records this device may store now, as table rows; the others answered (rejected: another
+    device's sample or record; deferred: an image or reviewed record not on the hub yet)."""
+    valid, answers, now, skew = batch.valid, batch.answers, batch.now, batch.skew
     needed = {c[k] for _, c, _ in valid.values() for k in ("image_sha256", "heatmap_sha256") if c[k]}
     missing = needed - _have(needed, me)
     # Ownership: a record may name only this device's samples (or a new one) and review only this
@@ -219,7 +282,7 @@ def post_results() -> tuple[Response, int]:
         # Devices often lack a real-time clock: a device clock off by more than the limit (sent_at vs
         # hub time), a capture time in the hub's future or before the software existed is stored but
         # flagged with the reason. received_at is always the hub's clock.
-        flag = time_flag(parse_time(cols["captured_at"], "captured_at"), now, skew, settings.skew_limit_s)
+        flag = time_flag(parse_time(cols["captured_at"], "captured_at"), now, skew, skew_limit_s)
         del cols["heatmap_sha256"]
         rows.append(
             {
@@ -235,6 +298,12 @@ def post_results() -> tuple[Response, int]:
                 ),
             }
         )
+    return rows
+
+
+def _store_rows(rows: list[dict[str, Any]], batch: _Batch, me: int) -> _Stored:
+    """Insert the rows (an id already there is left alone), their cells, and the device's clock skew; one
+    commit."""
     s = session()
     inserted: set[str] = set()
     if rows:
@@ -247,31 +316,11 @@ def post_results() -> tuple[Response, int]:
     reviewed: dict[str, int] = {}
     for r in rows:  # a record's cells once; a resend of this device's own record brings newer reviews
         if r["id"] in inserted or owners.get(r["id"]) == me:
-            reviewed[r["id"]] = store_cells(s, r["id"], cells[r["id"]], _insert(Cell))
-    if skew is not None:
-        s.execute(update(Device).where(Device.id == g.device.id).values(clock_skew_s=skew))
+            reviewed[r["id"]] = store_cells(s, r["id"], batch.cells[r["id"]], _insert(Cell))
+    if batch.skew is not None:
+        s.execute(update(Device).where(Device.id == me).values(clock_skew_s=batch.skew))
     s.commit()
-    for r in rows:
-        i = valid[r["id"]][0]
-        if r["id"] in inserted:
-            answers[i] = {"id": r["id"], "status": "accepted"}
-        elif owners.get(r["id"], g.device.id) != g.device.id:
-            answers[i] = {"id": r["id"], "status": "rejected", "reason": "id: already used by another device"}
-        else:
-            answers[i] = {"id": r["id"], "status": "duplicate"}
-            if reviewed.get(r["id"]):
-                answers[i]["cells_reviewed"] = reviewed[r["id"]]
-    out = [answers[i] for i in range(len(records))]
-    counts = {
-        k: sum(1 for a in out if a["status"] == k) for k in ("accepted", "duplicate", "deferred", "rejected")
-    }
-    hub_metrics().count_records(counts)
-    ok = not records or counts["rejected"] < len(records)
-    resp = {"results": out, "counts": counts, "received_at": _iso(now), "clock_skew_s": skew}
-    if not ok:
-        resp["error"] = "every record was rejected"
-        resp["reason"] = out[0].get("reason")
-    return jsonify(resp), 200 if ok else 422
+    return _Stored(inserted, owners, reviewed)
 
 
 @api.post("/samples")

@@ -36,6 +36,8 @@ class HubSettings:
     body_timeout_s: float = 30.0  # gunicorn: a request body must arrive within this (hub/slowclient.py)
 
 
+BYTES_PER_MB = 1024 * 1024
+
 # Every answer: no MIME sniffing (images are served as image/jpeg whatever a device uploaded), no
 # framing, and pages may load only the hub's own CSS and images (no inline script can run).
 SECURITY_HEADERS = {
@@ -66,7 +68,23 @@ def create_app(
         db.upgrade(engine)
     settings = settings or HubSettings()
     app = Flask(__name__, static_folder=None)  # the dashboard blueprint serves /static
-    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * 1024 * 1024)
+    _configure(app, engine, settings)
+    _register_blueprints(app)
+    _add_request_hooks(app)
+    _add_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz():  # noqa: ANN202
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return jsonify({"ok": True})
+
+    return app
+
+
+def _configure(app: Flask, engine: Engine, settings: HubSettings) -> None:
+    """Request size, session cookies and key, the database, proxy headers, rate limits and metrics."""
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_body_mb * BYTES_PER_MB)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.session_interface = _HttpsAwareSessions()
@@ -78,6 +96,8 @@ def create_app(
     app.extensions["hub"]["limiter"] = init_limits(app, settings.rate_limit, settings.auth_fail_limit)
     init_metrics(app, engine)
 
+
+def _register_blueprints(app: Flask) -> None:
     from hub.api import api
     from hub.cells.pages import cells_dashboard
     from hub.dashboard import dashboard
@@ -91,6 +111,10 @@ def create_app(
     app.register_blueprint(cells_dashboard)
     app.register_blueprint(fleet_dashboard)
     app.register_blueprint(dataset_export)
+
+
+def _add_request_hooks(app: Flask) -> None:
+    """Per request: its timing and security headers, and its database session closed at the end."""
 
     @app.before_request
     def _start() -> None:
@@ -111,6 +135,10 @@ def create_app(
         s = g.pop("db", None)
         if s is not None:
             s.close()
+
+
+def _add_error_handlers(app: Flask) -> None:
+    """Errors as JSON under /api/, as pages elsewhere; never internals in a response."""
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # noqa: ANN202
@@ -139,14 +167,6 @@ def create_app(
             resp = app.response_class(f"Internal Server Error: {reason}\n", mimetype="text/plain")
         resp.status_code = 500
         return resp
-
-    @app.get("/healthz")
-    def healthz():  # noqa: ANN202
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return jsonify({"ok": True})
-
-    return app
 
 
 class _HttpsAwareSessions(SecureCookieSessionInterface):

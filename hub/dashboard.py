@@ -24,7 +24,7 @@ from flask import (
 from flask import (
     session as cookie,
 )
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.orm import aliased
 
 from common import csvsafe
@@ -43,6 +43,8 @@ dashboard = Blueprint(
 
 SAMPLES_SHOWN = 100
 REVIEW_SHOWN = 200
+#: Rows the CSV export fetches from the database at a time (memory stays bounded on a large hub).
+CSV_FETCH_ROWS = 1000
 CALL_RULE = (
     "the label with the most confident (not abstained) fields of the sample, counting a technician's "
     "review instead of the record it reviews; no confident field means 'uncertain: review'. Fields "
@@ -242,49 +244,10 @@ def export_csv() -> Response:
         w = csvsafe.writer(buf)
         w.writerow(CSV_COLUMNS)
         s = sessions()
-        review = aliased(Result)
-        latest_review = (
-            select(review.label)
-            .where(review.review_of == Result.id, review.device_id == Result.device_id)
-            .order_by(review.seq.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        q = (
-            select(Result, Device.name, latest_review)
-            .join(Device, Device.id == Result.device_id)
-            .order_by(Device.name, Result.seq)
-        )
-        for r, name, reviewed_label in s.execute(q.execution_options(yield_per=1000)):
-            rec = json.loads(r.record_json)
-            w.writerow(
-                [
-                    r.id,
-                    name,
-                    r.seq,
-                    r.sample_id or "",
-                    r.captured_at,
-                    r.received_at.isoformat(),
-                    "" if r.clock_skew_s is None else f"{r.clock_skew_s:.1f}",
-                    int(r.skew_flag),
-                    r.source,
-                    r.kind,
-                    r.review_of or "",
-                    r.label,
-                    f"{r.confidence:.4f}",
-                    int(r.abstained),
-                    rec.get("reason") or "",
-                    r.image_sha256 or "",
-                    json.dumps(rec.get("probabilities", {}), sort_keys=True),
-                    r.time_flag or "",
-                    "" if r.um_per_px is None else f"{r.um_per_px:.6g}",
-                    r.profile or "",
-                    rec.get("reviewer") or "",
-                    rec.get("comment") or "",
-                    (r.label if r.kind == "review" else reviewed_label) or "",
-                    DISCLAIMER,
-                ]
-            )
+        for r, name, reviewed_label in s.execute(
+            _results_query().execution_options(yield_per=CSV_FETCH_ROWS)
+        ):
+            w.writerow(_csv_row(r, name, reviewed_label))
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()
@@ -295,6 +258,54 @@ def export_csv() -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="smearscope-results-{stamp}.csv"'},
     )
+
+
+def _results_query() -> Select:
+    """Every record with its device's name and the label of its newest review by the same device."""
+    review = aliased(Result)
+    latest_review = (
+        select(review.label)
+        .where(review.review_of == Result.id, review.device_id == Result.device_id)
+        .order_by(review.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(Result, Device.name, latest_review)
+        .join(Device, Device.id == Result.device_id)
+        .order_by(Device.name, Result.seq)
+    )
+
+
+def _csv_row(r: Result, name: str, reviewed_label: str | None) -> list[Any]:
+    """One record as a row of CSV_COLUMNS."""
+    rec = json.loads(r.record_json)
+    return [
+        r.id,
+        name,
+        r.seq,
+        r.sample_id or "",
+        r.captured_at,
+        r.received_at.isoformat(),
+        "" if r.clock_skew_s is None else f"{r.clock_skew_s:.1f}",
+        int(r.skew_flag),
+        r.source,
+        r.kind,
+        r.review_of or "",
+        r.label,
+        f"{r.confidence:.4f}",
+        int(r.abstained),
+        rec.get("reason") or "",
+        r.image_sha256 or "",
+        json.dumps(rec.get("probabilities", {}), sort_keys=True),
+        r.time_flag or "",
+        "" if r.um_per_px is None else f"{r.um_per_px:.6g}",
+        r.profile or "",
+        rec.get("reviewer") or "",
+        rec.get("comment") or "",
+        (r.label if r.kind == "review" else reviewed_label) or "",
+        DISCLAIMER,
+    ]
 
 
 @dashboard.app_template_filter("offset")

@@ -121,25 +121,28 @@ def _blasts(k: int) -> str:
     return f"{k} blast" if k == 1 else f"{k} blasts"
 
 
-def differential(
-    labels_of_cells: Iterable[str | None],
-    bundle_labels: Sequence[Any],
-    *,
-    target: int = 100,
-    threshold: float = 0.02,
-    max_unclassified: float = 0.10,
-) -> Differential:
-    """Counts per type, blast share and interval, and the slide call for the white cells whose
-    classifier labels are `labels_of_cells` (None or UNCLASSIFIED = not read; UNNAMED = not a blast,
-    type not named; `count_label` maps a `CellDecision`).
+@dataclass(frozen=True)
+class _Tally:
+    """The cells' labels sorted into the bundle's types, before any share is computed."""
 
-    `threshold`: screening threshold on the blast fraction (default 0.02 = 2%); `max_unclassified`: above this
-    fraction of unclassified white cells no "no blasts seen" call is made (they could hide blasts)."""
-    if target < 1:
-        raise ValueError("target must be at least 1")
-    if not 0.0 < threshold < 1.0:
-        raise ValueError("threshold is a fraction between 0 and 1")
-    infos = label_infos(bundle_labels)
+    counts: tuple[TypeCount, ...]
+    others: tuple[TypeCount, ...]
+    unclassified: int
+    unnamed: int
+
+
+@dataclass(frozen=True)
+class _Share:
+    """The blast share of the classified white cells and its 95% interval (None when N = 0)."""
+
+    counted: int
+    blasts: int
+    fraction: float | None
+    low: float | None
+    high: float | None
+
+
+def _tally(labels_of_cells: Iterable[str | None], infos: Sequence[LabelInfo]) -> _Tally:
     by_id = {i.id: i for i in infos}
     tally: Counter[str] = Counter()
     unclassified = unnamed = 0
@@ -154,17 +157,26 @@ def differential(
             raise ValueError(f"cell label {lab!r} is not one of the bundle's labels {sorted(by_id)}")
     counts = tuple(TypeCount(i.id, i.display, i.blast, tally[i.id]) for i in infos if i.white)
     others = tuple(TypeCount(i.id, i.display, i.blast, tally[i.id]) for i in infos if not i.white)
-    n = sum(c.n for c in counts) + unnamed
-    blasts = sum(c.n for c in counts if c.blast)
-    blast_types = tuple(c for c in counts if c.blast and c.n)
+    return _Tally(counts, others, unclassified, unnamed)
+
+
+def _share(tally: _Tally) -> _Share:
+    n = sum(c.n for c in tally.counts) + tally.unnamed
+    blasts = sum(c.n for c in tally.counts if c.blast)
     fraction = low = high = None
     if n:
         fraction = blasts / n
         low, high = blast_interval(blasts, n)
-    rule = RULE.format(threshold=100 * threshold, target=target, max_unclassified=100 * max_unclassified)
+    return _Share(n, blasts, fraction, low, high)
+
+
+def _slide_call(
+    share: _Share, unclassified: int, *, target: int, threshold: float, max_unclassified: float
+) -> tuple[str, str]:
+    """The call (SUSPICIOUS | NO_BLASTS_SEEN | COUNT_MORE) and its sentence, by the rule in RULE."""
+    n, blasts, fraction, low, high = share.counted, share.blasts, share.fraction, share.low, share.high
     total_white = n + unclassified
     too_many_unclassified = total_white > 0 and unclassified / total_white > max_unclassified
-
     if low is not None and low > threshold:
         call = SUSPICIOUS
         text = (
@@ -187,17 +199,44 @@ def differential(
             text += f" ({unclassified} of {total_white} white cells unclassified: review them)"
     if unclassified and "unclassified" not in text:
         text += f"; {unclassified} unclassified"
+    return call, text
+
+
+def differential(
+    labels_of_cells: Iterable[str | None],
+    bundle_labels: Sequence[Any],
+    *,
+    target: int = 100,
+    threshold: float = 0.02,
+    max_unclassified: float = 0.10,
+) -> Differential:
+    """Counts per type, blast share and interval, and the slide call for the white cells whose
+    classifier labels are `labels_of_cells` (None or UNCLASSIFIED = not read; UNNAMED = not a blast,
+    type not named; `count_label` maps a `CellDecision`).
+
+    `threshold`: screening threshold on the blast fraction (default 0.02 = 2%); `max_unclassified`: above this
+    fraction of unclassified white cells no "no blasts seen" call is made (they could hide blasts)."""
+    if target < 1:
+        raise ValueError("target must be at least 1")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError("threshold is a fraction between 0 and 1")
+    tally = _tally(labels_of_cells, label_infos(bundle_labels))
+    share = _share(tally)
+    rule = RULE.format(threshold=100 * threshold, target=target, max_unclassified=100 * max_unclassified)
+    call, text = _slide_call(
+        share, tally.unclassified, target=target, threshold=threshold, max_unclassified=max_unclassified
+    )
     return Differential(
-        counts=counts,
-        others=others,
-        unclassified=unclassified,
-        unnamed=unnamed,
-        counted=n,
-        blasts=blasts,
-        blast_types=blast_types,
-        blast_fraction=fraction,
-        ci_low=low,
-        ci_high=high,
+        counts=tally.counts,
+        others=tally.others,
+        unclassified=tally.unclassified,
+        unnamed=tally.unnamed,
+        counted=share.counted,
+        blasts=share.blasts,
+        blast_types=tuple(c for c in tally.counts if c.blast and c.n),
+        blast_fraction=share.fraction,
+        ci_low=share.low,
+        ci_high=share.high,
         target=target,
         threshold=threshold,
         call=call,

@@ -41,6 +41,8 @@ WHITE = "white"
 PLATELET = "platelet"
 OTHER = "other"
 KINDS = (WHITE, PLATELET, OTHER)
+#: Working pixels across the cross that opens the nuclear mask: single-pixel specks go, nuclei stay.
+SPECK_PX = 3
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,28 @@ def _group_lobes(pieces: list[_Piece], px_um: float, p: DetectParams) -> list[li
     return [[pieces[k] for k in ks] for ks in members.values()]
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """The frame's size, the working copy's size, and how one maps to the other."""
+
+    H: int  # frame height, px
+    W: int  # frame width, px
+    h: int  # working copy height, px
+    w: int  # working copy width, px
+    f: float  # working px per frame px
+    px_um: float  # µm per working pixel
+    px_area: float  # µm² per working pixel
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A nucleus group named as a body worth reporting."""
+
+    pieces: list[_Piece]
+    kind: str
+    score: float
+
+
 def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | None = None) -> list[Cell]:
     """The nucleated cells, platelets and debris in `rgb` (RGB uint8) whose pixels are `um_per_px` wide.
 
@@ -354,28 +378,48 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
     small = normalise_background(small)
     h, w = small.shape[:2]
     px_um = um_per_px / f  # µm per working pixel
-    px_area = px_um * px_um
+    sc = _Scale(H, W, h, w, f, px_um, px_um * px_um)
 
     bg = background_colour(small)
     od = _optical_density(small, bg)
+    closed = _nucleus_mask(small, od, bg, sc, p)
+    labels = _split_touching(closed, p.split_peak_um / px_um, p.split_saddle)
+    pieces = _split_by_cores(_pieces(labels), od[..., 1], px_um, p)
+    groups = _group_lobes(pieces, px_um, p)
+    if not groups:
+        return []
+    found = _named_groups(groups, od, sc.px_area, p)
+    if not found:
+        return []
+    owner, piece_of = _bodies(found, od, sc, p)
+    reach = int(np.ceil(p.cytoplasm_um / px_um)) + 1
+    cells = [_cell(i, fd, owner, piece_of, reach, sc) for i, fd in enumerate(found)]
+    cells.sort(key=lambda c: (round(c.y), c.x))
+    return cells
+
+
+def _nucleus_mask(
+    small: np.ndarray, od: np.ndarray, bg: np.ndarray, sc: _Scale, p: DetectParams
+) -> np.ndarray:
+    """Nuclear pixels (0/1), specks opened away, lobes closed together, small holes filled."""
     raw = nuclear_pixels(small, p.nucleus, bg)
     if p.blue_nucleus is not None:
         min_g, min_gb, min_gr = p.blue_nucleus
         odr, odg, odb = od[..., 0], od[..., 1], od[..., 2]
         blue = (odg >= min_g) & (odg - odb >= min_gb) & (odg - odr >= min_gr)
         raw[blue] = 255
-    raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) // 255
-    closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / px_um))
-    closed = _fill_holes(closed, p.max_hole_um2 / px_area)
-    labels = _split_touching(closed, p.split_peak_um / px_um, p.split_saddle)
-    pieces = _split_by_cores(_pieces(labels), od[..., 1], px_um, p)
-    groups = _group_lobes(pieces, px_um, p)
-    if not groups:
-        return []
+    speck = cv2.getStructuringElement(cv2.MORPH_CROSS, (SPECK_PX, SPECK_PX))
+    raw = cv2.morphologyEx(raw, cv2.MORPH_OPEN, speck) // 255
+    closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, _disc(p.close_um / sc.px_um))
+    return _fill_holes(closed, p.max_hole_um2 / sc.px_area)
 
-    # name each group
+
+def _named_groups(
+    groups: list[list[_Piece]], od: np.ndarray, px_area: float, p: DetectParams
+) -> list[_Found]:
+    """Each nucleus group named (white cell, platelet, other); specks and what is not a body dropped."""
     odg, odb = od[..., 1], od[..., 2]
-    found: list[tuple[list[_Piece], str, float]] = []
+    found: list[_Found] = []
     for g in groups:
         ys = np.concatenate([pc.ys for pc in g])
         xs = np.concatenate([pc.xs for pc in g])
@@ -385,59 +429,64 @@ def detect_cells(rgb: np.ndarray, um_per_px: float, *, params: DetectParams | No
         purple = float(np.median(odg[ys, xs] - odb[ys, xs]))
         kind, score = _name(area_um2, purple, float(np.median(odg[ys, xs])), p)
         if kind is not None:
-            found.append((g, kind, score))
-    if not found:
-        return []
+            found.append(_Found(g, kind, score))
+    return found
 
-    # each cell's body: the stained pixels near its nucleus, connected to it, nearer to it than to another
-    owner = np.zeros((h, w), np.int32)
-    for i, (g, _, _) in enumerate(found):
-        for pc in g:
+
+def _bodies(
+    found: list[_Found], od: np.ndarray, sc: _Scale, p: DetectParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's body: the stained pixels near its nucleus, connected to it, nearer to it than to another.
+    Returns (owner: 1 + index of the nearest nucleus per working pixel, piece_of: the stained pieces'
+    labels)."""
+    owner = np.zeros((sc.h, sc.w), np.int32)
+    for i, fd in enumerate(found):
+        for pc in fd.pieces:
             owner[pc.ys, pc.xs] = i + 1
     nuclei = (owner > 0).view(np.uint8)
     label_type = cv2.DIST_LABEL_PIXEL
-    dist, nearest = cv2.distanceTransformWithLabels(1 - nuclei, cv2.DIST_L2, 5, labelType=label_type)
+    dist, nearest = cv2.distanceTransformWithLabels(
+        1 - nuclei, cv2.DIST_L2, cv2.DIST_MASK_5, labelType=label_type
+    )
     lut = np.zeros(int(nearest.max()) + 1, np.int32)
     lut[nearest[nuclei > 0]] = owner[nuclei > 0]
     owner = lut[nearest]
     stained = (od.mean(axis=2) >= p.stain_od) | (nuclei > 0)
-    body = ((dist <= p.cytoplasm_um / px_um) & stained).view(np.uint8)
+    body = ((dist <= p.cytoplasm_um / sc.px_um) & stained).view(np.uint8)
     _, piece_of = cv2.connectedComponents(body, connectivity=8)
+    return owner, piece_of
 
-    reach = int(np.ceil(p.cytoplasm_um / px_um)) + 1
-    cells = []
-    for i, (g, kind, score) in enumerate(found):
-        ys = np.concatenate([pc.ys for pc in g])
-        xs = np.concatenate([pc.xs for pc in g])
-        # only the window the body can reach: a frame holds many cells
-        wx0, wy0 = max(0, int(xs.min()) - reach), max(0, int(ys.min()) - reach)
-        wx1, wy1 = min(w, int(xs.max()) + reach + 1), min(h, int(ys.max()) + reach + 1)
-        win = piece_of[wy0:wy1, wx0:wx1]
-        mine = (owner[wy0:wy1, wx0:wx1] == i + 1) & np.isin(win, np.unique(piece_of[ys, xs]))
-        region = mine.view(np.uint8)
-        bx, by, bw, bh = cv2.boundingRect(region)
-        bx, by = bx + wx0, by + wy0
-        box = (
-            max(0, int(np.floor(bx / f))),
-            max(0, int(np.floor(by / f))),
-            min(W, int(np.ceil((bx + bw) / f))),
-            min(H, int(np.ceil((by + bh) / f))),
-        )
-        edge = bx == 0 or by == 0 or bx + bw >= w or by + bh >= h
-        cells.append(
-            Cell(
-                x=float((xs.mean() + 0.5) / f - 0.5),
-                y=float((ys.mean() + 0.5) / f - 0.5),
-                box=box,
-                nucleus_area_um2=float(len(xs) * px_area),
-                cell_area_um2=float(cv2.countNonZero(region) * px_area),
-                kind=kind,
-                score=score,
-                touches_edge=bool(edge),
-            )
-        )
-    cells.sort(key=lambda c: (round(c.y), c.x))
-    return cells
+
+def _cell(i: int, fd: _Found, owner: np.ndarray, piece_of: np.ndarray, reach: int, sc: _Scale) -> Cell:
+    """Found body `i` as a Cell in frame pixels; `reach`: how far (working px) its body can reach."""
+    f, w, h = sc.f, sc.w, sc.h
+    ys = np.concatenate([pc.ys for pc in fd.pieces])
+    xs = np.concatenate([pc.xs for pc in fd.pieces])
+    # only the window the body can reach: a frame holds many cells
+    wx0, wy0 = max(0, int(xs.min()) - reach), max(0, int(ys.min()) - reach)
+    wx1, wy1 = min(w, int(xs.max()) + reach + 1), min(h, int(ys.max()) + reach + 1)
+    win = piece_of[wy0:wy1, wx0:wx1]
+    mine = (owner[wy0:wy1, wx0:wx1] == i + 1) & np.isin(win, np.unique(piece_of[ys, xs]))
+    region = mine.view(np.uint8)
+    bx, by, bw, bh = cv2.boundingRect(region)
+    bx, by = bx + wx0, by + wy0
+    box = (
+        max(0, int(np.floor(bx / f))),
+        max(0, int(np.floor(by / f))),
+        min(sc.W, int(np.ceil((bx + bw) / f))),
+        min(sc.H, int(np.ceil((by + bh) / f))),
+    )
+    edge = bx == 0 or by == 0 or bx + bw >= w or by + bh >= h
+    return Cell(
+        x=float((xs.mean() + 0.5) / f - 0.5),
+        y=float((ys.mean() + 0.5) / f - 0.5),
+        box=box,
+        nucleus_area_um2=float(len(xs) * sc.px_area),
+        cell_area_um2=float(cv2.countNonZero(region) * sc.px_area),
+        kind=fd.kind,
+        score=fd.score,
+        touches_edge=bool(edge),
+    )
 
 
 def _name(area_um2: float, purple: float, dark: float, p: DetectParams) -> tuple[str | None, float]:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
+#: The scale a bundle may declare for its input, µm per pixel (a plausible microscope range).
+UM_PER_PX_RANGE = (0.005, 50.0)
+#: The softmax temperature a bundle may declare (unitless); outside it the calibration is broken.
+TEMPERATURE_RANGE = (0.05, 20.0)
 #: `version`: the UTC time convert wrote the bundle, the order in which releases supersede each other.
 
 
@@ -174,67 +178,19 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "manifest") -> Manifest:
-        def need(key: str, obj: dict[str, Any] = d, ctx: str = "") -> Any:
-            if key not in obj:
-                raise BundleError(f"{where}: missing key '{ctx}{key}'")
-            return obj[key]
-
-        schema_version = need("schema_version")
+        schema_version = _need(d, "schema_version", where)
         if schema_version != SCHEMA_VERSION:
             raise BundleError(
                 f"{where}: schema_version {schema_version} is not supported (this device reads "
                 f"{SCHEMA_VERSION}); update smearscope or re-export the bundle"
             )
-        raw_labels = need("labels")
-        if not isinstance(raw_labels, list) or len(raw_labels) < 2:
-            raise BundleError(f"{where}: 'labels' must list at least two labels")
-        labels = []
-        for i, lb in enumerate(raw_labels):
-            if isinstance(lb, str):
-                lb = {"id": lb}
-            if not isinstance(lb, dict) or not lb.get("id"):
-                raise BundleError(f"{where}: labels[{i}] has no 'id'")
-            white = lb.get("white", True)
-            if not isinstance(white, bool):
-                raise BundleError(f"{where}: labels[{i}].white must be true or false")
-            display = str(lb.get("display") or lb["id"])
-            labels.append(Label(str(lb["id"]), display, lb.get("malignant"), white))
-        if len({lb.id for lb in labels}) != len(labels):
-            raise BundleError(f"{where}: label ids are not unique")
-        inp = need("input")
-        resize = inp.get("resize", "center_crop")
-        if resize not in RESIZE_MODES:
-            raise BundleError(f"{where}: input.resize {resize!r} is not one of {RESIZE_MODES}")
-        white_reference = inp.get("white_reference")
-        if white_reference not in WHITE_REFERENCES:
-            raise BundleError(
-                f"{where}: input.white_reference {white_reference!r} is not one of {WHITE_REFERENCES}"
-            )
-        um_per_px = inp.get("um_per_px")
-        if um_per_px is not None:
-            try:
-                um_per_px = float(um_per_px)
-            except (TypeError, ValueError):
-                raise BundleError(f"{where}: input.um_per_px {um_per_px!r} is not a number") from None
-            if not (math.isfinite(um_per_px) and 0.005 <= um_per_px <= 50):
-                raise BundleError(f"{where}: input.um_per_px {um_per_px} is outside 0.005..50 µm/px")
-        input_spec = InputSpec(
-            int(need("width", inp, "input.")),
-            int(need("height", inp, "input.")),
-            str(inp.get("dtype", "uint8")),
-            resize,
-            um_per_px,
-            white_reference,
-        )
-        outputs = [
-            OutputSpec(str(o["name"]), tuple(int(x) for x in o["shape"]), o.get("tensor_name"))
-            for o in need("outputs")
-        ]
-        if not any(o.name == "probabilities" for o in outputs):
-            raise BundleError(f"{where}: 'outputs' has no 'probabilities' entry")
+        labels = _labels(_need(d, "labels", where), where)
+        input_spec = _input_spec(_need(d, "input", where), where)
+        outputs = _outputs(_need(d, "outputs", where), where)
         temperature = float(d.get("temperature", 1.0))
-        if not 0.05 <= temperature <= 20:
-            raise BundleError(f"{where}: temperature {temperature} is outside 0.05..20")
+        low, high = TEMPERATURE_RANGE
+        if not low <= temperature <= high:
+            raise BundleError(f"{where}: temperature {temperature} is outside {low:g}..{high:g}")
         model_file = check_plain_name(d.get("model_file", MODEL_FILE), where=where, what="model_file")
         version = d.get("version")
         if version is not None and parse_version(version) is None:
@@ -244,12 +200,12 @@ class Manifest:
             raise BundleError(f"{where}: abstain_threshold {threshold} is outside 0..1")
         cells = _cell_spec(d.get("cells"), labels, where)
         return cls(
-            name=str(need("name")),
+            name=str(_need(d, "name", where)),
             architecture=str(d.get("architecture", "unknown")),
             labels=labels,
             input=input_spec,
             outputs=outputs,
-            sha256=str(need("sha256")).lower(),
+            sha256=str(_need(d, "sha256", where)).lower(),
             schema_version=schema_version,
             model_file=model_file,
             version=version,
@@ -263,6 +219,73 @@ class Manifest:
             intended_use=str(d.get("intended_use") or cls.intended_use),
             cells=cells,
         )
+
+
+def _need(obj: dict[str, Any], key: str, where: str, ctx: str = "") -> Any:
+    """`obj[key]`, or a BundleError naming the missing key (`ctx` prefixes it, e.g. "input.")."""
+    if key not in obj:
+        raise BundleError(f"{where}: missing key '{ctx}{key}'")
+    return obj[key]
+
+
+def _labels(raw_labels: Any, where: str) -> list[Label]:
+    """The manifest's `labels`: plain ids or `{id, display?, malignant?, white?}`, at least two, unique."""
+    if not isinstance(raw_labels, list) or len(raw_labels) < 2:
+        raise BundleError(f"{where}: 'labels' must list at least two labels")
+    labels = []
+    for i, lb in enumerate(raw_labels):
+        if isinstance(lb, str):
+            lb = {"id": lb}
+        if not isinstance(lb, dict) or not lb.get("id"):
+            raise BundleError(f"{where}: labels[{i}] has no 'id'")
+        white = lb.get("white", True)
+        if not isinstance(white, bool):
+            raise BundleError(f"{where}: labels[{i}].white must be true or false")
+        display = str(lb.get("display") or lb["id"])
+        labels.append(Label(str(lb["id"]), display, lb.get("malignant"), white))
+    if len({lb.id for lb in labels}) != len(labels):
+        raise BundleError(f"{where}: label ids are not unique")
+    return labels
+
+
+def _input_spec(inp: dict[str, Any], where: str) -> InputSpec:
+    """The manifest's `input`: size, dtype, resize mode, white reference and optional scale."""
+    resize = inp.get("resize", "center_crop")
+    if resize not in RESIZE_MODES:
+        raise BundleError(f"{where}: input.resize {resize!r} is not one of {RESIZE_MODES}")
+    white_reference = inp.get("white_reference")
+    if white_reference not in WHITE_REFERENCES:
+        raise BundleError(
+            f"{where}: input.white_reference {white_reference!r} is not one of {WHITE_REFERENCES}"
+        )
+    um_per_px = inp.get("um_per_px")
+    if um_per_px is not None:
+        try:
+            um_per_px = float(um_per_px)
+        except (TypeError, ValueError):
+            raise BundleError(f"{where}: input.um_per_px {um_per_px!r} is not a number") from None
+        low, high = UM_PER_PX_RANGE
+        if not (math.isfinite(um_per_px) and low <= um_per_px <= high):
+            raise BundleError(f"{where}: input.um_per_px {um_per_px} is outside {low:g}..{high:g} µm/px")
+    return InputSpec(
+        int(_need(inp, "width", where, "input.")),
+        int(_need(inp, "height", where, "input.")),
+        str(inp.get("dtype", "uint8")),
+        resize,
+        um_per_px,
+        white_reference,
+    )
+
+
+def _outputs(raw_outputs: Any, where: str) -> list[OutputSpec]:
+    """The manifest's `outputs`; one of them is the `probabilities` tensor."""
+    outputs = [
+        OutputSpec(str(o["name"]), tuple(int(x) for x in o["shape"]), o.get("tensor_name"))
+        for o in raw_outputs
+    ]
+    if not any(o.name == "probabilities" for o in outputs):
+        raise BundleError(f"{where}: 'outputs' has no 'probabilities' entry")
+    return outputs
 
 
 def _label_dict(lb: Label) -> dict[str, Any]:

@@ -6,12 +6,21 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from device.errors import BundleError
 from device.models.bundle import Bundle, load_bundle
 from device.models.runtime import make_interpreter
+
+#: The input tensor holds RGB images.
+RGB_CHANNELS = 3
+
+
+def _tensor(det: dict) -> tuple[int, Any, Any]:
+    """An output tensor's index, (scale, zero point) and dtype, from the interpreter's details."""
+    return det["index"], det["quantization"], det["dtype"]
 
 
 @dataclass
@@ -30,82 +39,82 @@ class TFLiteModel:
 
     def __init__(self, bundle: Bundle, num_threads: int | None = None):
         self.bundle = bundle
-        self.manifest = m = bundle.manifest
+        self.manifest = bundle.manifest
         self.interpreter, self.runtime = make_interpreter(str(bundle.model_path), num_threads)
         self.num_threads = num_threads
         self._lock = threading.Lock()
         self._batch = 1  # how many images the input tensor holds (`predict_many(batch=True)` resizes it)
         self._batchable = True  # False once the interpreter refused a batch
         self.invoke_ns = 0  # total time inside interpreter.invoke() (benchmarks: overhead vs inference)
-        inputs = self.interpreter.get_input_details()
-        if len(inputs) != 1:
-            raise BundleError(f"{bundle.path}: model has {len(inputs)} inputs, expected 1")
-        self._in = inputs[0]
-        want = (1, m.input.height, m.input.width, 3)
-        got = tuple(int(x) for x in self._in["shape"])
-        if got != want:
-            raise BundleError(f"{bundle.path}: input tensor shape is {got}, the manifest says {want}")
-        in_dtype = np.dtype(self._in["dtype"]).name
-        if in_dtype != m.input.dtype:
-            raise BundleError(f"{bundle.path}: input dtype is {in_dtype}, the manifest says {m.input.dtype}")
-        k = len(m.labels)
+        self._check_input()
+        k = len(self.manifest.labels)
         self._prob_idx: int | None = None
         self._cam_idx: int | None = None
         self._dist_idx: int | None = None
         details = self.interpreter.get_output_details()
-        by_tensor = {o.tensor_name: o.name for o in m.outputs if o.tensor_name}
+        by_tensor = {o.tensor_name: o.name for o in self.manifest.outputs if o.tensor_name}
         if by_tensor and all(det["name"] in by_tensor for det in details):
             # Named at conversion (convert/bundle.tflite_outputs): map by tensor name, not by shape.
-            for det in details:
-                role = by_tensor[det["name"]]
-                if role == "probabilities":
-                    self._prob_idx, self._prob_q, self._prob_dtype = (
-                        det["index"],
-                        det["quantization"],
-                        det["dtype"],
-                    )
-                elif role == "cam":
-                    self._cam_idx, self._cam_q, self._cam_dtype = (
-                        det["index"],
-                        det["quantization"],
-                        det["dtype"],
-                    )
-                elif role == "ood_distance":
-                    self._dist_idx, self._dist_q, self._dist_dtype = (
-                        det["index"],
-                        det["quantization"],
-                        det["dtype"],
-                    )
-            details = []
+            self._map_named_outputs(details, by_tensor)
+        else:
+            self._map_outputs_by_shape(details, k)
+        self._check_probability_output(k)
+
+    def _check_input(self) -> None:
+        """One input tensor, of the manifest's shape (one RGB image) and dtype."""
+        m, path = self.manifest, self.bundle.path
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise BundleError(f"{path}: model has {len(inputs)} inputs, expected 1")
+        self._in = inputs[0]
+        want = (1, m.input.height, m.input.width, RGB_CHANNELS)
+        got = tuple(int(x) for x in self._in["shape"])
+        if got != want:
+            raise BundleError(f"{path}: input tensor shape is {got}, the manifest says {want}")
+        in_dtype = np.dtype(self._in["dtype"]).name
+        if in_dtype != m.input.dtype:
+            raise BundleError(f"{path}: input dtype is {in_dtype}, the manifest says {m.input.dtype}")
+
+    def _map_named_outputs(self, details: list[dict], by_tensor: dict[str, str]) -> None:
+        """Each output tensor's role from the manifest's `tensor_name`s."""
+        for det in details:
+            role = by_tensor[det["name"]]
+            if role == "probabilities":
+                self._prob_idx, self._prob_q, self._prob_dtype = _tensor(det)
+            elif role == "cam":
+                self._cam_idx, self._cam_q, self._cam_dtype = _tensor(det)
+            elif role == "ood_distance":
+                self._dist_idx, self._dist_q, self._dist_dtype = _tensor(det)
+
+    def _map_outputs_by_shape(self, details: list[dict], k: int) -> None:
+        """Outputs without tensor names: (1, K) is the probabilities, (1, h, w, K) the CAM maps."""
         for det in details:
             shape = tuple(int(x) for x in det["shape"])
             if len(shape) == 2:
                 if shape[1] != k:
                     raise BundleError(
-                        f"{bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
+                        f"{self.bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
                     )
-                self._prob_idx = det["index"]
-                self._prob_q = det["quantization"]
-                self._prob_dtype = det["dtype"]
+                self._prob_idx, self._prob_q, self._prob_dtype = _tensor(det)
             elif len(shape) == 4 and shape[-1] == k:
-                self._cam_idx = det["index"]
-                self._cam_q = det["quantization"]
-                self._cam_dtype = det["dtype"]
+                self._cam_idx, self._cam_q, self._cam_dtype = _tensor(det)
+
+    def _check_probability_output(self, k: int) -> None:
+        """The probability output exists and is (1, K), in the model and in the manifest."""
+        path = self.bundle.path
         if self._prob_idx is None:
-            raise BundleError(f"{bundle.path}: model has no (1, {k}) probability output")
+            raise BundleError(f"{path}: model has no (1, {k}) probability output")
         shapes = {
             d["index"]: tuple(int(x) for x in d["shape"]) for d in self.interpreter.get_output_details()
         }
         shape = shapes[self._prob_idx]
         if len(shape) == 2 and shape[0] == 1 and shape[1] != k:
-            raise BundleError(
-                f"{bundle.path}: model outputs {shape[1]} classes, the manifest lists {k} labels"
-            )
+            raise BundleError(f"{path}: model outputs {shape[1]} classes, the manifest lists {k} labels")
         if shape != (1, k):
-            raise BundleError(f"{bundle.path}: the probability output has shape {shape}, expected (1, {k})")
-        spec = m.output("probabilities")
+            raise BundleError(f"{path}: the probability output has shape {shape}, expected (1, {k})")
+        spec = self.manifest.output("probabilities")
         if spec and spec.shape and tuple(spec.shape) != (1, k):
-            raise BundleError(f"{bundle.path}: manifest probability shape {spec.shape} != (1, {k})")
+            raise BundleError(f"{path}: manifest probability shape {spec.shape} != (1, {k})")
 
     @classmethod
     def from_dir(cls, path: str, num_threads: int | None = None) -> TFLiteModel:

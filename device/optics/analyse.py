@@ -180,6 +180,18 @@ def auto_scale(
     return um, check, None
 
 
+@dataclass(frozen=True)
+class _ScalePlan:
+    """The tiles at the frame's scale and what the scale check knows so far (`prepare`'s first step)."""
+
+    plan: TilePlan | None  # None: the scale could not be measured (the frame is refused)
+    um: float | None  # the frame's scale, recorded
+    source: str  # Prepared.scale_source
+    check: ScaleCheck
+    deferred: tuple | None = None  # Prepared.deferred: the red-cell check still to run
+    refused: str | None = None  # why the frame is refused before its tiles are cut
+
+
 @dataclass
 class Prepared:
     """A frame made ready for the interpreter (or refused before it)."""
@@ -304,43 +316,17 @@ class FieldClassifier:
         is done)."""
         t0 = time.perf_counter()
         white = self._white(rgb)
-        spec = self.spec
-        refused = None
-        um: float | None = None
-        deferred = None
-        if spec.um_per_px is None:
-            plan = plan_tiles(rgb, None, spec, white)
-            check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
-            src = "unknown"
-            if scale is not None and scale != AUTO:
-                um = float(scale)  # the frame's own scale is still known (and recorded), just not used
-        elif scale is None:
-            plan = plan_tiles(rgb, None, spec, white)
-            implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
-            what = "the models' scale (the image resized to one tile)"
-            # files (classify/evaluate/upload "model"): the check is reported beside the call;
-            # the daemon (refuse_assumed) does not call a frame whose red cells disagree
-            deferred = (rgb, implied, what, f" — {hint}", refuse_assumed)
-            check = not_run("scale check pending", implied)
-            src = "assumed"
-        elif scale == AUTO:
-            src = AUTO
-            um, check, refused = auto_scale(rgb, self.settings, self.estimator)
-            plan = None if um is None else plan_tiles(rgb, um, spec, white)
-        else:
-            um = float(scale)
-            src = source
-            what = scale_what(source)
-            deferred = (rgb, um, what, "", True)
-            check = not_run("scale check pending", um)
-            plan = plan_tiles(rgb, um, spec, white)
+        sp = self._plan_scale(rgb, scale, white, source=source, hint=hint, refuse_assumed=refuse_assumed)
+        plan, um, refused = sp.plan, sp.um, sp.refused
         if plan is not None and plan.refused:
             refused = plan.refused
-        prepared = Prepared(plan, um, src, check, refused, rgb, white=white)
+        prepared = Prepared(plan, um, sp.source, sp.check, refused, rgb, white=white)
         if refused is None and plan is not None and white is not None and self.settings.clipped_white_choice:
-            frame_um = um if spec.um_per_px is not None else None
-            prepared.alternatives = [(w, plan_tiles(rgb, frame_um, spec, w)) for w in white.alternatives()]
-        prepared.deferred = deferred if refused is None else None
+            frame_um = um if self.spec.um_per_px is not None else None
+            prepared.alternatives = [
+                (w, plan_tiles(rgb, frame_um, self.spec, w)) for w in white.alternatives()
+            ]
+        prepared.deferred = sp.deferred if refused is None else None
         if prepared.refused is None and plan is not None and not prepared.alternatives:
             if defer_check:
                 prepared.prechecks = PendingChecks(len(plan.selected))
@@ -352,6 +338,43 @@ class FieldClassifier:
             self.run_check(prepared)
         prepared.prepare_ms = (time.perf_counter() - t0) * 1000
         return prepared
+
+    def _plan_scale(
+        self,
+        rgb: np.ndarray,
+        scale: ScaleArg,
+        white: WhiteReference | None,
+        *,
+        source: str,
+        hint: str,
+        refuse_assumed: bool,
+    ) -> _ScalePlan:
+        """The tiles at the frame's scale (unknown, assumed, measured or given) and the scale check as far
+        as it goes before the tiles are classified."""
+        spec = self.spec
+        if spec.um_per_px is None:
+            plan = plan_tiles(rgb, None, spec, white)
+            check = not_run("scale check cannot run: the models declare no µm/px (scale unknown)")
+            # the frame's own scale is still known (and recorded), just not used
+            um = float(scale) if scale is not None and scale != AUTO else None
+            return _ScalePlan(plan, um, "unknown", check)
+        if scale is None:
+            plan = plan_tiles(rgb, None, spec, white)
+            implied = spec.um_per_px * plan.factor  # frame µm/px = model µm/px x model px per frame px
+            what = "the models' scale (the image resized to one tile)"
+            # files (classify/evaluate/upload "model"): the check is reported beside the call;
+            # the daemon (refuse_assumed) does not call a frame whose red cells disagree
+            deferred = (rgb, implied, what, f" — {hint}", refuse_assumed)
+            return _ScalePlan(plan, None, "assumed", not_run("scale check pending", implied), deferred)
+        if scale == AUTO:
+            um, check, refused = auto_scale(rgb, self.settings, self.estimator)
+            plan = None if um is None else plan_tiles(rgb, um, spec, white)
+            return _ScalePlan(plan, um, AUTO, check, refused=refused)
+        um = float(scale)
+        deferred = (rgb, um, scale_what(source), "", True)
+        return _ScalePlan(
+            plan_tiles(rgb, um, spec, white), um, source, not_run("scale check pending", um), deferred
+        )
 
     def check_ahead(self, rgb: np.ndarray, um_per_px: float, *, source: str = "profile") -> ScaleCheck:
         """The red-cell check of a frame at `um_per_px`, made before the frame is classified: the daemon

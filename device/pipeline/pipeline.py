@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,14 @@ EVENT_MEMORY = 256
 SLIDE_REFRESH_S = 1.0
 #: The classifier gives up on a field whose red-cell check has not finished after this many seconds.
 SCALE_CHECK_TIMEOUT_S = 60.0
+#: A worker silent longer than its stall time (s) is restarted by the watchdog. Capture waits at least
+#: CAPTURE_STALL_MIN_S, or CAPTURE_STALL_FRAMES frame times at a slow frame rate (fps floored at MIN_FPS).
+CAPTURE_STALL_MIN_S = 10.0
+CAPTURE_STALL_FRAMES = 3.0
+MIN_FPS = 0.1
+GATE_STALL_S = 10.0
+CLASSIFY_STALL_S = 30.0
+STORE_STALL_S = 60.0
 
 
 def settle_frames(config: Config) -> int:
@@ -144,9 +152,23 @@ class Pipeline:
         self.profile = profile or (lambda: None)  # the active calibration profile (.name, .um_per_px)
         self.fields = field_classifier or FieldClassifier(ensemble, AcquisitionSettings.from_config(config))
         self.screen = self._cell_screen(ensemble)
+        self._init_field_state(config)
+        self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
+        self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
+        self.gated_slot: LatestSlot[Gated] = LatestSlot()
+        self.store_q: queue.Queue[StoreJob] = queue.Queue(maxsize=config.store.queue_size)
+        self.last_classified: Classified | None = None
+        self._last_auto_store = 0.0
+        self._last_stored_label: str | None = None
+        self._init_camera_state(config)
+        self.workers = self._make_workers(config.camera.fps)
+        self.watchdog = Watchdog(self.workers, on_restart=self._restarted, on_healthy=notify_watchdog)
+
+    def _init_field_state(self, config: Config) -> None:
+        """What the classifier remembers between frames: the field, its settling, and the scale check."""
         self.captured: dict[str | None, int] = {}  # sample id (None: no sample) → the field last captured
         self._slide_at = 0.0  # when a still field's slide count was last read
-        self.settle = SettleTracker(settle_frames(config), cc.settle_threshold)
+        self.settle = SettleTracker(settle_frames(config), config.classifier.settle_threshold)
         q = config.quality
         self.scale_verdicts = ScaleVerdicts(q.scale_mismatch_fields, q.scale_ok_fields)
         self._verdicts_for: tuple[str | None, float | None] = (None, None)  # (profile, µm/px) judged
@@ -165,13 +187,9 @@ class Pipeline:
                 "before and the scale check cannot run",
             }
         )
-        self.models = [{"name": n, "sha256": h} for n, h in ensemble.hashes.items()]
-        self.frame_slot: LatestSlot[tuple[int, LiveFrame]] = LatestSlot()
-        self.gated_slot: LatestSlot[Gated] = LatestSlot()
-        self.store_q: queue.Queue[StoreJob] = queue.Queue(maxsize=config.store.queue_size)
-        self.last_classified: Classified | None = None
-        self._last_auto_store = 0.0
-        self._last_stored_label: str | None = None
+
+    def _init_camera_state(self, config: Config) -> None:
+        """The camera's state, its reopen back-off, events and the pause switch."""
         self._source: FrameSource | None = None
         self._backoff = config.camera.reopen_initial_s
         self._reopen_at = 0.0
@@ -186,14 +204,17 @@ class Pipeline:
         self._housekeeping_at = 0.0
         self.started_at = time.monotonic()
         self.paused = threading.Event()  # set: capture stops (benchmarks interleave other measurements)
-        stall_capture = max(10.0, 3.0 / max(config.camera.fps, 0.1))
-        self.workers = [
+
+    def _make_workers(self, fps: float) -> list[Worker]:
+        """The four stages' workers; a stage silent longer than its stall time is restarted by the watchdog
+        (capture: at least CAPTURE_STALL_MIN_S, or CAPTURE_STALL_FRAMES frame times at a slow frame rate)."""
+        stall_capture = max(CAPTURE_STALL_MIN_S, CAPTURE_STALL_FRAMES / max(fps, MIN_FPS))
+        return [
             Worker("capture", self._capture_step, stall_s=stall_capture, on_error=self._worker_error),
-            Worker("gate", self._gate_step, stall_s=10.0, on_error=self._worker_error),
-            Worker("classify", self._classify_step, stall_s=30.0, on_error=self._worker_error),
-            Worker("store", self._store_step, stall_s=60.0, on_error=self._worker_error),
+            Worker("gate", self._gate_step, stall_s=GATE_STALL_S, on_error=self._worker_error),
+            Worker("classify", self._classify_step, stall_s=CLASSIFY_STALL_S, on_error=self._worker_error),
+            Worker("store", self._store_step, stall_s=STORE_STALL_S, on_error=self._worker_error),
         ]
-        self.watchdog = Watchdog(self.workers, on_restart=self._restarted, on_healthy=notify_watchdog)
 
     def swap_ensemble(self, ensemble: Ensemble) -> None:
         """Serve a new (already verified) ensemble from the next frame on; the workers keep running,
@@ -616,16 +637,8 @@ class Pipeline:
             self._classify_cells(g)
             return
         assert g.prepared is not None
-        try:
-            # read once: swap_ensemble() may replace them between frames
-            fields = self.fields
-            analysis = fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
-            w.stage = "waiting for the scale check"
-            if not g.checked.wait(SCALE_CHECK_TIMEOUT_S):
-                raise RuntimeError(f"the scale check did not finish in {SCALE_CHECK_TIMEOUT_S:.0f} s")
-        except BaseException:
-            self.settle.forget()  # the gate must not wait for this field's result forever
-            raise
+        fields = self.fields  # read once: swap_ensemble() may replace them between frames
+        analysis = self._analyse_field(fields, g, w)
         if g.prepared.refused is not None:  # the red cells say another magnification: nothing is called
             self._field_result = self._reject(
                 g.seq,
@@ -639,16 +652,51 @@ class Pipeline:
             return
         pred = analysis.prediction
         fr = analysis.field
-        labels = fields.ensemble.label_ids
         self.field += 1
         latency_ms = (time.monotonic_ns() - g.frame.t_ns) / 1e6
         no_cells = fr.state == "no_cells"
-        live = {
+        live = self._field_live(g, analysis, fields.ensemble.label_ids, latency_ms)
+        self.live.publish_result(live, analysis.heat_base, pred.cam)
+        self.telemetry.field_outcome(fr.state, "camera")
+        if fr.state == "uncertain":
+            self.telemetry.abstained(abstention_category(fr.reason), "camera")
+        self._field_result = live
+        self.last_seen_ns = g.frame.t_ns
+        if no_cells:
+            self.telemetry.count("no_cells")
+            return
+        self.telemetry.classified(pred.inference_ms, latency_ms)
+        c = Classified(g, pred, live, analysis)
+        self.last_classified = c
+        w.stage = "store policy"
+        self._maybe_store(c)
+
+    def _analyse_field(self, fields: FieldClassifier, g: Gated, w: Worker) -> FieldAnalysis:
+        """The field's analysis, once its scale check has finished; on any failure the settle tracker
+        forgets the field (the gate must not wait for its result forever)."""
+        assert g.prepared is not None
+        try:
+            analysis = fields.classify(g.prepared, with_cam=self.config.classifier.heatmap)
+            w.stage = "waiting for the scale check"
+            if not g.checked.wait(SCALE_CHECK_TIMEOUT_S):
+                raise RuntimeError(f"the scale check did not finish in {SCALE_CHECK_TIMEOUT_S:.0f} s")
+        except BaseException:
+            self.settle.forget()
+            raise
+        return analysis
+
+    def _field_live(
+        self, g: Gated, analysis: FieldAnalysis, labels: Sequence[str], latency_ms: float
+    ) -> dict[str, Any]:
+        """The live result of a classified field (what the page and the store record show)."""
+        assert g.prepared is not None
+        pred = analysis.prediction
+        return {
             "frame_seq": g.seq,
             "captured_at": g.frame.captured_at,
             "rejected": False,
-            "label": None if no_cells else pred.label,
-            "display": fr.display,
+            "label": None if analysis.field.state == "no_cells" else pred.label,
+            "display": analysis.field.display,
             "confidence": round(pred.confidence, 4),
             "probabilities": {lb: round(float(pred.probabilities.get(lb, 0.0)), 4) for lb in labels},
             "abstained": pred.abstained,
@@ -665,20 +713,6 @@ class Pipeline:
             "profile": g.profile,
             **analysis.to_dict(outlines=True),
         }
-        self.live.publish_result(live, analysis.heat_base, pred.cam)
-        self.telemetry.field_outcome(fr.state, "camera")
-        if fr.state == "uncertain":
-            self.telemetry.abstained(abstention_category(fr.reason), "camera")
-        self._field_result = live
-        self.last_seen_ns = g.frame.t_ns
-        if no_cells:
-            self.telemetry.count("no_cells")
-            return
-        self.telemetry.classified(pred.inference_ms, latency_ms)
-        c = Classified(g, pred, live, analysis)
-        self.last_classified = c
-        w.stage = "store policy"
-        self._maybe_store(c)
 
     def _classify_cells(self, g: Gated) -> None:
         """Detection, the cells' inference and the field's result of a cell ensemble; publishes the live

@@ -32,6 +32,12 @@ JPEG_QUALITY = 80
 MAX_REVIEWS = 6
 MAX_NOTES_CHARS = 160
 LINE_MM = 3.6  # one 8 pt line
+#: Colours (RGB 0-255): text, the suspicious call, the call's box otherwise, table rules, the notice.
+INK = (29, 27, 32)
+ALERT = (179, 38, 30)
+ACCENT = (106, 42, 125)
+TABLE_RULE = (217, 212, 222)
+NOTICE_FILL = (255, 244, 214)
 
 # What the core (Latin-1) font cannot draw, for the fallback when DejaVu is not installed.
 _LATIN1 = str.maketrans({"≥": ">=", "→": "->", "—": "-", "–": "-", "…": "...", "“": '"', "”": '"'})
@@ -150,8 +156,36 @@ def render_pdf(
     doc.set_lang(w.lang)
     doc.add_page()
 
+    _header(doc, report, w, disclaimer)
+    _slide_call(doc, report, w)
+    _field_labels(doc, report, w)
+    render_cells(doc, report, w)
+    doc.line_text(_("Rule: %(rule)s", rule=w.rule or report.rule), 7.5)
+
+    # What follows the images is reserved first, so the images give way when the page is full.
+    review_lines = min(len(report.reviews), MAX_REVIEWS) + (len(report.reviews) > MAX_REVIEWS) or 1
+    tail_mm = 2 * 7.0 + (review_lines + 2 * max(1, len(report.models)) + 2 * 2) * LINE_MM
+    if report.images:
+        doc.heading(_("Representative fields"))
+        _images(doc, report, reserve_mm=tail_mm, words=w)
+
+    _reviews(doc, report, w)
+    _models(doc, report, w)
+
+    doc.ln(1)
+    doc.line_text(
+        f"{disclaimer} {_('Every slide is reviewed by a hematologist; uncertain fields are referred.')}",
+        8,
+        bold=True,
+    )
+    return bytes(doc.output())
+
+
+def _header(doc: _Doc, report: SlideReport, w: Words, disclaimer: str) -> None:
+    """Title, the screening-aid notice, and who, where and when."""
+    _ = w.gettext
     doc.line_text(_("smearscope · slide screening report"), 14, bold=True, h=7)
-    doc.set_fill_color(255, 244, 214)
+    doc.set_fill_color(*NOTICE_FILL)
     doc.font(9.5, True)
     doc.multi_cell(0, 6, doc.t(disclaimer), fill=True, align="C", new_x="LMARGIN", new_y="NEXT")
     doc.ln(1.5)
@@ -177,17 +211,21 @@ def render_pdf(
         ]
     )
 
+
+def _slide_call(doc: _Doc, report: SlideReport, w: Words) -> None:
+    """The slide call in a box (red when suspicious) and the field tallies under it."""
+    _ = w.gettext
     doc.heading(_("Slide call"))
     suspicious = report.call == "suspicious"
-    doc.set_draw_color(*((179, 38, 30) if suspicious else (106, 42, 125)))
+    doc.set_draw_color(*(ALERT if suspicious else ACCENT))
     doc.set_line_width(0.6)
     doc.font(12, True)
-    doc.set_text_color(*((179, 38, 30) if suspicious else (29, 27, 32)))
+    doc.set_text_color(*(ALERT if suspicious else INK))
     call_text = w.call_text or report.call_text
     doc.multi_cell(0, 7, doc.t(call_text), border=1, padding=1.5, new_x="LMARGIN", new_y="NEXT")
-    doc.set_text_color(29, 27, 32)
+    doc.set_text_color(*INK)
     doc.set_line_width(0.2)
-    doc.set_draw_color(217, 212, 222)
+    doc.set_draw_color(*TABLE_RULE)
     doc.ln(1)
     doc.line_text(
         _(
@@ -202,66 +240,61 @@ def render_pdf(
         9,
         bold=True,
     )
-    if report.labels:
-        doc.font(8.5)
-        with doc.table(
-            col_widths=(70, 25, 25, 30), width=150, align="L", line_height=4.6, first_row_as_headings=True
-        ) as table:
-            table.row([doc.t(x) for x in (_("Label"), _("Fields"), _("Fraction"), _("Malignant"))])
-            for lb in report.labels:
-                table.row(
-                    [
-                        doc.t(lb.display),
-                        str(lb.count),
-                        doc.t(w.percent(lb.fraction)),
-                        doc.t(_("yes") if lb.malignant else _("no")),
-                    ]
-                )
-    render_cells(doc, report, w)
-    doc.line_text(_("Rule: %(rule)s", rule=w.rule or report.rule), 7.5)
 
-    # What follows the images is reserved first, so the images give way when the page is full.
-    review_lines = min(len(report.reviews), MAX_REVIEWS) + (len(report.reviews) > MAX_REVIEWS) or 1
-    tail_mm = 2 * 7.0 + (review_lines + 2 * max(1, len(report.models)) + 2 * 2) * LINE_MM
-    if report.images:
-        doc.heading(_("Representative fields"))
-        _images(doc, report, reserve_mm=tail_mm, words=w)
 
+def _field_labels(doc: _Doc, report: SlideReport, w: Words) -> None:
+    """The table of field labels (fields, fraction, malignant), when there are any."""
+    _ = w.gettext
+    if not report.labels:
+        return
+    doc.font(8.5)
+    with doc.table(
+        col_widths=(70, 25, 25, 30), width=150, align="L", line_height=4.6, first_row_as_headings=True
+    ) as table:
+        table.row([doc.t(x) for x in (_("Label"), _("Fields"), _("Fraction"), _("Malignant"))])
+        for lb in report.labels:
+            table.row(
+                [
+                    doc.t(lb.display),
+                    str(lb.count),
+                    doc.t(w.percent(lb.fraction)),
+                    doc.t(_("yes") if lb.malignant else _("no")),
+                ]
+            )
+
+
+def _reviews(doc: _Doc, report: SlideReport, w: Words) -> None:
+    """One line per review, at most MAX_REVIEWS (the rest counted)."""
+    _ = w.gettext
     doc.heading(_("Reviews"))
-    if report.reviews:
-        for rv in report.reviews[:MAX_REVIEWS]:
-            comment = f" — {rv.comment}" if rv.comment else ""
-            verdict = _("agreed") if rv.verdict == "agreed" else rv.verdict
-            said = _(
-                "%(when)s · %(reviewer)s: field %(field)s (the models said %(label)s) %(verdict)s",
-                when=w.when(rv.at) if w.when is not None and rv.at else rv.when,
-                reviewer=rv.reviewer,
-                field=rv.field,
-                label=rv.model_label,
-                verdict=verdict,
-            )
-            doc.one_line(said + comment)
-        if len(report.reviews) > MAX_REVIEWS:
-            doc.one_line(
-                _("… and %(n)s more on the station's sample page", n=len(report.reviews) - MAX_REVIEWS)
-            )
-    else:
+    if not report.reviews:
         doc.one_line(_("No field reviewed yet."))
+        return
+    for rv in report.reviews[:MAX_REVIEWS]:
+        comment = f" — {rv.comment}" if rv.comment else ""
+        verdict = _("agreed") if rv.verdict == "agreed" else rv.verdict
+        said = _(
+            "%(when)s · %(reviewer)s: field %(field)s (the models said %(label)s) %(verdict)s",
+            when=w.when(rv.at) if w.when is not None and rv.at else rv.when,
+            reviewer=rv.reviewer,
+            field=rv.field,
+            label=rv.model_label,
+            verdict=verdict,
+        )
+        doc.one_line(said + comment)
+    if len(report.reviews) > MAX_REVIEWS:
+        doc.one_line(_("… and %(n)s more on the station's sample page", n=len(report.reviews) - MAX_REVIEWS))
 
+
+def _models(doc: _Doc, report: SlideReport, w: Words) -> None:
+    """The models that classified the slide, with their hash and signing key."""
+    _ = w.gettext
     doc.heading(_("Models"))
     for m in report.models:
         signed = ", " + _("signed %(date)s", date=m.signed_at[:10]) if m.signed_at else ""
         doc.line_text(f"{m.name} · sha256 {m.sha256[:16]} {_('· signing key')} {m.key_id}{signed}", 8)
     if not report.models:
         doc.line_text(_("No field classified yet."), 8)
-
-    doc.ln(1)
-    doc.line_text(
-        f"{disclaimer} {_('Every slide is reviewed by a hematologist; uncertain fields are referred.')}",
-        8,
-        bold=True,
-    )
-    return bytes(doc.output())
 
 
 def _images(

@@ -244,9 +244,7 @@ def build_slide_report(
     sample = store.get_sample(sample_id)
     if sample is None:
         raise ReportError(f"no sample {sample_id}")
-    summary = (sample["status"] == "finished" and sample.get("summary")) or store.sample_summary(sample_id)
-    if summary.get("kind") == "cells":
-        summary = store.sample_summary(sample_id)  # every cell review counts, whenever it was made
+    summary = _summary(store, sample, sample_id)
     rows = store.conn.execute(
         "SELECT * FROM results WHERE sample_id = ? ORDER BY seq", (sample_id,)
     ).fetchall()
@@ -259,29 +257,8 @@ def build_slide_report(
     latest_review = {r["review_of"]: r["label"] for r in review_rows}  # seq order: the newest wins
 
     in_service = in_service or []
-    display = {lb["id"]: lb.get("display") or lb["id"] for b in in_service for lb in b.get("labels") or []}
-    flags: dict[str, bool | None] = {
-        lb["id"]: lb.get("malignant") for b in in_service for lb in b.get("labels") or []
-    }
-    flags = {**store.malignant_labels(), **{k: v for k, v in flags.items() if v is not None}}
-    counts = summary.get("label_counts") or {}
-    fractions = summary.get("label_fractions") or {}
-    labels = [
-        LabelRow(lb, display.get(lb, lb), int(counts.get(lb, 0)), float(fractions.get(lb, 0.0)),
-                 is_malignant(lb, flags))
-        for lb in sorted(counts, key=lambda k: (-counts[k], k))
-    ]  # fmt: skip
-    reviews = []
-    for r in review_rows:
-        orig = by_id[r["review_of"]]
-        verdict = "agreed" if r["label"] == orig["label"] else f"→ {r['label']}"
-        comment = r.get("comment") or ""
-        reviews.append(
-            ReviewLine(
-                local_text(r["captured_at"], zone), r.get("reviewer") or "?", f"#{orig['seq']}",
-                orig["label"], verdict, "" if comment == "agree" else comment, r["captured_at"],
-            )
-        )  # fmt: skip
+    labels = _field_label_rows(store, summary, in_service)
+    reviews = _review_lines(review_rows, by_id, zone)
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return SlideReport(
         station=station or store.device_id,
@@ -313,6 +290,47 @@ def build_slide_report(
         models=model_lines(fields, in_service),
         disclaimer=summary.get("disclaimer") or DISCLAIMER,
     )
+
+
+def _summary(store, sample: Mapping[str, Any], sample_id: str) -> dict[str, Any]:
+    """A finished field slide's stored summary; otherwise (and for every cell slide) a fresh one."""
+    summary = (sample["status"] == "finished" and sample.get("summary")) or store.sample_summary(sample_id)
+    if summary.get("kind") == "cells":
+        summary = store.sample_summary(sample_id)  # every cell review counts, whenever it was made
+    return summary
+
+
+def _field_label_rows(store, summary: Mapping[str, Any], in_service: list[dict]) -> list[LabelRow]:
+    """One row per field label, most fields first; names and malignant flags from the models in service,
+    falling back to the store's."""
+    display = {lb["id"]: lb.get("display") or lb["id"] for b in in_service for lb in b.get("labels") or []}
+    flags: dict[str, bool | None] = {
+        lb["id"]: lb.get("malignant") for b in in_service for lb in b.get("labels") or []
+    }
+    flags = {**store.malignant_labels(), **{k: v for k, v in flags.items() if v is not None}}
+    counts = summary.get("label_counts") or {}
+    fractions = summary.get("label_fractions") or {}
+    return [
+        LabelRow(lb, display.get(lb, lb), int(counts.get(lb, 0)), float(fractions.get(lb, 0.0)),
+                 is_malignant(lb, flags))
+        for lb in sorted(counts, key=lambda k: (-counts[k], k))
+    ]  # fmt: skip
+
+
+def _review_lines(review_rows: list[dict], by_id: dict[Any, dict], zone: ZoneInfo) -> list[ReviewLine]:
+    """One line per field review, in the order they were made."""
+    reviews = []
+    for r in review_rows:
+        orig = by_id[r["review_of"]]
+        verdict = "agreed" if r["label"] == orig["label"] else f"→ {r['label']}"
+        comment = r.get("comment") or ""
+        reviews.append(
+            ReviewLine(
+                local_text(r["captured_at"], zone), r.get("reviewer") or "?", f"#{orig['seq']}",
+                orig["label"], verdict, "" if comment == "agree" else comment, r["captured_at"],
+            )
+        )  # fmt: skip
+    return reviews
 
 
 def _cell_rows(summary: Mapping[str, Any]) -> list[CellRow]:

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 DB_NAME = "smearscope.db"
 IMAGES_DIR = "images"
 MAX_LIMIT = 1000
+#: Free disk space (bytes) the store leaves untouched: below it, writes stop before the disk is full.
+RESERVE_BYTES = 200 * 2**20
+#: A temp file older than this (seconds) at start was left by an interrupted write and is removed.
+TEMP_MAX_AGE_S = 60.0
 #: A file or image row younger than this is never swept as an orphan (a write may be in progress).
 ORPHAN_GRACE_S = 3600.0
 
@@ -183,10 +187,10 @@ class Store:
         data_dir: str | Path,
         *,
         device_id: str = "",
-        reserve_bytes: int = 200 * 2**20,
+        reserve_bytes: int = RESERVE_BYTES,
         budget_bytes: int = 0,
         free_bytes: Callable[[], int] | None = None,
-        temps_older_than_s: float = 60.0,
+        temps_older_than_s: float = TEMP_MAX_AGE_S,
         orphan_grace_s: float = ORPHAN_GRACE_S,
     ):
         self.data_dir = Path(data_dir)
@@ -206,6 +210,16 @@ class Store:
         self.acquisition_defaults: Callable[[], Mapping[str, Any]] | None = None
         #: how a slide's white cells are counted and called ([cells] of the config)
         self.cell_counting = CellsConfig()
+        removed = self._open(temps_older_than_s)
+        self._settle_device_id(device_id)
+        if removed:
+            self.add_event("warning", "store", f"removed {removed} temp file(s) left by an interrupted write")
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.sweep_orphans(files=True)
+
+    def _open(self, temps_older_than_s: float) -> int:
+        """Check, open and migrate the store; how many temp files an interrupted write left. A damaged or
+        unusable data directory closes the store and raises StoreDamaged or StoreError saying what to do."""
         try:
             check_before_open(self.data_dir, self.db_path, self.images_dir)  # StoreDamaged: refuse
             self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -234,16 +248,17 @@ class Store:
         except RuntimeError as exc:  # a database from a newer smearscope
             self.close()
             raise StoreError(f"{self.db_path}: {exc}") from exc
+        return removed
+
+    def _settle_device_id(self, device_id: str) -> None:
+        """The station's id: the one given, else the stored one, else a new one; kept in the database and
+        in its file outside it."""
         stored_id = self.get_meta("device_id") or read_device_id(self.data_dir)
         self.device_id = device_id or stored_id or str(uuid.uuid4())
         if self.get_meta("device_id") != self.device_id:
             self.set_meta("device_id", self.device_id)
         if read_device_id(self.data_dir) != self.device_id:
             write_device_id(self.data_dir, self.device_id)  # the station's id outside the database too
-        if removed:
-            self.add_event("warning", "store", f"removed {removed} temp file(s) left by an interrupted write")
-        with contextlib.suppress(OSError, sqlite3.Error):
-            self.sweep_orphans(files=True)
 
     def _migrate(self) -> None:
         """Apply pending migrations under the data directory's lock (a running daemon of an older

@@ -74,6 +74,27 @@ def confidence_text(x: float | None) -> str:
 
 def create_app(config, services) -> Flask:
     app = Flask(__name__)
+    _configure(app, config)
+    proxy.install(app, config.web.secure_cookies)  # HTTPS behind nginx: forwarded headers, Secure cookies
+    app.extensions["smearscope"] = WebContext(
+        config,
+        services,
+        streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user),
+        decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
+    )
+    _register_blueprints(app)
+    app.before_request(security.load_user)
+    app.before_request(security.enforce)
+    app.add_template_filter(confidence_text, "confidence")
+    i18n.init_app(app)
+    advice.init_app(app)
+    _add_page_hooks(app, config)
+    errors.init_app(app, request_limit(config), config.web.max_upload_mb)
+    return app
+
+
+def _configure(app: Flask, config) -> None:
+    """Session cookie, request size and caching settings."""
     app.config.update(
         SECRET_KEY=_secret_key(config),
         SESSION_COOKIE_NAME="smearscope_session",
@@ -86,25 +107,17 @@ def create_app(config, services) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=timedelta(hours=1),
     )
     app.json.sort_keys = False  # keep the record JSON in Contract 3's order
-    proxy.install(app, config.web.secure_cookies)  # HTTPS behind nginx: forwarded headers, Secure cookies
-    app.extensions["smearscope"] = WebContext(
-        config,
-        services,
-        streams=StreamBudget(config.web.max_streams, config.web.max_streams_per_user),
-        decode_slots=threading.BoundedSemaphore(config.web.decode_slots),
-    )
 
+
+def _register_blueprints(app: Flask) -> None:
     from device.web import account, admin, api, calibration, history, live, report, samples, system, upload
 
     for module in (account, live, samples, report, history, upload, system, admin, calibration, api):
         app.register_blueprint(module.bp)
 
-    app.before_request(security.load_user)
-    app.before_request(security.enforce)
 
-    app.add_template_filter(confidence_text, "confidence")
-    i18n.init_app(app)
-    advice.init_app(app)
+def _add_page_hooks(app: Flask, config) -> None:
+    """What every template sees, and the security headers of every response."""
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
@@ -129,7 +142,3 @@ def create_app(config, services) -> Flask:
         if g.get("user") is not None and resp.mimetype in ("text/html", "application/json"):
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
-
-    errors.init_app(app, request_limit(config), config.web.max_upload_mb)
-
-    return app

@@ -29,7 +29,7 @@ import shutil
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -70,6 +70,8 @@ CSV_COLUMNS = [
     "image_sha256",
 ]
 _IN_CHUNK = 500  # ids per IN (...) query
+#: Rows fetched from the database at a time (memory stays bounded on a large hub).
+FETCH_ROWS = 1000
 
 
 class ExportError(RuntimeError):
@@ -145,7 +147,7 @@ def _latest_reviews(session: Session, device_ids: list[int] | None) -> dict[tupl
     if device_ids is not None:
         q = q.where(Result.device_id.in_(device_ids))
     latest: dict[tuple[str, int], Result] = {}
-    for r in session.scalars(q.execution_options(yield_per=1000)):
+    for r in session.scalars(q.execution_options(yield_per=FETCH_ROWS)):
         key = (r.review_of, r.device_id)
         cur = latest.get(key)
         if cur is None or (r.seq, r.received_at) > (cur.seq, cur.received_at):
@@ -165,60 +167,19 @@ def _existing_images(session: Session, shas: Iterable[str]) -> set[str]:
 def select_entries(session: Session, flt: ExportFilter) -> Selection:
     """The images the filter keeps, sorted by path (so the same hub state gives the same export)."""
     devices = {d.id: d.name for d in session.scalars(select(Device))}
-    device_ids = None
-    if flt.devices:
-        by_name = {name: i for i, name in devices.items()}
-        unknown = sorted(set(flt.devices) - set(by_name))
-        if unknown:
-            raise ExportError(f"no device named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
-        device_ids = [by_name[n] for n in flt.devices]
+    device_ids = _device_ids(devices, flt.devices)
     reviews = _latest_reviews(session, device_ids)
     out = Selection()
     q = select(Result).where(Result.kind == "classification")
     if device_ids is not None:
         q = q.where(Result.device_id.in_(device_ids))
-    for r in session.scalars(q.execution_options(yield_per=1000)):
+    for r in session.scalars(q.execution_options(yield_per=FETCH_ROWS)):
         rv = reviews.get((r.id, r.device_id))
-        if r.image_sha256 is None:
-            out.skipped["no image"] += 1
+        skip = _skip_reason(r, rv, flt)
+        if skip is not None:
+            out.skipped[skip] += 1
             continue
-        if rv is None and not flt.include_unreviewed:
-            out.skipped["not reviewed"] += 1
-            continue
-        if flt.disagreements_only and (rv is None or names.fold(rv.label) == names.fold(r.label)):
-            out.skipped["agrees with the model" if rv else "not reviewed"] += 1
-            continue
-        when = rv.captured_at if rv is not None else r.captured_at
-        if flt.since is not None and parse_time(when, "captured_at") < flt.since:
-            out.skipped["before --since"] += 1
-            continue
-        label = rv.label if rv is not None else r.label
-        if names.problem(label) is not None:
-            out.skipped["label not usable as a folder name"] += 1
-            continue
-        rec = json.loads(r.record_json)
-        review_rec = json.loads(rv.record_json) if rv is not None else {}
-        out.entries.append(
-            ExportEntry(
-                path=f"{label}/{r.id}.jpg",
-                label=label,
-                reviewed=rv is not None,
-                record_id=r.id,
-                device=devices.get(r.device_id, ""),
-                sample_id=r.sample_id,
-                group=r.sample_id or r.id,
-                captured_at=r.captured_at,
-                model_label=r.label,
-                model_confidence=round(float(r.confidence), 6),
-                model_abstained=bool(r.abstained),
-                reviewed_label=rv.label if rv is not None else None,
-                reviewer=review_rec.get("reviewer") if rv is not None else None,
-                reviewed_at=rv.captured_at if rv is not None else None,
-                review_id=rv.id if rv is not None else None,
-                um_per_px=_um_per_px(rec),
-                image_sha256=r.image_sha256,
-            )
-        )
+        out.entries.append(_entry(r, rv, devices))
     have = _existing_images(session, (e.image_sha256 for e in out.entries))
     kept = [e for e in out.entries if e.image_sha256 in have]
     if len(kept) < len(out.entries):
@@ -226,6 +187,60 @@ def select_entries(session: Session, flt: ExportFilter) -> Selection:
     out.entries, out.spellings = fold_labels(kept)
     out.entries.sort(key=lambda e: e.path)
     return out
+
+
+def _device_ids(devices: dict[int, str], wanted: Sequence[str]) -> list[int] | None:
+    """The ids of the devices named in the filter (None: every device); an unknown name is an error."""
+    if not wanted:
+        return None
+    by_name = {name: i for i, name in devices.items()}
+    unknown = sorted(set(wanted) - set(by_name))
+    if unknown:
+        raise ExportError(f"no device named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
+    return [by_name[n] for n in wanted]
+
+
+def _skip_reason(r: Result, rv: Result | None, flt: ExportFilter) -> str | None:
+    """Why the filter leaves record `r` (with its latest review `rv`) out, or None when it keeps it."""
+    if r.image_sha256 is None:
+        return "no image"
+    if rv is None and not flt.include_unreviewed:
+        return "not reviewed"
+    if flt.disagreements_only and (rv is None or names.fold(rv.label) == names.fold(r.label)):
+        return "agrees with the model" if rv else "not reviewed"
+    when = rv.captured_at if rv is not None else r.captured_at
+    if flt.since is not None and parse_time(when, "captured_at") < flt.since:
+        return "before --since"
+    label = rv.label if rv is not None else r.label
+    if names.problem(label) is not None:
+        return "label not usable as a folder name"
+    return None
+
+
+def _entry(r: Result, rv: Result | None, devices: dict[int, str]) -> ExportEntry:
+    """Record `r` as an export entry, under its reviewed label when it has a review."""
+    label = rv.label if rv is not None else r.label
+    rec = json.loads(r.record_json)
+    review_rec = json.loads(rv.record_json) if rv is not None else {}
+    return ExportEntry(
+        path=f"{label}/{r.id}.jpg",
+        label=label,
+        reviewed=rv is not None,
+        record_id=r.id,
+        device=devices.get(r.device_id, ""),
+        sample_id=r.sample_id,
+        group=r.sample_id or r.id,
+        captured_at=r.captured_at,
+        model_label=r.label,
+        model_confidence=round(float(r.confidence), 6),
+        model_abstained=bool(r.abstained),
+        reviewed_label=rv.label if rv is not None else None,
+        reviewer=review_rec.get("reviewer") if rv is not None else None,
+        reviewed_at=rv.captured_at if rv is not None else None,
+        review_id=rv.id if rv is not None else None,
+        um_per_px=_um_per_px(rec),
+        image_sha256=r.image_sha256,
+    )
 
 
 def fold_labels(entries: list[ExportEntry]) -> tuple[list[ExportEntry], dict[str, list[str]]]:
