@@ -18,7 +18,7 @@ from device.localtime import local_text
 from device.slides.cells import counts_as_white
 from device.slides.summary import is_malignant
 from device.slides.thumbs import cell_thumbnail
-from device.store.store import records_json
+from device.store.store import Store, records_json
 
 #: Representative images on one page: enough to show each label seen, small enough to stay on A4/Letter.
 MAX_IMAGES = 6
@@ -259,22 +259,8 @@ def build_slide_report(
     in_service = in_service or []
     labels = _field_label_rows(store, summary, in_service)
     reviews = _review_lines(review_rows, by_id, zone)
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return SlideReport(
-        station=station or store.device_id,
-        profile=_profile_text(fields),
-        slide_id=sample["slide_id"],
-        sample_id=sample["id"],
-        status=sample["status"],
-        created_by=sample.get("created_by") or "?",
-        notes=sample.get("notes") or "",
-        started=local_text(sample["started_at"], zone),
-        finished=local_text(sample.get("finished_at"), zone),
-        generated=local_text(now, zone),
-        zone=zone.key,
-        started_at=sample["started_at"],
-        finished_at=sample.get("finished_at") or "",
-        generated_at=now,
+        **_sample_header(store, sample, fields, zone, station),
         fields=int(summary.get("fields", 0)),
         confident_fields=int(summary.get("confident_fields", 0)),
         uncertain_fields=int(summary.get("uncertain_fields", 0)),
@@ -423,22 +409,8 @@ def _cells_report(
         return any(counts_as_white(c) and c.counted_as() in blast_ids for c in cells)
 
     images, more = _cell_images(store, fields, summary, MAX_CELL_IMAGES)
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return SlideReport(
-        station=station or store.device_id,
-        profile=_profile_text(fields),
-        slide_id=sample["slide_id"],
-        sample_id=sample["id"],
-        status=sample["status"],
-        created_by=sample.get("created_by") or "?",
-        notes=sample.get("notes") or "",
-        started=local_text(sample["started_at"], zone),
-        finished=local_text(sample.get("finished_at"), zone),
-        generated=local_text(now, zone),
-        zone=zone.key,
-        started_at=sample["started_at"],
-        finished_at=sample.get("finished_at") or "",
-        generated_at=now,
+        **_sample_header(store, sample, fields, zone, station),
         fields=len(fields),
         confident_fields=sum(1 for f in fields if not f.get("abstained")),
         uncertain_fields=sum(1 for f in fields if f.get("abstained")),
@@ -454,3 +426,27 @@ def _cells_report(
         disclaimer=summary.get("disclaimer") or DISCLAIMER,
         cells=CellsReport(summary, _cell_rows(summary), images, more),
     )
+
+
+def _sample_header(
+    store: Store, sample: dict[str, Any], fields: list[dict[str, Any]], zone: ZoneInfo, station: str | None
+) -> dict[str, Any]:
+    """What every slide report says of its sample: station, slide, who, and when (local with the zone,
+    and the UTC times the web page formats in the reader's language)."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "station": station or store.device_id,
+        "profile": _profile_text(fields),
+        "slide_id": sample["slide_id"],
+        "sample_id": sample["id"],
+        "status": sample["status"],
+        "created_by": sample.get("created_by") or "?",
+        "notes": sample.get("notes") or "",
+        "started": local_text(sample["started_at"], zone),
+        "finished": local_text(sample.get("finished_at"), zone),
+        "generated": local_text(now, zone),
+        "zone": zone.key,
+        "started_at": sample["started_at"],
+        "finished_at": sample.get("finished_at") or "",
+        "generated_at": now,
+    }
