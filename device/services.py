@@ -211,10 +211,10 @@ class Services:
         latest = self.live.latest_result()
         if latest and latest[1].get("rejected"):
             raise SmearscopeError("the current field failed the quality check: " + latest[1]["display"])
-        if c is None:
-            raise SmearscopeError("no classified field yet: is the camera running and the field in focus?")
         if latest and latest[1].get("state") == "no_cells":
             raise SmearscopeError("no white cells in view: nothing to capture in this field")
+        if c is None:
+            raise SmearscopeError("no classified field yet: is the camera running and the field in focus?")
         if latest and latest[1].get("field") is not None and latest[1].get("field") != c.live.get("field"):
             raise SmearscopeError("the field changed since it was classified: wait for its result")
         field_no = c.live.get("field")

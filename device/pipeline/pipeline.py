@@ -729,29 +729,33 @@ class Pipeline:
         t = result.timings
         infer_ms = t.detect_ms + t.crop_ms + t.infer_ms + t.result_ms
         live = self._cells_live(g, result, infer_ms, latency_ms)
-        self.live.publish_result(live)
         no_cells = result.state == NO_CELLS
+        c = None
+        if not no_cells:
+            pred = Prediction(
+                list(screen.ensemble.label_ids),
+                dict(result.probabilities),
+                result.label,
+                result.confidence,
+                result.abstained,
+                result.reason,
+                inference_ms=infer_ms,
+            )
+            c = Classified(g, pred, live, None, result)
+        # before the page sees the field: "Capture" on it takes this field, never the one before it
+        # (which may be captured already) nor, for a field without white cells, an older one
+        self.last_classified = c
+        self.live.publish_result(live)
         if no_cells:
             self.telemetry.field_outcome("no_cells", "camera")
         else:
             self.telemetry.field_outcome("uncertain" if result.abstained else "classified", "camera")
         self._field_result = live
         self.last_seen_ns = g.frame.t_ns
-        if no_cells:
+        if c is None:
             self.telemetry.count("no_cells")
             return
         self.telemetry.classified(infer_ms, latency_ms)
-        pred = Prediction(
-            list(screen.ensemble.label_ids),
-            dict(result.probabilities),
-            result.label,
-            result.confidence,
-            result.abstained,
-            result.reason,
-            inference_ms=infer_ms,
-        )
-        c = Classified(g, pred, live, None, result)
-        self.last_classified = c
         self.workers[2].stage = "store policy"
         self._maybe_store(c)
 
