@@ -457,8 +457,14 @@ def _row(*cells: object) -> str:
 
 
 def markdown(res: dict) -> str:
+    """The result file: the header, then one section per measurement (a) to (d)."""
+    sections = (_md_header, _md_composite, _md_pbc, _md_ball, _md_speed)
+    return "\n".join(line for section in sections for line in section(res))
+
+
+def _md_header(res: dict) -> list[str]:
     q = res["pbc_scale"]["percentiles_10_25_50_75_90"]
-    lines = [
+    return [
         "# Cell detection (benchmarks/cell_detection.py)",
         "",
         f"Command: `{res['command']}`. Machine: {res['machine']}. Run time {res['seconds']} s.",
@@ -468,9 +474,11 @@ def markdown(res: dict) -> str:
         f" median {q[2]:.3f} µm/px (10-90%: {q[0]:.3f}-{q[4]:.3f};"
         f" {res['pbc_scale']['n_confident']} of {res['pbc_scale']['n_images']} images confident).",
         "",
-        "## (a) Composite fields (PBC cells pasted at known places on PBC background squares)",
-        "",
     ]
+
+
+def _md_composite(res: dict) -> list[str]:
+    lines = ["## (a) Composite fields (PBC cells pasted at known places on PBC background squares)", ""]
     for key, c in res["composite"].items():
         lines += [
             f"### {key} µm/px: {c['fields']} fields of {c['field_um'][0]:g} x {c['field_um'][1]:g} µm",
@@ -497,7 +505,11 @@ def markdown(res: dict) -> str:
         lines += ["", _row("white-white pairs", "pairs", "both found"), _row(*["---"] * 3)]
         lines += [_row(k, v["pairs"], v["rate"]) for k, v in c["white_pairs_both_found"].items()]
         lines.append("")
-    lines += ["## (b) PBC images: the centre cell found (expected kind), extra white detections", ""]
+    return lines
+
+
+def _md_pbc(res: dict) -> list[str]:
+    lines = ["## (b) PBC images: the centre cell found (expected kind), extra white detections", ""]
     for um, rows in res["pbc"].items():
         lines += [
             f"### at {um} µm/px",
@@ -510,20 +522,12 @@ def markdown(res: dict) -> str:
                 _row(t, r["n"], r["centre_found"], r["extra_white_mean"], r["images_with_extra_white"])
             )
         lines.append("")
-    lines += [
-        "## (c) B-ALL images (all-4class, 0.479 µm/px)",
-        "",
-        _row(
-            "class",
-            "images",
-            "white/image p0 p10 p50 p90 p100",
-            "mean",
-            "images with none",
-            "platelets",
-            "other",
-        ),
-        _row(*["---"] * 7),
-    ]
+    return lines
+
+
+def _md_ball(res: dict) -> list[str]:
+    columns = ("class", "images", "white/image p0 p10 p50 p90 p100", "mean", "images with none", "platelets")
+    lines = ["## (c) B-ALL images (all-4class, 0.479 µm/px)", "", _row(*columns, "other"), _row(*["---"] * 7)]
     for cls, r in res["b_all"].items():
         p = " ".join(f"{v:g}" for v in r["white_per_image_percentiles_0_10_50_90_100"])
         lines.append(
@@ -538,9 +542,13 @@ def markdown(res: dict) -> str:
             )
         )
     sheet = "`cell_detection_sheet.png` (green white, orange platelet, red other)"
-    lines += ["", f"Contact sheet: {sheet}; written locally, not committed: it shows dataset images.", ""]
+    note = f"Contact sheet: {sheet}; written locally, not committed: it shows dataset images."
+    return [*lines, "", note, ""]
+
+
+def _md_speed(res: dict) -> list[str]:
     s = res["speed"]
-    lines += [
+    lines = [
         f"## (d) Speed: 1920 x 1080 frame at {s['um_per_px']} µm/px",
         "",
         _row("cells pasted", "detect_cells ms (median of 7)", "min of 7", "white found"),
@@ -549,12 +557,12 @@ def markdown(res: dict) -> str:
     for n in (5, 20, 50):
         r = s[f"{n}_cells"]
         lines.append(_row(n, r["ms_median"], r["ms_min"], r["found_white"]))
-    lines += [
+    return [
+        *lines,
         "",
         f"One MobileNetV2 int8 invoke (1 thread), same run: {s['mobilenetv2_int8_invoke_ms_1thread']} ms.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

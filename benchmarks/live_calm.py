@@ -75,6 +75,48 @@ def _call(r: dict[str, Any]) -> tuple:
     return (state, r.get("label"), display)
 
 
+class _Recorder:
+    """Wraps the live view's `publish_result`: every result the page would get, in order, and each
+    change of the scale check's state (the frame it happened at)."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self.records: list[dict[str, Any]] = []
+        self.scale_states: list[tuple[int, str]] = []
+        self.lock = threading.Lock()
+        self._publish = pipe.live.publish_result
+        pipe.live.publish_result = self.publish
+
+    def publish(self, result, rgb=None, cam_map=None):
+        with self.lock:
+            self.records.append(
+                {
+                    "frame_seq": result.get("frame_seq"),
+                    "call": _call(result),
+                    "new": bool(result.get("new_field")),
+                    "kept": bool(result.get("republished")),  # an unchanged (or held) field's result
+                    "doubt": bool(result.get("scale_doubt")),
+                }
+            )
+            st = self.pipe.scale_status.get("state")
+            if not self.scale_states or self.scale_states[-1][1] != st:
+                self.scale_states.append((int(result.get("frame_seq") or 0), st))
+        return self._publish(result, rgb, cam_map)
+
+    def snapshot(self) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+        with self.lock:
+            return list(self.records), list(self.scale_states)
+
+
+def _run_config(config_path: Path, data_dir: Path, models: list[str], still: bool):
+    over: dict[str, Any] = {"store": {"every_s": 3600.0, "reserve_mb": 0}}
+    if models:
+        over["classifier"] = {"models": models}
+    if still:
+        over["camera"] = {"pan": False}
+    return load_config(config_path, data_dir=data_dir, overrides=over, system_config=None, env={})
+
+
 def run(
     minutes: float,
     config_path: Path,
@@ -91,44 +133,15 @@ def run(
     for `minutes` of wall time, and frames the classifier cannot take are dropped as on a station;
     `still`: the stage never moves (one field for the whole run)."""
     with tempfile.TemporaryDirectory() as tmp:
-        over: dict[str, Any] = {"store": {"every_s": 3600.0, "reserve_mb": 0}}
-        if models:
-            over["classifier"] = {"models": models}
-        if still:
-            over["camera"] = {"pan": False}
-        cfg = load_config(
-            config_path, data_dir=Path(tmp) / "data", overrides=over, system_config=None, env={}
-        )
-        cam = cfg.camera
-        optics = _optics(cam)
-        fps = cam.fps
+        cfg = _run_config(config_path, Path(tmp) / "data", models, still)
+        optics = _optics(cfg.camera)
+        fps = cfg.camera.fps
         n_frames = int(round(minutes * 60 * fps))
         services = Services(cfg, pace=paced, sync=False)
         um = um_per_px or optics.frame_um_per_px
         services.profiles.save(Profile("virtual scope", um), activate=True)
         pipe = services.pipeline
-        records: list[dict[str, Any]] = []
-        scale_states: list[tuple[int, str]] = []
-        lock = threading.Lock()
-        publish = pipe.live.publish_result
-
-        def recording(result, rgb=None, cam_map=None):
-            with lock:
-                records.append(
-                    {
-                        "frame_seq": result.get("frame_seq"),
-                        "call": _call(result),
-                        "new": bool(result.get("new_field")),
-                        "kept": bool(result.get("republished")),  # an unchanged (or held) field's result
-                        "doubt": bool(result.get("scale_doubt")),
-                    }
-                )
-                st = pipe.scale_status.get("state")
-                if not scale_states or scale_states[-1][1] != st:
-                    scale_states.append((int(result.get("frame_seq") or 0), st))
-            return publish(result, rgb, cam_map)
-
-        pipe.live.publish_result = recording
+        rec = _Recorder(pipe)
         t0 = time.monotonic()
         next_checkpoint = t0 + every_s
         services.start()
@@ -144,9 +157,7 @@ def run(
                 if checkpoint is not None and time.monotonic() > next_checkpoint:
                     next_checkpoint += every_s
                     done = max(0, pipe.telemetry.counts["captured"] - 2)  # the newest may be in flight
-                    with lock:
-                        snap, states = list(records), list(scale_states)
-                    part = summarise(snap, states, optics, fps, done, um, time.monotonic() - t0)
+                    part = summarise(*rec.snapshot(), optics, fps, done, um, time.monotonic() - t0)
                     checkpoint({**part, "paced": paced, "still": still, "complete": False})
             if paced:  # what a station did in that time: the frames the camera gave
                 n_frames = max(0, pipe.telemetry.counts["captured"] - 2)
@@ -156,7 +167,7 @@ def run(
         finally:
             services.stop()
         wall = time.monotonic() - t0
-    res = summarise(records, scale_states, optics, fps, n_frames, um, wall)
+    res = summarise(rec.records, rec.scale_states, optics, fps, n_frames, um, wall)
     achieved = round(n_frames / (minutes * 60), 2) if paced and minutes > 0 else None
     return {
         **res,
