@@ -112,7 +112,7 @@ class QualityConfig(_Section):
     min_stain: float = _num(0.025, 0, 1, "(a fraction)")
     min_contrast: float = _num(10.0, 0, 255, "(grey levels)")
     scale_check: bool = True
-    scale_tolerance: float = _num(0.2, 0.01, 1, "(a fraction)")
+    scale_tolerance: float = _num(0.35, 0.01, 1, "(a fraction)")
     scale_mismatch_fields: int = _num(3, 1, 20, "fields in a row")
     scale_ok_fields: int = _num(2, 1, 20, "fields in a row")
 

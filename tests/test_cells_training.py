@@ -1,5 +1,5 @@
 """training/cells: crop builder (the station's crop, edge cells, manifest, groups), Reinhard transfer,
-label flags read from the dataset (malignant, white) and copied into the manifest, the image rule, the
+label flags read from the dataset (malignant, white) and copied into the manifest, the field rule, the
 per-cell figures. Generated images only (no ../shared)."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision
 from device.cells.detect import WHITE, Cell
 from device.datasets.labels import DatasetLabel, read_labels, write_labels
 from device.errors import SmearscopeError
-from device.models.bundle import InputSpec, Label, Manifest
+from device.models.bundle import CellSpec, InputSpec, Label, Manifest
 from training.cells import build_crops
 from training.cells.crops import CropSpec
-from training.cells.image_rule import RuleParams, choose_rule, field_call, score
+from training.cells.field_rule import LabelledField, call_field, choose_thresholds, summary
 from training.cells.stain import LabStats, lab_stats, reinhard
 from training.sources import scan_sources
 
@@ -219,57 +219,61 @@ def dec(state: str, label: str | None, conf: float = 0.9) -> CellDecision:
     return CellDecision(state, label, 0.99 if state == BLAST else 0.01, conf)
 
 
-WHITE_FLAGS = {
-    "blast_pre": True,
-    "blast_pro": True,
-    "hematogone": True,
-    "lymphocyte": True,
-    "platelet": False,
-}
+FIELD_LABELS = [
+    Label("blast_pre", "Pre", True),
+    Label("blast_pro", "Pro", True),
+    Label("hematogone", "H", False),
+    Label("lymphocyte", "L", False),
+    Label("platelet", "P", False, white=False),
+]
 
 
-def test_image_rule_branches():
-    p = RuleParams(min_blasts=2, min_share=0.5, max_unclassified=0.2)
-    two = [
-        dec(BLAST, "blast_pro"),
-        dec(BLAST, "blast_pre", 0.8),
-        dec(BLAST, "blast_pro"),
-        dec(NOT_BLAST, None),
-    ]
-    call = field_call(two, WHITE_FLAGS, p)
-    assert (call.state, call.label, call.n_blast) == ("malignant", "blast_pro", 3)  # majority subtype
-    # blasts split between subtypes: malignant, but which subtype is unsure -> uncertain with m = 0.7
-    split = RuleParams(min_blasts=2, min_share=0.5, max_unclassified=0.2, min_subtype_share=0.7)
-    assert field_call(two, WHITE_FLAGS, split).state == "uncertain"
-    # one blast is below k = 2: not malignant, and not benign either (a blast was seen)
+def lfield(truth: str, p_blasts: list[float], name: str = "f") -> LabelledField:
+    """A field whose cells split their probability between blast_pre and hematogone."""
+    probs = tuple({"blast_pre": p, "hematogone": 1 - p} for p in p_blasts)
+    return LabelledField(name, truth, probs, (None,) * len(probs))
+
+
+def test_field_thresholds_keep_every_validation_field_on_its_side_with_the_margin():
+    val = [lfield("blast_pre", [0.7, 0.8, 0.9]), lfield("blast_pre", [0.99] * 4)]
+    val += [lfield("hematogone", [0.2, 0.3, 0.4]), lfield("hematogone", [0.1] * 5)]
+    val += [lfield("hematogone", [0.97, 0.97])]  # fewer cells than min_cells: not used
+    lo, hi, doc = choose_thresholds(val, FIELD_LABELS, margin=0.05, min_cells=3)
+    # apart: the gap between 0.35 and 0.75 (no validation field there) abstains
+    assert (lo, hi) == (pytest.approx(0.35), pytest.approx(0.75))
+    assert doc["fields_with_blasts"] == 2 and doc["fields_without_blasts"] == 2
+    # overlapping once the margin is added: each kind's extreme field keeps the margin from the other side
+    lo, hi, _ = choose_thresholds(val, FIELD_LABELS, margin=0.3, min_cells=3)
+    assert (lo, hi) == (pytest.approx(0.5), pytest.approx(0.6))
+    with pytest.raises(ValueError, match="with and without blasts"):
+        choose_thresholds(val[:2], FIELD_LABELS, margin=0.05, min_cells=3)
+
+
+def test_field_calls_are_the_stations_and_judged_against_the_field():
+    spec = CellSpec(None, 0.95, 0.5, 0.4, 0.6, 3)
+    blast_field = lfield("blast_pro", [0.7, 0.8, 0.9])  # no cell reaches 0.95, the field does
+    out = call_field(blast_field, FIELD_LABELS, spec)
+    assert (out.call, out.outcome, out.label) == ("blast", "right", "blast_pre")
+    assert out.subtype_match is False  # called blast_pre on a Pro field: right, subtype apart
+    benign = call_field(lfield("hematogone", [0.2, 0.3, 0.5]), FIELD_LABELS, spec)
+    assert (benign.call, benign.outcome, benign.label) == ("no_blast", "right", "hematogone")
+    # a benign field whose mean reaches the blast threshold is confidently wrong
     assert (
-        field_call([dec(BLAST, "blast_pre"), dec(NOT_BLAST, "hematogone")], WHITE_FLAGS, p).state
-        == "uncertain"
+        call_field(lfield("hematogone", [0.5, 0.7, 0.8]), FIELD_LABELS, spec).outcome == "confidently_wrong"
     )
-    # blasts below s of the decided cells
-    few = [dec(BLAST, "blast_pre")] * 2 + [dec(NOT_BLAST, "lymphocyte")] * 3
-    assert field_call(few, WHITE_FLAGS, p).state == "uncertain"
-    benign = [dec(NOT_BLAST, "hematogone")] + [dec(NOT_BLAST, "lymphocyte")] * 4
-    assert field_call(benign, WHITE_FLAGS, p).state == "benign"
-    assert field_call(benign + [dec(UNCLASSIFIED, None)] * 2, WHITE_FLAGS, p).state == "uncertain"  # 2/7 > u
-    no_marker = [dec(NOT_BLAST, "lymphocyte")] * 3
-    assert field_call(no_marker, WHITE_FLAGS, p).state == "uncertain"  # benign needs a named hematogone
-    # platelets are not white cells: a field of platelets has no cells
-    assert field_call([dec(NOT_BLAST, "platelet")], WHITE_FLAGS, p).state == "no_cells"
-    assert field_call([], WHITE_FLAGS, p).state == "no_cells"
-
-
-def test_choose_rule_keeps_wrong_fields_within_the_limit():
-    blast_field = [dec(BLAST, "blast_pre")] * 3 + [dec(NOT_BLAST, "hematogone")]
-    benign_field = [dec(NOT_BLAST, "hematogone")] * 3
-    # a benign field with one hematogone called a blast: k = 1 calls it malignant (wrong)
-    tricky = [dec(BLAST, "blast_pre")] + [dec(NOT_BLAST, "hematogone")] * 4
-    fields = [(blast_field, "blast_pre")] * 5 + [(benign_field, "hematogone")] * 5 + [(tricky, "hematogone")]
-    params, sc = choose_rule(fields, WHITE_FLAGS, max_wrong=0.0)
-    assert sc.wrong == 0 and sc.correct == 10 and sc.uncertain == 1
-    assert params.min_blasts >= 2 or params.min_share > 0.2
-    calls = [(field_call(d, WHITE_FLAGS, RuleParams()), t) for d, t in fields]
-    assert score(calls).wrong == 1  # the permissive rule would have made the error
+    # between the thresholds: uncertain; a decided blast in a clear-looking field: uncertain
+    assert call_field(lfield("hematogone", [0.4, 0.5, 0.6]), FIELD_LABELS, spec).outcome == "uncertain"
+    lone = call_field(lfield("hematogone", [0.96, 0.05, 0.05, 0.05]), FIELD_LABELS, spec)
+    assert lone.outcome == "uncertain" and "decided a blast" in (lone.reason or "")
+    # too few cells for the rule: the cells' own decisions (an unclassified cell -> uncertain)
+    assert call_field(lfield("hematogone", [0.5, 0.02]), FIELD_LABELS, spec).outcome == "uncertain"
+    assert call_field(lfield("hematogone", [0.01, 0.02]), FIELD_LABELS, spec).outcome == "right"
+    assert call_field(lfield("hematogone", []), FIELD_LABELS, spec).call == "no_cells"
+    # unfamiliar cells are not pooled (and are unclassified)
+    odd = LabelledField("o", "blast_pre", ({"blast_pre": 0.9, "hematogone": 0.1},) * 3, ("unlike",) * 3)
+    assert call_field(odd, FIELD_LABELS, spec).outcome == "uncertain"
+    s = summary([out, benign, lone])
+    assert (s["right"], s["uncertain"], s["four_class_right"], s["subtype_matches"]) == (2, 1, 1, 0)
 
 
 def test_cell_figures_count_by_the_decision():

@@ -68,11 +68,23 @@ class CellSpec:
     is a blast when the summed probability of the blast labels reaches `blast_threshold`, not a blast
     when the rest reaches it, else unclassified; a cell that is not a blast is named by its type when
     that type's share of the non-blast probability reaches `type_threshold`, else counted as a white
-    cell whose type is not named."""
+    cell whose type is not named.
+
+    The field rule (`device.cells.field`): a field of at least `field_min_cells` read white cells is
+    called on their mean blast probability, a blast field at `field_blast_threshold` or above, a field
+    without blasts at `field_clear_threshold` or below (and no cell decided a blast); between the two it
+    abstains. Both None: the field is called from its cells' decisions alone."""
 
     pitch_um: float | None = None
     blast_threshold: float = 0.9
     type_threshold: float = 0.6
+    field_clear_threshold: float | None = None
+    field_blast_threshold: float | None = None
+    field_min_cells: int = 3
+
+    @property
+    def field_rule(self) -> bool:
+        return self.field_clear_threshold is not None and self.field_blast_threshold is not None
 
 
 @dataclass(frozen=True)
@@ -295,6 +307,20 @@ def _label_dict(lb: Label) -> dict[str, Any]:
     return out
 
 
+def _optional_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _check_field_rule(spec: CellSpec, where: str) -> None:
+    lo, hi = spec.field_clear_threshold, spec.field_blast_threshold
+    if (lo is None) != (hi is None):
+        raise BundleError(f"{where}: cells.field_clear_threshold and field_blast_threshold go together")
+    if lo is not None and hi is not None and not (0.0 <= lo <= hi <= 1.0 and math.isfinite(lo + hi)):
+        raise BundleError(f"{where}: cells field thresholds {lo}, {hi} must satisfy 0 <= clear <= blast <= 1")
+    if spec.field_min_cells < 1:
+        raise BundleError(f"{where}: cells.field_min_cells {spec.field_min_cells} must be at least 1")
+
+
 def _cell_spec(raw: Any, labels: list[Label], where: str) -> CellSpec | None:
     """The manifest's `cells` section; a cell bundle must say which labels are blasts."""
     if raw is None:
@@ -307,9 +333,13 @@ def _cell_spec(raw: Any, labels: list[Label], where: str) -> CellSpec | None:
             pitch_um=None if pitch is None else float(pitch),
             blast_threshold=float(raw.get("blast_threshold", CellSpec.blast_threshold)),
             type_threshold=float(raw.get("type_threshold", CellSpec.type_threshold)),
+            field_clear_threshold=_optional_float(raw.get("field_clear_threshold")),
+            field_blast_threshold=_optional_float(raw.get("field_blast_threshold")),
+            field_min_cells=int(raw.get("field_min_cells", CellSpec.field_min_cells)),
         )
     except (TypeError, ValueError):
         raise BundleError(f"{where}: 'cells' holds a value that is not a number") from None
+    _check_field_rule(spec, where)
     if spec.pitch_um is not None and not (math.isfinite(spec.pitch_um) and 0.005 <= spec.pitch_um <= 50):
         raise BundleError(f"{where}: cells.pitch_um {spec.pitch_um} is outside 0.005..50 µm/px")
     for key in ("blast_threshold", "type_threshold"):

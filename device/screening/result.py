@@ -1,7 +1,12 @@
 """`ClassifiedCells` → `FieldCells`: the per-cell records, the field's differential, its field line and
 the record's call.
 
-The record's label (safety first: a blast is never hidden behind the commoner cells of its field):
+The record's label (safety first: a blast is never hidden behind the commoner cells of its field).
+When the bundle has a field rule and the field enough white cells (`device.cells.field`), the rule
+calls the field: a blast field → the most frequent decided blast label (else the blast label of the
+highest mean probability); a field without blasts → the most frequent named type when every white cell
+was read, else the white type of the highest mean probability; between the two → abstained with the
+rule's reason. Otherwise the cells' own decisions call it:
 - at least one white cell decided a blast → the most frequent blast label, not abstained;
 - else, every white cell read (none unclassified) → the most frequent named type (or
   `device.cells.count.UNNAMED` for cells confidently not blasts whose type is not named), not abstained;
@@ -18,14 +23,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 from device.cells.count import UNCLASSIFIED, UNNAMED, UNNAMED_DISPLAY, Differential, count_label, differential
-from device.cells.decide import BLAST
+from device.cells.decide import BLAST, NOT_BLAST
 from device.cells.detect import WHITE
+from device.cells.field import FieldEvidence, PooledVerdict, pool, pooled_verdict
 from device.cells.record import CellRecord
-from device.models.bundle import Label
+from device.models.bundle import CellSpec, Label
 from device.screening.stages import (
     COUNTED,
     NO_CELLS,
     REFUSED,
+    ClassifiedCell,
     ClassifiedCells,
     DetectedCells,
     FieldCells,
@@ -96,11 +103,19 @@ def _most_frequent(labels: list[str], order: list[str]) -> str:
     return min(tally, key=lambda lb: (-tally[lb], rank.get(lb, len(rank))))
 
 
-def field_call(records: Sequence[CellRecord], label_order: list[str]) -> tuple[str, bool, str | None, float]:
+def field_call(
+    records: Sequence[CellRecord],
+    label_order: list[str],
+    pooled: PooledVerdict | None = None,
+    evidence: FieldEvidence | None = None,
+) -> tuple[str, bool, str | None, float]:
     """(label, abstained, reason, confidence) of a field's white `records` (at least one) by the rule
-    in this module's docstring. Confidence: the highest blast probability of a blast call, else the
-    lowest not-blast probability among the cells read."""
+    in this module's docstring, or by the field rule's `pooled` verdict when it applies (with the
+    `evidence` it came from). Confidence: the highest blast probability of a blast call, else the
+    lowest not-blast probability among the cells read (the pooled mean for a pooled call)."""
     order = [*label_order, UNNAMED]
+    if pooled is not None and evidence is not None:
+        return _pooled_call(records, order, pooled, evidence)
     blasts = [r for r in records if r.state == BLAST]
     if blasts:
         label = _most_frequent([r.label or UNNAMED for r in blasts], order)
@@ -115,6 +130,20 @@ def field_call(records: Sequence[CellRecord], label_order: list[str]) -> tuple[s
     return label, True, reason, confidence
 
 
+def _pooled_call(
+    records: Sequence[CellRecord], order: list[str], pooled: PooledVerdict, ev: FieldEvidence
+) -> tuple[str, bool, str | None, float]:
+    if pooled.state == BLAST:
+        blasts = [r.label or UNNAMED for r in records if r.state == BLAST]
+        label = _most_frequent(blasts, order) if blasts else ev.blast_label or UNNAMED
+        return label, False, None, ev.p_blast
+    read = [count_label(r.state, r.label) or UNNAMED for r in records if r.state != UNCLASSIFIED]
+    if pooled.state == NOT_BLAST:
+        label = _most_frequent(read, order) if len(read) == len(records) else ev.other_label or UNNAMED
+        return label, False, None, 1.0 - ev.p_blast
+    return (_most_frequent(read, order) if read else UNCLASSIFIED), True, pooled.reason, 0.0
+
+
 def _record(i: int, c) -> CellRecord:
     cell, d = c.cell, c.decision
     if d is None:
@@ -123,6 +152,10 @@ def _record(i: int, c) -> CellRecord:
     return CellRecord(
         i, cell.box, cell.x, cell.y, cell.kind, d.state, d.label, d.p_blast, dict(c.probabilities), d.reason
     )
+
+
+def _pooled(c: ClassifiedCell) -> bool:
+    return c.cell.kind == WHITE and c.decision is not None and c.unfamiliar is None and bool(c.probabilities)
 
 
 def _live(records: Sequence[CellRecord], labels: Sequence[Label]) -> tuple[LiveCell, ...]:
@@ -156,7 +189,9 @@ def field_result(
     classified: ClassifiedCells,
     labels: Sequence[Label],
     settings: ScreenSettings,
+    spec: CellSpec | None = None,
 ) -> FieldCells:
+    """`spec`: the cell bundle's section, whose field rule (when it has one) calls the field."""
     import time
 
     t0 = time.perf_counter()
@@ -172,7 +207,10 @@ def field_result(
     )
     if whites:
         state = COUNTED
-        label, abstained, reason, confidence = field_call(whites, label_ids)
+        evidence = pool([c.probabilities for c in classified.cells if _pooled(c)], labels)
+        blasts = sum(r.state == BLAST for r in whites)
+        pooled = pooled_verdict(evidence, spec, blasts) if spec is not None else None
+        label, abstained, reason, confidence = field_call(whites, label_ids, pooled, evidence)
         line = field_line(diff)
         read = [r for r in whites if r.probabilities]
         probs = (

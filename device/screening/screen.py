@@ -69,7 +69,9 @@ class CellScreen:
             return refused_result(prepared)
         detected = self.detect(prepared)
         classified = self.classifier.classify(prepared, detected)
-        return field_result(prepared, detected, classified, self.ensemble.labels, self.settings)
+        return field_result(
+            prepared, detected, classified, self.ensemble.labels, self.settings, self.classifier.spec
+        )
 
     def screen(self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given") -> FieldCells:
         return self.result(self.prepare(rgb, scale, source=source))

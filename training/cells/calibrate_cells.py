@@ -17,6 +17,10 @@ ensemble's decision does not depend on which member is first. The per-cell decis
 - `type_threshold`: the largest threshold (fewest wrong names) at which every non-blast type keeps
   unclassified + unnamed cells within `--max-unnamed` (20%) on the crops as built (a type that cannot
   meet it even at the lowest threshold does not hold the others back).
+- `field_clear_threshold`, `field_blast_threshold`, `field_min_cells`: the field rule
+  (`device.cells.field`) from the split's B-ALL fields read as the station reads them
+  (`training.cells.field_rule.choose_thresholds`: `--field-margin` beyond the validation fields of each
+  kind; `--no-field-rule` leaves it out).
 - `pitch_um`: the crop dataset's pitch (`crops.json` crop.pitch_um).
 How they were chosen (split, targets, figures) goes to the manifest's `calibration.cells`;
 `convert.bundle.update_manifest` renews each bundle's version, so it must be signed again.
@@ -46,6 +50,7 @@ from training.cells.cellprobs import (
     run_cells,
     variant_fn,
 )
+from training.cells.field_rule import call_field, choose_thresholds, labelled_fields, summary, with_thresholds
 
 BLAST_GRID = tuple(round(x, 3) for x in [*np.arange(0.5, 0.95, 0.05), *np.arange(0.95, 0.9951, 0.005)])
 TYPE_GRID = tuple(round(x, 3) for x in np.arange(0.5, 0.951, 0.025))
@@ -208,6 +213,17 @@ def calibrate(args: argparse.Namespace) -> dict:
     bt, met, rates = choose_blast_threshold(sets, labels, targets)
     tt, types = choose_type_threshold(sets[0], labels, bt, targets)
     spec = CellSpec(float(crop_spec(manifest).pitch_um), bt, tt)
+    field_doc = None
+    if not args.no_field_rule:
+        run_dir = Path(args.run)
+        split = json.loads((run_dir / "split.json").read_text())
+        val_fields = labelled_fields(ens, crops_root_of(run_dir), split, args.split, args.limit // 10)
+        lo, hi, field_doc = choose_thresholds(
+            val_fields, labels, margin=args.field_margin, min_cells=args.field_min_cells
+        )
+        spec = with_thresholds(spec, lo, hi, args.field_min_cells)
+        field_doc["val"] = summary(call_field(f, labels, spec) for f in val_fields)
+        print(f"{args.split} fields: {len(val_fields)}, clear <= {lo}, blast >= {hi}", flush=True)
     doc = {
         "split": args.split,
         "run": str(args.run),
@@ -217,6 +233,7 @@ def calibrate(args: argparse.Namespace) -> dict:
         "cells": asdict(spec),
         "blast_rates": rates,
         "type_rates": types,
+        "field_rule": field_doc,
     }
     if args.write:
         for b in args.bundle:
@@ -244,6 +261,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-unnamed", type=float, default=d.max_unnamed)
     p.add_argument(
         "--margin", type=float, default=d.margin, help="validation rates must stay within margin x target"
+    )
+    p.add_argument(
+        "--field-margin",
+        type=float,
+        default=0.05,
+        help="the field rule's margin beyond the validation fields",
+    )
+    p.add_argument(
+        "--field-min-cells", type=int, default=3, help="white cells a field needs for the field rule"
+    )
+    p.add_argument(
+        "--no-field-rule", action="store_true", help="call fields from their cells' decisions alone"
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(

@@ -10,9 +10,9 @@ content checks) on each crop, then `device.cells.decide.decide` with the FIRST b
 - `to_other_lab`: PBC crops in the B-ALL lab's colour (their detail already is the B-ALL lab's); B-ALL
   crops in the PBC lab's colour and sharpened (unsharp mask: a crisper camera's look);
 - `pbc_full_detail`: PBC crops re-cut from their source image WITHOUT the pitch step (a sharp camera).
-Fields: the B-ALL fields of the validation split choose the image rule's k, s, u
-(`training/cells/image_rule.py`); the test fields are then read as the station reads them (white
-reference, `detect_cells`, `model_input`) and called by that rule.
+Fields: the test split's B-ALL fields read as the station reads them (white reference, `detect_cells`,
+`model_input`) and called by the station's field call with the bundle's field rule (its thresholds
+chosen on the validation fields by `calibrate_cells`).
 The split is per source image (no patient ids): figures are optimistic for new patients.
 """
 
@@ -38,21 +38,25 @@ from training.cells.calibrate_cells import decisions
 from training.cells.cellprobs import (
     VARIANTS,
     CellTable,
-    crop_spec,
     crops_root_of,
-    field_sources,
-    field_tables,
     lab_means,
     load_part,
     run_cells,
-    station_fields,
     variant_fn,
 )
-from training.cells.image_rule import choose_rule, field_call, score
+from training.cells.field_rule import WRONG, call_field, labelled_fields, summary
 
 SPLIT_NOTE = (
     "split per source image (all crops of a field or PBC image on one side); the file names carry no "
     "patient ids, so one patient's fields can sit on both sides: optimistic for new patients"
+)
+FIELD_RULE_TEXT = (
+    "the station's field call (device.screening.result, device.cells.field): a field of at least "
+    "field_min_cells pooled white cells is a blast field when their mean blast probability reaches the "
+    "blast threshold, a field without blasts at or below the clear threshold when no cell is decided a "
+    "blast, else uncertain; a smaller field is called by its cells' decisions (a decided blast calls it, "
+    "an unclassified cell makes it uncertain); a field of blasts is right on an Early/Pre/Pro image, a "
+    "field without blasts on a Benign one; the subtype (4-class) is reported apart"
 )
 TARGETS = {
     "blast_sensitivity": ">= 99%",
@@ -157,7 +161,6 @@ def run(args: argparse.Namespace) -> dict:
         raise SmearscopeError(f"{first.name}: no cells section (run training.cells.calibrate_cells first)")
     spec: CellSpec = first.cells
     labels = list(first.labels)
-    white = {lb.id: lb.white for lb in labels}
     crops_root = crops_root_of(run_dir)
     test, manifest = load_part(crops_root, split, "test")
     means = lab_means(crops_root, split, manifest)
@@ -202,41 +205,24 @@ def run(args: argparse.Namespace) -> dict:
             flush=True,
         )
     if not args.no_fields:
-        out["fields"] = fields(ens, split, crops_root, labels, spec, white, args)
+        out["fields"] = fields(ens, split, crops_root, labels, spec, args)
     return out
 
 
-def fields(ens: Ensemble, split: dict, crops_root: Path, labels, spec, white, args) -> dict:
-    """The image rule chosen on the validation fields, then applied to the test fields."""
-    res = {}
-    parts = {}
-    for part in ("val", "test"):
-        crops, manifest = load_part(crops_root, split, part)
-        src = field_sources(crops)
-        if args.limit:
-            src = src[:: max(1, len(src) // max(1, args.limit // 10))]
-        fl = station_fields(src, manifest, crop_spec(manifest))
-        tabs = field_tables(ens, fl)
-        parts[part] = [(decisions(tab, labels, spec), f.truth) for f, tab in zip(fl, tabs, strict=True)]
-        print(f"fields {part}: {len(fl)}", flush=True)
-    params, val_score = choose_rule(parts["val"], white, max_wrong=args.max_field_wrong)
-    calls = [(field_call(d, white, params), t) for d, t in parts["test"]]
-    test_score = score(calls)
-    by_truth: dict[str, dict[str, int]] = {}
-    for call, t in calls:
-        key = call.state if call.state != "malignant" else f"malignant:{call.label}"
-        by_truth.setdefault(t, {})
-        by_truth[t][key] = by_truth[t].get(key, 0) + 1
-    res["rule"] = params.text()
-    res["params"] = asdict(params)
-    res["chosen_on"] = "val"
-    res["val"] = {**asdict(val_score), "accuracy": val_score.accuracy}
-    res["test"] = {
-        **asdict(test_score),
-        "accuracy": test_score.accuracy,
-        "uncertain_rate": test_score.uncertain_rate,
-        "wrong_rate": test_score.wrong_rate,
-        "by_truth": dict(sorted(by_truth.items())),
+def fields(ens: Ensemble, split: dict, crops_root: Path, labels, spec: CellSpec, args) -> dict:
+    """The test fields called as the station calls them (`training.cells.field_rule.call_field`, with
+    the bundle's field rule)."""
+    test = labelled_fields(ens, crops_root, split, "test", args.limit // 10)
+    outcomes = [call_field(f, labels, spec) for f in test]
+    res = {
+        "rule": FIELD_RULE_TEXT,
+        "field_rule": {
+            "clear": spec.field_clear_threshold,
+            "blast": spec.field_blast_threshold,
+            "min_cells": spec.field_min_cells,
+        },
+        "test": summary(outcomes),
+        "wrong": [asdict(o) for o in outcomes if o.outcome == WRONG],
     }
     print("fields test " + json.dumps(res["test"]), flush=True)
     return res
@@ -305,16 +291,17 @@ def markdown(doc: dict) -> str:
             )
     f = doc.get("fields")
     if f:
-        t = f["test"]
+        t, r = f["test"], f["field_rule"]
         lines += [
             "",
-            f"B-ALL fields (the station's detector and crop on the source images; rule chosen on "
-            f"{f['val']['n']} validation fields): {f['rule']}.",
+            f"B-ALL fields (the station's detector and crop on the source images): {f['rule']}. Field rule: "
+            f"clear <= {r['clear']}, blast >= {r['blast']}, at least {r['min_cells']} cells.",
             "",
-            "| fields | n | accuracy (4-class) | uncertain | confidently wrong |",
-            "| --- | --- | --- | --- | --- |",
+            "| fields | n | right (blast or not) | uncertain | confidently wrong "
+            "| right with the subtype (4-class) |",
+            "| --- | --- | --- | --- | --- | --- |",
             f"| test | {t['n']} | {_pct(t['accuracy'])} | {_pct(t['uncertain_rate'])} "
-            f"| {_pct(t['wrong_rate'])} |",
+            f"| {_pct(t['wrong_rate'])} | {_pct(t['four_class_right'] / t['n'] if t['n'] else None)} |",
             "",
             f"By true class: {t['by_truth']}.",
         ]
@@ -329,9 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output prefix: writes PREFIX.json and PREFIX.md")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--no-fields", action="store_true", help="skip the field (image-level) figures")
-    p.add_argument(
-        "--max-field-wrong", type=float, default=0.005, help="the image rule's limit on validation"
-    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="about N test crops (evenly spaced; smoke runs)")
     args = p.parse_args(argv)
