@@ -276,6 +276,20 @@ def test_field_calls_are_the_stations_and_judged_against_the_field():
     assert (s["right"], s["uncertain"], s["four_class_right"], s["subtype_matches"]) == (2, 1, 1, 0)
 
 
+def test_normal_fields_are_drawn_from_single_cells_and_called_by_the_rule():
+    from training.cells.field_rule import normal_fields
+
+    spec = CellSpec(None, 0.95, 0.5, 0.4, 0.6, 3)
+    low = [{"blast_pre": 0.05, "lymphocyte": 0.95}] * 30
+    r = normal_fields(low, [None] * 30, FIELD_LABELS, spec, n_fields=50)
+    assert (r["n"], r["cleared"], r["called_blast"]) == (50, 1.0, 0.0)
+    blasty = [{"blast_pre": 0.7, "lymphocyte": 0.3}] * 30  # each unclassified, together a blast field
+    assert normal_fields(blasty, [None] * 30, FIELD_LABELS, spec, n_fields=50)["called_blast"] == 1.0
+    mixed = low[:15] + [{"blast_pre": 0.5, "lymphocyte": 0.5}] * 15
+    m = normal_fields(mixed, [None] * 30, FIELD_LABELS, spec, n_fields=200, seed=1)
+    assert m["called_blast"] == 0.0 and 0 < m["uncertain"] < 1 and m["cleared"] + m["uncertain"] == 1.0
+
+
 def test_cell_figures_count_by_the_decision():
     from training.cells.evaluate import cell_figures
 

@@ -7,11 +7,10 @@ Two kinds of folder:
   for that field (`device/screening/result.py`, the record's label rule), mapped to the image's label
   folder by the folder labels' malignant flags:
     - a folder that is not malignant: right when the field's call is a type that is not a blast and not
-      abstained (no blast called, every white cell read); confidently wrong when a blast is called;
+      abstained; confidently wrong when a blast is called;
     - a malignant folder: right when the field's call is a blast; confidently wrong when the call is
       a type that is not a blast and not abstained;
-    - anything else (abstained: a white cell left unclassified; no white cell; a refused frame) is
-      uncertain.
+    - anything else (abstained; no white cell; a refused frame) is uncertain.
   Whether a called blast's subtype names the folder (`subtype_matches`) is reported apart; it does not
   change the call's being right.
 - **cells** (every folder a label of the bundle): each image is one cell at the bundle's input scale,
@@ -54,11 +53,11 @@ UNCERTAIN = "uncertain"
 WRONG = "confidently_wrong"
 
 FIELD_RULE = (
-    "per image, the station's own call for the field (the record's label rule): a folder that is not "
-    "malignant is right when no blast is called and every white cell is read, a malignant folder is "
-    "right when a blast is called; the opposite call, not abstained, is confidently wrong; an abstained "
-    "field (a white cell unclassified), no white cell or a refused frame is uncertain; the called "
-    "blast's subtype is reported apart"
+    "per image, the station's own call for the field (the record's label rule, with the bundle's field "
+    "rule when it has one): a folder that is not malignant is right when the record calls no blast and "
+    "does not abstain, a malignant folder is right when it calls a blast; the opposite call, not "
+    "abstained, is confidently wrong; an abstained field, no white cell or a refused frame is "
+    "uncertain; the called blast's subtype is reported apart"
 )
 CELL_RULE = (
     "per cell crop, the station's decision (device.cells.decide): right on the blast side when blast / "

@@ -44,7 +44,7 @@ from training.cells.cellprobs import (
     run_cells,
     variant_fn,
 )
-from training.cells.field_rule import WRONG, call_field, labelled_fields, summary
+from training.cells.field_rule import WRONG, call_field, labelled_fields, normal_fields, summary
 
 SPLIT_NOTE = (
     "split per source image (all crops of a field or PBC image on one side); the file names carry no "
@@ -200,6 +200,11 @@ def run(args: argparse.Namespace) -> dict:
                 },
             }
         out["variants"][vname] = res
+        pbc = labs == "pbc"
+        if pbc.any() and spec.field_rule:
+            rows = [r for r, m in zip(table.rows(), pbc, strict=True) if m]
+            odd = [u for u, m in zip(table.unfamiliar, pbc, strict=True) if m]
+            out.setdefault("normal_fields", {})[vname] = normal_fields(rows, odd, labels, spec)
         print(
             f"{vname:16s} " + summary_line(res["ensemble"]) + f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
@@ -305,6 +310,21 @@ def markdown(doc: dict) -> str:
             "",
             f"By true class: {t['by_truth']}.",
         ]
+    nf = doc.get("normal_fields")
+    if nf:
+        lines += [
+            "",
+            "Normal fields drawn from the other lab's test cells (PBC; 3-12 cells each, 2,000 fields per "
+            "variant), called by the field rule: a blast field here is a confident error on a normal smear.",
+            "",
+            "| variant | fields | called blast | uncertain | cleared |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for vname, r in nf.items():
+            lines.append(
+                f"| {vname} | {r['n']} | {_pct(r['called_blast'])} | {_pct(r['uncertain'])} "
+                f"| {_pct(r['cleared'])} |"
+            )
     lines += ["", "Targets: " + "; ".join(f"{k} {v}" for k, v in doc["targets"].items()) + "."]
     return "\n".join(lines) + "\n"
 

@@ -158,3 +158,42 @@ def labelled_fields(ens, crops_root, split: dict, part: str, limit: int = 0) -> 
         LabelledField(f.source_image, f.truth, tuple(tab.rows()), tuple(tab.unfamiliar))
         for f, tab in zip(fl, tabs, strict=True)
     ]
+
+
+def normal_fields(
+    probabilities: Sequence[Mapping[str, float]],
+    unfamiliar: Sequence[str | None],
+    labels: Sequence[Label],
+    spec: CellSpec,
+    *,
+    n_fields: int = 2000,
+    sizes: tuple[int, int] = (3, 12),
+    seed: int = 0,
+) -> dict:
+    """Fields of normal cells only, drawn at random from single normal cells (another lab's test cells:
+    `sizes` cells each, inclusive), called by the station's rule: how many would be called a blast field
+    (the rule's confident error on a normal smear), how many abstain, how many are cleared."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(probabilities))
+    outs = []
+    for k in range(n_fields):
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
+        pick = rng.choice(idx, size=min(size, len(idx)), replace=False)
+        f = LabelledField(
+            f"normal-{k}",
+            "",
+            tuple(probabilities[i] for i in pick),
+            tuple(unfamiliar[i] for i in pick),
+        )
+        outs.append(call_field(f, labels, spec).call)
+    c = Counter(outs)
+    n = len(outs)
+    return {
+        "n": n,
+        "cells_per_field": list(sizes),
+        "called_blast": c[BLAST_CALL] / n if n else None,
+        "uncertain": c[UNCERTAIN] / n if n else None,
+        "cleared": c[CLEAR_CALL] / n if n else None,
+    }
