@@ -48,7 +48,7 @@ def blast_set() -> CellSet:
 
 def test_blast_threshold_is_the_smallest_that_meets_the_targets():
     s = blast_set()
-    targets = Targets(max_wrong=0.05, max_blast_on_normal=0.05, max_blast_missed=0.05, margin=1.0)
+    targets = Targets(0.05, 0.05, 0.05, max_blast_on_decided_normal=0.05, margin=1.0)
     t, met, rates = choose_blast_threshold([s], LABELS, targets)
     # <= 0.80: 7 normal cells are blasts (7%); 0.85..0.93: 2 (2%) and 3 blasts missed: met first at 0.85
     assert met and t == pytest.approx(0.85)
@@ -57,12 +57,17 @@ def test_blast_threshold_is_the_smallest_that_meets_the_targets():
     assert r["blast_called_not_blast"] == pytest.approx(0.03)
     assert r["confidently_wrong"] <= targets.max_wrong
     # a stricter limit on blasts among normal cells needs a threshold above 0.93
-    strict = Targets(max_wrong=0.05, max_blast_on_normal=0.01, max_blast_missed=0.05, margin=1.0)
+    strict = Targets(0.05, 0.01, 0.05, max_blast_on_decided_normal=0.05, margin=1.0)
     t2, met2, _ = choose_blast_threshold([s], LABELS, strict)
     assert met2 and t2 > 0.93
+    # the specificity among DECIDED cells: at 0.85-0.93, 2 blasts among 95 decided normal cells (2.1%)
+    decided = Targets(0.05, 0.05, 0.05, max_blast_on_decided_normal=0.01, margin=1.0)
+    t5, met5, r5 = choose_blast_threshold([s], LABELS, decided)
+    assert r["blast_on_decided_normal"] == pytest.approx(2 / 95)
+    assert met5 and t5 > 0.93 and r5["original"]["blast_on_decided_normal"] == 0.0
     # the margin asks for room: 3% missed blasts is within 5% but not within 0.5 x 5%, so the threshold
     # rises until those blasts (p_blast 0.15: 0.85 not a blast) are unclassified instead
-    t3, met3, r3 = choose_blast_threshold([s], LABELS, Targets(0.05, 0.05, 0.05, margin=0.5))
+    t3, met3, r3 = choose_blast_threshold([s], LABELS, Targets(0.05, 0.05, 0.05, 0.05, margin=0.5))
     assert met3 and t3 == pytest.approx(0.9) and r3["original"]["blast_called_not_blast"] == 0.0
     # a target no threshold meets: the most cautious threshold, reported as not met
     t4, met4, _ = choose_blast_threshold([s], LABELS, Targets(0.0, 0.0, 0.0, margin=1.0), grid=(0.6, 0.7))
@@ -75,7 +80,7 @@ def test_a_cross_lab_copy_can_raise_the_threshold():
     copy.name = "colour_to_other"
     copy.table.probs[100:110, 0] = 0.955  # ten normal cells look like blasts in the other lab's colour
     copy.table.probs[100:110, 1:] = 0.045 / 2
-    targets = Targets(max_wrong=0.05, max_blast_on_normal=0.05, max_blast_missed=0.05, margin=1.0)
+    targets = Targets(0.05, 0.05, 0.05, max_blast_on_decided_normal=0.05, margin=1.0)
     t, met, rates = choose_blast_threshold([s, copy], LABELS, targets)
     assert met and t > 0.955 and rates["colour_to_other"]["confident_blast_on_normal"] <= 0.05
 

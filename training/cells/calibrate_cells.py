@@ -7,10 +7,12 @@ ensemble's decision does not depend on which member is first. The per-cell decis
 (`device.cells.decide.decide`).
 
 - `blast_threshold`: the smallest threshold (fewest unclassified cells) at which, on the split's crops,
-  confidently wrong blast / not-blast calls stay within `--max-wrong` (0.5%) of the cells, confident
-  blast calls within `--max-blast-on-normal` (1%) of the non-blast cells and of EACH normal type of the
-  other lab (PBC), and blasts confidently called not a blast within `--max-blast-missed` (1%), on the
-  crops as built AND on their cross-lab copies (colour moved to the other lab; colour and detail).
+  confidently wrong blast / not-blast calls stay within `--max-wrong` (0.5%) of the cells and blast
+  calls within `--max-blast-on-decided-normal` (0.5%) of the DECIDED non-blast cells (the blast
+  specificity among decided cells) on the crops as built, and, on the crops as built AND on their
+  cross-lab copies (colour moved to the other lab; colour and detail), confident blast calls within
+  `--max-blast-on-normal` (1%) of the non-blast cells and of EACH normal type of the other lab (PBC),
+  and blasts confidently called not a blast within `--max-blast-missed` (1%).
   Every limit is applied with `--margin` (0.8: a rate must stay within 80% of its target on validation,
   so that the test split has room). When no threshold meets them, the most cautious one is kept and
   the report says so.
@@ -63,6 +65,7 @@ class Targets:
     max_wrong: float = 0.005
     max_blast_on_normal: float = 0.01
     max_blast_missed: float = 0.01
+    max_blast_on_decided_normal: float = 0.005  # 1 - the blast specificity among the decided cells
     max_unnamed: float = 0.20
     margin: float = 0.8
 
@@ -91,6 +94,7 @@ def blast_rates(cells: CellSet, decs: Sequence[CellDecision], labels: Sequence[L
     state = np.array([d.state for d in decs])
     n, nb, nn = len(t), int(t.sum()), int((~t).sum())
     wrong = ((state == BLAST) & ~t) | ((state == NOT_BLAST) & t)
+    decided_normal = int((((state == BLAST) | (state == NOT_BLAST)) & ~t).sum())
     per_type = {}
     for lb in sorted({x for x, lab in zip(cells.truth, cells.lab, strict=True) if lab == "pbc"}):
         m = np.array([x == lb and lab == "pbc" for x, lab in zip(cells.truth, cells.lab, strict=True)])
@@ -99,6 +103,9 @@ def blast_rates(cells: CellSet, decs: Sequence[CellDecision], labels: Sequence[L
         "n": n,
         "confidently_wrong": float(wrong.mean()) if n else 0.0,
         "confident_blast_on_normal": float(((state == BLAST) & ~t).sum() / nn) if nn else 0.0,
+        "blast_on_decided_normal": (
+            float(((state == BLAST) & ~t).sum() / decided_normal) if decided_normal else 0.0
+        ),
         "confident_blast_on_pbc_type": per_type,
         "blast_called_not_blast": float(((state == NOT_BLAST) & t).sum() / nb) if nb else 0.0,
         "unclassified": float((state == UNCLASSIFIED).mean()) if n else 0.0,
@@ -112,6 +119,8 @@ def meets(rates: dict, targets: Targets, *, original: bool) -> list[str]:
     out = []
     if original and rates["confidently_wrong"] > m * targets.max_wrong:
         out.append("confidently_wrong")
+    if original and rates.get("blast_on_decided_normal", 0.0) > m * targets.max_blast_on_decided_normal:
+        out.append("blast_on_decided_normal")
     if rates["confident_blast_on_normal"] > m * targets.max_blast_on_normal:
         out.append("confident_blast_on_normal")
     out += [
@@ -207,7 +216,12 @@ def calibrate(args: argparse.Namespace) -> dict:
     if not any(lb.malignant for lb in labels):
         raise SmearscopeError("the bundles declare no blast label (labels[].malignant)")
     targets = Targets(
-        args.max_wrong, args.max_blast_on_normal, args.max_blast_missed, args.max_unnamed, args.margin
+        args.max_wrong,
+        args.max_blast_on_normal,
+        args.max_blast_missed,
+        args.max_blast_on_decided_normal,
+        args.max_unnamed,
+        args.margin,
     )
     sets, manifest = val_sets(ens, Path(args.run), args.split, args.limit)
     bt, met, rates = choose_blast_threshold(sets, labels, targets)
@@ -258,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wrong", type=float, default=d.max_wrong)
     p.add_argument("--max-blast-on-normal", type=float, default=d.max_blast_on_normal)
     p.add_argument("--max-blast-missed", type=float, default=d.max_blast_missed)
+    p.add_argument("--max-blast-on-decided-normal", type=float, default=d.max_blast_on_decided_normal)
     p.add_argument("--max-unnamed", type=float, default=d.max_unnamed)
     p.add_argument(
         "--margin", type=float, default=d.margin, help="validation rates must stay within margin x target"
