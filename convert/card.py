@@ -433,6 +433,11 @@ def _scale_line(man, d: dict) -> str:
 
 
 def _white_line(man) -> str:
+    if man.cells is not None:
+        return (
+            "- Colour: the station white-references the whole frame before it cuts each cell's crop, as "
+            "training cut its crops (`input.white_reference` is null: the crop already is referenced)."
+        )
     if man.input.white_reference == "background":
         return (
             "- Colour: each image's bright smear background is mapped to neutral white before the model "

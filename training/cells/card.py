@@ -49,7 +49,19 @@ def section(manifest, doc: dict) -> str:
         f"unclassified; a non-blast cell is named when its type holds {spec.type_threshold} of the "
         f"non-blast probability (`cells.type_threshold`), else counted as an unnamed white cell. Platelets "
         "and erythroblasts are named but not white cells (labels' `white: false`).",
-        "- Both thresholds were chosen on the VALIDATION split (`training.cells.calibrate_cells`), for the "
+        *(
+            [
+                f"- Field (`device.cells.field`): a field of at least {spec.field_min_cells} familiar white "
+                f"cells is a blast field when their mean blast probability reaches "
+                f"{spec.field_blast_threshold} (`cells.field_blast_threshold`), a field without blasts at "
+                f"or below {spec.field_clear_threshold} (`cells.field_clear_threshold`) when no cell is "
+                "decided a blast, else uncertain; a smaller field is called by its cells' decisions. The "
+                "cells keep their own decisions in the count; the slide is called from the count.",
+            ]
+            if spec.field_rule
+            else []
+        ),
+        "- The thresholds were chosen on the VALIDATION split (`training.cells.calibrate_cells`), for the "
         "default ensemble of the two cell bundles (both carry the same `cells` section).",
         "",
         "Test split, per cell, int8 (`benchmarks/results/cells_eval.md`; ensemble = "
@@ -77,11 +89,20 @@ def section(manifest, doc: dict) -> str:
     fields = doc.get("fields")
     if fields:
         t = fields["test"]
+        four = t.get("four_class_right")
         lines += [
             "",
-            f"B-ALL images from their cells (the station's detector and crop; rule chosen on validation: "
-            f"{fields['rule']}): {t['n']} test images, accuracy {_pct(t['accuracy'])}, uncertain "
-            f"{_pct(t['uncertain_rate'])}, confidently wrong {_pct(t['wrong_rate'])}.",
+            f"B-ALL images called by the station ({fields['rule']}): {t['n']} test images, right "
+            f"{_pct(t['accuracy'])}, uncertain {_pct(t['uncertain_rate'])}, confidently wrong "
+            f"{_pct(t['wrong_rate'])}"
+            + (f"; right with the subtype (4-class) {_pct(four / t['n'])}." if four is not None else "."),
+        ]
+    normal = (doc.get("normal_fields") or {}).get("original")
+    if normal:
+        lines += [
+            "",
+            f"Normal fields of 3-12 of the other lab's test cells ({normal['n']} drawn): called a blast "
+            f"field {_pct(normal['called_blast'])}, uncertain {_pct(normal['uncertain'])}.",
         ]
     cross = []
     for v in ("colour_to_other", "to_other_lab"):

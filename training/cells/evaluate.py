@@ -200,11 +200,8 @@ def run(args: argparse.Namespace) -> dict:
                 },
             }
         out["variants"][vname] = res
-        pbc = labs == "pbc"
-        if pbc.any() and spec.field_rule:
-            rows = [r for r, m in zip(table.rows(), pbc, strict=True) if m]
-            odd = [u for u, m in zip(table.unfamiliar, pbc, strict=True) if m]
-            out.setdefault("normal_fields", {})[vname] = normal_fields(rows, odd, labels, spec)
+        if (labs == "pbc").any() and spec.field_rule:
+            out.setdefault("normal_fields", {})[vname] = pbc_fields(table, labs == "pbc", labels, spec)
         print(
             f"{vname:16s} " + summary_line(res["ensemble"]) + f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
@@ -212,6 +209,13 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_fields:
         out["fields"] = fields(ens, split, crops_root, labels, spec, args)
     return out
+
+
+def pbc_fields(table: CellTable, pbc: np.ndarray, labels: Sequence[Label], spec: CellSpec) -> dict:
+    """Normal fields drawn from the other lab's single test cells, called by the field rule."""
+    rows = [r for r, m in zip(table.rows(), pbc, strict=True) if m]
+    odd = [u for u, m in zip(table.unfamiliar, pbc, strict=True) if m]
+    return normal_fields(rows, odd, labels, spec)
 
 
 def fields(ens: Ensemble, split: dict, crops_root: Path, labels, spec: CellSpec, args) -> dict:
