@@ -69,9 +69,8 @@ def test_the_record_label_under_the_field_rule():
     blast = pooled_verdict(ev, RULE, 0)
     assert field_call(unread, order, blast, ev)[:3] == ("blast_pro", False, None)
     some = records((BLAST, "blast_pre"), *[(UNCLASSIFIED, None)] * 3)
-    assert (
-        field_call(some, order, pooled_verdict(ev, RULE, 1), ev)[0] == "blast_pre"
-    )  # a decided blast names it
+    # the subtype is the pooled cells' (blast_pro), not the one decided cell's
+    assert field_call(some, order, pooled_verdict(ev, RULE, 1), ev)[0] == "blast_pro"
     clear_ev = dataclasses.replace(ev, p_blast=0.2)
     clear = pooled_verdict(clear_ev, RULE, 0)
     assert field_call(unread, order, clear, clear_ev)[:3] == ("hematogone", False, None)

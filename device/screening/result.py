@@ -3,8 +3,9 @@ the record's call.
 
 The record's label (safety first: a blast is never hidden behind the commoner cells of its field).
 When the bundle has a field rule and the field enough white cells (`device.cells.field`), the rule
-calls the field: a blast field → the most frequent decided blast label (else the blast label of the
-highest mean probability); a field without blasts → the most frequent named type when every white cell
+calls the field: a blast field → the blast label of the highest mean probability over the pooled cells
+(the subtype is information; the pooled mean names the field's subtype more often than the commonest
+decided blast label); a field without blasts → the most frequent named type when every white cell
 was read, else the white type of the highest mean probability; between the two → abstained with the
 rule's reason. Otherwise the cells' own decisions call it:
 - at least one white cell decided a blast → the most frequent blast label, not abstained;
@@ -135,7 +136,7 @@ def _pooled_call(
 ) -> tuple[str, bool, str | None, float]:
     if pooled.state == BLAST:
         blasts = [r.label or UNNAMED for r in records if r.state == BLAST]
-        label = _most_frequent(blasts, order) if blasts else ev.blast_label or UNNAMED
+        label = ev.blast_label or (_most_frequent(blasts, order) if blasts else UNNAMED)
         return label, False, None, ev.p_blast
     read = [count_label(r.state, r.label) or UNNAMED for r in records if r.state != UNCLASSIFIED]
     if pooled.state == NOT_BLAST:
