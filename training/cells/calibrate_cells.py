@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--field-margin",
         type=float,
-        default=0.05,
+        default=0.2,
         help="the field rule's margin beyond the validation fields",
     )
     p.add_argument(
