@@ -17,7 +17,8 @@ from make_tiny_bundle import LABELS, write_dataset  # noqa: E402
 
 from device.cli import main  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# one worker trains the module's tiny run once for every test of it (make test: --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e_model")]
 SIZE = 48
 
 
