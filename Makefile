@@ -26,12 +26,12 @@ run: setup-device
 	$(BIN)/smearscope run --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
 ## Lint and run the whole test suite (installs chromium and PostgreSQL from Debian when root) on
-## PYTEST_WORKERS pytest-xdist workers (0 = one process, for debugging); loadgroup keeps the tests of an
-## `xdist_group` (a module's costly fixture) on one worker.
+## PYTEST_WORKERS pytest-xdist workers (0 = one process, for debugging); each test file runs whole on one
+## worker, so a module-scoped fixture is made once.
 PYTEST_WORKERS ?= 2
 test: setup system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 system-deps:
 	@bash scripts/system-deps.sh

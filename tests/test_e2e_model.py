@@ -17,8 +17,7 @@ from make_tiny_bundle import LABELS, write_dataset  # noqa: E402
 
 from device.cli import main  # noqa: E402
 
-# one worker trains the module's tiny run once for every test of it (make test: --dist loadgroup)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e_model")]
+pytestmark = pytest.mark.slow
 SIZE = 48
 
 

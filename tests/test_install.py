@@ -28,11 +28,7 @@ VENV = Path(sys.prefix)
 PASSWORD = "correct horse battery staple"
 TINY_BUNDLE = SIGNED_TINY
 
-# one worker makes the module's prefix installation once for every test of it (--dist loadgroup)
-pytestmark = [
-    pytest.mark.skipif(not shutil.which("bash"), reason="needs bash"),
-    pytest.mark.xdist_group("install"),
-]
+pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 
 
 def _trust() -> dict[str, str]:
