@@ -117,3 +117,11 @@ def admin(app_svc):
 def tech(app_svc):
     """A test client logged in as the technician `tech` (beside `admin` in one test)."""
     return _logged_in(app_svc[0], "tech")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a `slow` test (training, conversion) run first, the rest in their order: xdist
+    (`make test`: --dist loadfile --no-loadscope-reorder) hands out files in this order, so the longest
+    start first and the short ones fill in at the end instead of one long file running alone last."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
