@@ -25,10 +25,14 @@ setup-device: $(BIN)/.installed-device
 run: setup-device
 	$(BIN)/smearscope run --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
-## Lint and run the whole test suite (installs chromium and PostgreSQL from Debian when root).
+## Lint and run the whole test suite (installs chromium and PostgreSQL from Debian when root) on
+## PYTEST_WORKERS pytest-xdist workers (0 = one process, for debugging); each test file runs whole on one
+## worker, so a module-scoped fixture is made once; files are handed out in collection order (the files
+## with `slow` tests first: tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: setup system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 system-deps:
 	@bash scripts/system-deps.sh

@@ -9,13 +9,37 @@ outputs) that loads with LiteRT alone, so device-side tests need no TensorFlow.
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
-import cv2
-import pytest
-from make_tiny_bundle import LABELS, TEST_PUB, synth_smear, write_dataset
-from make_tiny_bundle import SIGNED_TINY as TINY_BUNDLE_SRC
+#: The thread-pool variables conftest sets, and the variable that lists those it set (not the user).
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+THREADS_SET = "SMEARSCOPE_TEST_THREADS_SET"
+
+
+def _share_the_cores() -> None:
+    """Give each pytest-xdist worker its share of the cores for the BLAS, OpenMP and TensorFlow thread
+    pools (before numpy or TensorFlow is imported; daemons the tests start inherit it). Two workers each
+    spinning two OpenBLAS threads on two cores make a 1280 x 1280 `eigh` (the content check's
+    covariance) ten times slower than one thread each. A value the user set wins; one the xdist
+    controller's conftest set is re-shared in each worker."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    ours = set(filter(None, os.environ.get(THREADS_SET, "").split(",")))
+    for var in THREAD_VARS:
+        if var not in os.environ or var in ours:
+            os.environ[var] = threads
+            ours.add(var)
+    os.environ[THREADS_SET] = ",".join(sorted(ours))
+
+
+_share_the_cores()
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import pytest  # noqa: E402
+from make_tiny_bundle import LABELS, TEST_PUB, synth_smear, write_dataset  # noqa: E402
+from make_tiny_bundle import SIGNED_TINY as TINY_BUNDLE_SRC  # noqa: E402
 
 # Fixture bundles are signed with the test key; trust it in this process and every daemon a test starts
 # (device/models/signing.py adds $SMEARSCOPE_TRUSTED_KEYS to [models] trusted_keys). Tests about signatures
@@ -93,3 +117,11 @@ def admin(app_svc):
 def tech(app_svc):
     """A test client logged in as the technician `tech` (beside `admin` in one test)."""
     return _logged_in(app_svc[0], "tech")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a `slow` test (training, conversion) run first, the rest in their order: xdist
+    (`make test`: --dist loadfile --no-loadscope-reorder) hands out files in this order, so the longest
+    start first and the short ones fill in at the end instead of one long file running alone last."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept

@@ -42,9 +42,17 @@ def _shared_cluster() -> Any:
 
 
 @pytest.fixture(scope="session")
-def pg_server():
-    """A PostgreSQL server: $SMEARSCOPE_TEST_PG_URL, else a throwaway cluster (initdb + pg_ctl)."""
-    return None if os.environ.get(PG_ENV) else _shared_cluster()
+def pg_server(request):
+    """A PostgreSQL server: $SMEARSCOPE_TEST_PG_URL, else a throwaway cluster (initdb + pg_ctl).
+
+    The cluster is stopped and deleted when the session ends, inside the test run: an xdist worker's
+    atexit hooks get 10 s before the controller kills the worker, too short for stopping the server and
+    deleting its folder on a loaded machine (the atexit hook stays, for a run stopped early)."""
+    if os.environ.get(PG_ENV):
+        return None
+    cluster = _shared_cluster()
+    request.addfinalizer(cluster.stop)
+    return cluster
 
 
 def _fresh_pg_database(pg: Any) -> str:

@@ -94,11 +94,16 @@ def test_content_statistics_fit_the_stride_statistics_on_the_camera_copies_too(
     model = build_model(32, len(LABELS), seed=1)
 
     fitted: list[tuple[int, np.ndarray]] = []
-    real_fit = content.fit_statistics
 
     def spy(features, y, k):
+        """Records which features and labels reach the statistics. The real Ledoit-Wolf fit of 1280-d
+        pooled features costs seconds a call (18 calls here) and is test_content_check.py's subject: this
+        returns the class means with an identity whitening, the shape the callers use."""
+        features = np.asarray(features, np.float64)
+        assert np.isfinite(features).all()
         fitted.append((len(features), np.asarray(y)))
-        return real_fit(features, y, k)
+        means = np.stack([features[np.asarray(y) == c].mean(axis=0) for c in range(k)])
+        return {"means": means, "whiten": np.eye(features.shape[1]), "shrinkage": 0.0}
 
     familiar_sizes: list[int] = []
     real_head = outliers.fit

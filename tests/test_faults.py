@@ -96,19 +96,30 @@ def test_full_disk_keeps_classifying(tmp_path, tiny_bundle, sample_images, servi
         s.capture_field(None, "ann")
 
 
-WRITER = textwrap.dedent(
+#: A process that imports the store once, then on each line read forks a writer: the writer appends
+#: records with their images until it is killed, after printing "ready <pid>" once one record is written;
+#: the parent prints "reaped" when it is gone. Each writer is a process of its own, killed mid-write like
+#: any other, without paying the store's import (scipy among it) once per kill.
+WRITERS = textwrap.dedent(
     """
     import os, sys
-    from device.store import DiskFullError, Store
-    s = Store(sys.argv[1], reserve_bytes=0)
-    i = 0
-    while True:
-        data = os.urandom(2000 + i % 5000)
-        sha = s.put_image(data)
-        s.add_result({"source": "camera", "label": "Pre", "probabilities": {"Pre": 1.0}, "image_sha256": sha})
-        if i == 0:
-            print("ready", flush=True)  # one record written: now kill it at a random moment
-        i += 1
+    from device.store import Store
+    for _ in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            s = Store(sys.argv[1], reserve_bytes=0)
+            i = 0
+            while True:
+                data = os.urandom(2000 + i % 5000)
+                sha = s.put_image(data)
+                s.add_result(
+                    {"source": "camera", "label": "Pre", "probabilities": {"Pre": 1.0}, "image_sha256": sha}
+                )
+                if i == 0:
+                    print("ready", os.getpid(), flush=True)  # one record written: kill it at a random moment
+                i += 1
+        os.waitpid(pid, 0)
+        print("reaped", flush=True)
     """
 )
 
@@ -117,16 +128,26 @@ def test_kill_9_of_a_writer_leaves_a_consistent_store(tmp_path):
     data = tmp_path / "data"
     rng = random.Random(3)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for _ in range(20):
-        p = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(data)], stdout=subprocess.PIPE, env=env, cwd=tmp_path
-        )
-        try:
-            assert p.stdout.readline().strip() == b"ready"
+    forks = subprocess.Popen(
+        [sys.executable, "-c", WRITERS, str(data)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    try:
+        for _ in range(20):
+            forks.stdin.write("write\n")
+            forks.stdin.flush()
+            line = forks.stdout.readline()
+            assert line.startswith("ready "), f"no writer started: {line!r}"
             time.sleep(rng.uniform(0.02, 0.15))
-        finally:
-            p.send_signal(signal.SIGKILL)
-            p.wait(10)
+            os.kill(int(line.split()[1]), signal.SIGKILL)
+            assert forks.stdout.readline().strip() == "reaped"
+    finally:
+        forks.kill()
+        forks.wait(10)
     s = Store(data, temps_older_than_s=0)  # the daemon reopening cleans temps left by the kills
     assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     rows = s.conn.execute("SELECT image_sha256 FROM results").fetchall()
