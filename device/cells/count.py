@@ -16,8 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy.stats import binomtest
-
 #: The label given to a cell the classifier could not name (abstained); also accepted as None.
 UNCLASSIFIED = "unclassified"
 #: A white cell that is confidently not a blast but whose type is not named: in the blast share's
@@ -109,6 +107,8 @@ def label_infos(bundle_labels: Iterable[Any]) -> list[LabelInfo]:
 
 def blast_interval(blasts: int, n: int) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided 95% confidence interval of a binomial proportion."""
+    from scipy.stats import binomtest  # here, not at import: scipy.stats costs every process ~1 s to load
+
     ci = binomtest(blasts, n).proportion_ci(confidence_level=0.95, method="exact")
     return float(ci.low), float(ci.high)
 
