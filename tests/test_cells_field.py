@@ -109,14 +109,21 @@ def test_the_station_calls_a_field_of_unclassified_cells_by_the_rule(tmp_path, m
     b = make_cell_bundle(tmp_path / "c")
     _with_rule(b, field_clear_threshold=0.3, field_blast_threshold=0.7, field_min_cells=3)
     ens = Ensemble.from_dirs([str(b)], num_threads=1)
-    # every cell between the sides (blast_threshold 0.9): unclassified one by one
+    # every cell between the sides (blast_threshold 0.9): unclassified one by one, read with the field
     stub(ens, monkeypatch, [(probs(Benign=0.8, Pre=0.2), [])] * 4)
     r = screen_frame(frame(), UM, ens)
-    assert [c.state for c in r.white_records] == [UNCLASSIFIED] * 4  # cells keep their own decision
     assert (r.label, r.abstained) == ("Benign", False)  # the field: mean blast probability 0.2 <= 0.3
+    assert [(c.state, c.label) for c in r.white_records] == [("not_blast", "Benign")] * 4
+    assert all("read with its field" in (c.reason or "") for c in r.white_records)
+    assert r.differential.counted == 4 and r.differential.unclassified == 0
     stub(ens, monkeypatch, [(probs(Benign=0.2, Pro=0.8), [])] * 4)
     r = screen_frame(frame(), UM, ens)
-    assert (r.label, r.abstained) == ("Pro", False) and r.differential.blasts == 0
+    assert (r.label, r.abstained) == ("Pro", False) and r.differential.blasts == 4
+    # a cell leaning against its field stays unclassified: mean (0.8 x 3 + 0.4) / 4 = 0.7 >= 0.7
+    stub(ens, monkeypatch, [(probs(Benign=0.2, Pro=0.8), [])] * 3 + [(probs(Benign=0.6, Pro=0.4), [])])
+    r = screen_frame(frame(), UM, ens)
+    assert [c.state for c in r.white_records] == ["blast"] * 3 + [UNCLASSIFIED]
+    assert r.differential.blasts == 3 and r.differential.unclassified == 1
     stub(ens, monkeypatch, [(probs(Benign=0.5, Pre=0.5), [])] * 4)
     assert screen_frame(frame(), UM, ens).abstained
     # unfamiliar cells are not pooled: three left of four is still enough, one is not

@@ -14,7 +14,9 @@ fields (`training/cells/calibrate_cells.py`):
 
 Pooled cells: the white cells the classifier read as familiar whose most probable label is a white
 cell (a platelet or an erythroblast the detector took for a white cell is left out). Each cell keeps
-its own decision in the differential: the rule calls the field, it does not relabel cells.
+its own decision, except an unclassified cell that leans the field's way itself: it is read with its
+field (`read_with_field`: counted on the field's side, its reason says so), so a field the rule called
+is counted, not left unread.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED
+from device.cells.decide import BLAST, NOT_BLAST, UNCLASSIFIED, CellDecision
 from device.models.bundle import CellSpec, Label
 
 
@@ -87,3 +89,29 @@ def pooled_verdict(
         f"the field's mean blast probability {p:.2f} is between {lo:.2f} and {hi:.2f} "
         f"({evidence.cells} white cells)",
     )
+
+
+def read_with_field(
+    probabilities: Mapping[str, float],
+    p_blast: float,
+    labels: Sequence[Label],
+    spec: CellSpec,
+    verdict: PooledVerdict,
+    evidence: FieldEvidence,
+) -> CellDecision | None:
+    """An unclassified familiar cell of a field the rule called, read with its field: on the field's
+    side when the cell leans that way itself (blast probability >= 0.5 in a blast field, < 0.5 in a
+    field without blasts), named as `decide` names a cell; None (it stays unclassified) when it leans
+    the other way or the field abstained."""
+    if verdict.state == BLAST and p_blast >= 0.5:
+        side = [lb.id for lb in labels if lb.malignant]
+    elif verdict.state == NOT_BLAST and p_blast < 0.5:
+        side = [lb.id for lb in labels if not lb.malignant]
+    else:
+        return None
+    why = f"read with its field: blast probability {p_blast:.2f}, the field's mean {evidence.p_blast:.2f}"
+    mass = sum(float(probabilities.get(i, 0.0)) for i in side)
+    best = max(side, key=lambda i: float(probabilities.get(i, 0.0)))
+    share = float(probabilities.get(best, 0.0)) / mass if mass > 0 else 0.0
+    named = verdict.state == BLAST or share >= spec.type_threshold
+    return CellDecision(verdict.state, best if named else None, p_blast, share, why)

@@ -7,7 +7,9 @@ calls the field: a blast field → the blast label of the highest mean probabili
 (the subtype is information; the pooled mean names the field's subtype more often than the commonest
 decided blast label); a field without blasts → the most frequent named type when every white cell
 was read, else the white type of the highest mean probability; between the two → abstained with the
-rule's reason. Otherwise the cells' own decisions call it:
+rule's reason. In a field the rule called, an unclassified cell leaning the field's way is read with its
+field (`device.cells.field.read_with_field`) before the differential is counted. Otherwise the cells'
+own decisions call it:
 - at least one white cell decided a blast → the most frequent blast label, not abstained;
 - else, every white cell read (none unclassified) → the most frequent named type (or
   `device.cells.count.UNNAMED` for cells confidently not blasts whose type is not named), not abstained;
@@ -20,13 +22,14 @@ Ties go to the bundle's label order. Platelets and other bodies are listed, neve
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 
 from device.cells.count import UNCLASSIFIED, UNNAMED, UNNAMED_DISPLAY, Differential, count_label, differential
 from device.cells.decide import BLAST, NOT_BLAST
 from device.cells.detect import WHITE
-from device.cells.field import FieldEvidence, PooledVerdict, pool, pooled_verdict
+from device.cells.field import FieldEvidence, PooledVerdict, pool, pooled_verdict, read_with_field
 from device.cells.record import CellRecord
 from device.models.bundle import CellSpec, Label
 from device.screening.stages import (
@@ -155,6 +158,21 @@ def _record(i: int, c) -> CellRecord:
     )
 
 
+def _with_field(
+    r: CellRecord,
+    c: ClassifiedCell,
+    labels: Sequence[Label],
+    spec: CellSpec,
+    pooled: PooledVerdict,
+    ev: FieldEvidence,
+) -> CellRecord:
+    """An unclassified familiar white cell read with its field (`device.cells.field.read_with_field`)."""
+    if r.kind != WHITE or r.state != UNCLASSIFIED or not _pooled(c):
+        return r
+    d = read_with_field(c.probabilities, r.p_blast, labels, spec, pooled, ev)
+    return r if d is None else dataclasses.replace(r, state=d.state, label=d.label, reason=d.reason)
+
+
 def _pooled(c: ClassifiedCell) -> bool:
     return c.cell.kind == WHITE and c.decision is not None and c.unfamiliar is None and bool(c.probabilities)
 
@@ -199,6 +217,15 @@ def field_result(
     records = tuple(_record(i, c) for i, c in enumerate(classified.cells))
     whites = [r for r in records if r.kind == WHITE]
     label_ids = [lb.id for lb in labels]
+    evidence = pool([c.probabilities for c in classified.cells if _pooled(c)], labels)
+    blasts = sum(r.state == BLAST for r in whites)
+    pooled = pooled_verdict(evidence, spec, blasts) if spec is not None else None
+    if pooled is not None and evidence is not None and spec is not None:
+        records = tuple(
+            _with_field(r, c, labels, spec, pooled, evidence)
+            for r, c in zip(records, classified.cells, strict=True)
+        )
+        whites = [r for r in records if r.kind == WHITE]
     diff = differential(
         [count_label(r.state, r.label) for r in whites],
         labels,
@@ -208,9 +235,6 @@ def field_result(
     )
     if whites:
         state = COUNTED
-        evidence = pool([c.probabilities for c in classified.cells if _pooled(c)], labels)
-        blasts = sum(r.state == BLAST for r in whites)
-        pooled = pooled_verdict(evidence, spec, blasts) if spec is not None else None
         label, abstained, reason, confidence = field_call(whites, label_ids, pooled, evidence)
         line = field_line(diff)
         read = [r for r in whites if r.probabilities]
