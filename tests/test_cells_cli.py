@@ -17,7 +17,7 @@ from test_screening import UM, WHITES, frame, probs
 from device.cli import main
 from device.datasets.labels import DatasetLabel, write_labels
 from device.models.ensemble import Ensemble, Prediction
-from device.screening.evaluate import UNCERTAIN, field_verdict, fit_crop, subtype_matches
+from device.screening.evaluate import UNCERTAIN, are_crops, field_verdict, fit_crop, subtype_matches
 from device.screening.screen import screen_frame
 
 BENIGN = probs(Benign=0.98, Pre=0.02)
@@ -178,13 +178,38 @@ def test_evaluate_cells_on_crops_at_the_input_scale(cell_bundle, tmp_path, monke
     monkeypatch.setattr(Ensemble, "classify_tiles", classify_tiles)
     write(data / "Benign" / "b_wrong.png", np.full((64, 64, 3), 200, np.uint8))
     out_json = tmp_path / "c.json"
-    assert main(["evaluate", "--model", str(cell_bundle), "--data", str(data), "--json", str(out_json)]) == 0
+    args = ["evaluate", "--model", str(cell_bundle), "--data", str(data), "--json", str(out_json)]
+    assert main([*args, "--images", "cells"]) == 0
     out = capsys.readouterr().out
     assert "cells n=8 right=6 uncertain=1 confidently_wrong=1 accuracy=0.7500" in out
     m = json.loads(out_json.read_text())
     assert m["blast_sensitivity"] == 1.0 and m["blast_specificity"] == 0.75
     assert m["states"] == {"not_blast": 3, "blast": 4, "unclassified": 1}
     assert m["type_named"] == 7
+
+
+def test_evaluate_single_cell_pictures_at_their_own_scale(cell_bundle, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "pictures"
+    write(data / "Benign" / "b_right.png", frame())  # 4 white cells read benign: the central one right
+    write(data / "Pre" / "p_right.png", frame(WHITES[:3]))  # 3 blasts
+    write(data / "Pre" / "p_missed.png", frame(WHITES[:2]))  # read benign: confidently wrong
+    write(data / "Benign" / "b_unsure.png", frame(WHITES[:1]))  # unclassified: uncertain
+    write(data / "Benign" / "b_empty.png", frame([]))  # no white cell: uncertain
+    stub_by_count(monkeypatch, {4: [BENIGN] * 4, 3: [BLAST] * 3, 2: [BENIGN] * 2, 1: [UNSURE]})
+    out_json = tmp_path / "p.json"
+    args = ["evaluate", "--model", str(cell_bundle), "--data", str(data), "--json", str(out_json)]
+    # folders named by the bundle's labels, pictures not of the input size: judged at their own scale
+    assert main([*args, "--um-per-px", str(UM)]) == 0
+    assert "cells n=5 right=2 uncertain=2 confidently_wrong=1" in capsys.readouterr().out
+    m = json.loads(out_json.read_text())
+    assert m["images"] == "pictures at their own scale" and "nearest the centre" in m["rule"]
+    by_file = {Path(c["path"]).name: c for c in m["cells"]}
+    assert by_file["b_empty.png"]["reason"] == "no white cell found"
+    assert (by_file["p_right.png"]["state"], by_file["p_right.png"]["label"]) == ("blast", "Pre")
+    # crops of the input size without a scale: read as crops
+    crops = tmp_path / "crops"
+    write(crops / "Benign" / "c.png", np.full((64, 64, 3), 40, np.uint8))
+    assert are_crops(crops, 64) and not are_crops(data, 64)
 
 
 def test_fit_crop_keeps_the_pixels_scale():

@@ -1,10 +1,11 @@
 """`smearscope evaluate --model DIR [--model DIR]... --data DIR [--um-per-px X|auto] [--json OUT]`
-(cell ensembles: `[--images auto|fields|cells] [--malignant A,B]`).
+(cell ensembles: `[--images auto|fields|cells|cell-images] [--malignant A,B]`).
 
 The same path as `classify` (and the daemon). A field ensemble: `device/datasets/evaluation.py`. A
 cell ensemble: `device/screening/evaluate.py`, on a folder of field images (the station's per-field
-call against the folder labels' malignant flags) or of single-cell crops (folders named by the
-bundle's labels). This module parses arguments and prints."""
+call against the folder labels' malignant flags), of single-cell crops at the classifier's input scale,
+or of single-cell pictures at their own scale (folders named by the bundle's labels). This module
+parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ from device.datasets.folders import list_class_folders
 from device.errors import SmearscopeError
 from device.fsutil import atomic_write_bytes
 from device.optics.analyse import ScaleArg
-from device.screening.evaluate import CELLS, data_kind, evaluate_cells, evaluate_fields
+from device.screening.evaluate import (
+    CELL_IMAGES,
+    CELLS,
+    FIELDS,
+    are_crops,
+    data_kind,
+    evaluate_cell_images,
+    evaluate_cells,
+    evaluate_fields,
+)
 from device.screening.screen import CellScreen
 
 
@@ -37,10 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--images",
-        choices=("auto", "fields", "cells"),
+        choices=("auto", "fields", "cells", "cell-images"),
         default="auto",
-        help="cell ensemble: field images or single-cell crops; auto: crops when every folder is a label "
-        "of the bundle",
+        help="cell ensemble: field images, single-cell crops at the classifier's input scale (cells), or "
+        "single-cell pictures at their own scale (cell-images: given or auto); auto: when every folder is "
+        "a label of the bundle, crops if every image has the input size and no --um-per-px is given, "
+        "else cell-images; otherwise fields",
     )
     add_scale_arg(p)
     p.set_defaults(func=run)
@@ -69,13 +81,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def images_kind(args: argparse.Namespace, screen: CellScreen, data: Path) -> str:
+    if args.images == "cell-images":
+        return CELL_IMAGES
+    if args.images != "auto":
+        return args.images
+    if data_kind(list_class_folders(data), screen.ensemble.labels) != CELLS:
+        return FIELDS
+    given = getattr(args, "um_per_px", None) is not None
+    return CELLS if not given and are_crops(data, screen.classifier.size) else CELL_IMAGES
+
+
 def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: ScaleArg) -> dict:
     models = ",".join(screen.ensemble.names)
-    kind = (
-        args.images if args.images != "auto" else data_kind(list_class_folders(data), screen.ensemble.labels)
-    )
-    if kind == CELLS:
-        out = evaluate_cells(screen, data)
+    kind = images_kind(args, screen, data)
+    if kind in (CELLS, CELL_IMAGES):
+        out = (
+            evaluate_cells(screen, data) if kind == CELLS else evaluate_cell_images(screen, data, scale=scale)
+        )
         print(
             f"cells n={out['n']} right={out['right']} uncertain={out['uncertain']} "
             f"confidently_wrong={out['confidently_wrong']} accuracy={_fmt(out['accuracy'])} "

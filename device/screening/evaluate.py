@@ -44,9 +44,11 @@ from device.optics.analyse import ScaleArg
 from device.preprocess import read_image
 from device.screening.screen import CellScreen
 from device.screening.stages import COUNTED, FieldCells
+from device.screening.stages import REFUSED as REFUSED_STATE
 
 FIELDS = "fields"
 CELLS = "cells"
+CELL_IMAGES = "cell-images"
 
 RIGHT = "right"
 UNCERTAIN = "uncertain"
@@ -58,6 +60,12 @@ FIELD_RULE = (
     "does not abstain, a malignant folder is right when it calls a blast; the opposite call, not "
     "abstained, is confidently wrong; an abstained field, no white cell or a refused frame is "
     "uncertain; the called blast's subtype is reported apart"
+)
+CELL_IMAGE_RULE = (
+    "per single-cell picture at its own scale (given or auto): screened as the station screens a frame, "
+    "its white cell nearest the centre judged as a crop is (right on the blast side when blast / not "
+    "blast matches the folder label's malignant flag; unclassified, a refused frame or no white cell "
+    "found is uncertain); the named type is scored apart"
 )
 CELL_RULE = (
     "per cell crop, the station's decision (device.cells.decide): right on the blast side when blast / "
@@ -220,6 +228,61 @@ def fit_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def are_crops(data: Path, size: int, sample: int = 20) -> bool:
+    """The folder's images are the classifier's own crops (`size` x `size`, as training cuts them),
+    judged on up to `sample` images per folder; any other size is a picture at its own scale."""
+    for folder in list_class_folders(data):
+        for it in _items(data, [folder])[:sample]:
+            h, w = read_image(it.path).shape[:2]
+            if (h, w) != (size, size):
+                return False
+    return True
+
+
+def _cell_row(path: str, folder: str, state: str, label: str | None, p_blast: float, reason: str | None,
+              malignant: bool) -> dict[str, Any]:  # fmt: skip
+    outcome = UNCERTAIN if state == UNCLASSIFIED else RIGHT if (state == BLAST) == malignant else WRONG
+    return {"path": path, "folder": folder, "state": state, "label": label, "p_blast": round(p_blast, 6),
+            "outcome": outcome, "reason": reason}  # fmt: skip
+
+
+def _central_white(fc: FieldCells):
+    """The white cell nearest the image's centre (a single-cell image's cell), or None."""
+    whites = fc.white_records
+    if not whites:
+        return None
+    w, h = fc.prepared.frame_size
+    return min(whites, key=lambda r: (r.x - w / 2) ** 2 + (r.y - h / 2) ** 2)
+
+
+def evaluate_cell_images(
+    screen: CellScreen, data: Path, *, scale: ScaleArg = None, progress: bool = True
+) -> dict[str, Any]:
+    """Per-cell figures on single-cell pictures at their own scale (`scale`: given or auto), named by
+    the bundle's labels: each is screened as the station screens a frame, and its white cell nearest
+    the centre is judged (`CELL_IMAGE_RULE`); a refused frame or one without a white cell is
+    uncertain."""
+    folders = list_class_folders(data)
+    malignant = {lb.id: bool(lb.malignant) for lb in screen.ensemble.labels}
+    per_cell = []
+    for it in _progress(_items(data, folders), progress, "evaluate cell images"):
+        fc = screen.screen(read_image(it.path), scale)
+        r = _central_white(fc) if fc.state == COUNTED else None
+        if r is None:
+            why = fc.reason if fc.state == REFUSED_STATE else "no white cell found"
+            per_cell.append(
+                _cell_row(str(it.path), it.label, UNCLASSIFIED, None, 0.0, why, malignant[it.label])
+            )
+        else:
+            per_cell.append(
+                _cell_row(str(it.path), it.label, r.state, r.label, r.p_blast, r.reason, malignant[it.label])
+            )
+    out = _cell_figures(per_cell, screen.ensemble.labels, folders)
+    out["rule"] = CELL_IMAGE_RULE
+    out["images"] = "pictures at their own scale"
+    return out
+
+
 def evaluate_cells(
     screen: CellScreen, data: Path, *, progress: bool = True, batch: int = 32
 ) -> dict[str, Any]:
@@ -227,11 +290,8 @@ def evaluate_cells(
     folders = list_class_folders(data)
     labels = screen.ensemble.labels
     malignant = {lb.id: bool(lb.malignant) for lb in labels}
-    ids = [lb.id for lb in labels]
     items = _items(data, folders)
     size = screen.classifier.size
-    outcomes, states = [], Counter()
-    y_true, y_pred = [], []
     per_cell = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
@@ -240,21 +300,26 @@ def evaluate_cells(
         for it, pred in zip(chunk, preds, strict=True):
             unfamiliar = "; ".join(pred.unfamiliar) if pred.unfamiliar else None
             d = decide(pred.probabilities, labels, screen.classifier.spec, unfamiliar=unfamiliar)
-            states[d.state] += 1
-            if d.state == UNCLASSIFIED:
-                outcome = UNCERTAIN
-            else:
-                outcome = RIGHT if (d.state == BLAST) == malignant[it.label] else WRONG
-            outcomes.append(outcome)
-            if d.state != UNCLASSIFIED and d.label is not None:
-                y_true.append(ids.index(it.label))
-                y_pred.append(ids.index(d.label))
             per_cell.append(
-                {"path": str(it.path), "folder": it.label, "state": d.state, "label": d.label,
-                 "p_blast": round(d.p_blast, 6), "outcome": outcome, "reason": d.reason}
-            )  # fmt: skip
+                _cell_row(str(it.path), it.label, d.state, d.label, d.p_blast, d.reason, malignant[it.label])
+            )
         if progress:
             print(f"evaluate cells: {min(start + batch, len(items))}/{len(items)}", file=sys.stderr)
+    out = _cell_figures(per_cell, labels, folders)
+    out["images"] = "crops at the classifier's input scale"
+    return out
+
+
+def _cell_figures(
+    per_cell: list[dict[str, Any]], labels: Sequence[Label], folders: list[str]
+) -> dict[str, Any]:
+    ids = [lb.id for lb in labels]
+    malignant = {lb.id: bool(lb.malignant) for lb in labels}
+    outcomes = [c["outcome"] for c in per_cell]
+    states = Counter(c["state"] for c in per_cell)
+    named = [c for c in per_cell if c["state"] != UNCLASSIFIED and c["label"] is not None]
+    y_true = [ids.index(c["folder"]) for c in named]
+    y_pred = [ids.index(c["label"]) for c in named]
     out: dict[str, Any] = {"kind": CELLS, "rule": CELL_RULE, **_rates(outcomes)}
     truth_blast = np.array([malignant[c["folder"]] for c in per_cell])
     called = np.array([c["state"] for c in per_cell])
