@@ -246,6 +246,8 @@ class CellsConfig(_Section):
     target: int = _num(100, 1, 10_000, "white cells")
     threshold_pct: float = _num(2.0, 0, 100, "% of white cells", lo_open=True, hi_open=True)
     max_unclassified_pct: float = _num(10.0, 0, 100, "% of white cells")
+    second_reading: bool = True
+    second_reading_models: list[str] = field(default_factory=list)
 
     @property
     def threshold(self) -> float:

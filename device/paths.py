@@ -16,14 +16,24 @@ def models_dir() -> Path:
     return Path(env) if env else REPO_ROOT / "models"
 
 
+def _listing(name: str) -> list[Path] | None:
+    """The bundle dirs named in models/<name> (one per line, # comments), None without the file."""
+    root = models_dir()
+    listing = root / name
+    if not listing.is_file():
+        return None
+    lines = (ln.strip() for ln in listing.read_text().splitlines())
+    return [root / n for n in lines if n and not n.startswith("#")]
+
+
+def second_reading_dirs() -> list[Path]:
+    """The field bundles that read again a field the cells leave uncertain: models/SECOND_READING."""
+    return _listing("SECOND_READING") or []
+
+
 def default_bundle_dirs() -> list[Path]:
     """The default ensemble: bundles named in models/DEFAULT (one per line), else every bundle."""
     from device.models.bundle import find_bundles
 
-    root = models_dir()
-    listing = root / "DEFAULT"
-    if listing.is_file():
-        lines = (ln.strip() for ln in listing.read_text().splitlines())
-        names = [ln for ln in lines if ln and not ln.startswith("#")]
-        return [root / n for n in names]
-    return find_bundles(root)
+    named = _listing("DEFAULT")
+    return named if named is not None else find_bundles(models_dir())

@@ -34,6 +34,7 @@ from device.pipeline.settle import thumbnail
 from device.quality import QualityThresholds, assess
 from device.reason_categories import abstention_category, refusal_category
 from device.screening.screen import CELLS, CellScreen, ensemble_kind
+from device.screening.second import FieldReader, load_reader
 from device.screening.stages import COUNTED, REFUSED, FieldCells, ScreenSettings
 from device.screening.writer import Origin, write_field
 from device.store import DiskFullError, Store, StoreError, utc_now
@@ -90,16 +91,13 @@ class Services:
         notify_watchdog: Callable[[], None] | None = None,
         telemetry: Telemetry | None = None,
         profiles: ProfileStore | None = None,
+        reader: FieldReader | None = None,
     ):
         self.config = config
         self.profiles = profiles or ProfileStore.from_config(config)
         self.camera_source: ProfiledSource | None = None  # the running camera, profile applied
         self.calibration = CalibrationJobs(self)
-        self.bundle_dirs = [Path(m.bundle.path) for m in ensemble.models] if ensemble else model_dirs(config)
-        self.signature_problems: list[str] = []
-        if ensemble is None:  # a caller handing in an ensemble has verified it (tests, benchmarks)
-            self.signature_problems = check_signatures(config, self.bundle_dirs)
-        self.ensemble = ensemble or load_ensemble(config, self.bundle_dirs)
+        self._load_models(ensemble, reader)
         self._reload_lock = threading.Lock()
         self.store = store or Store.from_config(config)
         self.store.set_labels({lb.id: lb.malignant for lb in self.ensemble.labels})
@@ -125,6 +123,7 @@ class Services:
             pace=pace,
             notify_watchdog=notify_watchdog,
             profile=self._frame_scale,
+            reader=self.reader,
         )
         self.sync_worker = None
         if sync and config.sync.enabled:
@@ -137,6 +136,19 @@ class Services:
         self._upload_lock = threading.Lock()
         self._counts_cache: tuple[float, dict[str, int]] = (0.0, {})
         self.started = False
+
+    def _load_models(self, ensemble: Ensemble | None, reader: FieldReader | None) -> None:
+        """The configured ensemble, verified, and its second reader. A caller handing in an ensemble
+        has verified it and hands in its reader too (tests, benchmarks)."""
+        config = self.config
+        self.bundle_dirs = [Path(m.bundle.path) for m in ensemble.models] if ensemble else model_dirs(config)
+        self.signature_problems: list[str] = []
+        if ensemble is None:
+            self.signature_problems = check_signatures(config, self.bundle_dirs)
+        self.ensemble = ensemble or load_ensemble(config, self.bundle_dirs)
+        if reader is None and ensemble is None and ensemble_kind(self.ensemble) == CELLS:
+            reader = load_reader(config, self.bundle_dirs)
+        self.reader = reader
 
     @property
     def registry(self):
@@ -276,10 +288,14 @@ class Services:
         self._upload_ensemble = ensemble
         self._upload_fields = FieldClassifier(ensemble, AcquisitionSettings.from_config(self.config))
         self._upload_screen = (
-            CellScreen(ensemble, ScreenSettings.from_config(self.config))
+            CellScreen(ensemble, ScreenSettings.from_config(self.config), reader=self._upload_reader())
             if ensemble_kind(ensemble) == CELLS
             else None
         )
+
+    def _upload_reader(self) -> FieldReader | None:
+        """A second reader of its own for uploads (its own interpreters, one thread)."""
+        return self.reader.copy(threads=1) if self.reader is not None else None
 
     def classify_upload(
         self,
@@ -413,6 +429,8 @@ class Services:
             problems = check_signatures(self.config, dirs)
             ensemble = load_ensemble(self.config, dirs)
             uploader = load_ensemble(self.config, dirs, threads=1)
+            reader = load_reader(self.config, dirs) if ensemble_kind(ensemble) == CELLS else None
+            self.reader = self.pipeline.reader = reader
             self.pipeline.swap_ensemble(ensemble)
             with self._upload_lock:
                 self._set_uploader(uploader)

@@ -10,6 +10,7 @@ from device.errors import SmearscopeError
 from device.models.ensemble import Ensemble
 from device.optics.analyse import AcquisitionSettings, FieldClassifier, ScaleArg, parse_scale
 from device.screening.screen import CELLS, CellScreen, ensemble_kind
+from device.screening.second import load_reader
 from device.screening.stages import ScreenSettings
 
 
@@ -36,5 +37,7 @@ def classifier_for(
     config = load_config(getattr(args, "config", None), system_config=None)
     ensemble = Ensemble.from_dirs(dirs, num_threads=args.threads)
     if ensemble_kind(ensemble) == CELLS:
-        return CellScreen(ensemble, ScreenSettings.from_config(config)), scale
+        return CellScreen(
+            ensemble, ScreenSettings.from_config(config), reader=load_reader(config, dirs, args.threads)
+        ), scale
     return FieldClassifier(ensemble, AcquisitionSettings.from_config(config)), scale

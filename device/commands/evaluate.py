@@ -118,6 +118,12 @@ def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: S
             f"confidently_wrong_rate={_fmt(out['confidently_wrong_rate'])} "
             f"subtype {sub['subtype_matches']}/{sub['blasts_called_on_malignant']} models={models}"
         )
+        sr = out["second_reading"]
+        if sr["models"]:
+            print(
+                f"second reading ({','.join(sr['models'])}): read {sr['read']} fields the cells left "
+                f"uncertain, called {sr['called']} (right {sr['called_right']}, wrong {sr['called_wrong']})"
+            )
         print(f"rule: {out['rule']}")
     out["models"] = [{"name": m.manifest.name, "sha256": m.manifest.sha256} for m in screen.ensemble.models]
     out["data"] = str(data)

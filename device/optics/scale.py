@@ -71,6 +71,9 @@ MAX_SPREAD_SMALL = 0.50
 #: the looser gate alone, the check refused 7.2% of the test images at the models' own scale (5.0% with
 #: this one), as the dataset's own red cells vary ±15% between images.
 FIRM_SPREAD = 0.35
+#: ... and from at least this many cells' worth of area: an estimate from MIN_CELLS to FIRM_CELLS - 1
+#: cells may give a single-cell picture its scale, but is too thin to turn a frame away on.
+FIRM_CELLS = 8
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,14 @@ class ScaleEstimate:
 
     @property
     def firm(self) -> bool:
-        """Confident with a spread of at most FIRM_SPREAD: enough to refuse a frame on."""
-        return self.confident and self.spread is not None and self.spread <= FIRM_SPREAD
+        """Confident, from at least FIRM_CELLS cells, with a spread of at most FIRM_SPREAD: enough to
+        refuse a frame on."""
+        return (
+            self.confident
+            and self.n_cells >= FIRM_CELLS
+            and self.spread is not None
+            and self.spread <= FIRM_SPREAD
+        )
 
     def um_per_px(self, rbc_um: float | None = None) -> float | None:
         """µm per pixel taking a red cell as `rbc_um` µm (default: the value given to the estimator)."""

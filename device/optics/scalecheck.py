@@ -89,8 +89,12 @@ def estimate_um_per_px(
     crop = _centre(small, side)
     hint = expected_d * f
     est = est_fn(crop, rbc_um=rbc_um, expected_diameter_px=hint)
-    if not est.confident and crop.shape != small.shape:  # once more on a square twice as wide
-        est = est_fn(_centre(small, 2 * side), rbc_um=rbc_um, expected_diameter_px=hint)
+    if not getattr(est, "firm", est.confident) and crop.shape != small.shape:
+        # once more on a square twice as wide: the centre's few red cells cannot tell, or too few of
+        # them to turn the frame away on (device.optics.scale.FIRM_CELLS)
+        wider = est_fn(_centre(small, 2 * side), rbc_um=rbc_um, expected_diameter_px=hint)
+        if wider.confident or not est.confident:
+            est = wider
     um = est.um_per_px(rbc_um) if est.confident else None
     return (um * f if um is not None else None), est
 

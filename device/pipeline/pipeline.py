@@ -41,6 +41,7 @@ from device.pipeline.worker import Watchdog, Worker
 from device.quality import Quality, QualityThresholds, assess, passed, shrink
 from device.reason_categories import abstention_category, refusal_category
 from device.screening.screen import CELLS, CellScreen, ensemble_kind
+from device.screening.second import FieldReader
 from device.screening.slide import slide_summary
 from device.screening.stages import NO_CELLS, FieldCells, PreparedFrame, ScreenSettings
 from device.screening.writer import Origin, write_field
@@ -138,10 +139,12 @@ class Pipeline:
         notify_watchdog: Callable[[], None] | None = None,
         profile: Callable[[], Any] | None = None,
         field_classifier: FieldClassifier | None = None,
+        reader: FieldReader | None = None,
     ):
         self.config = config
         self.store = store
         self.ensemble = ensemble
+        self.reader = reader  # the second reading of a cell field left uncertain (screening/second.py)
         self.telemetry = telemetry or Telemetry()
         self.live = live or LiveView()
         self.pace = pace
@@ -233,7 +236,7 @@ class Pipeline:
         """The frame → cells → result path for a cell ensemble (None: field bundles, the tiled path)."""
         if ensemble_kind(ensemble) != CELLS:
             return None
-        return CellScreen(ensemble, ScreenSettings.from_config(self.config))
+        return CellScreen(ensemble, ScreenSettings.from_config(self.config), reader=self.reader)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

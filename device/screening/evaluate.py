@@ -56,7 +56,8 @@ WRONG = "confidently_wrong"
 
 FIELD_RULE = (
     "per image, the station's own call for the field (the record's label rule, with the bundle's field "
-    "rule when it has one): a folder that is not malignant is right when the record calls no blast and "
+    "rule when it has one, and the field models' second reading of a field the cells leave uncertain "
+    "when the station has one): a folder that is not malignant is right when the record calls no blast and "
     "does not abstain, a malignant folder is right when it calls a blast; the opposite call, not "
     "abstained, is confidently wrong; an abstained field, no white cell or a refused frame is "
     "uncertain; the called blast's subtype is reported apart"
@@ -125,6 +126,7 @@ class FieldVerdict:
     subtype_match: bool | None  # a blast called on a malignant folder: does its label name the folder
     white_cells: int
     blasts: int
+    second: str | None = None  # the second reading: None (not read), "called", or its state
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -150,6 +152,7 @@ def field_verdict(
     return FieldVerdict(
         path, folder, malignant, fc.state, fc.label, fc.abstained, fc.reason, call, outcome, match,
         len(fc.white_records), diff.blasts if diff is not None else 0,
+        None if fc.second is None else "called" if fc.second.decided else fc.second.state,
     )  # fmt: skip
 
 
@@ -200,10 +203,10 @@ def evaluate_fields(
     out["per_folder"] = {
         f: {"malignant": flags[f], **_rates([v.outcome for v in verdicts if v.folder == f])} for f in folders
     }
-    called = [v for v in verdicts if v.subtype_match is not None]
+    blasts = [v for v in verdicts if v.subtype_match is not None]
     out["subtype"] = {
-        "blasts_called_on_malignant": len(called),
-        "subtype_matches": sum(bool(v.subtype_match) for v in called),
+        "blasts_called_on_malignant": len(blasts),
+        "subtype_matches": sum(bool(v.subtype_match) for v in blasts),
     }
     out["states"] = dict(Counter(v.state for v in verdicts))
     out["uncertain_reasons"] = dict(
@@ -211,6 +214,15 @@ def evaluate_fields(
             (v.reason or v.state).split(" (")[0][:80] for v in verdicts if v.outcome == UNCERTAIN
         ).most_common(8)
     )
+    read = [v for v in verdicts if v.second is not None]
+    called = [v for v in read if v.second == "called"]
+    out["second_reading"] = {
+        "models": list(screen.reader.ensemble.names) if screen.reader is not None else [],
+        "read": len(read),
+        "called": len(called),
+        "called_right": sum(v.outcome == RIGHT for v in called),
+        "called_wrong": sum(v.outcome == WRONG for v in called),
+    }
     out["um_per_px"] = scale
     out["images"] = [v.to_dict() for v in verdicts]
     return out

@@ -251,5 +251,5 @@ def field_result(
     timings = Timings(prepared.prepare_ms, detected.detect_ms, classified.crop_ms, classified.infer_ms, ms)
     return FieldCells(
         state, records, diff if whites else None, line, label, abstained, reason, confidence, probs,
-        prepared, _live(records, labels), timings,
+        prepared, _live(records, labels), timings, evidence,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from device.optics.scalecheck import Estimator, ScaleCheck
 from device.screening.classify import CellClassifier
 from device.screening.prepare import prepare_frame
 from device.screening.result import field_result, refused_result
+from device.screening.second import FieldReader, needs_second_reading, with_second_reading
 from device.screening.stages import DetectedCells, FieldCells, PreparedFrame, ScreenSettings
 
 CELLS = "cells"
@@ -45,11 +46,13 @@ class CellScreen:
         settings: ScreenSettings | None = None,
         *,
         estimator: Estimator | None = None,
+        reader: FieldReader | None = None,
     ):
         self.ensemble = ensemble
         self.settings = settings or ScreenSettings()
         self.estimator = estimator
         self.classifier = CellClassifier(ensemble)
+        self.reader = reader  # the second reading of fields the cells leave uncertain
 
     def prepare(
         self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given", check: ScaleCheck | None = None
@@ -69,9 +72,12 @@ class CellScreen:
             return refused_result(prepared)
         detected = self.detect(prepared)
         classified = self.classifier.classify(prepared, detected)
-        return field_result(
-            prepared, detected, classified, self.ensemble.labels, self.settings, self.classifier.spec
-        )
+        labels = self.ensemble.labels
+        spec = self.classifier.spec
+        field = field_result(prepared, detected, classified, labels, self.settings, spec)
+        if self.reader is not None and needs_second_reading(field):
+            field = with_second_reading(field, self.reader.read(field), list(labels), spec)
+        return field
 
     def screen(self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given") -> FieldCells:
         return self.result(self.prepare(rgb, scale, source=source))
@@ -85,7 +91,10 @@ def screen_frame(
     *,
     source: str = "given",
     estimator: Estimator | None = None,
+    reader: FieldReader | None = None,
 ) -> FieldCells:
     """One RGB uint8 frame → its `FieldCells`. `scale`: the frame's µm/px (`source` "given" or
     "profile:<name>"), "auto" or None (both: from the red cells)."""
-    return CellScreen(ensemble, settings, estimator=estimator).screen(rgb, scale, source=source)
+    return CellScreen(ensemble, settings, estimator=estimator, reader=reader).screen(
+        rgb, scale, source=source
+    )

@@ -10,6 +10,7 @@ import numpy as np
 from device.cells.count import Differential
 from device.cells.decide import CellDecision
 from device.cells.detect import WHITE, Cell
+from device.cells.field import FieldEvidence
 from device.cells.record import CellRecord
 from device.colour import WhiteReference
 from device.optics.analyse import AcquisitionSettings
@@ -19,6 +20,10 @@ COUNTED = "counted"
 NO_CELLS = "no_cells"
 REFUSED = "refused"
 FIELD_STATES = (COUNTED, NO_CELLS, REFUSED)
+#: `SecondReading.state`: the field models call the field malignant | not malignant | give no call
+MALIGNANT = "malignant"
+NOT_MALIGNANT = "not_malignant"
+NOT_READ = "not_read"
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,35 @@ class LiveCell:
         return {**self.__dict__, "box": list(self.box)}
 
 
+@dataclass(frozen=True)
+class SecondReading:
+    """What the field models made of a field the cells left uncertain (`device/screening/second.py`),
+    and whether it decided the field's call."""
+
+    models: tuple[str, ...]
+    state: str  # MALIGNANT | NOT_MALIGNANT | NOT_READ (refused, abstained, unfamiliar)
+    label: str | None  # the field models' label (their own vocabulary)
+    display: str | None  # ... as their bundle names it
+    confidence: float
+    reason: str | None  # why it was not read, or why its reading did not decide the call
+    decided: bool = False  # the reading called the field
+    leaning: str | None = None  # NOT_READ: which way the field models lean all the same
+    ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models),
+            "state": self.state,
+            "label": self.label,
+            "display": self.display,
+            "confidence": round(self.confidence, 4),
+            "reason": self.reason,
+            "decided": self.decided,
+            "leaning": self.leaning,
+            "ms": round(self.ms, 1),
+        }
+
+
 @dataclass(frozen=True, eq=False)
 class FieldCells:
     """The field's result: its cells, their differential and the record's call."""
@@ -132,6 +166,8 @@ class FieldCells:
     prepared: PreparedFrame
     live: tuple[LiveCell, ...] = ()
     timings: Timings = field(default_factory=Timings)
+    evidence: FieldEvidence | None = None  # the field rule's pooled cells (None: none pooled)
+    second: SecondReading | None = None  # the field models' reading (device/screening/second.py)
 
     @property
     def display(self) -> str:
@@ -159,4 +195,5 @@ class FieldCells:
             "differential": self.differential.to_dict() if self.differential is not None else None,
             "cells": [c.to_dict() for c in self.live],
             "timings": self.timings.to_dict(),
+            "second_reading": self.second.to_dict() if self.second is not None else None,
         }

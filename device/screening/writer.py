@@ -49,13 +49,15 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def record_quality(result: FieldCells, quality: dict[str, Any]) -> dict[str, Any]:
-    """The frame's quality figures plus the field's: differential, field line, scale check."""
+    """The frame's quality figures plus the field's: differential, field line, scale check, second reading."""
     out = dict(quality)
     out["differential"] = result.differential.to_dict() if result.differential is not None else None
     out["field_line"] = result.field_line
     out["state"] = result.state
     out["scale_check"] = result.prepared.scale_check.to_dict()
     out["scale_source"] = result.prepared.scale_source
+    if result.second is not None:
+        out["second_reading"] = result.second.to_dict()
     if result.prepared.white is not None:
         out["white_reference"] = result.prepared.white.describe()
     return out
