@@ -83,7 +83,9 @@ def _stored(page) -> int:
 
 
 def _outlines_match_the_field_line(page) -> None:
-    """The white cells outlined are the white cells the field line counts (read at one moment)."""
+    """The white cells outlined are the white cells the field line counts (read at one moment, once
+    the field on screen has its result: between two fields of the moving stage the page shows none)."""
+    page.locator("#field-line", has_text="white cell").wait_for(timeout=15000)
     white, line = page.evaluate(
         "() => [document.querySelectorAll('#cells-layer rect.white').length,"
         " document.getElementById('field-line').textContent]"

@@ -146,3 +146,30 @@ def test_the_spread_gate_allows_the_blur_of_enlarging_tiny_cells(monkeypatch, di
     assert est.confident is confident, est
     if not confident:
         assert "inconsistent" in (est.reason or "")
+
+
+def test_an_estimate_from_few_red_cells_may_scale_a_picture_but_not_refuse_a_frame():
+    from device.optics.scale import FIRM_CELLS, MIN_CELLS, ScaleEstimate
+
+    few = ScaleEstimate(15.0, MIN_CELLS, 0.2, True)
+    enough = ScaleEstimate(15.0, FIRM_CELLS, 0.2, True)
+    assert few.confident and few.um_per_px() is not None and not few.firm
+    assert enough.firm
+
+
+def test_the_check_looks_wider_when_the_centre_holds_too_few_red_cells_to_refuse_on():
+    from device.optics.scale import FIRM_CELLS, ScaleEstimate
+    from device.optics.scalecheck import estimate_um_per_px
+
+    calls = []
+
+    def estimator(rgb, *, rbc_um, expected_diameter_px=None):
+        calls.append(rgb.shape[:2])
+        if len(calls) == 1:  # the centre square: 5 cells saying 0.55x
+            return ScaleEstimate(2 * expected_diameter_px, 5, 0.2, True, rbc_um=rbc_um)
+        return ScaleEstimate(expected_diameter_px, FIRM_CELLS + 4, 0.2, True, rbc_um=rbc_um)
+
+    rgb = np.full((1080, 1920, 3), 230, np.uint8)
+    um, est = estimate_um_per_px(rgb, rbc_um=7.5, expected_um_per_px=0.3, estimator=estimator)
+    assert len(calls) == 2 and calls[1][0] > calls[0][0]  # a square twice as wide
+    assert est.firm and abs(um - 0.3) < 1e-6
