@@ -217,3 +217,33 @@ def test_fit_crop_keeps_the_pixels_scale():
     assert np.array_equal(fit_crop(img, 6), img[2:8, 2:8])
     padded = fit_crop(img, 14)
     assert padded.shape == (14, 14, 3) and np.array_equal(padded[2:12, 2:12], img)
+
+
+def test_auto_scale_gives_a_picture_without_red_cells_the_sets_median(
+    cell_bundle, tmp_path, monkeypatch, capsys
+):
+    from test_screening import BACKGROUND, CYTOPLASM, NUCLEUS, RBC, px
+
+    data = tmp_path / "pictures"
+    write(data / "Benign" / "b1.png", frame(WHITES[:1]))
+    write(data / "Benign" / "b2.png", frame(WHITES[:1]))
+    bare = np.zeros((px(60), px(80), 3), np.uint8)  # one white cell, too few red cells to tell the scale
+    bare[:] = BACKGROUND
+    for x, y in ((6, 6), (60, 50)):
+        cv2.circle(bare, (px(x), px(y)), px(3.75), RBC, -1, cv2.LINE_AA)
+    cv2.circle(bare, (px(28), px(24)), px(6), CYTOPLASM, -1, cv2.LINE_AA)
+    cv2.circle(bare, (px(28), px(24)), px(4), NUCLEUS, -1, cv2.LINE_AA)
+    write(data / "Benign" / "bare.png", bare)
+    stub_by_count(monkeypatch, {1: [BENIGN]})
+    out_json = tmp_path / "p.json"
+    args = ["evaluate", "--model", str(cell_bundle), "--data", str(data), "--json", str(out_json)]
+    assert main([*args, "--um-per-px", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "cells n=3 right=3 uncertain=0" in out and "  Benign: n=3 right=3" in out
+    m = json.loads(out_json.read_text())
+    assert m["set_scale"]["pictures"] == 1 and m["set_scale"]["from"] == 2
+    assert abs(m["set_scale"]["um_per_px"] - UM) < 0.05 * UM
+    assert "set scale: 1 picture(s)" in out
+    # a given scale is the scale: no set median
+    assert main([*args, "--um-per-px", str(UM)]) == 0
+    assert json.loads(out_json.read_text())["set_scale"] is None

@@ -105,6 +105,11 @@ def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: S
             f"blast_sensitivity={_fmt(out['blast_sensitivity'])} "
             f"blast_specificity={_fmt(out['blast_specificity'])} models={models}"
         )
+        for folder, r in out["per_folder"].items():
+            print(
+                f"  {folder}: n={r['n']} right={r['right']} uncertain={r['uncertain']} "
+                f"confidently_wrong={r['confidently_wrong']} uncertain_rate={_fmt(r['uncertain_rate'])}"
+            )
     else:
         malignant = [m.strip() for m in args.malignant.split(",") if m.strip()] if args.malignant else None
         out = evaluate_fields(screen, data, scale=scale, malignant=malignant)
@@ -125,6 +130,12 @@ def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: S
                 f"uncertain, called {sr['called']} (right {sr['called_right']}, wrong {sr['called_wrong']})"
             )
         print(f"rule: {out['rule']}")
+    if out.get("set_scale"):
+        ss = out["set_scale"]
+        print(
+            f"set scale: {ss['pictures']} picture(s) whose red cells could not tell their scale screened at "
+            f"{ss['um_per_px']} µm/px, the median of {ss['from']} that could ({ss['rule']})"
+        )
     out["models"] = [{"name": m.manifest.name, "sha256": m.manifest.sha256} for m in screen.ensemble.models]
     out["data"] = str(data)
     return out

@@ -40,7 +40,7 @@ from device.datasets.labels import read_labels
 from device.datasets.metrics import report
 from device.errors import SmearscopeError
 from device.models.bundle import Label
-from device.optics.analyse import ScaleArg
+from device.optics.analyse import AUTO, ScaleArg
 from device.preprocess import read_image
 from device.screening.screen import CellScreen
 from device.screening.stages import COUNTED, FieldCells
@@ -67,6 +67,10 @@ CELL_IMAGE_RULE = (
     "its white cell nearest the centre judged as a crop is (right on the blast side when blast / not "
     "blast matches the folder label's malignant flag; unclassified, a refused frame or no white cell "
     "found is uncertain); the named type is scored apart"
+)
+SET_SCALE_RULE = (
+    "with auto scale, a picture whose red cells cannot tell its scale is screened at the median scale "
+    "of the set's pictures whose red cells could (one set, one camera and magnification)"
 )
 CELL_RULE = (
     "per cell crop, the station's decision (device.cells.decide): right on the blast side when blast / "
@@ -183,6 +187,30 @@ def _progress(items: list[Item], progress: bool, what: str) -> Iterator[Item]:
     return iter(tqdm(items, desc=what, unit="img", disable=not progress, file=sys.stderr))
 
 
+def screen_set(
+    screen: CellScreen, items: Sequence[Item], scale: ScaleArg, progress: bool, what: str
+) -> tuple[list[FieldCells], dict[str, Any] | None]:
+    """Each item screened the station's way; with auto scale (`scale` "auto" or None) the pictures
+    whose red cells cannot tell their scale are screened again at the set's median scale
+    (`SET_SCALE_RULE`). Returns the fields and, when that happened, what the set's scale was."""
+    fields = [screen.screen(read_image(it.path), scale) for it in _progress(items, progress, what)]
+    if scale not in (None, AUTO):
+        return fields, None
+    known = [fc.prepared.um_per_px for fc in fields if fc.prepared.um_per_px]
+    unknown = [i for i, fc in enumerate(fields) if fc.state == REFUSED_STATE and not fc.prepared.um_per_px]
+    if not known or not unknown:
+        return fields, None
+    um = float(np.median(known))
+    for i in unknown:
+        fields[i] = screen.screen(read_image(items[i].path), um, source="given")
+    return fields, {
+        "um_per_px": round(um, 5),
+        "from": len(known),
+        "pictures": len(unknown),
+        "rule": SET_SCALE_RULE,
+    }
+
+
 def evaluate_fields(
     screen: CellScreen,
     data: Path,
@@ -195,11 +223,14 @@ def evaluate_fields(
     folders = list_class_folders(data)
     flags = folder_malignancy(data, folders, malignant)
     labels = screen.ensemble.labels
-    verdicts = []
-    for it in _progress(_items(data, folders), progress, "evaluate fields"):
-        fc = screen.screen(read_image(it.path), scale)
-        verdicts.append(field_verdict(str(it.path), it.label, flags[it.label], fc, labels))
+    items = _items(data, folders)
+    fields, set_scale = screen_set(screen, items, scale, progress, "evaluate fields")
+    verdicts = [
+        field_verdict(str(it.path), it.label, flags[it.label], fc, labels)
+        for it, fc in zip(items, fields, strict=True)
+    ]
     out: dict[str, Any] = {"kind": FIELDS, "rule": FIELD_RULE, **_rates([v.outcome for v in verdicts])}
+    out["set_scale"] = set_scale
     out["per_folder"] = {
         f: {"malignant": flags[f], **_rates([v.outcome for v in verdicts if v.folder == f])} for f in folders
     }
@@ -277,8 +308,9 @@ def evaluate_cell_images(
     folders = list_class_folders(data)
     malignant = {lb.id: bool(lb.malignant) for lb in screen.ensemble.labels}
     per_cell = []
-    for it in _progress(_items(data, folders), progress, "evaluate cell images"):
-        fc = screen.screen(read_image(it.path), scale)
+    items = _items(data, folders)
+    fields, set_scale = screen_set(screen, items, scale, progress, "evaluate cell images")
+    for it, fc in zip(items, fields, strict=True):
         r = _central_white(fc) if fc.state == COUNTED else None
         if r is None:
             why = fc.reason if fc.state == REFUSED_STATE else "no white cell found"
@@ -291,6 +323,7 @@ def evaluate_cell_images(
             )
     out = _cell_figures(per_cell, screen.ensemble.labels, folders)
     out["rule"] = CELL_IMAGE_RULE
+    out["set_scale"] = set_scale
     out["images"] = "pictures at their own scale"
     return out
 
