@@ -111,6 +111,8 @@ class QualityConfig(_Section):
     max_clipped_low: float = _num(0.25, 0, 1, "(a fraction)")
     min_stain: float = _num(0.025, 0, 1, "(a fraction)")
     min_contrast: float = _num(10.0, 0, 255, "(grey levels)")
+    max_noise: float = _num(6.0, 0, 255, "(grey levels)", lo_open=True)
+    max_blockiness: float = _num(1.6, 1, 100, "(a ratio)", lo_open=True)
     scale_check: bool = True
     scale_tolerance: float = _num(0.35, 0.01, 1, "(a fraction)")
     scale_mismatch_fields: int = _num(3, 1, 20, "fields in a row")

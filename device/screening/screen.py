@@ -3,20 +3,30 @@ kind of ensemble is loaded (`ensemble_kind`: cell bundles and field bundles are 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
+from device.cells.decide import UNCLASSIFIED, CellDecision
 from device.cells.detect import detect_cells
 from device.errors import BundleError
 from device.models.ensemble import Ensemble
 from device.optics.analyse import ScaleArg
 from device.optics.scalecheck import Estimator, ScaleCheck
 from device.screening.classify import CellClassifier
+from device.screening.detail import Detail, measure_detail
 from device.screening.prepare import prepare_frame
 from device.screening.result import field_result, refused_result
 from device.screening.second import FieldReader, needs_second_reading, with_second_reading
-from device.screening.stages import DetectedCells, FieldCells, PreparedFrame, ScreenSettings
+from device.screening.stages import (
+    COUNTED,
+    ClassifiedCells,
+    DetectedCells,
+    FieldCells,
+    PreparedFrame,
+    ScreenSettings,
+)
 
 CELLS = "cells"
 FIELD = "field"
@@ -74,13 +84,48 @@ class CellScreen:
         classified = self.classifier.classify(prepared, detected)
         labels = self.ensemble.labels
         spec = self.classifier.spec
+        detail = self.detail(prepared)
+        if detail is not None and detail.problem:
+            classified = unread(classified, detail.problem)
         field = field_result(prepared, detected, classified, labels, self.settings, spec)
+        if detail is not None:
+            field = dataclasses.replace(field, detail=detail)
+            if detail.problem and field.state == COUNTED:
+                return dataclasses.replace(field, abstained=True, reason=detail.problem)
         if self.reader is not None and needs_second_reading(field):
             field = with_second_reading(field, self.reader.read(field), list(labels), spec)
         return field
 
+    def detail(self, prepared: PreparedFrame) -> Detail | None:
+        """The frame's noise and JPEG blocks against `[quality] max_noise`, `max_blockiness` (None: the
+        quality gate is off)."""
+        s = self.settings
+        if not s.detail_check or prepared.um_per_px is None:
+            return None
+        return measure_detail(
+            prepared.image,
+            prepared.um_per_px,
+            self.classifier.spec.pitch_um,
+            max_noise=s.max_noise,
+            max_blockiness=s.max_blockiness,
+        )
+
     def screen(self, rgb: np.ndarray, scale: ScaleArg, *, source: str = "given") -> FieldCells:
         return self.result(self.prepare(rgb, scale, source=source))
+
+
+def unread(classified: ClassifiedCells, why: str) -> ClassifiedCells:
+    """Every white cell unclassified for `why` (a frame whose detail the classifier cannot read): such
+    cells are listed and counted apart, never as read, and never pooled by the field rule."""
+    cells = tuple(
+        c
+        if c.decision is None
+        else dataclasses.replace(
+            c, decision=CellDecision(UNCLASSIFIED, None, c.decision.p_blast, 0.0, why), unfamiliar=why
+        )
+        for c in classified.cells
+    )
+    return dataclasses.replace(classified, cells=cells)
 
 
 def screen_frame(

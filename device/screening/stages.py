@@ -15,6 +15,7 @@ from device.cells.record import CellRecord
 from device.colour import WhiteReference
 from device.optics.analyse import AcquisitionSettings
 from device.optics.scalecheck import ScaleCheck
+from device.screening.detail import Detail
 
 COUNTED = "counted"
 NO_CELLS = "no_cells"
@@ -35,12 +36,21 @@ class ScreenSettings:
     target: int = 100
     threshold: float = 0.02  # a fraction
     max_unclassified: float = 0.10  # a fraction
+    detail_check: bool = True  # `[quality] enabled`: noise and JPEG blocks (device/screening/detail.py)
+    max_noise: float = 6.0
+    max_blockiness: float = 1.6
 
     @classmethod
     def from_config(cls, config) -> ScreenSettings:
-        cells = config.cells
+        cells, q = config.cells, config.quality
         return cls(
-            AcquisitionSettings.from_config(config), cells.target, cells.threshold, cells.max_unclassified
+            AcquisitionSettings.from_config(config),
+            cells.target,
+            cells.threshold,
+            cells.max_unclassified,
+            q.enabled,
+            q.max_noise,
+            q.max_blockiness,
         )
 
 
@@ -168,6 +178,7 @@ class FieldCells:
     timings: Timings = field(default_factory=Timings)
     evidence: FieldEvidence | None = None  # the field rule's pooled cells (None: none pooled)
     second: SecondReading | None = None  # the field models' reading (device/screening/second.py)
+    detail: Detail | None = None  # noise and JPEG blocks (device/screening/detail.py)
 
     @property
     def display(self) -> str:
@@ -196,4 +207,5 @@ class FieldCells:
             "cells": [c.to_dict() for c in self.live],
             "timings": self.timings.to_dict(),
             "second_reading": self.second.to_dict() if self.second is not None else None,
+            "detail": self.detail.to_dict() if self.detail is not None else None,
         }

@@ -58,6 +58,8 @@ def record_quality(result: FieldCells, quality: dict[str, Any]) -> dict[str, Any
     out["scale_source"] = result.prepared.scale_source
     if result.second is not None:
         out["second_reading"] = result.second.to_dict()
+    if result.detail is not None:
+        out["detail"] = result.detail.to_dict()
     if result.prepared.white is not None:
         out["white_reference"] = result.prepared.white.describe()
     return out
