@@ -34,6 +34,8 @@ REFUSAL_REASONS = (
 # "<tile reason> (n tiles); <tile reason> (m tiles)": the most frequent tile reason comes first.
 _ABSTENTION_PREFIXES = (
     ("image quality:", "image_quality"),
+    ("image too noisy", "image_quality"),  # device/screening/detail.py
+    ("image too compressed", "image_quality"),
     ("input unlike the training images", "unfamiliar_input"),
     ("confidence ", "low_confidence"),
     ("models disagree", "models_disagree"),

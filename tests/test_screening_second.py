@@ -293,3 +293,19 @@ def test_evaluate_reports_what_the_second_reading_called(cell_ensemble, monkeypa
         "called_wrong": 1,
     }
     assert {im["second"] for im in m["images"]} == {"called"}
+
+
+def test_the_record_page_says_the_second_reading_called_the_field(app_svc, client):
+    from test_store_cells import cell, cells_record
+
+    _, services = app_svc
+    reading = SecondReading(("field-a",), MALIGNANT, "Pre", "Pre-B ALL (malignant)", 0.97, None, decided=True)
+    quality = {"ok": True, "differential": None, "second_reading": reading.to_dict()}
+    rec = services.store.add_result(cells_record(label="blast_b", quality=quality), cells=[cell(0)])
+    html = client.get(f"/results/{rec['id']}").get_data(as_text=True)
+    assert "Called by the second reading" in html and "Pre-B ALL (malignant)" in html
+    unread = SecondReading(("field-a",), NOT_READ, None, None, 0.0, "field models: unfamiliar")
+    quality = {"ok": True, "differential": None, "second_reading": unread.to_dict()}
+    rec = services.store.add_result(cells_record(quality=quality), cells=[cell(0)])
+    html = client.get(f"/results/{rec['id']}").get_data(as_text=True)
+    assert "did not call this field either" in html and "field models: unfamiliar" in html
