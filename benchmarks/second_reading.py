@@ -189,7 +189,8 @@ def markdown(res: dict) -> str:
         "",
         "## B-ALL test images (0.479 µm/px) and shifted copies",
         "",
-        f"Images: `{res['ball_test']}`. Shifted copies: {res['shift_images']} images per folder at most.",
+        f"Images: `{res['ball_test']}`{': ' + res['ball_note'] if res.get('ball_note') else ''}. "
+        f"Shifted copies: {res['shift_images']} images per folder at most.",
         "",
         head,
         sep,
@@ -236,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normal-fields", type=int, default=500)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS / "second_reading")
+    p.add_argument("--ball-note", default="", help="what the B-ALL test images are (for the report)")
+    p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = p.parse_args(argv)
+    if args.markdown_only:
+        res = json.loads(args.out.with_suffix(".json").read_text())
+        res["ball_note"] = args.ball_note or res.get("ball_note", "")
+        atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(res, indent=2) + "\n").encode())
+        atomic_write_bytes(args.out.with_suffix(".md"), markdown(res).encode())
+        return 0
     config = load_config(system_config=None, env={})
     dirs = default_bundle_dirs()
     ensemble = Ensemble.from_dirs([str(d) for d in dirs], num_threads=1)
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "cells": ensemble.names,
         "fields": reader.ensemble.names,
         "ball_test": str(args.ball_test),
+        "ball_note": args.ball_note,
         "shift_images": args.shift_images,
     }
     res["ball"] = ball(runner, args.ball_test, None)

@@ -55,6 +55,14 @@ def cells_lines(path: str, result: FieldCells) -> list[str]:
     lines = [f"{path}: {result.field_line}  | call: {call_text(result)}  | {scale}{check}"]
     if result.differential is not None:
         lines += differential_lines(result.differential)
+    sr = result.second
+    if sr is not None:
+        said = f"{sr.display or sr.label} ({sr.confidence:.2f})" if sr.label else "no reading"
+        lines.append(
+            f"  second reading ({', '.join(sr.models)}): {sr.state} {said}"
+            + ("; it called the field" if sr.decided else "")
+            + (f" ({sr.reason})" if sr.reason else "")
+        )
     for r in result.records:
         label = r.label or "-"
         lines.append(
