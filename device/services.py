@@ -56,13 +56,7 @@ def model_dirs(config: Config) -> list[Path]:
 def load_ensemble(config: Config, dirs: list[Path], threads: int | None = None) -> Ensemble:
     """Verified bundles (hash, tensors vs manifest) as one ensemble; a bad one, or a mix of cell and
     field bundles, raises BundleError."""
-    cc = config.classifier
-    ensemble = Ensemble.from_dirs(
-        [str(d) for d in dirs],
-        num_threads=threads or cc.threads,
-        threshold=cc.abstain_threshold or None,
-        abstain_on_disagreement=cc.abstain_on_disagreement,
-    )
+    ensemble = Ensemble.configured(dirs, config.classifier, threads)
     ensemble_kind(ensemble)
     return ensemble
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -201,6 +202,17 @@ class Ensemble:
     @classmethod
     def from_dirs(cls, dirs: Sequence[str], num_threads: int | None = None, **kw) -> Ensemble:
         return cls([TFLiteModel.from_dir(str(d), num_threads) for d in dirs], **kw)
+
+    @classmethod
+    def configured(cls, dirs: Sequence[str | Path], classifier, threads: int | None = None) -> Ensemble:
+        """The bundles of `dirs` with the `[classifier]` section's threads, abstain threshold (0: the
+        bundles' own) and disagreement rule."""
+        return cls.from_dirs(
+            [str(d) for d in dirs],
+            num_threads=threads or classifier.threads,
+            threshold=classifier.abstain_threshold or None,
+            abstain_on_disagreement=classifier.abstain_on_disagreement,
+        )
 
     @property
     def names(self) -> list[str]:

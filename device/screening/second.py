@@ -190,11 +190,5 @@ def load_reader(
         if not d.is_dir():
             raise BundleError(f"second reading: no bundle at {d} ([cells] second_reading_models)")
     SignaturePolicy.from_config(config).check(dirs)
-    cc = config.classifier
-    ensemble = Ensemble.from_dirs(
-        [str(d) for d in dirs],
-        num_threads=threads or cc.threads,
-        threshold=cc.abstain_threshold or None,
-        abstain_on_disagreement=cc.abstain_on_disagreement,
-    )
+    ensemble = Ensemble.configured(dirs, config.classifier, threads)
     return FieldReader(ensemble, AcquisitionSettings.from_config(config))
