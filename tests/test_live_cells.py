@@ -197,3 +197,20 @@ def test_the_api_answer_with_cells_matches_the_document(app):
     r = client.get("/api/v1/live")
     assert r.status_code == 200 and len(r.get_json()["result"]["cells"]) == len(CELLS)
     check(load("openapi.yaml"), "/api/v1/live", "GET", r)
+
+
+def test_the_call_box_says_when_the_field_models_called_the_unread_cells(app):
+    unread = [{**c, "state": "unclassified", "label": None} for c in CELLS]
+    called = {"state": "malignant", "decided": True, "display": "Pre-B ALL (malignant)", "label": "Pre"}
+    with _in(app):
+        box = live_payload({**RESULT, "cells": unread, "second_reading": called})["view"]["cells"]["call"]
+    assert box["kind"] == "malignant" and "field models" in box["title"]
+    cleared = {**called, "state": "not_malignant", "display": "Benign"}
+    with _in(app):
+        box = live_payload({**RESULT, "cells": unread, "second_reading": cleared})["view"]["cells"]["call"]
+    assert box["kind"] == "uncertain" and "read it as benign" in box["sub"]
+    with _in(app):  # a reading that called nothing, or a malformed one, changes nothing
+        for second in ({**called, "decided": False}, {"state": "sure", "decided": True}, "malignant"):
+            box = live_payload({**RESULT, "cells": unread, "second_reading": second})["view"]["cells"]["call"]
+            assert box["kind"] == "uncertain" and "benign" not in box["sub"]
+    assert live_cells.second_of({"state": "malignant", "decided": "yes"}) is None

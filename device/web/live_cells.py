@@ -13,7 +13,9 @@ from typing import Any
 
 from device.screening.result import BLAST_COLOUR, NOT_WHITE_COLOUR, TYPE_COLOURS, UNCLASSIFIED_COLOUR
 
-KEYS = ("cells", "frame_size", "field_line", "slide")
+KEYS = ("cells", "frame_size", "field_line", "slide", "second_reading")
+#: `SecondReading.state` values (device/screening/stages.py) the page words.
+SECOND_STATES = ("malignant", "not_malignant", "not_read")
 STATES = ("blast", "not_blast", "unclassified")
 #: The detector's kinds (`device.cells.detect`): only white cells are counted; the others are outlined
 #: apart (dotted) so a technician sees what the detector found and left out.
@@ -131,6 +133,18 @@ def slide_of(raw: Any) -> SlideCount | None:
     return SlideCount(counted, target, blasts, pct, call, text or "", unclassified, sample_id)
 
 
+def second_of(raw: Any) -> dict[str, Any] | None:
+    """The field models' second reading as the page may show it: its state, whether it called the
+    field, and the label it read (words, bounded), or None when malformed."""
+    if not isinstance(raw, dict) or raw.get("state") not in SECOND_STATES:
+        return None
+    decided = raw.get("decided")
+    if not isinstance(decided, bool):
+        return None
+    shown = _text(raw.get("display")) or _text(raw.get("label"))
+    return {"state": raw["state"], "decided": decided, "display": shown}
+
+
 def cell_keys(result: dict[str, Any], label_ids: Sequence[str] = ()) -> dict[str, Any]:
     """The checked cell keys of a live result (only those present and well formed)."""
     out: dict[str, Any] = {}
@@ -149,4 +163,7 @@ def cell_keys(result: dict[str, Any], label_ids: Sequence[str] = ()) -> dict[str
     slide = slide_of(result.get("slide"))
     if slide is not None:
         out["slide"] = slide.to_dict()
+    second = second_of(result.get("second_reading"))
+    if second is not None:
+        out["second_reading"] = second
     return out

@@ -86,13 +86,14 @@ def cell_view(checked: dict[str, Any]) -> dict[str, Any]:
         "field_line": line,
         "legend": legend(cells or []),
         "slide": slide_words(slide) if slide else None,
-        "call": field_call(cells or []) if cells is not None else None,
+        "call": field_call(cells or [], checked.get("second_reading")) if cells is not None else None,
     }
 
 
-def field_call(cells: list[dict[str, Any]]) -> dict[str, str]:
+def field_call(cells: list[dict[str, Any]], second: dict[str, Any] | None = None) -> dict[str, str]:
     """The call box of a field counted cell by cell: what its white cells say, never a field label with a
-    confidence (the screen is the slide's count; a field shows its blasts and its unread cells)."""
+    confidence (the screen is the slide's count; a field shows its blasts and its unread cells). A field
+    whose unread cells the field models' second reading called says so (device/screening/second.py)."""
     white = [c for c in cells if c["kind"] == "white"]
     blasts = sum(c["state"] == "blast" for c in white)
     unread = sum(c["state"] == "unclassified" for c in white)
@@ -108,11 +109,22 @@ def field_call(cells: list[dict[str, Any]]) -> dict[str, str]:
             "title": ngettext("%(num)d blast in this field", "%(num)d blasts in this field", blasts),
             "sub": gettext("Capture it: every blast is checked in the sample's cell gallery."),
         }
+    if unread and second and second.get("decided") and second.get("state") == "malignant":
+        return {
+            "kind": "malignant",
+            "title": gettext("Read as malignant by the field models"),
+            "sub": gettext("Capture it: its unread cells are checked in the sample's cell gallery."),
+        }
     if unread:
+        sub = gettext("Capture it and review them in the sample's cell gallery.")
+        if second and second.get("decided") and second.get("state") == "not_malignant":
+            sub = gettext(
+                "The field models read it as benign; capture it and review them in the cell gallery."
+            )
         return {
             "kind": "uncertain",
             "title": ngettext("%(num)d white cell not read", "%(num)d white cells not read", unread),
-            "sub": gettext("Capture it and review them in the sample's cell gallery."),
+            "sub": sub,
         }
     return {
         "kind": "ok",
