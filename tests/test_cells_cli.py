@@ -219,9 +219,7 @@ def test_fit_crop_keeps_the_pixels_scale():
     assert padded.shape == (14, 14, 3) and np.array_equal(padded[2:12, 2:12], img)
 
 
-def test_auto_scale_gives_a_picture_without_red_cells_the_sets_median(
-    cell_bundle, tmp_path, monkeypatch, capsys
-):
+def test_auto_scale_screens_a_set_at_its_median_red_cell_scale(cell_bundle, tmp_path, monkeypatch, capsys):
     from test_screening import BACKGROUND, CYTOPLASM, NUCLEUS, RBC, px
 
     data = tmp_path / "pictures"
@@ -241,9 +239,10 @@ def test_auto_scale_gives_a_picture_without_red_cells_the_sets_median(
     out = capsys.readouterr().out
     assert "cells n=3 right=3 uncertain=0" in out and "  Benign: n=3 right=3" in out
     m = json.loads(out_json.read_text())
-    assert m["set_scale"]["pictures"] == 1 and m["set_scale"]["from"] == 2
+    # every picture at the set's median; the one whose red cells cannot tell is screened all the same
+    assert m["set_scale"]["pictures"] == 3 and m["set_scale"]["from"] == 2
     assert abs(m["set_scale"]["um_per_px"] - UM) < 0.05 * UM
-    assert "set scale: 1 picture(s)" in out
+    assert "set scale: 3 pictures screened at" in out
     # a given scale is the scale: no set median
     assert main([*args, "--um-per-px", str(UM)]) == 0
     assert json.loads(out_json.read_text())["set_scale"] is None

@@ -133,8 +133,8 @@ def run_cells(args: argparse.Namespace, screen: CellScreen, data: Path, scale: S
     if out.get("set_scale"):
         ss = out["set_scale"]
         print(
-            f"set scale: {ss['pictures']} picture(s) whose red cells could not tell their scale screened at "
-            f"{ss['um_per_px']} µm/px, the median of {ss['from']} that could ({ss['rule']})"
+            f"set scale: {ss['pictures']} pictures screened at {ss['um_per_px']} µm/px, the median of "
+            f"{ss['from']} red-cell estimates ({ss['rule']})"
         )
     out["models"] = [{"name": m.manifest.name, "sha256": m.manifest.sha256} for m in screen.ensemble.models]
     out["data"] = str(data)

@@ -40,7 +40,7 @@ from device.datasets.labels import read_labels
 from device.datasets.metrics import report
 from device.errors import SmearscopeError
 from device.models.bundle import Label
-from device.optics.analyse import AUTO, ScaleArg
+from device.optics.analyse import AUTO, ScaleArg, auto_scale
 from device.preprocess import read_image
 from device.screening.screen import CellScreen
 from device.screening.stages import COUNTED, FieldCells
@@ -69,8 +69,9 @@ CELL_IMAGE_RULE = (
     "found is uncertain); the named type is scored apart"
 )
 SET_SCALE_RULE = (
-    "with auto scale, a picture whose red cells cannot tell its scale is screened at the median scale "
-    "of the set's pictures whose red cells could (one set, one camera and magnification)"
+    "with auto scale, the set is one camera and magnification: every picture is screened at the median "
+    "of the pictures' red-cell scale estimates (one picture's few red cells vary by +-15%), and its own "
+    "red cells are checked against it (a picture that clearly disagrees is refused)"
 )
 CELL_RULE = (
     "per cell crop, the station's decision (device.cells.decide): right on the blast side when blast / "
@@ -190,23 +191,27 @@ def _progress(items: list[Item], progress: bool, what: str) -> Iterator[Item]:
 def screen_set(
     screen: CellScreen, items: Sequence[Item], scale: ScaleArg, progress: bool, what: str
 ) -> tuple[list[FieldCells], dict[str, Any] | None]:
-    """Each item screened the station's way; with auto scale (`scale` "auto" or None) the pictures
-    whose red cells cannot tell their scale are screened again at the set's median scale
-    (`SET_SCALE_RULE`). Returns the fields and, when that happened, what the set's scale was."""
-    fields = [screen.screen(read_image(it.path), scale) for it in _progress(items, progress, what)]
+    """Each item screened the station's way. With auto scale (`scale` "auto" or None) the set's scale is
+    the median of its pictures' red-cell estimates, and every picture is screened at it, its own red
+    cells checked against it (`SET_SCALE_RULE`). Returns the fields and what the set's scale was."""
     if scale not in (None, AUTO):
-        return fields, None
-    known = [fc.prepared.um_per_px for fc in fields if fc.prepared.um_per_px]
-    unknown = [i for i, fc in enumerate(fields) if fc.state == REFUSED_STATE and not fc.prepared.um_per_px]
-    if not known or not unknown:
-        return fields, None
+        return [screen.screen(read_image(it.path), scale) for it in _progress(items, progress, what)], None
+    acq = screen.settings.acquisition
+    measured = [
+        auto_scale(read_image(it.path), acq, screen.estimator)[0]
+        for it in _progress(items, progress, "measure scales")
+    ]
+    known = [um for um in measured if um]
+    if not known:
+        return [screen.screen(read_image(it.path), scale) for it in _progress(items, progress, what)], None
     um = float(np.median(known))
-    for i in unknown:
-        fields[i] = screen.screen(read_image(items[i].path), um, source="given")
+    fields = [
+        screen.screen(read_image(it.path), um, source="given") for it in _progress(items, progress, what)
+    ]
     return fields, {
         "um_per_px": round(um, 5),
         "from": len(known),
-        "pictures": len(unknown),
+        "pictures": len(items),
         "rule": SET_SCALE_RULE,
     }
 
