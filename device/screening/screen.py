@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from device.cells.decide import UNCLASSIFIED, CellDecision
-from device.cells.detect import detect_cells
+from device.cells.detect import WHITE, detect_cells
 from device.errors import BundleError
 from device.models.ensemble import Ensemble
 from device.optics.analyse import ScaleArg
@@ -21,6 +21,7 @@ from device.screening.result import field_result, refused_result
 from device.screening.second import FieldReader, needs_second_reading, with_second_reading
 from device.screening.stages import (
     COUNTED,
+    ClassifiedCell,
     ClassifiedCells,
     DetectedCells,
     FieldCells,
@@ -81,12 +82,14 @@ class CellScreen:
         if prepared.refused is not None:
             return refused_result(prepared)
         detected = self.detect(prepared)
-        classified = self.classifier.classify(prepared, detected)
+        # measured before the classifier: a field whose detail it cannot read costs no inference
+        detail = self.detail(prepared) if detected.white else None
+        if detail is not None and detail.problem:
+            classified = unread(detected, detail.problem)
+        else:
+            classified = self.classifier.classify(prepared, detected)
         labels = self.ensemble.labels
         spec = self.classifier.spec
-        detail = self.detail(prepared)
-        if detail is not None and detail.problem:
-            classified = unread(classified, detail.problem)
         field = field_result(prepared, detected, classified, labels, self.settings, spec)
         if detail is not None:
             field = dataclasses.replace(field, detail=detail)
@@ -114,18 +117,17 @@ class CellScreen:
         return self.result(self.prepare(rgb, scale, source=source))
 
 
-def unread(classified: ClassifiedCells, why: str) -> ClassifiedCells:
-    """Every white cell unclassified for `why` (a frame whose detail the classifier cannot read): such
-    cells are listed and counted apart, never as read, and never pooled by the field rule."""
-    cells = tuple(
-        c
-        if c.decision is None
-        else dataclasses.replace(
-            c, decision=CellDecision(UNCLASSIFIED, None, c.decision.p_blast, 0.0, why), unfamiliar=why
+def unread(detected: DetectedCells, why: str) -> ClassifiedCells:
+    """Every white cell unclassified for `why`, without the classifier (a frame whose detail it cannot
+    read): such cells are listed and counted apart, never as read, and never pooled by the field rule;
+    other bodies are kept with their kind, as `CellClassifier.classify` keeps them."""
+    unclassified = CellDecision(UNCLASSIFIED, None, 0.0, 0.0, why)
+    return ClassifiedCells(
+        tuple(
+            ClassifiedCell(c, unclassified, {}, why) if c.kind == WHITE else ClassifiedCell(c, None)
+            for c in detected.cells
         )
-        for c in classified.cells
     )
-    return dataclasses.replace(classified, cells=cells)
 
 
 def screen_frame(
