@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,19 +82,66 @@ def tiny():
     return model, images, labels
 
 
+@dataclasses.dataclass
+class Scored:
+    """Every score of the tiny model's images, fitted as `convert` fits them, and the one float32 bundle
+    whose `ood_distance` output combines them all (a conversion costs most of this module's time, so the
+    graph tests share it)."""
+
+    pooled: np.ndarray
+    mid: np.ndarray
+    far: np.ndarray  # the images re-coloured far past any stain (convert/outliers.py)
+    pooled_far: np.ndarray
+    mid_far: np.ndarray
+    stats: dict
+    mid_stats: dict
+    head: dict
+    export: object  # keras.Model: [probabilities, cam, ood_distance]
+    bundle: Path
+
+    def want(self, far: bool = False) -> np.ndarray:
+        """The combined score in numpy (pooled, stride-16 and stain-outlier parts)."""
+        pooled, mid = (self.pooled_far, self.mid_far) if far else (self.pooled, self.mid)
+        return content.combined_distances(pooled, [mid], self.stats, [self.mid_stats], self.head)
+
+
+@pytest.fixture(scope="module")
+def scored(tiny, tmp_path_factory) -> Scored:
+    from convert import outliers
+
+    model, images, labels = tiny
+    rng = np.random.default_rng(3)
+    far = np.stack([outliers.far_stain(im, rng) for im in images])
+    assert not np.array_equal(far, images)
+    layer = content.mid_layer(model)
+    both = content.feature_model(model, [layer])
+    pooled, mid = both.predict(images.astype(np.float32), verbose=0)
+    pooled_far, mid_far = both.predict(far.astype(np.float32), verbose=0)
+    stats = content.fit_statistics(pooled, labels, len(LABELS))
+    mid_stats = content.fit_statistics(mid, labels, len(LABELS))
+    stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
+    mid_stats.update(layer=layer, scale=float(np.quantile(content.distances(mid, mid_stats), 0.99)))
+    head = outliers.fit(pooled, pooled_far, pooled)
+    export = content.add_outputs(model, stats, mid_stats=[mid_stats], outlier=head)
+    bundle = _float_bundle(export, tmp_path_factory.mktemp("content") / "b")
+    return Scored(pooled, mid, far, pooled_far, mid_far, stats, mid_stats, head, export, bundle)
+
+
 @pytest.mark.slow
-def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: Path) -> None:
+def test_distance_output_matches_keras_and_the_device_abstains(tiny, scored: Scored, tmp_path: Path) -> None:
     model, images, labels = tiny
     x = images.astype(np.float32)
+    # the plain distance head (pooled features only), in Keras
     feats = content.embedding_model(model).predict(x, verbose=0)
-    stats = content.fit_statistics(feats, labels, len(LABELS))
-    export = content.add_outputs(model, stats)
-    probs, cam, dist = export.predict(x, verbose=0)
+    plain = content.add_outputs(model, content.fit_statistics(feats, labels, len(LABELS)))
+    probs, cam, dist = plain.predict(x, verbose=0)
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     assert cam.ndim == 4 and dist.shape == (len(x), 1)
-    np.testing.assert_allclose(dist[:, 0], content.distances(feats, stats), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(dist[:, 0], content.distances(feats, scored.stats), rtol=1e-3, atol=1e-3)
 
-    out = _float_bundle(export, tmp_path / "b")
+    # the converted bundle: outputs named in the manifest, read by the device as Keras computes them
+    out = tmp_path / "b"
+    shutil.copytree(scored.bundle, out)
     manifest = json.loads((out / "manifest.json").read_text())
     names = [o["name"] for o in manifest["outputs"]]
     assert names == ["probabilities", "cam", "ood_distance"]
@@ -102,12 +150,12 @@ def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: P
     assert m.has_distance and m.has_cam
     raw = m.predict(images[0])
     np.testing.assert_allclose(raw.probabilities, probs[0], atol=2e-3)
-    assert raw.ood_distance == pytest.approx(float(dist[0, 0]), rel=1e-2, abs=1e-2)
+    assert raw.ood_distance == pytest.approx(float(scored.want()[0]), rel=1e-2, abs=1e-2)
 
     # threshold between the training images and a texture: the texture is refused with the reason
     noise = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     d_noise = m.predict(noise).ood_distance
-    limit = float(dist.max())
+    limit = float(scored.want().max())
     assert d_noise > limit
     man = load_bundle(out).manifest
     man.calibration = {"content_check": {"score": content.SCORE, "threshold": limit}}
@@ -128,17 +176,16 @@ def test_distance_output_matches_keras_and_the_device_abstains(tiny, tmp_path: P
 
 
 @pytest.mark.slow
-def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> None:
+def test_probability_output_is_found_by_name_not_shape(scored: Scored, tmp_path: Path) -> None:
     """A manifest that names the tensors wins over shapes: swapping the names is caught."""
-    model, images, labels = tiny
-    feats = content.embedding_model(model).predict(images.astype(np.float32), verbose=0)
-    export = content.add_outputs(model, content.fit_statistics(feats, labels, len(LABELS)), cam=False)
-    out = _float_bundle(export, tmp_path / "b")
+    out = tmp_path / "b"
+    shutil.copytree(scored.bundle, out)
     man = load_bundle(out).manifest
-    prob, dist = man.outputs
-    assert (prob.name, dist.name) == ("probabilities", "ood_distance")
+    prob, cam, dist = man.outputs
+    assert (prob.name, cam.name, dist.name) == ("probabilities", "cam", "ood_distance")
     man.outputs = [
         dataclasses.replace(prob, tensor_name=dist.tensor_name),
+        cam,
         dataclasses.replace(dist, tensor_name=prob.tensor_name),
     ]
     from device.errors import BundleError
@@ -150,22 +197,18 @@ def test_probability_output_is_found_by_name_not_shape(tiny, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, tmp_path: Path) -> None:
+def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, scored: Scored) -> None:
     """The second score (stride-16 features) is max-combined in the graph: Keras, TFLite and the numpy
     reference agree, and one output named ood_distance still carries it."""
     model, images, labels = tiny
     x = images.astype(np.float32)
-    layer = content.mid_layer(model)
+    layer = scored.mid_stats["layer"]
     assert model.get_layer("backbone").get_layer(layer).output.shape[1] == SIZE // content.MID_STRIDE
-    pooled, mid = content.feature_model(model, [layer]).predict(x, verbose=0)
-    assert mid.ndim == 2 and mid.shape[0] == len(x)
-    stats = content.fit_statistics(pooled, labels, len(LABELS))
-    mid_stats = content.fit_statistics(mid, labels, len(LABELS))
-    stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
-    mid_stats.update(layer=layer, scale=float(np.quantile(content.distances(mid, mid_stats), 0.99)))
-    want = content.combined_distances(pooled, [mid], stats, [mid_stats])
+    assert scored.mid.ndim == 2 and scored.mid.shape[0] == len(x)
+    stats, mid_stats = scored.stats, scored.mid_stats
+    want = content.combined_distances(scored.pooled, [scored.mid], stats, [mid_stats])
     # each part decides somewhere: the max really combines two different scores
-    d_pool = content.distances(pooled, stats) / stats["scale"]
+    d_pool = content.distances(scored.pooled, stats) / stats["scale"]
     assert not np.allclose(want, d_pool)
 
     export = content.add_outputs(model, stats, cam=False, mid_stats=[mid_stats])
@@ -173,44 +216,36 @@ def test_combined_score_with_earlier_features_matches_numpy_and_tflite(tiny, tmp
     np.testing.assert_allclose(probs, model.predict(x, verbose=0), atol=1e-6)
     np.testing.assert_allclose(dist[:, 0], want, rtol=1e-3, atol=1e-3)
 
-    out = _float_bundle(export, tmp_path / "b")
-    assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
-    m = TFLiteModel(load_bundle(out))
-    assert m.predict(images[3]).ood_distance == pytest.approx(float(want[3]), rel=1e-2, abs=1e-2)
+    # the bundle's one ood_distance output carries the max of every part
+    assert [o.name for o in load_bundle(scored.bundle).manifest.outputs] == [
+        "probabilities",
+        "cam",
+        "ood_distance",
+    ]
+    m = TFLiteModel(load_bundle(scored.bundle))
+    assert m.predict(images[3]).ood_distance == pytest.approx(float(scored.want()[3]), rel=1e-2, abs=1e-2)
 
 
 @pytest.mark.slow
-def test_stain_outlier_score_joins_the_max_in_keras_numpy_and_tflite(tiny, tmp_path: Path) -> None:
+def test_stain_outlier_score_joins_the_max_in_keras_numpy_and_tflite(scored: Scored) -> None:
     """convert/outliers.py: the logistic head fitted on familiar vs far re-coloured images' pooled
     features flags the re-coloured ones, and the graph (Keras, TFLite) computes what numpy does."""
     from convert import outliers
 
-    model, images, labels = tiny
-    rng = np.random.default_rng(3)
-    far = np.stack([outliers.far_stain(im, rng) for im in images])
-    assert not np.array_equal(far, images)
-    emb = content.embedding_model(model)
-    pooled = emb.predict(images.astype(np.float32), verbose=0)
-    pooled_far = emb.predict(far.astype(np.float32), verbose=0)
-    stats = content.fit_statistics(pooled, labels, len(LABELS))
-    stats["scale"] = float(np.quantile(content.distances(pooled, stats), 0.99))
-    head = outliers.fit(pooled, pooled_far, pooled)
-    s_clean, s_far = outliers.scores(pooled, head), outliers.scores(pooled_far, head)
+    head = scored.head
+    s_clean, s_far = outliers.scores(scored.pooled, head), outliers.scores(scored.pooled_far, head)
     # the step sits above every clean image's logit: none of them reaches half its height
     assert (s_clean > outliers.CAP / 2).sum() == 0
     assert s_far.max() <= outliers.CAP
     assert np.median(s_far) > np.median(s_clean)  # fitted on them: re-coloured images score higher
 
-    want = content.combined_distances(pooled_far, [], stats, [], head)
+    want = scored.want(far=True)
     assert np.all(want >= s_far - 1e-9)
-    export = content.add_outputs(model, stats, cam=False, outlier=head)
-    probs, dist = export.predict(far.astype(np.float32), verbose=0)
+    probs, _cam, dist = scored.export.predict(scored.far.astype(np.float32), verbose=0)
     np.testing.assert_allclose(dist[:, 0], want, rtol=1e-3, atol=1e-3)
 
-    out = _float_bundle(export, tmp_path / "b")
-    assert [o.name for o in load_bundle(out).manifest.outputs] == ["probabilities", "ood_distance"]
-    m = TFLiteModel(load_bundle(out))
-    assert m.predict(far[5]).ood_distance == pytest.approx(float(want[5]), rel=1e-2, abs=1e-2)
+    m = TFLiteModel(load_bundle(scored.bundle))
+    assert m.predict(scored.far[5]).ood_distance == pytest.approx(float(want[5]), rel=1e-2, abs=1e-2)
 
 
 def test_far_stain_families_move_the_stain_far_and_leave_white_white() -> None:

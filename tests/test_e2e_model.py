@@ -27,7 +27,9 @@ def make_run(root: Path) -> Path:
     run = root / "run"
     argv = ["train", "--data", str(root / "data"), "--out", str(run), "--backbone", "mobilenetv2"]
     argv += ["--alpha", "0.35", "--size", str(SIZE), "--weights", "none", "--epochs-head", "8"]
-    argv += ["--lr-head", "3e-3", "--epochs-finetune", "1", "--finetune-layers", "20", "--batch", "16"]
+    # No fine-tuning phase: it costs a third of this module's training time, and test_training.py runs it
+    # (continuations, time budget, outlier exposure included).
+    argv += ["--lr-head", "3e-3", "--epochs-finetune", "0", "--batch", "16"]
     # Raw colour: these generated smears tell their classes mostly by their background's tint, which the
     # white reference removes; a from-scratch net then stayed near chance on the 26 test images (0.31-0.50
     # over six runs on 2026-12-01's machine), and this test is about the path, not about learning. The
@@ -47,12 +49,45 @@ def tiny_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("e2e"))
 
 
+@pytest.fixture(scope="module")
+def same_conversion_once():
+    """Both conversions of the tiny run hand TFLite the same model (same weights, same outputs) and the same
+    representative images, so the second one reuses the first's flatbuffer: a conversion costs half a
+    minute of this module's time, and the refusal test is about what `convert` does after it."""
+    import hashlib
+
+    import numpy as np
+
+    from convert import tflite
+
+    real = tflite.convert
+    done: dict[str, tflite.Converted] = {}
+
+    def once(model, quantization, representative=None):
+        h = hashlib.sha256(quantization.encode())
+        h.update(repr([tuple(o.shape) for o in model.outputs]).encode())
+        for w in model.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+        for batch in representative() if representative is not None else ():
+            h.update(np.ascontiguousarray(batch[0]).tobytes())
+        key = h.hexdigest()
+        if key not in done:
+            done[key] = real(model, quantization, representative)
+        return done[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tflite, "convert", once)
+        yield done
+
+
 def convert_argv(run: Path, bundle: Path) -> list[str]:
     argv = ["convert", str(run), "--out", str(bundle), "--quantization", "int8", "--cam", "--set-default"]
     return [*argv, "--representative", "32", "--no-float-reference"]
 
 
-def test_convert_refuses_a_content_check_that_could_never_fire(tiny_run: Path, tmp_path: Path, capsys):
+def test_convert_refuses_a_content_check_that_could_never_fire(
+    tiny_run: Path, same_conversion_once, tmp_path: Path, capsys
+):
     """Made certain here by asking for an impossible headroom: the refusal is one clear message and
     leaves nothing behind (no bundle, no staging folder, no DEFAULT)."""
     from convert import pipeline
@@ -88,7 +123,9 @@ def convert_tiny(run: Path, bundle: Path, capsys) -> bool:
     return False
 
 
-def test_train_convert_evaluate(tiny_run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_train_convert_evaluate(
+    tiny_run: Path, same_conversion_once, tmp_path: Path, capsys, monkeypatch
+) -> None:
     run = tiny_run
     models = tmp_path / "models"
     bundle = models / "tiny-int8"

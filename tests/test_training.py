@@ -124,7 +124,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
     run = tmp_path / "run"
     argv = ["train", "--data", str(data), "--out", str(run), "--backbone", "mobilenetv2", "--alpha", "0.35"]
     argv += ["--size", "32", "--weights", "none", "--epochs-head", "2", "--epochs-finetune", "1"]
-    argv += ["--finetune-layers", "10", "--batch", "8", "--seed", "3", "--quiet", "--eager"]
+    argv += ["--finetune-layers", "10", "--batch", "16", "--seed", "3", "--quiet", "--eager"]
     assert main(argv) == 0
     expected = (
         "config.json split.json dataset_report.json history.csv training_curves.png confusion_matrix.png"
@@ -169,7 +169,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
         "--weights",
         "none",
         "--epochs-head",
-        "1",
+        "0",  # the split is under test here, not the training: no epoch at all
         "--epochs-finetune",
         "0",
         "--no-baselines",
@@ -183,7 +183,7 @@ def test_tiny_train_run_writes_the_run_directory(tmp_path: Path, capsys) -> None
 
     # --init-model continues from a run's model.keras (no head phase) and records where it came from
     cont = tmp_path / "cont"
-    argv3 = ["train", "--split", str(run / "split.json"), "--out", str(cont), "--size", "32", "--batch", "8"]
+    argv3 = ["train", "--split", str(run / "split.json"), "--out", str(cont), "--size", "32", "--batch", "16"]
     argv3 += ["--init-model", str(run / "model.keras"), "--epochs-finetune", "3", "--finetune-layers", "5"]
     # a wall-clock budget far shorter than one epoch: the first epoch completes, then training stops
     argv3 += ["--finetune-minutes", "0.0001"]
