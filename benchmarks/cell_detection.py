@@ -248,13 +248,18 @@ def match(truths: list[Truth], cells: list[Cell], tol_px: float) -> dict[int, in
     return used_t
 
 
-def composite_eval(pbc: Path, src_um: float, um: float, per_type: int, fields: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
+def composite_material(pbc: Path, src_um: float, um: float, per_type: int) -> tuple[dict, list[np.ndarray]]:
+    """(the sprites of `per_type` PBC images per type, the background squares) at `um` µm/px."""
     sprites = {
         t: [make_sprite(read_image(f), t, src_um, um) for f in sorted((pbc / t).glob("*.jpg"))[:per_type]]
         for t in PBC_TYPES
     }
-    squares = background_squares(pbc, src_um, um, 40)
+    return sprites, background_squares(pbc, src_um, um, 40)
+
+
+def composite_eval(pbc: Path, src_um: float, um: float, per_type: int, fields: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    sprites, squares = composite_material(pbc, src_um, um, per_type)
     per_type_stats = {t: {"n": 0, WHITE: 0, PLATELET: 0, OTHER: 0, "missed": 0} for t in PBC_TYPES}
     layouts = {k: {"n": 0, "found": 0} for k in ("single", "touching", "overlapping")}
     pairs_ww = {k: {"pairs": 0, "both_found": 0} for k in ("touching", "overlapping")}
@@ -333,11 +338,7 @@ def shift_eval(pbc: Path, src_um: float, um: float, per_type: int, fields: int, 
     import robustness as rb
 
     rng = np.random.default_rng(seed)
-    sprites = {
-        t: [make_sprite(read_image(f), t, src_um, um) for f in sorted((pbc / t).glob("*.jpg"))[:per_type]]
-        for t in PBC_TYPES
-    }
-    squares = background_squares(pbc, src_um, um, 40)
+    sprites, squares = composite_material(pbc, src_um, um, per_type)
     made = [compose_field(rng, sprites, squares, um, FIELD_UM) for _ in range(fields)]
     shifts = [("none", "as made", None)] + [
         (f"{name}:{sev}", what, fn) for name in SHIFTED for sev, (what, fn) in rb.SHIFTS[name].items()
