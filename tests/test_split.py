@@ -86,3 +86,39 @@ def test_bad_split_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "split.json").write_text('{"labels": ["A"], "train": []}')
     with pytest.raises(SmearscopeError, match="lacks"):
         load_split(tmp_path / "split.json")
+
+
+def test_an_earlier_bundles_test_list_is_kept_whole_with_its_groups(tmp_path: Path) -> None:
+    """`--keep-test`: the test part is the listed images and every image of their groups; the rest is cut
+    into train and val, groups whole."""
+    from training.data import read_test_list
+
+    _write_images(tmp_path / "d", {"A": 60, "B": 60}, groups=10)
+    first = make_split(tmp_path / "d", seed=3, group_regex=r"UID_(\d+)_")
+    # a bundle lists one image of each of three groups (e.g. the original crop, not its stain copies)
+    picked = {}
+    for it in first.parts["test"]:
+        picked.setdefault(it.group, it)
+    listed = [f"{it.label}/{Path(it.path).name}" for it in list(picked.values())[:3]]
+    bundle = tmp_path / "bundle"
+    (bundle / "report").mkdir(parents=True)
+    (bundle / "report" / "test_split.txt").write_text("\n".join(listed) + "\n")
+
+    entries = read_test_list(bundle)
+    assert entries == set(listed) == read_test_list(bundle / "report" / "test_split.txt")
+    again = make_split(tmp_path / "d", seed=9, group_regex=r"UID_(\d+)_", test_list=entries)
+    groups = {it.group for it in list(picked.values())[:3]}
+    assert {it.group for it in again.parts["test"]} == groups
+    assert len(again.parts["test"]) == sum(it.group in groups for it in first.all_items())  # whole groups
+    sides: dict[str, set[str]] = {}
+    for part in ("train", "val", "test"):
+        for it in again.parts[part]:
+            sides.setdefault(it.group, set()).add(part)
+    assert all(len(s) == 1 for s in sides.values()) and again.parts["val"] and again.parts["train"]
+    assert len(again.all_items()) == len(first.all_items())
+
+    (bundle / "report" / "test_split.txt").write_text("A/not_here.png\n")
+    with pytest.raises(SmearscopeError, match="names none of the images"):
+        make_split(tmp_path / "d", test_list=read_test_list(bundle))
+    with pytest.raises(SmearscopeError, match="cannot read the test list"):
+        read_test_list(tmp_path / "nothing")

@@ -70,6 +70,12 @@ def _add_split_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--group-regex", help=r"group id from file names kept on one side, e.g. 'UID_(\d+)_'")
     p.add_argument(
+        "--keep-test",
+        metavar="BUNDLE|FILE",
+        help="test on an earlier bundle's test split (its report/test_split.txt): those images and the rest "
+        "of their groups are the test part, the others are split into train and val",
+    )
+    p.add_argument(
         "--label-map",
         action="append",
         metavar="FROM=TO",

@@ -135,6 +135,33 @@ def _cut(
     return np.sort(idx[rest]), np.sort(idx[held])
 
 
+def read_test_list(path: str | Path) -> set[str]:
+    """The `<label>/<file name>` entries of a test list: a bundle's `report/test_split.txt` (what
+    `smearscope convert` writes), given as the file or as the bundle folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report" / "test_split.txt"
+    try:
+        entries = set(path.read_text().split())
+    except OSError as exc:
+        raise SmearscopeError(f"{path}: cannot read the test list ({exc})") from exc
+    if not entries:
+        raise SmearscopeError(f"{path}: the test list is empty")
+    return entries
+
+
+def _fixed_test(items: list, entries: set[str]) -> np.ndarray:
+    """Indices of the items a test list names, with every item of their groups (a group stays whole)."""
+    named = [f"{Path(it.path).parent.name}/{Path(it.path).name}" in entries for it in items]
+    if not any(named):
+        raise SmearscopeError(
+            "the test list names none of the images found (entries are <label>/<file name>)"
+        )
+    groups = {it.group for it, n in zip(items, named, strict=True) if n and it.group is not None}
+    keep = [n or (it.group is not None and it.group in groups) for it, n in zip(items, named, strict=True)]
+    return np.flatnonzero(keep)
+
+
 def make_split(
     data: str | Path | list[str | Path],
     *,
@@ -143,10 +170,13 @@ def make_split(
     group_regex: str | None = None,
     label_map: dict[str, str] | None = None,
     drop_unknown_labels: bool = False,
+    test_list: set[str] | None = None,
 ) -> Split:
     """Scan one or more dataset folders (duplicates dropped; see training/sources.py for how sources,
     labels and group ids combine) and split them into train/val/test, stratified by label, every group
-    on one side of each cut."""
+    on one side of each cut. With `test_list` (`read_test_list`) the test part is the images it names and
+    the rest of their groups (so a retrained model is measured on an earlier one's test split), and the
+    rest is cut into train and val by their fractions."""
     fractions = dict(fractions or DEFAULT_FRACTIONS)
     if set(fractions) != set(SPLITS) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise SmearscopeError(f"fractions must give train/val/test summing to 1, got {fractions}")
@@ -164,7 +194,11 @@ def make_split(
     y = np.array([index[it.label] for it in items])
     groups = np.array([it.group for it in items]) if items[0].group is not None else None
     idx = np.arange(len(items))
-    rest, test = _cut(idx, y, groups, fractions["test"], seed)
+    if test_list is None:
+        rest, test = _cut(idx, y, groups, fractions["test"], seed)
+    else:
+        test = _fixed_test(items, test_list)
+        rest = np.setdiff1d(idx, test)
     val_frac = fractions["val"] / max(1e-9, fractions["train"] + fractions["val"])
     train, val = _cut(rest, y, groups, val_frac, seed + 1)
     split = Split(labels=labels, seed=seed, fractions=fractions, group_regex=group_regex, scan_report=report)

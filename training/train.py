@@ -27,7 +27,15 @@ from device.datasets.folders import fingerprint
 from device.errors import SmearscopeError
 from training import report
 from training.budget import BudgetSchedule
-from training.data import Split, class_weights, load_split, make_split, source_counts, split_counts
+from training.data import (
+    Split,
+    class_weights,
+    load_split,
+    make_split,
+    read_test_list,
+    source_counts,
+    split_counts,
+)
 from training.models import build_model, feature_extractor, is_scratch, recalibrate_batchnorm, set_finetune
 from training.outlier_exposure import outlier_exposure
 from training.pipeline import make_dataset
@@ -71,6 +79,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     group_regex: str | None = None
+    keep_test: str | None = None  # an earlier bundle (or its report/test_split.txt) whose test split to keep
     label_map: list[str] | None = None  # ["FROM=TO", ...] applied to every source's folder names
     drop_unknown_labels: bool = False  # drop a later source's labels the first source lacks
     batch: int = 32
@@ -160,6 +169,7 @@ def _prepare_split(cfg: TrainConfig, run: Path) -> Split:
             group_regex=cfg.group_regex,
             label_map=parse_label_map(cfg.label_map),
             drop_unknown_labels=cfg.drop_unknown_labels,
+            test_list=read_test_list(cfg.keep_test) if cfg.keep_test else None,
         )
     split.save(run / "split.json")
     return split
