@@ -52,6 +52,37 @@ SHIFTS = [
 ]
 
 
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def markdown(res: dict, n_fields: int) -> str:
+    head = (
+        "shift",
+        "what",
+        "fields: no blast / uncertain / blast",
+        "white cells",
+        "decided blast",
+        "unclassified",
+    )
+    out = [
+        "# Normal fields of another lab through the acquisition shifts (benchmarks/normal_fields_shifts.py)",
+        "",
+        f"A screening aid for trained staff, not a diagnosis. Command: `{res['command']}` ({res['machine']}, "
+        f"{res['seconds']} s); models {', '.join(res['models'])}. {n_fields} fields of 3-12 cell places at "
+        f"{sr.UM} µm/px, every one normal: a blast call is a false alarm.",
+        "",
+        _row(*head),
+        _row(*["---"] * len(head)),
+    ]
+    for key, r in res["rows"].items():
+        calls = " / ".join(str(r["fields"].get(k, 0)) for k in ("no_blast", "uncertain", "blast"))
+        unc = r["cells_unclassified_rate"]
+        share = "-" if unc is None else f"{unc:.1%}"
+        out.append(_row(key, r["what"], calls, r["white_cells"], r["cells_blast"], share))
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -107,27 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(res, indent=2) + "\n").encode())
-    lines = [
-        "# Normal fields of another lab through the acquisition shifts (benchmarks/normal_fields_shifts.py)",
-        "",
-        "A screening aid for trained staff, not a diagnosis. "
-        f"Command: `{res['command']}` ({res['machine']}, {res['seconds']} s); "
-        f"models {', '.join(res['models'])}. {args.fields} fields of 3-12 cell places at {sr.UM} µm/px, "
-        "every one normal: a blast call is a false alarm.",
-        "",
-        "| shift | what | fields: no blast / uncertain / blast | white cells | decided blast "
-        "| unclassified |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for key, r in rows.items():
-        f = r["fields"]
-        calls = " / ".join(str(f.get(k, 0)) for k in ("no_blast", "uncertain", "blast"))
-        unc = r["cells_unclassified_rate"]
-        lines.append(
-            f"| {key} | {r['what']} | {calls} | {r['white_cells']} | {r['cells_blast']} | "
-            f"{'-' if unc is None else f'{unc:.1%}'} |"
-        )
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(args.out.with_suffix(".md"), markdown(res, args.fields).encode())
     print(f"wrote {args.out}.json and .md")
     return 0
 
