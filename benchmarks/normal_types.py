@@ -39,6 +39,7 @@ from device.models.model import TFLiteModel  # noqa: E402
 from training.cells.calibrate_cells import decisions  # noqa: E402
 from training.cells.cellprobs import CellTable, SplitCrop, load_part, run_cells, variant_fn  # noqa: E402
 from training.cells.evaluate import cell_figures  # noqa: E402
+from training.data import read_test_list  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -56,7 +57,7 @@ SETS = {"1 view": 1, "2 views": 2, "4 views": 4, "8 views": 8}
 
 def test_crops(crops: Path, bundle: Path, lab: str = "pbc") -> tuple[list[SplitCrop], list[SplitCrop], dict]:
     """(the test crops of `lab`, the other crops of `lab`, the crop manifest)."""
-    listed = set((bundle / "report" / "test_split.txt").read_text().split())
+    listed = read_test_list(bundle)
     manifest = json.loads((crops / "crops.json").read_text())
     rows: dict[str, list[dict]] = {"test": [], "train": []}
     for r in manifest["crops"]:

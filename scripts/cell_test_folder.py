@@ -18,17 +18,17 @@ import json
 import sys
 from pathlib import Path
 
-TEST_LIST = Path("report") / "test_split.txt"
+from device.errors import SmearscopeError
+from training.data import read_test_list
 
 
 def tested_pictures(bundle: Path) -> set[str]:
     """The picture names (file stems) the bundle's test crops were cut from."""
-    listed = (bundle / TEST_LIST).read_text().split()
     stems = set()
-    for rel in listed:
+    for rel in read_test_list(bundle):
         parts = Path(rel).name.split(".")
         if len(parts) < 4:  # <lab>.<picture>.<n>.png
-            raise ValueError(f"{bundle / TEST_LIST}: {rel} is not named <label>/<lab>.<picture>.<n>.png")
+            raise SmearscopeError(f"{bundle}: test crop {rel} is not named <label>/<lab>.<picture>.<n>.png")
         stems.add(".".join(parts[1:-2]))
     return stems
 
@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=Path, help="keep only the pictures this split file's --part holds too")
     p.add_argument("--part", choices=("train", "val", "test"), default="test")
     args = p.parse_args(argv)
-    if not (args.bundle / TEST_LIST).is_file():
-        print(f"{args.bundle}: no {TEST_LIST} (made by `smearscope convert`)", file=sys.stderr)
+    try:
+        wanted = tested_pictures(args.bundle)
+    except SmearscopeError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    wanted = tested_pictures(args.bundle)
     if args.split is not None:
         wanted &= split_pictures(args.split, args.part)
     found: dict[str, int] = {}
